@@ -1,0 +1,1 @@
+"""How inbound traffic reaches a national registry, and a reference registry."""

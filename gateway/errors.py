@@ -1,0 +1,178 @@
+"""The two error roots of the gateway, and the one place they become gRPC statuses.
+
+Every failure the gateway reports is either a :class:`Rejected` (the caller or the
+data is at fault: authentication, agreement, policy, validation, replay, quota) or an
+:class:`Unavailable` (the system is at fault: a partner is down, the database is busy).
+Foreign exceptions are wrapped at the boundary with ``raise ... from e`` so that only
+these types cross module boundaries.
+
+Messages are written for the caller: they name the field and the rule, and never
+carry a stack trace, key material or personal data of the people concerned.
+:func:`to_status` is the single map to gRPC status codes, with ``google.rpc``
+details (``ErrorInfo`` with a stable reason code, ``BadRequest`` field violations,
+``RetryInfo``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import duration_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "pouch.gateway"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One field that broke one rule; ``field`` is a path such as ``event.date``."""
+
+    field: str
+    rule: str
+
+
+class PouchError(Exception):
+    """Base of both roots; carries a stable reason code and a safe message."""
+
+    reason: str = "INTERNAL"
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class Rejected(PouchError):
+    """The caller or the data is at fault; retrying the same request will not help."""
+
+    reason = "REJECTED"
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class AuthenticationRejected(Rejected):
+    reason = "UNAUTHENTICATED"
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionRejected(Rejected):
+    reason = "PERMISSION_DENIED"
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class AgreementRejected(Rejected):
+    reason = "AGREEMENT"
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PolicyRejected(Rejected):
+    reason = "POLICY"
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ValidationRejected(Rejected):
+    """Input broke one or more rules; every violation names its field and rule."""
+
+    reason = "VALIDATION"
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(
+        self,
+        violations: list[FieldViolation] | tuple[FieldViolation, ...],
+        *,
+        reason: str | None = None,
+    ) -> None:
+        if not violations:
+            raise ValueError("a validation rejection needs at least one violation")
+        self.violations = tuple(violations)
+        summary = "; ".join(f"{v.field}: {v.rule}" for v in self.violations)
+        super().__init__(f"invalid request: {summary}", reason=reason)
+
+
+class ReplayRejected(Rejected):
+    reason = "REPLAY"
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class QuotaRejected(Rejected):
+    reason = "QUOTA_EXHAUSTED"
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class NotFound(Rejected):
+    reason = "NOT_FOUND"
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Unavailable(PouchError):
+    """The system is at fault; the same request may succeed later."""
+
+    reason = "UNAVAILABLE"
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_s = retry_after_s
+
+
+class PartnerUnavailable(Unavailable):
+    reason = "PARTNER_UNAVAILABLE"
+
+
+class StorageUnavailable(Unavailable):
+    reason = "STORAGE_UNAVAILABLE"
+
+
+class DeadlineExceeded(Unavailable):
+    reason = "DEADLINE_EXCEEDED"
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
+}
+
+
+def to_status(error: PouchError) -> grpc.Status:
+    """Map an error to a gRPC status with ``google.rpc`` details; the only such map."""
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    packed: list[Message] = [info]
+    if isinstance(error, ValidationRejected):
+        packed.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.rule
+                    )
+                    for v in error.violations
+                ]
+            )
+        )
+    if isinstance(error, Unavailable) and error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(int(error.retry_after_s * 1000))
+        packed.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    status = status_pb2.Status(code=_CODE_NUMBERS[error.code], message=error.message)
+    for message in packed:
+        status.details.add().Pack(message)
+    return rpc_status.to_status(status)
+
+
+def internal_error() -> grpc.Status:
+    """The status for a failure that is nobody's documented fault; says nothing inside."""
+    return to_status(PouchError("internal error", reason="INTERNAL"))
