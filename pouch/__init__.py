@@ -1,0 +1,1 @@
+"""Generated wire types of the Pouch contract (proto/)."""

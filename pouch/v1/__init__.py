@@ -1,0 +1,1 @@
+"""Generated from proto/pouch/v1 by scripts/gen_proto.py."""
