@@ -156,9 +156,7 @@ def to_status(error: PouchError) -> grpc.Status:
         packed.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.rule
-                    )
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.rule)
                     for v in error.violations
                 ]
             )

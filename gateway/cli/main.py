@@ -5,12 +5,22 @@ from __future__ import annotations
 import click
 
 from gateway import __version__
+from gateway.cli.demo import demo
+from gateway.cli.pki import pki
+from gateway.cli.serve import serve
+from gateway.cli.token import token
 
 
 @click.group()
 @click.version_option(__version__, prog_name="pouch")
 def cli() -> None:
     """Pouch: secure gateway for bilateral consular-cooperation exchanges."""
+
+
+cli.add_command(pki)
+cli.add_command(token)
+cli.add_command(serve)
+cli.add_command(demo)
 
 
 def main() -> None:

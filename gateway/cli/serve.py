@@ -1,0 +1,49 @@
+"""``pouch serve``: run one gateway until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.server.app import Gateway, StartupError
+
+
+async def run_gateway(settings: Settings) -> None:
+    gateway = Gateway(settings)
+    await gateway.start()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    click.echo(
+        f"pouch gateway {gateway.state} ready: local API port {gateway.local_port}, "
+        f"peer API port {gateway.peer_port}, metrics port {gateway.metrics_port or '-'}",
+    )
+    await stopping.wait()
+    click.echo(f"pouch gateway {gateway.state} stopping")
+    await gateway.stop()
+    click.echo(f"pouch gateway {gateway.state} stopped")
+
+
+@click.command()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The gateway's TOML configuration file.",
+)
+@click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING"]))
+def serve(config_path: Path, log_level: str) -> None:
+    """Run a gateway: local API, peer API and metrics, until SIGTERM."""
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(config_path)
+        asyncio.run(run_gateway(settings))
+    except (ConfigError, StartupError) as e:
+        raise click.ClickException(str(e)) from None

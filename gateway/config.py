@@ -1,0 +1,235 @@
+"""Frozen gateway settings, loaded from one TOML file.
+
+Every key is known: an unknown or ill-typed key is a :class:`ConfigError` that names
+the file, the key and the rule. Relative paths are resolved against the directory of
+the configuration file, so a deployment directory can be moved as a whole.
+
+Example::
+
+    [gateway]
+    state = "AT"
+    database_url = "sqlite:///var/at/pouch.db"
+
+    [pki]
+    dir = "certs/AT"
+
+    [local_api]
+    listen = "127.0.0.1:7443"
+
+    [peer_api]
+    listen = "127.0.0.1:7444"
+
+    [tokens]
+    issuer = "https://idp.at.example"
+    audience = "pouch:AT"
+    jwks_file = "certs/AT/idp/jwks.json"
+
+    [metrics]
+    listen = "127.0.0.1:9464"
+
+    [[partners]]
+    state = "BE"
+    bundle = "partners/BE/bundle.json"
+    crl = "partners/BE/crl.pem"
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+_STATE = re.compile(r"^[A-Z]{2}$")
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable, or breaks a rule."""
+
+
+def _state_code(value: str) -> str:
+    if not _STATE.match(value):
+        raise ValueError("must be an ISO 3166-1 alpha-2 code: two uppercase letters")
+    return value
+
+
+def _listen_address(value: str) -> str:
+    match = _LISTEN.match(value)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError("must be HOST:PORT with a port from 1 to 65535")
+    return value
+
+
+StateCode = Annotated[str, AfterValidator(_state_code)]
+ListenAddress = Annotated[str, AfterValidator(_listen_address)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class GatewaySection(_Section):
+    state: StateCode
+    database_url: str = "sqlite:///pouch.db"
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0, le=300)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=1024, le=64 * 1024 * 1024)
+
+
+class PkiSection(_Section):
+    dir: Path
+
+
+class ListenerSection(_Section):
+    listen: ListenAddress
+
+
+class TokensSection(_Section):
+    issuer: str = Field(min_length=1)
+    audience: str = Field(min_length=1)
+    jwks_file: Path
+    algorithms: tuple[str, ...] = ("ES256", "EdDSA")
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = {"ES256", "ES384", "EdDSA", "RS256", "PS256"}
+        unknown = [a for a in value if a not in allowed]
+        if unknown or not value:
+            raise ValueError(f"must be a non-empty list drawn from {sorted(allowed)}")
+        return value
+
+
+class MetricsSection(_Section):
+    listen: ListenAddress
+
+
+class PartnerSection(_Section):
+    state: StateCode
+    bundle: Path
+    # Expected digest of the partner's trust bundle, as exchanged out of band.
+    bundle_digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    crl: Path | None = None
+    # Overrides the peer endpoint named in the bundle (e.g. behind a proxy).
+    endpoint: ListenAddress | None = None
+
+
+class Settings(_Section):
+    """The whole configuration; paths are absolute once loaded."""
+
+    gateway: GatewaySection
+    pki: PkiSection
+    local_api: ListenerSection
+    peer_api: ListenerSection
+    tokens: TokensSection
+    metrics: MetricsSection | None = None
+    partners: tuple[PartnerSection, ...] = ()
+    source: Path | None = None
+
+    @field_validator("partners")
+    @classmethod
+    def _distinct_partners(cls, value: tuple[PartnerSection, ...]) -> tuple[PartnerSection, ...]:
+        states = [p.state for p in value]
+        if len(states) != len(set(states)):
+            raise ValueError("each partner state may appear only once")
+        return value
+
+
+def load_settings(path: Path) -> Settings:
+    """Read, validate and freeze the configuration file at ``path``."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: no such configuration file") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({type(e).__name__})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    return parse_settings(raw, path)
+
+
+def parse_settings(raw: dict[str, Any], path: Path) -> Settings:
+    """Validate an already-parsed TOML document; ``path`` anchors relative paths."""
+    base = path.resolve().parent
+    if "partners" in raw and isinstance(raw["partners"], list):
+        raw = {**raw, "partners": tuple(raw["partners"])}
+    if "tokens" in raw and isinstance(raw["tokens"], dict):
+        algorithms = raw["tokens"].get("algorithms")
+        if isinstance(algorithms, list):
+            raw = {**raw, "tokens": {**raw["tokens"], "algorithms": tuple(algorithms)}}
+    raw = _paths_as_paths(raw)
+    try:
+        settings = Settings.model_validate({**raw, "source": path.resolve()})
+    except ValidationError as e:
+        raise ConfigError(_describe(path, e)) from None
+    return _anchor(settings, base)
+
+
+_PATH_KEYS = {("pki", "dir"), ("tokens", "jwks_file"), ("partners", "bundle"), ("partners", "crl")}
+
+
+def _paths_as_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """Strict mode wants Path objects for path fields; TOML gives strings."""
+    out: dict[str, Any] = dict(raw)
+    for section, key in _PATH_KEYS:
+        value = out.get(section)
+        if isinstance(value, dict) and isinstance(value.get(key), str):
+            out[section] = {**value, key: Path(value[key])}
+        elif isinstance(value, tuple):
+            out[section] = tuple(
+                {**item, key: Path(item[key])}
+                if isinstance(item, dict) and isinstance(item.get(key), str)
+                else item
+                for item in value
+            )
+    return out
+
+
+def _anchor(settings: Settings, base: Path) -> Settings:
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    partners = tuple(
+        p.model_copy(
+            update={"bundle": absolute(p.bundle), "crl": absolute(p.crl) if p.crl else None}
+        )
+        for p in settings.partners
+    )
+    database_url = settings.gateway.database_url
+    prefix = "sqlite:///"
+    if database_url.startswith(prefix) and not database_url.startswith(prefix + "/"):
+        database_url = prefix + str(absolute(Path(database_url[len(prefix) :])))
+    return settings.model_copy(
+        update={
+            "gateway": settings.gateway.model_copy(update={"database_url": database_url}),
+            "pki": settings.pki.model_copy(update={"dir": absolute(settings.pki.dir)}),
+            "tokens": settings.tokens.model_copy(
+                update={"jwks_file": absolute(settings.tokens.jwks_file)}
+            ),
+            "partners": partners,
+        }
+    )
+
+
+def _describe(path: Path, error: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for item in error.errors(include_url=False, include_input=False):
+        key = ".".join(str(part) for part in item["loc"])
+        if item["type"] == "extra_forbidden":
+            rule = "unknown key"
+        elif item["type"] == "missing":
+            rule = "required key is missing"
+        else:
+            rule = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {rule}")
+    return "\n".join(lines)

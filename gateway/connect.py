@@ -1,0 +1,50 @@
+"""Mutual-TLS channels to a gateway's listeners, for callers, partners and tools.
+
+A channel trusts exactly one CA (the state whose gateway it calls) and presents
+exactly one client certificate. The TLS target name is checked against the
+server certificate's DNS or IP names, as gRPC does for any secure channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+
+@dataclass(frozen=True)
+class ClientIdentity:
+    """The PEM files a caller presents and trusts."""
+
+    trusted_ca: bytes
+    certificate_chain: bytes
+    private_key: bytes
+
+    @classmethod
+    def from_files(
+        cls, *, trusted_ca: Path, certificate: Path, private_key: Path
+    ) -> ClientIdentity:
+        return cls(
+            trusted_ca=trusted_ca.read_bytes(),
+            certificate_chain=certificate.read_bytes(),
+            private_key=private_key.read_bytes(),
+        )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.trusted_ca,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+        )
+
+
+def secure_channel(target: str, identity: ClientIdentity) -> grpc.aio.Channel:
+    """An asyncio channel to ``target`` (HOST:PORT) over mutual TLS."""
+    return grpc.aio.secure_channel(target, identity.credentials())
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying a local caller's token."""
+    return (("authorization", f"Bearer {token}"),)

@@ -1,0 +1,1 @@
+"""``pouch demo``: several states' gateways on loopback, and a scenario between them."""

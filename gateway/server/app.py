@@ -1,0 +1,268 @@
+"""One gateway process: its two listeners, its storage and its metrics endpoint.
+
+Start-up loads everything it will rely on before it listens, and refuses to start
+on anything doubtful: a partner bundle whose digest differs from the pinned one, a
+bundle for another state than configured, a database it cannot migrate. The local
+and peer listeners are separate grpc.aio servers on separate ports, each with its
+own trusted CAs and its own guard; they never share an interceptor chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.config import Settings
+from gateway.metrics import GatewayMetrics, MetricsEndpoint
+from gateway.pki.bundle import TrustBundle, load_trust_bundle
+from gateway.pki.crl import CrlWatcher
+from gateway.pki.directory import StateDirectory
+from gateway.pki.keys import certificate_pem, load_certificate, seconds_to_expiry
+from gateway.pki.tokens import JwksWatcher, TokenVerifier
+from gateway.server.guard import ListenerGuard
+from gateway.server.local_api import GatewayInfoService, LocalAuthenticator
+from gateway.server.peer_api import PeerAuthenticator, PeerEndpoint
+from gateway.store.engine import create_engine, redact_url
+from gateway.store.migrate import current_revision, upgrade_to_head
+from gateway.trust.peer import CertificateIdentifier, TrustAnchor
+from pouch.v1 import gateway_pb2, gateway_pb2_grpc, peer_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+EXPIRY_REFRESH_S = 60.0
+
+
+class StartupError(RuntimeError):
+    """The gateway cannot start safely; the message says which setting is at fault."""
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A partner state as pinned by this gateway."""
+
+    state: str
+    bundle: TrustBundle
+    endpoint: str
+    crl: CrlWatcher | None
+
+
+def _load_partners(settings: Settings) -> dict[str, Partner]:
+    partners: dict[str, Partner] = {}
+    for entry in settings.partners:
+        try:
+            bundle = load_trust_bundle(entry.bundle)
+        except (OSError, ValueError) as e:
+            raise StartupError(f"partner {entry.state}: trust bundle refused: {e}") from e
+        if bundle.state != entry.state:
+            raise StartupError(
+                f"partner {entry.state}: the bundle at {entry.bundle} is for {bundle.state}"
+            )
+        if entry.bundle_digest is not None and bundle.digest != entry.bundle_digest:
+            raise StartupError(
+                f"partner {entry.state}: bundle digest {bundle.digest} differs from the "
+                f"pinned {entry.bundle_digest}"
+            )
+        crl = CrlWatcher(entry.crl, bundle.ca_certificate) if entry.crl else None
+        partners[entry.state] = Partner(
+            state=entry.state,
+            bundle=bundle,
+            endpoint=entry.endpoint or bundle.peer_endpoint,
+            crl=crl,
+        )
+    return partners
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+class Gateway:
+    """Everything one state's gateway runs, assembled from frozen settings."""
+
+    def __init__(
+        self, settings: Settings, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.state = settings.gateway.state
+        self.pki = StateDirectory(settings.pki.dir)
+        try:
+            self.ca_certificate = load_certificate(self.pki.ca_cert)
+            self.tls_certificate = load_certificate(self.pki.gateway_cert)
+            self._tls_key_pem = self.pki.gateway_key.read_bytes()
+        except (OSError, ValueError) as e:
+            raise StartupError(f"pki.dir {settings.pki.dir}: cannot load the state PKI: {e}") from e
+        if self.pki.state != self.state:
+            raise StartupError(
+                f"pki.dir holds the PKI of {self.pki.state}, but gateway.state is {self.state}"
+            )
+        self.partners = _load_partners(settings)
+        self.own_crl = CrlWatcher(self.pki.crl, self.ca_certificate)
+        self.metrics = GatewayMetrics()
+        self.engine = create_engine(settings.gateway.database_url)
+        self._local: grpc.aio.Server | None = None
+        self._peer: grpc.aio.Server | None = None
+        self._metrics_endpoint: MetricsEndpoint | None = None
+        self._health = health.aio.HealthServicer()
+        self._expiry_task: asyncio.Task[None] | None = None
+        self.local_port = 0
+        self.peer_port = 0
+
+    # -- assembly ---------------------------------------------------------
+
+    def _local_server(self) -> grpc.aio.Server:
+        identifier = CertificateIdentifier(
+            {self.state: TrustAnchor(self.state, self.ca_certificate, self.own_crl)},
+            clock=self.clock,
+        )
+        tokens = self.settings.tokens
+        verifier = TokenVerifier(
+            JwksWatcher(tokens.jwks_file),
+            issuer=tokens.issuer,
+            audience=tokens.audience,
+            algorithms=frozenset(tokens.algorithms),
+            leeway_s=tokens.leeway_seconds,
+            clock=lambda: self.clock().timestamp(),
+        )
+        guard = ListenerGuard("local", LocalAuthenticator(identifier, verifier), self.metrics)
+        server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
+            GatewayInfoService(self.describe), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            [
+                gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        credentials = grpc.ssl_server_credentials(
+            [(self._tls_key_pem, certificate_pem(self.tls_certificate))],
+            root_certificates=certificate_pem(self.ca_certificate),
+            require_client_auth=True,
+        )
+        self.local_port = server.add_secure_port(self.settings.local_api.listen, credentials)
+        return server
+
+    def _peer_server(self) -> grpc.aio.Server:
+        anchors = {
+            p.state: TrustAnchor(p.state, p.bundle.ca_certificate, p.crl)
+            for p in self.partners.values()
+        }
+        identifier = CertificateIdentifier(anchors, clock=self.clock)
+        guard = ListenerGuard("peer", PeerAuthenticator(identifier), self.metrics)
+        server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
+        peer_pb2_grpc.add_PeerServiceServicer_to_server(
+            PeerEndpoint(self.state, self.clock), server
+        )
+        # With no partner yet, TLS trusts only our own CA and the guard refuses all.
+        roots = b"".join(certificate_pem(a.ca_certificate) for a in anchors.values())
+        credentials = grpc.ssl_server_credentials(
+            [(self._tls_key_pem, certificate_pem(self.tls_certificate))],
+            root_certificates=roots or certificate_pem(self.ca_certificate),
+            require_client_auth=True,
+        )
+        self.peer_port = server.add_secure_port(self.settings.peer_api.listen, credentials)
+        return server
+
+    def _channel_options(self) -> list[tuple[str, Any]]:
+        limit = self.settings.gateway.max_message_bytes
+        return [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+
+    def describe(self) -> gateway_pb2.GetGatewayInfoResponse:
+        return gateway_pb2.GetGatewayInfoResponse(
+            state=self.state,
+            partners=[
+                gateway_pb2.PartnerInfo(
+                    state=p.state,
+                    peer_endpoint=p.endpoint,
+                    bundle_digest=p.bundle.digest,
+                    ca_not_after=_timestamp(p.bundle.ca_certificate.not_valid_after_utc),
+                )
+                for p in sorted(self.partners.values(), key=lambda p: p.state)
+            ],
+            schema_revision=current_revision(self.engine) or "",
+            tls_certificate_not_after=_timestamp(self.tls_certificate.not_valid_after_utc),
+        )
+
+    def refresh_expiry_metrics(self) -> None:
+        now = self.clock()
+        gauge = self.metrics.certificate_expiry
+        gauge.labels("gateway_tls", self.state).set(seconds_to_expiry(self.tls_certificate, now))
+        gauge.labels("state_ca", self.state).set(seconds_to_expiry(self.ca_certificate, now))
+        with contextlib.suppress(OSError, ValueError):
+            signing = load_certificate(self.pki.signing_cert)
+            gauge.labels("signing", self.state).set(seconds_to_expiry(signing, now))
+        for p in self.partners.values():
+            gauge.labels("partner_ca", p.state).set(seconds_to_expiry(p.bundle.ca_certificate, now))
+            gauge.labels("partner_signing", p.state).set(
+                seconds_to_expiry(p.bundle.signing_certificate, now)
+            )
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(upgrade_to_head, self.engine)
+        self._local = self._local_server()
+        self._peer = self._peer_server()
+        await self._local.start()
+        await self._peer.start()
+        if self.settings.metrics is not None:
+            host, _, port = self.settings.metrics.listen.rpartition(":")
+            self._metrics_endpoint = MetricsEndpoint(self.metrics, host.strip("[]"), int(port))
+        self.refresh_expiry_metrics()
+        self._expiry_task = asyncio.create_task(self._refresh_expiry_forever())
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "gateway %s serving: local API on port %d, peer API on port %d, database %s",
+            self.state,
+            self.local_port,
+            self.peer_port,
+            redact_url(self.settings.gateway.database_url),
+        )
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self._metrics_endpoint.port if self._metrics_endpoint else None
+
+    async def _refresh_expiry_forever(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_REFRESH_S)
+            self.refresh_expiry_metrics()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop taking calls, let calls in flight finish within the grace period."""
+        grace = self.settings.gateway.shutdown_grace_seconds if grace_s is None else grace_s
+        await self._health.enter_graceful_shutdown()
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+        servers = [s for s in (self._local, self._peer) if s is not None]
+        await asyncio.gather(*(s.stop(grace) for s in servers))
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+        self.engine.dispose()
+        log.info("gateway %s stopped", self.state)
+
+    async def wait_for_termination(self) -> None:
+        if self._local is not None:
+            await self._local.wait_for_termination()

@@ -1,0 +1,150 @@
+"""The interceptor in front of every handler of one listener.
+
+For each call, in this order: identify the caller (the listener's own
+``authenticate`` stage, which records the frozen result for the handler), run the
+handler, and turn any :class:`~gateway.errors.PouchError` into the one gRPC status
+map of :mod:`gateway.errors`. Anything else is a bug: it is logged by type and
+location (never by message, which might hold data) and answered ``INTERNAL``
+with nothing inside. Every call is counted by listener, service, method and code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+import grpc.aio
+
+from gateway.errors import AuthenticationRejected, PouchError, internal_error, to_status
+from gateway.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
+
+Authenticate = Callable[[grpc.aio.ServicerContext[Any, Any], str], None]
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """``/pouch.v1.PeerService/Ping`` -> (``pouch.v1.PeerService``, ``Ping``)."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    return service, method
+
+
+class _Call:
+    """Bookkeeping of one call: its outcome code and timing, recorded once."""
+
+    def __init__(self, guard: ListenerGuard, full_method: str) -> None:
+        self.guard = guard
+        self.service, self.method = split_method(full_method)
+        self.full_method = full_method
+        self.code = grpc.StatusCode.OK
+        self.started = time.perf_counter()
+
+    async def fail(self, context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> None:
+        if isinstance(error, PouchError):
+            status = to_status(error)
+            if isinstance(error, AuthenticationRejected):
+                self.guard.metrics.handshake_failures.labels(
+                    self.guard.listener, error.reason
+                ).inc()
+        else:
+            frames = "".join(traceback.format_tb(error.__traceback__))
+            log.error("unexpected %s in %s\n%s", type(error).__name__, self.full_method, frames)
+            status = internal_error()
+        self.code = status.code
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def done(self) -> None:
+        g = self.guard
+        g.metrics.requests.labels(g.listener, self.service, self.method, self.code.name).inc()
+        g.metrics.request_seconds.labels(g.listener, self.service, self.method).observe(
+            time.perf_counter() - self.started
+        )
+
+
+class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Authenticates, maps errors and counts calls for one listener."""
+
+    def __init__(self, listener: str, authenticate: Authenticate, metrics: GatewayMetrics) -> None:
+        self.listener = listener
+        self.authenticate = authenticate
+        self.metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],  # type: ignore[type-arg]
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.request_streaming and handler.response_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._streaming(handler.stream_stream, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.request_streaming:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, method),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            self._unary(handler.unary_unary, method),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _unary(self, inner: Any, method: str) -> Any:
+        async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            call = _Call(self, method)
+            try:
+                self.authenticate(context, method)
+                result = inner(request, context)
+                return await result if asyncio.iscoroutine(result) else result
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                call.code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as e:
+                await call.fail(context, e)
+            finally:
+                call.done()
+
+        return behaviour
+
+    def _streaming(self, inner: Any, method: str) -> Any:
+        async def behaviour(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            call = _Call(self, method)
+            try:
+                self.authenticate(context, method)
+                async for response in cast(AsyncIterator[Any], inner(request, context)):
+                    yield response
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                call.code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as e:
+                await call.fail(context, e)
+            finally:
+                call.done()
+
+        return behaviour

@@ -1,0 +1,137 @@
+"""The local API: the state's own registries, consulates, auditors and operators.
+
+Callers present a client certificate from this state's CA (checked by TLS, then by
+:class:`~gateway.trust.peer.CertificateIdentifier` for issuer, SAN and revocation)
+and a JWT bound to that certificate. Each method needs one of the scopes listed in
+:data:`METHOD_SCOPES`; a method missing from the table is closed to everyone (rules
+fail closed). Health checking and reflection need the client certificate only, so a
+load balancer or an operator's tooling can reach them without a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from gateway import __version__
+from gateway.errors import AuthenticationRejected, PermissionRejected
+from gateway.pki.tokens import TokenVerifier
+from gateway.server.caller import current_principal, set_principal
+from gateway.trust.peer import CertificateIdentifier
+from gateway.trust.principal import Principal, Scope
+from pouch.v1 import gateway_pb2, gateway_pb2_grpc
+
+# Required scopes per method; a caller needs any one of them.
+METHOD_SCOPES: Mapping[str, frozenset[Scope]] = {
+    "/pouch.v1.GatewayService/GetGatewayInfo": frozenset({Scope.ADMIN}),
+    "/pouch.v1.CivilRecordService/SubmitUpdate": frozenset({Scope.CIVIL_SUBMIT}),
+    "/pouch.v1.CivilRecordService/SubmitUpdates": frozenset({Scope.CIVIL_SUBMIT}),
+    "/pouch.v1.CivilRecordService/GetUpdateStatus": frozenset({Scope.CIVIL_SUBMIT}),
+    "/pouch.v1.CivilRecordService/ListUpdates": frozenset({Scope.CIVIL_SUBMIT}),
+    "/pouch.v1.IdentityService/ConfirmIdentity": frozenset({Scope.IDENTITY_QUERY}),
+    "/pouch.v1.RepresentationService/RequestAssistance": frozenset({Scope.REPRESENTATION_REQUEST}),
+    "/pouch.v1.RepresentationService/TransitionCase": frozenset(
+        {Scope.REPRESENTATION_ACT, Scope.REPRESENTATION_REQUEST}
+    ),
+    "/pouch.v1.RepresentationService/AddNote": frozenset(
+        {Scope.REPRESENTATION_ACT, Scope.REPRESENTATION_REQUEST}
+    ),
+    "/pouch.v1.RepresentationService/ClaimCosts": frozenset({Scope.REPRESENTATION_ACT}),
+    "/pouch.v1.RepresentationService/AcknowledgeCosts": frozenset({Scope.REPRESENTATION_REQUEST}),
+    "/pouch.v1.RepresentationService/GetCase": frozenset(
+        {Scope.REPRESENTATION_ACT, Scope.REPRESENTATION_REQUEST}
+    ),
+    "/pouch.v1.RepresentationService/ListCases": frozenset(
+        {Scope.REPRESENTATION_ACT, Scope.REPRESENTATION_REQUEST}
+    ),
+    "/pouch.v1.RepresentationService/WatchCase": frozenset(
+        {Scope.REPRESENTATION_ACT, Scope.REPRESENTATION_REQUEST}
+    ),
+    "/pouch.v1.AuditService/ListEntries": frozenset({Scope.AUDIT_READ}),
+    "/pouch.v1.AuditService/GetCheckpoint": frozenset({Scope.AUDIT_READ}),
+    "/pouch.v1.AuditService/GetInclusionProof": frozenset({Scope.AUDIT_READ}),
+    "/pouch.v1.AuditService/GetConsistencyProof": frozenset({Scope.AUDIT_READ}),
+    "/pouch.v1.AuditService/ExportBundle": frozenset({Scope.AUDIT_READ}),
+    "/pouch.v1.AgreementService/ListAgreements": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
+    "/pouch.v1.AgreementService/GetAgreement": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
+    "/pouch.v1.AgreementService/SuspendAgreement": frozenset({Scope.ADMIN}),
+}
+
+# Reachable with the client certificate alone.
+CERTIFICATE_ONLY_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+
+def _bearer_token(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise AuthenticationRejected(
+                "authorization metadata must be 'Bearer <token>'", reason="TOKEN_MALFORMED"
+            )
+    raise AuthenticationRejected("a bearer token is required", reason="TOKEN_MISSING")
+
+
+def _client_pem(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
+    values = list(context.auth_context().get("x509_pem_cert", ()))
+    return values[0] if values else None
+
+
+class LocalAuthenticator:
+    """The local listener's authentication stage: certificate, then token, then scope."""
+
+    def __init__(self, identifier: CertificateIdentifier, verifier: TokenVerifier) -> None:
+        self._identifier = identifier
+        self._verifier = verifier
+
+    def __call__(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        client = self._identifier.identify_client(_client_pem(context))
+        service = method.lstrip("/").partition("/")[0]
+        if service in CERTIFICATE_ONLY_SERVICES:
+            return
+        required = METHOD_SCOPES.get(method)
+        if required is None:
+            raise PermissionRejected(
+                "this method is not open to local callers", reason="METHOD_CLOSED"
+            )
+        verified = self._verifier.verify(
+            _bearer_token(context), client_cert_der=client.certificate_der
+        )
+        principal = Principal.from_token(client.state, verified)
+        if not principal.scopes & required:
+            wanted = " or ".join(sorted(str(s) for s in required))
+            raise PermissionRejected(
+                f"the token lacks the scope '{wanted}'", reason="SCOPE_MISSING"
+            )
+        set_principal(principal)
+
+
+class GatewayInfoService(gateway_pb2_grpc.GatewayServiceServicer):
+    """What operators ask a gateway about itself."""
+
+    def __init__(self, describe: Callable[[], gateway_pb2.GetGatewayInfoResponse]) -> None:
+        self._describe = describe
+
+    async def GetGatewayInfo(
+        self,
+        request: gateway_pb2.GetGatewayInfoRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.GetGatewayInfoResponse:
+        principal = current_principal()
+        info = gateway_pb2.GetGatewayInfoResponse()
+        info.CopyFrom(self._describe())
+        info.version = __version__
+        info.caller_subject = principal.subject
+        info.caller_scopes.extend(sorted(str(s) for s in principal.scopes))
+        return info

@@ -1,0 +1,57 @@
+"""The peer API: partner gateways only.
+
+TLS admits any certificate chaining to one of the pinned partner CAs; the guard's
+authentication stage (:class:`PeerAuthenticator`) then names the one state that
+certificate may speak for, by its issuing CA, and refuses a SAN that disagrees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.errors import FieldViolation, ValidationRejected
+from gateway.server.caller import authenticated_peer, set_peer
+from gateway.trust.peer import CertificateIdentifier
+from pouch.v1 import peer_pb2, peer_pb2_grpc
+
+MAX_NONCE_LENGTH = 128
+
+
+class PeerAuthenticator:
+    """The peer listener's authentication stage."""
+
+    def __init__(self, identifier: CertificateIdentifier) -> None:
+        self._identifier = identifier
+
+    def __call__(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
+        values = list(context.auth_context().get("x509_pem_cert", ()))
+        set_peer(self._identifier.identify_gateway(values[0] if values else None))
+
+
+class PeerEndpoint(peer_pb2_grpc.PeerServiceServicer):
+    """Gateway-to-gateway calls; later stages add delivery, queries and cosigning."""
+
+    def __init__(self, state: str, clock: Callable[[], datetime]) -> None:
+        self._state = state
+        self._clock = clock
+
+    async def Ping(
+        self, request: peer_pb2.PingRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.PingResponse:
+        if len(request.nonce) > MAX_NONCE_LENGTH:
+            raise ValidationRejected(
+                [FieldViolation("nonce", f"at most {MAX_NONCE_LENGTH} characters")]
+            )
+        server_time = Timestamp()
+        server_time.FromDatetime(self._clock())
+        return peer_pb2.PingResponse(
+            nonce=request.nonce,
+            gateway_state=self._state,
+            caller_state=authenticated_peer().state,
+            server_time=server_time,
+        )
