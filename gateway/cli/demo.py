@@ -62,14 +62,18 @@ def demo(workdir: Path | None, keep: bool) -> None:
         failed = [s for s in steps if not s.as_expected]
         if keep:
             a = sites[STATES[0]]
-            console.print(
-                "\nThe gateways keep running. Stop them with: "
-                + " ".join(f"kill {p.process.pid}" for p in processes if p.process)
-                + f"\nConfigurations: {', '.join(str(s.config_path) for s in sites.values())}"
-                + f"\nA token for {a.state}'s operator: pouch token mint"
-                f" --idp-dir {a.idp.directory} --cert {a.pki.client_cert('operator')} --issuer {a.issuer}"
-                f" --audience {a.audience} --subject operator@{a.state.lower()} --scope admin"
-            )
+            mint = [
+                "pouch token mint",
+                f"--idp-dir {a.idp.directory}",
+                f"--cert {a.pki.client_cert('operator')}",
+                f"--issuer {a.issuer} --audience {a.audience}",
+                f"--subject operator@{a.state.lower()} --scope admin",
+            ]
+            pids = " ".join(str(p.process.pid) for p in processes if p.process)
+            configs = ", ".join(str(s.config_path) for s in sites.values())
+            console.print(f"\nThe gateways keep running; stop them with: kill {pids}")
+            console.print(f"Configurations: {configs}")
+            console.print(f"A token for {a.state}'s operator: {' '.join(mint)}")
         if failed:
             raise click.ClickException(f"{len(failed)} step(s) did not behave as expected")
         console.print(f"[green]all {len(steps)} steps behaved as expected[/]")
