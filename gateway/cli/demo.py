@@ -38,7 +38,7 @@ def _table(steps: list[Step]) -> Table:
 @click.option("--keep", is_flag=True, help="Leave the gateways running and say how to call them.")
 def demo(workdir: Path | None, keep: bool) -> None:
     """Create PKI for two states, start their gateways, and exchange over mutual TLS."""
-    console = Console()
+    console = Console(width=max(Console().width, 140))
     root = workdir or Path(tempfile.mkdtemp(prefix="pouch-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     if any(root.iterdir()):
