@@ -1,0 +1,100 @@
+"""The one map from the two error roots to gRPC statuses with google.rpc details."""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from gateway.errors import (
+    AuthenticationRejected,
+    FieldViolation,
+    PartnerUnavailable,
+    PolicyRejected,
+    QuotaRejected,
+    Rejected,
+    ReplayRejected,
+    Unavailable,
+    ValidationRejected,
+    internal_error,
+    to_status,
+)
+
+
+def details(status: grpc.Status) -> list[object]:
+    (key, raw), *_ = status.trailing_metadata  # type: ignore[misc]
+    assert key == "grpc-status-details-bin"
+    decoded = status_pb2.Status.FromString(raw)
+    out: list[object] = []
+    for any_detail in decoded.details:
+        for kind in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+        ):
+            if any_detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                any_detail.Unpack(message)
+                out.append(message)
+    return out
+
+
+def test_every_rejection_maps_to_its_status_code() -> None:
+    assert to_status(AuthenticationRejected("x")).code == grpc.StatusCode.UNAUTHENTICATED
+    assert to_status(PolicyRejected("x")).code == grpc.StatusCode.PERMISSION_DENIED
+    assert to_status(ReplayRejected("x")).code == grpc.StatusCode.ALREADY_EXISTS
+    assert to_status(QuotaRejected("x")).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert to_status(PartnerUnavailable("x")).code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_both_roots_are_distinct() -> None:
+    assert issubclass(PolicyRejected, Rejected) and not issubclass(PolicyRejected, Unavailable)
+    assert issubclass(PartnerUnavailable, Unavailable)
+    assert not issubclass(PartnerUnavailable, Rejected)
+
+
+def test_validation_names_each_field_and_rule_as_bad_request() -> None:
+    error = ValidationRejected(
+        [
+            FieldViolation("update.event_date", "must not lie in the future"),
+            FieldViolation("recipient_state", "must be an ISO 3166-1 alpha-2 code"),
+        ]
+    )
+    status = to_status(error)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "update.event_date: must not lie in the future" in status.details
+    info, bad_request = details(status)
+    assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "VALIDATION"
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    assert [v.field for v in bad_request.field_violations] == [
+        "update.event_date",
+        "recipient_state",
+    ]
+
+
+def test_unavailable_carries_retry_info() -> None:
+    status = to_status(PartnerUnavailable("partner BE unreachable", retry_after_s=2.5))
+    info, retry = details(status)
+    assert isinstance(info, error_details_pb2.ErrorInfo) and info.reason == "PARTNER_UNAVAILABLE"
+    assert isinstance(retry, error_details_pb2.RetryInfo)
+    assert retry.retry_delay.ToMilliseconds() == 2500
+
+
+def test_reason_code_can_be_specific() -> None:
+    status = to_status(AuthenticationRejected("token expired", reason="TOKEN_EXPIRED"))
+    (info,) = details(status)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.domain) == ("TOKEN_EXPIRED", "pouch.gateway")
+
+
+def test_internal_error_says_nothing_inside() -> None:
+    status = internal_error()
+    assert status.code == grpc.StatusCode.INTERNAL
+    assert status.details == "internal error"
+
+
+def test_validation_without_violations_is_a_bug() -> None:
+    try:
+        ValidationRejected([])
+    except ValueError:
+        return
+    raise AssertionError("an empty validation rejection was accepted")
