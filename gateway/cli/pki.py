@@ -1,0 +1,202 @@
+"""``pouch pki``: create a state's PKI, issue local clients, revoke, inspect bundles.
+
+This is the clock's edge: commands read ``datetime.now(UTC)`` once and pass it
+down. Every failure is a :class:`click.ClickException` with a message that names
+the file or the rule; no traceback reaches the operator.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from gateway.pki.bundle import load_trust_bundle
+from gateway.pki.crl import refresh_crl, revoke
+from gateway.pki.directory import StateDirectory
+from gateway.pki.keys import certificate_fingerprint, load_certificate
+from gateway.pki.layout import init_state, issue_client
+
+_SERIAL = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
+
+
+@contextmanager
+def _operator_errors() -> Iterator[None]:
+    """Turn library failures into one-line messages for the operator."""
+    try:
+        yield
+    except FileExistsError as e:
+        raise click.ClickException(str(e)) from e
+    except FileNotFoundError as e:
+        raise click.ClickException(f"no such file: {e.filename}") from e
+    except PermissionError as e:
+        raise click.ClickException(f"permission denied: {e.filename}") from e
+    except (ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _serial_hex(serial: int) -> str:
+    return f"0x{serial:x}"
+
+
+def _parse_serial(text: str) -> int:
+    """``0x``-prefixed hex or decimal; bare hex is refused as ambiguous."""
+    cleaned = text.strip()
+    if _SERIAL.fullmatch(cleaned) is None:
+        raise click.BadParameter(
+            f"{text!r}: write the serial as 0x-prefixed hex (as issue-client prints it) "
+            "or as decimal",
+            param_hint="--serial",
+        )
+    return int(cleaned, 0) if cleaned.lower().startswith("0x") else int(cleaned, 10)
+
+
+def _known_certificates(directory: StateDirectory) -> dict[int, Path]:
+    paths = [directory.gateway_cert, directory.signing_cert, directory.audit_cert]
+    if directory.clients.is_dir():
+        paths += sorted(directory.clients.glob("*.crt"))
+    known: dict[int, Path] = {}
+    for path in paths:
+        try:
+            known[load_certificate(path).serial_number] = path
+        except (OSError, ValueError):
+            continue
+    return known
+
+
+@click.group(name="pki")
+def pki() -> None:
+    """The state PKI: root CA, certificates, revocation and the trust bundle."""
+
+
+@pki.command(name="init")
+@click.option("--state", "state", required=True, help="ISO 3166-1 alpha-2 code, e.g. FR.")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State directory to create.",
+)
+@click.option("--dns", "dns_names", multiple=True, help="DNS name of the gateway (repeatable).")
+@click.option("--ip", "ip_addresses", multiple=True, help="IP address of the gateway (repeatable).")
+@click.option("--peer-endpoint", required=True, help="HOST:PORT partners connect to.")
+@click.option("--crl-location", default=None, help="Where partners fetch the CRL (URL).")
+def init_command(
+    state: str,
+    out: Path,
+    dns_names: tuple[str, ...],
+    ip_addresses: tuple[str, ...],
+    peer_endpoint: str,
+    crl_location: str | None,
+) -> None:
+    """Create a state's root CA, gateway/signing/audit keys, CRL and trust bundle."""
+    with _operator_errors():
+        directory = init_state(
+            state,
+            out,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            peer_endpoint=peer_endpoint,
+            crl_location=crl_location,
+            now=datetime.now(UTC),
+        )
+        bundle = load_trust_bundle(directory.bundle)
+    click.echo(f"state directory: {directory.root}")
+    click.echo(f"CA fingerprint: {certificate_fingerprint(bundle.ca_certificate)}")
+    click.echo(f"trust bundle: {directory.bundle}")
+    click.echo(f"bundle digest: {bundle.digest}")
+
+
+@pki.command(name="issue-client")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--name", required=True, help="Client name: [a-z0-9][a-z0-9-]{0,62}.")
+@click.option("--days", default=397, show_default=True, type=click.IntRange(min=1))
+@click.option("--replace", is_flag=True, help="Replace an existing certificate of that name.")
+def issue_client_command(state_dir: Path, name: str, days: int, replace: bool) -> None:
+    """Issue a client certificate for a local caller."""
+    with _operator_errors():
+        cert_path, key_path = issue_client(
+            state_dir, name, now=datetime.now(UTC), validity_days=days, replace=replace
+        )
+        serial = load_certificate(cert_path).serial_number
+    click.echo(f"certificate: {cert_path}")
+    click.echo(f"key: {key_path}")
+    click.echo(f"serial: {_serial_hex(serial)}")
+
+
+@pki.command(name="revoke")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--serial", default=None, help="Serial: 0x-prefixed hex or decimal.")
+@click.option(
+    "--cert",
+    "cert_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Certificate file to revoke.",
+)
+def revoke_command(state_dir: Path, serial: str | None, cert_path: Path | None) -> None:
+    """Add a certificate to the state's CRL (gateways pick it up without restart)."""
+    directory = StateDirectory(state_dir)
+    with _operator_errors():
+        if serial is not None and cert_path is None:
+            number = _parse_serial(serial)
+        elif cert_path is not None and serial is None:
+            certificate = load_certificate(cert_path)
+            if certificate.issuer != load_certificate(directory.ca_cert).subject:
+                raise ValueError(f"{cert_path} was not issued by the CA in {state_dir}")
+            number = certificate.serial_number
+        else:
+            raise click.UsageError("give exactly one of --serial or --cert")
+        known = _known_certificates(directory)
+        revoke(state_dir, number, now=datetime.now(UTC))
+    click.echo(f"revoked serial {_serial_hex(number)}")
+    if number in known:
+        click.echo(f"certificate: {known[number]}")
+    else:
+        click.echo("note: no certificate with this serial in the state directory", err=True)
+
+
+@pki.command(name="refresh-crl")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+def refresh_crl_command(state_dir: Path) -> None:
+    """Re-sign the CRL with a new nextUpdate (run at least weekly)."""
+    with _operator_errors():
+        refresh_crl(state_dir, now=datetime.now(UTC))
+    click.echo(f"refreshed {StateDirectory(state_dir).crl}")
+
+
+def _show_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pki.command(name="show-bundle")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def show_bundle_command(path: Path) -> None:
+    """Verify a trust bundle and print what it says."""
+    with _operator_errors():
+        bundle = load_trust_bundle(path)
+    expired = bundle.expires_at <= datetime.now(UTC)
+    click.echo(f"state: {bundle.state}")
+    click.echo(f"endpoint: {bundle.peer_endpoint}")
+    click.echo(f"crl location: {bundle.crl_location}")
+    click.echo(f"digest: {bundle.digest}")
+    click.echo(f"issued at: {_show_time(bundle.issued_at)}")
+    click.echo(f"expires: {_show_time(bundle.expires_at)}{' (EXPIRED)' if expired else ''}")
+    click.echo(f"CA fingerprint: {certificate_fingerprint(bundle.ca_certificate)}")

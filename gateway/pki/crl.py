@@ -1,0 +1,254 @@
+"""Certificate revocation lists: issuing them, and trusting only verified ones.
+
+Guarantees:
+
+* A :class:`RevocationList` only exists for a CRL whose issuer name and signature
+  match the CA certificate it was checked against; a CRL from another CA (another
+  state) raises :class:`ValueError`.
+* :func:`revoke` is idempotent and writes atomically: readers see the old CRL or
+  the new one, never half a file; each re-signed CRL carries a higher CRL number.
+* :class:`CrlWatcher` applies a new CRL file without a restart when the file
+  changes, and never lets a bad file weaken revocation: a file that fails
+  verification, or one older (lower CRL number) than the list in force, is
+  ignored and the last good list stays in force. Only the first load may fail.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.pki.authority import StateAuthority
+from gateway.pki.directory import StateDirectory
+from gateway.pki.keys import as_utc, write_public_file
+
+_log = logging.getLogger(__name__)
+
+NEXT_UPDATE_DAYS = 7
+
+
+def build_crl(
+    authority: StateAuthority,
+    revoked: Iterable[tuple[int, datetime]],
+    *,
+    now: datetime,
+    next_update_days: int = NEXT_UPDATE_DAYS,
+    crl_number: int = 1,
+) -> x509.CertificateRevocationList:
+    """A CRL signed by ``authority`` listing each ``(serial, revoked_at)`` once."""
+    now = as_utc(now)
+    if next_update_days <= 0:
+        raise ValueError("next_update_days must be positive")
+    ca_ski = authority.ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(authority.ca_cert.subject)
+        .last_update(now)
+        .next_update(now + timedelta(days=next_update_days))
+        .add_extension(x509.CRLNumber(crl_number), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski.value),
+            critical=False,
+        )
+    )
+    seen: set[int] = set()
+    for serial, revoked_at in revoked:
+        if serial <= 0:
+            raise ValueError(f"invalid certificate serial {serial}: must be positive")
+        if serial in seen:
+            continue
+        seen.add(serial)
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(as_utc(revoked_at))
+            .build()
+        )
+    return builder.sign(authority.ca_key, hashes.SHA256())
+
+
+def crl_pem(crl: x509.CertificateRevocationList) -> bytes:
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def _crl_number(crl: x509.CertificateRevocationList) -> int:
+    try:
+        return crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    except x509.ExtensionNotFound:
+        return 0
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """The revoked serials of one CA, from a CRL verified against that CA."""
+
+    issuer: x509.Name
+    serials: frozenset[int]
+    crl_number: int
+    last_update: datetime
+    next_update: datetime | None
+
+    @classmethod
+    def verify(
+        cls, crl: x509.CertificateRevocationList, issuer: x509.Certificate
+    ) -> RevocationList:
+        """Check ``crl`` was issued and signed by ``issuer``; :class:`ValueError` if not."""
+        if crl.issuer != issuer.subject:
+            raise ValueError(
+                f"CRL issued by {crl.issuer.rfc4514_string()!r}, "
+                f"not by the expected CA {issuer.subject.rfc4514_string()!r}"
+            )
+        public_key = issuer.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey):
+            raise ValueError("a state CA key must be ECDSA P-256")
+        try:
+            valid = crl.is_signature_valid(public_key)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            valid = False
+        if not valid:
+            raise ValueError(
+                f"CRL signature does not verify with the CA {issuer.subject.rfc4514_string()!r}"
+            )
+        return cls(
+            issuer=issuer.subject,
+            serials=frozenset(entry.serial_number for entry in crl),
+            crl_number=_crl_number(crl),
+            last_update=crl.last_update_utc,
+            next_update=crl.next_update_utc,
+        )
+
+    @classmethod
+    def from_pem(cls, data: bytes, issuer: x509.Certificate) -> RevocationList:
+        try:
+            crl = x509.load_pem_x509_crl(data)
+        except ValueError as e:
+            raise ValueError("not a PEM CRL") from e
+        return cls.verify(crl, issuer)
+
+    @classmethod
+    def load(cls, path: Path, issuer: x509.Certificate) -> RevocationList:
+        try:
+            return cls.from_pem(Path(path).read_bytes(), issuer)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from e
+
+    def is_revoked(self, serial: int) -> bool:
+        return serial in self.serials
+
+    def is_stale(self, now: datetime) -> bool:
+        """True once ``nextUpdate`` has passed: the issuer should have published a newer CRL."""
+        return self.next_update is not None and as_utc(now) >= self.next_update
+
+
+def _load_verified_crl(
+    directory: StateDirectory, authority: StateAuthority
+) -> x509.CertificateRevocationList:
+    try:
+        crl = x509.load_pem_x509_crl(directory.crl.read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{directory.crl}: not a PEM CRL") from e
+    try:
+        RevocationList.verify(crl, authority.ca_cert)
+    except ValueError as e:
+        raise ValueError(f"{directory.crl}: {e}") from e
+    return crl
+
+
+def revoke(state_dir: Path, serial: int, *, now: datetime) -> None:
+    """Add ``serial`` to the state's CRL and re-sign it; revoking twice changes nothing."""
+    if serial <= 0:
+        raise ValueError(f"invalid certificate serial {serial}: must be positive")
+    directory = StateDirectory(Path(state_dir))
+    authority = StateAuthority.load(directory.root)
+    crl = _load_verified_crl(directory, authority)
+    if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+        return
+    entries = [(entry.serial_number, entry.revocation_date_utc) for entry in crl]
+    entries.append((serial, as_utc(now)))
+    new = build_crl(authority, entries, now=now, crl_number=_crl_number(crl) + 1)
+    write_public_file(directory.crl, crl_pem(new))
+
+
+def refresh_crl(
+    state_dir: Path, *, now: datetime, next_update_days: int = NEXT_UPDATE_DAYS
+) -> None:
+    """Re-sign the state's CRL with the same entries and a new ``nextUpdate``."""
+    directory = StateDirectory(Path(state_dir))
+    authority = StateAuthority.load(directory.root)
+    crl = _load_verified_crl(directory, authority)
+    entries = [(entry.serial_number, entry.revocation_date_utc) for entry in crl]
+    new = build_crl(
+        authority,
+        entries,
+        now=now,
+        next_update_days=next_update_days,
+        crl_number=_crl_number(crl) + 1,
+    )
+    write_public_file(directory.crl, crl_pem(new))
+
+
+_FileVersion = tuple[int, int, int, int]
+
+
+def _file_version(path: Path) -> _FileVersion | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size)
+
+
+class CrlWatcher:
+    """The current revocation list of one CA, re-read whenever its file changes.
+
+    The first load happens in the constructor and raises if the file is missing or
+    does not verify: a gateway must not start without revocation data. Thread-safe.
+    """
+
+    def __init__(self, path: Path, issuer: x509.Certificate) -> None:
+        self._path = Path(path)
+        self._issuer = issuer
+        self._lock = threading.Lock()
+        version = _file_version(self._path)
+        self._current = RevocationList.load(self._path, issuer)
+        self._seen = version
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def current(self) -> RevocationList:
+        version = _file_version(self._path)
+        if version is None or version == self._seen:
+            return self._current
+        with self._lock:
+            if version != self._seen:
+                self._reload(version)
+            return self._current
+
+    def _reload(self, version: _FileVersion) -> None:
+        # Remember the version even on failure, so a bad file is reported once.
+        self._seen = version
+        try:
+            candidate = RevocationList.load(self._path, self._issuer)
+        except (OSError, ValueError) as e:
+            _log.warning("keeping the previous CRL: %s", e)
+            return
+        if candidate.crl_number < self._current.crl_number:
+            _log.warning(
+                "keeping the previous CRL: %s has CRL number %d, older than %d in force",
+                self._path,
+                candidate.crl_number,
+                self._current.crl_number,
+            )
+            return
+        self._current = candidate

@@ -1,0 +1,96 @@
+"""Where each file of a state's PKI lives inside its state directory.
+
+Guarantees: every module that reads or writes a state directory gets its paths
+from :class:`StateDirectory`, so there is one spelling of each file name; client
+paths are only built from validated client names, so a name cannot escape
+``clients/``. This module reads, it never writes.
+
+Layout::
+
+    ca.crt ca.key                 the state's root CA
+    gateway.crt gateway.key       gateway TLS certificate (server and client use)
+    signing.crt signing.key       message-signing key (ECDSA P-256, JWS ES256)
+    audit.crt audit.key           audit-log key (Ed25519)
+    crl.pem                       the CA's CRL
+    bundle.json                   the signed trust bundle handed to partners
+    clients/<name>.crt|.key       local callers' client certificates
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from gateway.pki.identity import validate_client_name, validate_state_code
+from gateway.pki.keys import load_certificate
+
+
+def state_of_ca(ca_cert: x509.Certificate) -> str:
+    """The state a CA certificate names in its subject ``C=``; exactly one, valid."""
+    values = ca_cert.subject.get_attributes_for_oid(NameOID.COUNTRY_NAME)
+    if len(values) != 1 or not isinstance(values[0].value, str):
+        raise ValueError("CA certificate subject must carry exactly one C= (the state code)")
+    return validate_state_code(values[0].value)
+
+
+@dataclass(frozen=True)
+class StateDirectory:
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
+
+    @property
+    def gateway_cert(self) -> Path:
+        return self.root / "gateway.crt"
+
+    @property
+    def gateway_key(self) -> Path:
+        return self.root / "gateway.key"
+
+    @property
+    def signing_cert(self) -> Path:
+        return self.root / "signing.crt"
+
+    @property
+    def signing_key(self) -> Path:
+        return self.root / "signing.key"
+
+    @property
+    def audit_cert(self) -> Path:
+        return self.root / "audit.crt"
+
+    @property
+    def audit_key(self) -> Path:
+        return self.root / "audit.key"
+
+    @property
+    def crl(self) -> Path:
+        return self.root / "crl.pem"
+
+    @property
+    def bundle(self) -> Path:
+        return self.root / "bundle.json"
+
+    @property
+    def clients(self) -> Path:
+        return self.root / "clients"
+
+    def client_cert(self, name: str) -> Path:
+        return self.clients / f"{validate_client_name(name)}.crt"
+
+    def client_key(self, name: str) -> Path:
+        return self.clients / f"{validate_client_name(name)}.key"
+
+    @property
+    def state(self) -> str:
+        """The state code, read from the CA certificate's subject."""
+        return state_of_ca(load_certificate(self.ca_cert))

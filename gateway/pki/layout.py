@@ -1,0 +1,128 @@
+"""Creating a state directory and issuing local clients into it.
+
+Guarantees:
+
+* :func:`init_state` never replaces an existing CA: if ``ca.crt`` or ``ca.key``
+  exists in the target it raises :class:`FileExistsError` before writing
+  anything, and the CA key itself is linked into place with no-overwrite
+  semantics, so two concurrent inits cannot both win.
+* Every private key is written mode 0600 and every file atomically (see
+  :mod:`gateway.pki.keys`); the directory it creates is mode 0700.
+* The bundle it writes passes :func:`gateway.pki.bundle.load_trust_bundle`.
+* :func:`issue_client` does not silently replace a client's certificate; replacing
+  one needs ``replace=True`` (the old certificate stays valid until revoked).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from gateway.pki.authority import (
+    LEAF_VALIDITY_DAYS,
+    IpAddress,
+    IssuedCertificate,
+    StateAuthority,
+    parse_ip_address,
+    validate_dns_name,
+)
+from gateway.pki.bundle import CRL_OUT_OF_BAND, sign_bundle, validate_peer_endpoint
+from gateway.pki.crl import build_crl, crl_pem
+from gateway.pki.directory import StateDirectory
+from gateway.pki.identity import validate_client_name, validate_state_code
+from gateway.pki.keys import certificate_pem, write_private_key, write_public_file
+
+__all__ = ["StateDirectory", "init_state", "issue_client"]
+
+
+def _write_issued(
+    cert_path: Path, key_path: Path, issued: IssuedCertificate, *, overwrite: bool = True
+) -> None:
+    if issued.private_key is None:
+        raise ValueError("issued certificate has no private key to store")
+    # Key first: a certificate on disk always has its key next to it.
+    write_private_key(key_path, issued.private_key, overwrite=overwrite)
+    write_public_file(cert_path, certificate_pem(issued.certificate), overwrite=overwrite)
+
+
+def init_state(
+    state: str,
+    out: Path,
+    *,
+    dns_names: Iterable[str],
+    ip_addresses: Iterable[str | IpAddress],
+    peer_endpoint: str,
+    crl_location: str | None,
+    now: datetime,
+) -> StateDirectory:
+    """Create a state's CA, gateway, signing and audit keys, an empty CRL and its bundle.
+
+    ``crl_location`` None means the CRL travels with the bundle
+    (:data:`gateway.pki.bundle.CRL_OUT_OF_BAND`).
+    """
+    # Validate every input before the first write, so a typo leaves no debris.
+    validate_state_code(state)
+    validate_peer_endpoint(peer_endpoint)
+    dns = [validate_dns_name(name) for name in dns_names]
+    ips = [parse_ip_address(address) for address in ip_addresses]
+    if crl_location is not None and not crl_location.strip():
+        raise ValueError("crl_location must not be empty")
+    directory = StateDirectory(Path(out))
+    for existing in (directory.ca_cert, directory.ca_key):
+        if existing.exists():
+            raise FileExistsError(
+                f"{existing} already exists: refusing to overwrite a state CA "
+                "(choose another directory)"
+            )
+    directory.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.clients.mkdir(mode=0o700, exist_ok=True)
+
+    authority = StateAuthority.create(state, now=now)
+    write_private_key(directory.ca_key, authority.ca_key, overwrite=False)
+    write_public_file(directory.ca_cert, certificate_pem(authority.ca_cert), overwrite=False)
+
+    gateway = authority.issue_gateway_certificate(dns_names=dns, ip_addresses=ips, now=now)
+    _write_issued(directory.gateway_cert, directory.gateway_key, gateway)
+    signing = authority.issue_signing_certificate(now=now)
+    _write_issued(directory.signing_cert, directory.signing_key, signing)
+    audit = authority.issue_audit_certificate(now=now)
+    _write_issued(directory.audit_cert, directory.audit_key, audit)
+
+    write_public_file(directory.crl, crl_pem(build_crl(authority, (), now=now)))
+    bundle = sign_bundle(
+        authority,
+        signing_certificate=signing.certificate,
+        audit_certificate=audit.certificate,
+        peer_endpoint=peer_endpoint,
+        crl_location=crl_location if crl_location is not None else CRL_OUT_OF_BAND,
+        issued_at=now,
+    )
+    write_public_file(directory.bundle, bundle)
+    return directory
+
+
+def issue_client(
+    state_dir: Path,
+    name: str,
+    *,
+    now: datetime,
+    validity_days: int = LEAF_VALIDITY_DAYS,
+    replace: bool = False,
+) -> tuple[Path, Path]:
+    """Issue a local caller's client certificate; returns ``(cert_path, key_path)``."""
+    validate_client_name(name)
+    directory = StateDirectory(Path(state_dir))
+    authority = StateAuthority.load(directory.root)
+    cert_path, key_path = directory.client_cert(name), directory.client_key(name)
+    if not replace:
+        for existing in (cert_path, key_path):
+            if existing.exists():
+                raise FileExistsError(
+                    f"{existing} already exists: client {name!r} was issued before "
+                    "(replace it explicitly, and revoke the old certificate)"
+                )
+    directory.clients.mkdir(mode=0o700, exist_ok=True)
+    issued = authority.issue_client_certificate(name, now=now, validity_days=validity_days)
+    _write_issued(cert_path, key_path, issued, overwrite=replace)
+    return cert_path, key_path
