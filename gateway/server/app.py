@@ -32,11 +32,11 @@ from gateway.pki.keys import certificate_pem, load_certificate, seconds_to_expir
 from gateway.pki.tokens import JwksWatcher, TokenVerifier
 from gateway.server.guard import ListenerGuard
 from gateway.server.local_api import GatewayInfoService, LocalAuthenticator
-from gateway.server.peer_api import PeerAuthenticator, PeerEndpoint
+from gateway.server.peer_api import PeerAuthenticator, PeerEndpoint, register_peer_service
 from gateway.store.engine import create_engine, redact_url
 from gateway.store.migrate import current_revision, upgrade_to_head
 from gateway.trust.peer import CertificateIdentifier, TrustAnchor
-from pouch.v1 import gateway_pb2, gateway_pb2_grpc, peer_pb2_grpc
+from pouch.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ class Gateway:
         self._local: grpc.aio.Server | None = None
         self._peer: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
-        self._health = health.aio.HealthServicer()
+        # grpc_health ships no type stubs for its asyncio servicer.
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._expiry_task: asyncio.Task[None] | None = None
         self.local_port = 0
         self.peer_port = 0
@@ -167,9 +168,7 @@ class Gateway:
         identifier = CertificateIdentifier(anchors, clock=self.clock)
         guard = ListenerGuard("peer", PeerAuthenticator(identifier), self.metrics)
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
-        peer_pb2_grpc.add_PeerServiceServicer_to_server(
-            PeerEndpoint(self.state, self.clock), server
-        )
+        register_peer_service(server, PeerEndpoint(self.state, self.clock))
         # With no partner yet, TLS trusts only our own CA and the guard refuses all.
         roots = b"".join(certificate_pem(a.ca_certificate) for a in anchors.values())
         credentials = grpc.ssl_server_credentials(

@@ -16,8 +16,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.server.caller import authenticated_peer, set_peer
+from gateway.server.registration import register_methods
 from gateway.trust.peer import CertificateIdentifier
-from pouch.v1 import peer_pb2, peer_pb2_grpc
+from pouch.v1 import peer_pb2
 
 MAX_NONCE_LENGTH = 128
 
@@ -33,8 +34,8 @@ class PeerAuthenticator:
         set_peer(self._identifier.identify_gateway(values[0] if values else None))
 
 
-class PeerEndpoint(peer_pb2_grpc.PeerServiceServicer):
-    """Gateway-to-gateway calls; later stages add delivery, queries and cosigning."""
+class PeerEndpoint:
+    """The gateway-to-gateway methods built so far (see :func:`register_peer_service`)."""
 
     def __init__(self, state: str, clock: Callable[[], datetime]) -> None:
         self._state = state
@@ -55,3 +56,9 @@ class PeerEndpoint(peer_pb2_grpc.PeerServiceServicer):
             caller_state=authenticated_peer().state,
             server_time=server_time,
         )
+
+
+def register_peer_service(server: grpc.aio.Server, endpoint: PeerEndpoint) -> None:
+    register_methods(
+        server, peer_pb2.DESCRIPTOR.services_by_name["PeerService"], {"Ping": endpoint.Ping}
+    )

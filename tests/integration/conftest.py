@@ -117,6 +117,6 @@ FORBIDDEN_IN_MESSAGES = ("Traceback", "BEGIN", "PRIVATE KEY", 'File "', "eyJ")
 
 def assert_safe_message(error: grpc.RpcError) -> None:
     """No stack trace, key material or token in what a refused caller is told."""
-    text = f"{error.details()}"  # type: ignore[attr-defined]
+    text = f"{error.details()}"
     for marker in FORBIDDEN_IN_MESSAGES:
         assert marker not in text, f"{marker!r} leaked into {text!r}"

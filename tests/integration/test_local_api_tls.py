@@ -90,7 +90,7 @@ def refusal(gateway: Gateway, site: Site, bad_token: str | None) -> grpc.RpcErro
         gateway_info(gateway, site, bad_token)
     assert_safe_message(refused.value)
     if bad_token:
-        assert bad_token[-16:] not in f"{refused.value.details()}"  # type: ignore[attr-defined]
+        assert bad_token[-16:] not in f"{refused.value.details()}"
     return refused.value
 
 

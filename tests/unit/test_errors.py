@@ -21,8 +21,8 @@ from gateway.errors import (
 
 
 def details(status: grpc.Status) -> list[object]:
-    (key, raw), *_ = status.trailing_metadata  # type: ignore[misc]
-    assert key == "grpc-status-details-bin"
+    (key, raw), *_ = status.trailing_metadata
+    assert key == "grpc-status-details-bin" and isinstance(raw, bytes)
     decoded = status_pb2.Status.FromString(raw)
     out: list[object] = []
     for any_detail in decoded.details:
