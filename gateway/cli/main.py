@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway import __version__
+from gateway.cli.agreement import agreement
 from gateway.cli.demo import demo
 from gateway.cli.pki import pki
 from gateway.cli.serve import serve
@@ -18,6 +19,7 @@ def cli() -> None:
 
 
 cli.add_command(pki)
+cli.add_command(agreement)
 cli.add_command(token)
 cli.add_command(serve)
 cli.add_command(demo)

@@ -1,0 +1,303 @@
+"""Which agreements are in force, and the only way exchange code gets one.
+
+Activation rule (fail closed). An agreement is ACTIVE only if all of these hold;
+otherwise it is INACTIVE with every reason that applies, the first of which (in
+this order) is :attr:`LoadedAgreement.inactive_reason`:
+
+1. no state other than the two parties signed it (``SIGNED_BY_NON_PARTY``);
+2. for each party, the gateway holds the trust bundle whose digest the agreement
+   pins for it, and that bundle is the party's (``BUNDLE_DIGEST_MISMATCH``);
+3. each party's signature verifies with the signing certificate of that bundle
+   (``BAD_SIGNATURE``) and both parties signed (``MISSING_SIGNATURE``);
+4. the declared status is ``active`` (``TERMINATED``, ``SUSPENDED``);
+5. today (UTC, by the injected clock) is within [valid_from, valid_until],
+   both days included (``NOT_YET_VALID``, ``EXPIRED``).
+
+Signatures are checked when files are (re)loaded; the validity window is checked
+on every lookup, so an agreement stops at midnight UTC without a reload.
+
+:meth:`AgreementRegistry.active_for` is the only way exchange layers obtain an
+agreement: it raises :class:`~gateway.errors.AgreementRejected` unless the
+agreement is known, in force, and binds this gateway's state to the partner.
+A file that fails to load on :meth:`AgreementRegistry.reload` is dropped, never
+kept in its previous form, so a broken edit cannot keep an old text in force.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Generic
+
+from gateway.agreements.loader import (
+    AgreementFile,
+    AgreementFileError,
+    AgreementIssue,
+    ExchangesT,
+    load_agreement,
+)
+from gateway.agreements.model import Agreement, DeclaredStatus
+from gateway.errors import AgreementRejected, NotFound
+from gateway.pki.agreement_signature import verify_agreement_signature
+from gateway.pki.bundle import TrustBundle
+from gateway.pki.identity import validate_state_code
+from gateway.pki.keys import as_utc, certificate_fingerprint
+
+AGREEMENT_SUFFIXES = frozenset({".yaml", ".yml"})
+
+
+class ActivationStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    INACTIVE = "INACTIVE"
+
+
+class InactiveReason(StrEnum):
+    """Why an agreement is not in force; declaration order is reporting precedence."""
+
+    SIGNED_BY_NON_PARTY = "SIGNED_BY_NON_PARTY"
+    BUNDLE_DIGEST_MISMATCH = "BUNDLE_DIGEST_MISMATCH"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    MISSING_SIGNATURE = "MISSING_SIGNATURE"
+    TERMINATED = "TERMINATED"
+    SUSPENDED = "SUSPENDED"
+    NOT_YET_VALID = "NOT_YET_VALID"
+    EXPIRED = "EXPIRED"
+
+
+_PRECEDENCE = {reason: rank for rank, reason in enumerate(InactiveReason)}
+
+_EXPLANATIONS = {
+    InactiveReason.SIGNED_BY_NON_PARTY: "it carries a signature by a state that is not a party",
+    InactiveReason.BUNDLE_DIGEST_MISMATCH: (
+        "a party's pinned trust bundle is not the one this gateway holds"
+    ),
+    InactiveReason.BAD_SIGNATURE: "a party's signature does not verify",
+    InactiveReason.MISSING_SIGNATURE: "it is not signed by both parties",
+    InactiveReason.TERMINATED: "it is terminated",
+    InactiveReason.SUSPENDED: "it is suspended",
+    InactiveReason.NOT_YET_VALID: "its validity period has not begun",
+    InactiveReason.EXPIRED: "its validity period has ended",
+}
+
+
+@dataclass(frozen=True)
+class SignatureVerdict:
+    """One state's signature: ``problem`` is None when it verifies."""
+
+    state: str
+    problem: InactiveReason | None
+
+
+def check_signatures(
+    agreement_file: AgreementFile[Any], bundles: Iterable[TrustBundle]
+) -> tuple[SignatureVerdict, ...]:
+    """A verdict per party, then per non-party signer, against the given bundles."""
+    agreement = agreement_file.agreement
+    by_digest = {bundle.digest: bundle for bundle in bundles}
+    signed = {signature.state: signature for signature in agreement.signatures}
+    verdicts = []
+    for party in agreement.parties:
+        bundle = by_digest.get(agreement.bundles[party])
+        signature = signed.get(party)
+        problem: InactiveReason | None = None
+        if bundle is None or bundle.state != party:
+            problem = InactiveReason.BUNDLE_DIGEST_MISMATCH
+        elif signature is None:
+            problem = InactiveReason.MISSING_SIGNATURE
+        elif (
+            signature.key_id is not None
+            and signature.key_id != certificate_fingerprint(bundle.signing_certificate)
+        ) or not verify_agreement_signature(
+            bundle.signing_certificate, agreement_file.canonical, signature.signature
+        ):
+            problem = InactiveReason.BAD_SIGNATURE
+        verdicts.append(SignatureVerdict(party, problem))
+    verdicts += [
+        SignatureVerdict(state, InactiveReason.SIGNED_BY_NON_PARTY)
+        for state in signed
+        if state not in agreement.parties
+    ]
+    return tuple(verdicts)
+
+
+@dataclass(frozen=True)
+class LoadedAgreement(Generic[ExchangesT]):
+    """An agreement as this gateway holds it, and whether it is in force on ``as_of``."""
+
+    agreement: Agreement
+    exchanges: ExchangesT
+    digest: str
+    canonical: bytes
+    source: str
+    signatures: tuple[SignatureVerdict, ...]
+    as_of: date
+    inactive_reasons: tuple[InactiveReason, ...]
+
+    @property
+    def status(self) -> ActivationStatus:
+        return ActivationStatus.INACTIVE if self.inactive_reasons else ActivationStatus.ACTIVE
+
+    @property
+    def inactive_reason(self) -> InactiveReason | None:
+        return self.inactive_reasons[0] if self.inactive_reasons else None
+
+    @property
+    def id(self) -> str:
+        return self.agreement.id
+
+    @property
+    def version(self) -> int:
+        return self.agreement.version
+
+
+def assess(
+    agreement_file: AgreementFile[ExchangesT],
+    signatures: tuple[SignatureVerdict, ...],
+    today: date,
+) -> LoadedAgreement[ExchangesT]:
+    """Apply the activation rule to a file whose signatures were checked."""
+    agreement = agreement_file.agreement
+    reasons = {v.problem for v in signatures if v.problem is not None}
+    if agreement.status is DeclaredStatus.TERMINATED:
+        reasons.add(InactiveReason.TERMINATED)
+    elif agreement.status is DeclaredStatus.SUSPENDED:
+        reasons.add(InactiveReason.SUSPENDED)
+    if today < agreement.valid_from:
+        reasons.add(InactiveReason.NOT_YET_VALID)
+    if today > agreement.valid_until:
+        reasons.add(InactiveReason.EXPIRED)
+    return LoadedAgreement(
+        agreement=agreement,
+        exchanges=agreement_file.exchanges,
+        digest=agreement_file.digest,
+        canonical=agreement_file.canonical,
+        source=agreement_file.source,
+        signatures=signatures,
+        as_of=today,
+        inactive_reasons=tuple(sorted(reasons, key=_PRECEDENCE.__getitem__)),
+    )
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[ExchangesT]):
+    file: AgreementFile[ExchangesT]
+    signatures: tuple[SignatureVerdict, ...]
+
+
+class AgreementRegistry(Generic[ExchangesT]):
+    """The agreements in one directory (``*.yaml``, ``*.yml``), checked against bundles."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        own_state: str,
+        bundles: Iterable[TrustBundle],
+        clock: Callable[[], datetime],
+        exchanges_validator: Callable[[Any], ExchangesT],
+    ) -> None:
+        """Load every agreement; :class:`AgreementFileError` if any file is invalid."""
+        self._directory = Path(directory)
+        self._own_state = validate_state_code(own_state)
+        self._bundles = tuple(bundles)
+        self._clock = clock
+        self._validate_exchanges = exchanges_validator
+        self._reload_lock = threading.Lock()
+        self._entries: Mapping[str, _Entry[ExchangesT]] = {}
+        self.reload()
+
+    def _today(self) -> date:
+        return as_utc(self._clock()).date()
+
+    def reload(self, *, bundles: Iterable[TrustBundle] | None = None) -> None:
+        """Re-read the directory (and optionally replace the known bundles).
+
+        Valid files replace the previous set at once; invalid files, and every
+        file sharing an agreement id with another, are dropped and reported
+        together in one :class:`AgreementFileError` after the swap.
+        """
+        with self._reload_lock:
+            if bundles is not None:
+                self._bundles = tuple(bundles)
+            issues: list[AgreementIssue] = []
+            files: dict[str, list[AgreementFile[ExchangesT]]] = {}
+            paths = sorted(
+                p
+                for p in self._directory.iterdir()
+                if p.suffix in AGREEMENT_SUFFIXES and not p.name.startswith(".") and p.is_file()
+            )
+            for path in paths:
+                try:
+                    loaded = load_agreement(path, exchanges_validator=self._validate_exchanges)
+                except AgreementFileError as e:
+                    issues += e.issues
+                    continue
+                files.setdefault(loaded.agreement.id, []).append(loaded)
+            entries: dict[str, _Entry[ExchangesT]] = {}
+            for agreement_id, same_id in files.items():
+                if len(same_id) > 1:
+                    sources = ", ".join(f.source for f in same_id)
+                    issues += [
+                        AgreementIssue(
+                            f.source, f.line_of("id"), "id", f"{agreement_id} is in {sources}"
+                        )
+                        for f in same_id
+                    ]
+                    continue
+                (only,) = same_id
+                entries[agreement_id] = _Entry(only, check_signatures(only, self._bundles))
+            self._entries = entries
+        if issues:
+            raise AgreementFileError(issues)
+
+    def _entry(self, agreement_id: str) -> _Entry[ExchangesT] | None:
+        return self._entries.get(agreement_id)
+
+    def get(self, agreement_id: str) -> LoadedAgreement[ExchangesT]:
+        """The agreement and its standing today, in force or not."""
+        entry = self._entry(agreement_id)
+        if entry is None:
+            raise NotFound(f"unknown agreement {agreement_id!r}", reason="UNKNOWN_AGREEMENT")
+        return assess(entry.file, entry.signatures, self._today())
+
+    def list(self) -> tuple[LoadedAgreement[ExchangesT], ...]:
+        """Every loaded agreement with its standing today, by id."""
+        today = self._today()
+        entries = self._entries
+        return tuple(assess(e.file, e.signatures, today) for _, e in sorted(entries.items()))
+
+    def active_for(self, agreement_id: str, partner_state: str) -> LoadedAgreement[ExchangesT]:
+        """The agreement, if it is in force between this state and ``partner_state``."""
+        entry = self._entry(agreement_id)
+        if entry is None:
+            raise AgreementRejected(
+                f"unknown agreement {agreement_id!r}", reason="UNKNOWN_AGREEMENT"
+            )
+        loaded = assess(entry.file, entry.signatures, self._today())
+        parties = loaded.agreement.parties
+        if (
+            partner_state == self._own_state
+            or partner_state not in parties
+            or self._own_state not in parties
+        ):
+            raise AgreementRejected(
+                f"agreement {agreement_id!r} is not between {self._own_state} and "
+                f"{partner_state!r}",
+                reason="NOT_A_PARTY",
+            )
+        if loaded.inactive_reason is not None:
+            raise AgreementRejected(
+                f"agreement {agreement_id!r} version {loaded.version} is not in force: "
+                f"{_EXPLANATIONS[loaded.inactive_reason]}",
+                reason=loaded.inactive_reason.value,
+            )
+        return loaded
+
+
+def explain(reason: InactiveReason) -> str:
+    """A sentence fragment for operators: why an agreement with ``reason`` is inactive."""
+    return _EXPLANATIONS[reason]
