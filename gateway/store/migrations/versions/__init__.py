@@ -1,0 +1,1 @@
+"""The gateway's schema revisions, applied in order by ``gateway.store.migrate``."""

@@ -1,0 +1,298 @@
+"""The durable outbox: signed envelopes waiting to be delivered to a partner state.
+
+Guarantees:
+
+* :meth:`Outbox.enqueue` returns only after the message is committed; that commit is
+  the point at which a civil-record update is acknowledged to the caller, and it
+  survives ``kill -9`` on either engine. :meth:`Outbox.enqueue_many` commits a whole
+  batch or nothing. Enqueuing an id that is already queued changes nothing and is
+  reported, not raised: a resubmission is an outcome, not an error.
+* :meth:`Outbox.claim_due` hands each due message to exactly one worker at a time, as a
+  lease. On PostgreSQL claimers skip rows another claimer has locked
+  (``FOR UPDATE SKIP LOCKED``); on SQLite the claim runs under ``BEGIN IMMEDIATE``, so
+  claimers serialise. A lease that expires (its worker died or hung) makes the message
+  claimable again; every claim counts as an attempt.
+* A transition out of ``in_flight`` (delivered, retry later, dead) succeeds only for the
+  worker that holds an unexpired lease on the message, and reports ``False`` otherwise;
+  two dispatchers therefore never both complete one message. A worker whose lease
+  lapsed leaves the message to whoever reclaims it; the receiver's inbox drops the
+  duplicate delivery that may follow.
+
+Times come from the injected clock, which must return aware datetimes. Every method
+blocks; the async server calls them through ``asyncio.to_thread``. Database failures
+leave as :class:`gateway.errors.StorageUnavailable`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy.engine import RowMapping
+
+from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
+from gateway.store.tables import (
+    AGREEMENT_ID_LENGTH,
+    EXCHANGE_TYPE_LENGTH,
+    MESSAGE_ID_LENGTH,
+    PURPOSE_LENGTH,
+    WORKER_ID_LENGTH,
+    OutboxStatus,
+    outbox,
+)
+
+__all__ = ["Outbox", "OutboxItem", "OutboxMessage", "OutboxStatus"]
+
+_STATE_CODE = re.compile(r"[A-Z]{2}")
+# Rows per INSERT in enqueue_many; keeps bound parameters well under SQLite's limit.
+_BATCH_ROWS = 500
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A signed envelope to queue for one recipient state; ``not_before`` defaults to now."""
+
+    message_id: str
+    agreement_id: str
+    agreement_version: int
+    exchange_type: str
+    recipient_state: str
+    purpose: str
+    envelope: bytes = field(repr=False)
+    deadline_at: datetime
+    not_before: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _require_text("message_id", self.message_id, MESSAGE_ID_LENGTH)
+        _require_text("agreement_id", self.agreement_id, AGREEMENT_ID_LENGTH)
+        _require_text("exchange_type", self.exchange_type, EXCHANGE_TYPE_LENGTH)
+        _require_text("purpose", self.purpose, PURPOSE_LENGTH)
+        if self.agreement_version < 0:
+            raise ValueError("agreement_version must not be negative")
+        if not _STATE_CODE.fullmatch(self.recipient_state):
+            raise ValueError("recipient_state must be a two-letter upper-case state code")
+        if not self.envelope:
+            raise ValueError("envelope must not be empty")
+        _require_aware("deadline_at", self.deadline_at)
+        if self.not_before is not None:
+            _require_aware("not_before", self.not_before)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """One outbox row as stored; every timestamp is aware UTC."""
+
+    message_id: str
+    agreement_id: str
+    agreement_version: int
+    exchange_type: str
+    recipient_state: str
+    purpose: str
+    envelope: bytes = field(repr=False)
+    status: OutboxStatus
+    attempts: int
+    next_attempt_at: datetime
+    deadline_at: datetime
+    claimed_by: str | None
+    lease_until: datetime | None
+    last_error_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> OutboxMessage:
+        values = dict(row)
+        values["status"] = OutboxStatus(values["status"])
+        values["envelope"] = bytes(values["envelope"])
+        return cls(**values)
+
+
+class Outbox:
+    """The outbox of one gateway; several replicas may share it on PostgreSQL."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def enqueue(self, item: OutboxItem) -> bool:
+        """Store ``item`` durably; ``True`` if new, ``False`` if its id was already queued."""
+        return self.enqueue_many([item]) == 1
+
+    def enqueue_many(self, items: Iterable[OutboxItem]) -> int:
+        """Store all ``items`` in one transaction; return how many were new."""
+        now = self._now()
+        rows = [_new_row(item, now) for item in items]
+        if not rows:
+            return 0
+        stored = 0
+        with write_transaction(self._engine) as conn:
+            for start in range(0, len(rows), _BATCH_ROWS):
+                statement = insert_unless_present(self._engine, outbox).values(
+                    rows[start : start + _BATCH_ROWS]
+                )
+                stored += len(conn.execute(statement.returning(outbox.c.message_id)).all())
+        return stored
+
+    def claim_due(self, worker_id: str, *, limit: int, lease_s: float) -> list[OutboxMessage]:
+        """Lease up to ``limit`` due messages to ``worker_id`` for ``lease_s`` seconds.
+
+        Due means pending with ``next_attempt_at`` reached, or in flight with a lapsed
+        lease. Messages come oldest-due first. Messages past their deadline are claimed
+        too: the dispatcher decides to dead-letter them.
+        """
+        _require_text("worker_id", worker_id, WORKER_ID_LENGTH)
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        if lease_s <= 0:
+            raise ValueError("lease_s must be positive")
+        now = self._now()
+        due = (
+            select(outbox.c.message_id)
+            .where(
+                or_(
+                    and_(
+                        outbox.c.status == OutboxStatus.PENDING.value,
+                        outbox.c.next_attempt_at <= now,
+                    ),
+                    and_(
+                        outbox.c.status == OutboxStatus.IN_FLIGHT.value,
+                        outbox.c.lease_until <= now,
+                    ),
+                )
+            )
+            .order_by(outbox.c.next_attempt_at, outbox.c.message_id)
+            .limit(limit)
+            # PostgreSQL only; SQLite's compiler leaves it out and BEGIN IMMEDIATE
+            # serialises claimers instead.
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(outbox)
+            .where(outbox.c.message_id.in_(due.scalar_subquery()))
+            .values(
+                status=OutboxStatus.IN_FLIGHT.value,
+                claimed_by=worker_id,
+                lease_until=now + timedelta(seconds=lease_s),
+                attempts=outbox.c.attempts + 1,
+                updated_at=now,
+            )
+            .returning(*outbox.c)
+        )
+        with write_transaction(self._engine) as conn:
+            claimed = [OutboxMessage.from_row(row) for row in conn.execute(claim).mappings()]
+        return sorted(claimed, key=lambda m: (m.next_attempt_at, m.message_id))
+
+    def mark_delivered(self, message_id: str, worker_id: str) -> bool:
+        """Record delivery; ``False`` if ``worker_id`` does not hold the lease."""
+        now = self._now()
+        return self._transition(
+            message_id,
+            worker_id,
+            now,
+            status=OutboxStatus.DELIVERED.value,
+            lease_until=None,
+            delivered_at=now,
+            updated_at=now,
+        )
+
+    def schedule_retry(
+        self, message_id: str, worker_id: str, *, next_attempt_at: datetime, reason: str
+    ) -> bool:
+        """Put the message back to pending until ``next_attempt_at``; ``False`` without lease."""
+        _require_aware("next_attempt_at", next_attempt_at)
+        now = self._now()
+        return self._transition(
+            message_id,
+            worker_id,
+            now,
+            status=OutboxStatus.PENDING.value,
+            next_attempt_at=next_attempt_at,
+            claimed_by=None,
+            lease_until=None,
+            last_error_reason=reason,
+            updated_at=now,
+        )
+
+    def mark_dead(self, message_id: str, worker_id: str, *, reason: str) -> bool:
+        """Give up on the message (dead letter); ``False`` if ``worker_id`` lacks the lease."""
+        now = self._now()
+        return self._transition(
+            message_id,
+            worker_id,
+            now,
+            status=OutboxStatus.DEAD.value,
+            lease_until=None,
+            last_error_reason=reason,
+            updated_at=now,
+        )
+
+    def get(self, message_id: str) -> OutboxMessage | None:
+        with read_transaction(self._engine) as conn:
+            row = (
+                conn.execute(select(outbox).where(outbox.c.message_id == message_id))
+                .mappings()
+                .one_or_none()
+            )
+        return None if row is None else OutboxMessage.from_row(row)
+
+    def count_by_status(self) -> dict[str, int]:
+        """How many messages are in each status; every status is present, zero included."""
+        counts = dict.fromkeys((s.value for s in OutboxStatus), 0)
+        query = select(outbox.c.status, func.count()).group_by(outbox.c.status)
+        with read_transaction(self._engine) as conn:
+            for status, count in conn.execute(query):
+                counts[status] = count
+        return counts
+
+    def _transition(self, message_id: str, worker_id: str, now: datetime, **values: Any) -> bool:
+        held_by_worker = update(outbox).where(
+            outbox.c.message_id == message_id,
+            outbox.c.status == OutboxStatus.IN_FLIGHT.value,
+            outbox.c.claimed_by == worker_id,
+            outbox.c.lease_until > now,
+        )
+        with write_transaction(self._engine) as conn:
+            result = conn.execute(held_by_worker.values(**values))
+        return result.rowcount == 1
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        _require_aware("clock()", now)
+        return now
+
+
+def _new_row(item: OutboxItem, now: datetime) -> dict[str, object]:
+    return {
+        "message_id": item.message_id,
+        "agreement_id": item.agreement_id,
+        "agreement_version": item.agreement_version,
+        "exchange_type": item.exchange_type,
+        "recipient_state": item.recipient_state,
+        "purpose": item.purpose,
+        "envelope": item.envelope,
+        "status": OutboxStatus.PENDING.value,
+        "attempts": 0,
+        "next_attempt_at": item.not_before or now,
+        "deadline_at": item.deadline_at,
+        "claimed_by": None,
+        "lease_until": None,
+        "last_error_reason": None,
+        "created_at": now,
+        "updated_at": now,
+        "delivered_at": None,
+    }
+
+
+def _require_text(name: str, value: str, max_length: int) -> None:
+    if not value or len(value) > max_length:
+        raise ValueError(f"{name} must be 1 to {max_length} characters")
+
+
+def _require_aware(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware")

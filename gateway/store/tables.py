@@ -1,0 +1,134 @@
+"""The gateway's tables, as SQLAlchemy Core metadata: the model the migrations must build.
+
+The schema is created and changed only by the Alembic migrations in
+``gateway/store/migrations``; this module is what they are checked against
+(``migrate.schema_drift`` must find no difference). Constraint and index names come
+from one naming convention so that later migrations can name what they alter.
+
+Every timestamp column is :class:`UTCDateTime`: it refuses naive datetimes on the way
+in, stores UTC, and always hands back an aware UTC datetime, whatever the engine (SQLite
+stores no offset; PostgreSQL answers in the session's time zone).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    CHAR,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+VERSION_TABLE = "schema_info"
+"""Alembic's version table; it belongs to the migrations, not to this metadata."""
+
+MESSAGE_ID_LENGTH = 36
+AGREEMENT_ID_LENGTH = 128
+EXCHANGE_TYPE_LENGTH = 64
+PURPOSE_LENGTH = 128
+WORKER_ID_LENGTH = 128
+STATUS_LENGTH = 16
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp, stored as UTC and read back as aware UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("a naive datetime has no place in the store: give a time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class InboxStatus(StrEnum):
+    RECEIVED = "received"
+    HANDED_OVER = "handed_over"
+    ACKNOWLEDGED = "acknowledged"
+
+
+def _one_of(column: str, values: type[StrEnum]) -> str:
+    allowed = ", ".join(f"'{v.value}'" for v in values)
+    return f"{column} IN ({allowed})"
+
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("message_id", String(MESSAGE_ID_LENGTH), primary_key=True),
+    Column("agreement_id", String(AGREEMENT_ID_LENGTH), nullable=False),
+    Column("agreement_version", Integer, nullable=False),
+    Column("exchange_type", String(EXCHANGE_TYPE_LENGTH), nullable=False),
+    Column("recipient_state", CHAR(2), nullable=False),
+    Column("purpose", String(PURPOSE_LENGTH), nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("status", String(STATUS_LENGTH), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("deadline_at", UTCDateTime, nullable=False),
+    Column("claimed_by", String(WORKER_ID_LENGTH), nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("last_error_reason", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    CheckConstraint(_one_of("status", OutboxStatus), name="status"),
+    CheckConstraint("attempts >= 0", name="attempts"),
+    # The dispatcher's claim query: due pending messages, oldest first.
+    Index(None, "status", "next_attempt_at"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("message_id", String(MESSAGE_ID_LENGTH), primary_key=True),
+    Column("sender_state", CHAR(2), nullable=False),
+    Column("agreement_id", String(AGREEMENT_ID_LENGTH), nullable=False),
+    Column("exchange_type", String(EXCHANGE_TYPE_LENGTH), nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("envelope", LargeBinary, nullable=False),
+    Column("status", String(STATUS_LENGTH), nullable=False),
+    Column("registry_outcome", Text, nullable=True),
+    CheckConstraint(_one_of("status", InboxStatus), name="status"),
+    # Finding what was received but not yet handed over to the registry, after a crash.
+    Index(None, "status", "received_at"),
+)

@@ -1,0 +1,266 @@
+"""The outbox: durable enqueue, exclusive leases, and transitions only by the lease holder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta, timezone
+from threading import Barrier
+
+import pytest
+from sqlalchemy import Engine
+
+from gateway.store.engine import create_engine
+from gateway.store.migrate import upgrade_to_head
+from gateway.store.outbox import Outbox, OutboxItem, OutboxStatus
+
+from .conftest import START, FakeClock
+
+MakeItem = Callable[..., OutboxItem]
+
+
+@pytest.fixture
+def outbox(migrated_engine: Engine, clock: FakeClock) -> Outbox:
+    return Outbox(migrated_engine, clock=clock)
+
+
+def test_enqueued_message_is_pending_and_due_at_once(outbox: Outbox, make_item: MakeItem) -> None:
+    item = make_item("m-1")
+
+    assert outbox.enqueue(item) is True
+
+    stored = outbox.get("m-1")
+    assert stored is not None
+    assert stored.status is OutboxStatus.PENDING
+    assert stored.envelope == item.envelope
+    assert (stored.recipient_state, stored.agreement_version) == ("DE", 3)
+    assert stored.attempts == 0
+    assert stored.next_attempt_at == stored.created_at == START
+    assert stored.claimed_by is None
+    assert stored.lease_until is None
+
+
+def test_resubmitted_message_id_changes_nothing(outbox: Outbox, make_item: MakeItem) -> None:
+    outbox.enqueue(make_item("m-1"))
+    first = outbox.get("m-1")
+
+    assert outbox.enqueue(make_item("m-1", recipient_state="IT")) is False
+    assert outbox.enqueue_many([make_item("m-1"), make_item("m-2"), make_item("m-2")]) == 1
+
+    assert outbox.get("m-1") == first
+    assert outbox.count_by_status()["pending"] == 2
+
+
+def test_enqueue_many_stores_a_large_batch(outbox: Outbox, make_item: MakeItem) -> None:
+    # More rows than one INSERT carries, so the batch spans several statements.
+    assert outbox.enqueue_many(make_item(f"m-{i:05d}") for i in range(1200)) == 1200
+    assert outbox.enqueue_many([]) == 0
+    assert outbox.count_by_status() == {"pending": 1200, "in_flight": 0, "delivered": 0, "dead": 0}
+
+
+def test_timestamps_come_back_as_aware_utc(outbox: Outbox, make_item: MakeItem) -> None:
+    paris_winter = timezone(timedelta(hours=1))
+    deadline = datetime(2024, 12, 1, 18, 0, 0, 250000, tzinfo=paris_winter)
+    outbox.enqueue(make_item("m-1", deadline_at=deadline))
+
+    stored = outbox.get("m-1")
+
+    assert stored is not None
+    assert stored.deadline_at == deadline
+    assert stored.deadline_at.tzinfo is UTC
+    assert stored.created_at.tzinfo is UTC
+
+
+def test_naive_datetimes_are_refused(outbox: Outbox, make_item: MakeItem) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        make_item("m-1", deadline_at=datetime(2024, 12, 1))
+    outbox.enqueue(make_item("m-1"))
+    (claimed,) = outbox.claim_due("worker-a", limit=1, lease_s=30)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        outbox.schedule_retry(
+            claimed.message_id,
+            "worker-a",
+            next_attempt_at=datetime(2024, 12, 1),
+            reason="PARTNER_UNAVAILABLE",
+        )
+
+
+def test_message_is_not_claimed_before_its_time(
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+) -> None:
+    outbox.enqueue(make_item("later", not_before=START + timedelta(minutes=5)))
+    outbox.enqueue(make_item("now"))
+
+    def claim() -> list[str]:
+        return [m.message_id for m in outbox.claim_due("worker-a", limit=10, lease_s=3600)]
+
+    assert claim() == ["now"]
+    clock.advance(5 * 60 - 1)
+    assert claim() == []
+    clock.advance(1)
+    assert claim() == ["later"]
+
+
+def test_claim_leases_oldest_due_first_and_counts_the_attempt(
+    outbox: Outbox, make_item: MakeItem
+) -> None:
+    for minutes_ago, message_id in [(1, "m-young"), (9, "m-old"), (5, "m-mid")]:
+        outbox.enqueue(make_item(message_id, not_before=START - timedelta(minutes=minutes_ago)))
+
+    claimed = outbox.claim_due("worker-a", limit=2, lease_s=30)
+
+    assert [m.message_id for m in claimed] == ["m-old", "m-mid"]
+    for message in claimed:
+        assert message.status is OutboxStatus.IN_FLIGHT
+        assert message.claimed_by == "worker-a"
+        assert message.lease_until == START + timedelta(seconds=30)
+        assert message.attempts == 1
+        assert outbox.get(message.message_id) == message
+
+
+def test_concurrent_claimers_never_get_the_same_message(
+    database_url: str, outbox: Outbox, clock: FakeClock, make_item: MakeItem
+) -> None:
+    all_ids = {f"m-{i:04d}" for i in range(300)}
+    outbox.enqueue_many(make_item(message_id) for message_id in sorted(all_ids))
+    starting_line = Barrier(2)
+
+    def dispatcher(worker_id: str) -> list[str]:
+        # Its own engine, hence its own connections: as a second replica would have.
+        engine = create_engine(database_url)
+        try:
+            replica = Outbox(engine, clock=clock)
+            starting_line.wait(timeout=10)
+            claimed: list[str] = []
+            while batch := replica.claim_due(worker_id, limit=7, lease_s=300):
+                claimed.extend(m.message_id for m in batch)
+            return claimed
+        finally:
+            engine.dispose()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(dispatcher, w) for w in ("worker-a", "worker-b")]
+        got_a, got_b = (f.result(timeout=60) for f in futures)
+
+    assert set(got_a).isdisjoint(got_b)
+    assert len(got_a) + len(got_b) == len(all_ids)
+    assert set(got_a) | set(got_b) == all_ids
+    assert outbox.count_by_status()["in_flight"] == len(all_ids)
+    for message_id in got_a[:5] + got_b[:5]:
+        message = outbox.get(message_id)
+        assert message is not None
+        assert message.attempts == 1
+        assert message.claimed_by == ("worker-a" if message_id in got_a else "worker-b")
+
+
+def test_expired_lease_is_reclaimed(outbox: Outbox, clock: FakeClock, make_item: MakeItem) -> None:
+    outbox.enqueue(make_item("m-1"))
+    assert len(outbox.claim_due("worker-a", limit=10, lease_s=30)) == 1
+
+    clock.advance(29)
+    assert outbox.claim_due("worker-b", limit=10, lease_s=30) == []
+
+    clock.advance(1)
+    (reclaimed,) = outbox.claim_due("worker-b", limit=10, lease_s=30)
+    assert reclaimed.message_id == "m-1"
+    assert reclaimed.claimed_by == "worker-b"
+    assert reclaimed.attempts == 2
+    assert reclaimed.lease_until == clock() + timedelta(seconds=30)
+
+
+def test_worker_without_lease_cannot_complete_message(
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+) -> None:
+    outbox.enqueue(make_item("m-1"))
+    outbox.claim_due("worker-a", limit=1, lease_s=30)
+    later = clock() + timedelta(minutes=1)
+
+    # A worker that never held the lease.
+    assert outbox.mark_delivered("m-1", "worker-b") is False
+    assert outbox.schedule_retry("m-1", "worker-b", next_attempt_at=later, reason="x") is False
+    assert outbox.mark_dead("m-1", "worker-b", reason="x") is False
+
+    # A worker whose lease lapsed, before and after another worker reclaimed it.
+    clock.advance(31)
+    assert outbox.mark_delivered("m-1", "worker-a") is False
+    outbox.claim_due("worker-b", limit=1, lease_s=30)
+    assert outbox.mark_delivered("m-1", "worker-a") is False
+    assert outbox.schedule_retry("m-1", "worker-a", next_attempt_at=later, reason="x") is False
+    assert outbox.mark_dead("m-1", "worker-a", reason="x") is False
+
+    assert outbox.mark_delivered("m-1", "worker-b") is True
+    assert outbox.mark_delivered("m-1", "worker-b") is False
+    message = outbox.get("m-1")
+    assert message is not None
+    assert message.status is OutboxStatus.DELIVERED
+    assert message.delivered_at == clock()
+    assert message.claimed_by == "worker-b"
+
+
+def test_unknown_message_cannot_be_completed(outbox: Outbox) -> None:
+    assert outbox.mark_delivered("no-such-message", "worker-a") is False
+
+
+def test_retry_returns_message_to_pending_until_its_time(
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+) -> None:
+    outbox.enqueue(make_item("m-1"))
+    outbox.claim_due("worker-a", limit=1, lease_s=30)
+    retry_at = clock() + timedelta(seconds=40)
+
+    assert outbox.schedule_retry(
+        "m-1", "worker-a", next_attempt_at=retry_at, reason="PARTNER_UNAVAILABLE"
+    )
+
+    message = outbox.get("m-1")
+    assert message is not None
+    assert message.status is OutboxStatus.PENDING
+    assert (message.claimed_by, message.lease_until) == (None, None)
+    assert message.last_error_reason == "PARTNER_UNAVAILABLE"
+    assert message.next_attempt_at == retry_at
+    assert outbox.claim_due("worker-a", limit=1, lease_s=30) == []
+    clock.advance(40)
+    (again,) = outbox.claim_due("worker-b", limit=1, lease_s=30)
+    assert again.attempts == 2
+
+
+def test_dead_message_is_never_claimed_again(
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+) -> None:
+    outbox.enqueue(make_item("m-1"))
+    outbox.claim_due("worker-a", limit=1, lease_s=30)
+
+    assert outbox.mark_dead("m-1", "worker-a", reason="DEADLINE_EXCEEDED")
+
+    clock.advance(365 * 24 * 3600)
+    assert outbox.claim_due("worker-a", limit=10, lease_s=30) == []
+    message = outbox.get("m-1")
+    assert message is not None
+    assert message.status is OutboxStatus.DEAD
+    assert message.last_error_reason == "DEADLINE_EXCEEDED"
+    assert outbox.count_by_status() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 1}
+
+
+def test_enqueued_message_survives_new_engine(
+    database_url: str, clock: FakeClock, make_item: MakeItem
+) -> None:
+    engine = create_engine(database_url)
+    upgrade_to_head(engine)
+    Outbox(engine, clock=clock).enqueue(make_item("m-1"))
+    before = Outbox(engine, clock=clock).get("m-1")
+    engine.dispose()
+
+    reopened = create_engine(database_url)
+    try:
+        after = Outbox(reopened, clock=clock).get("m-1")
+    finally:
+        reopened.dispose()
+
+    assert before is not None
+    assert after == before
+
+
+def test_message_repr_leaves_out_the_envelope(outbox: Outbox, make_item: MakeItem) -> None:
+    outbox.enqueue(make_item("m-1"))
+    assert "signed envelope" not in repr(outbox.get("m-1"))
+    assert "signed envelope" not in repr(make_item("m-1"))
