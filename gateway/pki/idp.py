@@ -14,10 +14,8 @@ one; an existing key is never replaced, because tokens already issued depend on 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
-import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.pki.keys import write_private_key, write_public_file
 from gateway.pki.tokens import cert_thumbprint
 
 KEY_FILE = "idp.key"
@@ -64,15 +63,10 @@ def create_development_idp(out_dir: Path, *, kid: str | None = None) -> Developm
     private_key = ec.generate_private_key(ec.SECP256R1())
     public_jwk = _public_jwk(private_key.public_key())
     kid = kid if kid is not None else _jwk_thumbprint(public_jwk)
-    pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     jwks = {"keys": [{**public_jwk, "kid": kid, "alg": ALGORITHM, "use": "sig"}]}
-    _write_atomically(key_path, pem, mode=0o600, replace=False)
+    write_private_key(key_path, private_key, overwrite=False)
     jwks_text = json.dumps(jwks, indent=2) + "\n"
-    _write_atomically(jwks_path, jwks_text.encode("utf-8"), mode=0o644, replace=True)
+    write_public_file(jwks_path, jwks_text.encode("utf-8"))
     return DevelopmentIdp(directory=out_dir, key_path=key_path, jwks_path=jwks_path, kid=kid)
 
 
@@ -187,33 +181,3 @@ def _jwk_thumbprint(public_jwk: dict[str, str]) -> str:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _write_atomically(path: Path, data: bytes, *, mode: int, replace: bool) -> None:
-    # The temporary file is created with its final mode, so the key is never readable
-    # by others, even between creation and chmod. Without ``replace`` the file is
-    # published by a hard link, which fails instead of clobbering a concurrent writer.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        try:
-            os.fchmod(fd, mode)  # the umask may have narrowed it; never widen beyond mode
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        if replace:
-            tmp.replace(path)
-        else:
-            path.hardlink_to(tmp)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
