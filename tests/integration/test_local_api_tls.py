@@ -14,6 +14,7 @@ import grpc
 import pytest
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from gateway.demo.deployment import Site
 from gateway.pki.crl import revoke
@@ -244,3 +245,26 @@ def test_metrics_endpoint_counts_calls_refusals_and_certificate_expiry(
         if line.startswith('pouch_certificate_expiry_seconds{role="gateway_tls",state="AT"}')
     ]
     assert len(expiry) == 1 and float(expiry[0].split()[-1]) > 86400
+
+
+def test_reflection_lists_the_local_services(deployment: Deployment, gateway_at: Gateway) -> None:
+    site = at(deployment)
+    chain, key = operator_files(site)
+    target = f"127.0.0.1:{gateway_at.local_port}"
+    with channel_to(target, trusted_ca=site.pki.ca_cert.read_bytes(), chain=chain, key=key) as ch:
+        answers = reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT
+        )
+        names = {s.name for a in answers for s in a.list_services_response.service}
+    assert {"pouch.v1.GatewayService", "grpc.health.v1.Health"} <= names
+
+
+def test_gateway_certificate_cannot_act_as_a_local_caller(
+    deployment: Deployment, gateway_at: Gateway
+) -> None:
+    site = at(deployment)
+    identity = (site.pki.gateway_cert.read_bytes(), site.pki.gateway_key.read_bytes())
+    with pytest.raises(grpc.RpcError) as refused:
+        gateway_info(gateway_at, site, token(site, cert=identity[0]), identity)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_reason(refused.value) == "NOT_A_CLIENT_CERTIFICATE"
