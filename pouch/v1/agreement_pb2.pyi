@@ -44,6 +44,23 @@ AGREEMENT_STATUS_INACTIVE: AgreementStatus.ValueType  # 4
 """Loaded but not in force: missing or bad signature, or outside its validity window."""
 Global___AgreementStatus: _TypeAlias = AgreementStatus  # noqa: Y015
 
+class _AgreementNoticeAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AgreementNoticeActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AgreementNoticeAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AGREEMENT_NOTICE_ACTION_UNSPECIFIED: _AgreementNoticeAction.ValueType  # 0
+    AGREEMENT_NOTICE_ACTION_SUSPEND: _AgreementNoticeAction.ValueType  # 1
+    AGREEMENT_NOTICE_ACTION_TERMINATE: _AgreementNoticeAction.ValueType  # 2
+
+class AgreementNoticeAction(_AgreementNoticeAction, metaclass=_AgreementNoticeActionEnumTypeWrapper): ...
+
+AGREEMENT_NOTICE_ACTION_UNSPECIFIED: AgreementNoticeAction.ValueType  # 0
+AGREEMENT_NOTICE_ACTION_SUSPEND: AgreementNoticeAction.ValueType  # 1
+AGREEMENT_NOTICE_ACTION_TERMINATE: AgreementNoticeAction.ValueType  # 2
+Global___AgreementNoticeAction: _TypeAlias = AgreementNoticeAction  # noqa: Y015
+
 @_typing.final
 class AgreementSummary(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -180,6 +197,7 @@ class SuspendAgreementRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     agreement_id: _builtins.str
     reason: _builtins.str
+    """A stable reason code, e.g. "DATA_BREACH"; never personal data."""
     def __init__(
         self,
         *,
@@ -213,3 +231,82 @@ class SuspendAgreementResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SuspendAgreementResponse: _TypeAlias = SuspendAgreementResponse  # noqa: Y015
+
+@_typing.final
+class TerminateAgreementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    agreement_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        agreement_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_id", b"agreement_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminateAgreementRequest: _TypeAlias = TerminateAgreementRequest  # noqa: Y015
+
+@_typing.final
+class TerminateAgreementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    PURGED_PAYLOADS_FIELD_NUMBER: _builtins.int
+    purged_payloads: _builtins.int
+    """Stored payloads purged on this gateway."""
+    @_builtins.property
+    def summary(self) -> Global___AgreementSummary: ...
+    def __init__(
+        self,
+        *,
+        summary: Global___AgreementSummary | None = ...,
+        purged_payloads: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["purged_payloads", b"purged_payloads", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminateAgreementResponse: _TypeAlias = TerminateAgreementResponse  # noqa: Y015
+
+@_typing.final
+class AgreementNotice(_message.Message):
+    """What a party tells the other about an agreement; travels as the payload of an
+    envelope of type EXCHANGE_TYPE_AGREEMENT_NOTICE, signed like any other message.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENT_ID_FIELD_NUMBER: _builtins.int
+    AGREEMENT_VERSION_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    agreement_id: _builtins.str
+    agreement_version: _builtins.int
+    action: Global___AgreementNoticeAction.ValueType
+    reason_code: _builtins.str
+    """A stable reason code, e.g. "DATA_BREACH"; never personal data."""
+    def __init__(
+        self,
+        *,
+        agreement_id: _builtins.str = ...,
+        agreement_version: _builtins.int = ...,
+        action: Global___AgreementNoticeAction.ValueType = ...,
+        reason_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agreement_id", b"agreement_id", "agreement_version", b"agreement_version", "reason_code", b"reason_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgreementNotice: _TypeAlias = AgreementNotice  # noqa: Y015

@@ -50,6 +50,11 @@ class AgreementServiceStub:
                 request_serializer=pouch_dot_v1_dot_agreement__pb2.SuspendAgreementRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_agreement__pb2.SuspendAgreementResponse.FromString,
                 _registered_method=True)
+        self.TerminateAgreement = channel.unary_unary(
+                '/pouch.v1.AgreementService/TerminateAgreement',
+                request_serializer=pouch_dot_v1_dot_agreement__pb2.TerminateAgreementRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_agreement__pb2.TerminateAgreementResponse.FromString,
+                _registered_method=True)
 
 
 class AgreementServiceServicer:
@@ -75,6 +80,14 @@ class AgreementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TerminateAgreement(self, request, context):
+        """Terminates at once on this gateway, purges stored payloads under the agreement
+        (the audit evidence stays) and sends a signed termination to the partner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgreementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_AgreementServiceServicer_to_server(servicer, server):
                     servicer.SuspendAgreement,
                     request_deserializer=pouch_dot_v1_dot_agreement__pb2.SuspendAgreementRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_agreement__pb2.SuspendAgreementResponse.SerializeToString,
+            ),
+            'TerminateAgreement': grpc.unary_unary_rpc_method_handler(
+                    servicer.TerminateAgreement,
+                    request_deserializer=pouch_dot_v1_dot_agreement__pb2.TerminateAgreementRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_agreement__pb2.TerminateAgreementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +194,33 @@ class AgreementService:
             '/pouch.v1.AgreementService/SuspendAgreement',
             pouch_dot_v1_dot_agreement__pb2.SuspendAgreementRequest.SerializeToString,
             pouch_dot_v1_dot_agreement__pb2.SuspendAgreementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TerminateAgreement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.AgreementService/TerminateAgreement',
+            pouch_dot_v1_dot_agreement__pb2.TerminateAgreementRequest.SerializeToString,
+            pouch_dot_v1_dot_agreement__pb2.TerminateAgreementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,10 @@ class AgreementServiceStub:
     GetAgreement: _grpc.UnaryUnaryMultiCallable[_agreement_pb2.GetAgreementRequest, _agreement_pb2.GetAgreementResponse]
     SuspendAgreement: _grpc.UnaryUnaryMultiCallable[_agreement_pb2.SuspendAgreementRequest, _agreement_pb2.SuspendAgreementResponse]
     """Suspends at once on this gateway and sends a signed suspension to the partner."""
+    TerminateAgreement: _grpc.UnaryUnaryMultiCallable[_agreement_pb2.TerminateAgreementRequest, _agreement_pb2.TerminateAgreementResponse]
+    """Terminates at once on this gateway, purges stored payloads under the agreement
+    (the audit evidence stays) and sends a signed termination to the partner.
+    """
 
 @_typing.type_check_only
 class AgreementServiceAsyncStub(AgreementServiceStub):
@@ -47,6 +51,10 @@ class AgreementServiceAsyncStub(AgreementServiceStub):
     GetAgreement: _aio.UnaryUnaryMultiCallable[_agreement_pb2.GetAgreementRequest, _agreement_pb2.GetAgreementResponse]  # type: ignore[assignment]
     SuspendAgreement: _aio.UnaryUnaryMultiCallable[_agreement_pb2.SuspendAgreementRequest, _agreement_pb2.SuspendAgreementResponse]  # type: ignore[assignment]
     """Suspends at once on this gateway and sends a signed suspension to the partner."""
+    TerminateAgreement: _aio.UnaryUnaryMultiCallable[_agreement_pb2.TerminateAgreementRequest, _agreement_pb2.TerminateAgreementResponse]  # type: ignore[assignment]
+    """Terminates at once on this gateway, purges stored payloads under the agreement
+    (the audit evidence stays) and sends a signed termination to the partner.
+    """
 
 class AgreementServiceServicer(metaclass=_abc_1.ABCMeta):
     """The agreements this gateway holds. Local API; scope admin, or audit:read to list."""
@@ -72,5 +80,15 @@ class AgreementServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_agreement_pb2.SuspendAgreementResponse, _abc.Awaitable[_agreement_pb2.SuspendAgreementResponse]]:
         """Suspends at once on this gateway and sends a signed suspension to the partner."""
+
+    @_abc_1.abstractmethod
+    def TerminateAgreement(
+        self,
+        request: _agreement_pb2.TerminateAgreementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agreement_pb2.TerminateAgreementResponse, _abc.Awaitable[_agreement_pb2.TerminateAgreementResponse]]:
+        """Terminates at once on this gateway, purges stored payloads under the agreement
+        (the audit evidence stays) and sends a signed termination to the partner.
+        """
 
 def add_AgreementServiceServicer_to_server(servicer: AgreementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pouch/v1/common.proto\x12\x08pouch.v1\";\n\x0c\x41greementRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"5\n\tCivilDate\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\x05\"/\n\x05Place\x12\x14\n\x0c\x63ountry_code\x18\x01 \x01(\t\x12\x10\n\x08locality\x18\x02 \x01(\t\"7\n\nPersonName\x12\x13\n\x0bgiven_names\x18\x01 \x03(\t\x12\x14\n\x0c\x66\x61mily_names\x18\x02 \x03(\t\"9\n\nLegalBasis\x12\x11\n\treference\x18\x01 \x01(\t\x12\x18\n\x10\x63onsent_recorded\x18\x02 \x01(\x08*\x98\x01\n\x0c\x45xchangeType\x12\x1d\n\x19\x45XCHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XCHANGE_TYPE_CIVIL_RECORD\x10\x01\x12\'\n#EXCHANGE_TYPE_IDENTITY_CONFIRMATION\x10\x02\x12 \n\x1c\x45XCHANGE_TYPE_REPRESENTATION\x10\x03*G\n\x03Sex\x12\x13\n\x0fSEX_UNSPECIFIED\x10\x00\x12\x0e\n\nSEX_FEMALE\x10\x01\x12\x0c\n\x08SEX_MALE\x10\x02\x12\r\n\tSEX_OTHER\x10\x03*\xc3\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x45LIVERY_STATE_QUEUED\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x1a\n\x16\x44\x45LIVERY_STATE_APPLIED\x10\x03\x12\x1b\n\x17\x44\x45LIVERY_STATE_REJECTED\x10\x04\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15pouch/v1/common.proto\x12\x08pouch.v1\";\n\x0c\x41greementRef\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x0e\n\x06\x64igest\x18\x03 \x01(\t\"5\n\tCivilDate\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\r\n\x05month\x18\x02 \x01(\x05\x12\x0b\n\x03\x64\x61y\x18\x03 \x01(\x05\"/\n\x05Place\x12\x14\n\x0c\x63ountry_code\x18\x01 \x01(\t\x12\x10\n\x08locality\x18\x02 \x01(\t\"7\n\nPersonName\x12\x13\n\x0bgiven_names\x18\x01 \x03(\t\x12\x14\n\x0c\x66\x61mily_names\x18\x02 \x03(\t\"9\n\nLegalBasis\x12\x11\n\treference\x18\x01 \x01(\t\x12\x18\n\x10\x63onsent_recorded\x18\x02 \x01(\x08*\xbc\x01\n\x0c\x45xchangeType\x12\x1d\n\x19\x45XCHANGE_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x45XCHANGE_TYPE_CIVIL_RECORD\x10\x01\x12\'\n#EXCHANGE_TYPE_IDENTITY_CONFIRMATION\x10\x02\x12 \n\x1c\x45XCHANGE_TYPE_REPRESENTATION\x10\x03\x12\"\n\x1e\x45XCHANGE_TYPE_AGREEMENT_NOTICE\x10\x04*G\n\x03Sex\x12\x13\n\x0fSEX_UNSPECIFIED\x10\x00\x12\x0e\n\nSEX_FEMALE\x10\x01\x12\x0c\n\x08SEX_MALE\x10\x02\x12\r\n\tSEX_OTHER\x10\x03*\xc3\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44\x45LIVERY_STATE_QUEUED\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x1a\n\x16\x44\x45LIVERY_STATE_APPLIED\x10\x03\x12\x1b\n\x17\x44\x45LIVERY_STATE_REJECTED\x10\x04\x12 \n\x1c\x44\x45LIVERY_STATE_DEAD_LETTERED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,11 +32,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pouch.v1.common_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EXCHANGETYPE']._serialized_start=317
-  _globals['_EXCHANGETYPE']._serialized_end=469
-  _globals['_SEX']._serialized_start=471
-  _globals['_SEX']._serialized_end=542
-  _globals['_DELIVERYSTATE']._serialized_start=545
-  _globals['_DELIVERYSTATE']._serialized_end=740
+  _globals['_EXCHANGETYPE']._serialized_end=505
+  _globals['_SEX']._serialized_start=507
+  _globals['_SEX']._serialized_end=578
+  _globals['_DELIVERYSTATE']._serialized_start=581
+  _globals['_DELIVERYSTATE']._serialized_end=776
   _globals['_AGREEMENTREF']._serialized_start=35
   _globals['_AGREEMENTREF']._serialized_end=94
   _globals['_CIVILDATE']._serialized_start=96

@@ -29,6 +29,8 @@ class _ExchangeTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Exchange
     EXCHANGE_TYPE_CIVIL_RECORD: _ExchangeType.ValueType  # 1
     EXCHANGE_TYPE_IDENTITY_CONFIRMATION: _ExchangeType.ValueType  # 2
     EXCHANGE_TYPE_REPRESENTATION: _ExchangeType.ValueType  # 3
+    EXCHANGE_TYPE_AGREEMENT_NOTICE: _ExchangeType.ValueType  # 4
+    """A party's notice about the agreement itself (suspension, termination); no personal data."""
 
 class ExchangeType(_ExchangeType, metaclass=_ExchangeTypeEnumTypeWrapper):
     """The three kinds of exchange an agreement can govern."""
@@ -37,6 +39,8 @@ EXCHANGE_TYPE_UNSPECIFIED: ExchangeType.ValueType  # 0
 EXCHANGE_TYPE_CIVIL_RECORD: ExchangeType.ValueType  # 1
 EXCHANGE_TYPE_IDENTITY_CONFIRMATION: ExchangeType.ValueType  # 2
 EXCHANGE_TYPE_REPRESENTATION: ExchangeType.ValueType  # 3
+EXCHANGE_TYPE_AGREEMENT_NOTICE: ExchangeType.ValueType  # 4
+"""A party's notice about the agreement itself (suspension, termination); no personal data."""
 Global___ExchangeType: _TypeAlias = ExchangeType  # noqa: Y015
 
 class _Sex:
