@@ -1,0 +1,123 @@
+"""The registry adapter that calls the registry's ``RegistryService`` over gRPC.
+
+The channel is mutual TLS with the identity the gateway presents to its registry.
+A plaintext channel exists only for a registry on the same host, and only when it is
+asked for by name (``insecure_loopback=True``); any other target without an identity
+is refused at construction, so a typo cannot send personal data in clear.
+
+Status codes are read as follows. ``INVALID_ARGUMENT``, ``FAILED_PRECONDITION``,
+``ALREADY_EXISTS``, ``NOT_FOUND`` and ``OUT_OF_RANGE`` say the registry refused this
+update and retrying will not change that: a rejection with reason
+``REGISTRY_<CODE>``. Every other failure (unreachable, deadline, authentication,
+unimplemented, internal) decided nothing and is :class:`RegistryUnavailable`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+import grpc.aio
+
+from adapters.base import APPLIED, InboundUpdate, RegistryOutcome, RegistryUnavailable
+from gateway.connect import ClientIdentity, secure_channel
+from pouch.v1 import registry_pb2, registry_pb2_grpc
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
+
+_TARGET = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
+
+_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+
+
+def target_host(target: str) -> str:
+    """The host of a ``HOST:PORT`` target; :class:`ValueError` for any other form."""
+    match = _TARGET.fullmatch(target)
+    if match is None or not 0 < int(match["port"]) < 65536:
+        raise ValueError(f"registry target must be HOST:PORT, not {target!r}")
+    return match["host"]
+
+
+class GrpcRegistryAdapter:
+    """Calls ``RegistryService.ApplyCivilUpdate`` of the registry at ``target``."""
+
+    def __init__(
+        self,
+        target: str,
+        identity: ClientIdentity | None,
+        timeout_s: float,
+        *,
+        insecure_loopback: bool = False,
+    ) -> None:
+        host = target_host(target)
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if identity is not None and insecure_loopback:
+            raise ValueError("give either a TLS identity or insecure_loopback, not both")
+        if identity is None and not insecure_loopback:
+            raise ValueError("a registry channel needs a TLS identity")
+        if identity is None and host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"refusing a plaintext channel to {host}: only 127.0.0.1 or localhost may "
+                "be reached without TLS"
+            )
+        self._target = target
+        self._identity = identity
+        self._timeout_s = timeout_s
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: registry_pb2_grpc.RegistryServiceAsyncStub | None = None
+
+    def _registry(self) -> registry_pb2_grpc.RegistryServiceAsyncStub:
+        # A grpc.aio channel belongs to the event loop it was made on: make it on first use.
+        if self._stub is None:
+            if self._identity is None:
+                self._channel = grpc.aio.insecure_channel(self._target)
+            else:
+                self._channel = secure_channel(self._target, self._identity)
+            self._stub = registry_pb2_grpc.RegistryServiceStub(self._channel)
+        return self._stub
+
+    async def apply(self, item: InboundUpdate) -> RegistryOutcome:
+        request = registry_pb2.ApplyCivilUpdateRequest(
+            message_id=item.message_id,
+            sender_state=item.sender_state,
+            agreement_id=item.agreement_id,
+            purpose=item.purpose,
+            update=item.update,
+        )
+        try:
+            response = await self._registry().ApplyCivilUpdate(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code in _REFUSALS:
+                return RegistryOutcome.rejected(f"REGISTRY_{code.name}")
+            raise RegistryUnavailable(
+                f"registry at {self._target} did not answer ({code.name})"
+            ) from e
+        return _outcome(response)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+        self._channel = None
+        self._stub = None
+
+
+def _outcome(response: registry_pb2.ApplyCivilUpdateResponse) -> RegistryOutcome:
+    if response.outcome in (
+        registry_pb2.APPLY_OUTCOME_APPLIED,
+        registry_pb2.APPLY_OUTCOME_DUPLICATE,
+    ):
+        return APPLIED
+    if response.outcome == registry_pb2.APPLY_OUTCOME_REJECTED:
+        return RegistryOutcome.rejected(response.reason_code)
+    # An unspecified outcome is not a decision; the update goes back to be tried again.
+    raise RegistryUnavailable("registry answered without an outcome")
