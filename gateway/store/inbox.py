@@ -11,7 +11,17 @@ Guarantees:
   :class:`gateway.errors.ReplayRejected`: one partner must not be able to pre-empt,
   and so silently suppress, another partner's message.
 * A message moves ``received → handed_over → acknowledged`` and never back; a
-  transition that does not apply (unknown id, wrong state) reports ``False``.
+  transition that does not apply (unknown id, wrong state) reports ``False``. The
+  registry's answer (applied, or rejected with a reason) is recorded once, either with
+  the hand-over or afterwards (:meth:`Inbox.record_outcome`); the signed
+  acknowledgement carrying it is then owed to the sender until :meth:`Inbox.mark_ack_sent`.
+* After a crash, :meth:`Inbox.pending_handover` lists what still has to reach the
+  registry and :meth:`Inbox.unacknowledged` what still has to be acknowledged, both
+  oldest first, so nothing accepted is lost between the stages.
+* :meth:`Inbox.purge_payloads` drops the envelopes stored under an agreement (when it
+  is terminated) and keeps every row as evidence. A purged message not yet handed over
+  is still listed for hand-over, with no envelope, so that the deliverer can close it
+  (as rejected) and the sender still gets an answer.
 
 Every method blocks; the async server calls them through ``asyncio.to_thread``.
 Database failures leave as :class:`gateway.errors.StorageUnavailable`.
@@ -23,8 +33,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import ColumnElement, Engine, false, select, update
 from sqlalchemy.engine import RowMapping
 
 from gateway.errors import ReplayRejected
@@ -32,14 +43,19 @@ from gateway.store.engine import insert_unless_present, read_transaction, write_
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     EXCHANGE_TYPE_LENGTH,
+    KIND_LENGTH,
     MESSAGE_ID_LENGTH,
+    PURPOSE_LENGTH,
     InboxStatus,
+    RegistryOutcome,
     inbox,
 )
 
-__all__ = ["InboundMessage", "Inbox", "InboxEntry", "InboxStatus"]
+__all__ = ["InboundMessage", "Inbox", "InboxEntry", "InboxMessage", "InboxStatus"]
 
 _STATE_CODE = re.compile(r"[A-Z]{2}")
+# Largest batch the recovery queries return.
+MAX_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,8 @@ class InboundMessage:
     agreement_id: str
     exchange_type: str
     envelope: bytes = field(repr=False)
+    kind: str | None = None
+    purpose: str | None = None
 
     def __post_init__(self) -> None:
         for name, value, limit in (
@@ -60,6 +78,12 @@ class InboundMessage:
         ):
             if not value or len(value) > limit:
                 raise ValueError(f"{name} must be 1 to {limit} characters")
+        for name, optional, limit in (
+            ("kind", self.kind, KIND_LENGTH),
+            ("purpose", self.purpose, PURPOSE_LENGTH),
+        ):
+            if optional is not None and not 1 <= len(optional) <= limit:
+                raise ValueError(f"{name} must be 1 to {limit} characters")
         if not _STATE_CODE.fullmatch(self.sender_state):
             raise ValueError("sender_state must be a two-letter upper-case state code")
         if not self.envelope:
@@ -68,23 +92,40 @@ class InboundMessage:
 
 @dataclass(frozen=True)
 class InboxEntry:
-    """One inbox row as stored; ``received_at`` is aware UTC."""
+    """One inbox row as stored; every timestamp is aware UTC.
+
+    ``envelope`` is ``None`` once the payload was purged (see ``payload_purged_at``).
+    ``registry_outcome`` is ``applied`` or ``rejected`` (then ``registry_reason`` says
+    why), or free text recorded through :meth:`Inbox.record_outcome`.
+    """
 
     message_id: str
     sender_state: str
     agreement_id: str
     exchange_type: str
     received_at: datetime
-    envelope: bytes = field(repr=False)
+    envelope: bytes | None = field(repr=False)
     status: InboxStatus
     registry_outcome: str | None
+    kind: str | None
+    purpose: str | None
+    registry_reason: str | None
+    handed_over_at: datetime | None
+    ack_sent: bool
+    payload_purged_at: datetime | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> InboxEntry:
         values = dict(row)
         values["status"] = InboxStatus(values["status"])
-        values["envelope"] = bytes(values["envelope"])
+        if values["envelope"] is not None:
+            values["envelope"] = bytes(values["envelope"])
+        values["ack_sent"] = bool(values["ack_sent"])
         return cls(**values)
+
+
+InboxMessage = InboxEntry
+"""The name the exchanges use for a stored inbox row."""
 
 
 class Inbox:
@@ -96,9 +137,7 @@ class Inbox:
 
     def accept_once(self, message: InboundMessage) -> bool:
         """Store ``message`` if its id is new (``True``); ``False`` if already stored."""
-        received_at = self._clock()
-        if received_at.tzinfo is None or received_at.utcoffset() is None:
-            raise ValueError("clock() must return a timezone-aware datetime")
+        received_at = self._now()
         statement = (
             insert_unless_present(self._engine, inbox)
             .values(
@@ -110,6 +149,12 @@ class Inbox:
                 envelope=message.envelope,
                 status=InboxStatus.RECEIVED.value,
                 registry_outcome=None,
+                kind=message.kind,
+                purpose=message.purpose,
+                registry_reason=None,
+                handed_over_at=None,
+                ack_sent=False,
+                payload_purged_at=None,
             )
             .returning(inbox.c.message_id)
         )
@@ -122,22 +167,73 @@ class Inbox:
             raise ReplayRejected("message id already used by another sender state")
         return False
 
-    def mark_handed_over(self, message_id: str) -> bool:
-        """Record that the registry adapter has the message; ``False`` if not applicable."""
-        return self._transition(
-            message_id, InboxStatus.RECEIVED, status=InboxStatus.HANDED_OVER.value
+    def mark_handed_over(
+        self, message_id: str, *, applied: bool | None = None, reason: str | None = None
+    ) -> bool:
+        """Record that the registry adapter has the message; ``False`` if not applicable.
+
+        ``applied`` is the registry's answer when it gave one at once, and ``reason``
+        its reason code. Leave both out when the answer comes later through
+        :meth:`record_outcome`.
+        """
+        answer: dict[str, Any] = {}
+        if applied is not None:
+            outcome = RegistryOutcome.APPLIED if applied else RegistryOutcome.REJECTED
+            answer = {"registry_outcome": outcome.value, "registry_reason": reason or None}
+        elif reason is not None:
+            raise ValueError("a reason needs the registry's answer (applied)")
+        return self._update(
+            inbox.c.status == InboxStatus.RECEIVED.value,
+            message_id,
+            status=InboxStatus.HANDED_OVER.value,
+            handed_over_at=self._now(),
+            **answer,
         )
 
     def record_outcome(self, message_id: str, outcome: str) -> bool:
-        """Record the registry's business acknowledgement; ``False`` if not applicable."""
+        """Record the registry's later business answer; ``False`` if not applicable.
+
+        Applies once, to a handed-over message whose answer is not yet recorded.
+        """
         if not outcome:
             raise ValueError("outcome must not be empty")
-        return self._transition(
+        return self._update(
+            (inbox.c.status == InboxStatus.HANDED_OVER.value) & inbox.c.registry_outcome.is_(None),
             message_id,
-            InboxStatus.HANDED_OVER,
             status=InboxStatus.ACKNOWLEDGED.value,
             registry_outcome=outcome,
         )
+
+    def mark_ack_sent(self, message_id: str) -> bool:
+        """Record that the signed acknowledgement went back; ``False`` if not applicable."""
+        return self._update(
+            inbox.c.registry_outcome.is_not(None) & (inbox.c.ack_sent == false()),
+            message_id,
+            ack_sent=True,
+        )
+
+    def pending_handover(self, limit: int) -> list[InboxEntry]:
+        """Received messages not yet handed to the registry, oldest first.
+
+        A purged message comes with no envelope: hand-over can only reject it.
+        """
+        return self._oldest(inbox.c.status == InboxStatus.RECEIVED.value, limit)
+
+    def unacknowledged(self, limit: int) -> list[InboxEntry]:
+        """Messages with the registry's answer whose acknowledgement is owed, oldest first."""
+        return self._oldest(
+            inbox.c.registry_outcome.is_not(None) & (inbox.c.ack_sent == false()), limit
+        )
+
+    def purge_payloads(self, agreement_id: str) -> int:
+        """Drop the envelopes stored under ``agreement_id``; return how many were dropped."""
+        purge = (
+            update(inbox)
+            .where(inbox.c.agreement_id == agreement_id, inbox.c.envelope.is_not(None))
+            .values(envelope=None, payload_purged_at=self._now())
+        )
+        with write_transaction(self._engine) as conn:
+            return conn.execute(purge).rowcount
 
     def get(self, message_id: str) -> InboxEntry | None:
         with read_transaction(self._engine) as conn:
@@ -148,12 +244,25 @@ class Inbox:
             )
         return None if row is None else InboxEntry.from_row(row)
 
-    def _transition(self, message_id: str, expected: InboxStatus, **values: str) -> bool:
-        statement = (
-            update(inbox)
-            .where(inbox.c.message_id == message_id, inbox.c.status == expected.value)
-            .values(**values)
+    def _oldest(self, where: ColumnElement[bool], limit: int) -> list[InboxEntry]:
+        if not 1 <= limit <= MAX_BATCH:
+            raise ValueError(f"limit must be 1 to {MAX_BATCH}")
+        query = (
+            select(inbox)
+            .where(where)
+            .order_by(inbox.c.received_at, inbox.c.message_id)
+            .limit(limit)
         )
+        with read_transaction(self._engine) as conn:
+            return [InboxEntry.from_row(row) for row in conn.execute(query).mappings()]
+
+    def _update(self, applies: ColumnElement[bool], message_id: str, **values: Any) -> bool:
+        statement = update(inbox).where(inbox.c.message_id == message_id, applies).values(**values)
         with write_transaction(self._engine) as conn:
-            result = conn.execute(statement)
-        return result.rowcount == 1
+            return conn.execute(statement).rowcount == 1
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None or now.utcoffset() is None:
+            raise ValueError("clock() must return a timezone-aware datetime")
+        return now

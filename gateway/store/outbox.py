@@ -17,6 +17,14 @@ Guarantees:
   two dispatchers therefore never both complete one message. A worker whose lease
   lapsed leaves the message to whoever reclaims it; the receiver's inbox drops the
   duplicate delivery that may follow.
+* A caller's submission is idempotent: at most one message is stored per
+  ``(principal, client_reference)``; a second one is reported like a known id, and
+  :meth:`Outbox.find_by_client_reference` finds the first.
+* The partner's receipt and the registry's outcome are each recorded once; the first
+  one stays. :meth:`Outbox.purge_payloads` drops the envelopes of an agreement (when
+  it is terminated) but keeps every row with its receipt and outcome as evidence;
+  a purged message that was not yet delivered is dead-lettered, since nothing is left
+  to deliver.
 
 Times come from the injected clock, which must return aware datetimes. Every method
 blocks; the async server calls them through ``asyncio.to_thread``. Database failures
@@ -25,36 +33,61 @@ leave as :class:`gateway.errors.StorageUnavailable`.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Engine,
+    and_,
+    case,
+    func,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 
 from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
+    CLIENT_REFERENCE_LENGTH,
     EXCHANGE_TYPE_LENGTH,
+    KIND_LENGTH,
     MESSAGE_ID_LENGTH,
+    PRINCIPAL_LENGTH,
     PURPOSE_LENGTH,
     WORKER_ID_LENGTH,
     OutboxStatus,
+    RegistryOutcome,
     outbox,
 )
 
-__all__ = ["Outbox", "OutboxItem", "OutboxMessage", "OutboxStatus"]
+__all__ = ["Outbox", "OutboxItem", "OutboxMessage", "OutboxStatus", "RegistryOutcome"]
 
 _STATE_CODE = re.compile(r"[A-Z]{2}")
 # Rows per INSERT in enqueue_many; keeps bound parameters well under SQLite's limit.
 _BATCH_ROWS = 500
+# Largest page :meth:`Outbox.list` returns.
+MAX_PAGE = 1000
+PURGED_REASON = "PAYLOAD_PURGED"
+"""Why an undelivered message was dead-lettered by :meth:`Outbox.purge_payloads`."""
 
 
 @dataclass(frozen=True)
 class OutboxItem:
-    """A signed envelope to queue for one recipient state; ``not_before`` defaults to now."""
+    """A signed envelope to queue for one recipient state; ``not_before`` defaults to now.
+
+    ``client_reference`` is the submitting ``principal``'s own id for the request,
+    which makes resubmission idempotent; it needs a principal. ``kind`` is the event,
+    document or case kind the envelope carries.
+    """
 
     message_id: str
     agreement_id: str
@@ -65,9 +98,23 @@ class OutboxItem:
     envelope: bytes = field(repr=False)
     deadline_at: datetime
     not_before: datetime | None = None
+    client_reference: str | None = None
+    principal: str | None = None
+    kind: str | None = None
 
     def __post_init__(self) -> None:
         _require_text("message_id", self.message_id, MESSAGE_ID_LENGTH)
+        for name, value, limit in (
+            ("client_reference", self.client_reference, CLIENT_REFERENCE_LENGTH),
+            ("principal", self.principal, PRINCIPAL_LENGTH),
+            ("kind", self.kind, KIND_LENGTH),
+        ):
+            if value is not None:
+                _require_text(name, value, limit)
+        if self.client_reference is not None and self.principal is None:
+            # NULLs never collide in the unique index: without a principal the
+            # reference would not make resubmission idempotent.
+            raise ValueError("client_reference needs the principal it belongs to")
         _require_text("agreement_id", self.agreement_id, AGREEMENT_ID_LENGTH)
         _require_text("exchange_type", self.exchange_type, EXCHANGE_TYPE_LENGTH)
         _require_text("purpose", self.purpose, PURPOSE_LENGTH)
@@ -84,7 +131,10 @@ class OutboxItem:
 
 @dataclass(frozen=True)
 class OutboxMessage:
-    """One outbox row as stored; every timestamp is aware UTC."""
+    """One outbox row as stored; every timestamp is aware UTC.
+
+    ``envelope`` is ``None`` once the payload was purged (see ``payload_purged_at``).
+    """
 
     message_id: str
     agreement_id: str
@@ -92,7 +142,7 @@ class OutboxMessage:
     exchange_type: str
     recipient_state: str
     purpose: str
-    envelope: bytes = field(repr=False)
+    envelope: bytes | None = field(repr=False)
     status: OutboxStatus
     attempts: int
     next_attempt_at: datetime
@@ -103,12 +153,24 @@ class OutboxMessage:
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None
+    client_reference: str | None
+    principal: str | None
+    kind: str | None
+    outcome: RegistryOutcome | None
+    outcome_reason: str | None
+    outcome_at: datetime | None
+    receipt: bytes | None = field(repr=False)
+    payload_purged_at: datetime | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> OutboxMessage:
         values = dict(row)
         values["status"] = OutboxStatus(values["status"])
-        values["envelope"] = bytes(values["envelope"])
+        for name in ("envelope", "receipt"):
+            if values[name] is not None:
+                values[name] = bytes(values[name])
+        if values["outcome"] is not None:
+            values["outcome"] = RegistryOutcome(values["outcome"])
         return cls(**values)
 
 
@@ -120,7 +182,10 @@ class Outbox:
         self._clock = clock
 
     def enqueue(self, item: OutboxItem) -> bool:
-        """Store ``item`` durably; ``True`` if new, ``False`` if its id was already queued."""
+        """Store ``item`` durably; ``True`` if new.
+
+        ``False`` if its id, or its principal's client reference, was already queued.
+        """
         return self.enqueue_many([item]) == 1
 
     def enqueue_many(self, items: Iterable[OutboxItem]) -> int:
@@ -138,7 +203,9 @@ class Outbox:
                 stored += len(conn.execute(statement.returning(outbox.c.message_id)).all())
         return stored
 
-    def claim_due(self, worker_id: str, *, limit: int, lease_s: float) -> list[OutboxMessage]:
+    def claim_due(
+        self, worker_id: str, *, limit: int, lease_s: float
+    ) -> builtins.list[OutboxMessage]:
         """Lease up to ``limit`` due messages to ``worker_id`` for ``lease_s`` seconds.
 
         Due means pending with ``next_attempt_at`` reached, or in flight with a lapsed
@@ -231,14 +298,63 @@ class Outbox:
             updated_at=now,
         )
 
-    def get(self, message_id: str) -> OutboxMessage | None:
-        with read_transaction(self._engine) as conn:
-            row = (
-                conn.execute(select(outbox).where(outbox.c.message_id == message_id))
-                .mappings()
-                .one_or_none()
+    def record_receipt(self, message_id: str, receipt: bytes) -> bool:
+        """Keep the partner's signed delivery receipt; ``False`` if one is already kept."""
+        if not receipt:
+            raise ValueError("receipt must not be empty")
+        return self._record_once(message_id, outbox.c.receipt, self._now(), receipt=receipt)
+
+    def record_outcome(
+        self, message_id: str, *, outcome: RegistryOutcome | str, reason: str | None
+    ) -> bool:
+        """Record the partner registry's answer; ``False`` if one is already recorded."""
+        outcome = RegistryOutcome(outcome)
+        now = self._now()
+        return self._record_once(
+            message_id,
+            outbox.c.outcome,
+            now,
+            outcome=outcome.value,
+            outcome_reason=reason or None,
+            outcome_at=now,
+        )
+
+    def purge_payloads(self, agreement_id: str) -> int:
+        """Drop the envelopes stored under ``agreement_id``; return how many were dropped.
+
+        Rows, receipts and outcomes stay. Messages not yet delivered become dead letters.
+        """
+        now = self._now()
+        undelivered = outbox.c.status.in_(
+            [OutboxStatus.PENDING.value, OutboxStatus.IN_FLIGHT.value]
+        )
+        purge = (
+            update(outbox)
+            .where(outbox.c.agreement_id == agreement_id, outbox.c.envelope.is_not(None))
+            .values(
+                envelope=None,
+                payload_purged_at=now,
+                updated_at=now,
+                status=case((undelivered, OutboxStatus.DEAD.value), else_=outbox.c.status),
+                lease_until=case((undelivered, null()), else_=outbox.c.lease_until),
+                last_error_reason=case(
+                    (undelivered, PURGED_REASON), else_=outbox.c.last_error_reason
+                ),
             )
-        return None if row is None else OutboxMessage.from_row(row)
+        )
+        with write_transaction(self._engine) as conn:
+            return conn.execute(purge).rowcount
+
+    def get(self, message_id: str) -> OutboxMessage | None:
+        return self._one(outbox.c.message_id == message_id)
+
+    def find_by_client_reference(
+        self, principal: str, client_reference: str
+    ) -> OutboxMessage | None:
+        """The message ``principal`` submitted under ``client_reference``, if any."""
+        return self._one(
+            and_(outbox.c.principal == principal, outbox.c.client_reference == client_reference)
+        )
 
     def count_by_status(self) -> dict[str, int]:
         """How many messages are in each status; every status is present, zero included."""
@@ -248,6 +364,61 @@ class Outbox:
             for status, count in conn.execute(query):
                 counts[status] = count
         return counts
+
+    def list(
+        self,
+        *,
+        status: OutboxStatus | str | None = None,
+        recipient_state: str | None = None,
+        principal: str | None = None,
+        exchange_type: str | None = None,
+        limit: int,
+        after_message_id: str | None = None,
+    ) -> builtins.list[OutboxMessage]:
+        """One page of the messages that match every filter given, oldest first.
+
+        Messages are ordered by ``(created_at, message_id)``.
+        The next page starts after the last message of this one (``after_message_id``);
+        an id that is not stored gives an empty page.
+        """
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit must be 1 to {MAX_PAGE}")
+        query = select(outbox).order_by(outbox.c.created_at, outbox.c.message_id).limit(limit)
+        if status is not None:
+            query = query.where(outbox.c.status == OutboxStatus(status).value)
+        for column, wanted in (
+            (outbox.c.recipient_state, recipient_state),
+            (outbox.c.principal, principal),
+            (outbox.c.exchange_type, exchange_type),
+        ):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        if after_message_id is not None:
+            cursor = (
+                select(outbox.c.created_at)
+                .where(outbox.c.message_id == after_message_id)
+                .scalar_subquery()
+            )
+            query = query.where(
+                or_(
+                    outbox.c.created_at > cursor,
+                    and_(outbox.c.created_at == cursor, outbox.c.message_id > after_message_id),
+                )
+            )
+        with read_transaction(self._engine) as conn:
+            return [OutboxMessage.from_row(row) for row in conn.execute(query).mappings()]
+
+    def _one(self, where: ColumnElement[bool]) -> OutboxMessage | None:
+        with read_transaction(self._engine) as conn:
+            row = conn.execute(select(outbox).where(where)).mappings().one_or_none()
+        return None if row is None else OutboxMessage.from_row(row)
+
+    def _record_once(
+        self, message_id: str, column: Column[Any], now: datetime, **values: Any
+    ) -> bool:
+        first = update(outbox).where(outbox.c.message_id == message_id, column.is_(None))
+        with write_transaction(self._engine) as conn:
+            return conn.execute(first.values(updated_at=now, **values)).rowcount == 1
 
     def _transition(self, message_id: str, worker_id: str, now: datetime, **values: Any) -> bool:
         held_by_worker = update(outbox).where(
@@ -285,6 +456,14 @@ def _new_row(item: OutboxItem, now: datetime) -> dict[str, object]:
         "created_at": now,
         "updated_at": now,
         "delivered_at": None,
+        "client_reference": item.client_reference,
+        "principal": item.principal,
+        "kind": item.kind,
+        "outcome": None,
+        "outcome_reason": None,
+        "outcome_at": None,
+        "receipt": None,
+        "payload_purged_at": None,
     }
 
 

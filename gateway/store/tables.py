@@ -17,8 +17,10 @@ from enum import StrEnum
 
 from sqlalchemy import (
     CHAR,
+    Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     Dialect,
     Index,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -48,6 +51,11 @@ EXCHANGE_TYPE_LENGTH = 64
 PURPOSE_LENGTH = 128
 WORKER_ID_LENGTH = 128
 STATUS_LENGTH = 16
+DIRECTION_LENGTH = 16
+KIND_LENGTH = 64
+REASON_CODE_LENGTH = 64
+CLIENT_REFERENCE_LENGTH = 128
+PRINCIPAL_LENGTH = 200
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -86,6 +94,20 @@ class InboxStatus(StrEnum):
     ACKNOWLEDGED = "acknowledged"
 
 
+class RegistryOutcome(StrEnum):
+    """The partner registry's business answer to a civil-record update."""
+
+    APPLIED = "applied"
+    REJECTED = "rejected"
+
+
+class LifecycleStatus(StrEnum):
+    """How an agreement version left the active state; ``terminated`` is final."""
+
+    SUSPENDED = "suspended"
+    TERMINATED = "terminated"
+
+
 def _one_of(column: str, values: type[StrEnum]) -> str:
     allowed = ", ".join(f"'{v.value}'" for v in values)
     return f"{column} IN ({allowed})"
@@ -100,7 +122,8 @@ outbox = Table(
     Column("exchange_type", String(EXCHANGE_TYPE_LENGTH), nullable=False),
     Column("recipient_state", CHAR(2), nullable=False),
     Column("purpose", String(PURPOSE_LENGTH), nullable=False),
-    Column("envelope", LargeBinary, nullable=False),
+    # NULL once the payload was purged (agreement terminated, retention elapsed).
+    Column("envelope", LargeBinary, nullable=True),
     Column("status", String(STATUS_LENGTH), nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
@@ -111,10 +134,25 @@ outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime, nullable=True),
+    Column("client_reference", String(CLIENT_REFERENCE_LENGTH), nullable=True),
+    Column("principal", String(PRINCIPAL_LENGTH), nullable=True),
+    Column("kind", String(KIND_LENGTH), nullable=True),
+    Column("outcome", String(STATUS_LENGTH), nullable=True),
+    Column("outcome_reason", Text, nullable=True),
+    Column("outcome_at", UTCDateTime, nullable=True),
+    # The partner's signed delivery receipt, serialized: evidence, never purged.
+    Column("receipt", LargeBinary, nullable=True),
+    Column("payload_purged_at", UTCDateTime, nullable=True),
     CheckConstraint(_one_of("status", OutboxStatus), name="status"),
     CheckConstraint("attempts >= 0", name="attempts"),
+    CheckConstraint(_one_of("outcome", RegistryOutcome), name="outcome"),
     # The dispatcher's claim query: due pending messages, oldest first.
     Index(None, "status", "next_attempt_at"),
+    # Idempotent submission: one message per caller reference. Rows without a
+    # reference (NULLs) never collide, on either engine.
+    Index(None, "principal", "client_reference", unique=True),
+    # Paging through the outbox in a stable order.
+    Index(None, "created_at", "message_id"),
 )
 
 inbox = Table(
@@ -125,10 +163,47 @@ inbox = Table(
     Column("agreement_id", String(AGREEMENT_ID_LENGTH), nullable=False),
     Column("exchange_type", String(EXCHANGE_TYPE_LENGTH), nullable=False),
     Column("received_at", UTCDateTime, nullable=False),
-    Column("envelope", LargeBinary, nullable=False),
+    # NULL once the payload was purged (agreement terminated, retention elapsed).
+    Column("envelope", LargeBinary, nullable=True),
     Column("status", String(STATUS_LENGTH), nullable=False),
     Column("registry_outcome", Text, nullable=True),
+    Column("kind", String(KIND_LENGTH), nullable=True),
+    Column("purpose", String(PURPOSE_LENGTH), nullable=True),
+    Column("registry_reason", Text, nullable=True),
+    Column("handed_over_at", UTCDateTime, nullable=True),
+    # Whether the signed business acknowledgement went back to the sender.
+    Column("ack_sent", Boolean, nullable=False, server_default=false()),
+    Column("payload_purged_at", UTCDateTime, nullable=True),
     CheckConstraint(_one_of("status", InboxStatus), name="status"),
     # Finding what was received but not yet handed over to the registry, after a crash.
     Index(None, "status", "received_at"),
+    # Finding the acknowledgements still owed to senders, after a crash.
+    Index(None, "ack_sent", "received_at"),
+)
+
+quota_usage = Table(
+    "quota_usage",
+    metadata,
+    Column("agreement_id", String(AGREEMENT_ID_LENGTH), primary_key=True),
+    # Sender to receiver, such as "AT->BE": each party's quota is counted apart.
+    Column("direction", String(DIRECTION_LENGTH), primary_key=True),
+    Column("purpose", String(PURPOSE_LENGTH), primary_key=True),
+    # The UTC day the units were consumed on.
+    Column("day", Date, primary_key=True),
+    Column("used", Integer, nullable=False),
+    CheckConstraint("used >= 0", name="used"),
+)
+
+agreement_lifecycle = Table(
+    "agreement_lifecycle",
+    metadata,
+    Column("agreement_id", String(AGREEMENT_ID_LENGTH), primary_key=True),
+    Column("agreement_version", Integer, primary_key=True),
+    Column("status", String(STATUS_LENGTH), nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("changed_by_state", CHAR(2), nullable=False),
+    Column("reason_code", String(REASON_CODE_LENGTH), nullable=False),
+    # The signed notice that carried the change, when it came from the partner.
+    Column("message_id", String(MESSAGE_ID_LENGTH), nullable=True),
+    CheckConstraint(_one_of("status", LifecycleStatus), name="status"),
 )

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import timedelta
 from threading import Barrier
 
 import pytest
 from sqlalchemy import Engine
 
 from gateway.errors import ReplayRejected
-from gateway.store.inbox import InboundMessage, Inbox, InboxStatus
+from gateway.store.inbox import InboundMessage, Inbox, InboxMessage, InboxStatus
 
 from .conftest import START, FakeClock
 
@@ -101,3 +103,110 @@ def test_message_moves_forward_only(inbox: Inbox, make_inbound: MakeInbound) -> 
     assert entry.status is InboxStatus.ACKNOWLEDGED
     assert entry.registry_outcome == "rejected: unknown birth record"
     assert inbox.mark_handed_over("no-such-message") is False
+
+
+def test_kind_and_purpose_are_stored_with_the_message(
+    inbox: Inbox, make_inbound: MakeInbound
+) -> None:
+    inbox.accept_once(replace(make_inbound("m-1"), kind="birth", purpose="civil-status-update"))
+
+    entry = inbox.get("m-1")
+    assert entry is not None
+    assert (entry.kind, entry.purpose) == ("birth", "civil-status-update")
+    assert (entry.registry_reason, entry.handed_over_at, entry.payload_purged_at) == (
+        None,
+        None,
+        None,
+    )
+    assert entry.ack_sent is False
+
+
+def test_pending_handover_lists_received_messages_oldest_first(
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+) -> None:
+    inbox.accept_once(make_inbound("m-c"))
+    inbox.accept_once(make_inbound("m-b"))
+    clock.advance(1)
+    inbox.accept_once(make_inbound("m-a"))
+    inbox.accept_once(make_inbound("m-handed"))
+    inbox.mark_handed_over("m-handed", applied=True)
+
+    pending = inbox.pending_handover(10)
+
+    assert [m.message_id for m in pending] == ["m-b", "m-c", "m-a"]
+    assert all(isinstance(m, InboxMessage) and m.envelope for m in pending)
+    assert [m.message_id for m in inbox.pending_handover(2)] == ["m-b", "m-c"]
+    with pytest.raises(ValueError, match="limit"):
+        inbox.pending_handover(0)
+
+
+def test_handover_records_the_registry_answer_once(
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+) -> None:
+    inbox.accept_once(make_inbound("m-1"))
+    clock.advance(5)
+
+    with pytest.raises(ValueError, match="reason"):
+        inbox.mark_handed_over("m-1", reason="UNKNOWN_RECORD")
+    assert inbox.mark_handed_over("m-1", applied=False, reason="UNKNOWN_RECORD") is True
+    assert inbox.mark_handed_over("m-1", applied=True) is False
+    assert inbox.record_outcome("m-1", "applied") is False
+
+    entry = inbox.get("m-1")
+    assert entry is not None
+    assert entry.status is InboxStatus.HANDED_OVER
+    assert (entry.registry_outcome, entry.registry_reason) == ("rejected", "UNKNOWN_RECORD")
+    assert entry.handed_over_at == START + timedelta(seconds=5)
+
+
+def test_unacknowledged_lists_answers_whose_ack_is_owed(
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+) -> None:
+    for message_id in ("m-1", "m-2", "m-3", "m-4"):
+        inbox.accept_once(make_inbound(message_id))
+        clock.advance(1)
+    inbox.mark_handed_over("m-1", applied=True)
+    inbox.mark_handed_over("m-2")  # the registry answers later
+    inbox.mark_handed_over("m-3")
+    inbox.record_outcome("m-3", "applied")
+
+    assert [m.message_id for m in inbox.unacknowledged(10)] == ["m-1", "m-3"]
+
+    # No acknowledgement without an answer to carry.
+    assert inbox.mark_ack_sent("m-2") is False
+    assert inbox.mark_ack_sent("m-4") is False
+    assert inbox.mark_ack_sent("m-1") is True
+    assert inbox.mark_ack_sent("m-1") is False
+    assert [m.message_id for m in inbox.unacknowledged(10)] == ["m-3"]
+    entry = inbox.get("m-1")
+    assert entry is not None
+    assert entry.ack_sent is True
+
+
+def test_purged_payload_keeps_the_inbox_row(
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+) -> None:
+    other = replace(make_inbound("m-other"), agreement_id="FR-IT/civil-records")
+    for message in (make_inbound("m-done"), make_inbound("m-waiting"), other):
+        inbox.accept_once(message)
+    inbox.mark_handed_over("m-done", applied=True)
+    clock.advance(60)
+
+    assert inbox.purge_payloads("FR-DE/civil-records") == 2
+    assert inbox.purge_payloads("FR-DE/civil-records") == 0
+
+    done = inbox.get("m-done")
+    assert done is not None
+    assert (done.envelope, done.payload_purged_at) == (None, clock())
+    assert (done.status, done.registry_outcome) == (InboxStatus.HANDED_OVER, "applied")
+    # The acknowledgement is still owed; only the payload is gone.
+    assert [m.message_id for m in inbox.unacknowledged(10)] == ["m-done"]
+    # A purged message still awaits hand-over, without its payload, so that it can be
+    # closed as rejected and the sender still gets an answer.
+    waiting = inbox.pending_handover(10)
+    assert [(m.message_id, m.envelope is None) for m in waiting] == [
+        ("m-other", False),
+        ("m-waiting", True),
+    ]
+    # A redelivery of a purged message is still recognised as a duplicate.
+    assert inbox.accept_once(make_inbound("m-waiting")) is False

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from threading import Barrier
 
-from sqlalchemy import Engine, String, column, inspect, select, table, text
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, String, column, exc, insert, inspect, select, table, text
 
+from gateway.store import tables
 from gateway.store.engine import create_engine, write_transaction
-from gateway.store.migrate import current_revision, head_revision, schema_drift, upgrade_to_head
+from gateway.store.inbox import Inbox, InboxStatus
+from gateway.store.migrate import (
+    SCRIPT_LOCATION,
+    current_revision,
+    head_revision,
+    schema_drift,
+    upgrade_to_head,
+)
+from gateway.store.outbox import Outbox, OutboxStatus
 from gateway.store.tables import VERSION_TABLE
+
+from .conftest import START, FakeClock
 
 
 def test_migrations_apply_from_empty_database_and_are_idempotent(engine: Engine) -> None:
@@ -18,13 +34,13 @@ def test_migrations_apply_from_empty_database_and_are_idempotent(engine: Engine)
     upgrade_to_head(engine)
     upgrade_to_head(engine)
 
-    assert current_revision(engine) == head_revision() == "0001"
+    assert current_revision(engine) == head_revision() == "0002"
     tables = set(inspect(engine).get_table_names())
-    assert {"outbox", "inbox", VERSION_TABLE} <= tables
+    assert {"outbox", "inbox", "quota_usage", "agreement_lifecycle", VERSION_TABLE} <= tables
     with engine.connect() as conn:
         query = select(column("version_num", String)).select_from(table(VERSION_TABLE))
         versions = conn.execute(query).scalars().all()
-    assert versions == ["0001"]
+    assert versions == ["0002"]
 
 
 def test_migrated_schema_matches_table_definitions(migrated_engine: Engine) -> None:
@@ -62,3 +78,92 @@ def test_concurrent_migrations_on_postgres_do_not_fail(database_url: str) -> Non
         assert schema_drift(engine) == []
     finally:
         engine.dispose()
+
+
+def test_migration_0002_upgrades_a_0001_database_with_rows(engine: Engine) -> None:
+    _alembic(engine, command.upgrade, "0001")
+    with write_transaction(engine) as conn:
+        conn.execute(insert(tables.outbox).values(_OUTBOX_0001_ROW))
+        conn.execute(insert(tables.inbox).values(_INBOX_0001_ROW))
+
+    upgrade_to_head(engine)
+
+    assert current_revision(engine) == "0002"
+    assert schema_drift(engine) == []
+    clock = FakeClock(START)
+    queued = Outbox(engine, clock=clock).get("m-out")
+    assert queued is not None
+    assert queued.envelope == b"signed envelope m-out"
+    assert queued.status is OutboxStatus.PENDING
+    assert (queued.deadline_at, queued.created_at) == (START + timedelta(days=7), START)
+    assert (queued.principal, queued.client_reference, queued.kind) == (None, None, None)
+    assert (queued.outcome, queued.receipt, queued.payload_purged_at) == (None, None, None)
+    received = Inbox(engine, clock=clock).get("m-in")
+    assert received is not None
+    assert received.envelope == b"signed envelope m-in"
+    assert received.status is InboxStatus.HANDED_OVER
+    assert received.ack_sent is False
+    assert (received.kind, received.purpose, received.handed_over_at) == (None, None, None)
+    # The upgraded rows keep working with the new code.
+    (claimed,) = Outbox(engine, clock=clock).claim_due("worker-a", limit=5, lease_s=30)
+    assert claimed.message_id == "m-out"
+    assert Inbox(engine, clock=clock).record_outcome("m-in", "applied") is True
+
+
+def test_check_constraints_survive_the_0002_rebuild(migrated_engine: Engine) -> None:
+    # SQLite rebuilds outbox and inbox to relax envelope; the rebuild must keep the rules.
+    bad_rows = [
+        (tables.outbox, {**_OUTBOX_0001_ROW, "status": "lost"}),
+        (tables.outbox, {**_OUTBOX_0001_ROW, "attempts": -1}),
+        (tables.outbox, {**_OUTBOX_0001_ROW, "outcome": "maybe"}),
+        (tables.inbox, {**_INBOX_0001_ROW, "status": "lost"}),
+    ]
+    for table_, row in bad_rows:
+        with pytest.raises(exc.IntegrityError), write_transaction(migrated_engine) as conn:
+            conn.execute(insert(table_).values(row))
+
+
+def test_0002_downgrades_to_0001_and_upgrades_again(migrated_engine: Engine) -> None:
+    _alembic(migrated_engine, command.downgrade, "0001")
+    assert current_revision(migrated_engine) == "0001"
+    assert "quota_usage" not in inspect(migrated_engine).get_table_names()
+
+    upgrade_to_head(migrated_engine)
+
+    assert schema_drift(migrated_engine) == []
+
+
+_OUTBOX_0001_ROW = {
+    "message_id": "m-out",
+    "agreement_id": "FR-DE/civil-records",
+    "agreement_version": 3,
+    "exchange_type": "civil_record_update",
+    "recipient_state": "DE",
+    "purpose": "civil-status-update",
+    "envelope": b"signed envelope m-out",
+    "status": "pending",
+    "attempts": 0,
+    "next_attempt_at": START,
+    "deadline_at": START + timedelta(days=7),
+    "created_at": START,
+    "updated_at": START,
+}
+_INBOX_0001_ROW = {
+    "message_id": "m-in",
+    "sender_state": "FR",
+    "agreement_id": "FR-DE/civil-records",
+    "exchange_type": "civil_record_update",
+    "received_at": START,
+    "envelope": b"signed envelope m-in",
+    "status": "handed_over",
+}
+
+
+def _alembic(engine: Engine, step: Callable[[Config, str], None], revision: str) -> None:
+    """Move the schema to ``revision``, as ``upgrade_to_head`` does but to any revision."""
+    with write_transaction(engine) as conn:
+        config = Config()
+        config.set_main_option("script_location", str(SCRIPT_LOCATION))
+        config.set_main_option("path_separator", "os")
+        config.attributes["connection"] = conn
+        step(config, revision)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from threading import Barrier
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
-from gateway.store.outbox import Outbox, OutboxItem, OutboxStatus
+from gateway.store.outbox import PURGED_REASON, Outbox, OutboxItem, OutboxStatus, RegistryOutcome
 
 from .conftest import START, FakeClock
 
@@ -264,3 +266,144 @@ def test_message_repr_leaves_out_the_envelope(outbox: Outbox, make_item: MakeIte
     outbox.enqueue(make_item("m-1"))
     assert "signed envelope" not in repr(outbox.get("m-1"))
     assert "signed envelope" not in repr(make_item("m-1"))
+
+
+def test_client_reference_is_unique_per_principal(outbox: Outbox, make_item: MakeItem) -> None:
+    def submitted(message_id: str, principal: str | None, reference: str | None) -> OutboxItem:
+        return replace(make_item(message_id), principal=principal, client_reference=reference)
+
+    assert outbox.enqueue(submitted("m-1", "consul@paris", "req-7"))
+    # The same request resubmitted under a fresh message id is not queued twice.
+    assert not outbox.enqueue(submitted("m-2", "consul@paris", "req-7"))
+    assert outbox.enqueue_many([submitted("m-3", "consul@paris", "req-7")]) == 0
+    # Another principal may use the same reference; submissions without one never clash.
+    assert outbox.enqueue(submitted("m-4", "consul@lyon", "req-7"))
+    assert outbox.enqueue(submitted("m-5", "consul@paris", "req-8"))
+    assert outbox.enqueue(submitted("m-6", "consul@paris", None))
+    assert outbox.enqueue(submitted("m-7", "consul@paris", None))
+    assert outbox.enqueue(submitted("m-8", None, None))
+
+    assert outbox.get("m-2") is None
+    assert outbox.get("m-3") is None
+    first = outbox.find_by_client_reference("consul@paris", "req-7")
+    assert first is not None
+    assert (first.message_id, first.principal, first.client_reference) == (
+        "m-1",
+        "consul@paris",
+        "req-7",
+    )
+    assert outbox.find_by_client_reference("consul@nice", "req-7") is None
+    with pytest.raises(ValueError, match="principal"):
+        submitted("m-9", None, "req-9")
+
+
+def test_receipt_is_recorded_once(outbox: Outbox, make_item: MakeItem) -> None:
+    outbox.enqueue(make_item("m-1"))
+
+    assert outbox.record_receipt("m-1", b"signed receipt 1") is True
+    assert outbox.record_receipt("m-1", b"signed receipt 2") is False
+    assert outbox.record_receipt("no-such-message", b"signed receipt") is False
+
+    message = outbox.get("m-1")
+    assert message is not None
+    assert message.receipt == b"signed receipt 1"
+    assert "signed receipt" not in repr(message)
+
+
+def test_outcome_is_recorded_once(outbox: Outbox, clock: FakeClock, make_item: MakeItem) -> None:
+    outbox.enqueue(make_item("m-1"))
+    clock.advance(10)
+
+    assert outbox.record_outcome("m-1", outcome="rejected", reason="UNKNOWN_RECORD") is True
+    clock.advance(10)
+    assert outbox.record_outcome("m-1", outcome=RegistryOutcome.APPLIED, reason=None) is False
+    assert outbox.record_outcome("no-such-message", outcome="applied", reason=None) is False
+
+    message = outbox.get("m-1")
+    assert message is not None
+    assert message.outcome is RegistryOutcome.REJECTED
+    assert message.outcome_reason == "UNKNOWN_RECORD"
+    assert message.outcome_at == START + timedelta(seconds=10)
+    with pytest.raises(ValueError, match="maybe"):
+        outbox.record_outcome("m-1", outcome="maybe", reason=None)
+
+
+def test_purged_payload_keeps_row_and_receipt(
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+) -> None:
+    other_agreement = replace(make_item("m-other"), agreement_id="FR-IT/civil-records")
+    outbox.enqueue_many([make_item("m-delivered"), make_item("m-pending"), other_agreement])
+    outbox.claim_due("worker-a", limit=1, lease_s=30)
+    outbox.record_receipt("m-delivered", b"signed receipt")
+    outbox.record_outcome("m-delivered", outcome="applied", reason=None)
+    outbox.mark_delivered("m-delivered", "worker-a")
+    clock.advance(60)
+
+    assert outbox.purge_payloads("FR-DE/civil-records") == 2
+    assert outbox.purge_payloads("FR-DE/civil-records") == 0
+
+    delivered = outbox.get("m-delivered")
+    assert delivered is not None
+    assert delivered.envelope is None
+    assert delivered.payload_purged_at == clock()
+    assert delivered.status is OutboxStatus.DELIVERED
+    assert delivered.receipt == b"signed receipt"
+    assert delivered.outcome is RegistryOutcome.APPLIED
+    # Nothing is left to deliver: the undelivered message is dead-lettered, not retried.
+    pending = outbox.get("m-pending")
+    assert pending is not None
+    assert (pending.envelope, pending.status) == (None, OutboxStatus.DEAD)
+    assert pending.last_error_reason == PURGED_REASON
+    assert outbox.claim_due("worker-a", limit=10, lease_s=30) == [outbox.get("m-other")]
+    untouched = outbox.get("m-other")
+    assert untouched is not None
+    assert untouched.envelope == other_agreement.envelope
+    assert untouched.payload_purged_at is None
+
+
+def test_list_pages_through_messages_in_creation_order(
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+) -> None:
+    mine = replace(make_item("m-b"), principal="consul@paris")
+    outbox.enqueue_many([mine, make_item("m-a", recipient_state="IT")])
+    clock.advance(1)
+    outbox.enqueue_many([make_item("m-d"), make_item("m-c")])
+    outbox.claim_due("worker-a", limit=1, lease_s=30)
+
+    def page(**filters: Any) -> list[str]:
+        return [m.message_id for m in outbox.list(**filters)]
+
+    assert page(limit=10) == ["m-a", "m-b", "m-c", "m-d"]
+    assert page(limit=2) == ["m-a", "m-b"]
+    assert page(limit=2, after_message_id="m-b") == ["m-c", "m-d"]
+    assert page(limit=2, after_message_id="m-d") == []
+    assert page(limit=2, after_message_id="no-such-message") == []
+    assert page(limit=10, status=OutboxStatus.PENDING) == ["m-b", "m-c", "m-d"]
+    assert page(limit=10, status="in_flight") == ["m-a"]
+    assert page(limit=10, recipient_state="DE", after_message_id="m-a") == ["m-b", "m-c", "m-d"]
+    assert page(limit=10, principal="consul@paris") == ["m-b"]
+    assert page(limit=10, exchange_type="civil_record_update", status="pending") == [
+        "m-b",
+        "m-c",
+        "m-d",
+    ]
+    assert page(limit=10, exchange_type="agreement_notice") == []
+    with pytest.raises(ValueError, match="limit"):
+        outbox.list(limit=0)
+
+
+def test_new_fields_are_stored_with_the_message(outbox: Outbox, make_item: MakeItem) -> None:
+    item = replace(
+        make_item("m-1"), principal="consul@paris", client_reference="req-1", kind="birth"
+    )
+    outbox.enqueue(item)
+
+    stored = outbox.get("m-1")
+    assert stored is not None
+    assert (stored.principal, stored.client_reference, stored.kind) == (
+        "consul@paris",
+        "req-1",
+        "birth",
+    )
+    assert (stored.outcome, stored.outcome_reason, stored.outcome_at) == (None, None, None)
+    assert (stored.receipt, stored.payload_purged_at) == (None, None)
