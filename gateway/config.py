@@ -49,6 +49,8 @@ from pydantic import (
     field_validator,
 )
 
+from adapters.factory import AdapterSettings
+
 _STATE = re.compile(r"^[A-Z]{2}$")
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
 
@@ -114,6 +116,31 @@ class MetricsSection(_Section):
     listen: ListenAddress
 
 
+class AgreementsSection(_Section):
+    # Directory of agreement files (YAML), each signed by both parties.
+    dir: Path
+    # Directory of per-agreement keys for keyed hashing: <agreement id>.key, holding
+    # at least 32 random bytes as hex, shared with the partner out of band.
+    hash_keys_dir: Path
+
+
+class DeliverySection(_Section):
+    """How the dispatcher retries and how far apart two gateways' clocks may be."""
+
+    backoff_initial_seconds: float = Field(default=1.0, gt=0, le=3600)
+    backoff_max_seconds: float = Field(default=300.0, gt=0, le=86400)
+    backoff_multiplier: float = Field(default=2.0, ge=1.0, le=10.0)
+    jitter_fraction: float = Field(default=0.2, ge=0.0, le=1.0)
+    # A message not delivered by then is dead-lettered and shown to the caller.
+    deadline_seconds: float = Field(default=14 * 86400.0, gt=0)
+    batch_size: int = Field(default=64, ge=1, le=1000)
+    lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    poll_interval_seconds: float = Field(default=0.2, gt=0, le=60)
+    call_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # Envelopes created further than this from our clock are refused.
+    clock_window_seconds: float = Field(default=300.0, gt=0, le=86400)
+
+
 class PartnerSection(_Section):
     state: StateCode
     bundle: Path
@@ -133,6 +160,10 @@ class Settings(_Section):
     peer_api: ListenerSection
     tokens: TokensSection
     metrics: MetricsSection | None = None
+    agreements: AgreementsSection | None = None
+    delivery: DeliverySection = DeliverySection()
+    # How inbound updates reach the national registry (adapters.factory).
+    registry: AdapterSettings | None = None
     partners: tuple[PartnerSection, ...] = ()
     source: Path | None = None
 
@@ -168,6 +199,8 @@ def parse_settings(raw: dict[str, Any], path: Path) -> Settings:
         if isinstance(algorithms, list):
             raw = {**raw, "tokens": {**raw["tokens"], "algorithms": tuple(algorithms)}}
     raw = _paths_as_paths(raw)
+    if isinstance(raw.get("registry"), dict):
+        raw = {**raw, "registry": _anchor_registry_paths(raw["registry"], base)}
     try:
         settings = Settings.model_validate({**raw, "source": path.resolve()})
     except ValidationError as e:
@@ -175,7 +208,14 @@ def parse_settings(raw: dict[str, Any], path: Path) -> Settings:
     return _anchor(settings, base)
 
 
-_PATH_KEYS = {("pki", "dir"), ("tokens", "jwks_file"), ("partners", "bundle"), ("partners", "crl")}
+_PATH_KEYS = {
+    ("pki", "dir"),
+    ("tokens", "jwks_file"),
+    ("partners", "bundle"),
+    ("partners", "crl"),
+    ("agreements", "dir"),
+    ("agreements", "hash_keys_dir"),
+}
 
 
 def _paths_as_paths(raw: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +235,18 @@ def _paths_as_paths(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_REGISTRY_PATH_KEYS = ("tls_ca", "tls_cert", "tls_key", "secret_file", "directory")
+
+
+def _anchor_registry_paths(table: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(table)
+    for key in _REGISTRY_PATH_KEYS:
+        value = out.get(key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            out[key] = str(base / value)
+    return out
+
+
 def _anchor(settings: Settings, base: Path) -> Settings:
     def absolute(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
@@ -209,8 +261,17 @@ def _anchor(settings: Settings, base: Path) -> Settings:
     prefix = "sqlite:///"
     if database_url.startswith(prefix) and not database_url.startswith(prefix + "/"):
         database_url = prefix + str(absolute(Path(database_url[len(prefix) :])))
+    agreements = settings.agreements
+    if agreements is not None:
+        agreements = agreements.model_copy(
+            update={
+                "dir": absolute(agreements.dir),
+                "hash_keys_dir": absolute(agreements.hash_keys_dir),
+            }
+        )
     return settings.model_copy(
         update={
+            "agreements": agreements,
             "gateway": settings.gateway.model_copy(update={"database_url": database_url}),
             "pki": settings.pki.model_copy(update={"dir": absolute(settings.pki.dir)}),
             "tokens": settings.tokens.model_copy(

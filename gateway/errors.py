@@ -15,6 +15,7 @@ details (``ErrorInfo`` with a stable reason code, ``BadRequest`` field violation
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 
 import grpc
@@ -174,3 +175,13 @@ def to_status(error: PouchError) -> grpc.Status:
 def internal_error() -> grpc.Status:
     """The status for a failure that is nobody's documented fault; says nothing inside."""
     return to_status(PouchError("internal error", reason="INTERNAL"))
+
+
+def unexpected_summary(error: BaseException) -> str:
+    """A bug's type and where it happened, for the log: never its message.
+
+    Messages of foreign exceptions can quote data (a database error quotes its
+    parameters), so only the type and the stack frames are ever logged.
+    """
+    frames = "".join(traceback.format_tb(error.__traceback__))
+    return f"{type(error).__name__}\n{frames}"

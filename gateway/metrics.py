@@ -38,6 +38,18 @@ class GatewayMetrics:
             ["listener", "reason"],
             registry=self.registry,
         )
+        self.deliveries = Counter(
+            "pouch_deliveries",
+            "Outbox delivery attempts by partner state and result (delivered, retry, dead_letter).",
+            ["partner", "result"],
+            registry=self.registry,
+        )
+        self.inbound = Counter(
+            "pouch_inbound_messages",
+            "Envelopes received from partners, by partner state and decision.",
+            ["partner", "decision"],
+            registry=self.registry,
+        )
         self.certificate_expiry = Gauge(
             "pouch_certificate_expiry_seconds",
             "Seconds until a certificate this gateway relies on expires.",

@@ -16,15 +16,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from gateway.connect import ClientIdentity
+from gateway.demo.agreements import write_hash_key, write_signed_agreement
+from gateway.pki.authority import StateAuthority
 from gateway.pki.bundle import load_trust_bundle
 from gateway.pki.directory import StateDirectory
 from gateway.pki.idp import DevelopmentIdp, create_development_idp, mint_token
+from gateway.pki.keys import certificate_pem, write_private_key, write_public_file
 from gateway.pki.layout import init_state, issue_client
 
 OPERATOR = "operator"
@@ -49,6 +52,23 @@ class Site:
     local_port: int
     peer_port: int
     metrics_port: int
+    registry_port: int
+
+    @property
+    def registry_db(self) -> Path:
+        return self.root / "registry" / "registry.db"
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "registry"
+
+    @property
+    def agreements_dir(self) -> Path:
+        return self.root / "agreements"
+
+    @property
+    def hash_keys_dir(self) -> Path:
+        return self.root / "secrets" / "hash-keys"
 
     @property
     def config_path(self) -> Path:
@@ -100,8 +120,25 @@ class Site:
         )
 
 
-def prepare_sites(workdir: Path, states: Sequence[str], *, now: datetime) -> dict[str, Site]:
-    """Create PKI, identity providers and configuration for ``states``, all partnered."""
+def agreement_id_for(first: str, second: str) -> str:
+    return f"{first.lower()}-{second.lower()}-civil"
+
+
+def prepare_sites(
+    workdir: Path,
+    states: Sequence[str],
+    *,
+    now: datetime,
+    agreements: Sequence[tuple[str, str]] = (),
+    delivery: Mapping[str, float] | None = None,
+    daily_quota: int = 100_000,
+) -> dict[str, Site]:
+    """Create PKI, identity providers and configuration for ``states``, all partnered.
+
+    Each pair in ``agreements`` gets a civil-record agreement signed by both, a shared
+    hashing key, and each state of such a pair a reference registry behind mutual TLS.
+    ``delivery`` overrides keys of the ``[delivery]`` section (tests shorten backoff).
+    """
     sites: dict[str, Site] = {}
     for state in states:
         root = workdir / state
@@ -124,14 +161,52 @@ def prepare_sites(workdir: Path, states: Sequence[str], *, now: datetime) -> dic
             local_port=free_port(),
             peer_port=peer_port,
             metrics_port=free_port(),
+            registry_port=free_port(),
         )
+    for first, second in agreements:
+        a, b = sites[first], sites[second]
+        agreement_id = agreement_id_for(first, second)
+        write_signed_agreement(
+            agreement_id,
+            a.pki,
+            b.pki,
+            [a.agreements_dir, b.agreements_dir],
+            today=now.date(),
+            daily_quota=daily_quota,
+        )
+        write_hash_key(agreement_id, [a.hash_keys_dir, b.hash_keys_dir])
+    with_agreements = {state for pair in agreements for state in pair}
     for site in sites.values():
         partners = [p for p in sites.values() if p.state != site.state]
-        _write_config(site, partners)
+        exchanges = site.state in with_agreements
+        if exchanges:
+            _issue_registry_certificates(site, now)
+        _write_config(site, partners, exchanges=exchanges, delivery=delivery or {})
     return sites
 
 
-def _write_config(site: Site, partners: Sequence[Site]) -> None:
+def _issue_registry_certificates(site: Site, now: datetime) -> None:
+    """The registry's server certificate, and the gateway adapter's client certificate."""
+    authority = StateAuthority.load(site.pki.root)
+    server = authority.issue_certificate(
+        common_name=f"reference registry {site.state}",
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1"],
+        server_auth=True,
+        client_auth=False,
+        now=now,
+        validity_days=90,
+    )
+    assert server.private_key is not None
+    site.registry_dir.mkdir(parents=True, exist_ok=True)
+    write_public_file(site.registry_dir / "server.crt", certificate_pem(server.certificate))
+    write_private_key(site.registry_dir / "server.key", server.private_key)
+    issue_client(site.pki.root, "registry-adapter", now=now)
+
+
+def _write_config(
+    site: Site, partners: Sequence[Site], *, exchanges: bool, delivery: Mapping[str, float]
+) -> None:
     lines = [
         "[gateway]",
         f'state = "{site.state}"',
@@ -155,6 +230,22 @@ def _write_config(site: Site, partners: Sequence[Site]) -> None:
         "[metrics]",
         f'listen = "127.0.0.1:{site.metrics_port}"',
     ]
+    if exchanges:
+        lines += [
+            "",
+            "[agreements]",
+            'dir = "agreements"',
+            'hash_keys_dir = "secrets/hash-keys"',
+            "",
+            "[registry]",
+            'kind = "grpc"',
+            f'target = "127.0.0.1:{site.registry_port}"',
+            'tls_ca = "pki/ca.crt"',
+            'tls_cert = "pki/clients/registry-adapter.crt"',
+            'tls_key = "pki/clients/registry-adapter.key"',
+        ]
+    if delivery:
+        lines += ["", "[delivery]"] + [f"{key} = {value!r}" for key, value in delivery.items()]
     for partner in partners:
         # The out-of-band exchange: the partner's bundle and CRL, pinned by digest.
         folder = site.root / "partners" / partner.state
@@ -227,3 +318,56 @@ class GatewayProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
             self.process.wait()
+
+
+class RegistryProcess:
+    """A state's reference registry as its own process, behind mutual TLS."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.log_path = site.registry_dir / "registry.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        d = self.site.registry_dir
+        d.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "adapters.reference_registry",
+                    "--db",
+                    str(self.site.registry_db),
+                    "--listen",
+                    f"127.0.0.1:{self.site.registry_port}",
+                    "--tls-cert",
+                    str(d / "server.crt"),
+                    "--tls-key",
+                    str(d / "server.key"),
+                    "--client-ca",
+                    str(self.site.pki.ca_cert),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"registry {self.site.state} exited; see {self.log_path}")
+            if b"reference registry ready" in self.log_path.read_bytes():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"registry {self.site.state} did not become ready")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

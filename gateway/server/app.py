@@ -30,13 +30,28 @@ from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem, load_certificate, seconds_to_expiry
 from gateway.pki.tokens import JwksWatcher, TokenVerifier
+from gateway.server.agreement_service import AgreementService
+from gateway.server.civil_service import CivilRecordService
+from gateway.server.exchange_wiring import Exchanges, PartnerView
 from gateway.server.guard import ListenerGuard
 from gateway.server.local_api import GatewayInfoService, LocalAuthenticator
-from gateway.server.peer_api import PeerAuthenticator, PeerEndpoint, register_peer_service
+from gateway.server.peer_api import (
+    PeerAuthenticator,
+    PeerEndpoint,
+    PeerExchanges,
+    register_peer_service,
+)
 from gateway.store.engine import create_engine, redact_url
 from gateway.store.migrate import current_revision, upgrade_to_head
 from gateway.trust.peer import CertificateIdentifier, TrustAnchor
-from pouch.v1 import gateway_pb2, gateway_pb2_grpc
+from pouch.v1 import (
+    agreement_pb2,
+    agreement_pb2_grpc,
+    civil_pb2,
+    civil_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +128,23 @@ class Gateway:
         self.own_crl = CrlWatcher(self.pki.crl, self.ca_certificate)
         self.metrics = GatewayMetrics()
         self.engine = create_engine(settings.gateway.database_url)
+        self.exchanges: Exchanges | None = None
+        if settings.agreements is not None:
+            try:
+                own_bundle = load_trust_bundle(self.pki.bundle)
+                self.exchanges = Exchanges(
+                    settings,
+                    engine=self.engine,
+                    pki=self.pki,
+                    own_bundle=own_bundle,
+                    partners={
+                        s: PartnerView(p.bundle, p.endpoint) for s, p in self.partners.items()
+                    },
+                    metrics=self.metrics,
+                    clock=clock,
+                )
+            except (OSError, ValueError) as e:
+                raise StartupError(f"agreements: cannot load: {e}") from e
         self._local: grpc.aio.Server | None = None
         self._peer: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
@@ -144,14 +176,24 @@ class Gateway:
             GatewayInfoService(self.describe), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection(
-            [
-                gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-        )
+        services = [
+            gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ]
+        if self.exchanges is not None:
+            x = self.exchanges
+            civil_pb2_grpc.add_CivilRecordServiceServicer_to_server(
+                CivilRecordService(x.sender, x.outbox, x.dispatcher.wake.set), server
+            )
+            agreement_pb2_grpc.add_AgreementServiceServicer_to_server(
+                AgreementService(x.registry, x.lifecycle, x.notices), server
+            )
+            services += [
+                civil_pb2.DESCRIPTOR.services_by_name["CivilRecordService"].full_name,
+                agreement_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
+            ]
+        reflection.enable_server_reflection(services, server)
         credentials = grpc.ssl_server_credentials(
             [(self._tls_key_pem, certificate_pem(self.tls_certificate))],
             root_certificates=certificate_pem(self.ca_certificate),
@@ -168,7 +210,12 @@ class Gateway:
         identifier = CertificateIdentifier(anchors, clock=self.clock)
         guard = ListenerGuard("peer", PeerAuthenticator(identifier), self.metrics)
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
-        register_peer_service(server, PeerEndpoint(self.state, self.clock))
+        exchanges = (
+            PeerExchanges(self.exchanges.receiver, self.exchanges.outcomes)
+            if self.exchanges is not None
+            else None
+        )
+        register_peer_service(server, PeerEndpoint(self.state, self.clock), exchanges)
         # With no partner yet, TLS trusts only our own CA and the guard refuses all.
         roots = b"".join(certificate_pem(a.ca_certificate) for a in anchors.values())
         credentials = grpc.ssl_server_credentials(
@@ -229,6 +276,8 @@ class Gateway:
             self._metrics_endpoint = MetricsEndpoint(self.metrics, host.strip("[]"), int(port))
         self.refresh_expiry_metrics()
         self._expiry_task = asyncio.create_task(self._refresh_expiry_forever())
+        if self.exchanges is not None:
+            self.exchanges.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "gateway %s serving: local API on port %d, peer API on port %d, database %s",
@@ -257,6 +306,8 @@ class Gateway:
                 await self._expiry_task
         servers = [s for s in (self._local, self._peer) if s is not None]
         await asyncio.gather(*(s.stop(grace) for s in servers))
+        if self.exchanges is not None:
+            await self.exchanges.stop()
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.close()
         self.engine.dispose()

@@ -13,14 +13,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 import grpc
 import grpc.aio
 
-from gateway.errors import AuthenticationRejected, PouchError, internal_error, to_status
+from gateway.errors import (
+    AuthenticationRejected,
+    PouchError,
+    internal_error,
+    to_status,
+    unexpected_summary,
+)
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
@@ -52,8 +57,7 @@ class _Call:
                     self.guard.listener, error.reason
                 ).inc()
         else:
-            frames = "".join(traceback.format_tb(error.__traceback__))
-            log.error("unexpected %s in %s\n%s", type(error).__name__, self.full_method, frames)
+            log.error("unexpected error in %s: %s", self.full_method, unexpected_summary(error))
             status = internal_error()
         self.code = status.code
         await context.abort(status.code, status.details, status.trailing_metadata)

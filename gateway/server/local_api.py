@@ -58,6 +58,7 @@ METHOD_SCOPES: Mapping[str, frozenset[Scope]] = {
     "/pouch.v1.AgreementService/ListAgreements": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
     "/pouch.v1.AgreementService/GetAgreement": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
     "/pouch.v1.AgreementService/SuspendAgreement": frozenset({Scope.ADMIN}),
+    "/pouch.v1.AgreementService/TerminateAgreement": frozenset({Scope.ADMIN}),
 }
 
 # Reachable with the client certificate alone.

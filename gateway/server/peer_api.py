@@ -7,6 +7,7 @@ certificate may speak for, by its issuing CA, and refuses a SAN that disagrees.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.delivery.handover import OutcomeRecorder
+from gateway.delivery.receiver import InboundReceiver
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.server.caller import authenticated_peer, set_peer
 from gateway.server.registration import register_methods
@@ -58,7 +61,32 @@ class PeerEndpoint:
         )
 
 
-def register_peer_service(server: grpc.aio.Server, endpoint: PeerEndpoint) -> None:
-    register_methods(
-        server, peer_pb2.DESCRIPTOR.services_by_name["PeerService"], {"Ping": endpoint.Ping}
-    )
+class PeerExchanges:
+    """``Deliver`` and ``Acknowledge``: the delivery half of the peer API."""
+
+    def __init__(self, receiver: InboundReceiver, outcomes: OutcomeRecorder) -> None:
+        self._receiver = receiver
+        self._outcomes = outcomes
+
+    async def Deliver(
+        self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.DeliverResponse:
+        peer = authenticated_peer()
+        receipt = await asyncio.to_thread(self._receiver.receive, peer.state, request.envelope)
+        return peer_pb2.DeliverResponse(receipt=receipt)
+
+    async def Acknowledge(
+        self, request: peer_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.AcknowledgeResponse:
+        peer = authenticated_peer()
+        await asyncio.to_thread(self._outcomes.acknowledge, peer.state, request.receipt)
+        return peer_pb2.AcknowledgeResponse()
+
+
+def register_peer_service(
+    server: grpc.aio.Server, endpoint: PeerEndpoint, exchanges: PeerExchanges | None
+) -> None:
+    methods: dict[str, Callable[..., Any]] = {"Ping": endpoint.Ping}
+    if exchanges is not None:
+        methods |= {"Deliver": exchanges.Deliver, "Acknowledge": exchanges.Acknowledge}
+    register_methods(server, peer_pb2.DESCRIPTOR.services_by_name["PeerService"], methods)

@@ -1,0 +1,148 @@
+"""The agreement stage of every exchange: which agreement governs, in which direction.
+
+:meth:`AgreementGate.in_force` is the only way exchange code obtains an agreement.
+It asks the registry (signatures, validity window, declared status), then the
+lifecycle store (a suspension or termination either party declared since the file
+was signed, which takes effect at once), and returns a frozen
+:class:`AgreementInForce` holding the compiled policy of each direction and the
+agreement's hashing key. A missing hashing key refuses the agreement rather than
+hashing with something else.
+
+The receiving side additionally pins the digest named in the envelope:
+:meth:`AgreementInForce.require_digest` refuses a partner holding another text.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
+from gateway.errors import AgreementRejected
+from gateway.policy.catalogue import ExchangeType
+from gateway.policy.compiled import CompiledPolicy
+from gateway.policy.rules import PolicySection
+from gateway.store.lifecycle import AgreementLifecycleStore
+
+MIN_HASH_KEY_BYTES = 32
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+@dataclass(frozen=True)
+class AgreementInForce:
+    """An agreement in force between this gateway's state and one partner."""
+
+    loaded: LoadedAgreement[PolicySection]
+    own_state: str
+    partner_state: str
+    outbound: CompiledPolicy
+    inbound: CompiledPolicy
+    hash_key: bytes
+
+    @property
+    def id(self) -> str:
+        return self.loaded.id
+
+    @property
+    def version(self) -> int:
+        return self.loaded.version
+
+    @property
+    def digest(self) -> str:
+        return self.loaded.digest
+
+    @property
+    def retention_days(self) -> int:
+        return self.loaded.agreement.retention_days
+
+    def daily_quota(
+        self, policy: CompiledPolicy, exchange_type: ExchangeType, purpose: str
+    ) -> int | None:
+        """The agreed daily allowance for ``purpose`` in ``policy``'s direction, if any."""
+        exchange = policy.exchange(exchange_type)
+        return None if exchange is None else exchange.quota_per_day.get(purpose)
+
+    def require_digest(self, version: int, digest: str) -> None:
+        """Refuse a message made under another version or text of this agreement."""
+        if version != self.version or digest != self.digest:
+            raise AgreementRejected(
+                f"agreement {self.id!r}: the partner holds another version or text than "
+                f"this gateway (version {self.version}, {self.digest})",
+                reason="AGREEMENT_DIGEST_MISMATCH",
+            )
+
+
+def load_hash_key(directory: Path, agreement_id: str) -> bytes:
+    path = directory / f"{agreement_id}.key"
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise AgreementRejected(
+            f"agreement {agreement_id!r}: no hashing key is configured", reason="HASH_KEY_MISSING"
+        ) from e
+    if not _HEX.match(text) or len(text) % 2 or len(text) < 2 * MIN_HASH_KEY_BYTES:
+        raise AgreementRejected(
+            f"agreement {agreement_id!r}: the hashing key must be at least "
+            f"{MIN_HASH_KEY_BYTES} bytes written as hex",
+            reason="HASH_KEY_MISSING",
+        )
+    return bytes.fromhex(text)
+
+
+class AgreementGate:
+    """Registry + lifecycle + keys: whether, and how, an exchange may happen."""
+
+    def __init__(
+        self,
+        registry: AgreementRegistry[PolicySection],
+        lifecycle: AgreementLifecycleStore,
+        *,
+        own_state: str,
+        hash_keys_dir: Path,
+    ) -> None:
+        self.registry = registry
+        self._lifecycle = lifecycle
+        self._own_state = own_state
+        self._hash_keys_dir = hash_keys_dir
+        self._compiled: dict[tuple[str, str], CompiledPolicy] = {}
+        self._keys: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def _policy(self, loaded: LoadedAgreement[PolicySection], direction: str) -> CompiledPolicy:
+        key = (loaded.digest, direction)
+        with self._lock:
+            policy = self._compiled.get(key)
+            if policy is None:
+                policy = CompiledPolicy.compile(loaded.exchanges, direction)
+                self._compiled[key] = policy
+        return policy
+
+    def _hash_key(self, agreement_id: str) -> bytes:
+        with self._lock:
+            key = self._keys.get(agreement_id)
+        if key is None:
+            key = load_hash_key(self._hash_keys_dir, agreement_id)
+            with self._lock:
+                self._keys[agreement_id] = key
+        return key
+
+    def in_force(self, agreement_id: str, partner_state: str) -> AgreementInForce:
+        """The agreement, or :class:`AgreementRejected` with the reason it may not be used."""
+        loaded = self.registry.active_for(agreement_id, partner_state)
+        record = self._lifecycle.status_of(loaded.id, loaded.version)
+        if record is not None:
+            raise AgreementRejected(
+                f"agreement {agreement_id!r} version {loaded.version} was {record.status} "
+                f"by {record.changed_by_state}",
+                reason=str(record.status).upper(),
+            )
+        return AgreementInForce(
+            loaded=loaded,
+            own_state=self._own_state,
+            partner_state=partner_state,
+            outbound=self._policy(loaded, f"{self._own_state}->{partner_state}"),
+            inbound=self._policy(loaded, f"{partner_state}->{self._own_state}"),
+            hash_key=self._hash_key(loaded.id),
+        )

@@ -1,0 +1,165 @@
+"""Suspension and termination: declared by either party, in force at once on both sides.
+
+A party's operator suspends or terminates an agreement through ``AgreementService``.
+This gateway records it in the lifecycle store first (from that moment
+:class:`~gateway.agreements.gate.AgreementGate` refuses the agreement in both
+directions, and the dispatcher dead-letters what was queued under it), then queues
+a signed :class:`AgreementNotice` envelope to the partner through the outbox, so
+the notice itself has guaranteed delivery. The partner verifies the envelope like
+any other, checks the notice names an agreement it holds with the same text, and
+records it too. Termination also purges the payloads stored under the agreement on
+each side; the rows, digests and receipts stay as evidence.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
+from gateway.envelope import EnvelopeHeader, EnvelopeSigner, VerifiedEnvelope, utc_millis
+from gateway.errors import AgreementRejected, FieldViolation, NotFound, ValidationRejected
+from gateway.policy.rules import PolicySection
+from gateway.store.inbox import Inbox
+from gateway.store.lifecycle import AgreementLifecycleStore
+from gateway.store.outbox import Outbox, OutboxItem
+from pouch.v1 import agreement_pb2, common_pb2
+
+NOTICE_PURPOSE = "agreement_notice"
+PAYLOAD_TYPE = agreement_pb2.AgreementNotice.DESCRIPTOR.full_name
+_ACTIONS: dict[int, str] = {
+    agreement_pb2.AGREEMENT_NOTICE_ACTION_SUSPEND: "suspended",
+    agreement_pb2.AGREEMENT_NOTICE_ACTION_TERMINATE: "terminated",
+}
+
+
+@dataclass(frozen=True)
+class NoticeOutcome:
+    agreement: LoadedAgreement[PolicySection]
+    status: str
+    purged_payloads: int
+
+
+class AgreementNotices:
+    def __init__(
+        self,
+        *,
+        state: str,
+        registry: AgreementRegistry[PolicySection],
+        lifecycle: AgreementLifecycleStore,
+        outbox: Outbox,
+        inbox: Inbox,
+        signer: EnvelopeSigner,
+        clock: Callable[[], datetime],
+        delivery_deadline: timedelta,
+    ) -> None:
+        self._state = state
+        self._registry = registry
+        self._lifecycle = lifecycle
+        self._outbox = outbox
+        self._inbox = inbox
+        self._signer = signer
+        self._clock = clock
+        self._deadline = delivery_deadline
+
+    def _ours(self, agreement_id: str) -> LoadedAgreement[PolicySection]:
+        loaded = self._registry.get(agreement_id)
+        if self._state not in loaded.agreement.parties:
+            raise NotFound(f"no agreement {agreement_id!r} binds this state")
+        return loaded
+
+    def _apply(
+        self,
+        loaded: LoadedAgreement[PolicySection],
+        action: int,
+        by_state: str,
+        reason: str,
+        message_id: str | None,
+    ) -> int:
+        status = _ACTIONS[action]
+        self._lifecycle.record(
+            loaded.id,
+            loaded.version,
+            status,
+            by_state=by_state,
+            reason_code=reason,
+            message_id=message_id,
+        )
+        if status != "terminated":
+            return 0
+        return self._outbox.purge_payloads(loaded.id) + self._inbox.purge_payloads(loaded.id)
+
+    def declare(self, agreement_id: str, action: int, reason_code: str) -> NoticeOutcome:
+        """Suspend or terminate here at once, and queue the signed notice to the partner."""
+        if action not in _ACTIONS:
+            raise ValidationRejected([FieldViolation("action", "must be suspend or terminate")])
+        loaded = self._ours(agreement_id)
+        partner = loaded.agreement.partner_of(self._state)
+        now = self._clock()
+        notice = agreement_pb2.AgreementNotice(
+            agreement_id=loaded.id,
+            agreement_version=loaded.version,
+            action=action,  # type: ignore[arg-type]  # checked against _ACTIONS above
+            reason_code=reason_code,
+        )
+        header = EnvelopeHeader(
+            message_id=str(uuid.uuid4()),
+            agreement_id=loaded.id,
+            agreement_version=loaded.version,
+            agreement_digest=loaded.digest,
+            exchange_type=common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE,
+            purpose=NOTICE_PURPOSE,
+            sender_state=self._state,
+            recipient_state=partner,
+            created_at=utc_millis(now),
+            payload_type=PAYLOAD_TYPE,
+        )
+        purged = self._apply(loaded, action, self._state, reason_code, header.message_id)
+        envelope = self._signer.sign(header, notice.SerializeToString())
+        self._outbox.enqueue(
+            OutboxItem(
+                message_id=header.message_id,
+                agreement_id=loaded.id,
+                agreement_version=loaded.version,
+                exchange_type="agreement_notice",
+                recipient_state=partner,
+                purpose=NOTICE_PURPOSE,
+                envelope=envelope.SerializeToString(),
+                deadline_at=now + self._deadline,
+                kind=_ACTIONS[action],
+            )
+        )
+        return NoticeOutcome(loaded, _ACTIONS[action], purged)
+
+    def receive(self, peer_state: str, verified: VerifiedEnvelope) -> None:
+        """A partner's notice, already verified as signed by ``peer_state``."""
+        try:
+            notice = agreement_pb2.AgreementNotice.FromString(verified.payload)
+        except Exception as e:  # protobuf raises DecodeError, a plain Exception subclass
+            raise ValidationRejected(
+                [FieldViolation("payload", "must be an AgreementNotice")],
+                reason="MALFORMED_PAYLOAD",
+            ) from e
+        header = verified.header
+        if notice.action not in _ACTIONS or not notice.reason_code:
+            raise ValidationRejected(
+                [FieldViolation("payload.action", "must be suspend or terminate, with a reason")]
+            )
+        loaded = self._ours(notice.agreement_id)
+        if peer_state not in loaded.agreement.parties:
+            raise AgreementRejected(
+                "the sender is not a party to this agreement", reason="NOT_A_PARTY"
+            )
+        if (
+            header.agreement_id != loaded.id
+            or notice.agreement_version != loaded.version
+            or header.agreement_version != loaded.version
+            or header.agreement_digest != loaded.digest
+        ):
+            raise AgreementRejected(
+                "the notice names another version or text of the agreement",
+                reason="AGREEMENT_DIGEST_MISMATCH",
+            )
+        self._apply(loaded, notice.action, peer_state, notice.reason_code, header.message_id)

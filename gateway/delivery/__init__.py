@@ -1,0 +1,1 @@
+"""Guaranteed delivery: the outbox dispatcher, the inbound receiver, the registry handover."""

@@ -1,0 +1,28 @@
+"""When to try again: exponential backoff with jitter, capped, never past the deadline."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Backoff:
+    initial_s: float
+    maximum_s: float
+    multiplier: float
+    jitter_fraction: float
+
+    def delay_s(self, attempts: int, rng: random.Random) -> float:
+        """The wait after the ``attempts``-th failed attempt (1 for the first)."""
+        base = min(self.maximum_s, self.initial_s * self.multiplier ** max(0, attempts - 1))
+        spread = base * self.jitter_fraction
+        return max(0.0, base + rng.uniform(-spread, spread))
+
+    def next_attempt(
+        self, attempts: int, now: datetime, deadline: datetime, rng: random.Random
+    ) -> datetime | None:
+        """When to retry, or None when the next try would fall after the deadline."""
+        when = now + timedelta(seconds=self.delay_s(attempts, rng))
+        return None if when > deadline else when

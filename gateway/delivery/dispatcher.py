@@ -1,0 +1,215 @@
+"""The dispatcher: delivers what the outbox holds, until the partner has signed for it.
+
+Guarantees:
+
+- A message leaves only while its agreement is in force; once an agreement is
+  suspended or terminated, queued messages under it are dead-lettered, not sent.
+- Each attempt re-signs the stored envelope with a fresh creation time (same
+  message id, same payload), so a partner that was down for days does not refuse
+  it as stale; the partner's inbox recognises the id and never applies it twice.
+- A message counts as delivered only with the partner's signed receipt binding the
+  digest of what was sent. Anything less is retried with exponential backoff and
+  jitter until the message's deadline, then dead-lettered with a reason code.
+- A partner's permanent refusal (policy, agreement, validation, signature) is a
+  dead letter at once, with the partner's reason code.
+- Several dispatchers (replicas on one PostgreSQL) claim disjoint messages under a
+  lease (``FOR UPDATE SKIP LOCKED``); a dispatcher that lost its lease cannot
+  complete a message another one now holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+import grpc
+import grpc.aio
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from gateway.agreements.gate import AgreementGate
+from gateway.config import DeliverySection
+from gateway.delivery.backoff import Backoff
+from gateway.delivery.partners import PartnerChannels
+from gateway.envelope import (
+    EnvelopeSigner,
+    envelope_digest,
+    header_from_envelope,
+    utc_millis,
+    verify_receipt,
+)
+from gateway.errors import AgreementRejected, PouchError
+from gateway.metrics import GatewayMetrics
+from gateway.pki.bundle import TrustBundle
+from gateway.store.outbox import Outbox, OutboxMessage
+from pouch.v1 import envelope_pb2, peer_pb2
+
+log = logging.getLogger(__name__)
+
+# The partner said no for good: trying again cannot change its answer.
+PERMANENT_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+def refusal_reason(error: grpc.aio.AioRpcError) -> str:
+    """The partner's stable reason code, from its ``google.rpc.ErrorInfo``."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return f"PARTNER_{info.reason}"
+    return f"PARTNER_{error.code().name}"
+
+
+class Dispatcher:
+    """One dispatcher loop; run one per process, as many processes as you like."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        outbox: Outbox,
+        gate: AgreementGate,
+        signer: EnvelopeSigner,
+        partners: PartnerChannels,
+        bundles: Mapping[str, TrustBundle],
+        settings: DeliverySection,
+        metrics: GatewayMetrics,
+        clock: Callable[[], datetime],
+        rng: random.Random | None = None,
+    ) -> None:
+        self._worker = worker_id
+        self._outbox = outbox
+        self._gate = gate
+        self._signer = signer
+        self._partners = partners
+        self._bundles = dict(bundles)
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._rng = rng or random.SystemRandom()
+        self._backoff = Backoff(
+            initial_s=settings.backoff_initial_seconds,
+            maximum_s=settings.backoff_max_seconds,
+            multiplier=settings.backoff_multiplier,
+            jitter_fraction=settings.jitter_fraction,
+        )
+        self.wake = asyncio.Event()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                delivered_any = await self.run_once()
+            except PouchError as e:
+                log.warning("dispatcher %s: %s (%s)", self._worker, e.reason, type(e).__name__)
+                delivered_any = False
+            if not delivered_any:
+                self.wake.clear()
+                waiters = {
+                    asyncio.ensure_future(stopping.wait()),
+                    asyncio.ensure_future(self.wake.wait()),
+                }
+                _, pending = await asyncio.wait(
+                    waiters,
+                    timeout=self._settings.poll_interval_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in pending:
+                    task.cancel()
+
+    async def run_once(self) -> bool:
+        """Claim one batch and try each message once; True if there was work."""
+        batch = await asyncio.to_thread(
+            self._outbox.claim_due,
+            self._worker,
+            limit=self._settings.batch_size,
+            lease_s=self._settings.lease_seconds,
+        )
+        if batch:
+            await asyncio.gather(*(self._attempt(message) for message in batch))
+        return bool(batch)
+
+    async def _attempt(self, message: OutboxMessage) -> None:
+        now = self._clock()
+        if message.deadline_at <= now:
+            await self._dead(message, "DEADLINE_PASSED")
+            return
+        if message.envelope is None:
+            await self._dead(message, "PAYLOAD_PURGED")
+            return
+        if message.exchange_type != "agreement_notice":
+            try:
+                self._gate.in_force(message.agreement_id, message.recipient_state)
+            except AgreementRejected as e:
+                await self._dead(message, f"AGREEMENT_{e.reason}")
+                return
+        stored = envelope_pb2.Envelope.FromString(message.envelope)
+        header = dataclasses.replace(header_from_envelope(stored), created_at=utc_millis(now))
+        envelope = await asyncio.to_thread(self._signer.sign, header, stored.payload)
+        try:
+            answer = await self._partners.peer(message.recipient_state).Deliver(
+                peer_pb2.DeliverRequest(envelope=envelope),
+                timeout=self._settings.call_timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() in PERMANENT_REFUSALS:
+                await self._dead(message, refusal_reason(e))
+            else:
+                await self._retry(message, f"PARTNER_{e.code().name}")
+            return
+        bundle = self._bundles[message.recipient_state]
+        try:
+            verify_receipt(
+                answer.receipt,
+                receiver_bundle=bundle,
+                expected_message_id=message.message_id,
+                expected_request_digest=envelope_digest(envelope),
+                now=self._clock(),
+            )
+        except PouchError as e:
+            log.warning(
+                "receipt for a message to %s refused: %s", message.recipient_state, e.reason
+            )
+            await self._retry(message, "RECEIPT_INVALID")
+            return
+        await asyncio.to_thread(
+            self._outbox.record_receipt, message.message_id, answer.receipt.SerializeToString()
+        )
+        if await asyncio.to_thread(self._outbox.mark_delivered, message.message_id, self._worker):
+            self._metrics.deliveries.labels(message.recipient_state, "delivered").inc()
+
+    async def _retry(self, message: OutboxMessage, reason: str) -> None:
+        now = self._clock()
+        when = self._backoff.next_attempt(message.attempts, now, message.deadline_at, self._rng)
+        if when is None:
+            await self._dead(message, f"DEADLINE_PASSED_AFTER_{reason}")
+            return
+        await asyncio.to_thread(
+            self._outbox.schedule_retry,
+            message.message_id,
+            self._worker,
+            next_attempt_at=when,
+            reason=reason,
+        )
+        self._metrics.deliveries.labels(message.recipient_state, "retry").inc()
+
+    async def _dead(self, message: OutboxMessage, reason: str) -> None:
+        await asyncio.to_thread(
+            self._outbox.mark_dead, message.message_id, self._worker, reason=reason
+        )
+        self._metrics.deliveries.labels(message.recipient_state, "dead_letter").inc()
+        log.warning("message to %s dead-lettered: %s", message.recipient_state, reason)

@@ -1,0 +1,137 @@
+"""Receiving an envelope from a partner gateway, stage by stage.
+
+    peer      -> AuthenticatedPeer   (TLS client certificate, by its issuing CA)
+    verify    -> VerifiedEnvelope    (sender's signing key, clock window, addressed to us)
+    agreement -> AgreementInForce    (in force here too, and the same text: digest pinned)
+    policy    -> MinimisedPayload    (re-evaluated: a field we should not hold is refused)
+    quota     -> the purpose's daily allowance in our direction
+    inbox     -> stored exactly once (atomic on the message id)
+    receipt   -> signed by us, binding the request digest
+
+Nothing is stored unless every check passed. A message id seen before from the same
+sender with the same payload (the sender retrying after a lost receipt) is answered
+with a fresh receipt and not stored again; the same id with another payload is a
+replay and is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import datetime
+
+from gateway.agreements.gate import AgreementGate
+from gateway.agreements.notices import AgreementNotices
+from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
+from gateway.errors import QuotaRejected, Rejected, ReplayRejected
+from gateway.exchanges.payload import decode_payload
+from gateway.policy.catalogue import kind_name
+from gateway.policy.evaluate import LegalBasisFlags, evaluate
+from gateway.store.inbox import InboundMessage, Inbox
+from gateway.store.quota import QuotaLedger
+from pouch.v1 import common_pb2, envelope_pb2
+
+
+class UnsupportedExchange(Rejected):
+    reason = "EXCHANGE_NOT_SUPPORTED"
+
+
+def _payload_hash(envelope_bytes: bytes) -> bytes:
+    return hashlib.sha256(envelope_pb2.Envelope.FromString(envelope_bytes).payload).digest()
+
+
+class InboundReceiver:
+    """The peer listener's ``Deliver``: from a partner's envelope to our signed receipt."""
+
+    def __init__(
+        self,
+        *,
+        verifier: EnvelopeVerifier,
+        gate: AgreementGate,
+        notices: AgreementNotices,
+        quota: QuotaLedger,
+        inbox: Inbox,
+        signer: ReceiptSigner,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._verifier = verifier
+        self._gate = gate
+        self._notices = notices
+        self._quota = quota
+        self._inbox = inbox
+        self._signer = signer
+        self._clock = clock
+
+    def receive(self, peer_state: str, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
+        """Blocking (signature checks, database): call it from a worker thread."""
+        verified = self._verifier.verify(envelope, peer_state=peer_state)
+        header = verified.header
+        if header.exchange_type == common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE:
+            self._notices.receive(peer_state, verified)
+            return self._receipt(verified, "")
+        if header.exchange_type != common_pb2.EXCHANGE_TYPE_CIVIL_RECORD:
+            raise UnsupportedExchange("this exchange type is not delivered through Deliver")
+        agreement = self._gate.in_force(header.agreement_id, peer_state)
+        agreement.require_digest(header.agreement_version, header.agreement_digest)
+        tree = decode_payload(verified.payload)
+        kind = kind_name("civil_record", tree.get("event_type", "")) or ""
+        minimised = evaluate(
+            agreement.inbound,
+            exchange_type="civil_record",
+            purpose=header.purpose,
+            kind=kind,
+            payload=tree,
+            legal_basis=LegalBasisFlags(),
+            today=self._clock().date(),
+            hash_key=agreement.hash_key,
+            strict_receiver=True,
+        )
+        limit = agreement.daily_quota(agreement.inbound, "civil_record", minimised.purpose)
+        quota_day = None
+        if limit is not None:
+            decision = self._quota.consume(
+                agreement.id, minimised.direction, minimised.purpose, limit=limit
+            )
+            if not decision.allowed:
+                raise QuotaRejected(
+                    f"the daily quota for this purpose under agreement {agreement.id!r} is used up",
+                    reason="QUOTA_EXHAUSTED",
+                )
+            quota_day = decision.day
+        stored = self._inbox.accept_once(
+            InboundMessage(
+                message_id=header.message_id,
+                sender_state=peer_state,
+                agreement_id=agreement.id,
+                exchange_type="civil_record",
+                envelope=envelope.SerializeToString(),
+                kind=minimised.kind,
+                purpose=minimised.purpose,
+            )
+        )
+        if not stored:
+            if quota_day is not None:
+                self._quota.release(
+                    agreement.id, minimised.direction, minimised.purpose, day=quota_day
+                )
+            self._check_same_payload(header.message_id, envelope)
+            return self._receipt(verified, "DUPLICATE")
+        return self._receipt(verified, "")
+
+    def _check_same_payload(self, message_id: str, envelope: envelope_pb2.Envelope) -> None:
+        earlier = self._inbox.get(message_id)
+        if (
+            earlier is None
+            or earlier.envelope is None
+            or _payload_hash(earlier.envelope) != hashlib.sha256(envelope.payload).digest()
+        ):
+            raise ReplayRejected("this message id was already used for another message")
+
+    def _receipt(self, verified: VerifiedEnvelope, reason_code: str) -> envelope_pb2.Receipt:
+        return self._signer.sign_receipt(
+            message_id=verified.header.message_id,
+            request_digest=verified.digest,
+            outcome=envelope_pb2.RECEIPT_OUTCOME_ACCEPTED,
+            reason_code=reason_code,
+            issued_at=self._clock(),
+        )

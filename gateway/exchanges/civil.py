@@ -1,0 +1,143 @@
+"""Sending a civil-record update: the local caller's request, stage by stage.
+
+    validate  -> ValidCivilSubmission   (every field, before anything is stored)
+    agreement -> AgreementInForce       (signed by both, in its window, not suspended)
+    policy    -> MinimisedPayload       (only what the agreement lets cross)
+    quota     -> the purpose's daily allowance, counted in the shared database
+    sign      -> Envelope               (the sending state's signing key)
+    outbox    -> durable                (the caller's answer means this happened)
+
+Each stage takes the previous stage's frozen result. :meth:`CivilRecordSender.submit`
+returns once the signed envelope is committed to the outbox; delivery is the
+dispatcher's job. A caller repeating a ``client_reference`` gets the message it
+already submitted, so a retried call never sends twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from gateway.agreements.gate import AgreementGate, AgreementInForce
+from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
+from gateway.errors import QuotaRejected
+from gateway.exchanges.civil_validation import validate_submission
+from gateway.exchanges.payload import encode_payload
+from gateway.policy.catalogue import civil_record_payload
+from gateway.policy.evaluate import LegalBasisFlags, MinimisedPayload, evaluate
+from gateway.store.outbox import Outbox, OutboxItem
+from gateway.store.quota import QuotaLedger
+from gateway.trust.principal import Principal
+from pouch.v1 import civil_pb2, common_pb2
+
+PAYLOAD_TYPE = civil_pb2.CivilRecordUpdate.DESCRIPTOR.full_name
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """The caller's answer: the message id, and whether this call created it."""
+
+    message_id: str
+    created: bool
+
+
+class CivilRecordSender:
+    """Turns a local caller's submission into a signed envelope in the outbox."""
+
+    def __init__(
+        self,
+        *,
+        state: str,
+        gate: AgreementGate,
+        quota: QuotaLedger,
+        signer: EnvelopeSigner,
+        outbox: Outbox,
+        clock: Callable[[], datetime],
+        delivery_deadline: timedelta,
+    ) -> None:
+        self._state = state
+        self._gate = gate
+        self._quota = quota
+        self._signer = signer
+        self._outbox = outbox
+        self._clock = clock
+        self._deadline = delivery_deadline
+
+    def submit(self, principal: Principal, request: civil_pb2.SubmitUpdateRequest) -> Submitted:
+        """Blocking (database, signature): call it from a worker thread."""
+        now = self._clock()
+        submission = validate_submission(request, sender_state=self._state, today=now.date())
+        earlier = self._outbox.find_by_client_reference(
+            principal.subject, submission.client_reference
+        )
+        if earlier is not None:
+            return Submitted(earlier.message_id, created=False)
+        agreement = self._gate.in_force(submission.agreement_id, submission.recipient_state)
+        minimised = evaluate(
+            agreement.outbound,
+            exchange_type="civil_record",
+            purpose=submission.purpose,
+            kind=submission.event_kind,
+            payload=civil_record_payload(submission.update),
+            legal_basis=LegalBasisFlags.from_message(request.legal_basis),
+            today=now.date(),
+            hash_key=agreement.hash_key,
+        )
+        limit = agreement.daily_quota(agreement.outbound, "civil_record", minimised.purpose)
+        quota_day = self._take_quota(agreement, minimised, limit)
+        header = EnvelopeHeader(
+            message_id=str(uuid.uuid4()),
+            agreement_id=agreement.id,
+            agreement_version=agreement.version,
+            agreement_digest=agreement.digest,
+            exchange_type=common_pb2.EXCHANGE_TYPE_CIVIL_RECORD,
+            purpose=minimised.purpose,
+            sender_state=self._state,
+            recipient_state=agreement.partner_state,
+            created_at=utc_millis(now),
+            payload_type=PAYLOAD_TYPE,
+        )
+        envelope = self._signer.sign(header, encode_payload(minimised.payload))
+        item = OutboxItem(
+            message_id=header.message_id,
+            agreement_id=agreement.id,
+            agreement_version=agreement.version,
+            exchange_type="civil_record",
+            recipient_state=agreement.partner_state,
+            purpose=minimised.purpose,
+            envelope=envelope.SerializeToString(),
+            deadline_at=now + self._deadline,
+            client_reference=submission.client_reference,
+            principal=principal.subject,
+            kind=minimised.kind,
+        )
+        if self._outbox.enqueue(item):
+            return Submitted(header.message_id, created=True)
+        # A concurrent call with the same reference committed first: answer with its id.
+        if quota_day is not None:
+            self._quota.release(agreement.id, minimised.direction, minimised.purpose, day=quota_day)
+        winner = self._outbox.find_by_client_reference(
+            principal.subject, submission.client_reference
+        )
+        if winner is None:
+            raise RuntimeError("outbox refused a new message id without a prior submission")
+        return Submitted(winner.message_id, created=False)
+
+    def _take_quota(
+        self, agreement: AgreementInForce, minimised: MinimisedPayload, limit: int | None
+    ) -> date | None:
+        """Take one unit of the purpose's daily quota; the day it counted on, if any."""
+        if limit is None:
+            return None
+        decision = self._quota.consume(
+            agreement.id, minimised.direction, minimised.purpose, limit=limit
+        )
+        if not decision.allowed:
+            raise QuotaRejected(
+                f"the daily quota of {limit} for this purpose under agreement "
+                f"{agreement.id!r} is used up",
+                reason="QUOTA_EXHAUSTED",
+            )
+        return decision.day

@@ -1,0 +1,135 @@
+"""``AgreementService`` on the local API: what agreements this gateway holds, and
+suspending or terminating one (see :mod:`gateway.agreements.notices`)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, time
+from typing import Any
+
+import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.agreements.notices import AgreementNotices
+from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
+from gateway.errors import FieldViolation, ValidationRejected
+from gateway.policy.rules import PolicySection
+from gateway.store.lifecycle import AgreementLifecycleStore
+from pouch.v1 import agreement_pb2, agreement_pb2_grpc, common_pb2
+
+_REASON = re.compile(r"^[A-Z][A-Z0-9_]{1,63}$")
+_EXCHANGE_TYPES = {
+    "civil_record": common_pb2.EXCHANGE_TYPE_CIVIL_RECORD,
+    "identity_confirmation": common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION,
+    "representation": common_pb2.EXCHANGE_TYPE_REPRESENTATION,
+}
+
+
+def _day(moment: Any) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.combine(moment, time(), tzinfo=UTC))
+    return stamp
+
+
+def _reason_code(value: str) -> str:
+    if not _REASON.match(value):
+        raise ValidationRejected(
+            [FieldViolation("reason", "must be a reason code: A-Z, 0-9 and _, 2 to 64 characters")]
+        )
+    return value
+
+
+class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
+    def __init__(
+        self,
+        registry: AgreementRegistry[PolicySection],
+        lifecycle: AgreementLifecycleStore,
+        notices: AgreementNotices,
+    ) -> None:
+        self._registry = registry
+        self._lifecycle = lifecycle
+        self._notices = notices
+
+    def _summary(self, loaded: LoadedAgreement[PolicySection]) -> agreement_pb2.AgreementSummary:
+        record = self._lifecycle.status_of(loaded.id, loaded.version)
+        status = agreement_pb2.AGREEMENT_STATUS_ACTIVE
+        reason = ""
+        if record is not None:
+            status = (
+                agreement_pb2.AGREEMENT_STATUS_TERMINATED
+                if record.status == "terminated"
+                else agreement_pb2.AGREEMENT_STATUS_SUSPENDED
+            )
+            reason = f"{record.status} by {record.changed_by_state}: {record.reason_code}"
+        elif loaded.inactive_reason is not None:
+            status = agreement_pb2.AGREEMENT_STATUS_INACTIVE
+            reason = loaded.inactive_reason.value
+        agreement = loaded.agreement
+        return agreement_pb2.AgreementSummary(
+            ref=common_pb2.AgreementRef(id=loaded.id, version=loaded.version, digest=loaded.digest),
+            title=agreement.title,
+            parties=list(agreement.parties),
+            status=status,
+            inactive_reason=reason,
+            valid_from=_day(agreement.valid_from),
+            valid_until=_day(agreement.valid_until),
+            exchange_types=[
+                number
+                for name, number in _EXCHANGE_TYPES.items()
+                if getattr(loaded.exchanges, name, None)
+            ],
+        )
+
+    async def ListAgreements(
+        self,
+        request: agreement_pb2.ListAgreementsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> agreement_pb2.ListAgreementsResponse:
+        def listing() -> list[agreement_pb2.AgreementSummary]:
+            return [
+                self._summary(loaded)
+                for loaded in self._registry.list()
+                if not request.partner_state or request.partner_state in loaded.agreement.parties
+            ]
+
+        return agreement_pb2.ListAgreementsResponse(agreements=await asyncio.to_thread(listing))
+
+    async def GetAgreement(
+        self,
+        request: agreement_pb2.GetAgreementRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> agreement_pb2.GetAgreementResponse:
+        loaded = self._registry.get(request.agreement_id)
+        summary = await asyncio.to_thread(self._summary, loaded)
+        return agreement_pb2.GetAgreementResponse(summary=summary, canonical_json=loaded.canonical)
+
+    async def SuspendAgreement(
+        self,
+        request: agreement_pb2.SuspendAgreementRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> agreement_pb2.SuspendAgreementResponse:
+        outcome = await asyncio.to_thread(
+            self._notices.declare,
+            request.agreement_id,
+            agreement_pb2.AGREEMENT_NOTICE_ACTION_SUSPEND,
+            _reason_code(request.reason),
+        )
+        summary = await asyncio.to_thread(self._summary, outcome.agreement)
+        return agreement_pb2.SuspendAgreementResponse(summary=summary)
+
+    async def TerminateAgreement(
+        self,
+        request: agreement_pb2.TerminateAgreementRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> agreement_pb2.TerminateAgreementResponse:
+        outcome = await asyncio.to_thread(
+            self._notices.declare,
+            request.agreement_id,
+            agreement_pb2.AGREEMENT_NOTICE_ACTION_TERMINATE,
+            _reason_code(request.reason),
+        )
+        summary = await asyncio.to_thread(self._summary, outcome.agreement)
+        return agreement_pb2.TerminateAgreementResponse(
+            summary=summary, purged_payloads=outcome.purged_payloads
+        )

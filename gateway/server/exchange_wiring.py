@@ -1,0 +1,196 @@
+"""The exchange half of a gateway: agreements, delivery and the registry handover.
+
+Built only when the configuration has an ``[agreements]`` section; a gateway without
+agreements still serves health, reflection, ``GatewayService`` and ``PeerService.Ping``.
+Everything here shares the gateway's engine, clock and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+
+from adapters.base import RegistryAdapter
+from adapters.factory import build_adapter
+from gateway.agreements.gate import AgreementGate
+from gateway.agreements.model import EXCHANGES_VALIDATOR
+from gateway.agreements.notices import AgreementNotices
+from gateway.agreements.registry import AgreementRegistry
+from gateway.config import Settings
+from gateway.delivery.dispatcher import Dispatcher
+from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
+from gateway.delivery.partners import PartnerChannels, PartnerEndpoint
+from gateway.delivery.receiver import InboundReceiver
+from gateway.envelope import EnvelopeSigner, EnvelopeVerifier, ReceiptSigner
+from gateway.errors import unexpected_summary
+from gateway.exchanges.civil import CivilRecordSender
+from gateway.metrics import GatewayMetrics
+from gateway.pki.bundle import TrustBundle
+from gateway.pki.directory import StateDirectory
+from gateway.pki.keys import certificate_pem
+from gateway.policy.rules import PolicySection
+from gateway.store.inbox import Inbox
+from gateway.store.lifecycle import AgreementLifecycleStore
+from gateway.store.outbox import Outbox
+from gateway.store.quota import QuotaLedger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartnerView:
+    """What the exchange layer needs of a partner: its pinned bundle and endpoint."""
+
+    bundle: TrustBundle
+    endpoint: str
+
+
+class Exchanges:
+    """Every exchange component of one gateway, and its background loops."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: Engine,
+        pki: StateDirectory,
+        own_bundle: TrustBundle,
+        partners: Mapping[str, PartnerView],
+        metrics: GatewayMetrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        assert settings.agreements is not None
+        state = settings.gateway.state
+        delivery = settings.delivery
+        deadline = timedelta(seconds=delivery.deadline_seconds)
+        bundles = {state: own_bundle} | {s: p.bundle for s, p in partners.items()}
+        partner_bundles = {s: p.bundle for s, p in partners.items()}
+        self.registry: AgreementRegistry[PolicySection] = AgreementRegistry(
+            settings.agreements.dir,
+            own_state=state,
+            bundles=bundles.values(),
+            clock=clock,
+            exchanges_validator=EXCHANGES_VALIDATOR,
+        )
+        self.lifecycle = AgreementLifecycleStore(engine, clock=clock)
+        self.gate = AgreementGate(
+            self.registry,
+            self.lifecycle,
+            own_state=state,
+            hash_keys_dir=settings.agreements.hash_keys_dir,
+        )
+        self.outbox = Outbox(engine, clock=clock)
+        self.inbox = Inbox(engine, clock=clock)
+        quota = QuotaLedger(engine, clock=clock)
+        signer = EnvelopeSigner.from_state_directory(pki)
+        receipts = ReceiptSigner.from_state_directory(pki)
+        self.notices = AgreementNotices(
+            state=state,
+            registry=self.registry,
+            lifecycle=self.lifecycle,
+            outbox=self.outbox,
+            inbox=self.inbox,
+            signer=signer,
+            clock=clock,
+            delivery_deadline=deadline,
+        )
+        self.sender = CivilRecordSender(
+            state=state,
+            gate=self.gate,
+            quota=quota,
+            signer=signer,
+            outbox=self.outbox,
+            clock=clock,
+            delivery_deadline=deadline,
+        )
+        self.receiver = InboundReceiver(
+            verifier=EnvelopeVerifier(
+                state,
+                partner_bundles,
+                window_s=delivery.clock_window_seconds,
+                max_payload_bytes=settings.gateway.max_message_bytes,
+                clock=clock,
+            ),
+            gate=self.gate,
+            notices=self.notices,
+            quota=quota,
+            inbox=self.inbox,
+            signer=receipts,
+            clock=clock,
+        )
+        self.outcomes = OutcomeRecorder(outbox=self.outbox, bundles=partner_bundles, clock=clock)
+        self.channels = PartnerChannels(
+            {
+                s: PartnerEndpoint(s, p.endpoint, certificate_pem(p.bundle.ca_certificate))
+                for s, p in partners.items()
+            },
+            certificate_chain=pki.gateway_cert.read_bytes(),
+            private_key=pki.gateway_key.read_bytes(),
+        )
+        self.dispatcher = Dispatcher(
+            worker_id=f"{state}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            outbox=self.outbox,
+            gate=self.gate,
+            signer=signer,
+            partners=self.channels,
+            bundles=partner_bundles,
+            settings=delivery,
+            metrics=metrics,
+            clock=clock,
+        )
+        self.adapter: RegistryAdapter | None = (
+            build_adapter(settings.registry) if settings.registry is not None else None
+        )
+        self.handover = (
+            RegistryHandover(inbox=self.inbox, adapter=self.adapter, batch_size=delivery.batch_size)
+            if self.adapter is not None
+            else None
+        )
+        self.acknowledger = Acknowledger(
+            inbox=self.inbox,
+            signer=receipts,
+            partners=self.channels,
+            clock=clock,
+            batch_size=delivery.batch_size,
+            call_timeout_s=delivery.call_timeout_seconds,
+        )
+        self._poll_s = delivery.poll_interval_seconds
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._stopping = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self.dispatcher.run(self._stopping), name="dispatcher"),
+            asyncio.create_task(self._inbound_loop(), name="handover"),
+        ]
+
+    async def _inbound_loop(self) -> None:
+        while not self._stopping.is_set():
+            busy = False
+            try:
+                if self.handover is not None:
+                    busy = await self.handover.run_once()
+                busy = await self.acknowledger.run_once() or busy
+            except Exception as e:  # one bad round must not stop the loop
+                log.error("inbound round failed: %s", unexpected_summary(e))
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self._poll_s)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
+        await self.channels.close()
+        if self.adapter is not None:
+            await self.adapter.close()
