@@ -42,7 +42,7 @@ from gateway.envelope import (
     utc_millis,
     verify_receipt,
 )
-from gateway.errors import AgreementRejected, PouchError
+from gateway.errors import AgreementRejected, PouchError, unexpected_summary
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
 from gateway.store.outbox import Outbox, OutboxMessage
@@ -116,6 +116,9 @@ class Dispatcher:
                 delivered_any = await self.run_once()
             except PouchError as e:
                 log.warning("dispatcher %s: %s (%s)", self._worker, e.reason, type(e).__name__)
+                delivered_any = False
+            except Exception as e:  # a bug in one round must not stop delivery for good
+                log.error("dispatcher %s round failed: %s", self._worker, unexpected_summary(e))
                 delivered_any = False
             if not delivered_any:
                 self.wake.clear()

@@ -50,7 +50,7 @@ class PartnerChannels:
             )
             channel = secure_channel(endpoint.target, identity)
             self._channels[state] = channel
-        return peer_pb2_grpc.PeerServiceAsyncStub(channel)
+        return peer_pb2_grpc.PeerServiceStub(channel)
 
     async def close(self) -> None:
         for channel in self._channels.values():

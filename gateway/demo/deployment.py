@@ -132,12 +132,14 @@ def prepare_sites(
     agreements: Sequence[tuple[str, str]] = (),
     delivery: Mapping[str, float] | None = None,
     daily_quota: int = 100_000,
+    database_urls: Mapping[str, str] | None = None,
 ) -> dict[str, Site]:
     """Create PKI, identity providers and configuration for ``states``, all partnered.
 
     Each pair in ``agreements`` gets a civil-record agreement signed by both, a shared
     hashing key, and each state of such a pair a reference registry behind mutual TLS.
-    ``delivery`` overrides keys of the ``[delivery]`` section (tests shorten backoff).
+    ``delivery`` overrides keys of the ``[delivery]`` section (tests shorten backoff);
+    ``database_urls`` puts a state's gateway on another database than its SQLite file.
     """
     sites: dict[str, Site] = {}
     for state in states:
@@ -181,7 +183,13 @@ def prepare_sites(
         exchanges = site.state in with_agreements
         if exchanges:
             _issue_registry_certificates(site, now)
-        _write_config(site, partners, exchanges=exchanges, delivery=delivery or {})
+        _write_config(
+            site,
+            partners,
+            exchanges=exchanges,
+            delivery=delivery or {},
+            database_url=(database_urls or {}).get(site.state, "sqlite:///data/pouch.db"),
+        )
     return sites
 
 
@@ -205,12 +213,17 @@ def _issue_registry_certificates(site: Site, now: datetime) -> None:
 
 
 def _write_config(
-    site: Site, partners: Sequence[Site], *, exchanges: bool, delivery: Mapping[str, float]
+    site: Site,
+    partners: Sequence[Site],
+    *,
+    exchanges: bool,
+    delivery: Mapping[str, float],
+    database_url: str,
 ) -> None:
     lines = [
         "[gateway]",
         f'state = "{site.state}"',
-        'database_url = "sqlite:///data/pouch.db"',
+        f'database_url = "{database_url}"',
         "",
         "[pki]",
         'dir = "pki"',
