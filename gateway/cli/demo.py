@@ -11,10 +11,48 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from gateway.demo.deployment import GatewayProcess, prepare_sites
+from gateway.demo.civil_scenario import CivilOutcome, run_civil_scenario
+from gateway.demo.deployment import GatewayProcess, RegistryProcess, prepare_sites
 from gateway.demo.scenario import Step, run_scenario
 
 STATES = ("AT", "BE")
+
+
+def _civil_tables(outcome: CivilOutcome, a: str, b: str) -> list[Table]:
+    policy = Table(title=f"What the agreement let cross ({a} -> {b}, a birth: minors' rules)")
+    policy.add_column("field path")
+    policy.add_column("what the policy did")
+    for path in outcome.removed:
+        policy.add_row(path, "removed")
+    for path in outcome.transformed:
+        policy.add_row(path, "transformed (masked, hashed or generalised)")
+    receipts = Table(title="Evidence")
+    receipts.add_column("what")
+    receipts.add_column("value")
+    receipts.add_row("message id", outcome.message_id)
+    receipts.add_row("delivery receipt", outcome.delivery_receipt)
+    receipts.add_row("registry's decision", outcome.acknowledgement)
+    receipts.add_row(f"rows in {b}'s registry for it", str(outcome.registry_rows))
+    return [policy, receipts]
+
+
+def _civil_steps(outcome: CivilOutcome, a: str, b: str) -> list[Step]:
+    return [
+        Step(
+            f"{a} civil registry",
+            f"{a} local API -> {b}",
+            "CivilRecordService/SubmitUpdate (birth)",
+            "APPLIED",
+            f"{outcome.state}{': ' + outcome.reason_code if outcome.reason_code else ''}",
+        ),
+        Step(
+            f"{a} civil registry",
+            f"{a} local API",
+            "SubmitUpdate, purpose 'law_enforcement'",
+            "PERMISSION_DENIED",
+            outcome.refused_purpose,
+        ),
+    ]
 
 
 def _table(steps: list[Step]) -> Table:
@@ -37,19 +75,25 @@ def _table(steps: list[Step]) -> Table:
 )
 @click.option("--keep", is_flag=True, help="Leave the gateways running and say how to call them.")
 def demo(workdir: Path | None, keep: bool) -> None:
-    """Create PKI for two states, start their gateways, and exchange over mutual TLS."""
+    """Two states' gateways and registries on loopback: mTLS, tokens, a civil-record update."""
     console = Console(width=max(Console().width, 140))
     root = workdir or Path(tempfile.mkdtemp(prefix="pouch-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     if any(root.iterdir()):
         raise click.ClickException(f"{root} is not empty; give an empty --workdir")
     console.print(f"[bold]Pouch demo[/] in {root}")
-    sites = prepare_sites(root, STATES, now=datetime.now(UTC))
+    a_state, b_state = STATES
+    sites = prepare_sites(root, STATES, now=datetime.now(UTC), agreements=[(a_state, b_state)])
     console.print(
-        "created a state PKI, an identity provider and a configuration for " + ", ".join(STATES)
+        f"created for {a_state} and {b_state}: a state PKI, an identity provider, a reference "
+        f"registry, a configuration, and an agreement signed by both "
+        f"({root / a_state / 'agreements'})"
     )
+    registries = [RegistryProcess(site) for site in sites.values()]
     processes = [GatewayProcess(site) for site in sites.values()]
     try:
+        for registry in registries:
+            registry.start()
         for process in processes:
             process.start()
             s = process.site
@@ -57,11 +101,15 @@ def demo(workdir: Path | None, keep: bool) -> None:
                 f"gateway {s.state}: local API {s.local_target}, peer API {s.peer_target}, "
                 f"metrics http://127.0.0.1:{s.metrics_port}/metrics"
             )
-        steps = asyncio.run(run_scenario(sites[STATES[0]], sites[STATES[1]]))
+        a, b = sites[a_state], sites[b_state]
+        steps = asyncio.run(run_scenario(a, b))
+        civil = asyncio.run(run_civil_scenario(a, b))
+        steps += _civil_steps(civil, a_state, b_state)
         console.print(_table(steps))
+        for table in _civil_tables(civil, a_state, b_state):
+            console.print(table)
         failed = [s for s in steps if not s.as_expected]
         if keep:
-            a = sites[STATES[0]]
             mint = [
                 "pouch token mint",
                 f"--idp-dir {a.idp.directory}",
@@ -69,7 +117,8 @@ def demo(workdir: Path | None, keep: bool) -> None:
                 f"--issuer {a.issuer} --audience {a.audience}",
                 f"--subject operator@{a.state.lower()} --scope admin",
             ]
-            pids = " ".join(str(p.process.pid) for p in processes if p.process)
+            running = [p.process for p in processes] + [r.process for r in registries]
+            pids = " ".join(str(p.pid) for p in running if p is not None)
             configs = ", ".join(str(s.config_path) for s in sites.values())
             console.print(f"\nThe gateways keep running; stop them with: kill {pids}")
             console.print(f"Configurations: {configs}")
@@ -81,3 +130,5 @@ def demo(workdir: Path | None, keep: bool) -> None:
         if not keep:
             for process in processes:
                 process.terminate()
+            for registry in registries:
+                registry.stop()

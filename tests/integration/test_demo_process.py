@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ def test_pouch_demo_runs_on_a_fresh_directory_and_reports_every_step(tmp_path: P
     workdir = tmp_path / "demo"
     result = subprocess.run(
         [sys.executable, "-m", "gateway", "demo", "--workdir", str(workdir)],
+        env={**os.environ, "COLUMNS": "240"},  # one table row per line, for the asserts
         capture_output=True,
         text=True,
         timeout=180,
@@ -18,14 +20,17 @@ def test_pouch_demo_runs_on_a_fresh_directory_and_reports_every_step(tmp_path: P
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "all 6 steps behaved as expected" in out
+    assert "all 8 steps behaved as expected" in out
     assert "BE recognised the caller as AT" in out
-    assert "PERMISSION_DENIED" in out
+    assert "PERMISSION_DENIED: the declared purpose is not agreed" in out
+    assert "ACCEPTED by BE" in out
+    assert "registry_identifier" in out and "transformed" in out
     assert "Traceback" not in out + result.stderr
     # The demo's gateways were stopped cleanly, and left no running process behind.
     for state in ("AT", "BE"):
         log = (workdir / state / "gateway.log").read_text()
         assert f"pouch gateway {state} stopped" in log
+        assert "Traceback" not in log
 
 
 def test_pouch_demo_refuses_a_non_empty_workdir(tmp_path: Path) -> None:
