@@ -6,6 +6,7 @@ import click
 
 from gateway import __version__
 from gateway.cli.agreement import agreement
+from gateway.cli.agreement_lifecycle import suspend, terminate
 from gateway.cli.demo import demo
 from gateway.cli.pki import pki
 from gateway.cli.serve import serve
@@ -19,6 +20,8 @@ def cli() -> None:
 
 
 cli.add_command(pki)
+agreement.add_command(suspend)
+agreement.add_command(terminate)
 cli.add_command(agreement)
 cli.add_command(token)
 cli.add_command(serve)
