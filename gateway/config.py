@@ -30,7 +30,23 @@ Example::
     [[partners]]
     state = "BE"
     bundle = "partners/BE/bundle.json"
+    bundle_digest = "sha256:…"       # as checked with the partner out of band
     crl = "partners/BE/crl.pem"
+
+    [agreements]                       # optional: without it, no exchange happens
+    dir = "agreements"
+    hash_keys_dir = "secrets/hash-keys"
+
+    [registry]                         # how inbound updates reach the registry
+    kind = "grpc"                      # grpc | webhook | sql | spool (adapters.factory)
+    target = "registry.at.example:7000"
+    tls_ca = "certs/AT/ca.crt"
+    tls_cert = "certs/AT/clients/registry-adapter.crt"
+    tls_key = "certs/AT/clients/registry-adapter.key"
+
+    [delivery]                         # optional; DeliverySection lists every key
+    backoff_initial_seconds = 1.0
+    deadline_seconds = 1209600
 """
 
 from __future__ import annotations

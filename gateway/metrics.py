@@ -44,12 +44,6 @@ class GatewayMetrics:
             ["partner", "result"],
             registry=self.registry,
         )
-        self.inbound = Counter(
-            "pouch_inbound_messages",
-            "Envelopes received from partners, by partner state and decision.",
-            ["partner", "decision"],
-            registry=self.registry,
-        )
         self.certificate_expiry = Gauge(
             "pouch_certificate_expiry_seconds",
             "Seconds until a certificate this gateway relies on expires.",
