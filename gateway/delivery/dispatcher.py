@@ -156,7 +156,9 @@ class Dispatcher:
             return
         if message.exchange_type != "agreement_notice":
             try:
-                self._gate.in_force(message.agreement_id, message.recipient_state)
+                await asyncio.to_thread(
+                    self._gate.in_force, message.agreement_id, message.recipient_state
+                )
             except AgreementRejected as e:
                 await self._dead(message, f"AGREEMENT_{e.reason}")
                 return
