@@ -50,7 +50,9 @@ from pouch.v1 import envelope_pb2, peer_pb2
 
 log = logging.getLogger(__name__)
 
-# The partner said no for good: trying again cannot change its answer.
+# The partner said no for good: trying again cannot change its answer. UNAUTHENTICATED
+# is left out on purpose: a refused signature or certificate is what a key rotation or a
+# CRL update in flight looks like, so it is retried until the message's deadline.
 PERMANENT_REFUSALS = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
