@@ -284,9 +284,12 @@ class GatewayProcess:
         self.site = site
         self.log_path = log_path or site.root / "gateway.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # A restart appends to the same log: only what this start writes counts.
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "serve", "--config", str(self.site.config_path)],
@@ -307,8 +310,10 @@ class GatewayProcess:
                     f"gateway {self.site.state} exited with {self.process.returncode}; "
                     f"see {self.log_path}"
                 )
-            if marker in self.log_path.read_bytes():
-                return
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                if marker in log.read():
+                    return
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"gateway {self.site.state} did not become ready; see {self.log_path}")
