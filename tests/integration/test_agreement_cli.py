@@ -9,11 +9,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.config import load_settings
-from gateway.demo.deployment import agreement_id_for, prepare_sites
+from gateway.demo.deployment import Site, agreement_id_for, prepare_sites
 from gateway.server.app import Gateway
 from tests.integration.conftest import GatewayThread
 
 SETTLE_S = 15.0
+
+
+def suspend_from_cli(
+    site: Site, agreement_id: str, token_file: Path
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "gateway", "agreement", "suspend", agreement_id,
+        "--gateway", site.local_target,
+        "--ca", str(site.pki.ca_cert),
+        "--cert", str(site.pki.client_cert("operator")),
+        "--key", str(site.pki.client_key("operator")),
+        "--token-file", str(token_file),
+        "--reason", "DATA_BREACH",
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_operator_suspends_an_agreement_from_the_command_line_and_the_partner_follows(
@@ -34,32 +49,7 @@ def test_operator_suspends_an_agreement_from_the_command_line_and_the_partner_fo
         GatewayThread(Gateway(load_settings(at.config_path))),
         GatewayThread(Gateway(load_settings(be.config_path))) as be_gateway,
     ):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "agreement",
-                "suspend",
-                agreement_id,
-                "--gateway",
-                at.local_target,
-                "--ca",
-                str(at.pki.ca_cert),
-                "--cert",
-                str(at.pki.client_cert("operator")),
-                "--key",
-                str(at.pki.client_key("operator")),
-                "--token-file",
-                str(token_file),
-                "--reason",
-                "DATA_BREACH",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = suspend_from_cli(at, agreement_id, token_file)
         assert result.returncode == 0, result.stderr
         assert f"{agreement_id} version 1: SUSPENDED" in result.stdout
         assert "suspended by AT: DATA_BREACH" in result.stdout
@@ -85,32 +75,7 @@ def test_suspend_without_admin_token_is_refused_with_a_clear_message(tmp_path: P
     token_file = tmp_path / "civil.token"
     token_file.write_text(at.token(["civil:submit"], now=time.time()))
     with GatewayThread(Gateway(load_settings(at.config_path))):
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "agreement",
-                "suspend",
-                "at-be-civil",
-                "--gateway",
-                at.local_target,
-                "--ca",
-                str(at.pki.ca_cert),
-                "--cert",
-                str(at.pki.client_cert("operator")),
-                "--key",
-                str(at.pki.client_key("operator")),
-                "--token-file",
-                str(token_file),
-                "--reason",
-                "DATA_BREACH",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = suspend_from_cli(at, "at-be-civil", token_file)
     assert result.returncode == 1
     assert "PERMISSION_DENIED: the token lacks the scope 'admin'" in result.stderr
     assert "Traceback" not in result.stderr
