@@ -17,16 +17,20 @@ from enum import StrEnum
 
 from sqlalchemy import (
     CHAR,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
     Date,
     DateTime,
     Dialect,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -56,6 +60,10 @@ KIND_LENGTH = 64
 REASON_CODE_LENGTH = 64
 CLIENT_REFERENCE_LENGTH = 128
 PRINCIPAL_LENGTH = 200
+AUDIT_TOKEN_LENGTH = 200
+"""Longest identifier an audit entry accepts (``gateway.audit.entry``)."""
+AUDIT_REASON_CODE_LENGTH = 128
+HASH_LENGTH = 32
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -206,4 +214,88 @@ agreement_lifecycle = Table(
     # The signed notice that carried the change, when it came from the partner.
     Column("message_id", String(MESSAGE_ID_LENGTH), nullable=True),
     CheckConstraint(_one_of("status", LifecycleStatus), name="status"),
+)
+
+
+# The audit log (DESIGN section 6). Rows are only ever inserted: an entry, a node or a
+# checkpoint never changes once committed; only ``published`` flips to true.
+
+audit_entries = Table(
+    "audit_entries",
+    metadata,
+    # The leaf index in the Merkle tree, assigned under the append lock: 0, 1, 2, ...
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    # The entry's time as its canonical encoding states it (millisecond precision).
+    Column("time", UTCDateTime, nullable=False),
+    Column("event_kind", String(KIND_LENGTH), nullable=False),
+    Column("decision", String(STATUS_LENGTH), nullable=False),
+    Column("message_id", String(AUDIT_TOKEN_LENGTH), nullable=True),
+    Column("agreement_id", String(AUDIT_TOKEN_LENGTH), nullable=True),
+    Column("agreement_version", Integer, nullable=True),
+    Column("exchange_type", String(AUDIT_TOKEN_LENGTH), nullable=True),
+    Column("purpose", String(AUDIT_TOKEN_LENGTH), nullable=True),
+    Column("peer_state", CHAR(2), nullable=True),
+    Column("principal", String(AUDIT_TOKEN_LENGTH), nullable=True),
+    Column("reason_code", String(AUDIT_REASON_CODE_LENGTH), nullable=True),
+    # The bytes the leaf covers; the columns above are a copy for filtering.
+    Column("canonical", LargeBinary, nullable=False),
+    Column("leaf_hash", LargeBinary(HASH_LENGTH), nullable=False),
+    # Auditors' filters.
+    Index(None, "time"),
+    Index(None, "agreement_id"),
+    Index(None, "peer_state"),
+    Index(None, "event_kind"),
+    Index(None, "message_id"),
+)
+
+audit_nodes = Table(
+    "audit_nodes",
+    metadata,
+    # Node (level, idx) covers leaves [idx * 2**level, (idx + 1) * 2**level); only
+    # complete subtrees of level 1 and up are stored (level 0 is audit_entries.leaf_hash).
+    Column("level", SmallInteger, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("hash", LargeBinary(HASH_LENGTH), nullable=False),
+    PrimaryKeyConstraint("level", "idx"),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("tree_size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root_hash", LargeBinary(HASH_LENGTH), nullable=False),
+    # The checkpoint as a C2SP signed note, with our signature.
+    Column("note", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # True once the partner's cosignature is also held.
+    Column("published", Boolean, nullable=False, server_default=false()),
+)
+
+audit_cosignatures = Table(
+    "audit_cosignatures",
+    metadata,
+    Column(
+        "tree_size",
+        BigInteger,
+        ForeignKey("audit_checkpoints.tree_size"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    Column("witness_state", CHAR(2), primary_key=True),
+    # One C2SP tlog-cosignature signature line.
+    Column("cosignature", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    # The last checkpoint a given partner cosigned.
+    Index(None, "witness_state", "tree_size"),
+)
+
+witnessed_checkpoints = Table(
+    "witnessed_checkpoints",
+    metadata,
+    # The partner whose log we witness, and the latest checkpoint of it we cosigned.
+    Column("partner_state", CHAR(2), primary_key=True),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(HASH_LENGTH), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -34,13 +34,14 @@ def test_migrations_apply_from_empty_database_and_are_idempotent(engine: Engine)
     upgrade_to_head(engine)
     upgrade_to_head(engine)
 
-    assert current_revision(engine) == head_revision() == "0002"
+    assert current_revision(engine) == head_revision() == "0003"
     tables = set(inspect(engine).get_table_names())
     assert {"outbox", "inbox", "quota_usage", "agreement_lifecycle", VERSION_TABLE} <= tables
+    assert set(_AUDIT_TABLES) <= tables
     with engine.connect() as conn:
         query = select(column("version_num", String)).select_from(table(VERSION_TABLE))
         versions = conn.execute(query).scalars().all()
-    assert versions == ["0002"]
+    assert versions == ["0003"]
 
 
 def test_migrated_schema_matches_table_definitions(migrated_engine: Engine) -> None:
@@ -88,7 +89,7 @@ def test_migration_0002_upgrades_a_0001_database_with_rows(engine: Engine) -> No
 
     upgrade_to_head(engine)
 
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == head_revision()
     assert schema_drift(engine) == []
     clock = FakeClock(START)
     queued = Outbox(engine, clock=clock).get("m-out")
@@ -132,6 +133,24 @@ def test_0002_downgrades_to_0001_and_upgrades_again(migrated_engine: Engine) -> 
 
     assert schema_drift(migrated_engine) == []
 
+
+def test_0003_downgrades_to_0002_and_upgrades_again(migrated_engine: Engine) -> None:
+    _alembic(migrated_engine, command.downgrade, "0002")
+    assert current_revision(migrated_engine) == "0002"
+    assert not set(_AUDIT_TABLES) & set(inspect(migrated_engine).get_table_names())
+
+    upgrade_to_head(migrated_engine)
+
+    assert schema_drift(migrated_engine) == []
+
+
+_AUDIT_TABLES = (
+    "audit_entries",
+    "audit_nodes",
+    "audit_checkpoints",
+    "audit_cosignatures",
+    "witnessed_checkpoints",
+)
 
 _OUTBOX_0001_ROW = {
     "message_id": "m-out",
