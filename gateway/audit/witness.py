@@ -1,0 +1,145 @@
+"""The witness decision: whether to cosign a checkpoint of the partner's log.
+
+The partner's gateway sends a checkpoint of its audit log (a signed note) and a
+consistency proof from the last checkpoint of that log we cosigned. :func:`cosign`
+decides, with no storage and no clock of its own; the caller passes what we last
+saw and persists the new checkpoint before returning the cosignature, atomically
+with reading ``last_seen`` (c2sp.org/tlog-witness explains the rollback race
+otherwise possible).
+
+Checks, in order; the first that fails refuses with :class:`CheckpointRefused`
+carrying its reason code:
+
+1. ``CHECKPOINT_MALFORMED``: the note or its body is not a signed note holding a
+   checkpoint (or the proof is not a list of at most 63 SHA-256 hashes).
+2. ``CHECKPOINT_SIGNATURE``: the partner's log key did not sign it, a signature
+   line of that key is invalid, or it names another log's origin. Lines of unknown
+   keys are ignored and never count.
+3. ``CHECKPOINT_ROLLBACK``: its tree is smaller than the last one we cosigned.
+4. ``CHECKPOINT_INCONSISTENT``: same size but another root (a fork), or the
+   consistency proof from the last cosigned tree fails (RFC 9162 section 2.1.4.2).
+
+With no ``last_seen`` (first contact) there is nothing to be consistent with: the
+checkpoint is cosigned and the proof is not consulted. Only then.
+
+A refusal is evidence: the caller records it in the audit log
+(``EventKind.CHECKPOINT_REFUSED`` with the reason code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    ForeignCheckpoint,
+    MalformedCheckpoint,
+    open_checkpoint,
+)
+from gateway.audit.cosignature import Cosignature, CosignatureSigner
+from gateway.audit.merkle import verify_consistency
+from gateway.audit.note import MalformedNote, NoteVerifier, UnverifiedNote
+from gateway.errors import Rejected
+
+CHECKPOINT_MALFORMED = "CHECKPOINT_MALFORMED"
+CHECKPOINT_SIGNATURE = "CHECKPOINT_SIGNATURE"
+CHECKPOINT_ROLLBACK = "CHECKPOINT_ROLLBACK"
+CHECKPOINT_INCONSISTENT = "CHECKPOINT_INCONSISTENT"
+REASONS = frozenset(
+    {CHECKPOINT_MALFORMED, CHECKPOINT_SIGNATURE, CHECKPOINT_ROLLBACK, CHECKPOINT_INCONSISTENT}
+)
+
+HASH_SIZE = 32
+MAX_PROOF_HASHES = 63  # c2sp.org/tlog-witness: a client sends at most 63 proof lines
+
+
+class CheckpointRefused(Rejected):
+    """We will not cosign this checkpoint; ``reason`` says which check failed."""
+
+    reason = "CHECKPOINT_REFUSED"
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown checkpoint refusal reason {reason!r}")
+        super().__init__(message, reason=reason)
+
+
+@dataclass(frozen=True)
+class Cosigned:
+    """A checkpoint we cosigned and the cosignature line to send back.
+
+    ``note_text`` is the checkpoint with the partner log's verified signature and our
+    cosignature: the published form. Lines of unknown keys are not carried over.
+    """
+
+    checkpoint: Checkpoint
+    cosignature_line: str
+    cosignature: Cosignature
+    note_text: str
+
+
+def cosign(
+    note_text: str | bytes,
+    consistency_proof: Sequence[bytes],
+    *,
+    origin: str,
+    log_key: NoteVerifier,
+    last_seen: tuple[int, bytes] | None,
+    own_key: CosignatureSigner,
+    now: datetime,
+) -> Cosigned:
+    """Cosign the partner's checkpoint if it extends ``last_seen``; see the module docstring.
+
+    ``origin`` is the partner log's origin and ``log_key`` its key;
+    ``last_seen`` is ``(size, root_hash)`` of the last checkpoint of that log we
+    cosigned, or ``None`` if we never did.
+    """
+    if last_seen is not None:
+        last_size, last_root = last_seen
+        if last_size < 0 or len(last_root) != HASH_SIZE:
+            raise ValueError("last_seen is (tree size >= 0, 32-byte root hash)")
+    try:
+        signed = open_checkpoint(note_text, origin=origin, log_key=log_key)
+    except (MalformedNote, MalformedCheckpoint) as e:
+        raise CheckpointRefused(CHECKPOINT_MALFORMED, e.message) from e
+    except (UnverifiedNote, ForeignCheckpoint) as e:
+        raise CheckpointRefused(CHECKPOINT_SIGNATURE, e.message) from e
+    checkpoint = signed.checkpoint
+    proof = list(consistency_proof)
+    if len(proof) > MAX_PROOF_HASHES or not all(
+        isinstance(h, bytes) and len(h) == HASH_SIZE for h in proof
+    ):
+        raise CheckpointRefused(
+            CHECKPOINT_MALFORMED,
+            f"a consistency proof is at most {MAX_PROOF_HASHES} hashes of {HASH_SIZE} bytes",
+        )
+    if last_seen is not None:
+        _check_extends(checkpoint, proof, *last_seen)
+    cosignature = own_key.cosign(checkpoint, now)
+    log_lines = "".join(s.line for s in signed.note.signatures_of(log_key))
+    return Cosigned(
+        checkpoint=checkpoint,
+        cosignature_line=cosignature.line,
+        cosignature=cosignature,
+        note_text=f"{checkpoint.body()}\n{log_lines}{cosignature.line}",
+    )
+
+
+def _check_extends(checkpoint: Checkpoint, proof: list[bytes], size: int, root: bytes) -> None:
+    if checkpoint.size < size:
+        raise CheckpointRefused(
+            CHECKPOINT_ROLLBACK,
+            f"checkpoint of size {checkpoint.size} is smaller than the {size} already cosigned",
+        )
+    if checkpoint.size == size and checkpoint.root_hash != root:
+        raise CheckpointRefused(
+            CHECKPOINT_INCONSISTENT,
+            f"checkpoint of size {size} has another root than the one already cosigned",
+        )
+    if not verify_consistency(size, checkpoint.size, proof, root, checkpoint.root_hash):
+        raise CheckpointRefused(
+            CHECKPOINT_INCONSISTENT,
+            f"consistency proof from size {size} to {checkpoint.size} does not verify",
+        )
