@@ -22,6 +22,14 @@ Guarantees:
   is terminated) and keeps every row as evidence. A purged message not yet handed over
   is still listed for hand-over, with no envelope, so that the deliverer can close it
   (as rejected) and the sender still gets an answer.
+  :meth:`Inbox.purge_finished_payloads` drops, for retention, only the envelopes of
+  messages that are finished: handed over, answered, and acknowledged to the sender.
+* With a ``sealer`` (:class:`gateway.pki.sealing.PayloadSealer`), every envelope is
+  sealed before it is written and opened after it is read, bound to its row
+  (``inbox:<message id>``); the database never holds a readable payload. The sealer
+  must be given from the first write of a database's life: rows carry no marker of
+  whether they are sealed, so a plaintext row read through a sealer fails to open
+  (:class:`gateway.pki.sealing.SealingError`), as does a row whose key is not held.
 
 Every method blocks; the async server calls them through ``asyncio.to_thread``.
 Database failures leave as :class:`gateway.errors.StorageUnavailable`.
@@ -31,14 +39,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, false, select, update
+from sqlalchemy import ColumnElement, Engine, false, select, true, update
 from sqlalchemy.engine import RowMapping
 
 from gateway.errors import ReplayRejected
+from gateway.pki.sealing import PayloadSealer
 from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
@@ -131,9 +140,16 @@ InboxMessage = InboxEntry
 class Inbox:
     """The inbox of one gateway; several replicas may share it on PostgreSQL."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime],
+        sealer: PayloadSealer | None = None,
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._sealer = sealer
 
     def accept_once(self, message: InboundMessage) -> bool:
         """Store ``message`` if its id is new (``True``); ``False`` if already stored."""
@@ -146,7 +162,7 @@ class Inbox:
                 agreement_id=message.agreement_id,
                 exchange_type=message.exchange_type,
                 received_at=received_at,
-                envelope=message.envelope,
+                envelope=self._stored_envelope(message),
                 status=InboxStatus.RECEIVED.value,
                 registry_outcome=None,
                 kind=message.kind,
@@ -235,6 +251,30 @@ class Inbox:
         with write_transaction(self._engine) as conn:
             return conn.execute(purge).rowcount
 
+    def purge_finished_payloads(self, agreement_id: str, *, received_before: datetime) -> int:
+        """Drop the envelopes of finished messages received before ``received_before``.
+
+        Finished means handed over (or acknowledged) with the acknowledgement sent, which
+        needs the registry's answer first: nothing will read the envelope again. Rows
+        stay. Returns how many envelopes were dropped.
+        """
+        if received_before.tzinfo is None or received_before.utcoffset() is None:
+            raise ValueError("received_before must be timezone-aware")
+        purge = (
+            update(inbox)
+            .where(
+                inbox.c.agreement_id == agreement_id,
+                inbox.c.envelope.is_not(None),
+                inbox.c.received_at < received_before,
+                inbox.c.status.in_([InboxStatus.HANDED_OVER.value, InboxStatus.ACKNOWLEDGED.value]),
+                inbox.c.registry_outcome.is_not(None),
+                inbox.c.ack_sent == true(),
+            )
+            .values(envelope=None, payload_purged_at=self._now())
+        )
+        with write_transaction(self._engine) as conn:
+            return conn.execute(purge).rowcount
+
     def get(self, message_id: str) -> InboxEntry | None:
         with read_transaction(self._engine) as conn:
             row = (
@@ -242,7 +282,7 @@ class Inbox:
                 .mappings()
                 .one_or_none()
             )
-        return None if row is None else InboxEntry.from_row(row)
+        return None if row is None else self._entry(row)
 
     def _oldest(self, where: ColumnElement[bool], limit: int) -> list[InboxEntry]:
         if not 1 <= limit <= MAX_BATCH:
@@ -254,7 +294,20 @@ class Inbox:
             .limit(limit)
         )
         with read_transaction(self._engine) as conn:
-            return [InboxEntry.from_row(row) for row in conn.execute(query).mappings()]
+            rows = conn.execute(query).mappings().all()
+        return [self._entry(row) for row in rows]
+
+    def _stored_envelope(self, message: InboundMessage) -> bytes:
+        if self._sealer is None:
+            return message.envelope
+        return self._sealer.seal(message.envelope, aad=_row_identity(message.message_id))
+
+    def _entry(self, row: RowMapping) -> InboxEntry:
+        entry = InboxEntry.from_row(row)
+        if self._sealer is None or entry.envelope is None:
+            return entry
+        plain = self._sealer.open(entry.envelope, aad=_row_identity(entry.message_id))
+        return replace(entry, envelope=plain)
 
     def _update(self, applies: ColumnElement[bool], message_id: str, **values: Any) -> bool:
         statement = update(inbox).where(inbox.c.message_id == message_id, applies).values(**values)
@@ -266,3 +319,8 @@ class Inbox:
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError("clock() must return a timezone-aware datetime")
         return now
+
+
+def _row_identity(message_id: str) -> str:
+    """What a sealed envelope is bound to: this table and this message."""
+    return f"inbox:{message_id}"

@@ -24,7 +24,14 @@ Guarantees:
   one stays. :meth:`Outbox.purge_payloads` drops the envelopes of an agreement (when
   it is terminated) but keeps every row with its receipt and outcome as evidence;
   a purged message that was not yet delivered is dead-lettered, since nothing is left
-  to deliver.
+  to deliver. :meth:`Outbox.purge_finished_payloads` drops, for retention, only the
+  envelopes of messages that are finished: dead, or delivered with the partner's outcome.
+* With a ``sealer`` (:class:`gateway.pki.sealing.PayloadSealer`), every envelope is
+  sealed before it is written and opened after it is read, bound to its row
+  (``outbox:<message id>``); the database never holds a readable payload. The sealer
+  must be given from the first write of a database's life: rows carry no marker of
+  whether they are sealed, so a plaintext row read through a sealer fails to open
+  (:class:`gateway.pki.sealing.SealingError`), as does a row whose key is not held.
 
 Times come from the injected clock, which must return aware datetimes. Every method
 blocks; the async server calls them through ``asyncio.to_thread``. Database failures
@@ -36,7 +43,7 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -54,6 +61,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 
+from gateway.pki.sealing import PayloadSealer
 from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
@@ -177,9 +185,16 @@ class OutboxMessage:
 class Outbox:
     """The outbox of one gateway; several replicas may share it on PostgreSQL."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime],
+        sealer: PayloadSealer | None = None,
+    ) -> None:
         self._engine = engine
         self._clock = clock
+        self._sealer = sealer
 
     def enqueue(self, item: OutboxItem) -> bool:
         """Store ``item`` durably; ``True`` if new.
@@ -191,7 +206,7 @@ class Outbox:
     def enqueue_many(self, items: Iterable[OutboxItem]) -> int:
         """Store all ``items`` in one transaction; return how many were new."""
         now = self._now()
-        rows = [_new_row(item, now) for item in items]
+        rows = [_new_row(item, now, self._stored_envelope(item)) for item in items]
         if not rows:
             return 0
         stored = 0
@@ -251,7 +266,8 @@ class Outbox:
             .returning(*outbox.c)
         )
         with write_transaction(self._engine) as conn:
-            claimed = [OutboxMessage.from_row(row) for row in conn.execute(claim).mappings()]
+            rows = conn.execute(claim).mappings().all()
+        claimed = [self._message(row) for row in rows]
         return sorted(claimed, key=lambda m: (m.next_attempt_at, m.message_id))
 
     def mark_delivered(self, message_id: str, worker_id: str) -> bool:
@@ -345,6 +361,35 @@ class Outbox:
         with write_transaction(self._engine) as conn:
             return conn.execute(purge).rowcount
 
+    def purge_finished_payloads(self, agreement_id: str, *, created_before: datetime) -> int:
+        """Drop the envelopes of finished messages created before ``created_before``.
+
+        Finished means dead, or delivered with the partner registry's outcome recorded:
+        nothing will send or resend them. Rows, receipts and outcomes stay. Returns how
+        many envelopes were dropped.
+        """
+        _require_aware("created_before", created_before)
+        now = self._now()
+        finished = or_(
+            outbox.c.status == OutboxStatus.DEAD.value,
+            and_(
+                outbox.c.status == OutboxStatus.DELIVERED.value,
+                outbox.c.outcome.is_not(None),
+            ),
+        )
+        purge = (
+            update(outbox)
+            .where(
+                outbox.c.agreement_id == agreement_id,
+                outbox.c.envelope.is_not(None),
+                outbox.c.created_at < created_before,
+                finished,
+            )
+            .values(envelope=None, payload_purged_at=now, updated_at=now)
+        )
+        with write_transaction(self._engine) as conn:
+            return conn.execute(purge).rowcount
+
     def get(self, message_id: str) -> OutboxMessage | None:
         return self._one(outbox.c.message_id == message_id)
 
@@ -406,12 +451,25 @@ class Outbox:
                 )
             )
         with read_transaction(self._engine) as conn:
-            return [OutboxMessage.from_row(row) for row in conn.execute(query).mappings()]
+            rows = conn.execute(query).mappings().all()
+        return [self._message(row) for row in rows]
 
     def _one(self, where: ColumnElement[bool]) -> OutboxMessage | None:
         with read_transaction(self._engine) as conn:
             row = conn.execute(select(outbox).where(where)).mappings().one_or_none()
-        return None if row is None else OutboxMessage.from_row(row)
+        return None if row is None else self._message(row)
+
+    def _stored_envelope(self, item: OutboxItem) -> bytes:
+        if self._sealer is None:
+            return item.envelope
+        return self._sealer.seal(item.envelope, aad=_row_identity(item.message_id))
+
+    def _message(self, row: RowMapping) -> OutboxMessage:
+        message = OutboxMessage.from_row(row)
+        if self._sealer is None or message.envelope is None:
+            return message
+        plain = self._sealer.open(message.envelope, aad=_row_identity(message.message_id))
+        return replace(message, envelope=plain)
 
     def _record_once(
         self, message_id: str, column: Column[Any], now: datetime, **values: Any
@@ -437,7 +495,12 @@ class Outbox:
         return now
 
 
-def _new_row(item: OutboxItem, now: datetime) -> dict[str, object]:
+def _row_identity(message_id: str) -> str:
+    """What a sealed envelope is bound to: this table and this message."""
+    return f"outbox:{message_id}"
+
+
+def _new_row(item: OutboxItem, now: datetime, envelope: bytes) -> dict[str, object]:
     return {
         "message_id": item.message_id,
         "agreement_id": item.agreement_id,
@@ -445,7 +508,7 @@ def _new_row(item: OutboxItem, now: datetime) -> dict[str, object]:
         "exchange_type": item.exchange_type,
         "recipient_state": item.recipient_state,
         "purpose": item.purpose,
-        "envelope": item.envelope,
+        "envelope": envelope,
         "status": OutboxStatus.PENDING.value,
         "attempts": 0,
         "next_attempt_at": item.not_before or now,
