@@ -1,0 +1,628 @@
+"""Offline verification of an audit bundle: what an auditor runs, away from the gateway.
+
+:func:`verify_bundle` reads a ``pouch.audit-bundle/v1`` document
+(:mod:`gateway.audit.bundle`) and checks, with no network and no database:
+
+1. Format: one JSON object of that format, with exactly the known members and no
+   member twice at any depth.
+2. Keys: the log key (vkey, type 0x01) and the cosigner keys (type 0x04). An auditor
+   passes the keys they hold out of band; then the bundle's keys must equal them and
+   only the trusted ones are used. Without them the keys are taken from the bundle
+   itself, which shows the bundle is consistent, not whose it is; the report says so.
+3. Checkpoint: its note is signed by the log key (every line of that key verifies),
+   its body is a checkpoint of the bundle's origin, every line of a known cosigner
+   verifies over this very checkpoint, and at least one does (else it is not
+   published). Lines of unknown keys are ignored, as signed notes require.
+4. Entries: each decodes to a canonical v1 entry (exactly the expected fields, each
+   of its kind, in RFC 8785 form); its leaf hash and inclusion proof reproduce the
+   checkpoint root; indexes are unique and below the tree size; a bundle that says it
+   is complete for a range misses no index of it.
+5. Consistency: each earlier checkpoint bundled is signed and cosigned like the main
+   one and its consistency proof to the main checkpoint verifies.
+
+Nothing raises for a bad bundle: every failed check is one line of the report naming
+the entry or the signature at fault, and the report is ``ok`` only without any. Only
+malformed *trusted* keys, the caller's own input, raise :class:`ValueError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.audit.bundle import ENTRIES, FORMAT, BundleFormatError, read_members
+from gateway.audit.checkpoint import Checkpoint, MalformedCheckpoint, audit_origin
+from gateway.audit.cosignature import Cosignature, CosignatureVerifier, verify_cosignature
+from gateway.audit.entry import ENCODING_VERSION, AuditEvent, Decision, EventKind
+from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
+from gateway.audit.note import Ed25519NoteVerifier, MalformedNote, Note, parse_note
+from gateway.errors import Rejected
+
+__all__ = ["VerificationReport", "verify_bundle"]
+
+_HEADER = frozenset({"format", "state", "origin", "log_key", "cosigner_keys", "checkpoint"})
+_REQUIRED = _HEADER | {"complete", "range"}
+_MEMBERS = _REQUIRED | {"selection", "consistency", ENTRIES}
+_ENTRY_MEMBERS = frozenset({"index", "canonical", "proof"})
+_STATE = re.compile(r"[A-Z]{2}")
+# Canonical standard base64 of 32 bytes: 43 characters, the last with its two low bits
+# clear, then one "=". A proof is checked as the concatenation of such hashes.
+_HASH_CHARS = 44
+_BASE64_HASHES = re.compile(r"(?:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)*")
+_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{3})Z")
+_MAX_SAFE_INTEGER = 2**53 - 1
+_ENTRY_FIELDS = frozenset({"v"} | {f.name for f in fields(AuditEvent)})
+_TOKEN_FIELDS = (
+    "message_id",
+    "agreement_id",
+    "exchange_type",
+    "purpose",
+    "peer_state",
+    "principal",
+    "payload_digest",
+    "reason_code",
+)
+_PATH_FIELDS = ("removed_paths", "transformed_paths")
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """What was checked and every failure; ``ok`` only if there is none."""
+
+    format: str | None
+    origin: str | None
+    tree_size: int | None
+    root_hash: bytes | None
+    log_key: str | None
+    cosigner_keys: dict[str, str]
+    log_key_trusted: bool
+    """True if the auditor's log key was used; False if the bundle's own was."""
+    cosigner_keys_trusted: bool
+    published: bool
+    cosigned_by: tuple[str, ...]
+    entries: int
+    entries_verified: int
+    complete_range: tuple[int, int] | None
+    consistent_with: tuple[int, ...]
+    failures: tuple[str, ...]
+    notices: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def keys_trusted(self) -> bool:
+        """Whether every key was the auditor's rather than taken from the bundle."""
+        return self.log_key_trusted and self.cosigner_keys_trusted
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "format": self.format,
+            "origin": self.origin,
+            "tree_size": self.tree_size,
+            "root_hash": None if self.root_hash is None else _b64(self.root_hash),
+            "keys": {
+                "log": self.log_key,
+                "log_source": "trusted" if self.log_key_trusted else "bundle",
+                "cosigners": dict(self.cosigner_keys),
+                "cosigners_source": "trusted" if self.cosigner_keys_trusted else "bundle",
+            },
+            "published": self.published,
+            "cosigned_by": list(self.cosigned_by),
+            "entries": {"total": self.entries, "verified": self.entries_verified},
+            "complete_range": (
+                None
+                if self.complete_range is None
+                else {"start": self.complete_range[0], "end": self.complete_range[1]}
+            ),
+            "consistent_with": list(self.consistent_with),
+            "failures": list(self.failures),
+            "notices": list(self.notices),
+        }
+
+
+def verify_bundle(
+    data: bytes,
+    *,
+    trusted_log_vkey: str | None = None,
+    trusted_cosigner_vkeys: Mapping[str, str] | None = None,
+) -> VerificationReport:
+    """Check the bundle ``data`` offline; see the module docstring for what is checked."""
+    trusted_log = None if trusted_log_vkey is None else _trusted_log_key(trusted_log_vkey)
+    trusted_cosigners = (
+        None if trusted_cosigner_vkeys is None else _trusted_cosigners(trusted_cosigner_vkeys)
+    )
+    run = _Run(trusted_log, trusted_cosigners)
+    try:
+        run.read(data)
+    except BundleFormatError as e:
+        run.fail(f"bundle: {e}")
+    return run.report()
+
+
+def _trusted_log_key(vkey: str) -> Ed25519NoteVerifier:
+    try:
+        return Ed25519NoteVerifier.from_vkey(vkey.strip())
+    except ValueError as e:
+        raise ValueError(f"trusted log key: {e}") from e
+
+
+def _trusted_cosigners(vkeys: Mapping[str, str]) -> dict[str, CosignatureVerifier]:
+    keys = {}
+    for state, vkey in vkeys.items():
+        if _STATE.fullmatch(state) is None:
+            raise ValueError(f"trusted cosigner key: {state!r} is not a state code")
+        try:
+            keys[state] = CosignatureVerifier.from_vkey(vkey.strip())
+        except ValueError as e:
+            raise ValueError(f"trusted cosigner key of {state}: {e}") from e
+    return keys
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _key_label(key: Ed25519NoteVerifier | CosignatureVerifier) -> str:
+    return f"{key.key_name}+{key.key_id:08x}"
+
+
+def _hashes(value: Any) -> list[bytes] | None:
+    """A proof: a list of canonical base64 SHA-256 hashes, else ``None``."""
+    if type(value) is not list or not all(type(h) is str for h in value):
+        return None
+    joined = "".join(value)
+    if set(map(len, value)) - {_HASH_CHARS} or _BASE64_HASHES.fullmatch(joined) is None:
+        return None
+    return [binascii.a2b_base64(h) for h in value]
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """The keys checks are made with: the auditor's if given, else the bundle's."""
+
+    log: Ed25519NoteVerifier | None
+    cosigners: dict[str, CosignatureVerifier]
+
+
+@dataclass(frozen=True)
+class _SignedCheckpoint:
+    """A checkpoint as far as it verified: parsed, signed by the log key, cosigned by whom."""
+
+    checkpoint: Checkpoint
+    signed: bool
+    cosigned_by: tuple[str, ...]
+
+
+@dataclass
+class _Run:
+    trusted_log: Ed25519NoteVerifier | None
+    trusted_cosigners: dict[str, CosignatureVerifier] | None
+    failures: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    header: dict[str, Any] = field(default_factory=dict)
+    keys: _Keys | None = None
+    main: _SignedCheckpoint | None = None
+    complete_range: tuple[int, int] | None = None
+    seen: set[int] = field(default_factory=set)
+    entries: int = 0
+    entries_verified: int = 0
+    consistent_with: list[int] = field(default_factory=list)
+    prepared: bool = False
+
+    def fail(self, message: str) -> None:
+        self.failures.append(message)
+
+    def read(self, data: bytes) -> None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BundleFormatError("a bundle is UTF-8 JSON") from e
+        pending: list[Any] | None = None
+        entries_seen = False
+        for name, value in read_members(text):
+            if name not in _MEMBERS:
+                self.fail(f"bundle: unknown member {name!r}")
+            elif name != ENTRIES:
+                self.header[name] = value
+            elif not isinstance(value, Iterator):
+                self.fail("bundle: entries is not a list")
+                entries_seen = True
+            elif self.header.keys() >= _REQUIRED:
+                self.prepare()
+                self.check_entries(value)
+                entries_seen = True
+            else:  # entries before the checkpoint: keep them until it is read
+                pending, entries_seen = list(value), True
+        self.prepare()
+        if not entries_seen:
+            self.fail("bundle: member 'entries' is missing")
+        if pending is not None:
+            self.check_entries(pending)
+        self.check_complete()
+        self.check_consistency(self.header.get("consistency", []))
+
+    def prepare(self) -> None:
+        if self.prepared:
+            return
+        self.prepared = True
+        header = self.header
+        for name in sorted(_REQUIRED - header.keys()):
+            self.fail(f"bundle: member {name!r} is missing")
+        if header.get("format") != FORMAT:
+            if "format" in header:
+                self.fail(f"bundle: format {header['format']!r} is not {FORMAT!r}")
+            return
+        state = header.get("state")
+        if not isinstance(state, str) or _STATE.fullmatch(state) is None:
+            self.fail(f"bundle: state {state!r} is not a state code")
+            return
+        if header.get("origin") != audit_origin(state):
+            self.fail(f"bundle: origin {header.get('origin')!r} is not {audit_origin(state)!r}")
+        self.keys = self.check_keys(header.get("log_key"), header.get("cosigner_keys"))
+        if not isinstance(header.get("checkpoint"), str):
+            self.fail("checkpoint: not a signed note")
+        else:
+            self.main = self.check_note(header["checkpoint"], "checkpoint")
+        self.complete_range = self.check_range(header.get("complete"), header.get("range"))
+        selection = header.get("selection")
+        if selection is not None and not isinstance(selection, dict):
+            self.fail("bundle: selection is not an object")
+
+    def check_keys(self, log_vkey: Any, cosigner_vkeys: Any) -> _Keys:
+        log = None
+        if isinstance(log_vkey, str):
+            try:
+                log = Ed25519NoteVerifier.from_vkey(log_vkey)
+            except ValueError as e:
+                self.fail(f"log key: {log_vkey!r} is not an Ed25519 note key: {e}")
+        else:
+            self.fail("log key: not a vkey string")
+        cosigners: dict[str, CosignatureVerifier] = {}
+        if not isinstance(cosigner_vkeys, dict):
+            self.fail("cosigner keys: not an object of state: vkey")
+            cosigner_vkeys = {}
+        for state, vkey in sorted(cosigner_vkeys.items()):
+            if _STATE.fullmatch(state) is None:
+                self.fail(f"cosigner keys: {state!r} is not a state code")
+                continue
+            try:
+                if not isinstance(vkey, str):
+                    raise ValueError("not a string")
+                cosigners[state] = CosignatureVerifier.from_vkey(vkey)
+            except ValueError as e:
+                self.fail(f"cosigner key of {state}: {vkey!r} is not a cosignature key: {e}")
+        if self.trusted_log is not None:
+            if log is not None and log != self.trusted_log:
+                self.fail(
+                    f"log key: the bundle's {_key_label(log)} is not the trusted key "
+                    f"{_key_label(self.trusted_log)}"
+                )
+            log = self.trusted_log
+        if self.trusted_cosigners is not None:
+            for state in sorted(cosigners.keys() | self.trusted_cosigners.keys()):
+                ours, theirs = cosigners.get(state), self.trusted_cosigners.get(state)
+                if theirs is None:
+                    self.fail(f"cosigner key of {state}: in the bundle but not trusted")
+                elif ours is None:
+                    self.fail(f"cosigner key of {state}: trusted but absent from the bundle")
+                elif ours != theirs:
+                    self.fail(
+                        f"cosigner key of {state}: the bundle's {_key_label(ours)} is not "
+                        f"the trusted key {_key_label(theirs)}"
+                    )
+            cosigners = dict(self.trusted_cosigners)
+        untrusted = [
+            name
+            for name, trusted in (
+                ("log key", self.trusted_log),
+                ("cosigner keys", self.trusted_cosigners),
+            )
+            if trusted is None
+        ]
+        if untrusted:
+            self.notices.append(
+                f"keys: {' and '.join(untrusted)} taken from the bundle itself, which shows "
+                "the bundle is consistent, not whose it is; pass the keys you hold to "
+                "verify against them"
+            )
+        return _Keys(log, cosigners)
+
+    def check_note(self, text: str, label: str) -> _SignedCheckpoint | None:
+        """Check a checkpoint note's signatures; ``None`` if it is not a checkpoint note."""
+        try:
+            note = parse_note(text)
+            checkpoint = Checkpoint.parse(note.text)
+        except (MalformedNote, MalformedCheckpoint) as e:
+            self.fail(f"{label}: not a signed checkpoint: {e.message}")
+            return None
+        assert self.keys is not None  # checked in prepare() before any note
+        origin = self.header.get("origin")
+        if checkpoint.origin != origin:
+            self.fail(f"{label}: origin {checkpoint.origin!r} is not the bundle's {origin!r}")
+        signed = self.check_log_signature(note, label)
+        cosigned_by: list[str] = []
+        by_key = {(k.key_name, k.key_id): state for state, k in self.keys.cosigners.items()}
+        log = self.keys.log
+        for line in note.signatures:
+            pair = (line.key_name, line.key_id)
+            if log is not None and pair == (log.key_name, log.key_id):
+                continue
+            state = by_key.get(pair)
+            if state is None:
+                self.notices.append(
+                    f"{label}: ignored a signature line by unknown key "
+                    f"{line.key_name}+{line.key_id:08x}"
+                )
+                continue
+            try:
+                cosignature = Cosignature.from_note_signature(line)
+                verify_cosignature(checkpoint, cosignature, self.keys.cosigners[state])
+            except (Rejected, ValueError):
+                self.fail(f"{label}: cosignature by {state} does not verify")
+                continue
+            if state not in cosigned_by:
+                cosigned_by.append(state)
+        if not cosigned_by:
+            self.fail(f"{label}: not published: no valid cosignature")
+        return _SignedCheckpoint(checkpoint, signed, tuple(cosigned_by))
+
+    def check_log_signature(self, note: Note, label: str) -> bool:
+        assert self.keys is not None
+        log = self.keys.log
+        if log is None:
+            self.fail(f"{label}: signature not checked: no usable log key")
+            return False
+        lines = [s for s in note.signatures if (s.key_name, s.key_id) == (log.key_name, log.key_id)]
+        if not lines:
+            self.fail(f"{label}: not signed by the log key {_key_label(log)}")
+            return False
+        body = note.text.encode("utf-8")
+        if not all(log.verify(body, line.signature) for line in lines):
+            self.fail(f"{label}: signature by the log key {_key_label(log)} does not verify")
+            return False
+        return True
+
+    def check_range(self, complete: Any, bounds: Any) -> tuple[int, int] | None:
+        if complete is False:
+            return None
+        if complete is not True:
+            self.fail("bundle: complete is not true or false")
+            return None
+        if not isinstance(bounds, dict) or bounds.keys() != {"start", "end"}:
+            self.fail("bundle: a complete bundle names its range as {start, end}")
+            return None
+        start, end = bounds["start"], bounds["end"]
+        if type(start) is not int or type(end) is not int or not 0 <= start <= end:
+            self.fail("bundle: complete range is not 0 <= start <= end")
+            return None
+        if self.main is not None and end > self.main.checkpoint.size:
+            self.fail(
+                f"bundle: complete range {start}..{end - 1} goes beyond the checkpoint's "
+                f"tree size {self.main.checkpoint.size}"
+            )
+        return start, end
+
+    def check_entries(self, items: Iterable[Any]) -> None:
+        checkpoint = None if self.main is None else self.main.checkpoint
+        if checkpoint is None:
+            self.fail("entries: not checked: the bundle has no readable checkpoint")
+        for position, item in enumerate(items):
+            self.entries += 1
+            if checkpoint is not None and self.check_entry(position, item, checkpoint):
+                self.entries_verified += 1
+
+    def check_entry(self, position: int, item: Any, checkpoint: Checkpoint) -> bool:
+        if not isinstance(item, dict) or item.keys() != _ENTRY_MEMBERS:
+            self.fail(f"entries[{position}]: not an object of index, canonical and proof")
+            return False
+        index = item["index"]
+        if type(index) is not int or index < 0:
+            self.fail(f"entries[{position}]: index is not a non-negative integer")
+            return False
+        label = f"entry {index}"
+        if index >= checkpoint.size:
+            self.fail(f"{label}: beyond the checkpoint's tree size {checkpoint.size}")
+            return False
+        if index in self.seen:
+            self.fail(f"{label}: appears more than once")
+            return False
+        self.seen.add(index)
+        canonical = _canonical_bytes(item["canonical"])
+        if canonical is None:
+            self.fail(f"{label}: canonical is not canonical base64")
+            return False
+        problem = entry_problem(canonical)
+        if problem is not None:
+            self.fail(f"{label}: {problem}")
+        if item["proof"] is None:
+            self.fail(f"{label}: carries no inclusion proof")
+            return False
+        proof = _hashes(item["proof"])
+        if proof is None:
+            self.fail(f"{label}: inclusion proof is not a list of base64 SHA-256 hashes")
+            return False
+        if not verify_inclusion(
+            leaf_hash(canonical), index, checkpoint.size, proof, checkpoint.root_hash
+        ):
+            self.fail(f"{label}: inclusion proof does not reproduce the checkpoint root")
+            return False
+        return problem is None
+
+    def check_complete(self) -> None:
+        if self.complete_range is None:
+            return
+        start, end = self.complete_range
+        expected = start
+        for index in sorted(i for i in self.seen if start <= i < end):
+            if index > expected:
+                self.report_missing(expected, index - 1)
+            expected = index + 1
+        if expected < end:
+            self.report_missing(expected, end - 1)
+
+    def report_missing(self, first: int, last: int) -> None:
+        if first == last:
+            self.fail(f"entry {first} missing from a complete bundle")
+        else:
+            self.fail(f"entries {first}..{last} missing from a complete bundle")
+
+    def check_consistency(self, items: Any) -> None:
+        if not isinstance(items, list):
+            self.fail("bundle: consistency is not a list")
+            return
+        if self.main is None or self.keys is None:
+            if items:
+                self.fail("consistency: not checked: the bundle has no readable checkpoint")
+            return
+        later = self.main.checkpoint
+        for position, item in enumerate(items):
+            label = f"consistency[{position}]"
+            if not isinstance(item, dict) or item.keys() != {"checkpoint", "proof"}:
+                self.fail(f"{label}: not an object of checkpoint and proof")
+                continue
+            if not isinstance(item["checkpoint"], str):
+                self.fail(f"{label}: checkpoint is not a signed note")
+                continue
+            label = f"earlier checkpoint {_size_of(item['checkpoint']) or f'#{position}'}"
+            earlier = self.check_note(item["checkpoint"], label)
+            if earlier is None:
+                continue
+            size = earlier.checkpoint.size
+            if size > later.size:
+                self.fail(f"{label}: larger than the bundled checkpoint {later.size}")
+                continue
+            if item["proof"] is None:
+                self.fail(f"{label}: carries no consistency proof (the log gave none)")
+                continue
+            proof = _hashes(item["proof"])
+            if proof is None:
+                self.fail(f"{label}: consistency proof is not a list of base64 SHA-256 hashes")
+            elif not verify_consistency(
+                size, later.size, proof, earlier.checkpoint.root_hash, later.root_hash
+            ):
+                self.fail(
+                    f"{label}: consistency proof to checkpoint {later.size} does not verify: "
+                    f"the log is not an extension of what was published at {size}"
+                )
+            else:
+                self.consistent_with.append(size)
+
+    def report(self) -> VerificationReport:
+        main = self.main
+        keys = self.keys
+        return VerificationReport(
+            format=self.header.get("format")
+            if isinstance(self.header.get("format"), str)
+            else None,
+            origin=None if main is None else main.checkpoint.origin,
+            tree_size=None if main is None else main.checkpoint.size,
+            root_hash=None if main is None else main.checkpoint.root_hash,
+            log_key=None if keys is None or keys.log is None else str(keys.log.vkey),
+            cosigner_keys={}
+            if keys is None
+            else {s: str(k.vkey) for s, k in keys.cosigners.items()},
+            log_key_trusted=self.trusted_log is not None,
+            cosigner_keys_trusted=self.trusted_cosigners is not None,
+            published=main is not None and main.signed and bool(main.cosigned_by),
+            cosigned_by=() if main is None else main.cosigned_by,
+            entries=self.entries,
+            entries_verified=self.entries_verified,
+            complete_range=self.complete_range,
+            consistent_with=tuple(self.consistent_with),
+            failures=tuple(self.failures),
+            notices=tuple(self.notices),
+        )
+
+
+def _size_of(text: str) -> int | None:
+    """The tree size a note claims, to name it in messages (nothing verified yet)."""
+    try:
+        return Checkpoint.parse(parse_note(text).text).size
+    except (MalformedNote, MalformedCheckpoint):
+        return None
+
+
+def _canonical_bytes(value: Any) -> bytes | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if base64.b64encode(raw).decode("ascii") == value else None
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        raise ValueError("a field appears twice")
+    return document
+
+
+def entry_problem(canonical: bytes) -> str | None:
+    """Why ``canonical`` is not a canonical v1 audit entry, or ``None`` if it is one."""
+    try:
+        document = json.loads(canonical, object_pairs_hook=_refuse_duplicates)
+    except ValueError:
+        return "canonical is not UTF-8 JSON without duplicate fields"
+    if not isinstance(document, dict):
+        return "canonical is not a JSON object"
+    if document.keys() != _ENTRY_FIELDS:
+        missing = sorted(_ENTRY_FIELDS - document.keys())
+        extra = sorted(document.keys() - _ENTRY_FIELDS)
+        return f"canonical fields differ from v1: missing {missing}, unexpected {extra}"
+    version = document["v"]
+    if type(version) is not int or version != ENCODING_VERSION:
+        return f"canonical is encoding version {version!r}, not {ENCODING_VERSION}"
+    event = _event(document)
+    if isinstance(event, str):
+        return event
+    # Every value is now an ASCII token, a safe integer, null or a list of tokens, for
+    # which RFC 8785 is exactly JSON with sorted keys and no spaces: no need for the
+    # slower general encoder on a million entries.
+    expected = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if event.as_document() != document or expected.encode("utf-8") != canonical:
+        return "canonical is not the RFC 8785 encoding of its v1 fields"
+    return None
+
+
+def _event(document: dict[str, Any]) -> AuditEvent | str:
+    """The event ``document`` records, or what is wrong with one of its fields."""
+    moment = document["time"]
+    match = _TIME.fullmatch(moment) if isinstance(moment, str) else None
+    if match is None:
+        return "canonical time is not YYYY-MM-DDTHH:MM:SS.mmmZ"
+    for name in _TOKEN_FIELDS:
+        if document[name] is not None and not isinstance(document[name], str):
+            return f"canonical {name} is neither a string nor null"
+    version = document["agreement_version"]
+    if version is not None and (
+        type(version) is not int or not -_MAX_SAFE_INTEGER <= version <= _MAX_SAFE_INTEGER
+    ):
+        return "canonical agreement_version is neither a safe integer nor null"
+    for name in _PATH_FIELDS:
+        paths = document[name]
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            return f"canonical {name} is not a list of field paths"
+    try:
+        year, month, day, hour, minute, second, milli = (int(part) for part in match.groups())
+        return AuditEvent(
+            time=datetime(year, month, day, hour, minute, second, milli * 1000, tzinfo=UTC),
+            event_kind=EventKind(document["event_kind"]),
+            decision=Decision(document["decision"]),
+            agreement_version=version,
+            removed_paths=tuple(document["removed_paths"]),
+            transformed_paths=tuple(document["transformed_paths"]),
+            **{name: document[name] for name in _TOKEN_FIELDS},
+        )
+    except ValueError as e:
+        return f"canonical breaks the v1 entry rules: {e}"

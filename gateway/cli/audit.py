@@ -1,0 +1,134 @@
+"""``pouch audit``: verify an exported audit bundle offline.
+
+``pouch audit verify BUNDLE`` needs no gateway, no database and no network: it checks
+the bundle with :func:`gateway.audit.verify.verify_bundle` and exits 0 only if every
+check passed, 1 if any failed (2 for a usage error, as click does). The keys an
+auditor holds out of band are given as vkey files; without them the report says the
+keys were taken from the bundle itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from gateway.audit.verify import VerificationReport, verify_bundle
+
+_COSIGNER = re.compile(r"([A-Z]{2})=(.+)")
+_MAX_LISTED = 200
+
+
+def _read_vkey(path: Path, hint: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}", param_hint=hint) from e
+
+
+def _cosigner_keys(values: tuple[str, ...]) -> dict[str, str] | None:
+    if not values:
+        return None
+    keys: dict[str, str] = {}
+    for value in values:
+        match = _COSIGNER.fullmatch(value)
+        if match is None:
+            raise click.BadParameter(
+                f"{value!r}: write STATE=VKEY_FILE, e.g. DE=de-audit.vkey",
+                param_hint="--cosigner-key",
+            )
+        state, path = match.groups()
+        if state in keys:
+            raise click.BadParameter(f"{state} given twice", param_hint="--cosigner-key")
+        keys[state] = _read_vkey(Path(path), "--cosigner-key")
+    return keys
+
+
+@click.group(name="audit")
+def audit() -> None:
+    """The audit log: verify an exported bundle offline."""
+
+
+@audit.command(name="verify")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--log-key",
+    "log_key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the log's vkey, as you hold it out of band.",
+)
+@click.option(
+    "--cosigner-key",
+    "cosigner_keys",
+    multiple=True,
+    metavar="STATE=VKEY_FILE",
+    help="A cosigner's vkey file, as you hold it (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify_command(
+    bundle: Path, log_key: Path | None, cosigner_keys: tuple[str, ...], as_json: bool
+) -> None:
+    """Verify the audit bundle BUNDLE offline; exit 0 only if every check passes."""
+    trusted_log = None if log_key is None else _read_vkey(log_key, "--log-key")
+    trusted_cosigners = _cosigner_keys(cosigner_keys)
+    try:
+        data = bundle.read_bytes()
+    except OSError as e:
+        raise click.ClickException(f"cannot read {bundle}: {e}") from e
+    try:
+        report = verify_bundle(
+            data, trusted_log_vkey=trusted_log, trusted_cosigner_vkeys=trusted_cosigners
+        )
+    except ValueError as e:  # only the keys given on the command line raise
+        raise click.BadParameter(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        _print(report, Console(highlight=False, soft_wrap=True))
+    if not report.ok:
+        raise click.exceptions.Exit(1)
+
+
+def _print(report: VerificationReport, console: Console) -> None:
+    """A readable report; every string is printed as plain text, never as markup."""
+
+    def line(label: str, value: str, style: str = "") -> None:
+        console.print(Text.assemble((f"{label:<13}", "bold"), (value, style)))
+
+    def source(trusted: bool) -> str:
+        return "[trusted: given]" if trusted else "[taken from the bundle]"
+
+    line("origin", report.origin or "-")
+    if report.tree_size is not None and report.root_hash is not None:
+        root = base64.b64encode(report.root_hash).decode("ascii")  # as the note writes it
+        line("checkpoint", f"tree size {report.tree_size}, root {root}")
+    line("log key", f"{report.log_key or '-'}  {source(report.log_key_trusted)}")
+    for state, key in sorted(report.cosigner_keys.items()):
+        line(f"cosigner {state}", f"{key}  {source(report.cosigner_keys_trusted)}")
+    published = "yes, cosigned by " + ", ".join(report.cosigned_by)
+    line("published", published if report.published else "no", "" if report.published else "red")
+    scope = (
+        "filtered selection"
+        if report.complete_range is None
+        else f"complete for {report.complete_range[0]}..{report.complete_range[1] - 1}"
+    )
+    line("entries", f"{report.entries_verified} of {report.entries} verified, {scope}")
+    if report.consistent_with:
+        sizes = ", ".join(str(size) for size in report.consistent_with)
+        line("consistent", f"with earlier checkpoints {sizes}")
+    for notice in report.notices:
+        console.print(Text(f"note: {notice}", style="yellow"))
+    for failure in report.failures[:_MAX_LISTED]:
+        console.print(Text(f"FAIL: {failure}", style="red"))
+    if len(report.failures) > _MAX_LISTED:
+        hidden = len(report.failures) - _MAX_LISTED
+        console.print(Text(f"... and {hidden} more failures (--json lists them all)", style="red"))
+    if report.ok:
+        console.print(Text("VERIFIED", style="bold green"))
+    else:
+        console.print(Text(f"NOT VERIFIED: {len(report.failures)} failures", style="bold red"))
