@@ -37,6 +37,11 @@ Example::
     dir = "agreements"
     hash_keys_dir = "secrets/hash-keys"
 
+    [storage]                          # required with [agreements]
+    sealing_key_file = "secrets/sealing.key"   # 32 random bytes as hex, mode 0600
+    previous_sealing_key_files = []    # older keys, still accepted for reading
+    retention_interval_seconds = 3600  # how often expired payloads are purged
+
     [registry]                         # how inbound updates reach the registry
     kind = "grpc"                      # grpc | webhook | sql | spool (adapters.factory)
     target = "registry.at.example:7000"
@@ -63,6 +68,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from adapters.factory import AdapterSettings
@@ -140,6 +146,17 @@ class AgreementsSection(_Section):
     hash_keys_dir: Path
 
 
+class StorageSection(_Section):
+    """How stored payloads are sealed at rest, and how often expired ones are purged."""
+
+    # The key every new payload is sealed with (gateway.pki.sealing). It must be set
+    # before the database's first message: rows are not marked as sealed or not.
+    sealing_key_file: Path
+    # Keys rotated out, kept so that rows sealed with them can still be read.
+    previous_sealing_key_files: tuple[Path, ...] = ()
+    retention_interval_seconds: float = Field(default=3600.0, gt=0, le=86400)
+
+
 class DeliverySection(_Section):
     """How the dispatcher retries and how far apart two gateways' clocks may be."""
 
@@ -155,6 +172,11 @@ class DeliverySection(_Section):
     call_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # Envelopes created further than this from our clock are refused.
     clock_window_seconds: float = Field(default=300.0, gt=0, le=86400)
+
+
+class AuditSection(_Section):
+    # How often a checkpoint of a grown log is signed and offered for cosignature.
+    checkpoint_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
 
 
 class PartnerSection(_Section):
@@ -177,7 +199,9 @@ class Settings(_Section):
     tokens: TokensSection
     metrics: MetricsSection | None = None
     agreements: AgreementsSection | None = None
+    storage: StorageSection | None = None
     delivery: DeliverySection = DeliverySection()
+    audit: AuditSection = AuditSection()
     # How inbound updates reach the national registry (adapters.factory).
     registry: AdapterSettings | None = None
     partners: tuple[PartnerSection, ...] = ()
@@ -190,6 +214,15 @@ class Settings(_Section):
         if len(states) != len(set(states)):
             raise ValueError("each partner state may appear only once")
         return value
+
+    @model_validator(mode="after")
+    def _payloads_are_sealed(self) -> Settings:
+        if self.agreements is not None and self.storage is None:
+            raise ValueError(
+                "storage.sealing_key_file: required key is missing: with [agreements], "
+                "payloads are stored sealed and need a [storage] section naming the key"
+            )
+        return self
 
 
 def load_settings(path: Path) -> Settings:
@@ -214,6 +247,11 @@ def parse_settings(raw: dict[str, Any], path: Path) -> Settings:
         algorithms = raw["tokens"].get("algorithms")
         if isinstance(algorithms, list):
             raw = {**raw, "tokens": {**raw["tokens"], "algorithms": tuple(algorithms)}}
+    if isinstance(raw.get("storage"), dict):
+        previous = raw["storage"].get("previous_sealing_key_files")
+        if isinstance(previous, list):
+            as_paths = tuple(Path(p) if isinstance(p, str) else p for p in previous)
+            raw = {**raw, "storage": {**raw["storage"], "previous_sealing_key_files": as_paths}}
     raw = _paths_as_paths(raw)
     if isinstance(raw.get("registry"), dict):
         raw = {**raw, "registry": _anchor_registry_paths(raw["registry"], base)}
@@ -231,6 +269,7 @@ _PATH_KEYS = {
     ("partners", "crl"),
     ("agreements", "dir"),
     ("agreements", "hash_keys_dir"),
+    ("storage", "sealing_key_file"),
 }
 
 
@@ -285,9 +324,20 @@ def _anchor(settings: Settings, base: Path) -> Settings:
                 "hash_keys_dir": absolute(agreements.hash_keys_dir),
             }
         )
+    storage = settings.storage
+    if storage is not None:
+        storage = storage.model_copy(
+            update={
+                "sealing_key_file": absolute(storage.sealing_key_file),
+                "previous_sealing_key_files": tuple(
+                    absolute(p) for p in storage.previous_sealing_key_files
+                ),
+            }
+        )
     return settings.model_copy(
         update={
             "agreements": agreements,
+            "storage": storage,
             "gateway": settings.gateway.model_copy(update={"database_url": database_url}),
             "pki": settings.pki.model_copy(update={"dir": absolute(settings.pki.dir)}),
             "tokens": settings.tokens.model_copy(
@@ -302,6 +352,9 @@ def _describe(path: Path, error: ValidationError) -> str:
     lines = [f"{path}: invalid configuration"]
     for item in error.errors(include_url=False, include_input=False):
         key = ".".join(str(part) for part in item["loc"])
+        if not key:  # a rule across sections: its message names the key
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
+            continue
         if item["type"] == "extra_forbidden":
             rule = "unknown key"
         elif item["type"] == "missing":

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
+from gateway.audit.entry import Decision, EventKind
+from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, VerifiedEnvelope, utc_millis
 from gateway.errors import AgreementRejected, FieldViolation, NotFound, ValidationRejected
 from gateway.policy.rules import PolicySection
@@ -54,7 +56,9 @@ class AgreementNotices:
         signer: EnvelopeSigner,
         clock: Callable[[], datetime],
         delivery_deadline: timedelta,
+        audit: AuditRecorder,
     ) -> None:
+        self._audit = audit
         self._state = state
         self._registry = registry
         self._lifecycle = lifecycle
@@ -79,6 +83,21 @@ class AgreementNotices:
         message_id: str | None,
     ) -> int:
         status = _ACTIONS[action]
+        self._audit.record(
+            EventKind.AGREEMENT_TERMINATED
+            if status == "terminated"
+            else EventKind.AGREEMENT_SUSPENDED,
+            Decision.RECORDED,
+            message_id=message_id,
+            agreement_id=loaded.id,
+            agreement_version=loaded.version,
+            exchange_type="agreement_notice",
+            peer_state=by_state
+            if by_state != self._state
+            else loaded.agreement.partner_of(self._state),
+            principal=f"state:{by_state}",
+            reason_code=reason,
+        )
         self._lifecycle.record(
             loaded.id,
             loaded.version,

@@ -7,6 +7,7 @@ import click
 from gateway import __version__
 from gateway.cli.agreement import agreement
 from gateway.cli.agreement_lifecycle import suspend, terminate
+from gateway.cli.audit import audit
 from gateway.cli.demo import demo
 from gateway.cli.pki import pki
 from gateway.cli.serve import serve
@@ -23,6 +24,7 @@ cli.add_command(pki)
 agreement.add_command(suspend)
 agreement.add_command(terminate)
 cli.add_command(agreement)
+cli.add_command(audit)
 cli.add_command(token)
 cli.add_command(serve)
 cli.add_command(demo)

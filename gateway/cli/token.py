@@ -75,6 +75,11 @@ def init_idp(out_dir: Path, kid: str | None) -> None:
     help="Seconds until the token expires.",
 )
 @click.option("--client-id", default=None, help="The 'client_id' claim (RFC 9068).")
+@click.option(
+    "--partner-state",
+    default=None,
+    help="For a partner state's auditor: the audit API shows only that partnership.",
+)
 def mint(
     idp_dir: Path,
     cert_path: Path,
@@ -84,6 +89,7 @@ def mint(
     scopes: tuple[str, ...],
     lifetime_s: int,
     client_id: str | None,
+    partner_state: str | None,
 ) -> None:
     """Print an access token bound to a client certificate."""
     try:
@@ -99,6 +105,7 @@ def mint(
             lifetime_s=lifetime_s,
             now=time.time(),
             client_id=client_id,
+            partner_state=partner_state,
         )
     except (OSError, ValueError) as e:
         raise click.ClickException(str(e)) from e

@@ -32,6 +32,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway.agreements.gate import AgreementGate
+from gateway.audit.entry import Decision, EventKind
+from gateway.audit.recorder import AuditRecorder
 from gateway.config import DeliverySection
 from gateway.delivery.backoff import Backoff
 from gateway.delivery.partners import PartnerChannels
@@ -92,8 +94,10 @@ class Dispatcher:
         settings: DeliverySection,
         metrics: GatewayMetrics,
         clock: Callable[[], datetime],
+        audit: AuditRecorder,
         rng: random.Random | None = None,
     ) -> None:
+        self._audit = audit
         self._worker = worker_id
         self._outbox = outbox
         self._gate = gate
@@ -198,6 +202,23 @@ class Dispatcher:
         )
         if await asyncio.to_thread(self._outbox.mark_delivered, message.message_id, self._worker):
             self._metrics.deliveries.labels(message.recipient_state, "delivered").inc()
+            await self._audit_event(message, EventKind.SENT, Decision.ACCEPTED, None)
+
+    async def _audit_event(
+        self, message: OutboxMessage, kind: EventKind, decision: Decision, reason: str | None
+    ) -> None:
+        await asyncio.to_thread(
+            self._audit.record,
+            kind,
+            decision,
+            message_id=message.message_id,
+            agreement_id=message.agreement_id,
+            agreement_version=message.agreement_version,
+            exchange_type=message.exchange_type,
+            purpose=message.purpose,
+            peer_state=message.recipient_state,
+            reason_code=reason,
+        )
 
     async def _retry(self, message: OutboxMessage, reason: str) -> None:
         now = self._clock()
@@ -213,10 +234,12 @@ class Dispatcher:
             reason=reason,
         )
         self._metrics.deliveries.labels(message.recipient_state, "retry").inc()
+        await self._audit_event(message, EventKind.FAILED, Decision.FAILED, reason)
 
     async def _dead(self, message: OutboxMessage, reason: str) -> None:
         await asyncio.to_thread(
             self._outbox.mark_dead, message.message_id, self._worker, reason=reason
         )
         self._metrics.deliveries.labels(message.recipient_state, "dead_letter").inc()
+        await self._audit_event(message, EventKind.DEAD_LETTERED, Decision.FAILED, reason)
         log.warning("message to %s dead-lettered: %s", message.recipient_state, reason)

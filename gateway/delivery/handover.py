@@ -26,6 +26,8 @@ import grpc.aio
 from google.protobuf.json_format import ParseDict, ParseError
 
 from adapters.base import InboundUpdate, RegistryAdapter, RegistryUnavailable
+from gateway.audit.entry import Decision, EventKind
+from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import ReceiptSigner, envelope_digest, verify_receipt
 from gateway.errors import NotFound, PouchError, StorageUnavailable
@@ -39,7 +41,10 @@ log = logging.getLogger(__name__)
 
 
 class RegistryHandover:
-    def __init__(self, *, inbox: Inbox, adapter: RegistryAdapter, batch_size: int) -> None:
+    def __init__(
+        self, *, inbox: Inbox, adapter: RegistryAdapter, batch_size: int, audit: AuditRecorder
+    ) -> None:
+        self._audit = audit
         self._inbox = inbox
         self._adapter = adapter
         self._batch = batch_size
@@ -90,6 +95,17 @@ class RegistryHandover:
             entry.message_id,
             applied=outcome.applied,
             reason=outcome.reason_code,
+        )
+        await asyncio.to_thread(
+            self._audit.record,
+            EventKind.DELIVERED,
+            Decision.APPLIED if outcome.applied else Decision.REJECTED,
+            message_id=entry.message_id,
+            agreement_id=entry.agreement_id,
+            exchange_type=entry.exchange_type,
+            purpose=envelope.purpose,
+            peer_state=entry.sender_state,
+            reason_code=outcome.reason_code or None,
         )
         return True
 
@@ -159,7 +175,9 @@ class OutcomeRecorder:
         outbox: Outbox,
         bundles: Mapping[str, TrustBundle],
         clock: Callable[[], datetime],
+        audit: AuditRecorder,
     ) -> None:
+        self._audit = audit
         self._outbox = outbox
         self._bundles = dict(bundles)
         self._clock = clock
@@ -182,9 +200,21 @@ class OutcomeRecorder:
             expected_request_digest=receipt.request_digest,
             now=self._clock(),
         )
-        outcome = (
-            "applied" if receipt.outcome == envelope_pb2.RECEIPT_OUTCOME_APPLIED else "rejected"
+        applied = receipt.outcome == envelope_pb2.RECEIPT_OUTCOME_APPLIED
+        recorded = self._outbox.record_outcome(
+            message.message_id,
+            outcome="applied" if applied else "rejected",
+            reason=receipt.reason_code or None,
         )
-        self._outbox.record_outcome(
-            message.message_id, outcome=outcome, reason=receipt.reason_code or None
-        )
+        if recorded:
+            self._audit.record(
+                EventKind.RECEIPTED,
+                Decision.APPLIED if applied else Decision.REJECTED,
+                message_id=message.message_id,
+                agreement_id=message.agreement_id,
+                agreement_version=message.agreement_version,
+                exchange_type=message.exchange_type,
+                purpose=message.purpose,
+                peer_state=peer_state,
+                reason_code=receipt.reason_code or None,
+            )

@@ -7,6 +7,7 @@
     quota     -> the purpose's daily allowance in our direction
     inbox     -> stored exactly once (atomic on the message id)
     receipt   -> signed by us, binding the request digest
+    audit     -> received, or refused with the reason code
 
 Nothing is stored unless every check passed. A message id seen before from the same
 sender with the same payload (the sender retrying after a lost receipt) is answered
@@ -22,8 +23,10 @@ from datetime import datetime
 
 from gateway.agreements.gate import AgreementGate
 from gateway.agreements.notices import AgreementNotices
+from gateway.audit.entry import Decision, EventKind
+from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
-from gateway.errors import QuotaRejected, Rejected, ReplayRejected
+from gateway.errors import PouchError, QuotaRejected, Rejected, ReplayRejected
 from gateway.exchanges.payload import decode_payload
 from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags, evaluate
@@ -34,6 +37,16 @@ from pouch.v1 import common_pb2, envelope_pb2
 
 class UnsupportedExchange(Rejected):
     reason = "EXCHANGE_NOT_SUPPORTED"
+
+
+def _exchange_name(value: int) -> str:
+    names: dict[int, str] = {
+        common_pb2.EXCHANGE_TYPE_CIVIL_RECORD: "civil_record",
+        common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION: "identity_confirmation",
+        common_pb2.EXCHANGE_TYPE_REPRESENTATION: "representation",
+        common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE: "agreement_notice",
+    }
+    return names.get(value, "unknown")
 
 
 def _payload_hash(envelope_bytes: bytes) -> bytes:
@@ -53,7 +66,9 @@ class InboundReceiver:
         inbox: Inbox,
         signer: ReceiptSigner,
         clock: Callable[[], datetime],
+        audit: AuditRecorder,
     ) -> None:
+        self._audit = audit
         self._verifier = verifier
         self._gate = gate
         self._notices = notices
@@ -64,6 +79,19 @@ class InboundReceiver:
 
     def receive(self, peer_state: str, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
         """Blocking (signature checks, database): call it from a worker thread."""
+        try:
+            return self._receive(peer_state, envelope)
+        except PouchError as e:
+            self._audit.refused(
+                e,
+                exchange_type=_exchange_name(envelope.exchange_type),
+                peer_state=peer_state,
+                message_id=envelope.message_id,
+                agreement_id=envelope.agreement.id,
+            )
+            raise
+
+    def _receive(self, peer_state: str, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
         verified = self._verifier.verify(envelope, peer_state=peer_state)
         header = verified.header
         if header.exchange_type == common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE:
@@ -108,6 +136,18 @@ class InboundReceiver:
                 kind=minimised.kind,
                 purpose=minimised.purpose,
             )
+        )
+        self._audit.record(
+            EventKind.RECEIVED,
+            Decision.ACCEPTED,
+            message_id=header.message_id,
+            agreement_id=agreement.id,
+            agreement_version=agreement.version,
+            exchange_type="civil_record",
+            purpose=minimised.purpose,
+            peer_state=peer_state,
+            payload=verified.payload,
+            reason_code=None if stored else "DUPLICATE",
         )
         if not stored:
             if quota_day is not None:

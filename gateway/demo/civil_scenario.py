@@ -21,6 +21,7 @@ import grpc.aio
 from gateway.connect import bearer, secure_channel
 from gateway.demo.agreements import CIVIL_PURPOSE
 from gateway.demo.deployment import Site, agreement_id_for
+from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.policy.catalogue import civil_record_payload
 from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2, envelope_pb2
 
@@ -111,7 +112,10 @@ def _sent_envelope(site: Site, message_id: str) -> tuple[envelope_pb2.Envelope, 
         row = db.execute(
             "SELECT envelope, receipt FROM outbox WHERE message_id = ?", (message_id,)
         ).fetchone()
-    return envelope_pb2.Envelope.FromString(row[0]), row[1]
+    # The stored envelope is sealed at rest; the demo holds the site's key.
+    sealer = PayloadSealer(load_sealing_keys(site.sealing_key_file))
+    plain = sealer.open(row[0], aad=f"outbox:{message_id}")
+    return envelope_pb2.Envelope.FromString(plain), row[1]
 
 
 def _registry_rows(site: Site, message_id: str) -> int:

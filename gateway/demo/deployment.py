@@ -29,6 +29,7 @@ from gateway.pki.directory import StateDirectory
 from gateway.pki.idp import DevelopmentIdp, create_development_idp, mint_token
 from gateway.pki.keys import certificate_pem, write_private_key, write_public_file
 from gateway.pki.layout import init_state, issue_client
+from gateway.pki.sealing import generate_sealing_key
 
 OPERATOR = "operator"
 READY_TIMEOUT_S = 30.0
@@ -69,6 +70,10 @@ class Site:
     @property
     def hash_keys_dir(self) -> Path:
         return self.root / "secrets" / "hash-keys"
+
+    @property
+    def sealing_key_file(self) -> Path:
+        return self.root / "secrets" / "sealing.key"
 
     @property
     def config_path(self) -> Path:
@@ -137,7 +142,8 @@ def prepare_sites(
     """Create PKI, identity providers and configuration for ``states``, all partnered.
 
     Each pair in ``agreements`` gets a civil-record agreement signed by both, a shared
-    hashing key, and each state of such a pair a reference registry behind mutual TLS.
+    hashing key, and each state of such a pair a reference registry behind mutual TLS
+    and its own key sealing stored payloads (``secrets/sealing.key``).
     ``delivery`` overrides keys of the ``[delivery]`` section (tests shorten backoff);
     ``database_urls`` puts a state's gateway on another database than its SQLite file.
     """
@@ -183,6 +189,9 @@ def prepare_sites(
         exchanges = site.state in with_agreements
         if exchanges:
             _issue_registry_certificates(site, now)
+            if not site.sealing_key_file.exists():
+                site.sealing_key_file.parent.mkdir(parents=True, exist_ok=True)
+                generate_sealing_key(site.sealing_key_file)
         _write_config(
             site,
             partners,
@@ -249,6 +258,9 @@ def _write_config(
             "[agreements]",
             'dir = "agreements"',
             'hash_keys_dir = "secrets/hash-keys"',
+            "",
+            "[storage]",
+            'sealing_key_file = "secrets/sealing.key"',
             "",
             "[registry]",
             'kind = "grpc"',

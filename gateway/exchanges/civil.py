@@ -6,6 +6,9 @@
     quota     -> the purpose's daily allowance, counted in the shared database
     sign      -> Envelope               (the sending state's signing key)
     outbox    -> durable                (the caller's answer means this happened)
+    audit     -> the decision, with the paths the policy removed or transformed
+
+A refusal at any stage is audited with its reason code before it reaches the caller.
 
 Each stage takes the previous stage's frozen result. :meth:`CivilRecordSender.submit`
 returns once the signed envelope is committed to the outbox; delivery is the
@@ -21,8 +24,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from gateway.agreements.gate import AgreementGate, AgreementInForce
+from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
-from gateway.errors import QuotaRejected
+from gateway.errors import PouchError, QuotaRejected
 from gateway.exchanges.civil_validation import validate_submission
 from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import civil_record_payload
@@ -56,7 +60,9 @@ class CivilRecordSender:
         outbox: Outbox,
         clock: Callable[[], datetime],
         delivery_deadline: timedelta,
+        audit: AuditRecorder,
     ) -> None:
+        self._audit = audit
         self._state = state
         self._gate = gate
         self._quota = quota
@@ -67,6 +73,19 @@ class CivilRecordSender:
 
     def submit(self, principal: Principal, request: civil_pb2.SubmitUpdateRequest) -> Submitted:
         """Blocking (database, signature): call it from a worker thread."""
+        try:
+            return self._submit(principal, request)
+        except PouchError as e:
+            self._audit.refused(
+                e,
+                exchange_type="civil_record",
+                peer_state=request.recipient_state,
+                principal=principal.subject,
+                agreement_id=request.agreement_id,
+            )
+            raise
+
+    def _submit(self, principal: Principal, request: civil_pb2.SubmitUpdateRequest) -> Submitted:
         now = self._clock()
         submission = validate_submission(request, sender_state=self._state, today=now.date())
         earlier = self._outbox.find_by_client_reference(
@@ -99,7 +118,8 @@ class CivilRecordSender:
             created_at=utc_millis(now),
             payload_type=PAYLOAD_TYPE,
         )
-        envelope = self._signer.sign(header, encode_payload(minimised.payload))
+        payload = encode_payload(minimised.payload)
+        envelope = self._signer.sign(header, payload)
         item = OutboxItem(
             message_id=header.message_id,
             agreement_id=agreement.id,
@@ -114,6 +134,15 @@ class CivilRecordSender:
             kind=minimised.kind,
         )
         if self._outbox.enqueue(item):
+            self._audit.submitted(
+                message_id=header.message_id,
+                agreement_id=agreement.id,
+                agreement_version=agreement.version,
+                peer_state=agreement.partner_state,
+                principal=principal.subject,
+                payload=payload,
+                minimised=minimised,
+            )
             return Submitted(header.message_id, created=True)
         # A concurrent call with the same reference committed first: answer with its id.
         if quota_day is not None:

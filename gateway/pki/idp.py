@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.pki.keys import write_private_key, write_public_file
-from gateway.pki.tokens import cert_thumbprint
+from gateway.pki.tokens import PARTNER_STATE_CLAIM, cert_thumbprint
 
 KEY_FILE = "idp.key"
 JWKS_FILE = "jwks.json"
@@ -83,6 +83,7 @@ def mint_token(
     kid: str | None = None,
     jwks_path: Path | None = None,
     client_id: str | None = None,
+    partner_state: str | None = None,
 ) -> str:
     """Sign an access token bound to ``client_cert_pem``; exactly one of kid/jwks_path.
 
@@ -122,6 +123,8 @@ def mint_token(
     }
     if client_id is not None:
         claims["client_id"] = client_id
+    if partner_state is not None:
+        claims[PARTNER_STATE_CLAIM] = partner_state
     return jwt.encode(
         claims, private_key, algorithm=ALGORITHM, headers={"kid": kid, "typ": "at+jwt"}
     )

@@ -106,6 +106,8 @@ class VerifiedToken:
     expires_at: float
     cert_thumbprint: str
     token_id: str | None = None
+    # A partner state's auditor: sees only what concerns agreements with that state.
+    partner_state: str | None = None
 
 
 class JwksSource(Protocol):
@@ -301,6 +303,7 @@ class TokenVerifier:
             expires_at=expires_at,
             cert_thumbprint=thumbprint,
             token_id=_optional_string(claims, "jti"),
+            partner_state=_partner_state(claims),
         )
 
     def _is_allowed(self, alg: object) -> bool:
@@ -421,6 +424,18 @@ def _scopes(claims: Mapping[str, Any]) -> frozenset[str]:
     if not isinstance(scope, str):
         raise _refused("TOKEN_MALFORMED", "token claim 'scope' is not a space-separated string")
     return frozenset(s for s in scope.split(" ") if s)
+
+
+PARTNER_STATE_CLAIM = "pouch_partner_state"
+
+
+def _partner_state(claims: Mapping[str, Any]) -> str | None:
+    value = _optional_string(claims, PARTNER_STATE_CLAIM)
+    if value is not None and not (len(value) == 2 and value.isascii() and value.isupper()):
+        raise _refused(
+            "TOKEN_MALFORMED", f"token claim '{PARTNER_STATE_CLAIM}' is not a state code"
+        )
+    return value
 
 
 def _optional_string(claims: Mapping[str, Any], name: str) -> str | None:

@@ -31,6 +31,7 @@ from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem, load_certificate, seconds_to_expiry
 from gateway.pki.tokens import JwksWatcher, TokenVerifier
 from gateway.server.agreement_service import AgreementService
+from gateway.server.audit_service import AuditService
 from gateway.server.civil_service import CivilRecordService
 from gateway.server.exchange_wiring import Exchanges, PartnerView
 from gateway.server.guard import ListenerGuard
@@ -47,6 +48,8 @@ from gateway.trust.peer import CertificateIdentifier, TrustAnchor
 from pouch.v1 import (
     agreement_pb2,
     agreement_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     civil_pb2,
     civil_pb2_grpc,
     gateway_pb2,
@@ -189,7 +192,18 @@ class Gateway:
             agreement_pb2_grpc.add_AgreementServiceServicer_to_server(
                 AgreementService(x.registry, x.lifecycle, x.notices), server
             )
+            audit_pb2_grpc.add_AuditServiceServicer_to_server(
+                AuditService(
+                    audit_log=x.audit_log,
+                    checkpoints=x.checkpoints,
+                    agreements_with=x.agreements_with,
+                    bundle_keys=x.bundle_keys,
+                    state=self.state,
+                ),
+                server,
+            )
             services += [
+                audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
                 civil_pb2.DESCRIPTOR.services_by_name["CivilRecordService"].full_name,
                 agreement_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
             ]
@@ -211,7 +225,7 @@ class Gateway:
         guard = ListenerGuard("peer", PeerAuthenticator(identifier), self.metrics)
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         exchanges = (
-            PeerExchanges(self.exchanges.receiver, self.exchanges.outcomes)
+            PeerExchanges(self.exchanges.receiver, self.exchanges.outcomes, self.exchanges.witness)
             if self.exchanges is not None
             else None
         )

@@ -24,6 +24,12 @@ from gateway.agreements.gate import AgreementGate
 from gateway.agreements.model import EXCHANGES_VALIDATOR
 from gateway.agreements.notices import AgreementNotices
 from gateway.agreements.registry import AgreementRegistry
+from gateway.audit.checkpoint import CheckpointSigner
+from gateway.audit.checkpoints_store import CheckpointStore, WitnessStore
+from gateway.audit.cosignature import CosignatureSigner, partner_cosigner
+from gateway.audit.log import AuditLog
+from gateway.audit.publication import CheckpointPublisher, CheckpointWitness
+from gateway.audit.recorder import AuditRecorder
 from gateway.config import Settings
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
@@ -36,11 +42,13 @@ from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem
+from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.policy.rules import PolicySection
 from gateway.store.inbox import Inbox
 from gateway.store.lifecycle import AgreementLifecycleStore
 from gateway.store.outbox import Outbox
 from gateway.store.quota import QuotaLedger
+from gateway.store.retention import PurgeReport, RetentionPurger
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +95,21 @@ class Exchanges:
             own_state=state,
             hash_keys_dir=settings.agreements.hash_keys_dir,
         )
-        self.outbox = Outbox(engine, clock=clock)
-        self.inbox = Inbox(engine, clock=clock)
+        storage = settings.storage
+        if storage is None:  # load_settings refuses this; a hand-built Settings may not
+            raise ValueError("storage.sealing_key_file is required with [agreements]")
+        sealer = PayloadSealer(
+            load_sealing_keys(storage.sealing_key_file, storage.previous_sealing_key_files)
+        )
+        self.outbox = Outbox(engine, clock=clock, sealer=sealer)
+        self.inbox = Inbox(engine, clock=clock, sealer=sealer)
+        self.retention = RetentionPurger(engine, self.outbox, self.inbox, clock=clock)
+        self._retention_interval_s = storage.retention_interval_seconds
         quota = QuotaLedger(engine, clock=clock)
+        self.audit_log = AuditLog(engine, clock=clock)
+        self.checkpoints = CheckpointStore(engine, clock=clock)
+        audit = AuditRecorder(self.audit_log, clock=clock)
+        self.audit = audit
         signer = EnvelopeSigner.from_state_directory(pki)
         receipts = ReceiptSigner.from_state_directory(pki)
         self.notices = AgreementNotices(
@@ -100,6 +120,7 @@ class Exchanges:
             inbox=self.inbox,
             signer=signer,
             clock=clock,
+            audit=audit,
             delivery_deadline=deadline,
         )
         self.sender = CivilRecordSender(
@@ -109,6 +130,7 @@ class Exchanges:
             signer=signer,
             outbox=self.outbox,
             clock=clock,
+            audit=audit,
             delivery_deadline=deadline,
         )
         self.receiver = InboundReceiver(
@@ -125,8 +147,11 @@ class Exchanges:
             inbox=self.inbox,
             signer=receipts,
             clock=clock,
+            audit=audit,
         )
-        self.outcomes = OutcomeRecorder(outbox=self.outbox, bundles=partner_bundles, clock=clock)
+        self.outcomes = OutcomeRecorder(
+            outbox=self.outbox, bundles=partner_bundles, clock=clock, audit=audit
+        )
         self.channels = PartnerChannels(
             {
                 s: PartnerEndpoint(s, p.endpoint, certificate_pem(p.bundle.ca_certificate))
@@ -145,12 +170,18 @@ class Exchanges:
             settings=delivery,
             metrics=metrics,
             clock=clock,
+            audit=audit,
         )
         self.adapter: RegistryAdapter | None = (
             build_adapter(settings.registry) if settings.registry is not None else None
         )
         self.handover = (
-            RegistryHandover(inbox=self.inbox, adapter=self.adapter, batch_size=delivery.batch_size)
+            RegistryHandover(
+                inbox=self.inbox,
+                adapter=self.adapter,
+                batch_size=delivery.batch_size,
+                audit=audit,
+            )
             if self.adapter is not None
             else None
         )
@@ -162,6 +193,24 @@ class Exchanges:
             batch_size=delivery.batch_size,
             call_timeout_s=delivery.call_timeout_seconds,
         )
+        self._partners = partner_bundles
+        self._log_signer = CheckpointSigner.for_state(pki)
+        self.publisher = CheckpointPublisher(
+            audit_log=self.audit_log,
+            store=self.checkpoints,
+            signer=self._log_signer,
+            witnesses=lambda: {s: b for s, b in partner_bundles.items() if self.agreements_with(s)},
+            channels=self.channels,
+            call_timeout_s=delivery.call_timeout_seconds,
+        )
+        self.witness = CheckpointWitness(
+            store=WitnessStore(engine, clock=clock),
+            signer=CosignatureSigner.for_state(pki),
+            partners=partner_bundles,
+            audit=audit,
+            clock=clock,
+        )
+        self._checkpoint_interval_s = settings.audit.checkpoint_interval_seconds
         self._poll_s = delivery.poll_interval_seconds
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -171,7 +220,51 @@ class Exchanges:
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(self._stopping), name="dispatcher"),
             asyncio.create_task(self._inbound_loop(), name="handover"),
+            asyncio.create_task(self._retention_loop(), name="retention"),
+            asyncio.create_task(
+                self.publisher.run(self._stopping, self._checkpoint_interval_s),
+                name="checkpoints",
+            ),
         ]
+
+    def bundle_keys(self) -> tuple[str, dict[str, str]]:
+        """Our log's key and our partners' cosigner keys, in signed-note vkey form."""
+        cosigners = {
+            state: str(partner_cosigner(bundle).vkey) for state, bundle in self._partners.items()
+        }
+        return str(self._log_signer.verifier().vkey), cosigners
+
+    def agreements_with(self, partner_state: str) -> frozenset[str]:
+        """Ids of the agreements this state holds with ``partner_state``."""
+        return frozenset(
+            loaded.id
+            for loaded in self.registry.list()
+            if partner_state in loaded.agreement.parties
+        )
+
+    def purge_expired_payloads(self) -> PurgeReport:
+        """One retention run, with each agreement's retention as the registry holds it."""
+        retention_days = {
+            loaded.id: loaded.agreement.retention_days for loaded in self.registry.list()
+        }
+        return self.retention.purge_expired(retention_days)
+
+    async def _retention_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                report = await asyncio.to_thread(self.purge_expired_payloads)
+            except Exception as e:  # one bad run must not stop the loop
+                log.error("retention run failed: %s", unexpected_summary(e))
+            else:
+                if report.total:
+                    log.info("retention purged %d stored payloads", report.total)
+                if report.without_retention:
+                    log.warning(
+                        "payloads kept under agreements with no known retention: %s",
+                        ", ".join(report.without_retention),
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._retention_interval_s)
 
     async def _inbound_loop(self) -> None:
         while not self._stopping.is_set():

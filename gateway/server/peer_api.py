@@ -15,6 +15,7 @@ from typing import Any
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.audit.publication import CheckpointWitness
 from gateway.delivery.handover import OutcomeRecorder
 from gateway.delivery.receiver import InboundReceiver
 from gateway.errors import FieldViolation, ValidationRejected
@@ -64,9 +65,12 @@ class PeerEndpoint:
 class PeerExchanges:
     """``Deliver`` and ``Acknowledge``: the delivery half of the peer API."""
 
-    def __init__(self, receiver: InboundReceiver, outcomes: OutcomeRecorder) -> None:
+    def __init__(
+        self, receiver: InboundReceiver, outcomes: OutcomeRecorder, witness: CheckpointWitness
+    ) -> None:
         self._receiver = receiver
         self._outcomes = outcomes
+        self._witness = witness
 
     async def Deliver(
         self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -82,11 +86,29 @@ class PeerExchanges:
         await asyncio.to_thread(self._outcomes.acknowledge, peer.state, request.receipt)
         return peer_pb2.AcknowledgeResponse()
 
+    async def CosignCheckpoint(
+        self,
+        request: peer_pb2.CosignCheckpointRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> peer_pb2.CosignCheckpointResponse:
+        peer = authenticated_peer()
+        line = await asyncio.to_thread(
+            self._witness.cosign,
+            peer.state,
+            request.signed_checkpoint,
+            list(request.consistency_proof),
+        )
+        return peer_pb2.CosignCheckpointResponse(cosignature=line)
+
 
 def register_peer_service(
     server: grpc.aio.Server, endpoint: PeerEndpoint, exchanges: PeerExchanges | None
 ) -> None:
     methods: dict[str, Callable[..., Any]] = {"Ping": endpoint.Ping}
     if exchanges is not None:
-        methods |= {"Deliver": exchanges.Deliver, "Acknowledge": exchanges.Acknowledge}
+        methods |= {
+            "Deliver": exchanges.Deliver,
+            "Acknowledge": exchanges.Acknowledge,
+            "CosignCheckpoint": exchanges.CosignCheckpoint,
+        }
     register_methods(server, peer_pb2.DESCRIPTOR.services_by_name["PeerService"], methods)

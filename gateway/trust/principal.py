@@ -38,6 +38,8 @@ class Principal:
     client_id: str | None
     scopes: frozenset[Scope]
     cert_thumbprint: str
+    # Set for a partner state's auditor: limits what the audit API shows.
+    partner_state: str | None = None
 
     def __post_init__(self) -> None:
         if not (len(self.state) == 2 and self.state.isascii() and self.state.isupper()):
@@ -55,6 +57,7 @@ class Principal:
             client_id=verified.client_id,
             scopes=frozenset(_SCOPES_BY_VALUE[s] for s in verified.scopes if s in _SCOPES_BY_VALUE),
             cert_thumbprint=verified.cert_thumbprint,
+            partner_state=verified.partner_state,
         )
 
 

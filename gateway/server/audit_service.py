@@ -1,0 +1,195 @@
+"""``AuditService`` on the local API (scope ``audit:read``).
+
+Auditors list and filter entries, fetch a checkpoint with its cosignatures, and
+inclusion and consistency proofs. A partner state's auditor (a token carrying
+``pouch_partner_state``) sees only entries under agreements with that state, and
+proofs only for those entries. Everything returned is evidence: decision records,
+hashes and signatures, never personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.audit.bundle import iter_bundle
+from gateway.audit.checkpoints_store import CheckpointStore
+from gateway.audit.log import AuditLog, AuditRecord
+from gateway.errors import FieldViolation, NotFound, PermissionRejected, ValidationRejected
+from gateway.server.caller import current_principal
+from pouch.v1 import audit_pb2, audit_pb2_grpc, common_pb2
+
+MAX_PAGE = 1000
+_EXCHANGE_TYPES: dict[str, common_pb2.ExchangeType.ValueType] = {
+    "civil_record": common_pb2.EXCHANGE_TYPE_CIVIL_RECORD,
+    "identity_confirmation": common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION,
+    "representation": common_pb2.EXCHANGE_TYPE_REPRESENTATION,
+    "agreement_notice": common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE,
+}
+_EXCHANGE_NAMES = {number: name for name, number in _EXCHANGE_TYPES.items()}
+
+
+def _moment(stamp: Timestamp) -> datetime | None:
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return None
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _entry(record: AuditRecord) -> audit_pb2.AuditEntry:
+    document = record.document()
+    time = Timestamp()
+    time.FromDatetime(record.time)
+    return audit_pb2.AuditEntry(
+        index=record.idx,
+        time=time,
+        event_kind=str(record.event_kind),
+        message_id=record.message_id or "",
+        agreement=common_pb2.AgreementRef(
+            id=record.agreement_id or "", version=record.agreement_version or 0
+        ),
+        exchange_type=_EXCHANGE_TYPES.get(
+            record.exchange_type or "", common_pb2.EXCHANGE_TYPE_UNSPECIFIED
+        ),
+        purpose=record.purpose or "",
+        peer_state=record.peer_state or "",
+        principal=record.principal or "",
+        payload_digest=document.get("payload_digest") or "",
+        decision=str(record.decision),
+        reason_code=record.reason_code or "",
+        removed_paths=document.get("removed_paths", []),
+        transformed_paths=document.get("transformed_paths", []),
+        canonical=record.canonical,
+    )
+
+
+class AuditService(audit_pb2_grpc.AuditServiceServicer):
+    def __init__(
+        self,
+        *,
+        audit_log: AuditLog,
+        checkpoints: CheckpointStore,
+        agreements_with: Callable[[str], frozenset[str]],
+        bundle_keys: Callable[[], tuple[str, dict[str, str]]],
+        state: str,
+    ) -> None:
+        self._log = audit_log
+        self._checkpoints = checkpoints
+        self._agreements_with = agreements_with
+        self._bundle_keys = bundle_keys
+        self._state = state
+
+    def _visible_agreements(self) -> frozenset[str] | None:
+        """None: everything; otherwise only entries under these agreements."""
+        partner = current_principal().partner_state
+        return None if partner is None else self._agreements_with(partner)
+
+    def _require_visible(self, idx: int) -> None:
+        visible = self._visible_agreements()
+        if visible is None:
+            return
+        record = self._log.entry(idx)
+        if record is None or record.agreement_id not in visible:
+            raise NotFound("no audit entry with that index is visible to this auditor")
+
+    async def ListEntries(
+        self, request: audit_pb2.ListEntriesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.ListEntriesResponse:
+        if request.page_size > MAX_PAGE:
+            raise ValidationRejected([FieldViolation("page_size", f"at most {MAX_PAGE}")])
+        if request.page_token and not request.page_token.isdigit():
+            raise ValidationRejected([FieldViolation("page_token", "must be a token we issued")])
+        size = request.page_size or 100
+        records = await asyncio.to_thread(
+            self._log.entries,
+            since=_moment(request.since),
+            until=_moment(request.until),
+            agreement_id=request.agreement_id or None,
+            exchange_type=_EXCHANGE_NAMES.get(request.exchange_type),
+            peer_state=request.peer_state or None,
+            event_kind=request.event_kind or None,
+            message_id=request.message_id or None,
+            agreement_ids=self._visible_agreements(),
+            after_idx=int(request.page_token) if request.page_token else None,
+            limit=size,
+        )
+        return audit_pb2.ListEntriesResponse(
+            entries=[_entry(r) for r in records],
+            next_page_token=str(records[-1].idx) if len(records) == size else "",
+        )
+
+    async def GetCheckpoint(
+        self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.GetCheckpointResponse:
+        def lookup() -> audit_pb2.GetCheckpointResponse:
+            stored = (
+                self._checkpoints.get(request.tree_size)
+                if request.tree_size
+                else self._checkpoints.latest()
+            )
+            if stored is None:
+                raise NotFound("no checkpoint of that size")
+            lines = self._checkpoints.cosignatures(stored.tree_size).values()
+            note = stored.note + "".join(f"{line}\n" for line in sorted(lines))
+            return audit_pb2.GetCheckpointResponse(
+                signed_checkpoint=note, published=stored.published
+            )
+
+        return await asyncio.to_thread(lookup)
+
+    async def GetInclusionProof(
+        self,
+        request: audit_pb2.GetInclusionProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.GetInclusionProofResponse:
+        def proof() -> list[bytes]:
+            size = request.tree_size or self._log.size()
+            if not request.index < size <= self._log.size():
+                raise ValidationRejected(
+                    [FieldViolation("index", "must be below tree_size, within the log")]
+                )
+            self._require_visible(request.index)
+            return self._log.inclusion_proof(request.index, size)
+
+        return audit_pb2.GetInclusionProofResponse(hashes=await asyncio.to_thread(proof))
+
+    async def GetConsistencyProof(
+        self,
+        request: audit_pb2.GetConsistencyProofRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.GetConsistencyProofResponse:
+        def proof() -> list[bytes]:
+            if not 0 < request.first_size <= request.second_size <= self._log.size():
+                raise ValidationRejected(
+                    [FieldViolation("first_size", "0 < first_size <= second_size <= log size")]
+                )
+            return self._log.consistency_proof(request.first_size, request.second_size)
+
+        return audit_pb2.GetConsistencyProofResponse(hashes=await asyncio.to_thread(proof))
+
+    async def ExportBundle(
+        self, request: audit_pb2.ExportBundleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[audit_pb2.ExportBundleResponse]:
+        visible = self._visible_agreements()
+        if visible is not None and request.agreement_id and request.agreement_id not in visible:
+            raise PermissionRejected("that agreement is not visible to this auditor")
+        log_vkey, cosigners = self._bundle_keys()
+        chunks = iter_bundle(
+            self._log,
+            self._checkpoints,
+            state=self._state,
+            log_vkey=log_vkey,
+            cosigner_vkeys=cosigners,
+            since=_moment(request.since),
+            until=_moment(request.until),
+            agreement_id=request.agreement_id or None,
+            agreement_ids=visible,
+        )
+        sentinel = object()
+        while (chunk := await asyncio.to_thread(next, chunks, sentinel)) is not sentinel:
+            assert isinstance(chunk, bytes)
+            yield audit_pb2.ExportBundleResponse(chunk=chunk)
