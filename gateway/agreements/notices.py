@@ -98,6 +98,10 @@ class AgreementNotices:
             principal=f"state:{by_state}",
             reason_code=reason,
         )
+        terminated = status == "terminated"
+        # Purge before the status shows, so whoever sees "terminated" sees no payload;
+        # and once more after, for a message that slipped in between.
+        purged = self._purge(loaded.id) if terminated else 0
         self._lifecycle.record(
             loaded.id,
             loaded.version,
@@ -106,9 +110,10 @@ class AgreementNotices:
             reason_code=reason,
             message_id=message_id,
         )
-        if status != "terminated":
-            return 0
-        return self._outbox.purge_payloads(loaded.id) + self._inbox.purge_payloads(loaded.id)
+        return purged + self._purge(loaded.id) if terminated else 0
+
+    def _purge(self, agreement_id: str) -> int:
+        return self._outbox.purge_payloads(agreement_id) + self._inbox.purge_payloads(agreement_id)
 
     def declare(self, agreement_id: str, action: int, reason_code: str) -> NoticeOutcome:
         """Suspend or terminate here at once, and queue the signed notice to the partner."""
