@@ -11,6 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from gateway.demo.audit_scenario import AuditOutcome, run_audit_scenario
 from gateway.demo.civil_scenario import CivilOutcome, run_civil_scenario
 from gateway.demo.deployment import GatewayProcess, RegistryProcess, prepare_sites
 from gateway.demo.scenario import Step, run_scenario
@@ -55,6 +56,29 @@ def _civil_steps(outcome: CivilOutcome, a: str, b: str) -> list[Step]:
     ]
 
 
+def _audit_steps(outcome: AuditOutcome, a: str, b: str) -> list[Step]:
+    verdict = "verified" if outcome.verified else "FAILED: " + "; ".join(outcome.failures)
+    return [
+        Step(
+            f"{a} auditor (audit:read)",
+            f"{a} local API",
+            "AuditService/ExportBundle, verified offline",
+            "verified",
+            f"{verdict} ({outcome.bundle_bytes} bytes, tree size {outcome.tree_size}, "
+            f"{'cosigned by ' + outcome.cosigned_by if outcome.published else 'not published'})",
+        )
+    ]
+
+
+def _audit_table(outcome: AuditOutcome, a: str) -> Table:
+    table = Table(title=f"{a}'s audit log (decision records: no personal data)")
+    for column in ("index", "event", "decision", "reason code"):
+        table.add_column(column)
+    for index, kind, decision, reason in outcome.entries:
+        table.add_row(str(index), kind, decision, reason)
+    return table
+
+
 def _table(steps: list[Step]) -> Table:
     table = Table(title="Pouch demo: what crossed the wire")
     for column in ("caller", "called", "call", "expected", "outcome"):
@@ -83,7 +107,13 @@ def demo(workdir: Path | None, keep: bool) -> None:
         raise click.ClickException(f"{root} is not empty; give an empty --workdir")
     console.print(f"[bold]Pouch demo[/] in {root}")
     a_state, b_state = STATES
-    sites = prepare_sites(root, STATES, now=datetime.now(UTC), agreements=[(a_state, b_state)])
+    sites = prepare_sites(
+        root,
+        STATES,
+        now=datetime.now(UTC),
+        agreements=[(a_state, b_state)],
+        checkpoint_interval_s=0.5,
+    )
     console.print(
         f"created for {a_state} and {b_state}: a state PKI, an identity provider, a reference "
         f"registry, a configuration, and an agreement signed by both "
@@ -105,8 +135,10 @@ def demo(workdir: Path | None, keep: bool) -> None:
         steps = asyncio.run(run_scenario(a, b))
         civil = asyncio.run(run_civil_scenario(a, b))
         steps += _civil_steps(civil, a_state, b_state)
+        audit = asyncio.run(run_audit_scenario(a, b))
+        steps += _audit_steps(audit, a_state, b_state)
         console.print(_table(steps))
-        for table in _civil_tables(civil, a_state, b_state):
+        for table in [*_civil_tables(civil, a_state, b_state), _audit_table(audit, a_state)]:
             console.print(table)
         failed = [s for s in steps if not s.as_expected]
         if keep:

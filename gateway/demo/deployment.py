@@ -138,6 +138,7 @@ def prepare_sites(
     delivery: Mapping[str, float] | None = None,
     daily_quota: int = 100_000,
     database_urls: Mapping[str, str] | None = None,
+    checkpoint_interval_s: float | None = None,
 ) -> dict[str, Site]:
     """Create PKI, identity providers and configuration for ``states``, all partnered.
 
@@ -198,6 +199,7 @@ def prepare_sites(
             exchanges=exchanges,
             delivery=delivery or {},
             database_url=(database_urls or {}).get(site.state, "sqlite:///data/pouch.db"),
+            checkpoint_interval_s=checkpoint_interval_s,
         )
     return sites
 
@@ -228,6 +230,7 @@ def _write_config(
     exchanges: bool,
     delivery: Mapping[str, float],
     database_url: str,
+    checkpoint_interval_s: float | None = None,
 ) -> None:
     lines = [
         "[gateway]",
@@ -269,6 +272,8 @@ def _write_config(
             'tls_cert = "pki/clients/registry-adapter.crt"',
             'tls_key = "pki/clients/registry-adapter.key"',
         ]
+    if checkpoint_interval_s is not None:
+        lines += ["", "[audit]", f"checkpoint_interval_seconds = {checkpoint_interval_s!r}"]
     if delivery:
         lines += ["", "[delivery]"] + [f"{key} = {value!r}" for key, value in delivery.items()]
     for partner in partners:

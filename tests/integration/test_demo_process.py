@@ -20,11 +20,12 @@ def test_pouch_demo_runs_on_a_fresh_directory_and_reports_every_step(tmp_path: P
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "all 8 steps behaved as expected" in out
+    assert "all 9 steps behaved as expected" in out
     assert "BE recognised the caller as AT" in out
     assert "PERMISSION_DENIED: the declared purpose is not agreed" in out
     assert "ACCEPTED by BE" in out
     assert "registry_identifier" in out and "transformed" in out
+    assert "verified (" in out and "cosigned by BE" in out
     assert "Traceback" not in out + result.stderr
     # The demo's gateways were stopped cleanly, and left no running process behind.
     for state in ("AT", "BE"):
