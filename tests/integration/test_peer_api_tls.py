@@ -124,7 +124,9 @@ def test_revoked_peer_certificate_is_refused_without_restart(
     revoke(ch.root, serial, now=datetime.now(UTC))
     # The out-of-band CRL update: CH's new CRL lands in AT's copy.
     target = deployment.sites["AT"].root / "partners" / "CH" / "crl.pem"
-    target.write_bytes(ch.crl.read_bytes())
+    staged = target.with_suffix(".new")
+    staged.write_bytes(ch.crl.read_bytes())
+    staged.replace(target)  # published whole, as operators' tooling does
 
     with pytest.raises(grpc.RpcError) as refused:
         ping(gateway_at, at_ca(deployment), chain, key)
