@@ -102,6 +102,7 @@ class RegistryHandover:
             Decision.APPLIED if outcome.applied else Decision.REJECTED,
             message_id=entry.message_id,
             agreement_id=entry.agreement_id,
+            agreement_version=envelope.agreement.version,
             exchange_type=entry.exchange_type,
             purpose=envelope.purpose,
             peer_state=entry.sender_state,

@@ -13,8 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.agreements.notices import AgreementNotices
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
-from gateway.errors import FieldViolation, ValidationRejected
+from gateway.errors import FieldViolation, NotFound, ValidationRejected
 from gateway.policy.rules import PolicySection
+from gateway.server.caller import current_principal
 from gateway.store.lifecycle import AgreementLifecycleStore
 from pouch.v1 import agreement_pb2, agreement_pb2_grpc, common_pb2
 
@@ -86,11 +87,14 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
         request: agreement_pb2.ListAgreementsRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> agreement_pb2.ListAgreementsResponse:
+        auditor_of = current_principal().partner_state
+
         def listing() -> list[agreement_pb2.AgreementSummary]:
             return [
                 self._summary(loaded)
                 for loaded in self._registry.list()
-                if not request.partner_state or request.partner_state in loaded.agreement.parties
+                if (not request.partner_state or request.partner_state in loaded.agreement.parties)
+                and (auditor_of is None or auditor_of in loaded.agreement.parties)
             ]
 
         return agreement_pb2.ListAgreementsResponse(agreements=await asyncio.to_thread(listing))
@@ -101,6 +105,9 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> agreement_pb2.GetAgreementResponse:
         loaded = self._registry.get(request.agreement_id)
+        auditor_of = current_principal().partner_state
+        if auditor_of is not None and auditor_of not in loaded.agreement.parties:
+            raise NotFound(f"no agreement {request.agreement_id!r} is visible to this auditor")
         summary = await asyncio.to_thread(self._summary, loaded)
         return agreement_pb2.GetAgreementResponse(summary=summary, canonical_json=loaded.canonical)
 

@@ -129,12 +129,14 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             stored = (
                 self._checkpoints.get(request.tree_size)
                 if request.tree_size
-                else self._checkpoints.latest()
+                else self._checkpoints.latest(published_only=True)
             )
             if stored is None:
                 raise NotFound("no checkpoint of that size")
             lines = self._checkpoints.cosignatures(stored.tree_size).values()
-            note = stored.note + "".join(f"{line}\n" for line in sorted(lines))
+            note = stored.note + "".join(
+                line if line.endswith("\n") else f"{line}\n" for line in sorted(lines)
+            )
             return audit_pb2.GetCheckpointResponse(
                 signed_checkpoint=note, published=stored.published
             )
