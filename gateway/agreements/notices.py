@@ -81,6 +81,8 @@ class AgreementNotices:
         by_state: str,
         reason: str,
         message_id: str | None,
+        *,
+        principal: str,
     ) -> int:
         status = _ACTIONS[action]
         self._audit.record(
@@ -95,7 +97,7 @@ class AgreementNotices:
             peer_state=by_state
             if by_state != self._state
             else loaded.agreement.partner_of(self._state),
-            principal=f"state:{by_state}",
+            principal=principal,
             reason_code=reason,
         )
         terminated = status == "terminated"
@@ -115,7 +117,9 @@ class AgreementNotices:
     def _purge(self, agreement_id: str) -> int:
         return self._outbox.purge_payloads(agreement_id) + self._inbox.purge_payloads(agreement_id)
 
-    def declare(self, agreement_id: str, action: int, reason_code: str) -> NoticeOutcome:
+    def declare(
+        self, agreement_id: str, action: int, reason_code: str, *, principal: str
+    ) -> NoticeOutcome:
         """Suspend or terminate here at once, and queue the signed notice to the partner."""
         if action not in _ACTIONS:
             raise ValidationRejected([FieldViolation("action", "must be suspend or terminate")])
@@ -140,7 +144,9 @@ class AgreementNotices:
             created_at=utc_millis(now),
             payload_type=PAYLOAD_TYPE,
         )
-        purged = self._apply(loaded, action, self._state, reason_code, header.message_id)
+        purged = self._apply(
+            loaded, action, self._state, reason_code, header.message_id, principal=principal
+        )
         envelope = self._signer.sign(header, notice.SerializeToString())
         self._outbox.enqueue(
             OutboxItem(
@@ -186,4 +192,11 @@ class AgreementNotices:
                 "the notice names another version or text of the agreement",
                 reason="AGREEMENT_DIGEST_MISMATCH",
             )
-        self._apply(loaded, notice.action, peer_state, notice.reason_code, header.message_id)
+        self._apply(
+            loaded,
+            notice.action,
+            peer_state,
+            notice.reason_code,
+            header.message_id,
+            principal=f"state:{peer_state}",
+        )

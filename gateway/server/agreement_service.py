@@ -121,6 +121,7 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
             request.agreement_id,
             agreement_pb2.AGREEMENT_NOTICE_ACTION_SUSPEND,
             _reason_code(request.reason),
+            principal=current_principal().subject,
         )
         summary = await asyncio.to_thread(self._summary, outcome.agreement)
         return agreement_pb2.SuspendAgreementResponse(summary=summary)
@@ -135,6 +136,7 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
             request.agreement_id,
             agreement_pb2.AGREEMENT_NOTICE_ACTION_TERMINATE,
             _reason_code(request.reason),
+            principal=current_principal().subject,
         )
         summary = await asyncio.to_thread(self._summary, outcome.agreement)
         return agreement_pb2.TerminateAgreementResponse(

@@ -28,7 +28,12 @@ from gateway.metrics import GatewayMetrics, MetricsEndpoint
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory
-from gateway.pki.keys import certificate_pem, load_certificate, seconds_to_expiry
+from gateway.pki.keys import (
+    certificate_der,
+    certificate_pem,
+    load_certificate,
+    seconds_to_expiry,
+)
 from gateway.pki.tokens import JwksWatcher, TokenVerifier
 from gateway.server.agreement_service import AgreementService
 from gateway.server.audit_service import AuditService
@@ -263,6 +268,16 @@ class Gateway:
             tls_certificate_not_after=_timestamp(self.tls_certificate.not_valid_after_utc),
         )
 
+    def _certificates_in_use(self) -> dict[str, bytes]:
+        """DER of each certificate this gateway acts with, by role."""
+        roles = {
+            "gateway_tls": self.pki.gateway_cert,
+            "signing": self.pki.signing_cert,
+            "audit": self.pki.audit_cert,
+            "state_ca": self.pki.ca_cert,
+        }
+        return {role: certificate_der(load_certificate(path)) for role, path in roles.items()}
+
     def refresh_expiry_metrics(self) -> None:
         now = self.clock()
         gauge = self.metrics.certificate_expiry
@@ -291,6 +306,7 @@ class Gateway:
         self.refresh_expiry_metrics()
         self._expiry_task = asyncio.create_task(self._refresh_expiry_forever())
         if self.exchanges is not None:
+            await asyncio.to_thread(self.exchanges.record_start, self._certificates_in_use())
             self.exchanges.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         log.info(

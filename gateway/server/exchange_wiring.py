@@ -27,9 +27,10 @@ from gateway.agreements.registry import AgreementRegistry
 from gateway.audit.checkpoint import CheckpointSigner
 from gateway.audit.checkpoints_store import CheckpointStore, WitnessStore
 from gateway.audit.cosignature import CosignatureSigner, partner_cosigner
+from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog
 from gateway.audit.publication import CheckpointPublisher, CheckpointWitness
-from gateway.audit.recorder import AuditRecorder
+from gateway.audit.recorder import AuditRecorder, payload_digest
 from gateway.config import Settings
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
@@ -215,6 +216,33 @@ class Exchanges:
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
+    def record_start(self, certificates: Mapping[str, bytes]) -> None:
+        """Blocking. Evidence of what this start runs with: each agreement as loaded, and
+        each key whose certificate differs from the one the log last saw for its role."""
+        for loaded in self.registry.list():
+            reason = loaded.inactive_reason
+            self.audit.record(
+                EventKind.AGREEMENT_LOADED,
+                Decision.ACCEPTED if reason is None else Decision.REFUSED,
+                agreement_id=loaded.id,
+                agreement_version=loaded.version,
+                payload=loaded.canonical,
+                reason_code=None if reason is None else reason.value,
+            )
+        seen: dict[str, str | None] = {}
+        after: int | None = None
+        while page := self.audit_log.entries(
+            event_kind=EventKind.KEY_CHANGED, after_idx=after, limit=1000
+        ):
+            for record in page:
+                seen[record.purpose or ""] = record.document().get("payload_digest")
+            after = page[-1].idx
+        for role, der in sorted(certificates.items()):
+            if seen.get(role) != payload_digest(der):
+                self.audit.record(
+                    EventKind.KEY_CHANGED, Decision.RECORDED, purpose=role, payload=der
+                )
+
     def start(self) -> None:
         self._stopping = asyncio.Event()
         self._tasks = [
@@ -249,6 +277,18 @@ class Exchanges:
         }
         return self.retention.purge_expired(retention_days)
 
+    def _audit_purge(self, report: PurgeReport) -> None:
+        purged = set(report.outbox_purged) | set(report.inbox_purged)
+        for agreement_id in sorted(purged):
+            if report.outbox_purged.get(agreement_id) or report.inbox_purged.get(agreement_id):
+                self.audit.record(
+                    EventKind.ADMIN_ACTION,
+                    Decision.RECORDED,
+                    agreement_id=agreement_id,
+                    principal="retention",
+                    reason_code="RETENTION_PURGE",
+                )
+
     async def _retention_loop(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -258,6 +298,7 @@ class Exchanges:
             else:
                 if report.total:
                     log.info("retention purged %d stored payloads", report.total)
+                    await asyncio.to_thread(self._audit_purge, report)
                 if report.without_retention:
                     log.warning(
                         "payloads kept under agreements with no known retention: %s",
