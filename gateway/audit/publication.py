@@ -71,6 +71,12 @@ class CheckpointPublisher:
             self._store.record_checkpoint(size, checkpoint.root_hash, self._signer.sign(checkpoint))
         return size
 
+    async def publish_now(self) -> tuple[int, bool]:
+        """On demand: the size of the checkpoint signed now, and whether it is published."""
+        published = await self.publish_once()
+        size = await asyncio.to_thread(self._log.size)
+        return size, published
+
     async def publish_once(self) -> bool:
         """Sign and offer the current checkpoint; True if it is published."""
         size = await asyncio.to_thread(self.sign_current)

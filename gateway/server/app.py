@@ -203,6 +203,7 @@ class Gateway:
                     checkpoints=x.checkpoints,
                     agreements_with=x.agreements_with,
                     bundle_keys=x.bundle_keys,
+                    publish=x.publisher.publish_now,
                     state=self.state,
                 ),
                 server,

@@ -10,7 +10,7 @@ hashes and signatures, never personal data.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,8 +75,10 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         checkpoints: CheckpointStore,
         agreements_with: Callable[[str], frozenset[str]],
         bundle_keys: Callable[[], tuple[str, dict[str, str]]],
+        publish: Callable[[], Awaitable[tuple[int, bool]]],
         state: str,
     ) -> None:
+        self._publish = publish
         self._log = audit_log
         self._checkpoints = checkpoints
         self._agreements_with = agreements_with
@@ -172,6 +174,14 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             return self._log.consistency_proof(request.first_size, request.second_size)
 
         return audit_pb2.GetConsistencyProofResponse(hashes=await asyncio.to_thread(proof))
+
+    async def PublishCheckpoint(
+        self,
+        request: audit_pb2.PublishCheckpointRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> audit_pb2.PublishCheckpointResponse:
+        size, published = await self._publish()
+        return audit_pb2.PublishCheckpointResponse(tree_size=size, published=published)
 
     async def ExportBundle(
         self, request: audit_pb2.ExportBundleRequest, context: grpc.aio.ServicerContext[Any, Any]

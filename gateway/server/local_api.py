@@ -55,6 +55,7 @@ METHOD_SCOPES: Mapping[str, frozenset[Scope]] = {
     "/pouch.v1.AuditService/GetInclusionProof": frozenset({Scope.AUDIT_READ}),
     "/pouch.v1.AuditService/GetConsistencyProof": frozenset({Scope.AUDIT_READ}),
     "/pouch.v1.AuditService/ExportBundle": frozenset({Scope.AUDIT_READ}),
+    "/pouch.v1.AuditService/PublishCheckpoint": frozenset({Scope.ADMIN}),
     "/pouch.v1.AgreementService/ListAgreements": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
     "/pouch.v1.AgreementService/GetAgreement": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
     "/pouch.v1.AgreementService/SuspendAgreement": frozenset({Scope.ADMIN}),

@@ -60,6 +60,11 @@ class AuditServiceStub:
                 request_serializer=pouch_dot_v1_dot_audit__pb2.ExportBundleRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_audit__pb2.ExportBundleResponse.FromString,
                 _registered_method=True)
+        self.PublishCheckpoint = channel.unary_unary(
+                '/pouch.v1.AuditService/PublishCheckpoint',
+                request_serializer=pouch_dot_v1_dot_audit__pb2.PublishCheckpointRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_audit__pb2.PublishCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -97,6 +102,14 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishCheckpoint(self, request, context):
+        """Signs a checkpoint of the log as it is now and asks the partners to cosign it,
+        without waiting for the timer. Scope: admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -124,6 +137,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ExportBundle,
                     request_deserializer=pouch_dot_v1_dot_audit__pb2.ExportBundleRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_audit__pb2.ExportBundleResponse.SerializeToString,
+            ),
+            'PublishCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishCheckpoint,
+                    request_deserializer=pouch_dot_v1_dot_audit__pb2.PublishCheckpointRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_audit__pb2.PublishCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -262,6 +280,33 @@ class AuditService:
             '/pouch.v1.AuditService/ExportBundle',
             pouch_dot_v1_dot_audit__pb2.ExportBundleRequest.SerializeToString,
             pouch_dot_v1_dot_audit__pb2.ExportBundleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.AuditService/PublishCheckpoint',
+            pouch_dot_v1_dot_audit__pb2.PublishCheckpointRequest.SerializeToString,
+            pouch_dot_v1_dot_audit__pb2.PublishCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

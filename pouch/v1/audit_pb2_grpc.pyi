@@ -39,6 +39,10 @@ class AuditServiceStub:
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]
     ExportBundle: _grpc.UnaryStreamMultiCallable[_audit_pb2.ExportBundleRequest, _audit_pb2.ExportBundleResponse]
     """A self-contained bundle (entries, proofs, checkpoints, public keys), in chunks."""
+    PublishCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.PublishCheckpointRequest, _audit_pb2.PublishCheckpointResponse]
+    """Signs a checkpoint of the log as it is now and asks the partners to cosign it,
+    without waiting for the timer. Scope: admin.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -51,6 +55,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
     ExportBundle: _aio.UnaryStreamMultiCallable[_audit_pb2.ExportBundleRequest, _audit_pb2.ExportBundleResponse]  # type: ignore[assignment]
     """A self-contained bundle (entries, proofs, checkpoints, public keys), in chunks."""
+    PublishCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.PublishCheckpointRequest, _audit_pb2.PublishCheckpointResponse]  # type: ignore[assignment]
+    """Signs a checkpoint of the log as it is now and asks the partners to cosign it,
+    without waiting for the timer. Scope: admin.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """The tamper-evident audit log, for auditors. Local API; scope audit:read."""
@@ -90,5 +98,15 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_audit_pb2.ExportBundleResponse], _abc.AsyncIterator[_audit_pb2.ExportBundleResponse]]:
         """A self-contained bundle (entries, proofs, checkpoints, public keys), in chunks."""
+
+    @_abc_1.abstractmethod
+    def PublishCheckpoint(
+        self,
+        request: _audit_pb2.PublishCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.PublishCheckpointResponse, _abc.Awaitable[_audit_pb2.PublishCheckpointResponse]]:
+        """Signs a checkpoint of the log as it is now and asks the partners to cosign it,
+        without waiting for the timer. Scope: admin.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
