@@ -27,6 +27,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
 from gateway.errors import PouchError, QuotaRejected, Rejected, ReplayRejected
+from gateway.exchanges.names import exchange_name
 from gateway.exchanges.payload import decode_payload
 from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags, evaluate
@@ -37,16 +38,6 @@ from pouch.v1 import common_pb2, envelope_pb2
 
 class UnsupportedExchange(Rejected):
     reason = "EXCHANGE_NOT_SUPPORTED"
-
-
-def _exchange_name(value: int) -> str:
-    names: dict[int, str] = {
-        common_pb2.EXCHANGE_TYPE_CIVIL_RECORD: "civil_record",
-        common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION: "identity_confirmation",
-        common_pb2.EXCHANGE_TYPE_REPRESENTATION: "representation",
-        common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE: "agreement_notice",
-    }
-    return names.get(value, "unknown")
 
 
 def _payload_hash(envelope_bytes: bytes) -> bytes:
@@ -84,7 +75,7 @@ class InboundReceiver:
         except PouchError as e:
             self._audit.refused(
                 e,
-                exchange_type=_exchange_name(envelope.exchange_type),
+                exchange_type=exchange_name(envelope.exchange_type),
                 peer_state=peer_state,
                 message_id=envelope.message_id,
                 agreement_id=envelope.agreement.id,

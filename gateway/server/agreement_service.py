@@ -14,17 +14,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.agreements.notices import AgreementNotices
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.errors import FieldViolation, NotFound, ValidationRejected
+from gateway.exchanges.names import EXCHANGE_TYPES
 from gateway.policy.rules import PolicySection
 from gateway.server.caller import current_principal
 from gateway.store.lifecycle import AgreementLifecycleStore
 from pouch.v1 import agreement_pb2, agreement_pb2_grpc, common_pb2
 
 _REASON = re.compile(r"^[A-Z][A-Z0-9_]{1,63}$")
-_EXCHANGE_TYPES = {
-    "civil_record": common_pb2.EXCHANGE_TYPE_CIVIL_RECORD,
-    "identity_confirmation": common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION,
-    "representation": common_pb2.EXCHANGE_TYPE_REPRESENTATION,
-}
 
 
 def _day(moment: Any) -> Timestamp:
@@ -77,7 +73,7 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
             valid_until=_day(agreement.valid_until),
             exchange_types=[
                 number
-                for name, number in _EXCHANGE_TYPES.items()
+                for name, number in EXCHANGE_TYPES.items()
                 if getattr(loaded.exchanges, name, None)
             ],
         )

@@ -21,17 +21,11 @@ from gateway.audit.bundle import iter_bundle
 from gateway.audit.checkpoints_store import CheckpointStore
 from gateway.audit.log import AuditLog, AuditRecord
 from gateway.errors import FieldViolation, NotFound, PermissionRejected, ValidationRejected
+from gateway.exchanges.names import EXCHANGE_NAMES, EXCHANGE_TYPES
 from gateway.server.caller import current_principal
 from pouch.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 
 MAX_PAGE = 1000
-_EXCHANGE_TYPES: dict[str, common_pb2.ExchangeType.ValueType] = {
-    "civil_record": common_pb2.EXCHANGE_TYPE_CIVIL_RECORD,
-    "identity_confirmation": common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION,
-    "representation": common_pb2.EXCHANGE_TYPE_REPRESENTATION,
-    "agreement_notice": common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE,
-}
-_EXCHANGE_NAMES = {number: name for name, number in _EXCHANGE_TYPES.items()}
 
 
 def _moment(stamp: Timestamp) -> datetime | None:
@@ -52,7 +46,7 @@ def _entry(record: AuditRecord) -> audit_pb2.AuditEntry:
         agreement=common_pb2.AgreementRef(
             id=record.agreement_id or "", version=record.agreement_version or 0
         ),
-        exchange_type=_EXCHANGE_TYPES.get(
+        exchange_type=EXCHANGE_TYPES.get(
             record.exchange_type or "", common_pb2.EXCHANGE_TYPE_UNSPECIFIED
         ),
         purpose=record.purpose or "",
@@ -111,7 +105,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             since=_moment(request.since),
             until=_moment(request.until),
             agreement_id=request.agreement_id or None,
-            exchange_type=_EXCHANGE_NAMES.get(request.exchange_type),
+            exchange_type=EXCHANGE_NAMES.get(request.exchange_type),
             peer_state=request.peer_state or None,
             event_kind=request.event_kind or None,
             message_id=request.message_id or None,
