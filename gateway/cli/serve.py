@@ -10,12 +10,17 @@ from pathlib import Path
 import click
 
 from gateway.config import ConfigError, Settings, load_settings
+from gateway.errors import PouchError
 from gateway.server.app import Gateway, StartupError
 
 
 async def run_gateway(settings: Settings) -> None:
     gateway = Gateway(settings)
-    await gateway.start()
+    try:
+        await gateway.start()
+    except BaseException:
+        await gateway.stop(0)  # whatever had started stops before the error is reported
+        raise
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -47,3 +52,5 @@ def serve(config_path: Path, log_level: str) -> None:
         asyncio.run(run_gateway(settings))
     except (ConfigError, StartupError) as e:
         raise click.ClickException(str(e)) from None
+    except PouchError as e:  # e.g. the database is unreachable at start
+        raise click.ClickException(f"cannot start: {e.message} ({e.reason})") from None
