@@ -93,10 +93,14 @@ def storage_boundary() -> Iterator[None]:
     try:
         yield
     except (exc.OperationalError, exc.TimeoutError) as e:
-        raise StorageUnavailable("the database is unreachable or busy", retry_after_s=RETRY_AFTER_S) from e
+        raise StorageUnavailable(
+            "the database is unreachable or busy", retry_after_s=RETRY_AFTER_S
+        ) from e
     except exc.DBAPIError as e:
         if e.connection_invalidated or isinstance(e, exc.InterfaceError):
-            raise StorageUnavailable("the database is unreachable or busy", retry_after_s=RETRY_AFTER_S) from e
+            raise StorageUnavailable(
+                "the database is unreachable or busy", retry_after_s=RETRY_AFTER_S
+            ) from e
         raise
 
 
