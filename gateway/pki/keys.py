@@ -111,6 +111,11 @@ def write_private_key(path: Path, key: PrivateKey, *, overwrite: bool = True) ->
     _write_atomically(Path(path), private_key_pem(key), PRIVATE_FILE_MODE, overwrite=overwrite)
 
 
+def write_secret_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
+    """Write secret bytes (a symmetric key), mode 0600 from creation, atomically."""
+    _write_atomically(Path(path), data, PRIVATE_FILE_MODE, overwrite=overwrite)
+
+
 def write_public_file(path: Path, data: bytes, *, overwrite: bool = True) -> None:
     """Write a certificate, CRL or bundle, mode 0644, atomically."""
     _write_atomically(Path(path), data, PUBLIC_FILE_MODE, overwrite=overwrite)

@@ -33,7 +33,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway.pki.keys import PRIVATE_FILE_MODE, _write_atomically
+from gateway.pki.keys import write_secret_file
 
 __all__ = [
     "KEY_BYTES",
@@ -146,9 +146,7 @@ def generate_sealing_key(path: Path) -> bytes:
     An existing file is never replaced (:class:`FileExistsError`).
     """
     key = secrets.token_bytes(KEY_BYTES)
-    _write_atomically(
-        Path(path), (key.hex() + "\n").encode("ascii"), PRIVATE_FILE_MODE, overwrite=False
-    )
+    write_secret_file(Path(path), (key.hex() + "\n").encode("ascii"))
     return sealing_key_id(key)
 
 
