@@ -30,7 +30,7 @@ from gateway.errors import PouchError, QuotaRejected
 from gateway.exchanges.civil_validation import validate_submission
 from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import civil_record_payload
-from gateway.policy.evaluate import LegalBasisFlags, MinimisedPayload, evaluate
+from gateway.policy.evaluate import MinimisedPayload, evaluate
 from gateway.store.outbox import Outbox, OutboxItem
 from gateway.store.quota import QuotaLedger
 from gateway.trust.principal import Principal
@@ -100,7 +100,7 @@ class CivilRecordSender:
             purpose=submission.purpose,
             kind=submission.event_kind,
             payload=civil_record_payload(submission.update),
-            legal_basis=LegalBasisFlags.from_message(request.legal_basis),
+            legal_basis=submission.legal_basis.for_policy(),
             today=now.date(),
             hash_key=agreement.hash_key,
         )

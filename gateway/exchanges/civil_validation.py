@@ -32,6 +32,7 @@ from typing import TypeAlias
 
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.exchanges.iso3166 import is_state_code
+from gateway.policy.evaluate import LegalBasisFlags as PolicyLegalBasis
 from pouch.v1 import civil_pb2, common_pb2
 
 MAX_PARTIES = 10
@@ -140,6 +141,12 @@ class LegalBasisFlags:
 
     reference_present: bool
     consent_recorded: bool
+
+    def for_policy(self) -> PolicyLegalBasis:
+        """The same flags as the policy stage reads them."""
+        return PolicyLegalBasis(
+            has_legal_basis=self.reference_present, consent_recorded=self.consent_recorded
+        )
 
 
 @dataclass(frozen=True)
