@@ -18,7 +18,7 @@ order (a reader must not rely on the order)::
                      "proof": [base64 hash] | null}]  from that checkpoint to this one
     entries        [{"index": i, "canonical": base64, "proof": [base64 hash] | null}]
 
-Guarantees of :func:`iter_bundle` and :func:`export_bundle`:
+Guarantees of :func:`iter_bundle` (join its chunks for the whole bundle):
 
 * Entries come in index order, each with its inclusion proof against the bundled
   checkpoint's tree size, read from the *stored* tree (never recomputed from the
@@ -57,7 +57,6 @@ __all__ = [
     "ENTRIES",
     "FORMAT",
     "BundleFormatError",
-    "export_bundle",
     "iter_bundle",
     "read_members",
 ]
@@ -83,48 +82,6 @@ def _hashes(proof: Sequence[bytes] | None) -> str:
 
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def export_bundle(
-    log: AuditLog,
-    checkpoints: CheckpointStore,
-    *,
-    state: str,
-    log_vkey: str,
-    cosigner_vkeys: Mapping[str, str],
-    since: datetime | None = None,
-    until: datetime | None = None,
-    agreement_id: str | None = None,
-    exchange_type: str | None = None,
-    peer_state: str | None = None,
-    event_kind: EventKind | str | None = None,
-    message_id: str | None = None,
-    agreement_ids: Collection[str] | None = None,
-    after_idx: int | None = None,
-    tree_size: int | None = None,
-    earlier_sizes: Iterable[int] = (),
-) -> bytes:
-    """The whole bundle as bytes; see :func:`iter_bundle` for the arguments."""
-    return b"".join(
-        iter_bundle(
-            log,
-            checkpoints,
-            state=state,
-            log_vkey=log_vkey,
-            cosigner_vkeys=cosigner_vkeys,
-            since=since,
-            until=until,
-            agreement_id=agreement_id,
-            exchange_type=exchange_type,
-            peer_state=peer_state,
-            event_kind=event_kind,
-            message_id=message_id,
-            agreement_ids=agreement_ids,
-            after_idx=after_idx,
-            tree_size=tree_size,
-            earlier_sizes=earlier_sizes,
-        )
-    )
 
 
 def iter_bundle(

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from gateway.audit import merkle
-from gateway.audit.bundle import FORMAT, BundleFormatError, export_bundle, iter_bundle, read_members
+from gateway.audit.bundle import FORMAT, BundleFormatError, iter_bundle, read_members
 from gateway.audit.checkpoint import Checkpoint, CheckpointSigner, audit_key_name, audit_origin
 from gateway.audit.checkpoints_store import CheckpointStore
 from gateway.audit.cosignature import CosignatureSigner
@@ -107,7 +107,7 @@ class Deployment:
         return checkpoint
 
     def export(self, **selection: Any) -> bytes:
-        return export_bundle(
+        chunks = iter_bundle(
             self.log,
             self.checkpoints,
             state="FR",
@@ -115,6 +115,7 @@ class Deployment:
             cosigner_vkeys=self.cosigner_vkeys,
             **selection,
         )
+        return b"".join(chunks)
 
     def verify(self, bundle: bytes) -> VerificationReport:
         """Verify as an auditor holding France's and Germany's keys out of band."""
