@@ -11,6 +11,7 @@ with nothing inside. Every call is counted by listener, service, method and code
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -111,23 +112,31 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             handler.response_serializer,
         )
 
+    @contextlib.asynccontextmanager
+    async def _guarded(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        """Authenticate, then record how the handler's call ended, whatever its shape."""
+        call = _Call(self, method)
+        try:
+            self.authenticate(context, method)
+            yield
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            call.code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception as e:
+            await call.fail(context, e)
+        finally:
+            call.done()
+
     def _unary(self, inner: Any, method: str) -> Any:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            call = _Call(self, method)
-            try:
-                self.authenticate(context, method)
+            async with self._guarded(method, context):
                 result = inner(request, context)
                 return await result if asyncio.iscoroutine(result) else result
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                call.code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as e:
-                await call.fail(context, e)
-            finally:
-                call.done()
 
         return behaviour
 
@@ -135,20 +144,8 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def behaviour(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            call = _Call(self, method)
-            try:
-                self.authenticate(context, method)
+            async with self._guarded(method, context):
                 async for response in cast(AsyncIterator[Any], inner(request, context)):
                     yield response
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except grpc.aio.AbortError:
-                call.code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception as e:
-                await call.fail(context, e)
-            finally:
-                call.done()
 
         return behaviour
