@@ -179,10 +179,6 @@ class CompiledExchange:
     minor_flag_steps: tuple[tuple[str, tuple[Step, ...]], ...]
     _trees: Mapping[tuple[RuleSetName, SpecialCategory | None], BranchRule]
 
-    @property
-    def has_minor_rules(self) -> bool:
-        return ("minors", None) in self._trees
-
     def tree(self, rule_set: RuleSetName, category: SpecialCategory | None) -> BranchRule | None:
         """The decision tree for a rule set under a category; None if not agreed."""
         return self._trees.get((rule_set, category))
@@ -239,13 +235,6 @@ class CompiledPolicy:
             if rules is not None:
                 exchanges[exchange_type] = CompiledExchange.compile(rules, direction)
         return cls(direction=direction, exchanges=MappingProxyType(exchanges))
-
-    @classmethod
-    def compile_all(cls, section: PolicySection) -> Mapping[str, CompiledPolicy]:
-        """One compiled policy per direction the section names."""
-        return MappingProxyType(
-            {direction: cls.compile(section, direction) for direction in section.directions()}
-        )
 
     def exchange(self, exchange_type: ExchangeType) -> CompiledExchange | None:
         """The compiled rules of one exchange type, or None if it is not agreed this way."""

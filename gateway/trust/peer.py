@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -155,7 +155,3 @@ class CertificateIdentifier:
             certificate_der=certificate_der(certificate),
             certificate_fingerprint=certificate_fingerprint(certificate),
         )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
