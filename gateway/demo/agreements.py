@@ -1,9 +1,12 @@
 """The demo's agreement between two states, written, signed by both and keyed.
 
-The text follows the shape of ``policies/``: civil-status notifications in both
-directions, with a stricter rule set for records of minors. Both parties sign the
-canonical form with their signing keys, and both gateways receive the same
-hashing key (the out-of-band exchange of a real deployment).
+The text follows the shape of ``policies/``, in both directions: civil-status
+notifications, with a stricter rule set for records of minors; identity
+confirmations, with the document number compared as a keyed hash; and
+representation cases, where a victim's whereabouts and contact never cross in
+clear. Both parties sign the canonical form with their signing keys, and both
+gateways receive the same hashing key (the out-of-band exchange of a real
+deployment).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from gateway.pki.bundle import load_trust_bundle
 from gateway.pki.directory import StateDirectory
 
 CIVIL_PURPOSE = "civil_status_update"
+IDENTITY_PURPOSES = ("emergency_travel_document", "consular_assistance")
+REPRESENTATION_PURPOSE = "consular_assistance"
 
 _FIELDS = """\
         event_type: allow
@@ -67,6 +72,117 @@ def _direction(sender: str, recipient: str, daily_quota: int) -> str:
 """
 
 
+_IDENTITY_FIELDS = """\
+        claim.document_type: allow
+        claim.document_number: hash
+        claim.name.given_names: allow
+        claim.name.family_names: allow
+        claim.date_of_birth: allow
+        claim.sex: allow
+        claim.nationality: allow
+        claim.mrz: deny"""
+
+_IDENTITY_MINOR_FIELDS = """\
+          claim.document_type: allow
+          claim.document_number: hash
+          claim.name.given_names: allow
+          claim.name.family_names: allow
+          claim.date_of_birth: {generalize: year}
+          claim.nationality: allow"""
+
+
+def _identity_direction(sender: str, recipient: str, daily_quota: int) -> str:
+    purposes = ", ".join(IDENTITY_PURPOSES)
+    quotas = ", ".join(f"{p}: {daily_quota}" for p in IDENTITY_PURPOSES)
+    return f"""\
+    "{sender}->{recipient}":
+      purposes: [{purposes}]
+      kinds: [passport, identity_card, emergency_travel_document]
+      quota_per_day: {{{quotas}}}
+      response_deadline_seconds: 10
+      fields:
+{_IDENTITY_FIELDS}
+      minors:
+        fields:
+{_IDENTITY_MINOR_FIELDS}
+"""
+
+
+_CASE_FIELDS = """\
+        kind: allow
+        mission_country: allow
+        person.name.given_names: allow
+        person.name.family_names: allow
+        person.date_of_birth: allow
+        person.nationality: allow
+        person.location.country_code: allow
+        person.location.locality: allow
+        person.contact: allow
+        person.is_minor: allow
+        summary: allow
+        notes[].text: allow
+        notes[].attachments: allow"""
+
+_CASE_MINOR_FIELDS = """\
+          kind: allow
+          mission_country: allow
+          person.name.given_names: allow
+          person.name.family_names: allow
+          person.date_of_birth: allow
+          person.nationality: allow
+          person.location.country_code: allow
+          person.location.locality: {generalize: city}
+          person.contact: deny
+          person.is_minor: allow
+          summary: allow
+          notes[].text: allow
+          notes[].attachments: deny"""
+
+_CASE_KINDS = (
+    "emergency_travel_document, detention_visit, death_and_repatriation, medical_emergency, "
+    "evacuation, lost_documents, emergency_funds, victim_of_crime, victim_of_trafficking, "
+    "family_liaison"
+)
+
+
+def _representation_direction(sender: str, recipient: str, daily_quota: int) -> str:
+    # Special categories: health and criminal data on a recorded legal basis; a victim's
+    # whereabouts stay at city level and their contact is masked, on recorded consent.
+    return f"""\
+    "{sender}->{recipient}":
+      purposes: [{REPRESENTATION_PURPOSE}]
+      kinds: [{_CASE_KINDS}]
+      quota_per_day: {{{REPRESENTATION_PURPOSE}: {daily_quota}}}
+      response_deadline_seconds: 172800
+      fields:
+{_CASE_FIELDS}
+      special_categories:
+        health:
+          requires: legal_basis
+          fields:
+            summary: allow
+            notes[].text: allow
+            notes[].attachments: deny
+        criminal_data:
+          requires: legal_basis
+          fields:
+            summary: allow
+            notes[].text: allow
+            notes[].attachments: deny
+        victim_status:
+          requires: consent
+          fields:
+            summary: allow
+            notes[].text: allow
+            notes[].attachments: deny
+            person.location.locality: {{generalize: city}}
+            person.contact: mask
+      minors:
+        fields:
+{_CASE_MINOR_FIELDS}
+"""
+
+
 def civil_agreement_text(
     agreement_id: str,
     first: StateDirectory,
@@ -79,7 +195,7 @@ def civil_agreement_text(
     return f"""\
 id: {agreement_id}
 version: 1
-title: {a}–{b} exchange of civil-status records (demonstration)
+title: {a}–{b} civil-status records, identity confirmations, consular representation (demo)
 parties: [{a}, {b}]
 valid_from: {today - timedelta(days=1)}
 valid_until: {today + timedelta(days=365)}
@@ -91,7 +207,11 @@ retention_days: 90
 onward_transfer: forbidden
 exchanges:
   civil_record:
-{_direction(a, b, daily_quota)}{_direction(b, a, daily_quota)}"""
+{_direction(a, b, daily_quota)}{_direction(b, a, daily_quota)}\
+  identity_confirmation:
+{_identity_direction(a, b, daily_quota)}{_identity_direction(b, a, daily_quota)}\
+  representation:
+{_representation_direction(a, b, daily_quota)}{_representation_direction(b, a, daily_quota)}"""
 
 
 def write_signed_agreement(
