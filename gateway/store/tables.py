@@ -299,3 +299,135 @@ witnessed_checkpoints = Table(
     Column("note", Text, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+
+# Representation cases (DESIGN section 5). A case is one row here on each of the two
+# gateways, kept in step by signed messages; what crossed (the minimised person and
+# summary, notes, cost descriptions) is held sealed and purged like other payloads.
+
+
+class CaseStatus(StrEnum):
+    """A representation case's state; ``gateway.exchanges.case_machine`` moves it."""
+
+    SUBMITTED = "submitted"
+    ACKNOWLEDGED = "acknowledged"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+CASE_ID_LENGTH = 36
+CASE_EVENT_KIND_LENGTH = 32
+CASE_DEADLINE_STEP_LENGTH = 32
+
+representation_cases = Table(
+    "representation_cases",
+    metadata,
+    Column("case_id", String(CASE_ID_LENGTH), primary_key=True),
+    Column("agreement_id", String(AGREEMENT_ID_LENGTH), nullable=False),
+    Column("agreement_version", Integer, nullable=False),
+    Column("requesting_state", CHAR(2), nullable=False),
+    Column("representing_state", CHAR(2), nullable=False),
+    Column("mission_country", CHAR(2), nullable=False),
+    Column("kind", String(KIND_LENGTH), nullable=False),
+    Column("purpose", String(PURPOSE_LENGTH), nullable=False),
+    Column("state", String(STATUS_LENGTH), nullable=False),
+    # Sealed RFC 8785 JSON of the minimised person and summary; NULL once purged.
+    Column("content", LargeBinary, nullable=True),
+    Column("client_reference", String(CLIENT_REFERENCE_LENGTH), nullable=True),
+    Column("principal", String(PRINCIPAL_LENGTH), nullable=True),
+    # The last sequence number this gateway sent for the case, and the last one it
+    # applied from the partner: messages of one case apply in order.
+    Column("sent_seq", Integer, nullable=False),
+    Column("received_seq", Integer, nullable=False),
+    Column("event_count", Integer, nullable=False),
+    # When the current step must be answered by, the step, and whether it was missed.
+    Column("next_deadline", UTCDateTime, nullable=True),
+    Column("deadline_step", String(CASE_DEADLINE_STEP_LENGTH), nullable=True),
+    Column("deadline_missed", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("payload_purged_at", UTCDateTime, nullable=True),
+    CheckConstraint(_one_of("state", CaseStatus), name="state"),
+    CheckConstraint("sent_seq >= 0 AND received_seq >= 0", name="seq"),
+    Index(None, "created_at", "case_id"),
+    Index(None, "state"),
+    Index(None, "next_deadline"),
+    Index(None, "principal", "client_reference", unique=True),
+)
+
+case_events = Table(
+    "case_events",
+    metadata,
+    Column(
+        "case_id",
+        String(CASE_ID_LENGTH),
+        ForeignKey("representation_cases.case_id"),
+        primary_key=True,
+    ),
+    # 1, 2, 3 ... per case, assigned under the case row's lock: watchers read after it.
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("event_kind", String(CASE_EVENT_KIND_LENGTH), nullable=False),
+    Column("state", String(STATUS_LENGTH), nullable=False),
+    Column("actor_state", CHAR(2), nullable=True),
+    Column("message_id", String(MESSAGE_ID_LENGTH), nullable=True),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    # Events the registry or case system must hear of (from the partner, missed
+    # deadlines), and when it did.
+    Column("notify_registry", Boolean, nullable=False, server_default=false()),
+    Column("registry_notified_at", UTCDateTime, nullable=True),
+    Index(None, "notify_registry", "registry_notified_at"),
+)
+
+case_notes = Table(
+    "case_notes",
+    metadata,
+    Column("note_id", String(CASE_ID_LENGTH), primary_key=True),
+    Column(
+        "case_id",
+        String(CASE_ID_LENGTH),
+        ForeignKey("representation_cases.case_id"),
+        nullable=False,
+    ),
+    Column("author_state", CHAR(2), nullable=False),
+    # Sealed RFC 8785 JSON of the minimised note (text, attachments); NULL once purged.
+    Column("content", LargeBinary, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "case_id", "created_at"),
+)
+
+case_cost_claims = Table(
+    "case_cost_claims",
+    metadata,
+    Column("claim_id", String(CASE_ID_LENGTH), primary_key=True),
+    Column(
+        "case_id",
+        String(CASE_ID_LENGTH),
+        ForeignKey("representation_cases.case_id"),
+        nullable=False,
+    ),
+    Column("currency", CHAR(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    # Sealed description; NULL once purged.
+    Column("description", LargeBinary, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("acknowledged_at", UTCDateTime, nullable=True),
+    CheckConstraint("amount_minor > 0", name="amount"),
+    Index(None, "case_id", "created_at"),
+)
+
+case_identity_links = Table(
+    "case_identity_links",
+    metadata,
+    Column(
+        "case_id",
+        String(CASE_ID_LENGTH),
+        ForeignKey("representation_cases.case_id"),
+        primary_key=True,
+    ),
+    Column("message_id", String(MESSAGE_ID_LENGTH), primary_key=True),
+    Column("linked_at", UTCDateTime, nullable=False),
+)
