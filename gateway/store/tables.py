@@ -335,6 +335,11 @@ representation_cases = Table(
     Column("kind", String(KIND_LENGTH), nullable=False),
     Column("purpose", String(PURPOSE_LENGTH), nullable=False),
     Column("state", String(STATUS_LENGTH), nullable=False),
+    # The policy context every later message of the case is evaluated in: the legal
+    # basis the request recorded, and whether the minors' rules govern it.
+    Column("has_legal_basis", Boolean, nullable=False),
+    Column("consent_recorded", Boolean, nullable=False),
+    Column("rule_set", String(STATUS_LENGTH), nullable=False),
     # Sealed RFC 8785 JSON of the minimised person and summary; NULL once purged.
     Column("content", LargeBinary, nullable=True),
     Column("client_reference", String(CLIENT_REFERENCE_LENGTH), nullable=True),
