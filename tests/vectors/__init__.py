@@ -22,3 +22,21 @@ def load_vector(name: str) -> dict[str, Any]:
     if not isinstance(document, dict) or not document.get("source"):
         raise ValueError(f"vector {name!r} does not say where it was published")
     return document
+
+
+def load_icao9303_specimens() -> list[dict[str, Any]]:
+    """Every specimen MRZ file under ``tests/vectors/icao9303/``, each with its ``name`` added.
+
+    A specimen file holds the ``lines`` of one MRZ, the ``expected`` fields and the
+    ``invalid`` variants derived from it; ``check_digits`` is not a specimen and is read
+    with ``load_vector("icao9303/check_digits")``.
+    """
+    specimens = []
+    for path in sorted((VECTORS / "icao9303").glob("*.json")):
+        if path.stem == "check_digits":
+            continue
+        document = load_vector(f"icao9303/{path.stem}")
+        if not {"lines", "expected", "invalid", "today"} <= document.keys():
+            raise ValueError(f"vector icao9303/{path.stem} is not a specimen MRZ")
+        specimens.append({**document, "name": path.stem})
+    return specimens
