@@ -14,6 +14,13 @@ an update it already handed over, and the receiving side de-duplicates by that i
 Adapters whose registry decides asynchronously (SQL table, spool) answer "handed
 over", which is ``RegistryOutcome(applied=True)``; an adapter that can report the
 registry's later decisions implements :class:`DecisionSource`.
+
+Identity confirmations are synchronous: an adapter whose registry can be asked while
+the partner waits implements :class:`IdentitySource`. It returns the registry's
+records to the gateway only; the gateway computes the answer and never forwards them.
+A registry that does not answer within the time left raises
+:class:`RegistryDeadlineExceeded`, never an empty answer (which would read as
+"no such document").
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, Protocol, runtime_checkable
 
-from gateway.errors import Unavailable
+from gateway.errors import DeadlineExceeded, Unavailable
 from gateway.store.tables import AGREEMENT_ID_LENGTH, MESSAGE_ID_LENGTH, PURPOSE_LENGTH
-from pouch.v1 import civil_pb2
+from pouch.v1 import civil_pb2, registry_pb2
 
 # Message ids end up in file names (spool) and keys; only these characters may.
 _MESSAGE_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MESSAGE_ID_LENGTH - 1}}}$")
@@ -40,6 +47,12 @@ class RegistryUnavailable(Unavailable):
     """The registry could not be reached or gave no decision; hand the update over later."""
 
     reason = "REGISTRY_UNAVAILABLE"
+
+
+class RegistryDeadlineExceeded(DeadlineExceeded):
+    """The registry did not answer an identity lookup within the time the partner allows."""
+
+    reason = "REGISTRY_DEADLINE_EXCEEDED"
 
 
 @dataclass(frozen=True)
@@ -129,4 +142,16 @@ class DecisionSource(Protocol):
 
     async def acknowledge_outcomes(self, message_ids: Sequence[str]) -> None:
         """Mark decisions as recorded by the gateway, so they are not reported again."""
+        ...
+
+
+@runtime_checkable
+class IdentitySource(Protocol):
+    """An adapter whose registry answers identity lookups while the partner waits."""
+
+    async def lookup_identity(
+        self, query: registry_pb2.LookupIdentityRequest, *, timeout_s: float
+    ) -> Sequence[registry_pb2.IdentityRecord]:
+        """The records that fit ``query``; :class:`RegistryDeadlineExceeded` past the time,
+        :class:`RegistryUnavailable` when the registry could not be asked."""
         ...

@@ -10,16 +10,26 @@ Status codes are read as follows. ``INVALID_ARGUMENT``, ``FAILED_PRECONDITION``,
 update and retrying will not change that: a rejection with reason
 ``REGISTRY_<CODE>``. Every other failure (unreachable, deadline, authentication,
 unimplemented, internal) decided nothing and is :class:`RegistryUnavailable`.
+
+Identity lookups (:class:`~adapters.base.IdentitySource`) take the time the partner
+left for the answer: a registry past it is :class:`RegistryDeadlineExceeded`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import grpc
 import grpc.aio
 
-from adapters.base import APPLIED, InboundUpdate, RegistryOutcome, RegistryUnavailable
+from adapters.base import (
+    APPLIED,
+    InboundUpdate,
+    RegistryDeadlineExceeded,
+    RegistryOutcome,
+    RegistryUnavailable,
+)
 from gateway.connect import ClientIdentity, secure_channel
 from pouch.v1 import registry_pb2, registry_pb2_grpc
 
@@ -47,7 +57,7 @@ def target_host(target: str) -> str:
 
 
 class GrpcRegistryAdapter:
-    """Calls ``RegistryService.ApplyCivilUpdate`` of the registry at ``target``."""
+    """Calls ``RegistryService`` of the registry at ``target``: updates and lookups."""
 
     def __init__(
         self,
@@ -103,6 +113,25 @@ class GrpcRegistryAdapter:
                 f"registry at {self._target} did not answer ({code.name})"
             ) from e
         return _outcome(response)
+
+    async def lookup_identity(
+        self, query: registry_pb2.LookupIdentityRequest, *, timeout_s: float
+    ) -> Sequence[registry_pb2.IdentityRecord]:
+        if timeout_s <= 0:
+            raise RegistryDeadlineExceeded("no time was left to ask the registry")
+        try:
+            response = await self._registry().LookupIdentity(
+                query, timeout=min(timeout_s, self._timeout_s)
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise RegistryDeadlineExceeded(
+                    f"registry at {self._target} did not answer in time"
+                ) from e
+            raise RegistryUnavailable(
+                f"registry at {self._target} did not answer the lookup ({e.code().name})"
+            ) from e
+        return list(response.records)
 
     async def close(self) -> None:
         if self._channel is not None:

@@ -10,7 +10,8 @@ It behaves as a small real registry would:
   (an update that names nobody is recorded as applied, for a clerk to match). A
   rejection changes nothing, so the same message may be applied later.
 * ``LookupIdentity`` answers from the ``documents`` table, seeded with
-  :meth:`ReferenceRegistry.add_document`.
+  :meth:`ReferenceRegistry.add_document`: by document number, or by date of birth
+  when the number crossed only as a keyed hash (at most 20 candidates).
 * ``NotifyCaseEvent`` stores each case event.
 
 Run as a process: ``python -m adapters.reference_registry --db PATH --listen HOST:PORT
@@ -56,6 +57,7 @@ from gateway.store.tables import UTCDateTime
 from pouch.v1 import civil_pb2, common_pb2, identity_pb2, registry_pb2, registry_pb2_grpc
 
 UNKNOWN_PERSON = "UNKNOWN_PERSON"
+MAX_CANDIDATES = 20
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 metadata = MetaData()
@@ -164,14 +166,12 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
         request: registry_pb2.LookupIdentityRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> registry_pb2.LookupIdentityResponse:
-        if not request.document_number:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "document_number is required")
-        record = await asyncio.to_thread(
-            self.lookup, request.document_type, request.document_number
-        )
-        if record is None:
-            return registry_pb2.LookupIdentityResponse(found=False)
-        return registry_pb2.LookupIdentityResponse(found=True, record=record)
+        if not request.document_number and not request.date_of_birth.year:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "document_number or date_of_birth is required"
+            )
+        records = await asyncio.to_thread(self.search_documents, request)
+        return registry_pb2.LookupIdentityResponse(records=records)
 
     async def NotifyCaseEvent(
         self,
@@ -344,28 +344,42 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
                 )
             )
 
-    def lookup(
-        self, document_type: identity_pb2.DocumentType.ValueType, number: str
-    ) -> registry_pb2.IdentityRecord | None:
+    def search_documents(
+        self, request: registry_pb2.LookupIdentityRequest
+    ) -> list[registry_pb2.IdentityRecord]:
+        """Documents of the requested type by number or, without one, by date of birth.
+
+        The date of birth may be known only to the year or month (an agreement that
+        generalises it); names are left to the gateway, which compares them itself.
+        """
         query = select(documents).where(
-            documents.c.document_type == identity_pb2.DocumentType.Name(document_type),
-            documents.c.number == number,
+            documents.c.document_type == identity_pb2.DocumentType.Name(request.document_type)
         )
+        if request.document_number:
+            query = query.where(documents.c.number == request.document_number)
+        else:
+            born = request.date_of_birth
+            prefix = f"{born.year:04d}" + (f"-{born.month:02d}" if born.month else "")
+            if born.month and born.day:
+                prefix += f"-{born.day:02d}"
+            query = query.where(documents.c.date_of_birth.startswith(prefix, autoescape=True))
         with read_transaction(self._engine) as conn:
-            row = conn.execute(query).first()
-        if row is None:
-            return None
-        return registry_pb2.IdentityRecord(
-            document_type=document_type,
-            document_number=row.number,
-            name=common_pb2.PersonName(
-                given_names=json.loads(row.given_names), family_names=json.loads(row.family_names)
-            ),
-            date_of_birth=_civil_date(row.date_of_birth),
-            sex=common_pb2.Sex.Value(row.sex),
-            nationality=row.nationality,
-            document_status=identity_pb2.DocumentStatus.Value(row.status),
-        )
+            rows = conn.execute(query.order_by(documents.c.number).limit(MAX_CANDIDATES)).all()
+        return [
+            registry_pb2.IdentityRecord(
+                document_type=request.document_type,
+                document_number=row.number,
+                name=common_pb2.PersonName(
+                    given_names=json.loads(row.given_names),
+                    family_names=json.loads(row.family_names),
+                ),
+                date_of_birth=_civil_date(row.date_of_birth),
+                sex=common_pb2.Sex.Value(row.sex),
+                nationality=row.nationality,
+                document_status=identity_pb2.DocumentStatus.Value(row.status),
+            )
+            for row in rows
+        ]
 
     def record_case_event(self, request: registry_pb2.NotifyCaseEventRequest) -> None:
         with write_transaction(self._engine) as conn:

@@ -172,7 +172,7 @@ def validate_submission(
     """
     if not is_state_code(sender_state):
         raise ValueError("sender_state must be an assigned ISO 3166-1 alpha-2 code")
-    check = _Checker(today)
+    check = FieldChecker(today)
     check.pattern("client_reference", request.client_reference, _CLIENT_REFERENCE)
     check.country("recipient_state", request.recipient_state, required=True)
     if request.recipient_state == sender_state:
@@ -208,7 +208,7 @@ def validate_submission(
     )
 
 
-class _Checker:
+class FieldChecker:
     """Collects violations; each method checks one part and never raises."""
 
     def __init__(self, today: date) -> None:

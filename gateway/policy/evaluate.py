@@ -162,6 +162,28 @@ def evaluate(
     )
 
 
+def minimise_like(
+    policy: CompiledPolicy,
+    reference: MinimisedPayload,
+    payload: Mapping[str, Any],
+    *,
+    hash_key: bytes,
+) -> dict[str, Any]:
+    """``payload`` in the form ``reference`` crossed in: the same rule set and category.
+
+    For comparing what a gateway holds with what a partner sent under the same
+    agreement: hashed fields become the same keyed hashes, generalised dates lose the
+    same parts, dropped fields are dropped. It checks nothing: ``reference`` already
+    passed :func:`evaluate` under ``policy``.
+    """
+    exchange = policy.exchange(reference.exchange_type)
+    category = reference.categories[0] if reference.categories else None
+    tree = exchange.tree(reference.applied_rule_set, category) if exchange else None
+    if tree is None:
+        raise ValueError("the reference payload was not evaluated under this policy")
+    return _Walk(KeyedHash(hash_key), strict=False).branch(payload, tree)
+
+
 def _values_at(tree: Any, steps: tuple[Step, ...]) -> Iterator[Any]:
     if not steps:
         yield tree

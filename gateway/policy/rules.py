@@ -224,10 +224,28 @@ class CivilRecordRules(DirectionRules):
     exchange_type: ClassVar[ExchangeType] = "civil_record"
 
 
+NameTransliteration = Literal["none", "latin_ascii", "icao_9303"]
+"""How names are brought to one script before comparison; ``icao_9303`` is Doc 9303
+part 3's recommended transliteration, ``latin_ascii`` only strips diacritics."""
+
+
+class NameMatching(_Frozen):
+    """How the responding gateway compares names: NFKC, this transliteration, upper case."""
+
+    transliteration: NameTransliteration = "icao_9303"
+
+
 class IdentityConfirmationRules(DirectionRules):
-    """Kinds are document types (``passport``, ``identity_card`` ...)."""
+    """Kinds are document types (``passport``, ``identity_card`` ...).
+
+    ``name_matching`` names the comparison both gateways apply: the requester puts the
+    claimed names in that form before the field rules (so a hashed name hashes the
+    same form), the responder puts the registry's names in it before comparing.
+    """
 
     exchange_type: ClassVar[ExchangeType] = "identity_confirmation"
+
+    name_matching: NameMatching = Field(default_factory=NameMatching)
 
 
 class RepresentationRules(DirectionRules):

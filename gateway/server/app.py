@@ -40,6 +40,7 @@ from gateway.server.audit_service import AuditService
 from gateway.server.civil_service import CivilRecordService
 from gateway.server.exchange_wiring import Exchanges, PartnerView
 from gateway.server.guard import ListenerGuard
+from gateway.server.identity_service import IdentityService
 from gateway.server.local_api import GatewayInfoService, LocalAuthenticator
 from gateway.server.peer_api import (
     PeerAuthenticator,
@@ -59,6 +60,8 @@ from pouch.v1 import (
     civil_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
+    identity_pb2,
+    identity_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -197,6 +200,9 @@ class Gateway:
             agreement_pb2_grpc.add_AgreementServiceServicer_to_server(
                 AgreementService(x.registry, x.lifecycle, x.notices), server
             )
+            identity_pb2_grpc.add_IdentityServiceServicer_to_server(
+                IdentityService(x.identity_requester), server
+            )
             audit_pb2_grpc.add_AuditServiceServicer_to_server(
                 AuditService(
                     audit_log=x.audit_log,
@@ -211,6 +217,7 @@ class Gateway:
             services += [
                 audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
                 civil_pb2.DESCRIPTOR.services_by_name["CivilRecordService"].full_name,
+                identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
                 agreement_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
             ]
         reflection.enable_server_reflection(services, server)
@@ -231,7 +238,12 @@ class Gateway:
         guard = ListenerGuard("peer", PeerAuthenticator(identifier), self.metrics)
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         exchanges = (
-            PeerExchanges(self.exchanges.receiver, self.exchanges.outcomes, self.exchanges.witness)
+            PeerExchanges(
+                self.exchanges.receiver,
+                self.exchanges.outcomes,
+                self.exchanges.witness,
+                self.exchanges.identity_responder,
+            )
             if self.exchanges is not None
             else None
         )

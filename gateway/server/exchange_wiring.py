@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from adapters.base import RegistryAdapter
+from adapters.base import IdentitySource, RegistryAdapter
 from adapters.factory import build_adapter
 from gateway.agreements.gate import AgreementGate
 from gateway.agreements.model import EXCHANGES_VALIDATOR
@@ -39,12 +39,15 @@ from gateway.delivery.receiver import InboundReceiver
 from gateway.envelope import EnvelopeSigner, EnvelopeVerifier, ReceiptSigner
 from gateway.errors import unexpected_summary
 from gateway.exchanges.civil import CivilRecordSender
+from gateway.exchanges.identity import IdentityRequester
+from gateway.exchanges.identity_answer import IdentityResponder
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem
 from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.policy.rules import PolicySection
+from gateway.store.identity_queries import IdentityQueries
 from gateway.store.inbox import Inbox
 from gateway.store.lifecycle import AgreementLifecycleStore
 from gateway.store.outbox import Outbox
@@ -134,14 +137,15 @@ class Exchanges:
             audit=audit,
             delivery_deadline=deadline,
         )
+        verifier = EnvelopeVerifier(
+            state,
+            partner_bundles,
+            window_s=delivery.clock_window_seconds,
+            max_payload_bytes=settings.gateway.max_message_bytes,
+            clock=clock,
+        )
         self.receiver = InboundReceiver(
-            verifier=EnvelopeVerifier(
-                state,
-                partner_bundles,
-                window_s=delivery.clock_window_seconds,
-                max_payload_bytes=settings.gateway.max_message_bytes,
-                clock=clock,
-            ),
+            verifier=verifier,
             gate=self.gate,
             notices=self.notices,
             quota=quota,
@@ -175,6 +179,29 @@ class Exchanges:
         )
         self.adapter: RegistryAdapter | None = (
             build_adapter(settings.registry) if settings.registry is not None else None
+        )
+        self.identity_queries = IdentityQueries(engine, clock=clock)
+        self.identity_requester = IdentityRequester(
+            state=state,
+            gate=self.gate,
+            quota=quota,
+            signer=signer,
+            verifier=verifier,
+            queries=self.identity_queries,
+            partners=self.channels,
+            clock=clock,
+            audit=audit,
+        )
+        self.identity_responder = IdentityResponder(
+            state=state,
+            verifier=verifier,
+            gate=self.gate,
+            quota=quota,
+            queries=self.identity_queries,
+            signer=signer,
+            registry=self.adapter if isinstance(self.adapter, IdentitySource) else None,
+            clock=clock,
+            audit=audit,
         )
         self.handover = (
             RegistryHandover(

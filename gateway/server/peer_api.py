@@ -19,6 +19,7 @@ from gateway.audit.publication import CheckpointWitness
 from gateway.delivery.handover import OutcomeRecorder
 from gateway.delivery.receiver import InboundReceiver
 from gateway.errors import FieldViolation, ValidationRejected
+from gateway.exchanges.identity_answer import IdentityResponder
 from gateway.server.caller import authenticated_peer, set_peer
 from gateway.server.registration import register_methods
 from gateway.trust.peer import CertificateIdentifier
@@ -63,14 +64,19 @@ class PeerEndpoint:
 
 
 class PeerExchanges:
-    """``Deliver`` and ``Acknowledge``: the delivery half of the peer API."""
+    """``Deliver``, ``Acknowledge``, ``Query`` and ``CosignCheckpoint``: the exchange half."""
 
     def __init__(
-        self, receiver: InboundReceiver, outcomes: OutcomeRecorder, witness: CheckpointWitness
+        self,
+        receiver: InboundReceiver,
+        outcomes: OutcomeRecorder,
+        witness: CheckpointWitness,
+        identity: IdentityResponder,
     ) -> None:
         self._receiver = receiver
         self._outcomes = outcomes
         self._witness = witness
+        self._identity = identity
 
     async def Deliver(
         self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -78,6 +84,15 @@ class PeerExchanges:
         peer = authenticated_peer()
         receipt = await asyncio.to_thread(self._receiver.receive, peer.state, request.envelope)
         return peer_pb2.DeliverResponse(receipt=receipt)
+
+    async def Query(
+        self, request: peer_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.QueryResponse:
+        peer = authenticated_peer()
+        answer = await self._identity.answer(
+            peer.state, request.envelope, time_left_s=context.time_remaining()
+        )
+        return peer_pb2.QueryResponse(answer=answer)
 
     async def Acknowledge(
         self, request: peer_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -108,6 +123,7 @@ def register_peer_service(
     if exchanges is not None:
         methods |= {
             "Deliver": exchanges.Deliver,
+            "Query": exchanges.Query,
             "Acknowledge": exchanges.Acknowledge,
             "CosignCheckpoint": exchanges.CosignCheckpoint,
         }

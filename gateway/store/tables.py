@@ -436,3 +436,30 @@ case_identity_links = Table(
     Column("message_id", String(MESSAGE_ID_LENGTH), primary_key=True),
     Column("linked_at", UTCDateTime, nullable=False),
 )
+
+IDENTITY_RESULT_LENGTH = 32
+
+identity_queries = Table(
+    "identity_queries",
+    metadata,
+    # The query envelope's id. On the responding side the insert is the replay guard:
+    # an id is answered once, whoever asks again.
+    Column("message_id", String(MESSAGE_ID_LENGTH), primary_key=True),
+    Column("direction", String(DIRECTION_LENGTH), nullable=False),
+    Column("partner_state", CHAR(2), nullable=False),
+    Column("agreement_id", String(AGREEMENT_ID_LENGTH), nullable=False),
+    Column("purpose", String(PURPOSE_LENGTH), nullable=False),
+    Column("kind", String(KIND_LENGTH), nullable=False),
+    # The local caller (outbound only) and the representation case it was made for.
+    Column("principal", String(PRINCIPAL_LENGTH), nullable=True),
+    Column("case_id", String(CASE_ID_LENGTH), nullable=True),
+    # Flags and a status only: an answer never holds a recorded value.
+    Column("result", String(IDENTITY_RESULT_LENGTH), nullable=True),
+    Column("document_status", String(IDENTITY_RESULT_LENGTH), nullable=True),
+    Column("reason_code", String(REASON_CODE_LENGTH), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("answered_at", UTCDateTime, nullable=True),
+    CheckConstraint("direction IN ('outbound', 'inbound')", name="direction"),
+    Index(None, "case_id"),
+    Index(None, "created_at", "message_id"),
+)

@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from pouch.v1 import common_pb2 as pouch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pouch/v1/identity.proto\x12\x08pouch.v1\x1a\x15pouch/v1/common.proto\"\xe5\x01\n\rIdentityClaim\x12-\n\rdocument_type\x18\x01 \x01(\x0e\x32\x16.pouch.v1.DocumentType\x12\x17\n\x0f\x64ocument_number\x18\x02 \x01(\t\x12\"\n\x04name\x18\x03 \x01(\x0b\x32\x14.pouch.v1.PersonName\x12*\n\rdate_of_birth\x18\x04 \x01(\x0b\x32\x13.pouch.v1.CivilDate\x12\x1a\n\x03sex\x18\x05 \x01(\x0e\x32\r.pouch.v1.Sex\x12\x13\n\x0bnationality\x18\x06 \x01(\t\x12\x0b\n\x03mrz\x18\x07 \x01(\t\"\xba\x01\n\x16\x43onfirmIdentityRequest\x12\x15\n\rpartner_state\x18\x01 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12&\n\x05\x63laim\x18\x04 \x01(\x0b\x32\x17.pouch.v1.IdentityClaim\x12\x0f\n\x07\x63\x61se_id\x18\x05 \x01(\t\x12)\n\x0blegal_basis\x18\x06 \x01(\x0b\x32\x14.pouch.v1.LegalBasis\",\n\nFieldMatch\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x08\"\xad\x01\n\x17\x43onfirmIdentityResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12%\n\x06result\x18\x02 \x01(\x0e\x32\x15.pouch.v1.MatchResult\x12$\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x14.pouch.v1.FieldMatch\x12\x31\n\x0f\x64ocument_status\x18\x04 \x01(\x0e\x32\x18.pouch.v1.DocumentStatus*\xe0\x01\n\x0c\x44ocumentType\x12\x1d\n\x19\x44OCUMENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44OCUMENT_TYPE_PASSPORT\x10\x01\x12\x1f\n\x1b\x44OCUMENT_TYPE_IDENTITY_CARD\x10\x02\x12\"\n\x1e\x44OCUMENT_TYPE_RESIDENCE_PERMIT\x10\x03\x12#\n\x1f\x44OCUMENT_TYPE_BIRTH_CERTIFICATE\x10\x04\x12+\n\'DOCUMENT_TYPE_EMERGENCY_TRAVEL_DOCUMENT\x10\x05*x\n\x0bMatchResult\x12\x1c\n\x18MATCH_RESULT_UNSPECIFIED\x10\x00\x12\x16\n\x12MATCH_RESULT_MATCH\x10\x01\x12\x19\n\x15MATCH_RESULT_NO_MATCH\x10\x02\x12\x18\n\x14MATCH_RESULT_PARTIAL\x10\x03*\xc7\x01\n\x0e\x44ocumentStatus\x12\x1f\n\x1b\x44OCUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44OCUMENT_STATUS_VALID\x10\x01\x12\x1b\n\x17\x44OCUMENT_STATUS_EXPIRED\x10\x02\x12\"\n\x1e\x44OCUMENT_STATUS_LOST_OR_STOLEN\x10\x03\x12\x1b\n\x17\x44OCUMENT_STATUS_REVOKED\x10\x04\x12\x1b\n\x17\x44OCUMENT_STATUS_UNKNOWN\x10\x05\x32i\n\x0fIdentityService\x12V\n\x0f\x43onfirmIdentity\x12 .pouch.v1.ConfirmIdentityRequest\x1a!.pouch.v1.ConfirmIdentityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pouch/v1/identity.proto\x12\x08pouch.v1\x1a\x15pouch/v1/common.proto\"\xe5\x01\n\rIdentityClaim\x12-\n\rdocument_type\x18\x01 \x01(\x0e\x32\x16.pouch.v1.DocumentType\x12\x17\n\x0f\x64ocument_number\x18\x02 \x01(\t\x12\"\n\x04name\x18\x03 \x01(\x0b\x32\x14.pouch.v1.PersonName\x12*\n\rdate_of_birth\x18\x04 \x01(\x0b\x32\x13.pouch.v1.CivilDate\x12\x1a\n\x03sex\x18\x05 \x01(\x0e\x32\r.pouch.v1.Sex\x12\x13\n\x0bnationality\x18\x06 \x01(\t\x12\x0b\n\x03mrz\x18\x07 \x01(\t\"\xba\x01\n\x16\x43onfirmIdentityRequest\x12\x15\n\rpartner_state\x18\x01 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12&\n\x05\x63laim\x18\x04 \x01(\x0b\x32\x17.pouch.v1.IdentityClaim\x12\x0f\n\x07\x63\x61se_id\x18\x05 \x01(\t\x12)\n\x0blegal_basis\x18\x06 \x01(\x0b\x32\x14.pouch.v1.LegalBasis\",\n\nFieldMatch\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x08\"\xad\x01\n\x17\x43onfirmIdentityResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12%\n\x06result\x18\x02 \x01(\x0e\x32\x15.pouch.v1.MatchResult\x12$\n\x06\x66ields\x18\x03 \x03(\x0b\x32\x14.pouch.v1.FieldMatch\x12\x31\n\x0f\x64ocument_status\x18\x04 \x01(\x0e\x32\x18.pouch.v1.DocumentStatus\"\xc4\x01\n\x0eIdentityAnswer\x12\x1a\n\x12request_message_id\x18\x01 \x01(\t\x12\x16\n\x0erequest_digest\x18\x02 \x01(\t\x12%\n\x06result\x18\x03 \x01(\x0e\x32\x15.pouch.v1.MatchResult\x12$\n\x06\x66ields\x18\x04 \x03(\x0b\x32\x14.pouch.v1.FieldMatch\x12\x31\n\x0f\x64ocument_status\x18\x05 \x01(\x0e\x32\x18.pouch.v1.DocumentStatus*\xe0\x01\n\x0c\x44ocumentType\x12\x1d\n\x19\x44OCUMENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44OCUMENT_TYPE_PASSPORT\x10\x01\x12\x1f\n\x1b\x44OCUMENT_TYPE_IDENTITY_CARD\x10\x02\x12\"\n\x1e\x44OCUMENT_TYPE_RESIDENCE_PERMIT\x10\x03\x12#\n\x1f\x44OCUMENT_TYPE_BIRTH_CERTIFICATE\x10\x04\x12+\n\'DOCUMENT_TYPE_EMERGENCY_TRAVEL_DOCUMENT\x10\x05*x\n\x0bMatchResult\x12\x1c\n\x18MATCH_RESULT_UNSPECIFIED\x10\x00\x12\x16\n\x12MATCH_RESULT_MATCH\x10\x01\x12\x19\n\x15MATCH_RESULT_NO_MATCH\x10\x02\x12\x18\n\x14MATCH_RESULT_PARTIAL\x10\x03*\xc7\x01\n\x0e\x44ocumentStatus\x12\x1f\n\x1b\x44OCUMENT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x44OCUMENT_STATUS_VALID\x10\x01\x12\x1b\n\x17\x44OCUMENT_STATUS_EXPIRED\x10\x02\x12\"\n\x1e\x44OCUMENT_STATUS_LOST_OR_STOLEN\x10\x03\x12\x1b\n\x17\x44OCUMENT_STATUS_REVOKED\x10\x04\x12\x1b\n\x17\x44OCUMENT_STATUS_UNKNOWN\x10\x05\x32i\n\x0fIdentityService\x12V\n\x0f\x43onfirmIdentity\x12 .pouch.v1.ConfirmIdentityRequest\x1a!.pouch.v1.ConfirmIdentityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pouch.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DOCUMENTTYPE']._serialized_start=704
-  _globals['_DOCUMENTTYPE']._serialized_end=928
-  _globals['_MATCHRESULT']._serialized_start=930
-  _globals['_MATCHRESULT']._serialized_end=1050
-  _globals['_DOCUMENTSTATUS']._serialized_start=1053
-  _globals['_DOCUMENTSTATUS']._serialized_end=1252
+  _globals['_DOCUMENTTYPE']._serialized_start=903
+  _globals['_DOCUMENTTYPE']._serialized_end=1127
+  _globals['_MATCHRESULT']._serialized_start=1129
+  _globals['_MATCHRESULT']._serialized_end=1249
+  _globals['_DOCUMENTSTATUS']._serialized_start=1252
+  _globals['_DOCUMENTSTATUS']._serialized_end=1451
   _globals['_IDENTITYCLAIM']._serialized_start=61
   _globals['_IDENTITYCLAIM']._serialized_end=290
   _globals['_CONFIRMIDENTITYREQUEST']._serialized_start=293
@@ -46,6 +46,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FIELDMATCH']._serialized_end=525
   _globals['_CONFIRMIDENTITYRESPONSE']._serialized_start=528
   _globals['_CONFIRMIDENTITYRESPONSE']._serialized_end=701
-  _globals['_IDENTITYSERVICE']._serialized_start=1254
-  _globals['_IDENTITYSERVICE']._serialized_end=1359
+  _globals['_IDENTITYANSWER']._serialized_start=704
+  _globals['_IDENTITYANSWER']._serialized_end=900
+  _globals['_IDENTITYSERVICE']._serialized_start=1453
+  _globals['_IDENTITYSERVICE']._serialized_end=1558
 # @@protoc_insertion_point(module_scope)

@@ -216,3 +216,43 @@ class ConfirmIdentityResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmIdentityResponse: _TypeAlias = ConfirmIdentityResponse  # noqa: Y015
+
+@_typing.final
+class IdentityAnswer(_message.Message):
+    """The payload of the responding gateway's signed answer envelope. It carries flags
+    and a status, never a value from the registry.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_DIGEST_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    DOCUMENT_STATUS_FIELD_NUMBER: _builtins.int
+    request_message_id: _builtins.str
+    """The message id of the query this answers."""
+    request_digest: _builtins.str
+    """"sha256:" digest of the query envelope's signing input."""
+    result: Global___MatchResult.ValueType
+    document_status: Global___DocumentStatus.ValueType
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldMatch]:
+        """One flag per field the query carried and the responder could compare."""
+
+    def __init__(
+        self,
+        *,
+        request_message_id: _builtins.str = ...,
+        request_digest: _builtins.str = ...,
+        result: Global___MatchResult.ValueType = ...,
+        fields: _abc.Iterable[Global___FieldMatch] | None = ...,
+        document_status: Global___DocumentStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_status", b"document_status", "fields", b"fields", "request_digest", b"request_digest", "request_message_id", b"request_message_id", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdentityAnswer: _TypeAlias = IdentityAnswer  # noqa: Y015

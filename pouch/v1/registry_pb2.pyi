@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from pouch.v1 import civil_pb2 as _civil_pb2
 from pouch.v1 import common_pb2 as _common_pb2
@@ -100,16 +102,27 @@ Global___ApplyCivilUpdateResponse: _TypeAlias = ApplyCivilUpdateResponse  # noqa
 
 @_typing.final
 class LookupIdentityRequest(_message.Message):
+    """The search keys of one identity confirmation. Where the agreement lets the document
+    number cross only as a keyed hash, document_number is empty and the registry searches
+    by name and date of birth; the gateway then compares the number itself.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MESSAGE_ID_FIELD_NUMBER: _builtins.int
     REQUESTER_STATE_FIELD_NUMBER: _builtins.int
     DOCUMENT_TYPE_FIELD_NUMBER: _builtins.int
     DOCUMENT_NUMBER_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DATE_OF_BIRTH_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     requester_state: _builtins.str
     document_type: _identity_pb2.DocumentType.ValueType
     document_number: _builtins.str
+    @_builtins.property
+    def name(self) -> _common_pb2.PersonName: ...
+    @_builtins.property
+    def date_of_birth(self) -> _common_pb2.CivilDate: ...
     def __init__(
         self,
         *,
@@ -117,10 +130,12 @@ class LookupIdentityRequest(_message.Message):
         requester_state: _builtins.str = ...,
         document_type: _identity_pb2.DocumentType.ValueType = ...,
         document_number: _builtins.str = ...,
+        name: _common_pb2.PersonName | None = ...,
+        date_of_birth: _common_pb2.CivilDate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date_of_birth", b"date_of_birth", "name", b"name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["document_number", b"document_number", "document_type", b"document_type", "message_id", b"message_id", "requester_state", b"requester_state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_of_birth", b"date_of_birth", "document_number", b"document_number", "document_type", b"document_type", "message_id", b"message_id", "name", b"name", "requester_state", b"requester_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -169,20 +184,19 @@ Global___IdentityRecord: _TypeAlias = IdentityRecord  # noqa: Y015
 class LookupIdentityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    FOUND_FIELD_NUMBER: _builtins.int
-    RECORD_FIELD_NUMBER: _builtins.int
-    found: _builtins.bool
+    RECORDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def record(self) -> Global___IdentityRecord: ...
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___IdentityRecord]:
+        """Every document of the requested type that fits the search keys; empty if none."""
+
     def __init__(
         self,
         *,
-        found: _builtins.bool = ...,
-        record: Global___IdentityRecord | None = ...,
+        records: _abc.Iterable[Global___IdentityRecord] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "record", b"record"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

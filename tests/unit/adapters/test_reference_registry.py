@@ -197,6 +197,22 @@ def test_lookup_and_case_events_over_grpc(tmp_path: Path) -> None:
                     document_number="C01X00T47",
                 )
             )
+            by_birth_year = await stub.LookupIdentity(
+                registry_pb2.LookupIdentityRequest(
+                    message_id="q-3",
+                    requester_state="FR",
+                    document_type=identity_pb2.DOCUMENT_TYPE_PASSPORT,
+                    date_of_birth=common_pb2.CivilDate(year=1964),
+                )
+            )
+            other_year = await stub.LookupIdentity(
+                registry_pb2.LookupIdentityRequest(
+                    message_id="q-4",
+                    requester_state="FR",
+                    document_type=identity_pb2.DOCUMENT_TYPE_PASSPORT,
+                    date_of_birth=common_pb2.CivilDate(year=1965, month=8, day=12),
+                )
+            )
             await stub.NotifyCaseEvent(
                 registry_pb2.NotifyCaseEventRequest(
                     event_kind="ACCEPTED",
@@ -204,10 +220,12 @@ def test_lookup_and_case_events_over_grpc(tmp_path: Path) -> None:
                 )
             )
         await served.stop(None)
-        assert found.found and not missing.found
-        assert found.record.name.family_names == ["Mustermann"]
-        assert found.record.date_of_birth.year == 1964
-        assert found.record.document_status == identity_pb2.DOCUMENT_STATUS_LOST_OR_STOLEN
+        assert len(found.records) == 1 and not missing.records
+        assert found.records[0].name.family_names == ["Mustermann"]
+        assert found.records[0].date_of_birth.year == 1964
+        assert found.records[0].document_status == identity_pb2.DOCUMENT_STATUS_LOST_OR_STOLEN
+        assert [r.document_number for r in by_birth_year.records] == ["C01X00T47"]
+        assert not other_year.records
         assert served.registry.case_event_kinds("case-1") == ["ACCEPTED"]
 
     asyncio.run(scenario())

@@ -1,0 +1,345 @@
+"""Asking a partner state to confirm an identity: the local caller's request, stage by stage.
+
+    validate  -> ValidIdentityQuery     (every field; an MRZ by its check digits)
+    agreement -> AgreementInForce       (and the representation case, if one is named)
+    policy    -> MinimisedPayload       (names in the agreement's comparison form first)
+    quota     -> the purpose's daily allowance, counted in the shared database
+    sign      -> SignedQuery            (recorded and audited before it leaves)
+    query     -> the partner's signed answer, within the agreement's deadline
+    answer    -> ConfirmIdentityResponse (verified: signer, agreement, binding to our query)
+
+A refusal at any stage is audited with its reason code. The partner answers with
+flags and a status; nothing in the response to the caller comes from the partner's
+registry but those. A partner that does not answer in time is ``DEADLINE_EXCEEDED``,
+never a guess; a partner that refuses is reported with its reason code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final, Protocol
+
+import grpc
+import grpc.aio
+
+from gateway.agreements.gate import AgreementGate, AgreementInForce
+from gateway.audit.entry import Decision, EventKind
+from gateway.audit.recorder import AuditRecorder
+from gateway.delivery.dispatcher import PERMANENT_REFUSALS, refusal_reason
+from gateway.delivery.partners import PartnerChannels
+from gateway.envelope import (
+    EnvelopeHeader,
+    EnvelopeSigner,
+    EnvelopeVerifier,
+    envelope_digest,
+    utc_millis,
+)
+from gateway.errors import (
+    DeadlineExceeded,
+    NotFound,
+    PartnerUnavailable,
+    QuotaRejected,
+    Rejected,
+    Unavailable,
+)
+from gateway.exchanges.identity_validation import ValidIdentityQuery, validate_query
+from gateway.exchanges.identity_wire import (
+    ANSWER_PAYLOAD_TYPE,
+    CLAIM_PAYLOAD_TYPE,
+    decode_answer,
+    name_comparison,
+    response_deadline_s,
+)
+from gateway.exchanges.name_matching import normalise_name
+from gateway.exchanges.payload import encode_payload
+from gateway.policy.catalogue import identity_payload
+from gateway.policy.evaluate import MinimisedPayload, evaluate
+from gateway.store.identity_queries import IdentityQueries, IdentityQuery
+from gateway.store.quota import QuotaLedger
+from gateway.trust.principal import Principal
+from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, peer_pb2
+
+EXCHANGE: Final = "identity_confirmation"
+# Time kept back from the caller's own deadline, so the caller hears why, not just "late".
+CALLER_MARGIN_S = 0.05
+
+
+class PartnerRefused(Rejected):
+    """The partner gateway refused the query for good; the reason is the partner's code."""
+
+    reason = "PARTNER_REFUSED"
+
+
+class CaseOfState(Protocol):
+    requesting_state: str
+    representing_state: str
+
+
+class CaseLinks(Protocol):
+    """The representation cases a confirmation may be made for."""
+
+    def get(self, case_id: str) -> CaseOfState | None: ...
+
+    def link_identity_confirmation(self, case_id: str, message_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SignedQuery:
+    """A query that passed every local stage, is recorded, and may leave."""
+
+    query: ValidIdentityQuery
+    agreement: AgreementInForce
+    minimised: MinimisedPayload
+    envelope: envelope_pb2.Envelope
+    digest: str
+    wait_s: float
+
+
+class IdentityRequester:
+    """Turns a local caller's confirmation request into the partner's verified answer."""
+
+    def __init__(
+        self,
+        *,
+        state: str,
+        gate: AgreementGate,
+        quota: QuotaLedger,
+        signer: EnvelopeSigner,
+        verifier: EnvelopeVerifier,
+        queries: IdentityQueries,
+        partners: PartnerChannels,
+        clock: Callable[[], datetime],
+        audit: AuditRecorder,
+        cases: CaseLinks | None = None,
+    ) -> None:
+        self._state = state
+        self._gate = gate
+        self._quota = quota
+        self._signer = signer
+        self._verifier = verifier
+        self._queries = queries
+        self._partners = partners
+        self._clock = clock
+        self._audit = audit
+        self._cases = cases
+
+    async def confirm(
+        self,
+        principal: Principal,
+        request: identity_pb2.ConfirmIdentityRequest,
+        *,
+        time_left_s: float | None,
+    ) -> identity_pb2.ConfirmIdentityResponse:
+        try:
+            signed = await asyncio.to_thread(self._sign, principal, request, time_left_s)
+            answer = await self._ask(signed)
+            return await asyncio.to_thread(self._accept, signed, answer)
+        except Rejected as e:
+            await asyncio.to_thread(
+                self._audit.refused,
+                e,
+                exchange_type=EXCHANGE,
+                peer_state=request.partner_state,
+                principal=principal.subject,
+                agreement_id=request.agreement_id,
+            )
+            raise
+        except Unavailable as e:
+            await asyncio.to_thread(
+                self._audit.record,
+                EventKind.FAILED,
+                Decision.FAILED,
+                exchange_type=EXCHANGE,
+                principal=principal.subject,
+                reason_code=e.reason,
+            )
+            raise
+
+    # -- stages up to the signed query (blocking: worker thread) ---------------------------
+
+    def _sign(
+        self,
+        principal: Principal,
+        request: identity_pb2.ConfirmIdentityRequest,
+        time_left_s: float | None,
+    ) -> SignedQuery:
+        now = self._clock()
+        query = validate_query(request, requester_state=self._state, today=now.date())
+        agreement = self._gate.in_force(query.agreement_id, query.partner_state)
+        if query.case_id is not None:
+            self._require_case(query.case_id, agreement.partner_state)
+        claim = identity_pb2.IdentityClaim()
+        claim.CopyFrom(query.claim)
+        names = name_comparison(agreement, agreement.outbound)
+        for values in (claim.name.given_names, claim.name.family_names):
+            values[:] = [normalise_name(value, names) for value in values]
+        minimised = evaluate(
+            agreement.outbound,
+            exchange_type=EXCHANGE,
+            purpose=query.purpose,
+            kind=query.document_kind,
+            payload=identity_payload(claim),
+            legal_basis=query.legal_basis.for_policy(),
+            today=now.date(),
+            hash_key=agreement.hash_key,
+        )
+        self._take_quota(agreement, minimised)
+        header = EnvelopeHeader(
+            message_id=str(uuid.uuid4()),
+            agreement_id=agreement.id,
+            agreement_version=agreement.version,
+            agreement_digest=agreement.digest,
+            exchange_type=common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION,
+            purpose=minimised.purpose,
+            sender_state=self._state,
+            recipient_state=agreement.partner_state,
+            created_at=utc_millis(now),
+            payload_type=CLAIM_PAYLOAD_TYPE,
+        )
+        payload = encode_payload(minimised.payload)
+        envelope = self._signer.sign(header, payload)
+        self._queries.record_outbound(
+            IdentityQuery(
+                message_id=header.message_id,
+                direction="outbound",
+                partner_state=agreement.partner_state,
+                agreement_id=agreement.id,
+                purpose=minimised.purpose,
+                kind=minimised.kind,
+                principal=principal.subject,
+                case_id=query.case_id,
+            )
+        )
+        if query.case_id is not None and self._cases is not None:
+            self._cases.link_identity_confirmation(query.case_id, header.message_id)
+        self._audit.submitted(
+            message_id=header.message_id,
+            agreement_id=agreement.id,
+            agreement_version=agreement.version,
+            peer_state=agreement.partner_state,
+            principal=principal.subject,
+            payload=payload,
+            minimised=minimised,
+        )
+        wait_s = response_deadline_s(agreement.outbound)
+        if time_left_s is not None:
+            wait_s = min(wait_s, time_left_s - CALLER_MARGIN_S)
+        return SignedQuery(
+            query=query,
+            agreement=agreement,
+            minimised=minimised,
+            envelope=envelope,
+            digest=envelope_digest(envelope),
+            wait_s=wait_s,
+        )
+
+    def _require_case(self, case_id: str, partner_state: str) -> None:
+        case = self._cases.get(case_id) if self._cases is not None else None
+        parties = (case.requesting_state, case.representing_state) if case else ()
+        if case is None or self._state not in parties or partner_state not in parties:
+            raise NotFound("no representation case with that id is shared with this partner")
+
+    def _take_quota(self, agreement: AgreementInForce, minimised: MinimisedPayload) -> None:
+        limit = agreement.daily_quota(agreement.outbound, EXCHANGE, minimised.purpose)
+        if limit is None:
+            return
+        decision = self._quota.consume(
+            agreement.id, minimised.direction, minimised.purpose, limit=limit
+        )
+        if not decision.allowed:
+            raise QuotaRejected(
+                f"the daily quota of {limit} identity confirmations for this purpose under "
+                f"agreement {agreement.id!r} is used up",
+                reason="QUOTA_EXHAUSTED",
+            )
+
+    # -- the partner's answer ------------------------------------------------------------
+
+    async def _ask(self, signed: SignedQuery) -> envelope_pb2.Envelope:
+        partner = signed.agreement.partner_state
+        if signed.wait_s <= 0:
+            await self._unanswered(signed, "DEADLINE_EXCEEDED")
+            raise DeadlineExceeded("no time is left to ask the partner")
+        try:
+            # Waiting for the channel (a partner restarting, a reconnect backoff) is part
+            # of the answer's time: the deadline, not a fast failure, ends the wait.
+            response = await self._partners.peer(partner).Query(
+                peer_pb2.QueryRequest(envelope=signed.envelope),
+                timeout=signed.wait_s,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                await self._unanswered(signed, "DEADLINE_EXCEEDED")
+                raise DeadlineExceeded(
+                    f"{partner} did not answer within {signed.wait_s:.1f} s"
+                ) from e
+            if code in PERMANENT_REFUSALS:
+                reason = refusal_reason(e)
+                await self._unanswered(signed, reason)
+                raise PartnerRefused(
+                    f"{partner} refused the query ({reason})", reason=reason
+                ) from e
+            reason = f"PARTNER_{code.name}"
+            await self._unanswered(signed, reason)
+            raise PartnerUnavailable(f"{partner} could not answer ({code.name})") from e
+        return response.answer
+
+    async def _unanswered(self, signed: SignedQuery, reason: str) -> None:
+        await asyncio.to_thread(
+            self._queries.record_answer,
+            signed.envelope.message_id,
+            result=None,
+            document_status=None,
+            reason_code=reason[:64],
+        )
+
+    def _accept(
+        self, signed: SignedQuery, envelope: envelope_pb2.Envelope
+    ) -> identity_pb2.ConfirmIdentityResponse:
+        agreement = signed.agreement
+        verified = self._verifier.verify(envelope, peer_state=agreement.partner_state)
+        header = verified.header
+        if (
+            header.exchange_type != common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION
+            or header.payload_type != ANSWER_PAYLOAD_TYPE
+            or header.purpose != signed.minimised.purpose
+        ):
+            raise PartnerRefused(
+                "the partner's answer is not an identity answer to this query",
+                reason="ANSWER_MISMATCH",
+            )
+        agreement.require_digest(header.agreement_version, header.agreement_digest)
+        answer = decode_answer(
+            verified.payload,
+            request_message_id=signed.envelope.message_id,
+            request_digest=signed.digest,
+        )
+        result = identity_pb2.MatchResult.Name(answer.result)
+        status = identity_pb2.DocumentStatus.Name(answer.document_status)
+        self._queries.record_answer(
+            signed.envelope.message_id, result=result, document_status=status
+        )
+        self._audit.record(
+            EventKind.RECEIPTED,
+            Decision.ACCEPTED,
+            message_id=signed.envelope.message_id,
+            agreement_id=agreement.id,
+            agreement_version=agreement.version,
+            exchange_type=EXCHANGE,
+            purpose=signed.minimised.purpose,
+            peer_state=agreement.partner_state,
+            payload=verified.payload,
+            reason_code=result.removeprefix("MATCH_RESULT_"),
+        )
+        return identity_pb2.ConfirmIdentityResponse(
+            message_id=signed.envelope.message_id,
+            result=answer.result,
+            fields=answer.fields,
+            document_status=answer.document_status,
+        )

@@ -1,0 +1,141 @@
+"""The record of identity confirmations a gateway asked for or answered.
+
+One row per query envelope, keyed by its message id, holding who asked whom under
+which agreement and for which purpose, and the answer's result and document status:
+flags, never a value of the claim or of the registry's record.
+
+On the responding side :meth:`IdentityQueries.admit_inbound` is the replay guard:
+storing the id and refusing one already stored is a single insert, atomic on both
+engines, so a replayed query is never answered twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import Engine, insert, select, update
+
+from gateway.errors import ReplayRejected
+from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
+from gateway.store.tables import identity_queries
+
+Direction = Literal["outbound", "inbound"]
+
+
+@dataclass(frozen=True)
+class IdentityQuery:
+    message_id: str
+    direction: Direction
+    partner_state: str
+    agreement_id: str
+    purpose: str
+    kind: str
+    principal: str | None = None
+    case_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AnsweredQuery:
+    """A stored query and, once answered, its result names (e.g. ``MATCH_RESULT_MATCH``)."""
+
+    query: IdentityQuery
+    result: str | None
+    document_status: str | None
+    reason_code: str | None
+    created_at: datetime
+    answered_at: datetime | None
+
+
+class IdentityQueries:
+    def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def _values(self, query: IdentityQuery) -> dict[str, object]:
+        return {
+            "message_id": query.message_id,
+            "direction": query.direction,
+            "partner_state": query.partner_state,
+            "agreement_id": query.agreement_id,
+            "purpose": query.purpose,
+            "kind": query.kind,
+            "principal": query.principal,
+            "case_id": query.case_id,
+            "created_at": self._clock(),
+        }
+
+    def record_outbound(self, query: IdentityQuery) -> None:
+        """Blocking. A query this gateway is about to send (its id is a fresh UUID)."""
+        if query.direction != "outbound":
+            raise ValueError("record_outbound takes outbound queries")
+        with write_transaction(self._engine) as conn:
+            conn.execute(insert(identity_queries).values(**self._values(query)))
+
+    def admit_inbound(self, query: IdentityQuery) -> None:
+        """Blocking. Store a partner's query id, or :class:`ReplayRejected` if seen before."""
+        if query.direction != "inbound":
+            raise ValueError("admit_inbound takes inbound queries")
+        statement = (
+            insert_unless_present(self._engine, identity_queries)
+            .values(**self._values(query))
+            .returning(identity_queries.c.message_id)
+        )
+        with write_transaction(self._engine) as conn:
+            if conn.execute(statement).first() is None:
+                raise ReplayRejected("this query's message id was already answered")
+
+    def record_answer(
+        self,
+        message_id: str,
+        *,
+        result: str | None,
+        document_status: str | None,
+        reason_code: str | None = None,
+    ) -> None:
+        """Blocking. The answer given or received, or the reason there was none."""
+        with write_transaction(self._engine) as conn:
+            conn.execute(
+                update(identity_queries)
+                .where(
+                    identity_queries.c.message_id == message_id,
+                    identity_queries.c.answered_at.is_(None),
+                )
+                .values(
+                    result=result,
+                    document_status=document_status,
+                    reason_code=reason_code,
+                    answered_at=self._clock(),
+                )
+            )
+
+    def get(self, message_id: str) -> AnsweredQuery | None:
+        with read_transaction(self._engine) as conn:
+            row = (
+                conn.execute(
+                    select(identity_queries).where(identity_queries.c.message_id == message_id)
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        return AnsweredQuery(
+            query=IdentityQuery(
+                message_id=row["message_id"],
+                direction=row["direction"],
+                partner_state=row["partner_state"],
+                agreement_id=row["agreement_id"],
+                purpose=row["purpose"],
+                kind=row["kind"],
+                principal=row["principal"],
+                case_id=row["case_id"],
+            ),
+            result=row["result"],
+            document_status=row["document_status"],
+            reason_code=row["reason_code"],
+            created_at=row["created_at"],
+            answered_at=row["answered_at"],
+        )
