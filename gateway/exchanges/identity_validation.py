@@ -189,4 +189,3 @@ def _claim_fields(check: FieldChecker, claim: identity_pb2.IdentityClaim) -> Non
         check.refuse("claim", "needs a document number or a date of birth to compare")
     if number:
         claim.document_number = comparable_document_number(number)
-
