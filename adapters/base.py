@@ -32,7 +32,7 @@ from typing import Final, Protocol, runtime_checkable
 
 from gateway.errors import DeadlineExceeded, Unavailable
 from gateway.store.tables import AGREEMENT_ID_LENGTH, MESSAGE_ID_LENGTH, PURPOSE_LENGTH
-from pouch.v1 import civil_pb2, registry_pb2
+from pouch.v1 import civil_pb2, registry_pb2, representation_pb2
 
 # Message ids end up in file names (spool) and keys; only these characters may.
 _MESSAGE_ID = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MESSAGE_ID_LENGTH - 1}}}$")
@@ -155,3 +155,18 @@ class IdentitySource(Protocol):
         """The records that fit ``query``; :class:`RegistryDeadlineExceeded` past the time,
         :class:`RegistryUnavailable` when the registry could not be asked."""
         ...
+
+
+@runtime_checkable
+class CaseEventSink(Protocol):
+    """An adapter that tells the registry or case system of representation-case events.
+
+    The gateway hands over each event received from the partner, and each missed
+    deadline, until this returns; :class:`RegistryUnavailable` means try again later.
+    Sinks are idempotent per ``(case id, event_kind, case.updated_at)``: after a crash an
+    event may be handed over twice.
+    """
+
+    async def notify_case_event(
+        self, event_kind: str, case: representation_pb2.RepresentationCase
+    ) -> None: ...

@@ -31,7 +31,7 @@ from adapters.base import (
     RegistryUnavailable,
 )
 from gateway.connect import ClientIdentity, secure_channel
-from pouch.v1 import registry_pb2, registry_pb2_grpc
+from pouch.v1 import registry_pb2, registry_pb2_grpc, representation_pb2
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 
@@ -138,6 +138,17 @@ class GrpcRegistryAdapter:
             await self._channel.close(None)
         self._channel = None
         self._stub = None
+
+    async def notify_case_event(
+        self, event_kind: str, case: representation_pb2.RepresentationCase
+    ) -> None:
+        request = registry_pb2.NotifyCaseEventRequest(event_kind=event_kind, case=case)
+        try:
+            await self._registry().NotifyCaseEvent(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise RegistryUnavailable(
+                f"registry at {self._target} did not take the case event ({e.code().name})"
+            ) from e
 
 
 def _outcome(response: registry_pb2.ApplyCivilUpdateResponse) -> RegistryOutcome:

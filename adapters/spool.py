@@ -35,9 +35,11 @@ from pathlib import Path
 from google.protobuf.json_format import MessageToDict
 
 from adapters.base import APPLIED, InboundUpdate, RegistryOutcome, RegistryUnavailable
+from pouch.v1 import representation_pb2
 
 SUFFIX = ".jsonl"
 _DAY = re.compile(r"^[0-9]{8}$")
+_CASE_FILE = re.compile(r"case-[0-9a-f-]{36}-[a-z_]{1,32}-[0-9T]{21}")
 
 
 def _utc_now() -> datetime:
@@ -59,6 +61,35 @@ class SpoolAdapter:
         except OSError as e:
             raise RegistryUnavailable(f"spool directory not writable ({type(e).__name__})") from e
         return APPLIED
+
+    async def notify_case_event(
+        self, event_kind: str, case: representation_pb2.RepresentationCase
+    ) -> None:
+        """One file per event: ``<day>/case-<case id>-<event>-<updated_at>.jsonl``."""
+        stamp = case.updated_at.ToDatetime().strftime("%Y%m%dT%H%M%S%f")
+        name = f"case-{case.case_id}-{event_kind}-{stamp}"
+        if not _CASE_FILE.fullmatch(name):
+            raise ValueError("case id or event kind unfit for a file name")
+        line = json.dumps(
+            {
+                "event_kind": event_kind,
+                "case": MessageToDict(case, preserving_proto_field_name=True),
+            },
+            ensure_ascii=False,
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        try:
+            await asyncio.to_thread(self._write_case_event, name, line)
+        except OSError as e:
+            raise RegistryUnavailable(f"spool directory not writable ({type(e).__name__})") from e
+
+    def _write_case_event(self, name: str, line: str) -> None:
+        with self._lock:
+            if self.path_for(name) is None:
+                day = self._directory / self._clock().astimezone(UTC).strftime("%Y%m%d")
+                _make_directory(day)
+                _write_atomically(day / (name + SUFFIX), (line + "\n").encode())
 
     async def close(self) -> None:
         """Nothing to release."""

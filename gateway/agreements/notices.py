@@ -14,7 +14,7 @@ each side; the rows, digests and receipts stay as evidence.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -57,8 +57,10 @@ class AgreementNotices:
         clock: Callable[[], datetime],
         delivery_deadline: timedelta,
         audit: AuditRecorder,
+        also_purge: Sequence[Callable[[str], int]] = (),
     ) -> None:
         self._audit = audit
+        self._also_purge = tuple(also_purge)
         self._state = state
         self._registry = registry
         self._lifecycle = lifecycle
@@ -115,7 +117,11 @@ class AgreementNotices:
         return purged + self._purge(loaded.id) if terminated else 0
 
     def _purge(self, agreement_id: str) -> int:
-        return self._outbox.purge_payloads(agreement_id) + self._inbox.purge_payloads(agreement_id)
+        purged = self._outbox.purge_payloads(agreement_id) + self._inbox.purge_payloads(
+            agreement_id
+        )
+        # Other stores holding payloads under the agreement (representation cases).
+        return purged + sum(purge(agreement_id) for purge in self._also_purge)
 
     def declare(
         self, agreement_id: str, action: int, reason_code: str, *, principal: str

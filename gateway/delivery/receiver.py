@@ -4,6 +4,9 @@
     verify    -> VerifiedEnvelope    (sender's signing key, clock window, addressed to us)
     agreement -> AgreementInForce    (in force here too, and the same text: digest pinned)
     policy    -> MinimisedPayload    (re-evaluated: a field we should not hold is refused)
+    (a representation case's message takes the same stages in
+    :class:`~gateway.exchanges.representation_inbound.CaseInbound`, which also applies
+    it to our copy of the case in the transaction that stores it)
     quota     -> the purpose's daily allowance in our direction
     inbox     -> stored exactly once (atomic on the message id)
     receipt   -> signed by us, binding the request digest
@@ -29,6 +32,7 @@ from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
 from gateway.errors import PouchError, QuotaRejected, Rejected, ReplayRejected
 from gateway.exchanges.names import exchange_name
 from gateway.exchanges.payload import decode_payload
+from gateway.exchanges.representation_inbound import CaseInbound
 from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags, evaluate
 from gateway.store.inbox import InboundMessage, Inbox
@@ -58,8 +62,10 @@ class InboundReceiver:
         signer: ReceiptSigner,
         clock: Callable[[], datetime],
         audit: AuditRecorder,
+        cases: CaseInbound | None = None,
     ) -> None:
         self._audit = audit
+        self._cases = cases
         self._verifier = verifier
         self._gate = gate
         self._notices = notices
@@ -88,6 +94,9 @@ class InboundReceiver:
         if header.exchange_type == common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE:
             self._notices.receive(peer_state, verified)
             return self._receipt(verified, "")
+        if header.exchange_type == common_pb2.EXCHANGE_TYPE_REPRESENTATION and self._cases:
+            stored = self._cases.receive(peer_state, verified, envelope.SerializeToString())
+            return self._received(verified, envelope, "representation", peer_state, stored)
         if header.exchange_type != common_pb2.EXCHANGE_TYPE_CIVIL_RECORD:
             raise UnsupportedExchange("this exchange type is not delivered through Deliver")
         agreement = self._gate.in_force(header.agreement_id, peer_state)
@@ -128,23 +137,33 @@ class InboundReceiver:
                 purpose=minimised.purpose,
             )
         )
+        if not stored and quota_day is not None:
+            self._quota.release(agreement.id, minimised.direction, minimised.purpose, day=quota_day)
+        return self._received(verified, envelope, "civil_record", peer_state, stored)
+
+    def _received(
+        self,
+        verified: VerifiedEnvelope,
+        envelope: envelope_pb2.Envelope,
+        exchange_type: str,
+        peer_state: str,
+        stored: bool,
+    ) -> envelope_pb2.Receipt:
+        """Audit the stored (or duplicate) message and sign the receipt for it."""
+        header = verified.header
         self._audit.record(
             EventKind.RECEIVED,
             Decision.ACCEPTED,
             message_id=header.message_id,
-            agreement_id=agreement.id,
-            agreement_version=agreement.version,
-            exchange_type="civil_record",
-            purpose=minimised.purpose,
+            agreement_id=header.agreement_id,
+            agreement_version=header.agreement_version,
+            exchange_type=exchange_type,
+            purpose=header.purpose,
             peer_state=peer_state,
             payload=verified.payload,
             reason_code=None if stored else "DUPLICATE",
         )
         if not stored:
-            if quota_day is not None:
-                self._quota.release(
-                    agreement.id, minimised.direction, minimised.purpose, day=quota_day
-                )
             self._check_same_payload(header.message_id, envelope)
             return self._receipt(verified, "DUPLICATE")
         return self._receipt(verified, "")

@@ -248,10 +248,28 @@ class IdentityConfirmationRules(DirectionRules):
     name_matching: NameMatching = Field(default_factory=NameMatching)
 
 
+class CaseDeadlines(_Frozen):
+    """Seconds the representing state has for each step of a representation case.
+
+    ``acknowledge_seconds`` runs from the request, ``decide_seconds`` (accept or
+    decline) from the acknowledgement, ``start_seconds`` from the acceptance and
+    ``complete_seconds`` (complete or fail) from the start. An unset acknowledge or
+    decide step falls back to the direction's ``response_deadline_seconds``; an unset
+    start or complete step has no deadline.
+    """
+
+    acknowledge_seconds: PositiveInt | None = None
+    decide_seconds: PositiveInt | None = None
+    start_seconds: PositiveInt | None = None
+    complete_seconds: PositiveInt | None = None
+
+
 class RepresentationRules(DirectionRules):
     """Kinds are assistance kinds (``detention_visit``, ``medical_emergency`` ...)."""
 
     exchange_type: ClassVar[ExchangeType] = "representation"
+
+    deadlines: CaseDeadlines = Field(default_factory=CaseDeadlines)
 
 
 class PolicySection(_Frozen):

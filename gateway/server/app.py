@@ -48,6 +48,7 @@ from gateway.server.peer_api import (
     PeerExchanges,
     register_peer_service,
 )
+from gateway.server.representation_service import RepresentationService
 from gateway.store.engine import create_engine, redact_url
 from gateway.store.migrate import current_revision, upgrade_to_head
 from gateway.trust.peer import CertificateIdentifier, TrustAnchor
@@ -62,6 +63,8 @@ from pouch.v1 import (
     gateway_pb2_grpc,
     identity_pb2,
     identity_pb2_grpc,
+    representation_pb2,
+    representation_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -197,6 +200,16 @@ class Gateway:
             civil_pb2_grpc.add_CivilRecordServiceServicer_to_server(
                 CivilRecordService(x.sender, x.outbox, x.dispatcher.wake.set), server
             )
+            representation_pb2_grpc.add_RepresentationServiceServicer_to_server(
+                RepresentationService(
+                    x.representation,
+                    x.cases,
+                    x.case_signal,
+                    state=self.state,
+                    wake=x.dispatcher.wake.set,
+                ),
+                server,
+            )
             agreement_pb2_grpc.add_AgreementServiceServicer_to_server(
                 AgreementService(x.registry, x.lifecycle, x.notices), server
             )
@@ -217,6 +230,7 @@ class Gateway:
             services += [
                 audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
                 civil_pb2.DESCRIPTOR.services_by_name["CivilRecordService"].full_name,
+                representation_pb2.DESCRIPTOR.services_by_name["RepresentationService"].full_name,
                 identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
                 agreement_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
             ]

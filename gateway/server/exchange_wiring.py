@@ -32,21 +32,27 @@ from gateway.audit.log import AuditLog
 from gateway.audit.publication import CheckpointPublisher, CheckpointWitness
 from gateway.audit.recorder import AuditRecorder, payload_digest
 from gateway.config import Settings
+from gateway.delivery.case_handover import CaseEventHandover, CaseEventSink
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
 from gateway.delivery.partners import PartnerChannels, PartnerEndpoint
 from gateway.delivery.receiver import InboundReceiver
 from gateway.envelope import EnvelopeSigner, EnvelopeVerifier, ReceiptSigner
 from gateway.errors import unexpected_summary
+from gateway.exchanges.case_deadlines import DeadlineWatcher
 from gateway.exchanges.civil import CivilRecordSender
 from gateway.exchanges.identity import IdentityRequester
 from gateway.exchanges.identity_answer import IdentityResponder
+from gateway.exchanges.representation import RepresentationDesk
+from gateway.exchanges.representation_inbound import CaseInbound
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem
 from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.policy.rules import PolicySection
+from gateway.server.representation_service import CaseSignal
+from gateway.store.cases import CaseStore
 from gateway.store.identity_queries import IdentityQueries
 from gateway.store.inbox import Inbox
 from gateway.store.lifecycle import AgreementLifecycleStore
@@ -107,6 +113,9 @@ class Exchanges:
         )
         self.outbox = Outbox(engine, clock=clock, sealer=sealer)
         self.inbox = Inbox(engine, clock=clock, sealer=sealer)
+        self.case_signal = CaseSignal()
+        self.cases = CaseStore(engine, clock=clock, sealer=sealer, on_event=self.case_signal.fire)
+        self._clock = clock
         self.retention = RetentionPurger(engine, self.outbox, self.inbox, clock=clock)
         self._retention_interval_s = storage.retention_interval_seconds
         quota = QuotaLedger(engine, clock=clock)
@@ -126,6 +135,7 @@ class Exchanges:
             clock=clock,
             audit=audit,
             delivery_deadline=deadline,
+            also_purge=[self.cases.purge_payloads],
         )
         self.sender = CivilRecordSender(
             state=state,
@@ -144,6 +154,17 @@ class Exchanges:
             max_payload_bytes=settings.gateway.max_message_bytes,
             clock=clock,
         )
+        self.representation = RepresentationDesk(
+            state=state,
+            gate=self.gate,
+            quota=quota,
+            signer=signer,
+            outbox=self.outbox,
+            cases=self.cases,
+            clock=clock,
+            delivery_deadline=deadline,
+            audit=audit,
+        )
         self.receiver = InboundReceiver(
             verifier=verifier,
             gate=self.gate,
@@ -153,6 +174,15 @@ class Exchanges:
             signer=receipts,
             clock=clock,
             audit=audit,
+            cases=CaseInbound(
+                state=state,
+                gate=self.gate,
+                quota=quota,
+                inbox=self.inbox,
+                cases=self.cases,
+                clock=clock,
+                audit=audit,
+            ),
         )
         self.outcomes = OutcomeRecorder(
             outbox=self.outbox, bundles=partner_bundles, clock=clock, audit=audit
@@ -221,6 +251,14 @@ class Exchanges:
             batch_size=delivery.batch_size,
             call_timeout_s=delivery.call_timeout_seconds,
         )
+        self.deadlines = DeadlineWatcher(cases=self.cases, audit=audit, clock=clock)
+        self.case_handover = (
+            CaseEventHandover(
+                cases=self.cases, adapter=self.adapter, batch_size=delivery.batch_size
+            )
+            if isinstance(self.adapter, CaseEventSink)
+            else None
+        )
         self._partners = partner_bundles
         self._log_signer = CheckpointSigner.for_state(pki)
         self.publisher = CheckpointPublisher(
@@ -277,6 +315,9 @@ class Exchanges:
             asyncio.create_task(self._inbound_loop(), name="handover"),
             asyncio.create_task(self._retention_loop(), name="retention"),
             asyncio.create_task(
+                self.deadlines.run(self._stopping, max(self._poll_s, 1.0)), name="case-deadlines"
+            ),
+            asyncio.create_task(
                 self.publisher.run(self._stopping, self._checkpoint_interval_s),
                 name="checkpoints",
             ),
@@ -302,6 +343,11 @@ class Exchanges:
         retention_days = {
             loaded.id: loaded.agreement.retention_days for loaded in self.registry.list()
         }
+        now = self._clock()
+        for agreement_id, days in retention_days.items():
+            self.cases.purge_finished_payloads(
+                agreement_id, updated_before=now - timedelta(days=days)
+            )
         return self.retention.purge_expired(retention_days)
 
     def _audit_purge(self, report: PurgeReport) -> None:
@@ -341,6 +387,8 @@ class Exchanges:
                 if self.handover is not None:
                     busy = await self.handover.run_once()
                 busy = await self.acknowledger.run_once() or busy
+                if self.case_handover is not None:
+                    busy = await self.case_handover.run_once() or busy
             except Exception as e:  # one bad round must not stop the loop
                 log.error("inbound round failed: %s", unexpected_summary(e))
             if not busy:

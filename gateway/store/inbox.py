@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, false, select, true, update
+from sqlalchemy import ColumnElement, Connection, Engine, false, select, true, update
 from sqlalchemy.engine import RowMapping
 
 from gateway.errors import ReplayRejected
@@ -153,7 +153,23 @@ class Inbox:
 
     def accept_once(self, message: InboundMessage) -> bool:
         """Store ``message`` if its id is new (``True``); ``False`` if already stored."""
-        received_at = self._now()
+        with write_transaction(self._engine) as conn:
+            return self.accept_once_within(conn, message)
+
+    def accept_once_within(
+        self, conn: Connection, message: InboundMessage, *, applied: bool = False
+    ) -> bool:
+        """:meth:`accept_once` on ``conn``, inside the caller's transaction.
+
+        With ``applied`` the message is stored as already handed over and applied: the
+        caller applied it in the same transaction (a representation case's message).
+        """
+        now = self._now()
+        handed_over = {
+            "status": InboxStatus.HANDED_OVER.value,
+            "registry_outcome": RegistryOutcome.APPLIED.value,
+            "handed_over_at": now,
+        }
         statement = (
             insert_unless_present(self._engine, inbox)
             .values(
@@ -161,7 +177,7 @@ class Inbox:
                 sender_state=message.sender_state,
                 agreement_id=message.agreement_id,
                 exchange_type=message.exchange_type,
-                received_at=received_at,
+                received_at=now,
                 envelope=self._stored_envelope(message),
                 status=InboxStatus.RECEIVED.value,
                 registry_outcome=None,
@@ -174,11 +190,12 @@ class Inbox:
             )
             .returning(inbox.c.message_id)
         )
+        if applied:
+            statement = statement.values(**handed_over)
         holder = select(inbox.c.sender_state).where(inbox.c.message_id == message.message_id)
-        with write_transaction(self._engine) as conn:
-            if conn.execute(statement).first() is not None:
-                return True
-            stored_sender = conn.execute(holder).scalar_one()
+        if conn.execute(statement).first() is not None:
+            return True
+        stored_sender = conn.execute(holder).scalar_one()
         if stored_sender != message.sender_state:
             raise ReplayRejected("message id already used by another sender state")
         return False

@@ -50,6 +50,7 @@ from typing import Any
 from sqlalchemy import (
     Column,
     ColumnElement,
+    Connection,
     Engine,
     and_,
     case,
@@ -205,17 +206,26 @@ class Outbox:
 
     def enqueue_many(self, items: Iterable[OutboxItem]) -> int:
         """Store all ``items`` in one transaction; return how many were new."""
+        items = builtins.list(items)
+        if not items:
+            return 0
+        with write_transaction(self._engine) as conn:
+            return self.enqueue_within(conn, items)
+
+    def enqueue_within(self, conn: Connection, items: Iterable[OutboxItem]) -> int:
+        """Store ``items`` on ``conn``, inside the caller's transaction; how many were new.
+
+        Nothing is durable until the caller's transaction commits: that commit is then
+        the point of acknowledgement, for the message and whatever else it wrote.
+        """
         now = self._now()
         rows = [_new_row(item, now, self._stored_envelope(item)) for item in items]
-        if not rows:
-            return 0
         stored = 0
-        with write_transaction(self._engine) as conn:
-            for start in range(0, len(rows), _BATCH_ROWS):
-                statement = insert_unless_present(self._engine, outbox).values(
-                    rows[start : start + _BATCH_ROWS]
-                )
-                stored += len(conn.execute(statement.returning(outbox.c.message_id)).all())
+        for start in range(0, len(rows), _BATCH_ROWS):
+            statement = insert_unless_present(self._engine, outbox).values(
+                rows[start : start + _BATCH_ROWS]
+            )
+            stored += len(conn.execute(statement.returning(outbox.c.message_id)).all())
         return stored
 
     def claim_due(

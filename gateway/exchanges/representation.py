@@ -1,0 +1,432 @@
+"""Acting on a representation case from the local API: each action one signed message.
+
+    validate  -> the request's every field, before anything is read or stored
+    case      -> the case, held here, with this state a party in the role the action needs
+    machine   -> the move is in :data:`~gateway.exchanges.case_machine.TRANSITIONS`
+    agreement -> AgreementInForce (the case's agreement, still in force)
+    policy    -> MinimisedPayload (the crossing content, evaluated as a whole)
+    commit    -> ONE transaction: the case row locked and re-checked, the next sequence
+                 number, the envelope signed, put in the outbox, the case changed, its
+                 event appended; the caller's answer means all of it is durable
+    audit     -> submitted (paths removed or transformed) and case_transition
+
+A refusal at any stage is audited with its reason code before it reaches the caller.
+The dispatcher delivers the message; the partner applies it to its copy of the case
+(:mod:`gateway.exchanges.representation_inbound`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.agreements.gate import AgreementGate, AgreementInForce
+from gateway.audit.entry import Decision, EventKind
+from gateway.audit.recorder import AuditRecorder
+from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
+from gateway.errors import NotFound, PermissionRejected, PouchError, QuotaRejected
+from gateway.exchanges import case_machine
+from gateway.exchanges.case_change import (
+    EXCHANGE,
+    CaseChange,
+    apply_change,
+    change_for,
+    event_kind_for,
+    policy_context,
+    require_routing,
+)
+from gateway.exchanges.case_deadlines import case_rules, step_deadline
+from gateway.exchanges.case_machine import CaseRole, CaseStatus, check_transition, role_of
+from gateway.exchanges.case_payload import CaseMessage, encode_case_payload
+from gateway.exchanges.representation_validation import (
+    validate_acknowledgement,
+    validate_assistance_request,
+    validate_case_id,
+    validate_cost_claim,
+    validate_note,
+    validate_reason,
+)
+from gateway.policy.catalogue import representation_payload
+from gateway.policy.evaluate import MinimisedPayload, evaluate
+from gateway.store.cases import CaseRecord, CaseStore, CaseWrite, CostClaimRecord, NoteRecord
+from gateway.store.outbox import Outbox, OutboxItem
+from gateway.store.quota import QuotaLedger
+from gateway.trust.principal import Principal
+from pouch.v1 import common_pb2, representation_pb2
+
+PAYLOAD_TYPE = representation_pb2.RepresentationCase.DESCRIPTOR.full_name
+
+
+class RepresentationDesk:
+    """The local API's actions on representation cases, for this gateway's state."""
+
+    def __init__(
+        self,
+        *,
+        state: str,
+        gate: AgreementGate,
+        quota: QuotaLedger,
+        signer: EnvelopeSigner,
+        outbox: Outbox,
+        cases: CaseStore,
+        clock: Callable[[], datetime],
+        delivery_deadline: timedelta,
+        audit: AuditRecorder,
+    ) -> None:
+        self._state = state
+        self._gate = gate
+        self._quota = quota
+        self._signer = signer
+        self._outbox = outbox
+        self._cases = cases
+        self._clock = clock
+        self._deadline = delivery_deadline
+        self._audit = audit
+
+    # -- the actions (blocking: call them from a worker thread) ------------
+
+    def request_assistance(
+        self, principal: Principal, request: representation_pb2.RequestAssistanceRequest
+    ) -> CaseRecord:
+        with self._refusals_audited(principal, request.representing_state, request.agreement_id):
+            return self._open(principal, request)
+
+    def transition(
+        self, principal: Principal, case_id: str, target: CaseStatus | None, reason: str
+    ) -> CaseRecord:
+        with self._refusals_audited(principal, None, None):
+            validate_case_id(case_id)
+            validate_reason(reason)
+            case = self._case(case_id)
+            if target is None:
+                raise case_machine.IllegalTransition(
+                    f"a case in state {case.state.value} cannot be moved to an unspecified state"
+                )
+            check_transition(case.state, target, self._role(case))
+            message = CaseMessage(case_id, "transition", 0, target_state=target, reason_code=reason)
+            return self._act(principal, case, message, {}, new_state=target)
+
+    def add_note(
+        self, principal: Principal, request: representation_pb2.AddNoteRequest
+    ) -> NoteRecord:
+        with self._refusals_audited(principal, None, None):
+            validate_note(request)
+            case = self._case(request.case_id)
+            self._role(case)
+            note_id = str(uuid.uuid4())
+            note = representation_pb2.CaseNote(text=request.text, attachments=request.attachments)
+            content = representation_payload(notes=[note])
+            message = CaseMessage(case.case_id, "note", 0, note_id=note_id)
+            self._act(principal, case, message, content)
+            view = self._cases.view(case.case_id)
+            assert view is not None
+            return next(n for n in view.notes if n.note_id == note_id)
+
+    def claim_costs(
+        self, principal: Principal, request: representation_pb2.ClaimCostsRequest
+    ) -> CostClaimRecord:
+        with self._refusals_audited(principal, None, None):
+            validate_cost_claim(request)
+            case = self._case(request.case_id)
+            self._require_role(case, CaseRole.REPRESENTING, "claim costs")
+            case_machine.check_cost_claim(case.state)
+            message = CaseMessage(
+                case.case_id,
+                "claim_costs",
+                0,
+                claim_id=str(uuid.uuid4()),
+                currency=request.currency,
+                amount_minor=request.amount_minor,
+                description=request.description,
+            )
+            self._act(principal, case, message, {})
+            return self._claim(case.case_id, message.claim_id)
+
+    def acknowledge_costs(
+        self, principal: Principal, request: representation_pb2.AcknowledgeCostsRequest
+    ) -> CostClaimRecord:
+        """Acknowledging a claim twice answers with the claim as acknowledged the first time."""
+        with self._refusals_audited(principal, None, None):
+            validate_acknowledgement(request)
+            case = self._case(request.case_id)
+            self._require_role(case, CaseRole.REQUESTING, "acknowledge costs")
+            claim = self._claim(case.case_id, request.claim_id)
+            if claim.acknowledged_at is not None:
+                return claim
+            message = CaseMessage(case.case_id, "acknowledge_costs", 0, claim_id=claim.claim_id)
+            self._act(principal, case, message, {})
+            return self._claim(case.case_id, claim.claim_id)
+
+    # -- stages ------------------------------------------------------------
+
+    def _open(
+        self, principal: Principal, request: representation_pb2.RequestAssistanceRequest
+    ) -> CaseRecord:
+        now = self._clock()
+        valid = validate_assistance_request(request, own_state=self._state, today=now.date())
+        earlier = self._cases.find_by_client_reference(principal.subject, valid.client_reference)
+        if earlier is not None:
+            return earlier
+        agreement = self._gate.in_force(valid.agreement_id, valid.representing_state)
+        minimised = evaluate(
+            agreement.outbound,
+            exchange_type=EXCHANGE,
+            purpose=valid.purpose,
+            kind=valid.kind,
+            payload=representation_payload(
+                kind=request.kind,
+                mission_country=request.mission_country,
+                person=request.person,
+                summary=request.summary,
+            ),
+            legal_basis=valid.legal_basis,
+            today=now.date(),
+            hash_key=agreement.hash_key,
+        )
+        require_routing(minimised)
+        self._take_quota(agreement, minimised)
+        deadline = step_deadline(
+            case_rules(agreement.loaded.exchanges, self._state, agreement.partner_state),
+            CaseStatus.SUBMITTED,
+            now,
+        )
+        case = CaseRecord(
+            case_id=str(uuid.uuid4()),
+            requesting_state=self._state,
+            representing_state=agreement.partner_state,
+            agreement_id=agreement.id,
+            state=CaseStatus.SUBMITTED,
+            agreement_version=agreement.version,
+            mission_country=valid.mission_country,
+            kind=valid.kind,
+            purpose=minimised.purpose,
+            has_legal_basis=valid.legal_basis.has_legal_basis,
+            consent_recorded=valid.legal_basis.consent_recorded,
+            rule_set=minimised.applied_rule_set,
+            sent_seq=0,
+            received_seq=0,
+            event_count=0,
+            next_deadline=deadline.due,
+            deadline_step=deadline.step,
+            deadline_missed=False,
+            created_at=now,
+            updated_at=now,
+            payload_purged_at=None,
+            client_reference=valid.client_reference,
+            principal=principal.subject,
+            content=dict(minimised.payload),
+        )
+        message = CaseMessage(
+            case.case_id,
+            "open",
+            1,
+            has_legal_basis=case.has_legal_basis,
+            consent_recorded=case.consent_recorded,
+        )
+        with self._cases.transaction() as write:
+            if not write.insert_case(case):
+                winner = None
+            else:
+                self._commit(
+                    write, agreement, case, CaseChange(message, minimised, "submitted"), now
+                )
+                winner = case
+        if winner is None:  # a concurrent call with the same reference committed first
+            found = self._cases.find_by_client_reference(principal.subject, valid.client_reference)
+            if found is None:
+                raise RuntimeError("a case insert was refused without a prior case")
+            return found
+        self._audit_sent(principal, case, message, minimised)
+        return self._cases.get(case.case_id) or case
+
+    def _act(
+        self,
+        principal: Principal,
+        case: CaseRecord,
+        message: CaseMessage,
+        content: Mapping[str, Any],
+        *,
+        new_state: CaseStatus | None = None,
+    ) -> CaseRecord:
+        now = self._clock()
+        agreement = self._gate.in_force(case.agreement_id, self._partner(case))
+        minimised = evaluate(
+            agreement.outbound,
+            payload=content,
+            today=now.date(),
+            hash_key=agreement.hash_key,
+            **policy_context(case),
+        )
+        change = change_for(message, minimised, author=self._state, case_id=case.case_id, now=now)
+        if new_state is not None:
+            change = dataclasses.replace(change, new_state=new_state)
+        with self._cases.transaction() as write:
+            locked = write.lock(case.case_id)
+            if locked is None:
+                raise NotFound("no such case")
+            if new_state is not None:  # re-check under the lock: the partner may have moved it
+                check_transition(locked.state, new_state, self._role(locked))
+            self._commit(write, agreement, locked, change, now)
+        self._audit_sent(principal, locked, change.message, minimised)
+        updated = self._cases.get(case.case_id)
+        assert updated is not None
+        return updated
+
+    def _commit(
+        self,
+        write: CaseWrite,
+        agreement: AgreementInForce,
+        case: CaseRecord,
+        change: CaseChange,
+        now: datetime,
+    ) -> None:
+        """Sign the message with the case's next sequence number and change the case with it."""
+        sequence = case.sent_seq + 1
+        message = CaseMessage(**{**change.message.__dict__, "sequence": sequence})
+        header = EnvelopeHeader(
+            message_id=str(uuid.uuid4()),
+            agreement_id=agreement.id,
+            agreement_version=agreement.version,
+            agreement_digest=agreement.digest,
+            exchange_type=common_pb2.EXCHANGE_TYPE_REPRESENTATION,
+            purpose=case.purpose,
+            sender_state=self._state,
+            recipient_state=agreement.partner_state,
+            created_at=utc_millis(now),
+            payload_type=PAYLOAD_TYPE,
+        )
+        payload = encode_case_payload(message, change.minimised.payload)
+        envelope = self._signer.sign(header, payload)
+        self._outbox.enqueue_within(
+            write.conn,
+            [
+                OutboxItem(
+                    message_id=header.message_id,
+                    agreement_id=agreement.id,
+                    agreement_version=agreement.version,
+                    exchange_type=EXCHANGE,
+                    recipient_state=agreement.partner_state,
+                    purpose=case.purpose,
+                    envelope=envelope.SerializeToString(),
+                    deadline_at=now + self._deadline,
+                    kind=case.kind,
+                )
+            ],
+        )
+        apply_change(
+            write,
+            case,
+            change,
+            agreement,
+            actor_state=self._state,
+            message_id=header.message_id,
+            now=now,
+            sent_seq=sequence,
+        )
+
+    # -- helpers -----------------------------------------------------------
+
+    def _case(self, case_id: str) -> CaseRecord:
+        case = self._cases.get(case_id)
+        if case is None or not case.party(self._state):
+            raise NotFound("no case with that id is held by this state")
+        return case
+
+    def _partner(self, case: CaseRecord) -> str:
+        return (
+            case.representing_state
+            if case.requesting_state == self._state
+            else case.requesting_state
+        )
+
+    def _role(self, case: CaseRecord) -> CaseRole:
+        role = role_of(
+            self._state,
+            requesting_state=case.requesting_state,
+            representing_state=case.representing_state,
+        )
+        if role is None:
+            raise NotFound("no case with that id is held by this state")
+        return role
+
+    def _require_role(self, case: CaseRecord, role: CaseRole, action: str) -> None:
+        if self._role(case) is not role:
+            raise PermissionRejected(
+                f"only the {role.value} state may {action}", reason="WRONG_CASE_ROLE"
+            )
+
+    def _claim(self, case_id: str, claim_id: str) -> CostClaimRecord:
+        view = self._cases.view(case_id)
+        found = [c for c in view.claims if c.claim_id == claim_id] if view else []
+        if not found:
+            raise NotFound("no cost claim with that id on this case")
+        return found[0]
+
+    def _take_quota(self, agreement: AgreementInForce, minimised: MinimisedPayload) -> None:
+        limit = agreement.daily_quota(agreement.outbound, EXCHANGE, minimised.purpose)
+        if limit is None:
+            return
+        decision = self._quota.consume(
+            agreement.id, minimised.direction, minimised.purpose, limit=limit
+        )
+        if not decision.allowed:
+            raise QuotaRejected(
+                f"the daily quota of {limit} cases for this purpose is used up",
+                reason="QUOTA_EXHAUSTED",
+            )
+
+    def _audit_sent(
+        self,
+        principal: Principal,
+        case: CaseRecord,
+        message: CaseMessage,
+        minimised: MinimisedPayload,
+    ) -> None:
+        self._audit.record(
+            EventKind.CASE_TRANSITION,
+            Decision.ACCEPTED,
+            agreement_id=case.agreement_id,
+            agreement_version=case.agreement_version,
+            exchange_type=EXCHANGE,
+            purpose=case.purpose,
+            peer_state=self._partner(case),
+            principal=principal.subject,
+            reason_code=f"CASE_{event_kind_for(message).upper()}",
+        )
+
+    def _refusals_audited(
+        self, principal: Principal, peer_state: str | None, agreement_id: str | None
+    ) -> _RefusalAudit:
+        return _RefusalAudit(self._audit, principal, peer_state, agreement_id)
+
+
+class _RefusalAudit:
+    """Audits a refusal (reason code only) on its way to the caller."""
+
+    def __init__(
+        self,
+        audit: AuditRecorder,
+        principal: Principal,
+        peer_state: str | None,
+        agreement_id: str | None,
+    ) -> None:
+        self._audit = audit
+        self._principal = principal
+        self._peer_state = peer_state
+        self._agreement_id = agreement_id
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        if isinstance(error, PouchError):
+            self._audit.refused(
+                error,
+                exchange_type=EXCHANGE,
+                peer_state=self._peer_state,
+                principal=self._principal.subject,
+                agreement_id=self._agreement_id,
+            )
