@@ -75,8 +75,11 @@ class PartnerRefused(Rejected):
 
 
 class CaseOfState(Protocol):
-    requesting_state: str
-    representing_state: str
+    @property
+    def requesting_state(self) -> str: ...
+
+    @property
+    def representing_state(self) -> str: ...
 
 
 class CaseLinks(Protocol):

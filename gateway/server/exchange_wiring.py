@@ -221,6 +221,7 @@ class Exchanges:
             partners=self.channels,
             clock=clock,
             audit=audit,
+            cases=self.cases,
         )
         self.identity_responder = IdentityResponder(
             state=state,

@@ -40,6 +40,8 @@ from pouch.v1 import (
     peer_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    representation_pb2,
+    representation_pb2_grpc,
 )
 from tests.integration.conftest import GatewayThread, assert_safe_message, channel_to, error_reason
 
@@ -376,3 +378,82 @@ def _query_envelope(deployment: Deployment, at: Site) -> envelope_pb2.Envelope:
     born = {"year": 1980, "month": 1, "day": 31}
     tree = {"claim": {"document_type": "DOCUMENT_TYPE_PASSPORT", "date_of_birth": born}}
     return signer.sign(header, encode_payload(tree))
+
+
+def _request_case(site: Site) -> str:
+    channel = channel_to(
+        site.local_target,
+        trusted_ca=site.pki.ca_cert.read_bytes(),
+        chain=site.pki.client_cert("operator").read_bytes(),
+        key=site.pki.client_key("operator").read_bytes(),
+    )
+    try:
+        stub = representation_pb2_grpc.RepresentationServiceStub(channel)
+        request = representation_pb2.RequestAssistanceRequest(
+            client_reference=f"identity-case-{uuid.uuid4().hex[:8]}",
+            representing_state="BE",
+            mission_country="CV",
+            agreement_id=AT_BE,
+            purpose="consular_assistance",
+            kind=representation_pb2.ASSISTANCE_KIND_LOST_DOCUMENTS,
+            person=representation_pb2.AssistedPerson(
+                name=common_pb2.PersonName(given_names=["Jürgen"], family_names=["Müller"]),
+                date_of_birth=common_pb2.CivilDate(year=1980, month=1, day=31),
+                nationality="AT",
+            ),
+            summary="Passport lost; an emergency travel document is needed.",
+        )
+        metadata = bearer(site.token(["representation:request"], now=time.time()))
+        answer = stub.RequestAssistance(request, metadata=metadata, timeout=TIMEOUT_S)
+        return answer.case.case_id
+    finally:
+        channel.close()
+
+
+def _case(site: Site, case_id: str) -> representation_pb2.RepresentationCase:
+    channel = channel_to(
+        site.local_target,
+        trusted_ca=site.pki.ca_cert.read_bytes(),
+        chain=site.pki.client_cert("operator").read_bytes(),
+        key=site.pki.client_key("operator").read_bytes(),
+    )
+    try:
+        stub = representation_pb2_grpc.RepresentationServiceStub(channel)
+        metadata = bearer(site.token(["representation:request"], now=time.time()))
+        request = representation_pb2.GetCaseRequest(case_id=case_id)
+        return stub.GetCase(request, metadata=metadata, timeout=TIMEOUT_S).case
+    finally:
+        channel.close()
+
+
+def test_a_confirmation_made_for_a_case_is_linked_to_it(deployment: Deployment) -> None:
+    at = deployment.sites["AT"]
+    case_id = _request_case(at)
+
+    answer = _confirm_for_case(at, _claim(), case_id)
+
+    assert answer.result == identity_pb2.MATCH_RESULT_MATCH
+    assert list(_case(at, case_id).identity_confirmations) == [answer.message_id]
+
+
+def test_a_confirmation_for_a_case_this_state_does_not_hold_is_refused(
+    deployment: Deployment,
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        _confirm_for_case(deployment.sites["AT"], _claim(), "no-such-case")
+
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _confirm_for_case(
+    site: Site, claim: identity_pb2.IdentityClaim, case_id: str
+) -> identity_pb2.ConfirmIdentityResponse:
+    channel, stub = _stub(site)
+    try:
+        request = identity_pb2.ConfirmIdentityRequest(
+            partner_state="BE", agreement_id=AT_BE, purpose=PURPOSE, claim=claim, case_id=case_id
+        )
+        metadata = bearer(site.token(["identity:query"], now=time.time()))
+        return stub.ConfirmIdentity(request, metadata=metadata, timeout=TIMEOUT_S)
+    finally:
+        channel.close()
