@@ -1,94 +1,110 @@
-"""``pouch demo``: start gateways for two states on loopback and show them talking."""
+"""``pouch demo``: three states' gateways on loopback, and every exchange between them.
+
+AT and BE, and LU and BE, have signed agreements; AT and LU have not. BE's registry
+holds identity documents. The scenario: mutual TLS and tokens, a civil-record update
+AT -> BE, identity confirmations AT -> BE, a representation case LU -> BE from
+request to completion with a cost claim, refusals by policy, and AT's audit log
+cosigned by BE and verified offline. The exit status is 0 only if every step behaved
+as expected.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import shlex
+import sys
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
-from gateway.demo.audit_scenario import AuditOutcome, run_audit_scenario
-from gateway.demo.civil_scenario import CivilOutcome, run_civil_scenario
-from gateway.demo.deployment import GatewayProcess, RegistryProcess, prepare_sites
+from gateway.demo import report
+from gateway.demo.audit_scenario import run_audit_scenario
+from gateway.demo.civil_scenario import run_civil_scenario
+from gateway.demo.deployment import GatewayProcess, RegistryProcess, Site, prepare_sites
+from gateway.demo.identity_scenario import run_identity_scenario, seed_identity_documents
+from gateway.demo.representation_scenario import run_representation_scenario
 from gateway.demo.scenario import Step, run_scenario
 
-STATES = ("AT", "BE")
+# AT asks BE (civil records, identities); LU, with no mission in Cabo Verde, asks BE's.
+REQUESTER, RESPONDER, REPRESENTED = "AT", "BE", "LU"
+STATES = (REQUESTER, RESPONDER, REPRESENTED)
+AGREEMENTS = ((REQUESTER, RESPONDER), (REPRESENTED, RESPONDER))
 
 
-def _civil_tables(outcome: CivilOutcome, a: str, b: str) -> list[Table]:
-    policy = Table(title=f"What the agreement let cross ({a} -> {b}, a birth: minors' rules)")
-    policy.add_column("field path")
-    policy.add_column("what the policy did")
-    for path in outcome.removed:
-        policy.add_row(path, "removed")
-    for path in outcome.transformed:
-        policy.add_row(path, "transformed (masked, hashed or generalised)")
-    receipts = Table(title="Evidence")
-    receipts.add_column("what")
-    receipts.add_column("value")
-    receipts.add_row("message id", outcome.message_id)
-    receipts.add_row("delivery receipt", outcome.delivery_receipt)
-    receipts.add_row("registry's decision", outcome.acknowledgement)
-    receipts.add_row(f"rows in {b}'s registry for it", str(outcome.registry_rows))
-    return [policy, receipts]
+async def _run_all(sites: dict[str, Site], console: Console) -> list[Step]:
+    a, b, lu = sites[REQUESTER], sites[RESPONDER], sites[REPRESENTED]
+    steps = await run_scenario(a, b)
+    civil = await run_civil_scenario(a, b)
+    steps += report.civil_steps(civil, a.state, b.state)
+    identity = await run_identity_scenario(a, b)
+    steps += report.identity_steps(identity, a.state, b.state)
+    case = await run_representation_scenario(lu, b)
+    steps += report.representation_steps(case)
+    audit = await run_audit_scenario(a, b, [lu])
+    steps += report.audit_steps(audit, a.state, b.state)
+    console.print(report.steps_table(steps))
+    for table in (
+        *report.civil_tables(civil, a.state, b.state),
+        report.identity_table(identity, a.state, b.state),
+        report.representation_table(case, lu.state),
+        report.audit_table(audit, a.state),
+    ):
+        console.print(table)
+    return steps
 
 
-def _civil_steps(outcome: CivilOutcome, a: str, b: str) -> list[Step]:
+def _pouch() -> str:
+    """The ``pouch`` command next to this interpreter (a venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / "pouch"
+    return str(beside) if beside.exists() else "pouch"
+
+
+def _mint_command(site: Site) -> list[str]:
     return [
-        Step(
-            f"{a} civil registry",
-            f"{a} local API -> {b}",
-            "CivilRecordService/SubmitUpdate (birth)",
-            "APPLIED",
-            f"{outcome.state}{': ' + outcome.reason_code if outcome.reason_code else ''}",
-        ),
-        Step(
-            f"{a} civil registry",
-            f"{a} local API",
-            "SubmitUpdate, purpose 'law_enforcement'",
-            "PERMISSION_DENIED",
-            outcome.refused_purpose,
-        ),
-    ]
+        _pouch(), "token", "mint",
+        "--idp-dir", str(site.idp.directory),
+        "--cert", str(site.pki.client_cert("operator")),
+        "--issuer", site.issuer, "--audience", site.audience,
+        "--subject", f"operator@{site.state.lower()}", "--scope", "admin",
+    ]  # fmt: skip
 
 
-def _audit_steps(outcome: AuditOutcome, a: str, b: str) -> list[Step]:
-    verdict = "verified" if outcome.verified else "FAILED: " + "; ".join(outcome.failures)
-    return [
-        Step(
-            f"{a} auditor (audit:read)",
-            f"{a} local API",
-            "AuditService/ExportBundle, verified offline",
-            "verified",
-            f"{verdict} ({outcome.bundle_bytes} bytes, tree size {outcome.tree_size}, "
-            f"{'cosigned by ' + outcome.cosigned_by if outcome.published else 'not published'})",
+def _how_to_call(sites: dict[str, Site], running: Sequence[int], console: Console) -> None:
+    pids = " ".join(map(str, running))
+    console.print(f"\nThe gateways and registries keep running; stop them with: kill {pids}")
+    for site in sites.values():
+        console.print(
+            f"[bold]{site.state}[/]: local API {site.local_target}, peer API {site.peer_target}, "
+            f"configuration {site.config_path}\n"
+            f"  CA {site.pki.ca_cert}\n"
+            f"  client certificate {site.pki.client_cert('operator')}, "
+            f"key {site.pki.client_key('operator')}\n"
+            f"  a token for its operator: {shlex.join(_mint_command(site))}",
+            soft_wrap=True,
         )
-    ]
-
-
-def _audit_table(outcome: AuditOutcome, a: str) -> Table:
-    table = Table(title=f"{a}'s audit log (decision records: no personal data)")
-    for column in ("index", "event", "decision", "reason code"):
-        table.add_column(column)
-    for index, kind, decision, reason in outcome.entries:
-        table.add_row(str(index), kind, decision, reason)
-    return table
-
-
-def _table(steps: list[Step]) -> Table:
-    table = Table(title="Pouch demo: what crossed the wire")
-    for column in ("caller", "called", "call", "expected", "outcome"):
-        table.add_column(column)
-    for step in steps:
-        style = "green" if step.as_expected else "bold red"
-        table.add_row(
-            step.caller, step.target, step.call, step.expected, f"[{style}]{step.outcome}"
-        )
-    return table
+    site = sites[REQUESTER]
+    ca, key = json.dumps(str(site.pki.ca_cert)), json.dumps(str(site.pki.client_key("operator")))
+    cert = json.dumps(str(site.pki.client_cert("operator")))
+    call = (
+        "import sys, grpc; from pouch.v1 import gateway_pb2 as g, gateway_pb2_grpc as s; "
+        f'c = grpc.ssl_channel_credentials(open({ca}, "rb").read(), '
+        f'open({key}, "rb").read(), open({cert}, "rb").read()); '
+        f'ch = grpc.secure_channel("{site.local_target}", c); '
+        "print(s.GatewayServiceStub(ch).GetGatewayInfo(g.GetGatewayInfoRequest(), "
+        'metadata=[("authorization", "Bearer " + sys.argv[1])]))'
+    )
+    quoted = f"'{call}'" if "'" not in call else shlex.quote(call)
+    console.print(
+        f"\nFor example, {site.state}'s gateway information (no grpcurl needed):\n"
+        f"  TOKEN=$({shlex.join(_mint_command(site))})\n"
+        f'  {shlex.quote(sys.executable)} -c {quoted} "$TOKEN"',
+        soft_wrap=True,
+    )
 
 
 @click.command()
@@ -99,25 +115,22 @@ def _table(steps: list[Step]) -> Table:
 )
 @click.option("--keep", is_flag=True, help="Leave the gateways running and say how to call them.")
 def demo(workdir: Path | None, keep: bool) -> None:
-    """Two states' gateways and registries on loopback: mTLS, tokens, a civil-record update."""
+    """Three states' gateways and registries on loopback, and every kind of exchange."""
     console = Console(width=max(Console().width, 140))
     root = workdir or Path(tempfile.mkdtemp(prefix="pouch-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     if any(root.iterdir()):
         raise click.ClickException(f"{root} is not empty; give an empty --workdir")
     console.print(f"[bold]Pouch demo[/] in {root}")
-    a_state, b_state = STATES
     sites = prepare_sites(
-        root,
-        STATES,
-        now=datetime.now(UTC),
-        agreements=[(a_state, b_state)],
-        checkpoint_interval_s=0.5,
+        root, STATES, now=datetime.now(UTC), agreements=AGREEMENTS, checkpoint_interval_s=0.5
     )
+    seed_identity_documents(sites[RESPONDER])
+    pairs = " and ".join(f"{first}–{second}" for first, second in AGREEMENTS)
     console.print(
-        f"created for {a_state} and {b_state}: a state PKI, an identity provider, a reference "
-        f"registry, a configuration, and an agreement signed by both "
-        f"({root / a_state / 'agreements'})"
+        f"created for {', '.join(STATES)}: a state PKI, an identity provider, a reference "
+        f"registry and a configuration each; agreements signed by both parties for {pairs}; "
+        f"passports in {RESPONDER}'s registry"
     )
     registries = [RegistryProcess(site) for site in sites.values()]
     processes = [GatewayProcess(site) for site in sites.values()]
@@ -131,30 +144,11 @@ def demo(workdir: Path | None, keep: bool) -> None:
                 f"gateway {s.state}: local API {s.local_target}, peer API {s.peer_target}, "
                 f"metrics http://127.0.0.1:{s.metrics_port}/metrics"
             )
-        a, b = sites[a_state], sites[b_state]
-        steps = asyncio.run(run_scenario(a, b))
-        civil = asyncio.run(run_civil_scenario(a, b))
-        steps += _civil_steps(civil, a_state, b_state)
-        audit = asyncio.run(run_audit_scenario(a, b))
-        steps += _audit_steps(audit, a_state, b_state)
-        console.print(_table(steps))
-        for table in [*_civil_tables(civil, a_state, b_state), _audit_table(audit, a_state)]:
-            console.print(table)
+        steps = asyncio.run(_run_all(sites, console))
         failed = [s for s in steps if not s.as_expected]
         if keep:
-            mint = [
-                "pouch token mint",
-                f"--idp-dir {a.idp.directory}",
-                f"--cert {a.pki.client_cert('operator')}",
-                f"--issuer {a.issuer} --audience {a.audience}",
-                f"--subject operator@{a.state.lower()} --scope admin",
-            ]
             running = [p.process for p in processes] + [r.process for r in registries]
-            pids = " ".join(str(p.pid) for p in running if p is not None)
-            configs = ", ".join(str(s.config_path) for s in sites.values())
-            console.print(f"\nThe gateways keep running; stop them with: kill {pids}")
-            console.print(f"Configurations: {configs}")
-            console.print(f"A token for {a.state}'s operator: {' '.join(mint)}")
+            _how_to_call(sites, [p.pid for p in running if p is not None], console)
         if failed:
             raise click.ClickException(f"{len(failed)} step(s) did not behave as expected")
         console.print(f"[green]all {len(steps)} steps behaved as expected[/]")

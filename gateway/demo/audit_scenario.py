@@ -1,15 +1,16 @@
-"""The audit part of ``pouch demo``: AT's evidence, witnessed by BE, checked offline.
+"""The audit part of ``pouch demo``: a state's evidence, cosigned by its partner, checked offline.
 
 It reads AT's log through ``AuditService`` as an auditor would (a token with
 ``audit:read``), waits until BE has cosigned a checkpoint covering the exchange,
-exports a bundle and verifies it offline with the keys from the two trust bundles,
-exactly as ``pouch audit verify`` does.
+exports a bundle and verifies it offline with the keys from the trust bundles AT
+pins (BE's, and any other partner's), exactly as ``pouch audit verify`` does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -21,15 +22,32 @@ from gateway.audit.verify import verify_bundle
 from gateway.connect import bearer, secure_channel
 from gateway.demo.deployment import Site
 from gateway.pki.bundle import load_trust_bundle
-from pouch.v1 import audit_pb2, audit_pb2_grpc
+from pouch.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 
 CALL_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 30.0
+LISTED = 200
+
+
+def entry_row(entry: audit_pb2.AuditEntry) -> tuple[str, str, str, str, str, str]:
+    """One entry as the demo prints it: kinds, codes and paths, never a value."""
+    exchange = common_pb2.ExchangeType.Name(entry.exchange_type).removeprefix("EXCHANGE_TYPE_")
+    paths = [f"-{path}" for path in entry.removed_paths]
+    paths += [f"~{path}" for path in entry.transformed_paths]
+    return (
+        str(entry.index),
+        entry.event_kind,
+        "" if exchange == "UNSPECIFIED" else exchange.lower(),
+        entry.decision,
+        entry.reason_code,
+        " ".join(paths),
+    )
 
 
 @dataclass(frozen=True)
 class AuditOutcome:
-    entries: tuple[tuple[int, str, str, str], ...]  # index, event kind, decision, reason
+    # index, event kind, exchange, decision, reason code, paths removed / transformed
+    entries: tuple[tuple[str, str, str, str, str, str], ...]
     tree_size: int
     published: bool
     cosigned_by: str
@@ -38,12 +56,15 @@ class AuditOutcome:
     failures: tuple[str, ...]
 
 
-async def run_audit_scenario(a: Site, b: Site) -> AuditOutcome:
+async def run_audit_scenario(a: Site, b: Site, other_partners: Sequence[Site] = ()) -> AuditOutcome:
+    """``a``'s log, cosigned by ``b``; every partner ``a`` pins is a trusted cosigner."""
     metadata = bearer(a.token(["audit:read"], now=time.time()))
     async with secure_channel(a.local_target, a.client_identity()) as channel:
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         listing = await stub.ListEntries(
-            audit_pb2.ListEntriesRequest(page_size=50), metadata=metadata, timeout=CALL_TIMEOUT_S
+            audit_pb2.ListEntriesRequest(page_size=LISTED),
+            metadata=metadata,
+            timeout=CALL_TIMEOUT_S,
         )
         size = max((e.index for e in listing.entries), default=-1) + 1
         deadline = time.monotonic() + PUBLISH_TIMEOUT_S
@@ -72,11 +93,12 @@ async def run_audit_scenario(a: Site, b: Site) -> AuditOutcome:
         bundle,
         trusted_log_vkey=str(partner_log_key(load_trust_bundle(a.pki.bundle)).vkey),
         trusted_cosigner_vkeys={
-            b.state: str(partner_cosigner(load_trust_bundle(b.pki.bundle)).vkey)
+            p.state: str(partner_cosigner(load_trust_bundle(p.pki.bundle)).vkey)
+            for p in (b, *other_partners)
         },
     )
     return AuditOutcome(
-        entries=tuple((e.index, e.event_kind, e.decision, e.reason_code) for e in listing.entries),
+        entries=tuple(entry_row(e) for e in listing.entries),
         tree_size=covered,
         published=checkpoint.published,
         cosigned_by=b.state if checkpoint.published else "-",
