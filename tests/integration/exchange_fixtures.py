@@ -55,6 +55,7 @@ from pouch.v1 import (
     civil_pb2_grpc,
     common_pb2,
     envelope_pb2,
+    identity_pb2_grpc,
     peer_pb2,
     peer_pb2_grpc,
 )
@@ -307,6 +308,7 @@ class LocalCaller:
             key=site.pki.client_key("operator").read_bytes(),
         )
         self.civil = civil_pb2_grpc.CivilRecordServiceStub(self._channel)
+        self.identity = identity_pb2_grpc.IdentityServiceStub(self._channel)
         self.agreements = agreement_pb2_grpc.AgreementServiceStub(self._channel)
 
     def close(self) -> None:

@@ -33,7 +33,7 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway.demo.agreements import CIVIL_PURPOSE
+from gateway.demo.agreements import CIVIL_PURPOSE, IDENTITY_PURPOSES
 from gateway.demo.deployment import (
     GatewayProcess,
     RegistryProcess,
@@ -41,7 +41,7 @@ from gateway.demo.deployment import (
     agreement_id_for,
     prepare_sites,
 )
-from pouch.v1 import civil_pb2, common_pb2
+from pouch.v1 import civil_pb2, common_pb2, identity_pb2
 from tests.integration.civil_builders import gateway_database, query_sqlite
 from tests.integration.conftest import error_reason
 from tests.integration.exchange_fixtures import (
@@ -305,6 +305,67 @@ PAYLOAD_BUILDERS: list[Callable[[date], Probe]] = [
 ]
 
 
+# -- identity confirmations -----------------------------------------------------
+
+
+def identity_probe(
+    label: str,
+    build: Callable[[Canaries], identity_pb2.IdentityClaim],
+    *,
+    purpose: str = IDENTITY_PURPOSES[0],
+    refused_with: str | None = None,
+) -> Callable[[date], Probe]:
+    """An identity claim, asked of BE with ConfirmIdentity."""
+
+    def probe(today: date) -> Probe:
+        del today
+        canaries = Canaries(label)
+        claim = build(canaries)
+
+        def send(caller: LocalCaller) -> list[Told]:
+            request = identity_pb2.ConfirmIdentityRequest(
+                partner_state="BE", agreement_id=AT_BE, purpose=purpose, claim=claim
+            )
+            try:
+                answer = caller.identity.ConfirmIdentity(
+                    request, metadata=caller.metadata, timeout=TIMEOUT_S
+                )
+            except grpc.RpcError as e:
+                return [Told(None, error_reason(e), what_was_told(e))]
+            return [Told(answer.message_id, None, str(answer))]
+
+        return Probe(label, claim, canaries.values, refused_with, send)
+
+    return probe
+
+
+def claimed_identity(c: Canaries) -> identity_pb2.IdentityClaim:
+    return identity_pb2.IdentityClaim(
+        document_type=identity_pb2.DOCUMENT_TYPE_PASSPORT,
+        document_number=c("NUMBER-4TT"),
+        name=_name(c, "HOLDER"),
+        date_of_birth=ADULT,
+        nationality="BE",
+    )
+
+
+def broken_identity(c: Canaries) -> identity_pb2.IdentityClaim:
+    claim = claimed_identity(c)
+    claim.nationality = c("NATIONALITY-2KX")
+    claim.mrz = c("MRZ-8PL")
+    return claim
+
+
+IDENTITY_LABELS = frozenset({"IDENTITY", "IDPURPOSE", "IDINVALID"})
+IDENTITY_BUILDERS: list[Callable[[date], Probe]] = [
+    identity_probe("IDENTITY", claimed_identity),
+    identity_probe(
+        "IDPURPOSE", claimed_identity, purpose="marketing", refused_with="PURPOSE_NOT_AGREED"
+    ),
+    identity_probe("IDINVALID", broken_identity, refused_with="VALIDATION"),
+]
+
+
 # -- coverage of the payloads' string fields -------------------------------------
 
 
@@ -418,7 +479,8 @@ def test_canary_values_never_reach_audit_entries_logs_metrics_or_errors(
     deployment: Deployment,
 ) -> None:
     at, be = deployment.sites["AT"], deployment.sites["BE"]
-    probes = [build(datetime.now(UTC).date()) for build in PAYLOAD_BUILDERS]
+    builders = [*PAYLOAD_BUILDERS, *IDENTITY_BUILDERS]
+    probes = [build(datetime.now(UTC).date()) for build in builders]
 
     # Together the builders plant a canary in every string field of each payload type.
     unplanted: dict[str, set[str]] = {}
@@ -431,14 +493,16 @@ def test_canary_values_never_reach_audit_entries_logs_metrics_or_errors(
         assert not missing, f"no canary in {name} fields {sorted(missing)}"
 
     accepted: list[str] = []
-    with LocalCaller(at, ["civil:submit"]) as caller:
+    with LocalCaller(at, ["civil:submit", "identity:query"]) as caller:
         for probe in probes:
             for told in probe.send(caller):
                 assert told.reason == probe.refused_with, (probe.label, told)
                 assert_no_canary(f"what the caller was told about {probe.label}", told.text)
                 if told.message_id is not None:
                     accepted.append(told.message_id)
-    assert len(accepted) == 2 * sum(1 for p in probes if p.refused_with is None)
+    sent_twice = [p for p in probes if p.refused_with is None and p.label not in IDENTITY_LABELS]
+    answered = [p for p in probes if p.refused_with is None and p.label in IDENTITY_LABELS]
+    assert len(accepted) == 2 * len(sent_twice) + len(answered)
 
     # Settled: AT holds the closing evidence of every accepted message.
     deadline = time.monotonic() + SETTLED_WITHIN_S
