@@ -137,8 +137,11 @@ def demo(workdir: Path | None, keep: bool) -> None:
     try:
         for registry in registries:
             registry.start()
+        # All at once: a gateway that calls a partner not yet up backs off before retrying.
         for process in processes:
-            process.start()
+            process.launch()
+        for process in processes:
+            process.wait_ready()
             s = process.site
             console.print(
                 f"gateway {s.state}: local API {s.local_target}, peer API {s.peer_target}, "

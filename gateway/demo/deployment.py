@@ -304,6 +304,11 @@ class GatewayProcess:
         self._log_offset = 0
 
     def start(self) -> None:
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        """Start the process without waiting; :meth:`wait_ready` waits for it."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # A restart appends to the same log: only what this start writes counts.
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -315,9 +320,8 @@ class GatewayProcess:
                 env=env,
                 start_new_session=True,
             )
-        self._wait_ready()
 
-    def _wait_ready(self) -> None:
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         marker = f"pouch gateway {self.site.state} ready".encode()
         while time.monotonic() < deadline:
