@@ -296,7 +296,7 @@ async def _life_of_the_case(
                 case_id=case_id,
                 currency=COST_CURRENCY,
                 amount_minor=COST_AMOUNT_MINOR,
-                description="Emergency travel document: fee and photographs",
+                description="EMERGENCY_TRAVEL_DOCUMENT_FEE",
             ),
             metadata=run.act_md,
             timeout=CALL_TIMEOUT_S,

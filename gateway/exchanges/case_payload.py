@@ -7,7 +7,8 @@ The envelope payload is RFC 8785 JSON (:mod:`gateway.exchanges.payload`) of::
 * ``case`` is metadata that is not personal data: the case id, the action, the
   sender's sequence number for the case, and per action the target state and a reason
   code, a note id, or a cost claim (id, ISO 4217 currency, amount in minor units, a
-  short accounting description). It is validated strictly: a key not listed for the
+  cost category code such as ``TRAVEL_DOCUMENT_FEE``: a code, never free text, since
+  it crosses outside the policy). It is validated strictly: a key not listed for the
   action, a missing key or a value of the wrong form is refused, naming the key.
 * ``content`` is the crossing part of a representation case as the policy catalogue
   describes it (``kind``, ``mission_country``, ``person.*``, ``summary``,
@@ -37,7 +38,9 @@ ACTIONS: tuple[CaseAction, ...] = get_args(CaseAction)
 
 MAX_SEQUENCE = 2**31 - 1
 MAX_AMOUNT_MINOR = 10**15
-MAX_COST_DESCRIPTION_CHARS = 500
+MAX_COST_DESCRIPTION_CHARS = 64
+COST_CATEGORY_RULE = "must be a cost category code: A-Z, 0-9 and '_', at most 64 characters"
+_COST_CATEGORY = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 REASON_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
@@ -218,7 +221,7 @@ class _MetadataCheck:
     def description(self, key: str) -> str:
         value = self._meta.get(key)
         if not isinstance(value, str) or not is_cost_description(value):
-            self._refuse(key, f"must be printable text of at most {MAX_COST_DESCRIPTION_CHARS}")
+            self._refuse(key, COST_CATEGORY_RULE)
             return ""
         return value
 
@@ -231,7 +234,9 @@ def is_case_identifier(value: str) -> bool:
 
 
 def is_cost_description(value: str) -> bool:
-    return len(value) <= MAX_COST_DESCRIPTION_CHARS and value.isprintable()
+    """A cost claim's description is a category code: it crosses as metadata, outside the
+    policy, so it must not be able to carry a name, a place or a circumstance."""
+    return _COST_CATEGORY.fullmatch(value) is not None
 
 
 def is_currency(value: str) -> bool:

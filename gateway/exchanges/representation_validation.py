@@ -16,7 +16,7 @@ Limits, each refused with a ``BadRequest`` violation naming the field and the ru
   name of 1 to 255 characters without path separators, control characters or a
   leading dot; a media type of the form ``type/subtype`` (RFC 6838 characters);
 * a cost claim: an active ISO 4217 currency, an amount of 1 to 10^15 minor units, a
-  printable description of at most 500 characters;
+  description that is a cost category code (``TRAVEL_DOCUMENT_FEE``), never free text;
 * a reason for declining, failing or cancelling is a reason code (``NO_CONSULAR_ACCESS``),
   never free text, since it travels as case metadata outside the policy.
 """
@@ -29,8 +29,8 @@ from datetime import date
 
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.exchanges.case_payload import (
+    COST_CATEGORY_RULE,
     MAX_AMOUNT_MINOR,
-    MAX_COST_DESCRIPTION_CHARS,
     REASON_CODE,
     is_case_identifier,
     is_cost_description,
@@ -198,12 +198,7 @@ def validate_cost_claim(request: representation_pb2.ClaimCostsRequest) -> None:
             FieldViolation("amount_minor", f"must be 1 to {MAX_AMOUNT_MINOR} minor units")
         )
     if not is_cost_description(request.description):
-        violations.append(
-            FieldViolation(
-                "description",
-                f"must be printable text of at most {MAX_COST_DESCRIPTION_CHARS} characters",
-            )
-        )
+        violations.append(FieldViolation("description", COST_CATEGORY_RULE))
     if violations:
         raise ValidationRejected(violations)
 

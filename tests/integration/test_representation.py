@@ -98,7 +98,7 @@ def test_case_runs_from_request_to_completion_in_step_on_both_gateways(
     ).note
     claim = be.stub.ClaimCosts(
         R.ClaimCostsRequest(
-            case_id=case.case_id, currency="EUR", amount_minor=4500, description="Photographs"
+            case_id=case.case_id, currency="EUR", amount_minor=4500, description="PHOTOGRAPHS"
         ),
         metadata=be.metadata,
         timeout=10,
