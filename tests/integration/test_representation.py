@@ -20,19 +20,23 @@ from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
 from gateway.exchanges.case_payload import CaseMessage, encode_case_payload
 from gateway.exchanges.representation import PAYLOAD_TYPE
 from gateway.store.tables import CaseStatus
-from pouch.v1 import common_pb2, envelope_pb2, representation_pb2
+from pouch.v1 import agreement_pb2, common_pb2, envelope_pb2, representation_pb2
 from tests.integration.case_fixtures import Consulate
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,
+    LocalCaller,
     PeerCaller,
     RunningGateways,
     agreement_digest,
     running_gateways,
+    write_agreement,
 )
 
 AT_BE = agreement_id_for("AT", "BE")
 CH_BE = agreement_id_for("CH", "BE")
+# Suspended by one test; no other test uses it.
+SUSPENDED_LATER = "at-be-cases-suspension"
 R = representation_pb2
 
 
@@ -46,6 +50,9 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGatewa
         agreements=[("AT", "BE"), ("CH", "BE")],
         delivery=FAST_DELIVERY,
     )
+    at, be = sites["AT"], sites["BE"]
+    today = datetime.now(UTC).date()
+    write_agreement(SUSPENDED_LATER, at, be, today=today, holders=[at, be], signers=[at, be])
     with running_gateways(sites, ["AT", "BE", "CH"], spool_root=root / "spool") as running:
         yield running
 
@@ -287,3 +294,47 @@ def test_special_category_without_legal_basis_is_refused(at: Consulate) -> None:
     with pytest.raises(grpc.RpcError) as refused:
         at.request("BE", AT_BE, kind=R.ASSISTANCE_KIND_MEDICAL_EMERGENCY)
     assert error_reason(refused.value) == "SPECIAL_CATEGORY_WITHOUT_BASIS"
+
+
+def test_a_case_under_a_suspended_agreement_is_refused_on_both_sides(
+    exchange: RunningGateways, at: Consulate, be: Consulate
+) -> None:
+    case = at.request("BE", SUSPENDED_LATER)
+    be.wait_for(case.case_id, _in_state(R.CASE_STATE_SUBMITTED))
+    with LocalCaller(exchange.sites["AT"], ["admin"]) as at_admin:
+        at_admin.agreements.SuspendAgreement(
+            agreement_pb2.SuspendAgreementRequest(
+                agreement_id=SUSPENDED_LATER, reason="DATA_BREACH"
+            ),
+            metadata=at_admin.metadata,
+            timeout=10,
+        )
+    with LocalCaller(exchange.sites["BE"], ["admin"]) as be_admin:
+        seen = be_admin.wait_for_status(SUSPENDED_LATER, agreement_pb2.AGREEMENT_STATUS_SUSPENDED)
+    assert seen.status == agreement_pb2.AGREEMENT_STATUS_SUSPENDED
+
+    # The requester can neither open a case nor move one under it.
+    for refused_call in (
+        lambda: at.request("BE", SUSPENDED_LATER),
+        lambda: at.move(case.case_id, R.CASE_STATE_CANCELLED, "NO_LONGER_NEEDED"),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            refused_call()
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(refused.value) == "SUSPENDED"
+        assert_safe_message(refused.value)
+    # Nor can the representing state's consulate act on it.
+    with pytest.raises(grpc.RpcError) as refused:
+        be.move(case.case_id, R.CASE_STATE_ACKNOWLEDGED)
+    assert error_reason(refused.value) == "SUSPENDED"
+    # And a correctly signed message under it is refused by the receiving gateway.
+    message = CaseMessage(case.case_id, "transition", 2, target_state=CaseStatus.CANCELLED)
+    envelope = _signed(exchange, "AT", SUSPENDED_LATER, message)
+    with (
+        PeerCaller(exchange.sites["AT"], exchange.sites["BE"]) as peer,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        peer.deliver(envelope)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(refused.value) == "SUSPENDED"
+    assert at.get(case.case_id).state == be.get(case.case_id).state == R.CASE_STATE_SUBMITTED
