@@ -45,6 +45,7 @@ from pouch.v1 import (
 
 CALL_TIMEOUT_S = 10.0
 SETTLE_TIMEOUT_S = 60.0
+HANDOVER_TIMEOUT_S = 15.0
 MISSION_COUNTRY = "CV"
 COST_CURRENCY = "EUR"
 COST_AMOUNT_MINOR = 12_000
@@ -135,6 +136,17 @@ def _registry_case_events(site: Site, case_id: str) -> tuple[str, ...]:
     except sqlite3.Error:
         return ()
     return tuple(str(kind) for (kind,) in rows)
+
+
+async def _handed_over(site: Site, case_id: str, last: str) -> tuple[str, ...]:
+    """The case events ``site``'s registry received, once the partner's ``last`` is among
+    them: the gateway hands events over after it shows them, so the registry may lag."""
+    deadline = time.monotonic() + HANDOVER_TIMEOUT_S
+    events = _registry_case_events(site, case_id) if case_id else ()
+    while case_id and last not in events and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        events = _registry_case_events(site, case_id)
+    return events
 
 
 async def _request_policy_effect(
@@ -234,9 +246,9 @@ async def run_representation_scenario(requester: Site, representing: Site) -> Re
         actions=tuple(run.actions),
         views=tuple(views),
         differences=tuple(differences),
-        events=tuple(
-            (site.state, _registry_case_events(site, case_id) if case_id else ())
-            for site in (requester, representing)
+        events=(
+            (requester.state, await _handed_over(requester, case_id, "completed")),
+            (representing.state, await _handed_over(representing, case_id, "costs_acknowledged")),
         ),
         removed=removed,
         transformed=transformed,
