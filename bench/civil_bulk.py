@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.chains import DELIVERY
+from bench.rounds import percentile
 from gateway.demo.deployment import GatewayProcess, RegistryProcess, prepare_sites
 from tests.integration.civil_builders import (
     BulkSubmission,
@@ -38,22 +40,10 @@ from tests.integration.civil_builders import (
     wait_until,
 )
 
-DELIVERY = {
-    "backoff_initial_seconds": 0.1,
-    "backoff_max_seconds": 1.0,
-    "poll_interval_seconds": 0.05,
-    "batch_size": 200,
-}
-
 
 def _moment(text: str) -> datetime:
     """A UTC timestamp as SQLAlchemy stores it in SQLite (no offset)."""
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def run(workdir: Path, count: int, streams: int) -> None:
@@ -124,8 +114,8 @@ def run(workdir: Path, count: int, streams: int) -> None:
         print(f"submit only:  {count / submit_s:8.1f} updates/s")
         print(
             "latency durable at AT -> applied at BE: "
-            f"p50 {_percentile(latencies, 0.5):.2f} s, "
-            f"p99 {_percentile(latencies, 0.99):.2f} s, max {max(latencies):.2f} s"
+            f"p50 {percentile(latencies, 0.5):.2f} s, "
+            f"p99 {percentile(latencies, 0.99):.2f} s, max {max(latencies):.2f} s"
         )
         print(f"last outcome recorded at AT {(outcome_last - first).total_seconds():.1f} s in")
     finally:
