@@ -63,6 +63,8 @@ class _Direction(BaseModel):
     fields: dict[str, Any]
     special_categories: dict[str, Any] = {}
     minors: dict[str, Any] = {}
+    name_matching: dict[str, Any] = {}
+    deadlines: dict[str, Any] = {}
 
 
 PolicyShape = dict[
