@@ -86,9 +86,10 @@ class GatewayChain:
     @property
     def pids(self) -> dict[str, int]:
         found: dict[str, int] = {}
-        for name, process in {**self.gateways, **self.registries}.items():
-            if process.process is not None:
-                found[name] = process.process.pid
+        for processes in (self.gateways, self.registries):
+            for name, started in processes.items():
+                if started.process is not None:
+                    found[name] = started.process.pid
         return found
 
 
@@ -216,7 +217,9 @@ class RelayChain:
         """What the stub has applied since the last reset (see :mod:`bench.relay`)."""
         target = f"127.0.0.1:{self.stub_port}"
         async with grpc.aio.secure_channel(target, self._stub_identity().credentials()) as ch:
-            answer = await ch.unary_unary(TALLY)(b"reset" if reset else b"", timeout=30)
+            answer = await ch.unary_unary(
+                TALLY, request_serializer=None, response_deserializer=None
+            )(b"reset" if reset else b"", timeout=30)
         loaded = json.loads(answer)
         return StubTally(
             applied=int(loaded["applied"]),

@@ -103,7 +103,7 @@ async def _relay_round(chain: RelayChain, count: int, streams: int) -> Measured:
 
     started = time.time()
     async with secure_channel(chain.caller_target, chain.caller_identity()) as channel:
-        submit = channel.stream_stream(SUBMIT)
+        submit = channel.stream_stream(SUBMIT, request_serializer=None, response_deserializer=None)
 
         async def one(n: int) -> None:
             async for _ in submit(messages(n), timeout=600):

@@ -119,7 +119,7 @@ async def relay_round_trips(
 ) -> Measured:
     """``count`` unary round trips of 1 KiB through the relay chain."""
     async with secure_channel(target, identity) as channel:
-        call = channel.unary_unary(CALL)
+        call = channel.unary_unary(CALL, request_serializer=None, response_deserializer=None)
 
         async def one(index: int) -> None:
             await call(stamped(REQUEST_BYTES), timeout=60)

@@ -30,7 +30,7 @@ import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import grpc.aio
@@ -57,9 +57,15 @@ def _server_credentials(args: argparse.Namespace) -> grpc.ServerCredentials:
 
 
 Unary = Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[bytes]]
+if TYPE_CHECKING:
+    _GenericHandler = grpc.GenericRpcHandler[bytes, bytes]
+    _MethodHandler = grpc.RpcMethodHandler[bytes, bytes]
+else:
+    _GenericHandler = grpc.GenericRpcHandler
+    _MethodHandler = grpc.RpcMethodHandler
 
 
-class _Handlers(grpc.GenericRpcHandler):
+class _Handlers(_GenericHandler):
     def __init__(
         self,
         unary: dict[str, Unary],
@@ -73,8 +79,8 @@ class _Handlers(grpc.GenericRpcHandler):
         self._unary = unary
         self._streams = streams
 
-    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
-        method = details.method  # type: ignore[attr-defined]
+    def service(self, details: grpc.HandlerCallDetails) -> _MethodHandler | None:
+        method = details.method
         if method in self._unary:
             return grpc.unary_unary_rpc_method_handler(self._unary[method])
         if method in self._streams:
@@ -98,7 +104,9 @@ class Relay:
     def _upstream(self, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
         if self._channel is None:
             self._channel = grpc.aio.secure_channel(self._target, self._credentials)
-        return self._channel.unary_unary(method)
+        return self._channel.unary_unary(
+            method, request_serializer=None, response_deserializer=None
+        )
 
     def handlers(self) -> _Handlers:
         async def call(request: bytes, context: Any) -> bytes:

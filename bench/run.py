@@ -17,9 +17,11 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -120,6 +122,10 @@ def run_scenarios(
         )
 
     tag = iter(range(1_000_000))
+
+    def civil_round(streams: int) -> Measured:
+        return civil_load.gateway_round(at, be, f"bench{next(tag)}", counts.civil, streams)
+
     serial = (1, counts.identity_serial)
     with running(gateways, relays):
         for in_flight, count in ((counts.identity_in_flight, counts.identity), serial):
@@ -136,15 +142,9 @@ def run_scenarios(
                 "updates/s",
                 f"{counts.civil} civil-record updates over {streams} SubmitUpdates stream(s), "
                 "first submit to last applied at BE's registry",
+                Side(partial(civil_round, streams), GATEWAY_PROCESSES),
                 Side(
-                    lambda s=streams: civil_load.gateway_round(
-                        at, be, f"bench{next(tag)}", counts.civil, s
-                    ),
-                    GATEWAY_PROCESSES,
-                ),
-                Side(
-                    lambda s=streams: civil_load.relay_round(relays, counts.civil, s),
-                    RELAY_PROCESSES,
+                    partial(civil_load.relay_round, relays, counts.civil, streams), RELAY_PROCESSES
                 ),
             )
         cases = case_load.CaseRounds(at, be, counts.cases, counts.case_in_flight)
@@ -189,9 +189,14 @@ def main() -> None:
     parser.add_argument(
         "--exchanges", type=int, default=1_000_000, help="scaling: exchanges in the memory series"
     )
+    parser.add_argument(
+        "--civil-updates", type=int, help="updates per civil round (default 10,000; quick 200)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the deployment directory")
     args = parser.parse_args()
     counts = QUICK if args.quick else FULL
+    if args.civil_updates is not None:
+        counts = replace(counts, civil=args.civil_updates)
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -199,6 +204,8 @@ def main() -> None:
     console = Console(width=None if sys.stdout.isatty() else 180)
     workdir = Path(tempfile.mkdtemp(prefix="pouch-bench-run-"))
     console.log(f"deployment in {workdir}")
+    # SIGTERM unwinds like Ctrl-C, so every started process is stopped and removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         results = run_scenarios(workdir, counts, rounds, set(args.only), console)
         scaling = None
