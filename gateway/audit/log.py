@@ -20,6 +20,8 @@ Guarantees:
 
 Every method blocks; the async server calls them through ``asyncio.to_thread``.
 Database failures leave as :class:`gateway.errors.StorageUnavailable`.
+:class:`GroupCommittedLog` appends through a :class:`~gateway.store.group_commit.GroupCommit`,
+so the entries of many concurrent requests share one commit.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ from sqlalchemy.engine import RowMapping
 from gateway.audit import merkle
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.store.engine import is_postgresql, read_transaction, write_transaction
+from gateway.store.group_commit import GroupCommit
 from gateway.store.tables import audit_entries, audit_nodes
 
-__all__ = ["MAX_PAGE", "AuditLog", "AuditLogCorrupted", "AuditRecord"]
+__all__ = ["MAX_PAGE", "AuditLog", "AuditLogCorrupted", "AuditRecord", "GroupCommittedLog"]
 
 MAX_PAGE = 1000
 """Largest page :meth:`AuditLog.entries` returns."""
@@ -104,29 +107,39 @@ class AuditLog:
         if not rows:
             return []
         with write_transaction(self._engine) as conn:
-            if is_postgresql(self._engine):
-                conn.execute(
-                    select(
-                        func.pg_advisory_xact_lock(
-                            _APPEND_LOCK_CLASS, func.hashtext(func.current_schema())
-                        )
+            return self._append_rows_within(conn, rows)
+
+    def append_within(self, conn: Connection, events: Sequence[AuditEvent]) -> list[int]:
+        """:meth:`append` inside the caller's write transaction (a group commit's unit), so
+        entries commit with the change they record, or not at all."""
+        return self._append_rows_within(conn, [_row(event) for event in events])
+
+    def _append_rows_within(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        if not rows:
+            return []
+        if is_postgresql(self._engine):
+            conn.execute(
+                select(
+                    func.pg_advisory_xact_lock(
+                        _APPEND_LOCK_CLASS, func.hashtext(func.current_schema())
                     )
                 )
-            start = _size(conn)
-            leaves = [merkle.leaf_hash(bytes(row["canonical"])) for row in rows]
-            entries = [
-                {**row, "idx": start + offset, "leaf_hash": leaf}
-                for offset, (row, leaf) in enumerate(zip(rows, leaves, strict=True))
-            ]
-            attach_to = _fetch(conn, merkle.complete_subtrees(0, start))
-            nodes = [
-                {"level": level, "idx": index, "hash": digest}
-                for (level, index), digest in merkle.extend(start, leaves, _accessor(attach_to))
-            ]
-            for chunk in range(0, len(entries), _INSERT_CHUNK):
-                conn.execute(insert(audit_entries), entries[chunk : chunk + _INSERT_CHUNK])
-            for chunk in range(0, len(nodes), _INSERT_CHUNK):
-                conn.execute(insert(audit_nodes), nodes[chunk : chunk + _INSERT_CHUNK])
+            )
+        start = _size(conn)
+        leaves = [merkle.leaf_hash(bytes(row["canonical"])) for row in rows]
+        entries = [
+            {**row, "idx": start + offset, "leaf_hash": leaf}
+            for offset, (row, leaf) in enumerate(zip(rows, leaves, strict=True))
+        ]
+        attach_to = _fetch(conn, merkle.complete_subtrees(0, start))
+        nodes = [
+            {"level": level, "idx": index, "hash": digest}
+            for (level, index), digest in merkle.extend(start, leaves, _accessor(attach_to))
+        ]
+        for chunk in range(0, len(entries), _INSERT_CHUNK):
+            conn.execute(insert(audit_entries), entries[chunk : chunk + _INSERT_CHUNK])
+        for chunk in range(0, len(nodes), _INSERT_CHUNK):
+            conn.execute(insert(audit_nodes), nodes[chunk : chunk + _INSERT_CHUNK])
         return list(range(start, start + len(rows)))
 
     def size(self) -> int:
@@ -311,3 +324,17 @@ def _record(row: RowMapping) -> AuditRecord:
     values["canonical"] = bytes(values["canonical"])
     values["leaf_hash"] = bytes(values["leaf_hash"])
     return AuditRecord(**values)
+
+
+class GroupCommittedLog:
+    """An audit sink whose appends share group transactions with other writers."""
+
+    def __init__(self, log: AuditLog, group: GroupCommit) -> None:
+        self._log = log
+        self._group = group
+
+    def append(self, events: Sequence[AuditEvent]) -> list[int]:
+        return self._group.run(lambda conn: self._log.append_within(conn, events))
+
+    def append_within(self, conn: Connection, events: Sequence[AuditEvent]) -> list[int]:
+        return self._log.append_within(conn, events)

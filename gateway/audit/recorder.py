@@ -2,7 +2,9 @@
 
 Each method builds an :class:`~gateway.audit.entry.AuditEvent` from the stage's own
 frozen results (never from a payload) and appends it to the log. Calls block on the
-database, so they are made from worker threads, like the stages that make them.
+database, so they are made from worker threads, like the stages that make them. Given
+``conn``, the entry is written in the caller's transaction (a group commit's unit), so
+it commits with the change it records, or not at all.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from sqlalchemy import Connection
+
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.errors import PouchError
 from gateway.policy.evaluate import MinimisedPayload
@@ -20,6 +24,8 @@ from gateway.policy.evaluate import MinimisedPayload
 
 class AuditSink(Protocol):
     def append(self, events: Sequence[AuditEvent]) -> list[int]: ...
+
+    def append_within(self, conn: Connection, events: Sequence[AuditEvent]) -> list[int]: ...
 
 
 def payload_digest(payload: bytes) -> str:
@@ -40,6 +46,12 @@ class AuditRecorder:
         self._sink = sink
         self._clock = clock
 
+    def _append(self, conn: Connection | None, events: Sequence[AuditEvent]) -> None:
+        if conn is None:
+            self._sink.append(events)
+        else:
+            self._sink.append_within(conn, events)
+
     def record(
         self,
         event_kind: EventKind,
@@ -54,8 +66,10 @@ class AuditRecorder:
         principal: str | None = None,
         payload: bytes | None = None,
         reason_code: str | None = None,
+        conn: Connection | None = None,
     ) -> None:
-        self._sink.append(
+        self._append(
+            conn,
             [
                 AuditEvent(
                     time=self._clock(),
@@ -71,7 +85,7 @@ class AuditRecorder:
                     payload_digest=payload_digest(payload) if payload is not None else None,
                     reason_code=reason_code,
                 )
-            ]
+            ],
         )
 
     def submitted(
@@ -84,8 +98,10 @@ class AuditRecorder:
         principal: str,
         payload: bytes,
         minimised: MinimisedPayload,
+        conn: Connection | None = None,
     ) -> None:
-        self._sink.append(
+        self._append(
+            conn,
             [
                 AuditEvent(
                     time=self._clock(),
@@ -102,7 +118,7 @@ class AuditRecorder:
                     removed_paths=minimised.removed_paths,
                     transformed_paths=minimised.transformed_paths,
                 )
-            ]
+            ],
         )
 
     def refused(
@@ -115,9 +131,11 @@ class AuditRecorder:
         message_id: str | None = None,
         agreement_id: str | None = None,
         removed_paths: Sequence[str] = (),
+        conn: Connection | None = None,
     ) -> None:
         """A refusal: the reason code only, since messages may name what was refused."""
-        self._sink.append(
+        self._append(
+            conn,
             [
                 AuditEvent(
                     time=self._clock(),
@@ -131,5 +149,5 @@ class AuditRecorder:
                     reason_code=error.reason,
                     removed_paths=tuple(removed_paths),
                 )
-            ]
+            ],
         )

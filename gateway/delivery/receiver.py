@@ -8,9 +8,9 @@
     :class:`~gateway.exchanges.representation_inbound.CaseInbound`, which also applies
     it to our copy of the case in the transaction that stores it)
     quota     -> the purpose's daily allowance in our direction
-    inbox     -> stored exactly once (atomic on the message id)
+    inbox     -> stored exactly once (atomic on the message id), with its quota and
+                 its audit entry in one group-committed transaction
     receipt   -> signed by us, binding the request digest
-    audit     -> received, or refused with the reason code
 
 Nothing is stored unless every check passed. A message id seen before from the same
 sender with the same payload (the sender retrying after a lost receipt) is answered
@@ -24,17 +24,20 @@ import hashlib
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import Connection
+
 from gateway.agreements.gate import AgreementGate
 from gateway.agreements.notices import AgreementNotices
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
-from gateway.errors import PouchError, QuotaRejected, Rejected, ReplayRejected
+from gateway.errors import PouchError, Rejected, ReplayRejected
 from gateway.exchanges.names import exchange_name
 from gateway.exchanges.payload import decode_payload
 from gateway.exchanges.representation_inbound import CaseInbound
 from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags, evaluate
+from gateway.store.group_commit import GroupCommit
 from gateway.store.inbox import InboundMessage, Inbox
 from gateway.store.quota import QuotaLedger
 from pouch.v1 import common_pb2, envelope_pb2
@@ -62,9 +65,11 @@ class InboundReceiver:
         signer: ReceiptSigner,
         clock: Callable[[], datetime],
         audit: AuditRecorder,
+        group: GroupCommit,
         cases: CaseInbound | None = None,
     ) -> None:
         self._audit = audit
+        self._group = group
         self._cases = cases
         self._verifier = verifier
         self._gate = gate
@@ -115,31 +120,33 @@ class InboundReceiver:
             strict_receiver=True,
         )
         limit = agreement.daily_quota(agreement.inbound, "civil_record", minimised.purpose)
-        quota_day = None
-        if limit is not None:
-            decision = self._quota.consume(
-                agreement.id, minimised.direction, minimised.purpose, limit=limit
-            )
-            if not decision.allowed:
-                raise QuotaRejected(
-                    f"the daily quota for this purpose under agreement {agreement.id!r} is used up",
-                    reason="QUOTA_EXHAUSTED",
-                )
-            quota_day = decision.day
-        stored = self._inbox.accept_once(
-            InboundMessage(
-                message_id=header.message_id,
-                sender_state=peer_state,
-                agreement_id=agreement.id,
-                exchange_type="civil_record",
-                envelope=envelope.SerializeToString(),
-                kind=minimised.kind,
-                purpose=minimised.purpose,
-            )
+        message = InboundMessage(
+            message_id=header.message_id,
+            sender_state=peer_state,
+            agreement_id=agreement.id,
+            exchange_type="civil_record",
+            envelope=envelope.SerializeToString(),
+            kind=minimised.kind,
+            purpose=minimised.purpose,
         )
-        if not stored and quota_day is not None:
-            self._quota.release(agreement.id, minimised.direction, minimised.purpose, day=quota_day)
-        return self._received(verified, envelope, "civil_record", peer_state, stored)
+
+        def store(conn: Connection) -> bool:
+            # Inbox row, quota and evidence commit together; a duplicate takes no quota.
+            stored = self._inbox.accept_once_within(conn, message)
+            if stored:
+                self._quota.take_within(
+                    conn,
+                    agreement.id,
+                    minimised.direction,
+                    minimised.purpose,
+                    limit=limit,
+                    what="civil-record updates",
+                )
+            self._audit_received(verified, "civil_record", peer_state, stored, conn)
+            return stored
+
+        stored = self._group.run(store)
+        return self._receipted(verified, envelope, stored)
 
     def _received(
         self,
@@ -150,6 +157,17 @@ class InboundReceiver:
         stored: bool,
     ) -> envelope_pb2.Receipt:
         """Audit the stored (or duplicate) message and sign the receipt for it."""
+        self._audit_received(verified, exchange_type, peer_state, stored, None)
+        return self._receipted(verified, envelope, stored)
+
+    def _audit_received(
+        self,
+        verified: VerifiedEnvelope,
+        exchange_type: str,
+        peer_state: str,
+        stored: bool,
+        conn: Connection | None,
+    ) -> None:
         header = verified.header
         self._audit.record(
             EventKind.RECEIVED,
@@ -162,9 +180,14 @@ class InboundReceiver:
             peer_state=peer_state,
             payload=verified.payload,
             reason_code=None if stored else "DUPLICATE",
+            conn=conn,
         )
+
+    def _receipted(
+        self, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope, stored: bool
+    ) -> envelope_pb2.Receipt:
         if not stored:
-            self._check_same_payload(header.message_id, envelope)
+            self._check_same_payload(verified.header.message_id, envelope)
             return self._receipt(verified, "DUPLICATE")
         return self._receipt(verified, "")
 

@@ -3,10 +3,11 @@
     validate  -> ValidCivilSubmission   (every field, before anything is stored)
     agreement -> AgreementInForce       (signed by both, in its window, not suspended)
     policy    -> MinimisedPayload       (only what the agreement lets cross)
-    quota     -> the purpose's daily allowance, counted in the shared database
     sign      -> Envelope               (the sending state's signing key)
-    outbox    -> durable                (the caller's answer means this happened)
-    audit     -> the decision, with the paths the policy removed or transformed
+    store     -> durable, in one group-committed transaction (the caller's answer means
+                 this happened): the outbox row, one unit of the purpose's daily quota
+                 counted in the shared database, and the audit entry with the paths the
+                 policy removed or transformed
 
 A refusal at any stage is audited with its reason code before it reaches the caller.
 
@@ -21,16 +22,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
-from gateway.agreements.gate import AgreementGate, AgreementInForce
+from sqlalchemy import Connection
+
+from gateway.agreements.gate import AgreementGate
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
-from gateway.errors import PouchError, QuotaRejected
+from gateway.errors import PouchError
 from gateway.exchanges.civil_validation import validate_submission
 from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import civil_record_payload
-from gateway.policy.evaluate import MinimisedPayload, evaluate
+from gateway.policy.evaluate import evaluate
+from gateway.store.group_commit import GroupCommit
 from gateway.store.outbox import Outbox, OutboxItem
 from gateway.store.quota import QuotaLedger
 from gateway.trust.principal import Principal
@@ -61,8 +65,10 @@ class CivilRecordSender:
         clock: Callable[[], datetime],
         delivery_deadline: timedelta,
         audit: AuditRecorder,
+        group: GroupCommit,
     ) -> None:
         self._audit = audit
+        self._group = group
         self._state = state
         self._gate = gate
         self._quota = quota
@@ -105,7 +111,6 @@ class CivilRecordSender:
             hash_key=agreement.hash_key,
         )
         limit = agreement.daily_quota(agreement.outbound, "civil_record", minimised.purpose)
-        quota_day = self._take_quota(agreement, minimised, limit)
         header = EnvelopeHeader(
             message_id=str(uuid.uuid4()),
             agreement_id=agreement.id,
@@ -133,7 +138,20 @@ class CivilRecordSender:
             principal=principal.subject,
             kind=minimised.kind,
         )
-        if self._outbox.enqueue(item):
+
+        def store(conn: Connection) -> bool:
+            # Outbox row, quota and evidence commit together: the caller's answer means all
+            # three happened. A reference already queued takes nothing from the quota.
+            if not self._outbox.enqueue_within(conn, [item]):
+                return False
+            self._quota.take_within(
+                conn,
+                agreement.id,
+                minimised.direction,
+                minimised.purpose,
+                limit=limit,
+                what="civil-record updates",
+            )
             self._audit.submitted(
                 message_id=header.message_id,
                 agreement_id=agreement.id,
@@ -142,31 +160,16 @@ class CivilRecordSender:
                 principal=principal.subject,
                 payload=payload,
                 minimised=minimised,
+                conn=conn,
             )
+            return True
+
+        if self._group.run(store):
             return Submitted(header.message_id, created=True)
         # A concurrent call with the same reference committed first: answer with its id.
-        if quota_day is not None:
-            self._quota.release(agreement.id, minimised.direction, minimised.purpose, day=quota_day)
         winner = self._outbox.find_by_client_reference(
             principal.subject, submission.client_reference
         )
         if winner is None:
             raise RuntimeError("outbox refused a new message id without a prior submission")
         return Submitted(winner.message_id, created=False)
-
-    def _take_quota(
-        self, agreement: AgreementInForce, minimised: MinimisedPayload, limit: int | None
-    ) -> date | None:
-        """Take one unit of the purpose's daily quota; the day it counted on, if any."""
-        if limit is None:
-            return None
-        decision = self._quota.consume(
-            agreement.id, minimised.direction, minimised.purpose, limit=limit
-        )
-        if not decision.allowed:
-            raise QuotaRejected(
-                f"the daily quota of {limit} for this purpose under agreement "
-                f"{agreement.id!r} is used up",
-                reason="QUOTA_EXHAUSTED",
-            )
-        return decision.day

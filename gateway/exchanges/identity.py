@@ -25,6 +25,7 @@ from typing import Final, Protocol
 
 import grpc
 import grpc.aio
+from sqlalchemy import Connection
 
 from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.audit.entry import Decision, EventKind
@@ -42,7 +43,6 @@ from gateway.errors import (
     DeadlineExceeded,
     NotFound,
     PartnerUnavailable,
-    QuotaRejected,
     Rejected,
     Unavailable,
 )
@@ -58,6 +58,7 @@ from gateway.exchanges.name_matching import normalise_name
 from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import identity_payload
 from gateway.policy.evaluate import MinimisedPayload, evaluate
+from gateway.store.group_commit import GroupCommit
 from gateway.store.identity_queries import IdentityQueries, IdentityQuery
 from gateway.store.quota import QuotaLedger
 from gateway.trust.principal import Principal
@@ -114,11 +115,13 @@ class IdentityRequester:
         signer: EnvelopeSigner,
         verifier: EnvelopeVerifier,
         queries: IdentityQueries,
+        group: GroupCommit,
         partners: PartnerChannels,
         clock: Callable[[], datetime],
         audit: AuditRecorder,
         cases: CaseLinks | None = None,
     ) -> None:
+        self._group = group
         self._state = state
         self._gate = gate
         self._quota = quota
@@ -190,7 +193,6 @@ class IdentityRequester:
             today=now.date(),
             hash_key=agreement.hash_key,
         )
-        self._take_quota(agreement, minimised)
         header = EnvelopeHeader(
             message_id=str(uuid.uuid4()),
             agreement_id=agreement.id,
@@ -205,29 +207,42 @@ class IdentityRequester:
         )
         payload = encode_payload(minimised.payload)
         envelope = self._signer.sign(header, payload)
-        self._queries.record_outbound(
-            IdentityQuery(
-                message_id=header.message_id,
-                direction="outbound",
-                partner_state=agreement.partner_state,
-                agreement_id=agreement.id,
-                purpose=minimised.purpose,
-                kind=minimised.kind,
-                principal=principal.subject,
-                case_id=query.case_id,
-            )
+        record = IdentityQuery(
+            message_id=header.message_id,
+            direction="outbound",
+            partner_state=agreement.partner_state,
+            agreement_id=agreement.id,
+            purpose=minimised.purpose,
+            kind=minimised.kind,
+            principal=principal.subject,
+            case_id=query.case_id,
         )
+
+        def store(conn: Connection) -> None:
+            # The quota, the record of the query and its evidence: together or not at all.
+            self._quota.take_within(
+                conn,
+                agreement.id,
+                minimised.direction,
+                minimised.purpose,
+                limit=agreement.daily_quota(agreement.outbound, EXCHANGE, minimised.purpose),
+                what="identity confirmations",
+            )
+            self._queries.record_outbound_within(conn, record)
+            self._audit.submitted(
+                message_id=header.message_id,
+                agreement_id=agreement.id,
+                agreement_version=agreement.version,
+                peer_state=agreement.partner_state,
+                principal=principal.subject,
+                payload=payload,
+                minimised=minimised,
+                conn=conn,
+            )
+
+        self._group.run(store)
         if query.case_id is not None and self._cases is not None:
             self._cases.link_identity_confirmation(query.case_id, header.message_id)
-        self._audit.submitted(
-            message_id=header.message_id,
-            agreement_id=agreement.id,
-            agreement_version=agreement.version,
-            peer_state=agreement.partner_state,
-            principal=principal.subject,
-            payload=payload,
-            minimised=minimised,
-        )
         wait_s = response_deadline_s(agreement.outbound)
         if time_left_s is not None:
             wait_s = min(wait_s, time_left_s - CALLER_MARGIN_S)
@@ -245,20 +260,6 @@ class IdentityRequester:
         parties = (case.requesting_state, case.representing_state) if case else ()
         if case is None or self._state not in parties or partner_state not in parties:
             raise NotFound("no representation case with that id is shared with this partner")
-
-    def _take_quota(self, agreement: AgreementInForce, minimised: MinimisedPayload) -> None:
-        limit = agreement.daily_quota(agreement.outbound, EXCHANGE, minimised.purpose)
-        if limit is None:
-            return
-        decision = self._quota.consume(
-            agreement.id, minimised.direction, minimised.purpose, limit=limit
-        )
-        if not decision.allowed:
-            raise QuotaRejected(
-                f"the daily quota of {limit} identity confirmations for this purpose under "
-                f"agreement {agreement.id!r} is used up",
-                reason="QUOTA_EXHAUSTED",
-            )
 
     # -- the partner's answer ------------------------------------------------------------
 
@@ -294,13 +295,16 @@ class IdentityRequester:
         return response.answer
 
     async def _unanswered(self, signed: SignedQuery, reason: str) -> None:
-        await asyncio.to_thread(
-            self._queries.record_answer,
-            signed.envelope.message_id,
-            result=None,
-            document_status=None,
-            reason_code=reason[:64],
-        )
+        def store(conn: Connection) -> None:
+            self._queries.record_answer_within(
+                conn,
+                signed.envelope.message_id,
+                result=None,
+                document_status=None,
+                reason_code=reason[:64],
+            )
+
+        await asyncio.to_thread(self._group.run, store)
 
     def _accept(
         self, signed: SignedQuery, envelope: envelope_pb2.Envelope
@@ -325,21 +329,26 @@ class IdentityRequester:
         )
         result = identity_pb2.MatchResult.Name(answer.result)
         status = identity_pb2.DocumentStatus.Name(answer.document_status)
-        self._queries.record_answer(
-            signed.envelope.message_id, result=result, document_status=status
-        )
-        self._audit.record(
-            EventKind.RECEIPTED,
-            Decision.ACCEPTED,
-            message_id=signed.envelope.message_id,
-            agreement_id=agreement.id,
-            agreement_version=agreement.version,
-            exchange_type=EXCHANGE,
-            purpose=signed.minimised.purpose,
-            peer_state=agreement.partner_state,
-            payload=verified.payload,
-            reason_code=result.removeprefix("MATCH_RESULT_"),
-        )
+
+        def store(conn: Connection) -> None:
+            self._queries.record_answer_within(
+                conn, signed.envelope.message_id, result=result, document_status=status
+            )
+            self._audit.record(
+                EventKind.RECEIPTED,
+                Decision.ACCEPTED,
+                message_id=signed.envelope.message_id,
+                agreement_id=agreement.id,
+                agreement_version=agreement.version,
+                exchange_type=EXCHANGE,
+                purpose=signed.minimised.purpose,
+                peer_state=agreement.partner_state,
+                payload=verified.payload,
+                reason_code=result.removeprefix("MATCH_RESULT_"),
+                conn=conn,
+            )
+
+        self._group.run(store)
         return identity_pb2.ConfirmIdentityResponse(
             message_id=signed.envelope.message_id,
             result=answer.result,

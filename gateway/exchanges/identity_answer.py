@@ -20,11 +20,14 @@ asked is ``UNAVAILABLE``; neither becomes a ``NO_MATCH``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
+
+from sqlalchemy import Connection
 
 from adapters.base import IdentitySource, RegistryDeadlineExceeded
 from gateway.agreements.gate import AgreementGate, AgreementInForce
@@ -32,7 +35,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, EnvelopeVerifier, utc_millis
 from gateway.envelope.verify import VerifiedEnvelope
-from gateway.errors import FieldViolation, PouchError, QuotaRejected, Rejected, ValidationRejected
+from gateway.errors import FieldViolation, PouchError, Rejected, ValidationRejected
 from gateway.exchanges.identity_match import Candidate, IdentityVerdict, compare
 from gateway.exchanges.identity_validation import comparable_document_number
 from gateway.exchanges.identity_wire import (
@@ -48,6 +51,7 @@ from gateway.policy.catalogue import catalogue_for, identity_payload, kind_name
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.evaluate import LegalBasisFlags, MinimisedPayload, evaluate, minimise_like
 from gateway.policy.transforms import is_hash_token
+from gateway.store.group_commit import GroupCommit
 from gateway.store.identity_queries import IdentityQueries, IdentityQuery
 from gateway.store.quota import QuotaLedger
 from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, registry_pb2
@@ -113,6 +117,7 @@ class IdentityResponder:
         gate: AgreementGate,
         quota: QuotaLedger,
         queries: IdentityQueries,
+        group: GroupCommit,
         signer: EnvelopeSigner,
         registry: IdentitySource | None,
         clock: Callable[[], datetime],
@@ -123,6 +128,7 @@ class IdentityResponder:
         self._gate = gate
         self._quota = quota
         self._queries = queries
+        self._group = group
         self._signer = signer
         self._registry = registry
         self._clock = clock
@@ -137,22 +143,33 @@ class IdentityResponder:
             return await asyncio.to_thread(self._sign_answer, admitted, records)
         except PouchError as e:
             await asyncio.to_thread(
-                self._audit.refused,
-                e,
-                exchange_type=EXCHANGE,
-                peer_state=peer_state,
-                message_id=envelope.message_id,
-                agreement_id=envelope.agreement.id,
+                self._group.run, functools.partial(self._refused, e, peer_state, envelope)
             )
-            if envelope.message_id:
-                await asyncio.to_thread(
-                    self._queries.record_answer,
-                    envelope.message_id,
-                    result=None,
-                    document_status=None,
-                    reason_code=e.reason[:64],
-                )
             raise
+
+    def _refused(
+        self,
+        error: PouchError,
+        peer_state: str,
+        envelope: envelope_pb2.Envelope,
+        conn: Connection,
+    ) -> None:
+        self._audit.refused(
+            error,
+            exchange_type=EXCHANGE,
+            peer_state=peer_state,
+            message_id=envelope.message_id,
+            agreement_id=envelope.agreement.id,
+            conn=conn,
+        )
+        if envelope.message_id:
+            self._queries.record_answer_within(
+                conn,
+                envelope.message_id,
+                result=None,
+                document_status=None,
+                reason_code=error.reason[:64],
+            )
 
     def _admit(
         self, peer_state: str, envelope: envelope_pb2.Envelope, time_left_s: float | None
@@ -184,36 +201,40 @@ class IdentityResponder:
             strict_receiver=True,
         )
         limit = agreement.daily_quota(agreement.inbound, EXCHANGE, minimised.purpose)
-        if limit is not None:
-            decision = self._quota.consume(
-                agreement.id, minimised.direction, minimised.purpose, limit=limit
-            )
-            if not decision.allowed:
-                raise QuotaRejected(
-                    f"the daily quota for this purpose under agreement {agreement.id!r} is used up",
-                    reason="QUOTA_EXHAUSTED",
-                )
-        self._queries.admit_inbound(
-            IdentityQuery(
-                message_id=header.message_id,
-                direction="inbound",
-                partner_state=peer_state,
-                agreement_id=agreement.id,
-                purpose=minimised.purpose,
-                kind=minimised.kind,
-            )
-        )
-        self._audit.record(
-            EventKind.RECEIVED,
-            Decision.ACCEPTED,
+        record = IdentityQuery(
             message_id=header.message_id,
+            direction="inbound",
+            partner_state=peer_state,
             agreement_id=agreement.id,
-            agreement_version=agreement.version,
-            exchange_type=EXCHANGE,
             purpose=minimised.purpose,
-            peer_state=peer_state,
-            payload=verified.payload,
+            kind=minimised.kind,
         )
+
+        def admit(conn: Connection) -> None:
+            # The replay guard, the quota and the evidence: together or not at all.
+            self._queries.admit_inbound_within(conn, record)
+            self._quota.take_within(
+                conn,
+                agreement.id,
+                minimised.direction,
+                minimised.purpose,
+                limit=limit,
+                what="identity confirmations",
+            )
+            self._audit.record(
+                EventKind.RECEIVED,
+                Decision.ACCEPTED,
+                message_id=header.message_id,
+                agreement_id=agreement.id,
+                agreement_version=agreement.version,
+                exchange_type=EXCHANGE,
+                purpose=minimised.purpose,
+                peer_state=peer_state,
+                payload=verified.payload,
+                conn=conn,
+            )
+
+        self._group.run(admit)
         wait_s = response_deadline_s(agreement.inbound)
         if time_left_s is not None:
             wait_s = min(wait_s, time_left_s)
@@ -298,21 +319,27 @@ class IdentityResponder:
         payload = encode_answer(answer)
         envelope = self._signer.sign(header, payload)
         result = identity_pb2.MatchResult.Name(verdict.result)
-        self._queries.record_answer(
-            query.message_id,
-            result=result,
-            document_status=identity_pb2.DocumentStatus.Name(verdict.document_status),
-        )
-        self._audit.record(
-            EventKind.DELIVERED,
-            Decision.RECORDED,
-            message_id=query.message_id,
-            agreement_id=query.agreement_id,
-            agreement_version=query.agreement_version,
-            exchange_type=EXCHANGE,
-            purpose=query.purpose,
-            peer_state=query.sender_state,
-            payload=payload,
-            reason_code=result.removeprefix("MATCH_RESULT_"),
-        )
+
+        def answered(conn: Connection) -> None:
+            self._queries.record_answer_within(
+                conn,
+                query.message_id,
+                result=result,
+                document_status=identity_pb2.DocumentStatus.Name(verdict.document_status),
+            )
+            self._audit.record(
+                EventKind.DELIVERED,
+                Decision.RECORDED,
+                message_id=query.message_id,
+                agreement_id=query.agreement_id,
+                agreement_version=query.agreement_version,
+                exchange_type=EXCHANGE,
+                purpose=query.purpose,
+                peer_state=query.sender_state,
+                payload=payload,
+                reason_code=result.removeprefix("MATCH_RESULT_"),
+                conn=conn,
+            )
+
+        self._group.run(answered)
         return envelope

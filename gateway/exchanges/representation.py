@@ -27,7 +27,7 @@ from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
-from gateway.errors import NotFound, PermissionRejected, PouchError, QuotaRejected
+from gateway.errors import NotFound, PermissionRejected, PouchError
 from gateway.exchanges import case_machine
 from gateway.exchanges.case_change import (
     EXCHANGE,
@@ -366,17 +366,13 @@ class RepresentationDesk:
         return found[0]
 
     def _take_quota(self, agreement: AgreementInForce, minimised: MinimisedPayload) -> None:
-        limit = agreement.daily_quota(agreement.outbound, EXCHANGE, minimised.purpose)
-        if limit is None:
-            return
-        decision = self._quota.consume(
-            agreement.id, minimised.direction, minimised.purpose, limit=limit
+        self._quota.take(
+            agreement.id,
+            minimised.direction,
+            minimised.purpose,
+            limit=agreement.daily_quota(agreement.outbound, EXCHANGE, minimised.purpose),
+            what="cases",
         )
-        if not decision.allowed:
-            raise QuotaRejected(
-                f"the daily quota of {limit} cases for this purpose is used up",
-                reason="QUOTA_EXHAUSTED",
-            )
 
     def _audit_sent(
         self,

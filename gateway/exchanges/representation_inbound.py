@@ -32,7 +32,6 @@ from gateway.envelope import VerifiedEnvelope
 from gateway.errors import (
     FieldViolation,
     PermissionRejected,
-    QuotaRejected,
     ReplayRejected,
     Unavailable,
     ValidationRejected,
@@ -153,17 +152,13 @@ class CaseInbound:
         return stored
 
     def _take_quota(self, agreement: AgreementInForce, minimised: MinimisedPayload) -> date | None:
-        limit = agreement.daily_quota(agreement.inbound, EXCHANGE, minimised.purpose)
-        if limit is None:
-            return None
-        decision = self._quota.consume(
-            agreement.id, minimised.direction, minimised.purpose, limit=limit
+        return self._quota.take(
+            agreement.id,
+            minimised.direction,
+            minimised.purpose,
+            limit=agreement.daily_quota(agreement.inbound, EXCHANGE, minimised.purpose),
+            what="cases",
         )
-        if not decision.allowed:
-            raise QuotaRejected(
-                "the daily quota of cases for this purpose is used up", reason="QUOTA_EXHAUSTED"
-            )
-        return decision.day
 
     def _release(
         self, agreement: AgreementInForce, minimised: MinimisedPayload, day: date | None

@@ -28,7 +28,7 @@ from gateway.audit.checkpoint import CheckpointSigner
 from gateway.audit.checkpoints_store import CheckpointStore, WitnessStore
 from gateway.audit.cosignature import CosignatureSigner, partner_cosigner
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.log import AuditLog
+from gateway.audit.log import AuditLog, GroupCommittedLog
 from gateway.audit.publication import CheckpointPublisher, CheckpointWitness
 from gateway.audit.recorder import AuditRecorder, payload_digest
 from gateway.config import Settings
@@ -53,6 +53,7 @@ from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.policy.rules import PolicySection
 from gateway.server.representation_service import CaseSignal
 from gateway.store.cases import CaseStore
+from gateway.store.group_commit import GroupCommit
 from gateway.store.identity_queries import IdentityQueries
 from gateway.store.inbox import Inbox
 from gateway.store.lifecycle import AgreementLifecycleStore
@@ -121,7 +122,8 @@ class Exchanges:
         quota = QuotaLedger(engine, clock=clock)
         self.audit_log = AuditLog(engine, clock=clock)
         self.checkpoints = CheckpointStore(engine, clock=clock)
-        audit = AuditRecorder(self.audit_log, clock=clock)
+        self.group_commit = GroupCommit(engine)
+        audit = AuditRecorder(GroupCommittedLog(self.audit_log, self.group_commit), clock=clock)
         self.audit = audit
         signer = EnvelopeSigner.from_state_directory(pki)
         receipts = ReceiptSigner.from_state_directory(pki)
@@ -146,6 +148,7 @@ class Exchanges:
             clock=clock,
             audit=audit,
             delivery_deadline=deadline,
+            group=self.group_commit,
         )
         verifier = EnvelopeVerifier(
             state,
@@ -174,6 +177,7 @@ class Exchanges:
             signer=receipts,
             clock=clock,
             audit=audit,
+            group=self.group_commit,
             cases=CaseInbound(
                 state=state,
                 gate=self.gate,
@@ -218,6 +222,7 @@ class Exchanges:
             signer=signer,
             verifier=verifier,
             queries=self.identity_queries,
+            group=self.group_commit,
             partners=self.channels,
             clock=clock,
             audit=audit,
@@ -229,6 +234,7 @@ class Exchanges:
             gate=self.gate,
             quota=quota,
             queries=self.identity_queries,
+            group=self.group_commit,
             signer=signer,
             registry=self.adapter if isinstance(self.adapter, IdentitySource) else None,
             clock=clock,
@@ -404,3 +410,4 @@ class Exchanges:
         await self.channels.close()
         if self.adapter is not None:
             await self.adapter.close()
+        await asyncio.to_thread(self.group_commit.close)

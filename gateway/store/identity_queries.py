@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from gateway.errors import ReplayRejected
 from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
@@ -69,13 +69,20 @@ class IdentityQueries:
 
     def record_outbound(self, query: IdentityQuery) -> None:
         """Blocking. A query this gateway is about to send (its id is a fresh UUID)."""
+        with write_transaction(self._engine) as conn:
+            self.record_outbound_within(conn, query)
+
+    def record_outbound_within(self, conn: Connection, query: IdentityQuery) -> None:
         if query.direction != "outbound":
             raise ValueError("record_outbound takes outbound queries")
-        with write_transaction(self._engine) as conn:
-            conn.execute(insert(identity_queries).values(**self._values(query)))
+        conn.execute(insert(identity_queries).values(**self._values(query)))
 
     def admit_inbound(self, query: IdentityQuery) -> None:
         """Blocking. Store a partner's query id, or :class:`ReplayRejected` if seen before."""
+        with write_transaction(self._engine) as conn:
+            self.admit_inbound_within(conn, query)
+
+    def admit_inbound_within(self, conn: Connection, query: IdentityQuery) -> None:
         if query.direction != "inbound":
             raise ValueError("admit_inbound takes inbound queries")
         statement = (
@@ -83,9 +90,8 @@ class IdentityQueries:
             .values(**self._values(query))
             .returning(identity_queries.c.message_id)
         )
-        with write_transaction(self._engine) as conn:
-            if conn.execute(statement).first() is None:
-                raise ReplayRejected("this query's message id was already answered")
+        if conn.execute(statement).first() is None:
+            raise ReplayRejected("this query's message id was already answered")
 
     def record_answer(
         self,
@@ -97,19 +103,36 @@ class IdentityQueries:
     ) -> None:
         """Blocking. The answer given or received, or the reason there was none."""
         with write_transaction(self._engine) as conn:
-            conn.execute(
-                update(identity_queries)
-                .where(
-                    identity_queries.c.message_id == message_id,
-                    identity_queries.c.answered_at.is_(None),
-                )
-                .values(
-                    result=result,
-                    document_status=document_status,
-                    reason_code=reason_code,
-                    answered_at=self._clock(),
-                )
+            self.record_answer_within(
+                conn,
+                message_id,
+                result=result,
+                document_status=document_status,
+                reason_code=reason_code,
             )
+
+    def record_answer_within(
+        self,
+        conn: Connection,
+        message_id: str,
+        *,
+        result: str | None,
+        document_status: str | None,
+        reason_code: str | None = None,
+    ) -> None:
+        conn.execute(
+            update(identity_queries)
+            .where(
+                identity_queries.c.message_id == message_id,
+                identity_queries.c.answered_at.is_(None),
+            )
+            .values(
+                result=result,
+                document_status=document_status,
+                reason_code=reason_code,
+                answered_at=self._clock(),
+            )
+        )
 
     def get(self, message_id: str) -> AnsweredQuery | None:
         with read_transaction(self._engine) as conn:

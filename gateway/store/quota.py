@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
-from sqlalchemy import ColumnElement, Engine, Select, and_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert
 
+from gateway.errors import QuotaRejected
 from gateway.store.engine import is_postgresql, read_transaction, write_transaction
 from gateway.store.tables import AGREEMENT_ID_LENGTH, PURPOSE_LENGTH, quota_usage
 
@@ -89,6 +90,22 @@ class QuotaLedger:
         self, agreement_id: str, direction: str, purpose: str, *, limit: int, amount: int = 1
     ) -> QuotaDecision:
         """Take ``amount`` units of today's ``limit`` if they fit; otherwise take nothing."""
+        with write_transaction(self._engine) as conn:
+            return self.consume_within(
+                conn, agreement_id, direction, purpose, limit=limit, amount=amount
+            )
+
+    def consume_within(
+        self,
+        conn: Connection,
+        agreement_id: str,
+        direction: str,
+        purpose: str,
+        *,
+        limit: int,
+        amount: int = 1,
+    ) -> QuotaDecision:
+        """:meth:`consume` in the caller's write transaction (a group commit's unit)."""
         key = _Key(agreement_id, direction, purpose)
         if limit < 0:
             raise ValueError("limit must not be negative")
@@ -97,13 +114,48 @@ class QuotaLedger:
         day = self._today()
         if amount > limit:
             # Refused before the statement: its INSERT branch has no limit check.
-            return QuotaDecision(False, self._used(key, day), limit, day)
-        with write_transaction(self._engine) as conn:
-            used = conn.execute(self._take(key, day, limit, amount)).scalar_one_or_none()
-            if used is not None:
-                return QuotaDecision(True, used, limit, day)
             current = conn.execute(_used_on(key, day)).scalar_one_or_none()
+            return QuotaDecision(False, current or 0, limit, day)
+        used = conn.execute(self._take(key, day, limit, amount)).scalar_one_or_none()
+        if used is not None:
+            return QuotaDecision(True, used, limit, day)
+        current = conn.execute(_used_on(key, day)).scalar_one_or_none()
         return QuotaDecision(False, current or 0, limit, day)
+
+    def take(
+        self, agreement_id: str, direction: str, purpose: str, *, limit: int | None, what: str
+    ) -> date | None:
+        """One unit of today's ``limit``, or :class:`QuotaRejected`; the day it counted on.
+
+        No limit (the agreement sets none for the purpose) takes nothing. ``what`` names
+        the unit in the refusal (``"identity confirmations"``).
+        """
+        if limit is None:
+            return None
+        with write_transaction(self._engine) as conn:
+            return self.take_within(conn, agreement_id, direction, purpose, limit=limit, what=what)
+
+    def take_within(
+        self,
+        conn: Connection,
+        agreement_id: str,
+        direction: str,
+        purpose: str,
+        *,
+        limit: int | None,
+        what: str,
+    ) -> date | None:
+        """:meth:`take` in the caller's write transaction (a group commit's unit)."""
+        if limit is None:
+            return None
+        decision = self.consume_within(conn, agreement_id, direction, purpose, limit=limit)
+        if not decision.allowed:
+            raise QuotaRejected(
+                f"the daily quota of {limit} {what} for this purpose under agreement "
+                f"{agreement_id!r} is used up",
+                reason="QUOTA_EXHAUSTED",
+            )
+        return decision.day
 
     def release(
         self, agreement_id: str, direction: str, purpose: str, *, day: date, amount: int = 1

@@ -1,0 +1,174 @@
+"""Group commit: one transaction for many callers, each unit atomic, nothing told early."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import Connection, Engine, event, exc, func, insert, select
+
+from gateway.audit import merkle
+from gateway.audit.entry import AuditEvent, Decision, EventKind
+from gateway.audit.log import AuditLog, GroupCommittedLog
+from gateway.errors import QuotaRejected, StorageUnavailable
+from gateway.store.group_commit import GroupCommit
+from gateway.store.tables import agreement_lifecycle, audit_entries
+from tests.unit.store.conftest import START, FakeClock
+
+
+@pytest.fixture
+def group(migrated_engine: Engine) -> Iterator[GroupCommit]:
+    committer = GroupCommit(migrated_engine)
+    try:
+        yield committer
+    finally:
+        committer.close()
+
+
+def _event(message_id: str) -> AuditEvent:
+    return AuditEvent(
+        time=START,
+        event_kind=EventKind.SUBMITTED,
+        decision=Decision.ACCEPTED,
+        message_id=message_id,
+        exchange_type="identity_confirmation",
+    )
+
+
+def _lifecycle_row(agreement_id: str) -> dict[str, object]:
+    return {
+        "agreement_id": agreement_id,
+        "agreement_version": 1,
+        "status": "suspended",
+        "changed_at": START,
+        "changed_by_state": "AT",
+        "reason_code": "TEST",
+    }
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(agreement_lifecycle)).scalar_one())
+
+
+def test_a_units_result_comes_back_once_its_writes_are_committed(
+    migrated_engine: Engine, group: GroupCommit
+) -> None:
+    def unit(conn: Connection) -> str:
+        conn.execute(insert(agreement_lifecycle).values(_lifecycle_row("committed")))
+        return "stored"
+
+    assert group.run(unit) == "stored"
+    # Another connection sees it: the caller was told only after the commit.
+    assert _count(migrated_engine) == 1
+
+
+def test_a_failing_unit_writes_nothing_and_its_neighbours_still_commit(
+    migrated_engine: Engine, group: GroupCommit
+) -> None:
+    hold = threading.Event()
+    started = threading.Event()
+
+    def holding(conn: Connection) -> None:
+        started.set()
+        hold.wait(timeout=10)
+        conn.execute(insert(agreement_lifecycle).values(_lifecycle_row("first")))
+
+    def failing(conn: Connection) -> None:
+        conn.execute(insert(agreement_lifecycle).values(_lifecycle_row("refused")))
+        raise QuotaRejected("used up")
+
+    def following(conn: Connection) -> None:
+        conn.execute(insert(agreement_lifecycle).values(_lifecycle_row("third")))
+
+    with ThreadPoolExecutor(3) as pool:
+        first = pool.submit(group.run, holding)
+        assert started.wait(timeout=10)
+        refused = pool.submit(group.run, failing)
+        third = pool.submit(group.run, following)
+        hold.set()
+        first.result(timeout=10)
+        third.result(timeout=10)
+        with pytest.raises(QuotaRejected):
+            refused.result(timeout=10)
+
+    with migrated_engine.connect() as conn:
+        ids = set(conn.execute(select(agreement_lifecycle.c.agreement_id)).scalars())
+    assert ids == {"first", "third"}
+
+
+def test_units_waiting_together_share_one_commit_and_consecutive_audit_indexes(
+    migrated_engine: Engine, group: GroupCommit, clock: FakeClock
+) -> None:
+    commits: list[int] = []
+    event.listen(migrated_engine, "commit", lambda conn: commits.append(1))
+    log = GroupCommittedLog(AuditLog(migrated_engine, clock=clock), group)
+    hold = threading.Event()
+    started = threading.Event()
+
+    def holding(conn: Connection) -> None:
+        started.set()
+        hold.wait(timeout=10)
+
+    with ThreadPoolExecutor(33) as pool:
+        blocker = pool.submit(group.run, holding)
+        assert started.wait(timeout=10)
+        appends = [pool.submit(log.append, [_event(f"m-{i}")]) for i in range(32)]
+        while group.waiting() < 32:
+            threading.Event().wait(0.01)
+        hold.set()
+        blocker.result(timeout=10)
+        indexes = sorted(i for f in appends for i in f.result(timeout=10))
+
+    assert indexes == list(range(32))
+    # The held unit's transaction, then all 32 waiting appends in one more.
+    assert len(commits) == 2
+    audit = AuditLog(migrated_engine, clock=clock)
+    assert audit.root() == merkle.reference_root(audit.leaf_hashes(0, 32))
+
+
+def test_a_failed_commit_fails_every_unit_of_the_batch_and_stores_none(
+    migrated_engine: Engine, group: GroupCommit
+) -> None:
+    def refuse_commit(conn: Connection) -> None:
+        raise exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    event.listen(migrated_engine, "commit", refuse_commit)
+    try:
+        with pytest.raises(StorageUnavailable):
+            group.run(
+                lambda conn: conn.execute(
+                    insert(agreement_lifecycle).values(_lifecycle_row("lost"))
+                )
+            )
+    finally:
+        event.remove(migrated_engine, "commit", refuse_commit)
+    assert _count(migrated_engine) == 0
+
+
+def test_after_close_nothing_more_is_taken(group: GroupCommit) -> None:
+    group.run(lambda conn: None)
+    group.close()
+
+    with pytest.raises(StorageUnavailable):
+        group.run(lambda conn: None)
+
+
+def test_audit_entries_appended_in_a_unit_commit_with_its_other_writes(
+    migrated_engine: Engine, group: GroupCommit, clock: FakeClock
+) -> None:
+    audit = AuditLog(migrated_engine, clock=clock)
+
+    def unit(conn: Connection) -> None:
+        conn.execute(insert(agreement_lifecycle).values(_lifecycle_row("with-evidence")))
+        audit.append_within(conn, [_event("m-evidence")])
+        raise QuotaRejected("refused after writing")
+
+    with pytest.raises(QuotaRejected):
+        group.run(unit)
+
+    with migrated_engine.connect() as conn:
+        entries = conn.execute(select(func.count()).select_from(audit_entries)).scalar_one()
+    assert entries == 0 and _count(migrated_engine) == 0
