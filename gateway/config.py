@@ -9,6 +9,7 @@ Example::
     [gateway]
     state = "AT"
     database_url = "sqlite:///var/at/pouch.db"
+    worker_threads = 32                # blocking stages (signatures, database) run here
 
     [pki]
     dir = "certs/AT"
@@ -107,6 +108,8 @@ class GatewaySection(_Section):
     database_url: str = "sqlite:///pouch.db"
     shutdown_grace_seconds: float = Field(default=10.0, gt=0, le=300)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=1024, le=64 * 1024 * 1024)
+    # Threads for the blocking stages of calls in flight; their writes share group commits.
+    worker_threads: int = Field(default=32, ge=1, le=256)
 
 
 class PkiSection(_Section):

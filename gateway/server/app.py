@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -322,6 +323,13 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------
 
     async def start(self) -> None:
+        # Every call in flight may wait in a blocking stage (a signature, a group commit):
+        # the default pool of a few threads would queue them before they could batch.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(
+                max_workers=self.settings.gateway.worker_threads, thread_name_prefix="pouch"
+            )
+        )
         await asyncio.to_thread(upgrade_to_head, self.engine)
         self._local = self._local_server()
         self._peer = self._peer_server()
