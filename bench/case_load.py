@@ -6,7 +6,8 @@ each case ACKNOWLEDGED -> ACCEPTED -> IN_PROGRESS -> COMPLETED through BE's loca
 ``in_flight`` cases at a time (a case's steps one after the other); each step is signed
 by BE, sent through its outbox and applied by AT. The round's time runs from the
 first call to the last step applied at AT (``case_events.occurred_at``); latency is
-per step, from BE's caller making the call to AT applying it.
+per step, from BE's caller making the call to AT applying it. A call the gateway
+answers UNAVAILABLE (its database busy) is retried, as a caller should, and counted.
 
 The raw counterpart is the same number of unary round trips through the relay chain,
 as many in flight.
@@ -38,6 +39,7 @@ _STORED = {
     representation_pb2.CASE_STATE_COMPLETED: "completed",
 }
 MISSION_COUNTRY = "CV"
+RETRIES = 20
 
 
 def _request(run: str, index: int) -> representation_pb2.RequestAssistanceRequest:
@@ -85,9 +87,10 @@ async def _open_cases(at: Site, run: str, cases: int, in_flight: int) -> list[st
 
 async def _move_cases(
     be: Site, case_ids: list[str], in_flight: int
-) -> tuple[float, dict[tuple[str, str], float]]:
+) -> tuple[float, dict[tuple[str, str], float], int]:
     metadata = bearer(be.token(["representation:act"], now=time.time()))
     called: dict[tuple[str, str], float] = {}
+    retried: list[str] = []
     queue = iter(case_ids)
     async with secure_channel(be.local_target, be.client_identity()) as channel:
         stub = representation_pb2_grpc.RepresentationServiceStub(channel)
@@ -106,7 +109,7 @@ async def _move_cases(
 
         started = time.time()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return started, called
+    return started, called, len(retried)
 
 
 class CaseRounds:
@@ -132,7 +135,7 @@ class CaseRounds:
     def run(self) -> Measured:
         at, case_ids = self._at, self._case_ids
         wanted = set(case_ids)
-        started, called = asyncio.run(_move_cases(self._be, case_ids, self._in_flight))
+        started, called, retried = asyncio.run(_move_cases(self._be, case_ids, self._in_flight))
         done_sql = "SELECT case_id FROM representation_cases WHERE state = 'completed'"
         wait_until(
             lambda: len(_rows_at(at, done_sql, wanted)) == len(wanted),
@@ -149,4 +152,4 @@ class CaseRounds:
             )
         }
         latencies = [applied[key] - called[key] for key in called if key in applied]
-        return Measured(len(called), max(applied.values()) - started, latencies)
+        return Measured(len(called), max(applied.values()) - started, latencies, retried)

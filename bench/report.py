@@ -92,6 +92,7 @@ def document(
     results: Sequence[ScenarioResult],
     settings: Mapping[str, Any],
     scaling: Mapping[str, Any] | None,
+    failures: Sequence[str] = (),
 ) -> dict[str, Any]:
     return {
         "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -100,6 +101,7 @@ def document(
         "settings": dict(settings),
         "scenarios": [r.document() for r in results],
         "scaling": scaling,
+        "failures": list(failures),
     }
 
 

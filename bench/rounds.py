@@ -33,6 +33,7 @@ class Measured:
     operations: int
     elapsed_s: float
     latencies_s: Sequence[float]
+    retried: int = 0  # calls answered UNAVAILABLE and made again
 
     @property
     def throughput(self) -> float:
@@ -51,6 +52,7 @@ class Round:
             "operations": ops,
             "elapsed_s": self.measured.elapsed_s,
             "throughput": self.measured.throughput,
+            "retried": self.measured.retried,
             "p50_ms": percentile(self.measured.latencies_s, 0.50) * 1000,
             "p99_ms": percentile(self.measured.latencies_s, 0.99) * 1000,
             "other_cpu_share": self.use.other_cpu_share,
@@ -146,6 +148,7 @@ def measure(
             progress(
                 f"{name}: round {index + 1}/{rounds} {label} "
                 f"{measured.throughput:,.1f} {unit} "
-                f"(other CPU {use.other_cpu_share:.0%})"
+                f"(other CPU {use.other_cpu_share:.0%}"
+                + (f", {measured.retried} calls retried)" if measured.retried else ")")
             )
     return result

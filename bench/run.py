@@ -68,12 +68,14 @@ SCENARIOS = (
 
 def run_scenarios(
     workdir: Path, counts: Counts, rounds: int, only: set[str], console: Console
-) -> list[ScenarioResult]:
+) -> tuple[list[ScenarioResult], list[str]]:
+    """Every scenario's result, and a line for each scenario that failed."""
     sites = prepare(workdir / "deployment")
     at, be = sites["AT"], sites["BE"]
     confirmations.seed(be, counts.documents)
     gateways, relays = GatewayChain(at, be), RelayChain(at, be)
     results: list[ScenarioResult] = []
+    failures: list[str] = []
 
     def pids() -> dict[str, int]:
         return {**gateways.pids, **relays.pids, "caller": os.getpid()}
@@ -87,18 +89,22 @@ def run_scenarios(
     ) -> None:
         if only and name not in only:
             return
-        results.append(
-            measure(
-                name,
-                unit,
-                description,
-                gateway=gateway,
-                baseline=baseline,
-                rounds=rounds,
-                pids=pids,
-                progress=lambda line: console.log(line),
+        try:
+            results.append(
+                measure(
+                    name,
+                    unit,
+                    description,
+                    gateway=gateway,
+                    baseline=baseline,
+                    rounds=rounds,
+                    pids=pids,
+                    progress=lambda line: console.log(line),
+                )
             )
-        )
+        except Exception as e:  # one failed scenario must not lose the others' figures
+            console.log(f"{name} failed: {type(e).__name__}: {e}")
+            failures.append(f"{name}: {type(e).__name__}: {e}")
 
     def identity(count: int, in_flight: int) -> Side:
         return Side(
@@ -176,7 +182,7 @@ def run_scenarios(
             Side(lambda: policy.round(counts.policy), in_process),
             Side(lambda: policy.copies(counts.policy), in_process),
         )
-    return results
+    return results, failures
 
 
 def main() -> None:
@@ -207,7 +213,7 @@ def main() -> None:
     # SIGTERM unwinds like Ctrl-C, so every started process is stopped and removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        results = run_scenarios(workdir, counts, rounds, set(args.only), console)
+        results, failures = run_scenarios(workdir, counts, rounds, set(args.only), console)
         scaling = None
         if args.scaling:
             from bench.scaling import run_scaling
@@ -218,8 +224,12 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     report.show(console, results)
     settings = {"rounds": rounds, "quick": args.quick, "counts": asdict(counts)}
-    report.write(args.json, report.document(results, settings, scaling))
+    report.write(args.json, report.document(results, settings, scaling, failures))
     console.print(f"JSON written to {args.json}")
+    for failure in failures:
+        console.print(f"[red]failed[/red] {failure}")
+    if failures:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
