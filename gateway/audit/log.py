@@ -38,7 +38,7 @@ from sqlalchemy.engine import RowMapping
 from gateway.audit import merkle
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.store.engine import is_postgresql, read_transaction, write_transaction
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, defer
 from gateway.store.tables import audit_entries, audit_nodes
 
 __all__ = ["MAX_PAGE", "AuditLog", "AuditLogCorrupted", "AuditRecord", "GroupCommittedLog"]
@@ -109,10 +109,12 @@ class AuditLog:
         with write_transaction(self._engine) as conn:
             return self._append_rows_within(conn, rows)
 
-    def append_within(self, conn: Connection, events: Sequence[AuditEvent]) -> list[int]:
-        """:meth:`append` inside the caller's write transaction (a group commit's unit), so
-        entries commit with the change they record, or not at all."""
-        return self._append_rows_within(conn, [_row(event) for event in events])
+    def append_within(self, conn: Connection, events: Sequence[AuditEvent]) -> None:
+        """:meth:`append` inside the caller's write transaction, so entries commit with the
+        change they record, or not at all. In a group transaction the entries of all its
+        units are appended together just before the commit (one index lookup, one tree
+        extension), in the order of the units."""
+        defer(conn, self._append_rows_within, [_row(event) for event in events])
 
     def _append_rows_within(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         if not rows:
@@ -333,8 +335,8 @@ class GroupCommittedLog:
         self._log = log
         self._group = group
 
-    def append(self, events: Sequence[AuditEvent]) -> list[int]:
-        return self._group.run(lambda conn: self._log.append_within(conn, events))
+    def append(self, events: Sequence[AuditEvent]) -> None:
+        self._group.run(lambda conn: self._log.append_within(conn, events))
 
-    def append_within(self, conn: Connection, events: Sequence[AuditEvent]) -> list[int]:
-        return self._log.append_within(conn, events)
+    def append_within(self, conn: Connection, events: Sequence[AuditEvent]) -> None:
+        self._log.append_within(conn, events)

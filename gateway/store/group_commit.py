@@ -2,13 +2,15 @@
 
 A caller hands :meth:`GroupCommit.run` a *write unit*, a function that writes through
 the connection it is given. One committer thread takes every unit waiting (up to
-``max_batch``), runs each in its own savepoint inside one transaction, commits once,
-and only then answers each caller. Guarantees:
+``max_batch``), runs them in one transaction, commits once, and only then answers each
+caller. Guarantees:
 
 * :meth:`GroupCommit.run` returns only after the transaction holding the unit has
   committed: what a caller was told is stored survives ``kill -9``;
 * a unit is atomic: all of its writes commit, or (when it raises) none do, and its
-  exception reaches its own caller only; the other units of the batch are unaffected;
+  exception reaches its own caller only; the other units of the batch are unaffected
+  (the attempt is rolled back and runs again without the failed unit, so a unit must
+  write only through its connection and may run more than once);
 * if the commit itself fails, every unit of the batch fails with
   :class:`~gateway.errors.StorageUnavailable`, and nothing of it is stored;
 * units run in the order they were handed over, so an audit entry written by a unit
@@ -17,6 +19,12 @@ and only then answers each caller. Guarantees:
 Under load, one commit (one fsync on SQLite, one WAL flush on PostgreSQL) serves many
 callers; alone, a caller waits for nothing but its own transaction. A unit runs on the
 committer thread, so it must only write through its connection: no network, no sleep.
+
+A writer whose rows are cheaper to insert together (the audit log: one index lookup and
+one tree extension for the whole batch) hands them to :func:`defer`: inside a group
+transaction they are written by the writer's flush function once, just before the
+commit (an attempt rolled back takes them with it); outside one they are written at
+once.
 """
 
 from __future__ import annotations
@@ -32,12 +40,41 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 
 from gateway.errors import PouchError, StorageUnavailable, unexpected_summary
-from gateway.store.engine import write_transaction
+from gateway.store.engine import storage_boundary, write_transaction
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 WriteUnit = Callable[[Connection], T]
+Flush = Callable[[Connection, list[Any]], object]
+"""Writes a batch of deferred rows through the connection, in the order given."""
+
+_DEFERRED = "pouch.group_commit.deferred"
+
+
+class _Deferred:
+    """Rows deferred by the units of one group transaction, per flush function."""
+
+    def __init__(self) -> None:
+        self._rows: dict[Flush, list[Any]] = {}
+
+    def add(self, flush: Flush, rows: list[Any]) -> None:
+        self._rows.setdefault(flush, []).extend(rows)
+
+    def flush(self, conn: Connection) -> None:
+        for flush, rows in self._rows.items():
+            if rows:
+                flush(conn, rows)
+
+
+def defer(conn: Connection, flush: Flush, rows: list[Any]) -> None:
+    """Write ``rows`` with ``flush`` before this group transaction commits, or now."""
+    deferred = conn.info.get(_DEFERRED)
+    if isinstance(deferred, _Deferred):
+        deferred.add(flush, rows)
+    else:
+        flush(conn, rows)
+
 
 DEFAULT_MAX_BATCH = 256
 
@@ -46,6 +83,15 @@ DEFAULT_MAX_BATCH = 256
 class _Pending:
     unit: WriteUnit[Any]
     answer: Future[Any]
+
+
+class _UnitFailed(Exception):
+    """One unit raised: the attempt is rolled back and runs again without it."""
+
+    def __init__(self, pending: _Pending, error: Exception) -> None:
+        super().__init__("a write unit failed")
+        self.pending = pending
+        self.error = error
 
 
 class GroupCommit:
@@ -110,31 +156,44 @@ class GroupCommit:
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
-        results: list[tuple[_Pending, Any, BaseException | None]] = []
-        try:
-            with write_transaction(self._engine) as conn:
-                for pending in batch:
-                    savepoint = conn.begin_nested()
-                    try:
-                        result = pending.unit(conn)
-                    except Exception as e:  # the unit's own failure goes to its caller only
-                        savepoint.rollback()
-                        results.append((pending, None, e))
-                    else:
-                        savepoint.commit()
-                        results.append((pending, result, None))
-        except PouchError as e:
-            self._fail(batch, e)
-            return
-        except Exception as e:  # a failed commit must answer every caller, not hang them
-            log.error("group commit failed: %s", unexpected_summary(e))
-            self._fail(batch, StorageUnavailable("the database did not commit the write"))
-            return
-        for pending, result, error in results:
-            if error is None:
+        # Units run without savepoints (two statements each saved); a unit that raises
+        # rolls back the whole attempt, gets its own error, and the others run again.
+        remaining = batch
+        while remaining:
+            try:
+                results = self._attempt(remaining)
+            except _UnitFailed as failed:
+                failed.pending.answer.set_exception(failed.error)
+                remaining = [p for p in remaining if p is not failed.pending]
+                continue
+            except PouchError as e:
+                self._fail(remaining, e)
+                return
+            except Exception as e:  # a failed commit must answer every caller, not hang them
+                log.error("group commit failed: %s", unexpected_summary(e))
+                self._fail(remaining, StorageUnavailable("the database did not commit the write"))
+                return
+            for pending, result in zip(remaining, results, strict=True):
                 pending.answer.set_result(result)
-            else:
-                pending.answer.set_exception(error)
+            return
+
+    def _attempt(self, batch: list[_Pending]) -> list[Any]:
+        """Run every unit in one transaction and commit it; the results, in order."""
+        results: list[Any] = []
+        with write_transaction(self._engine) as conn:
+            deferred = _Deferred()
+            conn.info[_DEFERRED] = deferred
+            try:
+                for pending in batch:
+                    try:
+                        with storage_boundary():
+                            results.append(pending.unit(conn))
+                    except Exception as e:  # the unit's failure goes to its caller only
+                        raise _UnitFailed(pending, e) from e
+                deferred.flush(conn)
+            finally:
+                del conn.info[_DEFERRED]
+        return results
 
     @staticmethod
     def _fail(batch: list[_Pending], error: BaseException) -> None:

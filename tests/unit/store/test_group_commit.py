@@ -13,7 +13,7 @@ from gateway.audit import merkle
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.audit.log import AuditLog, GroupCommittedLog
 from gateway.errors import QuotaRejected, StorageUnavailable
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, WriteUnit
 from gateway.store.tables import agreement_lifecycle, audit_entries
 from tests.unit.store.conftest import START, FakeClock
 
@@ -120,9 +120,12 @@ def test_units_waiting_together_share_one_commit_and_consecutive_audit_indexes(
             threading.Event().wait(0.01)
         hold.set()
         blocker.result(timeout=10)
-        indexes = sorted(i for f in appends for i in f.result(timeout=10))
+        for append in appends:
+            append.result(timeout=10)
 
-    assert indexes == list(range(32))
+    stored = AuditLog(migrated_engine, clock=clock).entries(limit=100)
+    assert [r.idx for r in stored] == list(range(32))
+    assert {r.message_id for r in stored} == {f"m-{i}" for i in range(32)}
     # The held unit's transaction, then all 32 waiting appends in one more.
     assert len(commits) == 2
     audit = AuditLog(migrated_engine, clock=clock)
@@ -154,6 +157,35 @@ def test_after_close_nothing_more_is_taken(group: GroupCommit) -> None:
 
     with pytest.raises(StorageUnavailable):
         group.run(lambda conn: None)
+
+
+def test_deferred_audit_entries_follow_the_order_of_the_units(
+    migrated_engine: Engine, group: GroupCommit, clock: FakeClock
+) -> None:
+    audit = AuditLog(migrated_engine, clock=clock)
+    hold = threading.Event()
+    started = threading.Event()
+
+    def holding(conn: Connection) -> None:
+        started.set()
+        hold.wait(timeout=10)
+
+    def appending(message_id: str) -> WriteUnit[None]:
+        return lambda conn: audit.append_within(conn, [_event(message_id)])
+
+    with ThreadPoolExecutor(4) as pool:
+        blocker = pool.submit(group.run, holding)
+        assert started.wait(timeout=10)
+        queued = []
+        for message_id in ("first", "second", "third"):
+            queued.append(pool.submit(group.run, appending(message_id)))
+            while group.waiting() < len(queued):
+                threading.Event().wait(0.01)
+        hold.set()
+        for future in (blocker, *queued):
+            future.result(timeout=10)
+
+    assert [r.message_id for r in audit.entries(limit=10)] == ["first", "second", "third"]
 
 
 def test_audit_entries_appended_in_a_unit_commit_with_its_other_writes(
