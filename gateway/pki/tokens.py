@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,8 @@ _MISSING_CLAIM_REASONS: Mapping[str, tuple[str, str]] = {
 MAX_TOKEN_LENGTH = 8192
 MAX_JWKS_BYTES = 1 << 20
 MAX_LEEWAY_S = 300
+TOKEN_CACHE_SIZE = 4096
+"""Tokens whose verified claims are kept, least recently used dropped first."""
 
 
 def cert_thumbprint(der: bytes) -> str:
@@ -247,6 +250,34 @@ class JwksWatcher:
             _log.info("JWKS %s reloaded: %d key(s)", self._path, len(self._keys.kids))
 
 
+class _SignatureCache:
+    """Claims of tokens whose signature verified, per key set; least recently used go.
+
+    A caller presents the same token on every call until it expires, so its signature is
+    checked once per key set: a reloaded JWKS is another key set, and a removed key no
+    longer verifies anything. Everything that can change between calls (lifetime, the
+    certificate the token is bound to) is checked on every call regardless.
+    """
+
+    def __init__(self, size: int = TOKEN_CACHE_SIZE) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, JwksKeys], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str, keys: JwksKeys) -> dict[str, Any] | None:
+        with self._lock:
+            claims = self._entries.get((token, keys))
+            if claims is not None:
+                self._entries.move_to_end((token, keys))
+            return claims
+
+    def put(self, token: str, keys: JwksKeys, claims: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries[(token, keys)] = claims
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
 class TokenVerifier:
     """Verifies local callers' tokens against one issuer, one audience and a JWKS."""
 
@@ -271,6 +302,7 @@ class TokenVerifier:
         if not 0 <= leeway_s <= MAX_LEEWAY_S:
             raise ValueError(f"leeway must be between 0 and {MAX_LEEWAY_S} seconds")
         self._keys_source = keys_source
+        self._signature_cache = _SignatureCache()
         self._issuer = issuer
         self._audience = audience
         self._algorithms = frozenset(algorithms)
@@ -278,17 +310,12 @@ class TokenVerifier:
         self._clock = clock
 
     def verify(self, token: str, *, client_cert_der: bytes) -> VerifiedToken:
-        header = _well_formed_header(token)
-        alg = header.get("alg")
-        if not self._is_allowed(alg):
-            raise _refused("TOKEN_ALGORITHM", "token algorithm is not allowed")
-        kid = header.get("kid")
-        key = self._keys_source.current().get(kid) if isinstance(kid, str) else None
-        if key is None:
-            raise _refused("TOKEN_KEY_UNKNOWN", "token signing key is not known to this gateway")
-        if alg != key.algorithm_name:
-            raise _refused("TOKEN_ALGORITHM", "token algorithm does not match its signing key")
-        claims = _signed_claims(token, key)
+        keys = self._keys_source.current()
+        claims = self._signature_cache.get(token, keys)
+        if claims is None:
+            claims = self._verified_claims(token, keys)
+            self._signature_cache.put(token, keys, claims)
+        # Lifetime, issuer, audience and the certificate binding: checked on every call.
         expires_at = self._check_lifetime(claims)
         if claims["iss"] != self._issuer:
             raise _refused("TOKEN_ISSUER", "token issuer is not trusted by this gateway")
@@ -305,6 +332,19 @@ class TokenVerifier:
             token_id=_optional_string(claims, "jti"),
             partner_state=_partner_state(claims),
         )
+
+    def _verified_claims(self, token: str, keys: JwksKeys) -> dict[str, Any]:
+        header = _well_formed_header(token)
+        alg = header.get("alg")
+        if not self._is_allowed(alg):
+            raise _refused("TOKEN_ALGORITHM", "token algorithm is not allowed")
+        kid = header.get("kid")
+        key = keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise _refused("TOKEN_KEY_UNKNOWN", "token signing key is not known to this gateway")
+        if alg != key.algorithm_name:
+            raise _refused("TOKEN_ALGORITHM", "token algorithm does not match its signing key")
+        return _signed_claims(token, key)
 
     def _is_allowed(self, alg: object) -> bool:
         if not isinstance(alg, str):

@@ -491,3 +491,43 @@ def test_idp_refuses_kid_of_a_key_it_does_not_hold(tmp_path: Path) -> None:
             lifetime_s=300,
             now=NOW,
         )
+
+
+# A token's verified signature is remembered; nothing else about it is.
+
+
+def test_a_token_verified_before_is_refused_once_its_key_is_removed(setup: Setup) -> None:
+    verifier = TokenVerifier(
+        JwksWatcher(setup.jwks_path), issuer=ISSUER, audience=AUDIENCE, clock=lambda: NOW
+    )
+    token = setup.token()
+    verifier.verify(token, client_cert_der=setup.cert_der)
+
+    write_jwks(setup.jwks_path, SigningKey(kid="idp-2025-02").jwk())
+
+    with pytest.raises(AuthenticationRejected) as excinfo:
+        verifier.verify(token, client_cert_der=setup.cert_der)
+    assert excinfo.value.reason == "TOKEN_KEY_UNKNOWN"
+
+
+def test_a_token_verified_before_is_refused_once_it_expires(setup: Setup) -> None:
+    now = [NOW]
+    verifier = TokenVerifier(
+        JwksKeys.from_file(setup.jwks_path), issuer=ISSUER, audience=AUDIENCE, clock=lambda: now[0]
+    )
+    token = setup.token(exp=int(NOW) + 60)
+    verifier.verify(token, client_cert_der=setup.cert_der)
+
+    now[0] = NOW + 60 + 31  # past the expiry and the 30 s leeway
+
+    with pytest.raises(AuthenticationRejected) as excinfo:
+        verifier.verify(token, client_cert_der=setup.cert_der)
+    assert excinfo.value.reason == "TOKEN_EXPIRED"
+
+
+def test_a_token_verified_before_is_refused_with_another_certificate(setup: Setup) -> None:
+    token = setup.token()
+    setup.verifier.verify(token, client_cert_der=setup.cert_der)
+    other_der, _ = make_client_cert("someone-else")
+
+    assert_refused(setup, token, "TOKEN_BINDING", cert_der=other_der)
