@@ -93,11 +93,12 @@ def document(
     settings: Mapping[str, Any],
     scaling: Mapping[str, Any] | None,
     failures: Sequence[str] = (),
+    measured_source: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "taken_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "source": source(),
+        "source": dict(measured_source) if measured_source is not None else source(),
         "settings": dict(settings),
         "scenarios": [r.document() for r in results],
         "scaling": scaling,

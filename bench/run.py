@@ -207,6 +207,7 @@ def main() -> None:
     if rounds < 1:
         parser.error("--rounds must be at least 1")
     # A table row per line even when the output is a file or a pipe.
+    measured_source = report.source()  # what the gateways run, read before they start
     console = Console(width=None if sys.stdout.isatty() else 180)
     workdir = Path(tempfile.mkdtemp(prefix="pouch-bench-run-"))
     console.log(f"deployment in {workdir}")
@@ -224,7 +225,7 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
     report.show(console, results)
     settings = {"rounds": rounds, "quick": args.quick, "counts": asdict(counts)}
-    report.write(args.json, report.document(results, settings, scaling, failures))
+    report.write(args.json, report.document(results, settings, scaling, failures, measured_source))
     console.print(f"JSON written to {args.json}")
     for failure in failures:
         console.print(f"[red]failed[/red] {failure}")
