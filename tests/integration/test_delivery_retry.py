@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -83,34 +84,66 @@ def _applied_count(at: Site) -> int:
     return int(rows[0][0])
 
 
-def _observe_retries(at: Site, message_ids: set[str]) -> dict[str, dict[int, tuple[float, float]]]:
+class RetryObserver:
     """Per message, per attempt count: (next_attempt_at, delay) while pending.
 
-    The delay is ``next_attempt_at - updated_at``: what the dispatcher scheduled when
-    it put the message back. Polls until every message shows every expected delay.
+    The delay is ``next_attempt_at - updated_at``: what the dispatcher scheduled when it
+    put the message back. It samples the outbox from its own thread, started before the
+    updates are submitted: the first retry falls due 0.2 s after the first attempt,
+    often before the submission stream has ended.
     """
-    seen: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
-    wanted = len(EXPECTED_DELAYS_S)
-    deadline = time.monotonic() + 2 * sum(EXPECTED_DELAYS_S) + wanted * ATTEMPT_LATENCY_S
-    while any(len(seen[m]) < wanted for m in message_ids):
-        assert time.monotonic() < deadline, (
-            f"retries not observed in time; attempts seen: {sorted(map(len, seen.values()))}"
-        )
-        rows = query_sqlite(
-            gateway_database(at),
-            "SELECT message_id, status, attempts, next_attempt_at, updated_at FROM outbox",
-        )
-        for message_id, status, attempts, next_attempt_at, updated_at in rows:
-            assert message_id in message_ids
-            assert status in ("pending", "in_flight"), f"{message_id} became {status}"
-            if status == "pending" and 1 <= attempts <= wanted:
-                due, stamped = _parse(next_attempt_at), _parse(updated_at)
-                seen[message_id][attempts] = (
-                    due.timestamp(),
-                    (due - stamped).total_seconds(),
-                )
-        time.sleep(0.02)
-    return seen
+
+    def __init__(self, at: Site) -> None:
+        self._at = at
+        self.seen: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> RetryObserver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _watch(self) -> None:
+        wanted = len(EXPECTED_DELAYS_S)
+        while not self._stop.is_set():
+            rows = query_sqlite(
+                gateway_database(self._at),
+                "SELECT message_id, status, attempts, next_attempt_at, updated_at FROM outbox",
+            )
+            with self._lock:
+                for message_id, status, attempts, next_attempt_at, updated_at in rows:
+                    assert status in ("pending", "in_flight"), f"{message_id} became {status}"
+                    if status == "pending" and 1 <= attempts <= wanted:
+                        due, stamped = _parse(next_attempt_at), _parse(updated_at)
+                        self.seen[message_id][attempts] = (
+                            due.timestamp(),
+                            (due - stamped).total_seconds(),
+                        )
+            time.sleep(0.02)
+
+    def wait_for(self, message_ids: set[str]) -> dict[str, dict[int, tuple[float, float]]]:
+        """Every expected delay of every message, or a failure once it cannot be late."""
+        wanted = len(EXPECTED_DELAYS_S)
+        deadline = time.monotonic() + 2 * sum(EXPECTED_DELAYS_S) + wanted * ATTEMPT_LATENCY_S
+        while True:
+            with self._lock:
+                counts = {m: len(self.seen.get(m, {})) for m in message_ids}
+                unknown = set(self.seen) - message_ids
+            assert not unknown, f"unexpected messages in the outbox: {sorted(unknown)}"
+            if all(count >= wanted for count in counts.values()):
+                break
+            assert self._thread.is_alive(), "the outbox observer stopped"
+            assert time.monotonic() < deadline, (
+                f"retries not observed in time; attempts seen: {sorted(counts.values())}"
+            )
+            time.sleep(0.05)
+        with self._lock:
+            return {m: dict(self.seen[m]) for m in message_ids}
 
 
 def test_queued_updates_are_delivered_when_partner_comes_back_and_delays_grow(
@@ -126,9 +159,9 @@ def test_queued_updates_are_delivered_when_partner_comes_back_and_delays_grow(
     at, be = sites["AT"], sites["BE"]
     _start(processes, GatewayProcess(at))
     submission = BulkSubmission(at, update_requests("retry", COUNT), stream_size=COUNT)
-    message_ids = asyncio.run(submission.run())
-
-    seen = _observe_retries(at, set(message_ids.values()))
+    with RetryObserver(at) as observer:
+        message_ids = asyncio.run(submission.run())
+        seen = observer.wait_for(set(message_ids.values()))
     for message_id, by_attempt in seen.items():
         delays = [by_attempt[n][1] for n in range(1, len(EXPECTED_DELAYS_S) + 1)]
         for delay, expected in zip(delays, EXPECTED_DELAYS_S, strict=True):
