@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.demo.agreements import REPRESENTATION_PURPOSE
 from gateway.demo.deployment import agreement_id_for, prepare_sites
@@ -269,6 +270,32 @@ def test_list_cases_filters_by_state_and_kind(at: Consulate, be: Consulate) -> N
     with pytest.raises(grpc.RpcError) as refused:
         at.stub.ListCases(R.ListCasesRequest(page_size=501), metadata=at.metadata, timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_list_cases_filters_by_deadline_and_pages(at: Consulate, be: Consulate) -> None:
+    case = at.request("BE", AT_BE)
+    due = at.get(case.case_id).next_deadline.ToDatetime(tzinfo=UTC)
+
+    def listed(before: datetime) -> set[str]:
+        stamp = Timestamp()
+        stamp.FromDatetime(before)
+        found: set[str] = set()
+        token = ""
+        while True:
+            page = at.stub.ListCases(
+                R.ListCasesRequest(deadline_before=stamp, page_size=1, page_token=token),
+                metadata=at.metadata,
+                timeout=10,
+            )
+            assert len(page.cases) <= 1
+            found |= {c.case_id for c in page.cases}
+            assert all(c.next_deadline.ToDatetime(tzinfo=UTC) < before for c in page.cases)
+            token = page.next_page_token
+            if not token:
+                return found
+
+    assert case.case_id not in listed(due - timedelta(seconds=1))
+    assert case.case_id in listed(due + timedelta(seconds=1))
 
 
 def test_policy_masks_a_trafficking_victims_contact_and_audits_paths_not_values(
