@@ -30,6 +30,7 @@ import grpc
 import grpc.aio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import Connection
 
 from gateway.agreements.gate import AgreementGate
 from gateway.audit.entry import Decision, EventKind
@@ -47,6 +48,7 @@ from gateway.envelope import (
 from gateway.errors import AgreementRejected, PouchError, unexpected_summary
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
+from gateway.store.group_commit import GroupCommit
 from gateway.store.outbox import Outbox, OutboxMessage
 from pouch.v1 import envelope_pb2, peer_pb2
 
@@ -95,9 +97,11 @@ class Dispatcher:
         metrics: GatewayMetrics,
         clock: Callable[[], datetime],
         audit: AuditRecorder,
+        group: GroupCommit,
         rng: random.Random | None = None,
     ) -> None:
         self._audit = audit
+        self._group = group
         self._worker = worker_id
         self._outbox = outbox
         self._gate = gate
@@ -207,8 +211,17 @@ class Dispatcher:
     async def _audit_event(
         self, message: OutboxMessage, kind: EventKind, decision: Decision, reason: str | None
     ) -> None:
-        await asyncio.to_thread(
-            self._audit.record,
+        await asyncio.to_thread(self._audit_record, message, kind, decision, reason, None)
+
+    def _audit_record(
+        self,
+        message: OutboxMessage,
+        kind: EventKind,
+        decision: Decision,
+        reason: str | None,
+        conn: Connection | None,
+    ) -> None:
+        self._audit.record(
             kind,
             decision,
             message_id=message.message_id,
@@ -218,23 +231,27 @@ class Dispatcher:
             purpose=message.purpose,
             peer_state=message.recipient_state,
             reason_code=reason,
+            conn=conn,
         )
 
     async def _retry(self, message: OutboxMessage, reason: str) -> None:
-        now = self._clock()
-        when = self._backoff.next_attempt(message.attempts, now, message.deadline_at, self._rng)
-        if when is None:
+        def schedule(conn: Connection) -> datetime | None:
+            # The delay counts from when the failure is recorded, however long the write
+            # waited for its turn; the failure's audit entry commits with it.
+            now = self._clock()
+            when = self._backoff.next_attempt(message.attempts, now, message.deadline_at, self._rng)
+            if when is None:
+                return None
+            self._outbox.schedule_retry_within(
+                conn, message.message_id, self._worker, next_attempt_at=when, reason=reason
+            )
+            self._audit_record(message, EventKind.FAILED, Decision.FAILED, reason, conn)
+            return when
+
+        if await asyncio.to_thread(self._group.run, schedule) is None:
             await self._dead(message, f"DEADLINE_PASSED_AFTER_{reason}")
             return
-        await asyncio.to_thread(
-            self._outbox.schedule_retry,
-            message.message_id,
-            self._worker,
-            next_attempt_at=when,
-            reason=reason,
-        )
         self._metrics.deliveries.labels(message.recipient_state, "retry").inc()
-        await self._audit_event(message, EventKind.FAILED, Decision.FAILED, reason)
 
     async def _dead(self, message: OutboxMessage, reason: str) -> None:
         await asyncio.to_thread(

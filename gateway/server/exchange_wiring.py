@@ -210,6 +210,7 @@ class Exchanges:
             metrics=metrics,
             clock=clock,
             audit=audit,
+            group=self.group_commit,
         )
         self.adapter: RegistryAdapter | None = (
             build_adapter(settings.registry) if settings.registry is not None else None

@@ -301,9 +301,25 @@ class Outbox:
         self, message_id: str, worker_id: str, *, next_attempt_at: datetime, reason: str
     ) -> bool:
         """Put the message back to pending until ``next_attempt_at``; ``False`` without lease."""
+        with write_transaction(self._engine) as conn:
+            return self.schedule_retry_within(
+                conn, message_id, worker_id, next_attempt_at=next_attempt_at, reason=reason
+            )
+
+    def schedule_retry_within(
+        self,
+        conn: Connection,
+        message_id: str,
+        worker_id: str,
+        *,
+        next_attempt_at: datetime,
+        reason: str,
+    ) -> bool:
+        """:meth:`schedule_retry` in the caller's write transaction (a group commit's unit)."""
         _require_aware("next_attempt_at", next_attempt_at)
         now = self._now()
-        return self._transition(
+        return self._transition_within(
+            conn,
             message_id,
             worker_id,
             now,
@@ -493,15 +509,19 @@ class Outbox:
             return conn.execute(first.values(updated_at=now, **values)).rowcount == 1
 
     def _transition(self, message_id: str, worker_id: str, now: datetime, **values: Any) -> bool:
+        with write_transaction(self._engine) as conn:
+            return self._transition_within(conn, message_id, worker_id, now, **values)
+
+    def _transition_within(
+        self, conn: Connection, message_id: str, worker_id: str, now: datetime, **values: Any
+    ) -> bool:
         held_by_worker = update(outbox).where(
             outbox.c.message_id == message_id,
             outbox.c.status == OutboxStatus.IN_FLIGHT.value,
             outbox.c.claimed_by == worker_id,
             outbox.c.lease_until > now,
         )
-        with write_transaction(self._engine) as conn:
-            result = conn.execute(held_by_worker.values(**values))
-        return result.rowcount == 1
+        return conn.execute(held_by_worker.values(**values)).rowcount == 1
 
     def _now(self) -> datetime:
         now = self._clock()
