@@ -4,9 +4,11 @@ One row per query envelope, keyed by its message id, holding who asked whom unde
 which agreement and for which purpose, and the answer's result and document status:
 flags, never a value of the claim or of the registry's record.
 
-On the responding side :meth:`IdentityQueries.admit_inbound` is the replay guard:
-storing the id and refusing one already stored is a single insert, atomic on both
-engines, so a replayed query is never answered twice.
+On the responding side :meth:`IdentityQueries.admit_inbound_within` is the replay
+guard: storing the id and refusing one already stored is a single insert, atomic on
+both engines, so a replayed query is never answered twice. Every method writes in the
+caller's transaction (a group commit's unit), with the quota and audit entry it goes
+with.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, update
 
 from gateway.errors import ReplayRejected
-from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
+from gateway.store.engine import insert_unless_present
 from gateway.store.tables import identity_queries
 
 Direction = Literal["outbound", "inbound"]
@@ -35,18 +37,6 @@ class IdentityQuery:
     kind: str
     principal: str | None = None
     case_id: str | None = None
-
-
-@dataclass(frozen=True)
-class AnsweredQuery:
-    """A stored query and, once answered, its result names (e.g. ``MATCH_RESULT_MATCH``)."""
-
-    query: IdentityQuery
-    result: str | None
-    document_status: str | None
-    reason_code: str | None
-    created_at: datetime
-    answered_at: datetime | None
 
 
 class IdentityQueries:
@@ -67,22 +57,14 @@ class IdentityQueries:
             "created_at": self._clock(),
         }
 
-    def record_outbound(self, query: IdentityQuery) -> None:
-        """Blocking. A query this gateway is about to send (its id is a fresh UUID)."""
-        with write_transaction(self._engine) as conn:
-            self.record_outbound_within(conn, query)
-
     def record_outbound_within(self, conn: Connection, query: IdentityQuery) -> None:
+        """A query this gateway sends (its id is a fresh UUID)."""
         if query.direction != "outbound":
             raise ValueError("record_outbound takes outbound queries")
         conn.execute(insert(identity_queries).values(**self._values(query)))
 
-    def admit_inbound(self, query: IdentityQuery) -> None:
-        """Blocking. Store a partner's query id, or :class:`ReplayRejected` if seen before."""
-        with write_transaction(self._engine) as conn:
-            self.admit_inbound_within(conn, query)
-
     def admit_inbound_within(self, conn: Connection, query: IdentityQuery) -> None:
+        """Store a partner's query id, or :class:`ReplayRejected` if seen before."""
         if query.direction != "inbound":
             raise ValueError("admit_inbound takes inbound queries")
         statement = (
@@ -93,24 +75,6 @@ class IdentityQueries:
         if conn.execute(statement).first() is None:
             raise ReplayRejected("this query's message id was already answered")
 
-    def record_answer(
-        self,
-        message_id: str,
-        *,
-        result: str | None,
-        document_status: str | None,
-        reason_code: str | None = None,
-    ) -> None:
-        """Blocking. The answer given or received, or the reason there was none."""
-        with write_transaction(self._engine) as conn:
-            self.record_answer_within(
-                conn,
-                message_id,
-                result=result,
-                document_status=document_status,
-                reason_code=reason_code,
-            )
-
     def record_answer_within(
         self,
         conn: Connection,
@@ -120,6 +84,7 @@ class IdentityQueries:
         document_status: str | None,
         reason_code: str | None = None,
     ) -> None:
+        """The answer given or received, or the reason there was none; once."""
         conn.execute(
             update(identity_queries)
             .where(
@@ -132,33 +97,4 @@ class IdentityQueries:
                 reason_code=reason_code,
                 answered_at=self._clock(),
             )
-        )
-
-    def get(self, message_id: str) -> AnsweredQuery | None:
-        with read_transaction(self._engine) as conn:
-            row = (
-                conn.execute(
-                    select(identity_queries).where(identity_queries.c.message_id == message_id)
-                )
-                .mappings()
-                .first()
-            )
-        if row is None:
-            return None
-        return AnsweredQuery(
-            query=IdentityQuery(
-                message_id=row["message_id"],
-                direction=row["direction"],
-                partner_state=row["partner_state"],
-                agreement_id=row["agreement_id"],
-                purpose=row["purpose"],
-                kind=row["kind"],
-                principal=row["principal"],
-                case_id=row["case_id"],
-            ),
-            result=row["result"],
-            document_status=row["document_status"],
-            reason_code=row["reason_code"],
-            created_at=row["created_at"],
-            answered_at=row["answered_at"],
         )
