@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import re
 import threading
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
+from gateway.envelope.header import EnvelopeHeader, utc_millis
 from gateway.errors import AgreementRejected
 from gateway.policy.catalogue import ExchangeType
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.rules import PolicySection
 from gateway.store.lifecycle import AgreementLifecycleStore
+from pouch.v1 import common_pb2
 
 MIN_HASH_KEY_BYTES = 32
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
@@ -63,6 +67,28 @@ class AgreementInForce:
         """The agreed daily allowance for ``purpose`` in ``policy``'s direction, if any."""
         exchange = policy.exchange(exchange_type)
         return None if exchange is None else exchange.quota_per_day.get(purpose)
+
+    def new_header(
+        self,
+        *,
+        exchange_type: common_pb2.ExchangeType.ValueType,
+        purpose: str,
+        created_at: datetime,
+        payload_type: str,
+    ) -> EnvelopeHeader:
+        """The header of a new message from this state to the partner under this text."""
+        return EnvelopeHeader(
+            message_id=str(uuid.uuid4()),
+            agreement_id=self.id,
+            agreement_version=self.version,
+            agreement_digest=self.digest,
+            exchange_type=exchange_type,
+            purpose=purpose,
+            sender_state=self.own_state,
+            recipient_state=self.partner_state,
+            created_at=utc_millis(created_at),
+            payload_type=payload_type,
+        )
 
     def require_digest(self, version: int, digest: str) -> None:
         """Refuse a message made under another version or text of this agreement."""

@@ -19,7 +19,6 @@ already submitted, so a retried call never sends twice.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,7 +27,7 @@ from sqlalchemy import Connection
 
 from gateway.agreements.gate import AgreementGate
 from gateway.audit.recorder import AuditRecorder
-from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
+from gateway.envelope import EnvelopeSigner
 from gateway.errors import PouchError
 from gateway.exchanges.civil_validation import validate_submission
 from gateway.exchanges.payload import encode_payload
@@ -111,16 +110,10 @@ class CivilRecordSender:
             hash_key=agreement.hash_key,
         )
         limit = agreement.daily_quota(agreement.outbound, "civil_record", minimised.purpose)
-        header = EnvelopeHeader(
-            message_id=str(uuid.uuid4()),
-            agreement_id=agreement.id,
-            agreement_version=agreement.version,
-            agreement_digest=agreement.digest,
+        header = agreement.new_header(
             exchange_type=common_pb2.EXCHANGE_TYPE_CIVIL_RECORD,
             purpose=minimised.purpose,
-            sender_state=self._state,
-            recipient_state=agreement.partner_state,
-            created_at=utc_millis(now),
+            created_at=now,
             payload_type=PAYLOAD_TYPE,
         )
         payload = encode_payload(minimised.payload)

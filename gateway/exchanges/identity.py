@@ -17,7 +17,6 @@ never a guess; a partner that refuses is reported with its reason code.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,11 +32,9 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.dispatcher import PERMANENT_REFUSALS, refusal_reason
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import (
-    EnvelopeHeader,
     EnvelopeSigner,
     EnvelopeVerifier,
     envelope_digest,
-    utc_millis,
 )
 from gateway.errors import (
     DeadlineExceeded,
@@ -193,16 +190,10 @@ class IdentityRequester:
             today=now.date(),
             hash_key=agreement.hash_key,
         )
-        header = EnvelopeHeader(
-            message_id=str(uuid.uuid4()),
-            agreement_id=agreement.id,
-            agreement_version=agreement.version,
-            agreement_digest=agreement.digest,
+        header = agreement.new_header(
             exchange_type=common_pb2.EXCHANGE_TYPE_IDENTITY_CONFIRMATION,
             purpose=minimised.purpose,
-            sender_state=self._state,
-            recipient_state=agreement.partner_state,
-            created_at=utc_millis(now),
+            created_at=now,
             payload_type=CLAIM_PAYLOAD_TYPE,
         )
         payload = encode_payload(minimised.payload)

@@ -26,7 +26,7 @@ from typing import Any
 from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
-from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
+from gateway.envelope import EnvelopeSigner
 from gateway.errors import NotFound, PermissionRejected, PouchError
 from gateway.exchanges import case_machine
 from gateway.exchanges.case_change import (
@@ -286,16 +286,10 @@ class RepresentationDesk:
         """Sign the message with the case's next sequence number and change the case with it."""
         sequence = case.sent_seq + 1
         message = CaseMessage(**{**change.message.__dict__, "sequence": sequence})
-        header = EnvelopeHeader(
-            message_id=str(uuid.uuid4()),
-            agreement_id=agreement.id,
-            agreement_version=agreement.version,
-            agreement_digest=agreement.digest,
+        header = agreement.new_header(
             exchange_type=common_pb2.EXCHANGE_TYPE_REPRESENTATION,
             purpose=case.purpose,
-            sender_state=self._state,
-            recipient_state=agreement.partner_state,
-            created_at=utc_millis(now),
+            created_at=now,
             payload_type=PAYLOAD_TYPE,
         )
         payload = encode_case_payload(message, change.minimised.payload)
