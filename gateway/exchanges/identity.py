@@ -40,6 +40,7 @@ from gateway.errors import (
     DeadlineExceeded,
     NotFound,
     PartnerUnavailable,
+    PouchError,
     Rejected,
     Unavailable,
 )
@@ -268,21 +269,9 @@ class IdentityRequester:
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as e:
-            code = e.code()
-            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-                await self._unanswered(signed, "DEADLINE_EXCEEDED")
-                raise DeadlineExceeded(
-                    f"{partner} did not answer within {signed.wait_s:.1f} s"
-                ) from e
-            if code in PERMANENT_REFUSALS:
-                reason = refusal_reason(e)
-                await self._unanswered(signed, reason)
-                raise PartnerRefused(
-                    f"{partner} refused the query ({reason})", reason=reason
-                ) from e
-            reason = f"PARTNER_{code.name}"
-            await self._unanswered(signed, reason)
-            raise PartnerUnavailable(f"{partner} could not answer ({code.name})") from e
+            failure, recorded = _query_failure(partner, signed.wait_s, e)
+            await self._unanswered(signed, recorded)
+            raise failure from e
         return response.answer
 
     async def _unanswered(self, signed: SignedQuery, reason: str) -> None:
@@ -346,3 +335,17 @@ class IdentityRequester:
             fields=answer.fields,
             document_status=answer.document_status,
         )
+
+
+def _query_failure(
+    partner: str, wait_s: float, error: grpc.aio.AioRpcError
+) -> tuple[PouchError, str]:
+    """What the caller is told when the partner's ``Query`` failed, and the reason recorded."""
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        failure: PouchError = DeadlineExceeded(f"{partner} did not answer within {wait_s:.1f} s")
+        return failure, failure.reason
+    if code in PERMANENT_REFUSALS:
+        reason = refusal_reason(error)
+        return PartnerRefused(f"{partner} refused the query ({reason})", reason=reason), reason
+    return PartnerUnavailable(f"{partner} could not answer ({code.name})"), f"PARTNER_{code.name}"
