@@ -37,6 +37,54 @@ class CaseChange:
     claim: CostClaimRecord | None = None
 
 
+def opened_case(
+    *,
+    case_id: str,
+    agreement: AgreementInForce,
+    requesting_state: str,
+    representing_state: str,
+    mission_country: str,
+    kind: str,
+    minimised: MinimisedPayload,
+    flags: LegalBasisFlags,
+    now: datetime,
+    client_reference: str | None = None,
+    principal: str | None = None,
+) -> CaseRecord:
+    """A case as both gateways first hold it: SUBMITTED, its first deadline running."""
+    deadline = step_deadline(
+        case_rules(agreement.loaded.exchanges, requesting_state, representing_state),
+        CaseStatus.SUBMITTED,
+        now,
+    )
+    return CaseRecord(
+        case_id=case_id,
+        requesting_state=requesting_state,
+        representing_state=representing_state,
+        agreement_id=agreement.id,
+        state=CaseStatus.SUBMITTED,
+        agreement_version=agreement.version,
+        mission_country=mission_country,
+        kind=kind,
+        purpose=minimised.purpose,
+        has_legal_basis=flags.has_legal_basis,
+        consent_recorded=flags.consent_recorded,
+        rule_set=minimised.applied_rule_set,
+        sent_seq=0,
+        received_seq=0,
+        event_count=0,
+        next_deadline=deadline.due,
+        deadline_step=deadline.step,
+        deadline_missed=False,
+        created_at=now,
+        updated_at=now,
+        payload_purged_at=None,
+        client_reference=client_reference,
+        principal=principal,
+        content=dict(minimised.payload),
+    )
+
+
 def event_kind_for(message: CaseMessage) -> str:
     """The case event an action records: the target state's name, or the action's."""
     if message.action == "open":

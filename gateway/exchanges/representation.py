@@ -35,10 +35,10 @@ from gateway.exchanges.case_change import (
     apply_change,
     change_for,
     event_kind_for,
+    opened_case,
     policy_context,
     require_routing,
 )
-from gateway.exchanges.case_deadlines import case_rules, step_deadline
 from gateway.exchanges.case_machine import CaseRole, CaseStatus, check_transition, role_of
 from gateway.exchanges.case_payload import CaseMessage, encode_case_payload
 from gateway.exchanges.representation_validation import (
@@ -188,36 +188,18 @@ class RepresentationDesk:
         )
         require_routing(minimised)
         self._take_quota(agreement, minimised)
-        deadline = step_deadline(
-            case_rules(agreement.loaded.exchanges, self._state, agreement.partner_state),
-            CaseStatus.SUBMITTED,
-            now,
-        )
-        case = CaseRecord(
+        case = opened_case(
             case_id=str(uuid.uuid4()),
+            agreement=agreement,
             requesting_state=self._state,
             representing_state=agreement.partner_state,
-            agreement_id=agreement.id,
-            state=CaseStatus.SUBMITTED,
-            agreement_version=agreement.version,
             mission_country=valid.mission_country,
             kind=valid.kind,
-            purpose=minimised.purpose,
-            has_legal_basis=valid.legal_basis.has_legal_basis,
-            consent_recorded=valid.legal_basis.consent_recorded,
-            rule_set=minimised.applied_rule_set,
-            sent_seq=0,
-            received_seq=0,
-            event_count=0,
-            next_deadline=deadline.due,
-            deadline_step=deadline.step,
-            deadline_missed=False,
-            created_at=now,
-            updated_at=now,
-            payload_purged_at=None,
+            minimised=minimised,
+            flags=valid.legal_basis,
+            now=now,
             client_reference=valid.client_reference,
             principal=principal.subject,
-            content=dict(minimised.payload),
         )
         message = CaseMessage(
             case.case_id,

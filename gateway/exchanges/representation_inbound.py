@@ -42,11 +42,11 @@ from gateway.exchanges.case_change import (
     CaseChange,
     apply_change,
     change_for,
+    opened_case,
     policy_context,
     require_routing,
 )
-from gateway.exchanges.case_deadlines import case_rules, step_deadline
-from gateway.exchanges.case_machine import CaseRole, CaseStatus, role_of
+from gateway.exchanges.case_machine import CaseRole, role_of
 from gateway.exchanges.case_payload import CaseMessage, DecodedCasePayload, decode_case_payload
 from gateway.exchanges.iso3166 import is_state_code
 from gateway.policy.catalogue import kind_name
@@ -199,36 +199,16 @@ class CaseInbound:
             raise ValidationRejected(
                 [FieldViolation("payload.content.mission_country", "must be an ISO 3166-1 code")]
             )
-        deadline = step_deadline(
-            case_rules(agreement.loaded.exchanges, peer_state, self._state),
-            CaseStatus.SUBMITTED,
-            now,
-        )
-        case = CaseRecord(
+        case = opened_case(
             case_id=message.case_id,
+            agreement=agreement,
             requesting_state=peer_state,
             representing_state=self._state,
-            agreement_id=agreement.id,
-            state=CaseStatus.SUBMITTED,
-            agreement_version=agreement.version,
             mission_country=mission,
             kind=kind,
-            purpose=minimised.purpose,
-            has_legal_basis=flags.has_legal_basis,
-            consent_recorded=flags.consent_recorded,
-            rule_set=minimised.applied_rule_set,
-            sent_seq=0,
-            received_seq=0,
-            event_count=0,
-            next_deadline=deadline.due,
-            deadline_step=deadline.step,
-            deadline_missed=False,
-            created_at=now,
-            updated_at=now,
-            payload_purged_at=None,
-            client_reference=None,
-            principal=None,
-            content=dict(minimised.payload),
+            minimised=minimised,
+            flags=flags,
+            now=now,
         )
         return case, minimised
 
