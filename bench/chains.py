@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,7 +35,14 @@ import grpc.aio
 
 from bench.relay import TALLY
 from gateway.connect import ClientIdentity
-from gateway.demo.deployment import GatewayProcess, RegistryProcess, Site, free_port, prepare_sites
+from gateway.demo.deployment import (
+    GatewayProcess,
+    RegistryProcess,
+    Site,
+    free_port,
+    prepare_sites,
+    stop_process,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 READY_TIMEOUT_S = 30.0
@@ -126,13 +132,7 @@ class _BenchProcess:
         raise RuntimeError(f"{self.name} did not become ready; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 class RelayChain:
