@@ -320,6 +320,17 @@ class CaseStatus(StrEnum):
 
 
 CASE_ID_LENGTH = 36
+
+
+def _case_reference(*, primary_key: bool = False) -> Column[str]:
+    """The case a row belongs to (part of the row's key, or a plain reference)."""
+    return Column(
+        "case_id",
+        String(CASE_ID_LENGTH),
+        ForeignKey("representation_cases.case_id"),
+        primary_key=primary_key,
+        nullable=False,
+    )
 CASE_EVENT_KIND_LENGTH = 32
 CASE_DEADLINE_STEP_LENGTH = 32
 
@@ -367,12 +378,7 @@ representation_cases = Table(
 case_events = Table(
     "case_events",
     metadata,
-    Column(
-        "case_id",
-        String(CASE_ID_LENGTH),
-        ForeignKey("representation_cases.case_id"),
-        primary_key=True,
-    ),
+    _case_reference(primary_key=True),
     # 1, 2, 3 ... per case, assigned under the case row's lock: watchers read after it.
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("event_kind", String(CASE_EVENT_KIND_LENGTH), nullable=False),
@@ -391,12 +397,7 @@ case_notes = Table(
     "case_notes",
     metadata,
     Column("note_id", String(CASE_ID_LENGTH), primary_key=True),
-    Column(
-        "case_id",
-        String(CASE_ID_LENGTH),
-        ForeignKey("representation_cases.case_id"),
-        nullable=False,
-    ),
+    _case_reference(),
     Column("author_state", CHAR(2), nullable=False),
     # Sealed RFC 8785 JSON of the minimised note (text, attachments); NULL once purged.
     Column("content", LargeBinary, nullable=True),
@@ -408,12 +409,7 @@ case_cost_claims = Table(
     "case_cost_claims",
     metadata,
     Column("claim_id", String(CASE_ID_LENGTH), primary_key=True),
-    Column(
-        "case_id",
-        String(CASE_ID_LENGTH),
-        ForeignKey("representation_cases.case_id"),
-        nullable=False,
-    ),
+    _case_reference(),
     Column("currency", CHAR(3), nullable=False),
     Column("amount_minor", BigInteger, nullable=False),
     # Sealed description; NULL once purged.
@@ -427,12 +423,7 @@ case_cost_claims = Table(
 case_identity_links = Table(
     "case_identity_links",
     metadata,
-    Column(
-        "case_id",
-        String(CASE_ID_LENGTH),
-        ForeignKey("representation_cases.case_id"),
-        primary_key=True,
-    ),
+    _case_reference(primary_key=True),
     Column("message_id", String(MESSAGE_ID_LENGTH), primary_key=True),
     Column("linked_at", UTCDateTime, nullable=False),
 )
