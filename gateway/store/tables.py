@@ -331,6 +331,8 @@ def _case_reference(*, primary_key: bool = False) -> Column[str]:
         primary_key=primary_key,
         nullable=False,
     )
+
+
 CASE_EVENT_KIND_LENGTH = 32
 CASE_DEADLINE_STEP_LENGTH = 32
 
