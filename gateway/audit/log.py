@@ -12,6 +12,11 @@ Guarantees:
 * The same transaction stores the hash of every subtree the batch completes
   (``audit_nodes``; leaf hashes live with their entries). Entries and nodes are only
   ever inserted, so a node once stored is that subtree's hash forever.
+* The log remembers the tree's frontier (the complete subtrees a next entry attaches
+  to) as of its own last committed append. An append uses it only when the stored size
+  is still that size; entries are insert-only, so the frontier of a committed size never
+  changes. Otherwise (another replica appended, or this one outside a group
+  transaction) it reads the frontier's nodes again.
 * Roots and proofs are read from stored nodes, ``O(log n)`` of them in one or two
   queries: the tree is never rebuilt. Any size up to the current one can be asked for.
 * A stored entry's columns are copies of its event for filtering; the leaf covers the
@@ -27,6 +32,7 @@ so the entries of many concurrent requests share one commit.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +44,7 @@ from sqlalchemy.engine import RowMapping
 from gateway.audit import merkle
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.store.engine import is_postgresql, read_transaction, write_transaction
-from gateway.store.group_commit import GroupCommit, defer
+from gateway.store.group_commit import GroupCommit, after_commit, defer
 from gateway.store.tables import audit_entries, audit_nodes
 
 __all__ = ["MAX_PAGE", "AuditLog", "AuditLogCorrupted", "AuditRecord", "GroupCommittedLog"]
@@ -93,6 +99,8 @@ class AuditLog:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
         self._engine = engine
         self._clock = clock
+        self._frontier_lock = threading.Lock()
+        self._frontier: tuple[int, dict[tuple[int, int], bytes]] = (0, {})
 
     def append(self, events: Sequence[AuditEvent]) -> list[int]:
         """Store ``events`` at the next consecutive indexes, in one transaction; return them."""
@@ -133,16 +141,28 @@ class AuditLog:
             {**row, "idx": start + offset, "leaf_hash": leaf}
             for offset, (row, leaf) in enumerate(zip(rows, leaves, strict=True))
         ]
-        attach_to = _fetch(conn, merkle.complete_subtrees(0, start))
+        with self._frontier_lock:
+            known_size, known = self._frontier
+        attach_to = known if known_size == start else _fetch(conn, _frontier_nodes(start))
+        completed = merkle.extend(start, leaves, _accessor(attach_to))
         nodes = [
-            {"level": level, "idx": index, "hash": digest}
-            for (level, index), digest in merkle.extend(start, leaves, _accessor(attach_to))
+            {"level": level, "idx": index, "hash": digest} for (level, index), digest in completed
         ]
+        end = start + len(rows)
+        reachable = {**attach_to, **dict(completed)}
+        reachable.update(((0, start + offset), leaf) for offset, leaf in enumerate(leaves))
+        frontier = {node: reachable[node] for node in _frontier_nodes(end)}
+        after_commit(conn, lambda: self._remember_frontier(end, frontier))
         for chunk in range(0, len(entries), _INSERT_CHUNK):
             conn.execute(insert(audit_entries), entries[chunk : chunk + _INSERT_CHUNK])
         for chunk in range(0, len(nodes), _INSERT_CHUNK):
             conn.execute(insert(audit_nodes), nodes[chunk : chunk + _INSERT_CHUNK])
         return list(range(start, start + len(rows)))
+
+    def _remember_frontier(self, size: int, frontier: dict[tuple[int, int], bytes]) -> None:
+        with self._frontier_lock:
+            if size > self._frontier[0]:
+                self._frontier = (size, frontier)
 
     def size(self) -> int:
         """How many entries the log holds; the tree size of its latest root."""
@@ -258,9 +278,17 @@ class AuditLog:
             raise ValueError(f"the log holds {current} entries, not {size}")
 
 
+_LAST_INDEX = select(func.max(audit_entries.c.idx))
+
+
 def _size(conn: Connection) -> int:
-    last = conn.execute(select(func.max(audit_entries.c.idx))).scalar_one_or_none()
+    last = conn.execute(_LAST_INDEX).scalar_one_or_none()
     return 0 if last is None else int(last) + 1
+
+
+def _frontier_nodes(size: int) -> list[tuple[int, int]]:
+    """The complete subtrees that entries appended at ``size`` attach to."""
+    return merkle.complete_subtrees(0, size)
 
 
 def _fetch(conn: Connection, wanted: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:

@@ -24,7 +24,8 @@ A writer whose rows are cheaper to insert together (the audit log: one index loo
 one tree extension for the whole batch) hands them to :func:`defer`: inside a group
 transaction they are written by the writer's flush function once, just before the
 commit (an attempt rolled back takes them with it); outside one they are written at
-once.
+once. A writer that keeps a cache of what it stored (the audit log's tree frontier)
+updates it from :func:`after_commit`, which runs only once the transaction committed.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ Flush = Callable[[Connection, list[Any]], object]
 """Writes a batch of deferred rows through the connection, in the order given."""
 
 _DEFERRED = "pouch.group_commit.deferred"
+_AFTER_COMMIT = "pouch.group_commit.after_commit"
 
 
 class _Deferred:
@@ -74,6 +76,17 @@ def defer(conn: Connection, flush: Flush, rows: list[Any]) -> None:
         deferred.add(flush, rows)
     else:
         flush(conn, rows)
+
+
+def after_commit(conn: Connection, callback: Callable[[], object]) -> None:
+    """Call ``callback`` once this group transaction has committed; outside one, never.
+
+    For caches of what is stored: a callback must not fail, and a writer that was not
+    told must not assume its rows are stored (it reads them again instead).
+    """
+    callbacks = conn.info.get(_AFTER_COMMIT)
+    if isinstance(callbacks, list):
+        callbacks.append(callback)
 
 
 DEFAULT_MAX_BATCH = 256
@@ -180,9 +193,11 @@ class GroupCommit:
     def _attempt(self, batch: list[_Pending]) -> list[Any]:
         """Run every unit in one transaction and commit it; the results, in order."""
         results: list[Any] = []
+        committed: list[Callable[[], object]] = []
         with write_transaction(self._engine) as conn:
             deferred = _Deferred()
             conn.info[_DEFERRED] = deferred
+            conn.info[_AFTER_COMMIT] = committed
             try:
                 for pending in batch:
                     try:
@@ -193,6 +208,12 @@ class GroupCommit:
                 deferred.flush(conn)
             finally:
                 del conn.info[_DEFERRED]
+                del conn.info[_AFTER_COMMIT]
+        for callback in committed:
+            try:
+                callback()
+            except Exception as e:  # committed is committed: a cache's fault answers no caller
+                log.error("after-commit callback failed: %s", unexpected_summary(e))
         return results
 
     @staticmethod

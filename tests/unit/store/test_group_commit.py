@@ -204,3 +204,72 @@ def test_audit_entries_appended_in_a_unit_commit_with_its_other_writes(
     with migrated_engine.connect() as conn:
         entries = conn.execute(select(func.count()).select_from(audit_entries)).scalar_one()
     assert entries == 0 and _count(migrated_engine) == 0
+
+
+def _selects_of_nodes(engine: Engine) -> list[str]:
+    seen: list[str] = []
+
+    def watch(conn: Connection, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "audit_nodes" in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", watch)
+    return seen
+
+
+def test_a_logs_next_group_append_attaches_to_its_remembered_frontier(
+    migrated_engine: Engine, group: GroupCommit, clock: FakeClock
+) -> None:
+    log = GroupCommittedLog(AuditLog(migrated_engine, clock=clock), group)
+    for i in range(5):
+        log.append([_event(f"warm-{i}")])
+    seen = _selects_of_nodes(migrated_engine)
+    for i in range(6):
+        log.append([_event(f"m-{i}")])
+
+    assert seen == []
+    audit = AuditLog(migrated_engine, clock=clock)
+    assert audit.root() == merkle.reference_root(audit.leaf_hashes(0, 11))
+
+
+def test_appends_by_other_writers_and_failed_commits_never_leave_a_stale_frontier(
+    migrated_engine: Engine, clock: FakeClock
+) -> None:
+    # Two "replicas" on one database, a writer outside any group, and a lost commit.
+    first, second = GroupCommit(migrated_engine), GroupCommit(migrated_engine)
+    replica_a = GroupCommittedLog(AuditLog(migrated_engine, clock=clock), first)
+    replica_b = GroupCommittedLog(AuditLog(migrated_engine, clock=clock), second)
+    direct = AuditLog(migrated_engine, clock=clock)
+
+    def refuse_commit(conn: Connection) -> None:
+        raise exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
+
+    try:
+        sizes = []
+        for i in range(13):
+            writer = (replica_a, replica_b, direct)[i % 3]
+            writer.append([_event(f"m-{i}-{j}") for j in range(i % 4 + 1)])
+            if i in (0, 7):
+                # A lost commit; the store then reaches the size the lost batch would
+                # have left, with other entries, and the replica that lost it appends a
+                # batch whose new nodes hash the lost batch's place in the tree.
+                event.listen(migrated_engine, "commit", refuse_commit)
+                with pytest.raises(StorageUnavailable):
+                    replica_a.append([_event(f"lost-{i}")])
+                event.remove(migrated_engine, "commit", refuse_commit)
+                direct.append([_event(f"other-{i}")])
+                replica_a.append([_event(f"after-{i}-{j}") for j in range(8)])
+            sizes.append(direct.size())
+    finally:
+        first.close()
+        second.close()
+
+    size = direct.size()
+    leaves = direct.leaf_hashes(0, size)
+    assert not {"lost-0", "lost-7"} & {r.message_id for r in direct.entries(limit=1000)}
+    for earlier in sizes:
+        assert direct.root(earlier) == merkle.reference_root(leaves[:earlier])
+        proof = direct.consistency_proof(earlier, size)
+        assert merkle.verify_consistency(
+            earlier, size, proof, direct.root(earlier), direct.root(size)
+        )
