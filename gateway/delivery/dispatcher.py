@@ -201,12 +201,18 @@ class Dispatcher:
             )
             await self._retry(message, "RECEIPT_INVALID")
             return
-        await asyncio.to_thread(
-            self._outbox.record_receipt, message.message_id, answer.receipt.SerializeToString()
-        )
-        if await asyncio.to_thread(self._outbox.mark_delivered, message.message_id, self._worker):
+        receipt = answer.receipt.SerializeToString()
+
+        def delivered(conn: Connection) -> bool:
+            # The receipt, the delivery and its audit entry commit together.
+            self._outbox.record_receipt_within(conn, message.message_id, receipt)
+            if not self._outbox.mark_delivered_within(conn, message.message_id, self._worker):
+                return False
+            self._audit_record(message, EventKind.SENT, Decision.ACCEPTED, None, conn)
+            return True
+
+        if await asyncio.to_thread(self._group.run, delivered):
             self._metrics.deliveries.labels(message.recipient_state, "delivered").inc()
-            await self._audit_event(message, EventKind.SENT, Decision.ACCEPTED, None)
 
     async def _audit_event(
         self, message: OutboxMessage, kind: EventKind, decision: Decision, reason: str | None

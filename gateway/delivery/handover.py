@@ -24,6 +24,7 @@ from datetime import datetime
 import grpc
 import grpc.aio
 from google.protobuf.json_format import ParseDict, ParseError
+from sqlalchemy import Connection
 
 from adapters.base import InboundUpdate, RegistryAdapter, RegistryUnavailable
 from gateway.audit.entry import Decision, EventKind
@@ -33,6 +34,7 @@ from gateway.envelope import ReceiptSigner, envelope_digest, verify_receipt
 from gateway.errors import NotFound, PouchError, StorageUnavailable
 from gateway.exchanges.payload import decode_payload
 from gateway.pki.bundle import TrustBundle
+from gateway.store.group_commit import GroupCommit
 from gateway.store.inbox import Inbox, InboxEntry
 from gateway.store.outbox import Outbox
 from pouch.v1 import civil_pb2, envelope_pb2, peer_pb2
@@ -41,42 +43,58 @@ log = logging.getLogger(__name__)
 
 
 class RegistryHandover:
+    """Hands received civil-record updates to the registry, one at a time, oldest first.
+
+    The registry sees the updates in the order they were received. What it answered is
+    recorded, with its audit entry, in one group-commit unit per update; the writes of
+    a batch are awaited together, so they share commits while the next update is
+    already with the registry. A crash before the write hands the update over again
+    (the registry adapter is told the message id, and applies it once).
+    """
+
     def __init__(
-        self, *, inbox: Inbox, adapter: RegistryAdapter, batch_size: int, audit: AuditRecorder
+        self,
+        *,
+        inbox: Inbox,
+        adapter: RegistryAdapter,
+        batch_size: int,
+        audit: AuditRecorder,
+        group: GroupCommit,
     ) -> None:
         self._audit = audit
         self._inbox = inbox
         self._adapter = adapter
         self._batch = batch_size
+        self._group = group
 
     async def run_once(self) -> bool:
         pending = await asyncio.to_thread(self._inbox.pending_handover, self._batch)
-        for entry in pending:
-            if not await self._hand_over(entry):
-                return False
+        writes: list[asyncio.Task[None]] = []
+        try:
+            for entry in pending:
+                outcome = await self._hand_over(entry)
+                if outcome is None:
+                    return False
+                applied, reason, version = outcome
+                writes.append(
+                    asyncio.create_task(
+                        asyncio.to_thread(self._record, entry, applied, reason, version)
+                    )
+                )
+        finally:
+            await asyncio.gather(*writes)
         return bool(pending)
 
-    async def _hand_over(self, entry: InboxEntry) -> bool:
+    async def _hand_over(self, entry: InboxEntry) -> tuple[bool, str | None, int | None] | None:
+        """The registry's answer (applied, reason, agreement version), or ``None`` to stop."""
         if entry.envelope is None:  # purged by termination before the registry saw it
-            await asyncio.to_thread(
-                self._inbox.mark_handed_over,
-                entry.message_id,
-                applied=False,
-                reason="PAYLOAD_PURGED",
-            )
-            return True
+            return False, "PAYLOAD_PURGED", None
         envelope = envelope_pb2.Envelope.FromString(entry.envelope)
         update = civil_pb2.CivilRecordUpdate()
         try:
             ParseDict(decode_payload(envelope.payload), update)
         except (ParseError, PouchError):
-            await asyncio.to_thread(
-                self._inbox.mark_handed_over,
-                entry.message_id,
-                applied=False,
-                reason="PAYLOAD_NOT_A_CIVIL_RECORD",
-            )
-            return True
+            return False, "PAYLOAD_NOT_A_CIVIL_RECORD", None
         try:
             outcome = await self._adapter.apply(
                 InboundUpdate(
@@ -89,26 +107,32 @@ class RegistryHandover:
             )
         except RegistryUnavailable as e:
             log.warning("registry unavailable (%s); will hand over later", e.reason)
-            return False
-        await asyncio.to_thread(
-            self._inbox.mark_handed_over,
-            entry.message_id,
-            applied=outcome.applied,
-            reason=outcome.reason_code,
-        )
-        await asyncio.to_thread(
-            self._audit.record,
-            EventKind.DELIVERED,
-            Decision.APPLIED if outcome.applied else Decision.REJECTED,
-            message_id=entry.message_id,
-            agreement_id=entry.agreement_id,
-            agreement_version=envelope.agreement.version,
-            exchange_type=entry.exchange_type,
-            purpose=envelope.purpose,
-            peer_state=entry.sender_state,
-            reason_code=outcome.reason_code or None,
-        )
-        return True
+            return None
+        return outcome.applied, outcome.reason_code or None, envelope.agreement.version
+
+    def _record(
+        self, entry: InboxEntry, applied: bool, reason: str | None, version: int | None
+    ) -> None:
+        def store(conn: Connection) -> None:
+            self._inbox.mark_handed_over_within(
+                conn, entry.message_id, applied=applied, reason=reason
+            )
+            if version is None:
+                return  # refused before the registry saw it: nothing was delivered
+            self._audit.record(
+                EventKind.DELIVERED,
+                Decision.APPLIED if applied else Decision.REJECTED,
+                message_id=entry.message_id,
+                agreement_id=entry.agreement_id,
+                agreement_version=version,
+                exchange_type=entry.exchange_type,
+                purpose=entry.purpose,
+                peer_state=entry.sender_state,
+                reason_code=reason,
+                conn=conn,
+            )
+
+        self._group.run(store)
 
 
 class Acknowledger:
@@ -121,7 +145,9 @@ class Acknowledger:
         clock: Callable[[], datetime],
         batch_size: int,
         call_timeout_s: float,
+        group: GroupCommit,
     ) -> None:
+        self._group = group
         self._inbox = inbox
         self._signer = signer
         self._partners = partners
@@ -131,11 +157,8 @@ class Acknowledger:
 
     async def run_once(self) -> bool:
         waiting = await asyncio.to_thread(self._inbox.unacknowledged, self._batch)
-        sent = 0
-        for entry in waiting:
-            if await self._acknowledge(entry):
-                sent += 1
-        return sent > 0
+        sent = await asyncio.gather(*(self._acknowledge(entry) for entry in waiting))
+        return any(sent)
 
     async def _acknowledge(self, entry: InboxEntry) -> bool:
         applied = entry.registry_outcome == "applied"
@@ -163,7 +186,9 @@ class Acknowledger:
         except grpc.aio.AioRpcError as e:
             log.info("acknowledgement to %s not taken yet: %s", entry.sender_state, e.code().name)
             return False
-        await asyncio.to_thread(self._inbox.mark_ack_sent, entry.message_id)
+        await asyncio.to_thread(
+            self._group.run, lambda conn: self._inbox.mark_ack_sent_within(conn, entry.message_id)
+        )
         return True
 
 
@@ -177,8 +202,10 @@ class OutcomeRecorder:
         bundles: Mapping[str, TrustBundle],
         clock: Callable[[], datetime],
         audit: AuditRecorder,
+        group: GroupCommit,
     ) -> None:
         self._audit = audit
+        self._group = group
         self._outbox = outbox
         self._bundles = dict(bundles)
         self._clock = clock
@@ -202,20 +229,27 @@ class OutcomeRecorder:
             now=self._clock(),
         )
         applied = receipt.outcome == envelope_pb2.RECEIPT_OUTCOME_APPLIED
-        recorded = self._outbox.record_outcome(
-            message.message_id,
-            outcome="applied" if applied else "rejected",
-            reason=receipt.reason_code or None,
-        )
-        if recorded:
-            self._audit.record(
-                EventKind.RECEIPTED,
-                Decision.APPLIED if applied else Decision.REJECTED,
-                message_id=message.message_id,
-                agreement_id=message.agreement_id,
-                agreement_version=message.agreement_version,
-                exchange_type=message.exchange_type,
-                purpose=message.purpose,
-                peer_state=peer_state,
-                reason_code=receipt.reason_code or None,
+
+        def record(conn: Connection) -> None:
+            # The decision and its audit entry commit together, once.
+            recorded = self._outbox.record_outcome_within(
+                conn,
+                message.message_id,
+                outcome="applied" if applied else "rejected",
+                reason=receipt.reason_code or None,
             )
+            if recorded:
+                self._audit.record(
+                    EventKind.RECEIPTED,
+                    Decision.APPLIED if applied else Decision.REJECTED,
+                    message_id=message.message_id,
+                    agreement_id=message.agreement_id,
+                    agreement_version=message.agreement_version,
+                    exchange_type=message.exchange_type,
+                    purpose=message.purpose,
+                    peer_state=peer_state,
+                    reason_code=receipt.reason_code or None,
+                    conn=conn,
+                )
+
+        self._group.run(record)

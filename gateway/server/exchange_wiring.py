@@ -189,7 +189,11 @@ class Exchanges:
             ),
         )
         self.outcomes = OutcomeRecorder(
-            outbox=self.outbox, bundles=partner_bundles, clock=clock, audit=audit
+            outbox=self.outbox,
+            bundles=partner_bundles,
+            clock=clock,
+            audit=audit,
+            group=self.group_commit,
         )
         self.channels = PartnerChannels(
             {
@@ -247,6 +251,7 @@ class Exchanges:
                 adapter=self.adapter,
                 batch_size=delivery.batch_size,
                 audit=audit,
+                group=self.group_commit,
             )
             if self.adapter is not None
             else None
@@ -258,6 +263,7 @@ class Exchanges:
             clock=clock,
             batch_size=delivery.batch_size,
             call_timeout_s=delivery.call_timeout_seconds,
+            group=self.group_commit,
         )
         self.deadlines = DeadlineWatcher(cases=self.cases, audit=audit, clock=clock)
         self.case_handover = (

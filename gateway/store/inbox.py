@@ -209,13 +209,26 @@ class Inbox:
         its reason code. Leave both out when the answer comes later through
         :meth:`record_outcome`.
         """
+        with write_transaction(self._engine) as conn:
+            return self.mark_handed_over_within(conn, message_id, applied=applied, reason=reason)
+
+    def mark_handed_over_within(
+        self,
+        conn: Connection,
+        message_id: str,
+        *,
+        applied: bool | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """:meth:`mark_handed_over` in the caller's write transaction (a group commit's unit)."""
         answer: dict[str, Any] = {}
         if applied is not None:
             outcome = RegistryOutcome.APPLIED if applied else RegistryOutcome.REJECTED
             answer = {"registry_outcome": outcome.value, "registry_reason": reason or None}
         elif reason is not None:
             raise ValueError("a reason needs the registry's answer (applied)")
-        return self._update(
+        return self._update_within(
+            conn,
             inbox.c.status == InboxStatus.RECEIVED.value,
             message_id,
             status=InboxStatus.HANDED_OVER.value,
@@ -239,7 +252,13 @@ class Inbox:
 
     def mark_ack_sent(self, message_id: str) -> bool:
         """Record that the signed acknowledgement went back; ``False`` if not applicable."""
-        return self._update(
+        with write_transaction(self._engine) as conn:
+            return self.mark_ack_sent_within(conn, message_id)
+
+    def mark_ack_sent_within(self, conn: Connection, message_id: str) -> bool:
+        """:meth:`mark_ack_sent` in the caller's write transaction (a group commit's unit)."""
+        return self._update_within(
+            conn,
             inbox.c.registry_outcome.is_not(None) & (inbox.c.ack_sent == false()),
             message_id,
             ack_sent=True,
@@ -327,9 +346,15 @@ class Inbox:
         return replace(entry, envelope=plain)
 
     def _update(self, applies: ColumnElement[bool], message_id: str, **values: Any) -> bool:
-        statement = update(inbox).where(inbox.c.message_id == message_id, applies).values(**values)
         with write_transaction(self._engine) as conn:
-            return conn.execute(statement).rowcount == 1
+            return self._update_within(conn, applies, message_id, **values)
+
+    @staticmethod
+    def _update_within(
+        conn: Connection, applies: ColumnElement[bool], message_id: str, **values: Any
+    ) -> bool:
+        statement = update(inbox).where(inbox.c.message_id == message_id, applies).values(**values)
+        return conn.execute(statement).rowcount == 1
 
     def _now(self) -> datetime:
         now = self._clock()

@@ -48,7 +48,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     ColumnElement,
     Connection,
     Engine,
@@ -286,8 +285,14 @@ class Outbox:
 
     def mark_delivered(self, message_id: str, worker_id: str) -> bool:
         """Record delivery; ``False`` if ``worker_id`` does not hold the lease."""
+        with write_transaction(self._engine) as conn:
+            return self.mark_delivered_within(conn, message_id, worker_id)
+
+    def mark_delivered_within(self, conn: Connection, message_id: str, worker_id: str) -> bool:
+        """:meth:`mark_delivered` in the caller's write transaction (a group commit's unit)."""
         now = self._now()
-        return self._transition(
+        return self._transition_within(
+            conn,
             message_id,
             worker_id,
             now,
@@ -346,24 +351,42 @@ class Outbox:
 
     def record_receipt(self, message_id: str, receipt: bytes) -> bool:
         """Keep the partner's signed delivery receipt; ``False`` if one is already kept."""
+        with write_transaction(self._engine) as conn:
+            return self.record_receipt_within(conn, message_id, receipt)
+
+    def record_receipt_within(self, conn: Connection, message_id: str, receipt: bytes) -> bool:
+        """:meth:`record_receipt` in the caller's write transaction (a group commit's unit)."""
         if not receipt:
             raise ValueError("receipt must not be empty")
-        return self._record_once(message_id, outbox.c.receipt, self._now(), receipt=receipt)
+        first = update(outbox).where(outbox.c.message_id == message_id, outbox.c.receipt.is_(None))
+        return conn.execute(first.values(updated_at=self._now(), receipt=receipt)).rowcount == 1
 
     def record_outcome(
         self, message_id: str, *, outcome: RegistryOutcome | str, reason: str | None
     ) -> bool:
         """Record the partner registry's answer; ``False`` if one is already recorded."""
+        with write_transaction(self._engine) as conn:
+            return self.record_outcome_within(conn, message_id, outcome=outcome, reason=reason)
+
+    def record_outcome_within(
+        self,
+        conn: Connection,
+        message_id: str,
+        *,
+        outcome: RegistryOutcome | str,
+        reason: str | None,
+    ) -> bool:
+        """:meth:`record_outcome` in the caller's write transaction (a group commit's unit)."""
         outcome = RegistryOutcome(outcome)
         now = self._now()
-        return self._record_once(
-            message_id,
-            outbox.c.outcome,
-            now,
-            outcome=outcome.value,
-            outcome_reason=reason or None,
-            outcome_at=now,
-        )
+        first = update(outbox).where(outbox.c.message_id == message_id, outbox.c.outcome.is_(None))
+        values = {
+            "outcome": outcome.value,
+            "outcome_reason": reason or None,
+            "outcome_at": now,
+            "updated_at": now,
+        }
+        return conn.execute(first.values(**values)).rowcount == 1
 
     def purge_payloads(self, agreement_id: str) -> int:
         """Drop the envelopes stored under ``agreement_id``; return how many were dropped.
@@ -500,13 +523,6 @@ class Outbox:
             return message
         plain = self._sealer.open(message.envelope, aad=_row_identity(message.message_id))
         return replace(message, envelope=plain)
-
-    def _record_once(
-        self, message_id: str, column: Column[Any], now: datetime, **values: Any
-    ) -> bool:
-        first = update(outbox).where(outbox.c.message_id == message_id, column.is_(None))
-        with write_transaction(self._engine) as conn:
-            return conn.execute(first.values(updated_at=now, **values)).rowcount == 1
 
     def _transition(self, message_id: str, worker_id: str, now: datetime, **values: Any) -> bool:
         with write_transaction(self._engine) as conn:
