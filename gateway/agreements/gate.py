@@ -1,12 +1,18 @@
 """The agreement stage of every exchange: which agreement governs, in which direction.
 
-:meth:`AgreementGate.in_force` is the only way exchange code obtains an agreement.
+:meth:`AgreementGate.in_force` (or :meth:`AgreementGate.prepare`, below) is the only
+way exchange code obtains an agreement.
 It asks the registry (signatures, validity window, declared status), then the
 lifecycle store (a suspension or termination either party declared since the file
 was signed, which takes effect at once), and returns a frozen
 :class:`AgreementInForce` holding the compiled policy of each direction and the
 agreement's hashing key. A missing hashing key refuses the agreement rather than
 hashing with something else.
+
+An exchange that records itself in a group-commit unit takes the agreement with
+:meth:`AgreementGate.prepare` and reads the lifecycle in that unit with
+:meth:`AgreementGate.confirm_within`: the check and the record of the exchange are then
+one transaction, and a suspension that committed first refuses it.
 
 The receiving side additionally pins the digest named in the envelope:
 :meth:`AgreementInForce.require_digest` refuses a partner holding another text.
@@ -21,13 +27,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import Connection
+
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.envelope.header import EnvelopeHeader, utc_millis
 from gateway.errors import AgreementRejected
 from gateway.policy.catalogue import ExchangeType
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.rules import PolicySection
-from gateway.store.lifecycle import AgreementLifecycleStore
+from gateway.store.lifecycle import AgreementLifecycleStore, LifecycleRecord
 from pouch.v1 import common_pb2
 
 MIN_HASH_KEY_BYTES = 32
@@ -156,14 +164,15 @@ class AgreementGate:
 
     def in_force(self, agreement_id: str, partner_state: str) -> AgreementInForce:
         """The agreement, or :class:`AgreementRejected` with the reason it may not be used."""
+        agreement = self.prepare(agreement_id, partner_state)
+        _refuse_ended(agreement, self._lifecycle.status_of(agreement.id, agreement.version))
+        return agreement
+
+    def prepare(self, agreement_id: str, partner_state: str) -> AgreementInForce:
+        """:meth:`in_force` but for the lifecycle, which the caller must then read with
+        :meth:`confirm_within` in the write unit that records the exchange (before its
+        other writes). Between the two nothing may be stored or sent."""
         loaded = self.registry.active_for(agreement_id, partner_state)
-        record = self._lifecycle.status_of(loaded.id, loaded.version)
-        if record is not None:
-            raise AgreementRejected(
-                f"agreement {agreement_id!r} version {loaded.version} was {record.status} "
-                f"by {record.changed_by_state}",
-                reason=str(record.status).upper(),
-            )
         return AgreementInForce(
             loaded=loaded,
             own_state=self._own_state,
@@ -171,4 +180,19 @@ class AgreementGate:
             outbound=self._policy(loaded, f"{self._own_state}->{partner_state}"),
             inbound=self._policy(loaded, f"{partner_state}->{self._own_state}"),
             hash_key=self._hash_key(loaded.id),
+        )
+
+    def confirm_within(self, conn: Connection, agreement: AgreementInForce) -> None:
+        """The lifecycle stage of :meth:`prepare`, in the caller's write transaction."""
+        _refuse_ended(
+            agreement, self._lifecycle.status_within(conn, agreement.id, agreement.version)
+        )
+
+
+def _refuse_ended(agreement: AgreementInForce, record: LifecycleRecord | None) -> None:
+    if record is not None:
+        raise AgreementRejected(
+            f"agreement {agreement.id!r} version {agreement.version} was {record.status} "
+            f"by {record.changed_by_state}",
+            reason=str(record.status).upper(),
         )

@@ -153,10 +153,31 @@ class Dispatcher:
             lease_s=self._settings.lease_seconds,
         )
         if batch:
-            await asyncio.gather(*(self._attempt(message) for message in batch))
+            # The agreement of each message is read once per batch, as the batch is taken.
+            refusals = {
+                key: await asyncio.to_thread(self._refusal, *key)
+                for key in {
+                    (m.agreement_id, m.recipient_state)
+                    for m in batch
+                    if m.exchange_type != "agreement_notice"
+                }
+            }
+            await asyncio.gather(
+                *(
+                    self._attempt(m, refusals.get((m.agreement_id, m.recipient_state)))
+                    for m in batch
+                )
+            )
         return bool(batch)
 
-    async def _attempt(self, message: OutboxMessage) -> None:
+    def _refusal(self, agreement_id: str, recipient_state: str) -> AgreementRejected | None:
+        try:
+            self._gate.in_force(agreement_id, recipient_state)
+        except AgreementRejected as e:
+            return e
+        return None
+
+    async def _attempt(self, message: OutboxMessage, refusal: AgreementRejected | None) -> None:
         now = self._clock()
         if message.deadline_at <= now:
             await self._dead(message, "DEADLINE_PASSED")
@@ -164,14 +185,9 @@ class Dispatcher:
         if message.envelope is None:
             await self._dead(message, "PAYLOAD_PURGED")
             return
-        if message.exchange_type != "agreement_notice":
-            try:
-                await asyncio.to_thread(
-                    self._gate.in_force, message.agreement_id, message.recipient_state
-                )
-            except AgreementRejected as e:
-                await self._dead(message, f"AGREEMENT_{e.reason}")
-                return
+        if refusal is not None:
+            await self._dead(message, f"AGREEMENT_{refusal.reason}")
+            return
         stored = envelope_pb2.Envelope.FromString(message.envelope)
         header = dataclasses.replace(header_from_envelope(stored), created_at=utc_millis(now))
         envelope = await asyncio.to_thread(self._signer.sign, header, stored.payload)

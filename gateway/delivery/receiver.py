@@ -104,7 +104,7 @@ class InboundReceiver:
             return self._received(verified, envelope, "representation", peer_state, stored)
         if header.exchange_type != common_pb2.EXCHANGE_TYPE_CIVIL_RECORD:
             raise UnsupportedExchange("this exchange type is not delivered through Deliver")
-        agreement = self._gate.in_force(header.agreement_id, peer_state)
+        agreement = self._gate.prepare(header.agreement_id, peer_state)
         agreement.require_digest(header.agreement_version, header.agreement_digest)
         tree = decode_payload(verified.payload)
         kind = kind_name("civil_record", tree.get("event_type", "")) or ""
@@ -131,7 +131,9 @@ class InboundReceiver:
         )
 
         def store(conn: Connection) -> bool:
-            # Inbox row, quota and evidence commit together; a duplicate takes no quota.
+            # Inbox row, quota and evidence commit together, and only while the agreement
+            # is in force; a duplicate takes no quota.
+            self._gate.confirm_within(conn, agreement)
             stored = self._inbox.accept_once_within(conn, message)
             if stored:
                 self._quota.take_within(

@@ -98,7 +98,7 @@ class CivilRecordSender:
         )
         if earlier is not None:
             return Submitted(earlier.message_id, created=False)
-        agreement = self._gate.in_force(submission.agreement_id, submission.recipient_state)
+        agreement = self._gate.prepare(submission.agreement_id, submission.recipient_state)
         minimised = evaluate(
             agreement.outbound,
             exchange_type="civil_record",
@@ -135,6 +135,7 @@ class CivilRecordSender:
         def store(conn: Connection) -> bool:
             # Outbox row, quota and evidence commit together: the caller's answer means all
             # three happened. A reference already queued takes nothing from the quota.
+            self._gate.confirm_within(conn, agreement)
             if not self._outbox.enqueue_within(conn, [item]):
                 return False
             self._quota.take_within(

@@ -173,7 +173,7 @@ class IdentityRequester:
     ) -> SignedQuery:
         now = self._clock()
         query = validate_query(request, requester_state=self._state, today=now.date())
-        agreement = self._gate.in_force(query.agreement_id, query.partner_state)
+        agreement = self._gate.prepare(query.agreement_id, query.partner_state)
         if query.case_id is not None:
             self._require_case(query.case_id, agreement.partner_state)
         claim = identity_pb2.IdentityClaim()
@@ -211,7 +211,9 @@ class IdentityRequester:
         )
 
         def store(conn: Connection) -> None:
-            # The quota, the record of the query and its evidence: together or not at all.
+            # The quota, the record of the query and its evidence: together or not at all,
+            # and only while the agreement is in force.
+            self._gate.confirm_within(conn, agreement)
             self._quota.take_within(
                 conn,
                 agreement.id,

@@ -184,7 +184,7 @@ class IdentityResponder:
                 [FieldViolation("payload_type", f"a query carries {CLAIM_PAYLOAD_TYPE}")],
                 reason="EXCHANGE_NOT_SUPPORTED",
             )
-        agreement = self._gate.in_force(header.agreement_id, peer_state)
+        agreement = self._gate.prepare(header.agreement_id, peer_state)
         agreement.require_digest(header.agreement_version, header.agreement_digest)
         tree = decode_payload(verified.payload)
         claim = tree.get("claim")
@@ -211,7 +211,9 @@ class IdentityResponder:
         )
 
         def admit(conn: Connection) -> None:
-            # The replay guard, the quota and the evidence: together or not at all.
+            # The replay guard, the quota and the evidence: together or not at all, and
+            # only while the agreement is in force.
+            self._gate.confirm_within(conn, agreement)
             self._queries.admit_inbound_within(conn, record)
             self._quota.take_within(
                 conn,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Insert, and_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Insert, and_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -58,6 +58,12 @@ class LifecycleRecord:
         values = dict(row)
         values["status"] = LifecycleStatus(values["status"])
         return cls(**values)
+
+
+_STATUS_OF = select(agreement_lifecycle).where(
+    agreement_lifecycle.c.agreement_id == bindparam("agreement_id"),
+    agreement_lifecycle.c.agreement_version == bindparam("agreement_version"),
+)
 
 
 class AgreementLifecycleStore:
@@ -105,12 +111,15 @@ class AgreementLifecycleStore:
 
     def status_of(self, agreement_id: str, version: int) -> LifecycleRecord | None:
         """The record for this version, or ``None`` if it was never suspended or terminated."""
-        query = select(agreement_lifecycle).where(
-            agreement_lifecycle.c.agreement_id == agreement_id,
-            agreement_lifecycle.c.agreement_version == version,
-        )
         with read_transaction(self._engine) as conn:
-            row = conn.execute(query).mappings().one_or_none()
+            return self.status_within(conn, agreement_id, version)
+
+    @staticmethod
+    def status_within(conn: Connection, agreement_id: str, version: int) -> LifecycleRecord | None:
+        """:meth:`status_of` in the caller's transaction: a write unit that records an
+        exchange reads it there, so no exchange commits after a suspension committed."""
+        parameters = {"agreement_id": agreement_id, "agreement_version": version}
+        row = conn.execute(_STATUS_OF, parameters).mappings().one_or_none()
         return None if row is None else LifecycleRecord.from_row(row)
 
     def all(self) -> list[LifecycleRecord]:

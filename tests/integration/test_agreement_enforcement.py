@@ -15,10 +15,21 @@ from typing import Any
 
 import grpc
 import pytest
+from sqlalchemy import Connection
 
+from gateway.config import load_settings
 from gateway.demo.agreements import CIVIL_PURPOSE
-from gateway.demo.deployment import GatewayProcess, Site, free_port, prepare_sites
+from gateway.demo.deployment import (
+    GatewayProcess,
+    Site,
+    agreement_id_for,
+    free_port,
+    prepare_sites,
+)
+from gateway.errors import AgreementRejected
 from gateway.policy.transforms import HASH_PREFIX, MASK, keyed_hash
+from gateway.server.app import Gateway
+from gateway.store.migrate import upgrade_to_head
 from pouch.v1 import agreement_pb2, common_pb2
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
@@ -397,3 +408,34 @@ def test_agreement_signed_by_one_party_is_inactive_at_runtime(
     x = exchange.gateway("AT").exchanges
     assert x is not None
     assert x.outbox.find_by_client_reference("operator@at", reference) is None
+
+
+def test_a_suspension_committed_after_the_agreement_was_read_refuses_the_exchange(
+    tmp_path: Path,
+) -> None:
+    # The lifecycle is read in the write unit that records the exchange, not before.
+    sites = prepare_sites(tmp_path, ["AT", "BE"], now=datetime.now(UTC), agreements=[("AT", "BE")])
+    gateway = Gateway(load_settings(sites["AT"].config_path))
+    upgrade_to_head(gateway.engine)
+    x = gateway.exchanges
+    assert x is not None
+    agreement_id = agreement_id_for("AT", "BE")
+    try:
+        prepared = x.gate.prepare(agreement_id, "BE")
+        x.gate.in_force(agreement_id, "BE")
+        x.lifecycle.record(
+            agreement_id, prepared.version, "suspended", by_state="BE", reason_code="DATA_BREACH"
+        )
+        recorded: list[str] = []
+
+        def record_exchange(conn: Connection) -> None:
+            x.gate.confirm_within(conn, prepared)
+            recorded.append("stored")
+
+        with pytest.raises(AgreementRejected) as refused:
+            x.group_commit.run(record_exchange)
+        assert refused.value.reason == "SUSPENDED"
+        assert recorded == []
+    finally:
+        x.group_commit.close()
+        gateway.engine.dispose()
