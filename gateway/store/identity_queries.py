@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine, bindparam, insert, update
 
 from gateway.errors import ReplayRejected
 from gateway.store.engine import insert_unless_present
@@ -39,10 +39,30 @@ class IdentityQuery:
     case_id: str | None = None
 
 
+# Statements built once; each call gives only its parameters.
+_INSERT = insert(identity_queries)
+_ANSWER = (
+    update(identity_queries)
+    .where(
+        identity_queries.c.message_id == bindparam("answered_message_id"),
+        identity_queries.c.answered_at.is_(None),
+    )
+    .values(
+        result=bindparam("answer_result"),
+        document_status=bindparam("answer_document_status"),
+        reason_code=bindparam("answer_reason_code"),
+        answered_at=bindparam("answer_at"),
+    )
+)
+
+
 class IdentityQueries:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
         self._engine = engine
         self._clock = clock
+        self._admit = insert_unless_present(engine, identity_queries).returning(
+            identity_queries.c.message_id
+        )
 
     def _values(self, query: IdentityQuery) -> dict[str, object]:
         return {
@@ -61,18 +81,13 @@ class IdentityQueries:
         """A query this gateway sends (its id is a fresh UUID)."""
         if query.direction != "outbound":
             raise ValueError("record_outbound takes outbound queries")
-        conn.execute(insert(identity_queries).values(**self._values(query)))
+        conn.execute(_INSERT, self._values(query))
 
     def admit_inbound_within(self, conn: Connection, query: IdentityQuery) -> None:
         """Store a partner's query id, or :class:`ReplayRejected` if seen before."""
         if query.direction != "inbound":
             raise ValueError("admit_inbound takes inbound queries")
-        statement = (
-            insert_unless_present(self._engine, identity_queries)
-            .values(**self._values(query))
-            .returning(identity_queries.c.message_id)
-        )
-        if conn.execute(statement).first() is None:
+        if conn.execute(self._admit, self._values(query)).first() is None:
             raise ReplayRejected("this query's message id was already answered")
 
     def record_answer_within(
@@ -86,15 +101,12 @@ class IdentityQueries:
     ) -> None:
         """The answer given or received, or the reason there was none; once."""
         conn.execute(
-            update(identity_queries)
-            .where(
-                identity_queries.c.message_id == message_id,
-                identity_queries.c.answered_at.is_(None),
-            )
-            .values(
-                result=result,
-                document_status=document_status,
-                reason_code=reason_code,
-                answered_at=self._clock(),
-            )
+            _ANSWER,
+            {
+                "answered_message_id": message_id,
+                "answer_result": result,
+                "answer_document_status": document_status,
+                "answer_reason_code": reason_code,
+                "answer_at": self._clock(),
+            },
         )

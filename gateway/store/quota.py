@@ -24,8 +24,9 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -85,6 +86,7 @@ class QuotaLedger:
             )
         self._engine = engine
         self._clock = clock
+        self._take_statement = _take_statement(is_postgresql(engine))
 
     def consume(
         self, agreement_id: str, direction: str, purpose: str, *, limit: int, amount: int = 1
@@ -116,7 +118,8 @@ class QuotaLedger:
             # Refused before the statement: its INSERT branch has no limit check.
             current = conn.execute(_used_on(key, day)).scalar_one_or_none()
             return QuotaDecision(False, current or 0, limit, day)
-        used = conn.execute(self._take(key, day, limit, amount)).scalar_one_or_none()
+        taken = conn.execute(self._take_statement, self._take(key, day, limit, amount))
+        used = taken.scalar_one_or_none()
         if used is not None:
             return QuotaDecision(True, used, limit, day)
         current = conn.execute(_used_on(key, day)).scalar_one_or_none()
@@ -186,29 +189,17 @@ class QuotaLedger:
         with read_transaction(self._engine) as conn:
             return conn.execute(_used_on(key, day)).scalar_one_or_none() or 0
 
-    def _take(self, key: _Key, day: date, limit: int, amount: int) -> ReturningInsert[int]:
-        row = {
+    @staticmethod
+    def _take(key: _Key, day: date, limit: int, amount: int) -> dict[str, Any]:
+        """The parameters of :data:`_take_statement` for one step."""
+        return {
             "agreement_id": key.agreement_id,
             "direction": key.direction,
             "purpose": key.purpose,
             "day": day,
-            "used": amount,
+            "amount": amount,
+            "limit": limit,
         }
-        insert = (postgresql.insert if is_postgresql(self._engine) else sqlite.insert)(quota_usage)
-        return (
-            insert.values(row)
-            .on_conflict_do_update(
-                index_elements=[
-                    quota_usage.c.agreement_id,
-                    quota_usage.c.direction,
-                    quota_usage.c.purpose,
-                    quota_usage.c.day,
-                ],
-                set_={"used": quota_usage.c.used + amount},
-                where=quota_usage.c.used + amount <= limit,
-            )
-            .returning(quota_usage.c.used)
-        )
 
     def _today(self) -> date:
         now = self._clock()
@@ -219,3 +210,28 @@ class QuotaLedger:
 
 def _used_on(key: _Key, day: date) -> Select[int]:
     return select(quota_usage.c.used).where(key.matches(day))
+
+
+def _take_statement(postgres: bool) -> ReturningInsert[Any]:
+    """One step of a counter, built once: ``amount`` units if ``used + amount <= limit``.
+
+    ``RETURNING`` gives the new count, or no row when the step would pass the limit.
+    """
+    c = quota_usage.c
+    amount = bindparam("amount", type_=c.used.type)
+    insert = (postgresql.insert if postgres else sqlite.insert)(quota_usage)
+    return (
+        insert.values(
+            agreement_id=bindparam("agreement_id", type_=c.agreement_id.type),
+            direction=bindparam("direction", type_=c.direction.type),
+            purpose=bindparam("purpose", type_=c.purpose.type),
+            day=bindparam("day", type_=c.day.type),
+            used=amount,
+        )
+        .on_conflict_do_update(
+            index_elements=[c.agreement_id, c.direction, c.purpose, c.day],
+            set_={"used": c.used + amount},
+            where=c.used + amount <= bindparam("limit", type_=c.used.type),
+        )
+        .returning(c.used)
+    )

@@ -10,11 +10,17 @@ state's current CRL does not list it. Reading the SAN alone would let one partne
 impersonate another.
 
 The same checks, against the gateway's own CA, identify local callers.
+
+What depends on the certificate alone (its issuing anchor, found by verifying the
+signature, its SAN URIs, DER and fingerprint) is remembered per presented PEM, for a
+bounded number of certificates; the validity period and the CRL are checked on every
+call.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -89,6 +95,20 @@ def _issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _Issued:
+    """What a certificate says of itself once its issuing anchor is known."""
+
+    certificate: x509.Certificate
+    anchor: TrustAnchor
+    san_uris: tuple[str, ...]
+    der: bytes
+    fingerprint: str
+
+
+_REMEMBERED_CERTIFICATES = 4096
+
+
 class CertificateIdentifier:
     """Maps a presented certificate to its state, using only pinned anchors.
 
@@ -100,6 +120,28 @@ class CertificateIdentifier:
     ) -> None:
         self._anchors = dict(anchors)
         self._clock = clock
+        self._issued: dict[bytes, _Issued] = {}
+        self._lock = threading.Lock()
+
+    def _issued_for(self, pem: bytes | None) -> _Issued:
+        with self._lock:
+            known = self._issued.get(pem) if pem else None
+        if known is not None:
+            return known
+        certificate = parse_certificate(pem)
+        issued = _Issued(
+            certificate=certificate,
+            anchor=self._anchor_for(certificate),
+            san_uris=tuple(_san_uris(certificate)),
+            der=certificate_der(certificate),
+            fingerprint=certificate_fingerprint(certificate),
+        )
+        assert pem is not None  # parse_certificate refuses an absent certificate
+        with self._lock:
+            if len(self._issued) >= _REMEMBERED_CERTIFICATES:
+                self._issued.clear()
+            self._issued[pem] = issued
+        return issued
 
     def _anchor_for(self, certificate: x509.Certificate) -> TrustAnchor:
         for anchor in self._anchors.values():
@@ -118,9 +160,9 @@ class CertificateIdentifier:
 
     def identify_gateway(self, pem: bytes | None) -> AuthenticatedPeer:
         """The partner gateway behind ``pem``, or :class:`PeerRejected`."""
-        certificate = parse_certificate(pem)
-        anchor = self._anchor_for(certificate)
-        claimed = {m["state"] for u in _san_uris(certificate) if (m := _GATEWAY_URI.match(u))}
+        issued = self._issued_for(pem)
+        certificate, anchor = issued.certificate, issued.anchor
+        claimed = {m["state"] for u in issued.san_uris if (m := _GATEWAY_URI.match(u))}
         if claimed != {anchor.state}:
             raise PeerRejected(
                 f"certificate issued by the CA of {anchor.state} must name exactly that "
@@ -130,17 +172,17 @@ class CertificateIdentifier:
         self._check_current(certificate, anchor)
         return AuthenticatedPeer(
             state=anchor.state,
-            certificate_fingerprint=certificate_fingerprint(certificate),
+            certificate_fingerprint=issued.fingerprint,
             serial=certificate.serial_number,
         )
 
     def identify_client(self, pem: bytes | None) -> AuthenticatedClient:
         """The local caller behind ``pem``, or :class:`PeerRejected`."""
-        certificate = parse_certificate(pem)
-        anchor = self._anchor_for(certificate)
+        issued = self._issued_for(pem)
+        certificate, anchor = issued.certificate, issued.anchor
         names = [
             m["name"]
-            for u in _san_uris(certificate)
+            for u in issued.san_uris
             if (m := _CLIENT_URI.match(u)) and m["state"] == anchor.state
         ]
         if len(names) != 1:
@@ -152,6 +194,6 @@ class CertificateIdentifier:
         return AuthenticatedClient(
             state=anchor.state,
             name=names[0],
-            certificate_der=certificate_der(certificate),
-            certificate_fingerprint=certificate_fingerprint(certificate),
+            certificate_der=issued.der,
+            certificate_fingerprint=issued.fingerprint,
         )
