@@ -117,6 +117,15 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             yield conn
 
 
+def writer_connection(engine: Engine) -> Connection:
+    """A connection kept open by one writer, whose every ``begin()`` starts a write
+    transaction (``BEGIN IMMEDIATE`` on SQLite); the caller closes it."""
+    with storage_boundary():
+        conn = engine.connect()
+    conn.execution_options(**{_BEGIN_IMMEDIATE: True})
+    return conn
+
+
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
     """One read-only transaction, begun on first use and rolled back at the end."""

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 
 from gateway.errors import PouchError, StorageUnavailable, unexpected_summary
-from gateway.store.engine import storage_boundary, write_transaction
+from gateway.store.engine import storage_boundary, writer_connection
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._conn: Connection | None = None  # the committer thread's own, kept open
 
     def run(self, unit: WriteUnit[T]) -> T:
         """Blocking: run ``unit`` in the next group transaction and return its result."""
@@ -149,6 +150,14 @@ class GroupCommit:
             thread.join()
 
     def _commit_forever(self) -> None:
+        try:
+            self._take_batches()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _take_batches(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -194,21 +203,32 @@ class GroupCommit:
         """Run every unit in one transaction and commit it; the results, in order."""
         results: list[Any] = []
         committed: list[Callable[[], object]] = []
-        with write_transaction(self._engine) as conn:
-            deferred = _Deferred()
-            conn.info[_DEFERRED] = deferred
-            conn.info[_AFTER_COMMIT] = committed
-            try:
-                for pending in batch:
-                    try:
-                        with storage_boundary():
-                            results.append(pending.unit(conn))
-                    except Exception as e:  # the unit's failure goes to its caller only
-                        raise _UnitFailed(pending, e) from e
-                deferred.flush(conn)
-            finally:
-                del conn.info[_DEFERRED]
-                del conn.info[_AFTER_COMMIT]
+        if self._conn is None:
+            self._conn = writer_connection(self._engine)
+        conn = self._conn
+        try:
+            with storage_boundary(), conn.begin():
+                deferred = _Deferred()
+                conn.info[_DEFERRED] = deferred
+                conn.info[_AFTER_COMMIT] = committed
+                try:
+                    for pending in batch:
+                        try:
+                            with storage_boundary():
+                                results.append(pending.unit(conn))
+                        except Exception as e:  # the unit's failure goes to its caller only
+                            raise _UnitFailed(pending, e) from e
+                    deferred.flush(conn)
+                finally:
+                    del conn.info[_DEFERRED]
+                    del conn.info[_AFTER_COMMIT]
+        except _UnitFailed:
+            raise
+        except BaseException:
+            # The connection may be broken (a lost server, a failed commit): start afresh.
+            self._conn = None
+            conn.close()
+            raise
         for callback in committed:
             try:
                 callback()
