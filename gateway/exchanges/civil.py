@@ -93,11 +93,11 @@ class CivilRecordSender:
     def _submit(self, principal: Principal, request: civil_pb2.SubmitUpdateRequest) -> Submitted:
         now = self._clock()
         submission = validate_submission(request, sender_state=self._state, today=now.date())
-        earlier = self._outbox.find_by_client_reference(
+        earlier = self._outbox.message_id_for_reference(
             principal.subject, submission.client_reference
         )
         if earlier is not None:
-            return Submitted(earlier.message_id, created=False)
+            return Submitted(earlier, created=False)
         agreement = self._gate.prepare(submission.agreement_id, submission.recipient_state)
         minimised = evaluate(
             agreement.outbound,
@@ -161,9 +161,9 @@ class CivilRecordSender:
         if self._group.run(store):
             return Submitted(header.message_id, created=True)
         # A concurrent call with the same reference committed first: answer with its id.
-        winner = self._outbox.find_by_client_reference(
+        winner = self._outbox.message_id_for_reference(
             principal.subject, submission.client_reference
         )
         if winner is None:
             raise RuntimeError("outbox refused a new message id without a prior submission")
-        return Submitted(winner.message_id, created=False)
+        return Submitted(winner, created=False)

@@ -43,7 +43,17 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, false, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Update,
+    bindparam,
+    false,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 
 from gateway.errors import ReplayRejected
@@ -150,6 +160,7 @@ class Inbox:
         self._engine = engine
         self._clock = clock
         self._sealer = sealer
+        self._accept = insert_unless_present(engine, inbox).returning(inbox.c.message_id)
 
     def accept_once(self, message: InboundMessage) -> bool:
         """Store ``message`` if its id is new (``True``); ``False`` if already stored."""
@@ -170,30 +181,26 @@ class Inbox:
             "registry_outcome": RegistryOutcome.APPLIED.value,
             "handed_over_at": now,
         }
-        statement = (
-            insert_unless_present(self._engine, inbox)
-            .values(
-                message_id=message.message_id,
-                sender_state=message.sender_state,
-                agreement_id=message.agreement_id,
-                exchange_type=message.exchange_type,
-                received_at=now,
-                envelope=self._stored_envelope(message),
-                status=InboxStatus.RECEIVED.value,
-                registry_outcome=None,
-                kind=message.kind,
-                purpose=message.purpose,
-                registry_reason=None,
-                handed_over_at=None,
-                ack_sent=False,
-                payload_purged_at=None,
-            )
-            .returning(inbox.c.message_id)
-        )
+        row: dict[str, Any] = {
+            "message_id": message.message_id,
+            "sender_state": message.sender_state,
+            "agreement_id": message.agreement_id,
+            "exchange_type": message.exchange_type,
+            "received_at": now,
+            "envelope": self._stored_envelope(message),
+            "status": InboxStatus.RECEIVED.value,
+            "registry_outcome": None,
+            "kind": message.kind,
+            "purpose": message.purpose,
+            "registry_reason": None,
+            "handed_over_at": None,
+            "ack_sent": False,
+            "payload_purged_at": None,
+        }
         if applied:
-            statement = statement.values(**handed_over)
+            row.update(handed_over)
         holder = select(inbox.c.sender_state).where(inbox.c.message_id == message.message_id)
-        if conn.execute(statement).first() is not None:
+        if conn.execute(self._accept, row).first() is not None:
             return True
         stored_sender = conn.execute(holder).scalar_one()
         if stored_sender != message.sender_state:
@@ -229,7 +236,7 @@ class Inbox:
             raise ValueError("a reason needs the registry's answer (applied)")
         return self._update_within(
             conn,
-            inbox.c.status == InboxStatus.RECEIVED.value,
+            "received",
             message_id,
             status=InboxStatus.HANDED_OVER.value,
             handed_over_at=self._now(),
@@ -244,7 +251,7 @@ class Inbox:
         if not outcome:
             raise ValueError("outcome must not be empty")
         return self._update(
-            (inbox.c.status == InboxStatus.HANDED_OVER.value) & inbox.c.registry_outcome.is_(None),
+            "handed_over_unanswered",
             message_id,
             status=InboxStatus.ACKNOWLEDGED.value,
             registry_outcome=outcome,
@@ -259,7 +266,7 @@ class Inbox:
         """:meth:`mark_ack_sent` in the caller's write transaction (a group commit's unit)."""
         return self._update_within(
             conn,
-            inbox.c.registry_outcome.is_not(None) & (inbox.c.ack_sent == false()),
+            "answered_unacknowledged",
             message_id,
             ack_sent=True,
         )
@@ -345,22 +352,44 @@ class Inbox:
         plain = self._sealer.open(entry.envelope, aad=_row_identity(entry.message_id))
         return replace(entry, envelope=plain)
 
-    def _update(self, applies: ColumnElement[bool], message_id: str, **values: Any) -> bool:
+    def _update(self, when: str, message_id: str, **values: Any) -> bool:
         with write_transaction(self._engine) as conn:
-            return self._update_within(conn, applies, message_id, **values)
+            return self._update_within(conn, when, message_id, **values)
 
     @staticmethod
-    def _update_within(
-        conn: Connection, applies: ColumnElement[bool], message_id: str, **values: Any
-    ) -> bool:
-        statement = update(inbox).where(inbox.c.message_id == message_id, applies).values(**values)
-        return conn.execute(statement).rowcount == 1
+    def _update_within(conn: Connection, when: str, message_id: str, **values: Any) -> bool:
+        """Set ``values`` on the message if it is in state ``when`` (see :data:`_WHEN`)."""
+        columns = tuple(sorted(values))
+        statement = _UPDATES.get((when, columns))
+        if statement is None:
+            statement = (
+                update(inbox)
+                .where(inbox.c.message_id == bindparam("target_message_id"), _WHEN[when])
+                .values({column: bindparam(f"new_{column}") for column in columns})
+            )
+            _UPDATES[(when, columns)] = statement
+        parameters = {f"new_{column}": value for column, value in values.items()}
+        parameters["target_message_id"] = message_id
+        return conn.execute(statement, parameters).rowcount == 1
 
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None or now.utcoffset() is None:
             raise ValueError("clock() must return a timezone-aware datetime")
         return now
+
+
+_WHEN: dict[str, ColumnElement[bool]] = {
+    "received": inbox.c.status == InboxStatus.RECEIVED.value,
+    "handed_over_unanswered": (inbox.c.status == InboxStatus.HANDED_OVER.value)
+    & inbox.c.registry_outcome.is_(None),
+    "answered_unacknowledged": inbox.c.registry_outcome.is_not(None)
+    & (inbox.c.ack_sent == false()),
+}
+"""The states a message must be in for each kind of update."""
+
+# Each (state, columns) update is built once; a handful exist.
+_UPDATES: dict[tuple[str, tuple[str, ...]], Update] = {}
 
 
 def _row_identity(message_id: str) -> str:

@@ -48,10 +48,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Connection,
     Engine,
+    Update,
     and_,
+    bindparam,
     case,
     func,
     null,
@@ -195,6 +198,7 @@ class Outbox:
         self._engine = engine
         self._clock = clock
         self._sealer = sealer
+        self._enqueue_one = insert_unless_present(engine, outbox).returning(outbox.c.message_id)
 
     def enqueue(self, item: OutboxItem) -> bool:
         """Store ``item`` durably; ``True`` if new.
@@ -219,6 +223,8 @@ class Outbox:
         """
         now = self._now()
         rows = [_new_row(item, now, self._stored_envelope(item)) for item in items]
+        if len(rows) == 1:
+            return len(conn.execute(self._enqueue_one, rows[0]).all())
         stored = 0
         for start in range(0, len(rows), _BATCH_ROWS):
             statement = insert_unless_present(self._engine, outbox).values(
@@ -358,8 +364,9 @@ class Outbox:
         """:meth:`record_receipt` in the caller's write transaction (a group commit's unit)."""
         if not receipt:
             raise ValueError("receipt must not be empty")
-        first = update(outbox).where(outbox.c.message_id == message_id, outbox.c.receipt.is_(None))
-        return conn.execute(first.values(updated_at=self._now(), receipt=receipt)).rowcount == 1
+        parameters: dict[str, object] = {"target_message_id": message_id, "new_receipt": receipt}
+        parameters["new_updated_at"] = self._now()
+        return conn.execute(_RECORD_RECEIPT, parameters).rowcount == 1
 
     def record_outcome(
         self, message_id: str, *, outcome: RegistryOutcome | str, reason: str | None
@@ -379,14 +386,14 @@ class Outbox:
         """:meth:`record_outcome` in the caller's write transaction (a group commit's unit)."""
         outcome = RegistryOutcome(outcome)
         now = self._now()
-        first = update(outbox).where(outbox.c.message_id == message_id, outbox.c.outcome.is_(None))
-        values = {
-            "outcome": outcome.value,
-            "outcome_reason": reason or None,
-            "outcome_at": now,
-            "updated_at": now,
+        parameters = {
+            "target_message_id": message_id,
+            "new_outcome": outcome.value,
+            "new_outcome_reason": reason or None,
+            "new_outcome_at": now,
+            "new_updated_at": now,
         }
-        return conn.execute(first.values(**values)).rowcount == 1
+        return conn.execute(_RECORD_OUTCOME, parameters).rowcount == 1
 
     def purge_payloads(self, agreement_id: str) -> int:
         """Drop the envelopes stored under ``agreement_id``; return how many were dropped.
@@ -453,6 +460,14 @@ class Outbox:
         return self._one(
             and_(outbox.c.principal == principal, outbox.c.client_reference == client_reference)
         )
+
+    def message_id_for_reference(self, principal: str, client_reference: str) -> str | None:
+        """The id of the message ``principal`` submitted under ``client_reference``, if any
+        (:meth:`find_by_client_reference` without reading or opening the envelope)."""
+        parameters = {"principal": principal, "client_reference": client_reference}
+        with read_transaction(self._engine) as conn:
+            found = conn.execute(_ID_FOR_REFERENCE, parameters).scalar_one_or_none()
+        return None if found is None else str(found)
 
     def count_by_status(self) -> dict[str, int]:
         """How many messages are in each status; every status is present, zero included."""
@@ -531,18 +546,49 @@ class Outbox:
     def _transition_within(
         self, conn: Connection, message_id: str, worker_id: str, now: datetime, **values: Any
     ) -> bool:
-        held_by_worker = update(outbox).where(
-            outbox.c.message_id == message_id,
-            outbox.c.status == OutboxStatus.IN_FLIGHT.value,
-            outbox.c.claimed_by == worker_id,
-            outbox.c.lease_until > now,
-        )
-        return conn.execute(held_by_worker.values(**values)).rowcount == 1
+        columns = tuple(sorted(values))
+        statement = _TRANSITIONS.get(columns)
+        if statement is None:
+            statement = (
+                update(outbox)
+                .where(
+                    outbox.c.message_id == bindparam("target_message_id"),
+                    outbox.c.status == OutboxStatus.IN_FLIGHT.value,
+                    outbox.c.claimed_by == bindparam("holding_worker"),
+                    outbox.c.lease_until > bindparam("held_at"),
+                )
+                .values({column: bindparam(f"new_{column}") for column in columns})
+            )
+            _TRANSITIONS[columns] = statement
+        parameters = {f"new_{column}": value for column, value in values.items()}
+        parameters.update(target_message_id=message_id, holding_worker=worker_id, held_at=now)
+        return conn.execute(statement, parameters).rowcount == 1
 
     def _now(self) -> datetime:
         now = self._clock()
         _require_aware("clock()", now)
         return now
+
+
+def _first_time(column: Column[Any], *columns: str) -> Update:
+    """Set ``columns`` on a message whose ``column`` is still empty (built once)."""
+    return (
+        update(outbox)
+        .where(outbox.c.message_id == bindparam("target_message_id"), column.is_(None))
+        .values({name: bindparam(f"new_{name}") for name in columns})
+    )
+
+
+_ID_FOR_REFERENCE = select(outbox.c.message_id).where(
+    outbox.c.principal == bindparam("principal"),
+    outbox.c.client_reference == bindparam("client_reference"),
+)
+_RECORD_RECEIPT = _first_time(outbox.c.receipt, "receipt", "updated_at")
+_RECORD_OUTCOME = _first_time(
+    outbox.c.outcome, "outcome", "outcome_reason", "outcome_at", "updated_at"
+)
+# Each leased transition (by the columns it sets) is built once; a handful exist.
+_TRANSITIONS: dict[tuple[str, ...], Update] = {}
 
 
 def _row_identity(message_id: str) -> str:

@@ -407,3 +407,14 @@ def test_new_fields_are_stored_with_the_message(outbox: Outbox, make_item: MakeI
     )
     assert (stored.outcome, stored.outcome_reason, stored.outcome_at) == (None, None, None)
     assert (stored.receipt, stored.payload_purged_at) == (None, None)
+
+
+def test_the_id_for_a_client_reference_is_found_without_the_envelope(
+    outbox: Outbox, make_item: MakeItem
+) -> None:
+    item = replace(make_item("m-ref"), principal="consul@paris", client_reference="req-9")
+    assert outbox.enqueue(item)
+
+    assert outbox.message_id_for_reference("consul@paris", "req-9") == "m-ref"
+    assert outbox.message_id_for_reference("consul@nice", "req-9") is None
+    assert outbox.message_id_for_reference("consul@paris", "req-10") is None
