@@ -13,15 +13,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import rfc8785
-
+from gateway import jcs
 from gateway.errors import FieldViolation, ValidationRejected
 
 MAX_DEPTH = 16
 
 
 def encode_payload(tree: Mapping[str, Any]) -> bytes:
-    return bytes(rfc8785.dumps(dict(tree)))
+    return bytes(jcs.dumps(dict(tree)))
 
 
 def _depth(value: Any, level: int = 0) -> int:
