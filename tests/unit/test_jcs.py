@@ -55,7 +55,7 @@ def test_every_document_is_written_exactly_as_rfc8785_writes_it(document: Any) -
         {"n": 2**53 - 1, "m": -(2**53 - 1)},
         {"n": 2**53},
         {"f": 1.0, "g": 1e21, "h": -0.0},
-        {"s": "\x00\x08\t\n\x0c\r\x1f\x7f\"\\/\u2028\u2029é"},
+        {"s": '\x00\x08\t\n\x0c\r\x1f\x7f"\\/\u2028\u2029é'},
         {"lone": "\ud800"},
         [True, False, None, "", [], {}],
         ("tuple", 1),
