@@ -208,14 +208,14 @@ class RepresentationDesk:
             has_legal_basis=case.has_legal_basis,
             consent_recorded=case.consent_recorded,
         )
-        with self._cases.transaction() as write:
+
+        def open_case(write: CaseWrite) -> CaseRecord | None:
             if not write.insert_case(case):
-                winner = None
-            else:
-                self._commit(
-                    write, agreement, case, CaseChange(message, minimised, "submitted"), now
-                )
-                winner = case
+                return None
+            self._commit(write, agreement, case, CaseChange(message, minimised, "submitted"), now)
+            return case
+
+        winner = self._cases.write(open_case)
         if winner is None:  # a concurrent call with the same reference committed first
             found = self._cases.find_by_client_reference(principal.subject, valid.client_reference)
             if found is None:
@@ -245,13 +245,17 @@ class RepresentationDesk:
         change = change_for(message, minimised, author=self._state, case_id=case.case_id, now=now)
         if new_state is not None:
             change = dataclasses.replace(change, new_state=new_state)
-        with self._cases.transaction() as write:
+
+        def act(write: CaseWrite) -> CaseRecord:
             locked = write.lock(case.case_id)
             if locked is None:
                 raise NotFound("no such case")
             if new_state is not None:  # re-check under the lock: the partner may have moved it
                 check_transition(locked.state, new_state, self._role(locked))
             self._commit(write, agreement, locked, change, now)
+            return locked
+
+        locked = self._cases.write(act)
         self._audit_sent(principal, locked, change.message, minimised)
         updated = self._cases.get(case.case_id)
         assert updated is not None

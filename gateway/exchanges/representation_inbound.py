@@ -111,7 +111,8 @@ class CaseInbound:
         change = change_for(message, minimised, author=peer_state, case_id=case.case_id, now=now)
         quota_day = self._take_quota(agreement, minimised) if message.action == "open" else None
         try:
-            with self._cases.transaction() as write:
+
+            def accept(write: CaseWrite) -> bool:
                 stored = self._inbox.accept_once_within(
                     write.conn,
                     InboundMessage(
@@ -131,6 +132,9 @@ class CaseInbound:
                     self._apply(
                         write, agreement, peer_state, case.case_id, change, header.message_id
                     )
+                return stored
+
+            stored = self._cases.write(accept)
         except BaseException:
             self._release(agreement, minimised, quota_day)
             raise

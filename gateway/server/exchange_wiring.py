@@ -115,14 +115,20 @@ class Exchanges:
         self.outbox = Outbox(engine, clock=clock, sealer=sealer)
         self.inbox = Inbox(engine, clock=clock, sealer=sealer)
         self.case_signal = CaseSignal()
-        self.cases = CaseStore(engine, clock=clock, sealer=sealer, on_event=self.case_signal.fire)
+        self.group_commit = GroupCommit(engine)
+        self.cases = CaseStore(
+            engine,
+            clock=clock,
+            sealer=sealer,
+            on_event=self.case_signal.fire,
+            group=self.group_commit,
+        )
         self._clock = clock
         self.retention = RetentionPurger(engine, self.outbox, self.inbox, clock=clock)
         self._retention_interval_s = storage.retention_interval_seconds
         quota = QuotaLedger(engine, clock=clock)
         self.audit_log = AuditLog(engine, clock=clock)
         self.checkpoints = CheckpointStore(engine, clock=clock)
-        self.group_commit = GroupCommit(engine)
         audit = AuditRecorder(GroupCommittedLog(self.audit_log, self.group_commit), clock=clock)
         self.audit = audit
         signer = EnvelopeSigner.from_state_directory(pki)

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, false, func, or_, select, true, update
 from sqlalchemy.engine import RowMapping
@@ -38,6 +38,7 @@ from sqlalchemy.engine import RowMapping
 from gateway.exchanges.payload import encode_payload
 from gateway.pki.sealing import PayloadSealer
 from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
+from gateway.store.group_commit import GroupCommit
 from gateway.store.tables import (
     MESSAGE_ID_LENGTH,
     CaseStatus,
@@ -47,6 +48,8 @@ from gateway.store.tables import (
     case_notes,
     representation_cases,
 )
+
+T = TypeVar("T")
 
 __all__ = ["CaseEvent", "CaseRecord", "CaseStore", "CaseView", "CostClaimRecord", "NoteRecord"]
 
@@ -261,11 +264,13 @@ class CaseStore:
         clock: Callable[[], datetime],
         sealer: PayloadSealer | None = None,
         on_event: Callable[[], None] = lambda: None,
+        group: GroupCommit | None = None,
     ) -> None:
         self.engine = engine
         self._clock = clock
         self._sealer = sealer
         self._on_event = on_event
+        self._group = group
 
     @contextmanager
     def transaction(self) -> Iterator[CaseWrite]:
@@ -275,6 +280,24 @@ class CaseStore:
             yield write
         if write.events_added:
             self._on_event()
+
+    def write(self, unit: Callable[[CaseWrite], T]) -> T:
+        """Run ``unit`` in a group-commit unit (or, without a group, its own transaction)
+        and return what it returns; watchers are woken after it commits, if it added
+        events. ``unit`` may run more than once (see :mod:`gateway.store.group_commit`)."""
+
+        def run(conn: Connection) -> tuple[T, int]:
+            write = CaseWrite(self, conn)
+            return unit(write), write.events_added
+
+        if self._group is not None:
+            result, added = self._group.run(run)
+        else:
+            with write_transaction(self.engine) as conn:
+                result, added = run(conn)
+        if added:
+            self._on_event()
+        return result
 
     # -- the identity confirmations' entry points --------------------------
 
