@@ -11,6 +11,9 @@ caller. Guarantees:
   exception reaches its own caller only; the other units of the batch are unaffected
   (the attempt is rolled back and runs again without the failed unit, so a unit must
   write only through its connection and may run more than once);
+* if the connection is lost before the commit (a server restart), the batch runs
+  again once on a new connection; the committer keeps its connection open between
+  batches, so this is how it notices;
 * if the commit itself fails, every unit of the batch fails with
   :class:`~gateway.errors.StorageUnavailable`, and nothing of it is stored;
 * units run in the order they were handed over, so an audit entry written by a unit
@@ -38,7 +41,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, exc
 
 from gateway.errors import PouchError, StorageUnavailable, unexpected_summary
 from gateway.store.engine import storage_boundary, writer_connection
@@ -105,6 +108,28 @@ class _UnitFailed(Exception):
         super().__init__("a write unit failed")
         self.pending = pending
         self.error = error
+
+
+class _ConnectionLost(Exception):
+    """The connection broke before the commit: nothing of the attempt is stored."""
+
+
+def _connection_lost(error: BaseException) -> bool:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _lost_before_commit(error: BaseException) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, _ConnectionLost):
+            return True
+        seen = seen.__context__
+    return False
 
 
 class GroupCommit:
@@ -181,9 +206,19 @@ class GroupCommit:
         # Units run without savepoints (two statements each saved); a unit that raises
         # rolls back the whole attempt, gets its own error, and the others run again.
         remaining = batch
+        reconnected = False
         while remaining:
             try:
                 results = self._attempt(remaining)
+            except _ConnectionLost as lost:
+                # A server restart or a dropped connection, found before the commit: the
+                # units run again once, on a new connection (they may run more than once).
+                if reconnected:
+                    log.error("group commit failed: %s", unexpected_summary(lost))
+                    self._fail(remaining, StorageUnavailable("the database connection was lost"))
+                    return
+                reconnected = True
+                continue
             except _UnitFailed as failed:
                 failed.pending.answer.set_exception(failed.error)
                 remaining = [p for p in remaining if p is not failed.pending]
@@ -217,17 +252,26 @@ class GroupCommit:
                             with storage_boundary():
                                 results.append(pending.unit(conn))
                         except Exception as e:  # the unit's failure goes to its caller only
+                            if _connection_lost(e):
+                                raise _ConnectionLost("lost before the commit") from e
                             raise _UnitFailed(pending, e) from e
-                    deferred.flush(conn)
+                    try:
+                        deferred.flush(conn)
+                    except Exception as e:
+                        if _connection_lost(e):
+                            raise _ConnectionLost("lost before the commit") from e
+                        raise
                 finally:
                     del conn.info[_DEFERRED]
                     del conn.info[_AFTER_COMMIT]
         except _UnitFailed:
             raise
-        except BaseException:
+        except BaseException as e:
             # The connection may be broken (a lost server, a failed commit): start afresh.
             self._conn = None
             conn.close()
+            if _lost_before_commit(e):  # rolling back a dead connection raises anew
+                raise _ConnectionLost("lost before the commit") from e
             raise
         for callback in committed:
             try:

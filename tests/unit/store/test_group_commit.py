@@ -273,3 +273,22 @@ def test_appends_by_other_writers_and_failed_commits_never_leave_a_stale_frontie
         assert merkle.verify_consistency(
             earlier, size, proof, direct.root(earlier), direct.root(size)
         )
+
+
+def test_a_connection_lost_between_batches_is_replaced_and_the_batch_still_commits(
+    migrated_engine: Engine, group: GroupCommit
+) -> None:
+    if migrated_engine.dialect.name != "postgresql":
+        pytest.skip("a server-side disconnect needs a server")
+    backend = group.run(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+    with migrated_engine.connect() as admin:
+        admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+
+    def unit(conn: Connection) -> str:
+        conn.execute(insert(agreement_lifecycle).values(_lifecycle_row("after-restart")))
+        return "stored"
+
+    assert group.run(unit) == "stored"
+    assert _count(migrated_engine) == 1
+    after = group.run(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+    assert after != backend
