@@ -280,9 +280,9 @@ def test_a_connection_lost_between_batches_is_replaced_and_the_batch_still_commi
 ) -> None:
     if migrated_engine.dialect.name != "postgresql":
         pytest.skip("a server-side disconnect needs a server")
-    backend = group.run(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+    backend = group.run(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
     with migrated_engine.connect() as admin:
-        admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+        admin.exec_driver_sql(f"SELECT pg_terminate_backend({backend:d})")
 
     def unit(conn: Connection) -> str:
         conn.execute(insert(agreement_lifecycle).values(_lifecycle_row("after-restart")))
@@ -290,5 +290,5 @@ def test_a_connection_lost_between_batches_is_replaced_and_the_batch_still_commi
 
     assert group.run(unit) == "stored"
     assert _count(migrated_engine) == 1
-    after = group.run(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar())
+    after = group.run(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
     assert after != backend
