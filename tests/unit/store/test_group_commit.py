@@ -275,11 +275,13 @@ def test_appends_by_other_writers_and_failed_commits_never_leave_a_stale_frontie
         )
 
 
+# A server-side disconnect needs a server: PostgreSQL only.
+@pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 def test_a_connection_lost_between_batches_is_replaced_and_the_batch_still_commits(
     migrated_engine: Engine, group: GroupCommit
 ) -> None:
-    if migrated_engine.dialect.name != "postgresql":
-        pytest.skip("a server-side disconnect needs a server")
     backend = group.run(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
     with migrated_engine.connect() as admin:
         admin.exec_driver_sql(f"SELECT pg_terminate_backend({backend:d})")
