@@ -34,8 +34,10 @@ from gateway.envelope.header import EnvelopeHeader, utc_millis
 from gateway.errors import AgreementRejected
 from gateway.policy.catalogue import ExchangeType
 from gateway.policy.compiled import CompiledPolicy
+from gateway.policy.evaluate import MinimisedPayload
 from gateway.policy.rules import PolicySection
 from gateway.store.lifecycle import AgreementLifecycleStore, LifecycleRecord
+from gateway.store.quota import QuotaLedger
 from pouch.v1 import common_pb2
 
 MIN_HASH_KEY_BYTES = 32
@@ -132,12 +134,14 @@ class AgreementGate:
         self,
         registry: AgreementRegistry[PolicySection],
         lifecycle: AgreementLifecycleStore,
+        quota: QuotaLedger,
         *,
         own_state: str,
         hash_keys_dir: Path,
     ) -> None:
         self.registry = registry
         self._lifecycle = lifecycle
+        self._quota = quota
         self._own_state = own_state
         self._hash_keys_dir = hash_keys_dir
         self._compiled: dict[tuple[str, str], CompiledPolicy] = {}
@@ -186,6 +190,28 @@ class AgreementGate:
         """The lifecycle stage of :meth:`prepare`, in the caller's write transaction."""
         _refuse_ended(
             agreement, self._lifecycle.status_within(conn, agreement.id, agreement.version)
+        )
+
+    def take_quota_within(
+        self,
+        conn: Connection,
+        agreement: AgreementInForce,
+        minimised: MinimisedPayload,
+        *,
+        what: str,
+    ) -> None:
+        """One unit of the agreed daily allowance for ``minimised``'s purpose, in its
+        direction, in the caller's write transaction; :class:`QuotaRejected` if it is used
+        up, nothing if the agreement sets none. ``what`` names the unit in the refusal."""
+        outbound = minimised.direction == agreement.outbound.direction
+        policy = agreement.outbound if outbound else agreement.inbound
+        self._quota.take_within(
+            conn,
+            agreement.id,
+            minimised.direction,
+            minimised.purpose,
+            limit=agreement.daily_quota(policy, minimised.exchange_type, minimised.purpose),
+            what=what,
         )
 
 

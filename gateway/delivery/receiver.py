@@ -2,14 +2,14 @@
 
     peer      -> AuthenticatedPeer   (TLS client certificate, by its issuing CA)
     verify    -> VerifiedEnvelope    (sender's signing key, clock window, addressed to us)
-    agreement -> AgreementInForce    (in force here too, and the same text: digest pinned)
+    agreement -> AgreementInForce    (signed by both, and the same text: digest pinned)
     policy    -> MinimisedPayload    (re-evaluated: a field we should not hold is refused)
     (a representation case's message takes the same stages in
     :class:`~gateway.exchanges.representation_inbound.CaseInbound`, which also applies
     it to our copy of the case in the transaction that stores it)
-    quota     -> the purpose's daily allowance in our direction
-    inbox     -> stored exactly once (atomic on the message id), with its quota and
-                 its audit entry in one group-committed transaction
+    inbox     -> stored exactly once (atomic on the message id), in one group-committed
+                 transaction with the agreement's lifecycle (still in force here), the
+                 purpose's daily allowance in our direction and the audit entry
     receipt   -> signed by us, binding the request digest
 
 Nothing is stored unless every check passed. A message id seen before from the same
@@ -39,7 +39,6 @@ from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags, evaluate
 from gateway.store.group_commit import GroupCommit
 from gateway.store.inbox import InboundMessage, Inbox
-from gateway.store.quota import QuotaLedger
 from pouch.v1 import common_pb2, envelope_pb2
 
 
@@ -60,7 +59,6 @@ class InboundReceiver:
         verifier: EnvelopeVerifier,
         gate: AgreementGate,
         notices: AgreementNotices,
-        quota: QuotaLedger,
         inbox: Inbox,
         signer: ReceiptSigner,
         clock: Callable[[], datetime],
@@ -74,7 +72,6 @@ class InboundReceiver:
         self._verifier = verifier
         self._gate = gate
         self._notices = notices
-        self._quota = quota
         self._inbox = inbox
         self._signer = signer
         self._clock = clock
@@ -119,7 +116,6 @@ class InboundReceiver:
             hash_key=agreement.hash_key,
             strict_receiver=True,
         )
-        limit = agreement.daily_quota(agreement.inbound, "civil_record", minimised.purpose)
         message = InboundMessage(
             message_id=header.message_id,
             sender_state=peer_state,
@@ -136,13 +132,8 @@ class InboundReceiver:
             self._gate.confirm_within(conn, agreement)
             stored = self._inbox.accept_once_within(conn, message)
             if stored:
-                self._quota.take_within(
-                    conn,
-                    agreement.id,
-                    minimised.direction,
-                    minimised.purpose,
-                    limit=limit,
-                    what="civil-record updates",
+                self._gate.take_quota_within(
+                    conn, agreement, minimised, what="civil-record updates"
                 )
             self._audit_received(verified, "civil_record", peer_state, stored, conn)
             return stored

@@ -1,13 +1,14 @@
 """Sending a civil-record update: the local caller's request, stage by stage.
 
     validate  -> ValidCivilSubmission   (every field, before anything is stored)
-    agreement -> AgreementInForce       (signed by both, in its window, not suspended)
+    agreement -> AgreementInForce       (signed by both, in its window)
     policy    -> MinimisedPayload       (only what the agreement lets cross)
     sign      -> Envelope               (the sending state's signing key)
     store     -> durable, in one group-committed transaction (the caller's answer means
-                 this happened): the outbox row, one unit of the purpose's daily quota
-                 counted in the shared database, and the audit entry with the paths the
-                 policy removed or transformed
+                 this happened): the agreement still not suspended or terminated, the
+                 outbox row, one unit of the purpose's daily quota counted in the shared
+                 database, and the audit entry with the paths the policy removed or
+                 transformed
 
 A refusal at any stage is audited with its reason code before it reaches the caller.
 
@@ -35,7 +36,6 @@ from gateway.policy.catalogue import civil_record_payload
 from gateway.policy.evaluate import evaluate
 from gateway.store.group_commit import GroupCommit
 from gateway.store.outbox import Outbox, OutboxItem
-from gateway.store.quota import QuotaLedger
 from gateway.trust.principal import Principal
 from pouch.v1 import civil_pb2, common_pb2
 
@@ -58,7 +58,6 @@ class CivilRecordSender:
         *,
         state: str,
         gate: AgreementGate,
-        quota: QuotaLedger,
         signer: EnvelopeSigner,
         outbox: Outbox,
         clock: Callable[[], datetime],
@@ -70,7 +69,6 @@ class CivilRecordSender:
         self._group = group
         self._state = state
         self._gate = gate
-        self._quota = quota
         self._signer = signer
         self._outbox = outbox
         self._clock = clock
@@ -109,7 +107,6 @@ class CivilRecordSender:
             today=now.date(),
             hash_key=agreement.hash_key,
         )
-        limit = agreement.daily_quota(agreement.outbound, "civil_record", minimised.purpose)
         header = agreement.new_header(
             exchange_type=common_pb2.EXCHANGE_TYPE_CIVIL_RECORD,
             purpose=minimised.purpose,
@@ -138,14 +135,7 @@ class CivilRecordSender:
             self._gate.confirm_within(conn, agreement)
             if not self._outbox.enqueue_within(conn, [item]):
                 return False
-            self._quota.take_within(
-                conn,
-                agreement.id,
-                minimised.direction,
-                minimised.purpose,
-                limit=limit,
-                what="civil-record updates",
-            )
+            self._gate.take_quota_within(conn, agreement, minimised, what="civil-record updates")
             self._audit.submitted(
                 message_id=header.message_id,
                 agreement_id=agreement.id,

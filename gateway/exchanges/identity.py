@@ -3,8 +3,9 @@
     validate  -> ValidIdentityQuery     (every field; an MRZ by its check digits)
     agreement -> AgreementInForce       (and the representation case, if one is named)
     policy    -> MinimisedPayload       (names in the agreement's comparison form first)
-    quota     -> the purpose's daily allowance, counted in the shared database
-    sign      -> SignedQuery            (recorded and audited before it leaves)
+    sign      -> SignedQuery            (stored before it leaves, in one group-committed
+                                         transaction: the agreement still in force, the
+                                         purpose's daily allowance, the record, the audit)
     query     -> the partner's signed answer, within the agreement's deadline
     answer    -> ConfirmIdentityResponse (verified: signer, agreement, binding to our query)
 
@@ -58,7 +59,6 @@ from gateway.policy.catalogue import identity_payload
 from gateway.policy.evaluate import MinimisedPayload, evaluate
 from gateway.store.group_commit import GroupCommit
 from gateway.store.identity_queries import IdentityQueries, IdentityQuery
-from gateway.store.quota import QuotaLedger
 from gateway.trust.principal import Principal
 from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, peer_pb2
 
@@ -109,7 +109,6 @@ class IdentityRequester:
         *,
         state: str,
         gate: AgreementGate,
-        quota: QuotaLedger,
         signer: EnvelopeSigner,
         verifier: EnvelopeVerifier,
         queries: IdentityQueries,
@@ -122,7 +121,6 @@ class IdentityRequester:
         self._group = group
         self._state = state
         self._gate = gate
-        self._quota = quota
         self._signer = signer
         self._verifier = verifier
         self._queries = queries
@@ -214,14 +212,7 @@ class IdentityRequester:
             # The quota, the record of the query and its evidence: together or not at all,
             # and only while the agreement is in force.
             self._gate.confirm_within(conn, agreement)
-            self._quota.take_within(
-                conn,
-                agreement.id,
-                minimised.direction,
-                minimised.purpose,
-                limit=agreement.daily_quota(agreement.outbound, EXCHANGE, minimised.purpose),
-                what="identity confirmations",
-            )
+            self._gate.take_quota_within(conn, agreement, minimised, what="identity confirmations")
             self._queries.record_outbound_within(conn, record)
             self._audit.submitted(
                 message_id=header.message_id,

@@ -2,10 +2,12 @@
 
     peer      -> AuthenticatedPeer   (TLS client certificate, by its issuing CA)
     verify    -> VerifiedEnvelope    (sender's signing key, clock window, addressed to us)
-    agreement -> AgreementInForce    (in force here too, and the same text: digest pinned)
+    agreement -> AgreementInForce    (signed by both, and the same text: digest pinned)
     policy    -> MinimisedPayload    (re-evaluated strictly: a field we should not get is refused)
-    quota     -> the purpose's daily allowance in our direction
-    replay    -> AdmittedQuery       (the id stored once; a second time is refused)
+    admit     -> AdmittedQuery       (one group-committed transaction: the agreement still
+                                      in force here, the id stored once (a second time is
+                                      refused), the purpose's daily allowance in our
+                                      direction, the audit entry)
     registry  -> candidate records   (within the time the partner and the agreement leave)
     compare   -> IdentityVerdict     (computed here, from the records rendered like the claim)
     answer    -> a signed envelope   (flags and a status, bound to the query's digest)
@@ -53,7 +55,6 @@ from gateway.policy.evaluate import LegalBasisFlags, MinimisedPayload, evaluate,
 from gateway.policy.transforms import is_hash_token
 from gateway.store.group_commit import GroupCommit
 from gateway.store.identity_queries import IdentityQueries, IdentityQuery
-from gateway.store.quota import QuotaLedger
 from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, registry_pb2
 
 EXCHANGE: Final = "identity_confirmation"
@@ -115,7 +116,6 @@ class IdentityResponder:
         state: str,
         verifier: EnvelopeVerifier,
         gate: AgreementGate,
-        quota: QuotaLedger,
         queries: IdentityQueries,
         group: GroupCommit,
         signer: EnvelopeSigner,
@@ -126,7 +126,6 @@ class IdentityResponder:
         self._state = state
         self._verifier = verifier
         self._gate = gate
-        self._quota = quota
         self._queries = queries
         self._group = group
         self._signer = signer
@@ -200,7 +199,6 @@ class IdentityResponder:
             hash_key=agreement.hash_key,
             strict_receiver=True,
         )
-        limit = agreement.daily_quota(agreement.inbound, EXCHANGE, minimised.purpose)
         record = IdentityQuery(
             message_id=header.message_id,
             direction="inbound",
@@ -215,14 +213,7 @@ class IdentityResponder:
             # only while the agreement is in force.
             self._gate.confirm_within(conn, agreement)
             self._queries.admit_inbound_within(conn, record)
-            self._quota.take_within(
-                conn,
-                agreement.id,
-                minimised.direction,
-                minimised.purpose,
-                limit=limit,
-                what="identity confirmations",
-            )
+            self._gate.take_quota_within(conn, agreement, minimised, what="identity confirmations")
             self._audit.record(
                 EventKind.RECEIVED,
                 Decision.ACCEPTED,

@@ -3,12 +3,14 @@
     validate  -> the request's every field, before anything is read or stored
     case      -> the case, held here, with this state a party in the role the action needs
     machine   -> the move is in :data:`~gateway.exchanges.case_machine.TRANSITIONS`
-    agreement -> AgreementInForce (the case's agreement, still in force)
+    agreement -> AgreementInForce (the case's agreement, signed by both)
     policy    -> MinimisedPayload (the crossing content, evaluated as a whole)
-    commit    -> ONE transaction: the case row locked and re-checked, the next sequence
-                 number, the envelope signed, put in the outbox, the case changed, its
-                 event appended; the caller's answer means all of it is durable
-    audit     -> submitted (paths removed or transformed) and case_transition
+    commit    -> ONE group-committed transaction: the agreement still in force, the case
+                 row locked and re-checked (a new case: inserted, with one unit of the
+                 purpose's daily allowance), the next sequence number, the envelope
+                 signed, put in the outbox, the case changed, its event appended, and the
+                 case_transition audit entry; the caller's answer means all of it is
+                 durable
 
 A refusal at any stage is audited with its reason code before it reaches the caller.
 The dispatcher delivers the message; the partner applies it to its copy of the case
@@ -22,6 +24,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy import Connection
 
 from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.audit.entry import Decision, EventKind
@@ -50,10 +54,9 @@ from gateway.exchanges.representation_validation import (
     validate_reason,
 )
 from gateway.policy.catalogue import representation_payload
-from gateway.policy.evaluate import MinimisedPayload, evaluate
+from gateway.policy.evaluate import evaluate
 from gateway.store.cases import CaseRecord, CaseStore, CaseWrite, CostClaimRecord, NoteRecord
 from gateway.store.outbox import Outbox, OutboxItem
-from gateway.store.quota import QuotaLedger
 from gateway.trust.principal import Principal
 from pouch.v1 import common_pb2, representation_pb2
 
@@ -68,7 +71,6 @@ class RepresentationDesk:
         *,
         state: str,
         gate: AgreementGate,
-        quota: QuotaLedger,
         signer: EnvelopeSigner,
         outbox: Outbox,
         cases: CaseStore,
@@ -78,7 +80,6 @@ class RepresentationDesk:
     ) -> None:
         self._state = state
         self._gate = gate
-        self._quota = quota
         self._signer = signer
         self._outbox = outbox
         self._cases = cases
@@ -170,7 +171,7 @@ class RepresentationDesk:
         earlier = self._cases.find_by_client_reference(principal.subject, valid.client_reference)
         if earlier is not None:
             return earlier
-        agreement = self._gate.in_force(valid.agreement_id, valid.representing_state)
+        agreement = self._gate.prepare(valid.agreement_id, valid.representing_state)
         minimised = evaluate(
             agreement.outbound,
             exchange_type=EXCHANGE,
@@ -187,7 +188,6 @@ class RepresentationDesk:
             hash_key=agreement.hash_key,
         )
         require_routing(minimised)
-        self._take_quota(agreement, minimised)
         case = opened_case(
             case_id=str(uuid.uuid4()),
             agreement=agreement,
@@ -210,9 +210,14 @@ class RepresentationDesk:
         )
 
         def open_case(write: CaseWrite) -> CaseRecord | None:
+            # The case, its quota, its first message and the evidence commit together, and
+            # only while the agreement is in force; a reference already used takes nothing.
+            self._gate.confirm_within(write.conn, agreement)
             if not write.insert_case(case):
                 return None
+            self._gate.take_quota_within(write.conn, agreement, minimised, what="cases")
             self._commit(write, agreement, case, CaseChange(message, minimised, "submitted"), now)
+            self._audit_sent(principal, case, message, write.conn)
             return case
 
         winner = self._cases.write(open_case)
@@ -221,7 +226,6 @@ class RepresentationDesk:
             if found is None:
                 raise RuntimeError("a case insert was refused without a prior case")
             return found
-        self._audit_sent(principal, case, message, minimised)
         return self._cases.get(case.case_id) or case
 
     def _act(
@@ -234,7 +238,7 @@ class RepresentationDesk:
         new_state: CaseStatus | None = None,
     ) -> CaseRecord:
         now = self._clock()
-        agreement = self._gate.in_force(case.agreement_id, self._partner(case))
+        agreement = self._gate.prepare(case.agreement_id, self._partner(case))
         minimised = evaluate(
             agreement.outbound,
             payload=content,
@@ -246,17 +250,17 @@ class RepresentationDesk:
         if new_state is not None:
             change = dataclasses.replace(change, new_state=new_state)
 
-        def act(write: CaseWrite) -> CaseRecord:
+        def act(write: CaseWrite) -> None:
+            self._gate.confirm_within(write.conn, agreement)
             locked = write.lock(case.case_id)
             if locked is None:
                 raise NotFound("no such case")
             if new_state is not None:  # re-check under the lock: the partner may have moved it
                 check_transition(locked.state, new_state, self._role(locked))
             self._commit(write, agreement, locked, change, now)
-            return locked
+            self._audit_sent(principal, locked, change.message, write.conn)
 
-        locked = self._cases.write(act)
-        self._audit_sent(principal, locked, change.message, minimised)
+        self._cases.write(act)
         updated = self._cases.get(case.case_id)
         assert updated is not None
         return updated
@@ -345,21 +349,12 @@ class RepresentationDesk:
             raise NotFound("no cost claim with that id on this case")
         return found[0]
 
-    def _take_quota(self, agreement: AgreementInForce, minimised: MinimisedPayload) -> None:
-        self._quota.take(
-            agreement.id,
-            minimised.direction,
-            minimised.purpose,
-            limit=agreement.daily_quota(agreement.outbound, EXCHANGE, minimised.purpose),
-            what="cases",
-        )
-
     def _audit_sent(
         self,
         principal: Principal,
         case: CaseRecord,
         message: CaseMessage,
-        minimised: MinimisedPayload,
+        conn: Connection,
     ) -> None:
         self._audit.record(
             EventKind.CASE_TRANSITION,
@@ -371,6 +366,7 @@ class RepresentationDesk:
             peer_state=self._partner(case),
             principal=principal.subject,
             reason_code=f"CASE_{event_kind_for(message).upper()}",
+            conn=conn,
         )
 
     def _refusals_audited(

@@ -8,10 +8,11 @@ verified (signature of the sending state, clock window, addressed to us), in sta
     case      -> held here (or being opened), the sender a party to it, under the
                  agreement the envelope names
     policy    -> the ``content`` part re-evaluated strictly, in the case's context
-    quota     -> the purpose's daily allowance, for a new case
-    store     -> ONE transaction: the inbox row (exactly once per message id), the case
-                 row locked, the sequence checked, the machine checked for the sender's
-                 role, the change applied and its event appended for the registry
+    store     -> ONE group-commit unit: the agreement still in force, the inbox row
+                 (exactly once per message id), for a new case the purpose's daily
+                 allowance, the case row locked, the sequence checked, the machine
+                 checked for the sender's role, the change applied, its event appended
+                 for the registry, and its audit entry
 
 Messages of one case apply in the order their sender numbered them: one that arrives
 before its predecessor is answered ``UNAVAILABLE`` (``CASE_MESSAGE_OUT_OF_ORDER``) and
@@ -23,7 +24,7 @@ another agreement is refused and changes nothing; the sender dead-letters it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 
 from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.audit.entry import Decision, EventKind
@@ -53,7 +54,6 @@ from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags, MinimisedPayload, evaluate
 from gateway.store.cases import CaseRecord, CaseStore, CaseWrite
 from gateway.store.inbox import InboundMessage, Inbox
-from gateway.store.quota import QuotaLedger
 
 RETRY_OUT_OF_ORDER_S = 1.0
 
@@ -70,7 +70,6 @@ class CaseInbound:
         *,
         state: str,
         gate: AgreementGate,
-        quota: QuotaLedger,
         inbox: Inbox,
         cases: CaseStore,
         clock: Callable[[], datetime],
@@ -78,7 +77,6 @@ class CaseInbound:
     ) -> None:
         self._state = state
         self._gate = gate
-        self._quota = quota
         self._inbox = inbox
         self._cases = cases
         self._clock = clock
@@ -87,7 +85,7 @@ class CaseInbound:
     def receive(self, peer_state: str, verified: VerifiedEnvelope, envelope: bytes) -> bool:
         """Blocking. Apply the message; ``False`` if it was already stored (a duplicate)."""
         header = verified.header
-        agreement = self._gate.in_force(header.agreement_id, peer_state)
+        agreement = self._gate.prepare(header.agreement_id, peer_state)
         agreement.require_digest(header.agreement_version, header.agreement_digest)
         decoded = decode_case_payload(verified.payload)
         message = decoded.message
@@ -109,38 +107,31 @@ class CaseInbound:
                 **policy_context(case),
             )
         change = change_for(message, minimised, author=peer_state, case_id=case.case_id, now=now)
-        quota_day = self._take_quota(agreement, minimised) if message.action == "open" else None
-        try:
 
-            def accept(write: CaseWrite) -> bool:
-                stored = self._inbox.accept_once_within(
-                    write.conn,
-                    InboundMessage(
-                        message_id=header.message_id,
-                        sender_state=peer_state,
-                        agreement_id=agreement.id,
-                        exchange_type=EXCHANGE,
-                        envelope=envelope,
-                        kind=case.kind,
-                        purpose=case.purpose,
-                    ),
-                    applied=True,
-                )
-                if stored:
-                    if message.action == "open" and not write.insert_case(case):
-                        raise ReplayRejected("a case with this id is already held")
-                    self._apply(
-                        write, agreement, peer_state, case.case_id, change, header.message_id
-                    )
-                return stored
-
-            stored = self._cases.write(accept)
-        except BaseException:
-            self._release(agreement, minimised, quota_day)
-            raise
-        if not stored:
-            self._release(agreement, minimised, quota_day)
-        if stored:
+        def accept(write: CaseWrite) -> bool:
+            # The inbox row, the case's change, a new case's quota and the evidence commit
+            # together, and only while the agreement is in force; a duplicate changes nothing.
+            self._gate.confirm_within(write.conn, agreement)
+            stored = self._inbox.accept_once_within(
+                write.conn,
+                InboundMessage(
+                    message_id=header.message_id,
+                    sender_state=peer_state,
+                    agreement_id=agreement.id,
+                    exchange_type=EXCHANGE,
+                    envelope=envelope,
+                    kind=case.kind,
+                    purpose=case.purpose,
+                ),
+                applied=True,
+            )
+            if not stored:
+                return False
+            if message.action == "open":
+                if not write.insert_case(case):
+                    raise ReplayRejected("a case with this id is already held")
+                self._gate.take_quota_within(write.conn, agreement, minimised, what="cases")
+            self._apply(write, agreement, peer_state, case.case_id, change, header.message_id)
             self._audit.record(
                 EventKind.CASE_TRANSITION,
                 Decision.ACCEPTED,
@@ -152,23 +143,11 @@ class CaseInbound:
                 peer_state=peer_state,
                 principal=f"state:{peer_state}",
                 reason_code=f"CASE_{change.event_kind.upper()}",
+                conn=write.conn,
             )
-        return stored
+            return True
 
-    def _take_quota(self, agreement: AgreementInForce, minimised: MinimisedPayload) -> date | None:
-        return self._quota.take(
-            agreement.id,
-            minimised.direction,
-            minimised.purpose,
-            limit=agreement.daily_quota(agreement.inbound, EXCHANGE, minimised.purpose),
-            what="cases",
-        )
-
-    def _release(
-        self, agreement: AgreementInForce, minimised: MinimisedPayload, day: date | None
-    ) -> None:
-        if day is not None:
-            self._quota.release(agreement.id, minimised.direction, minimised.purpose, day=day)
+        return self._cases.write(accept)
 
     def _opened(
         self,

@@ -100,9 +100,11 @@ class Exchanges:
             exchanges_validator=EXCHANGES_VALIDATOR,
         )
         self.lifecycle = AgreementLifecycleStore(engine, clock=clock)
+        quota = QuotaLedger(engine, clock=clock)
         self.gate = AgreementGate(
             self.registry,
             self.lifecycle,
+            quota,
             own_state=state,
             hash_keys_dir=settings.agreements.hash_keys_dir,
         )
@@ -126,7 +128,6 @@ class Exchanges:
         self._clock = clock
         self.retention = RetentionPurger(engine, self.outbox, self.inbox, clock=clock)
         self._retention_interval_s = storage.retention_interval_seconds
-        quota = QuotaLedger(engine, clock=clock)
         self.audit_log = AuditLog(engine, clock=clock)
         self.checkpoints = CheckpointStore(engine, clock=clock)
         audit = AuditRecorder(GroupCommittedLog(self.audit_log, self.group_commit), clock=clock)
@@ -148,7 +149,6 @@ class Exchanges:
         self.sender = CivilRecordSender(
             state=state,
             gate=self.gate,
-            quota=quota,
             signer=signer,
             outbox=self.outbox,
             clock=clock,
@@ -166,7 +166,6 @@ class Exchanges:
         self.representation = RepresentationDesk(
             state=state,
             gate=self.gate,
-            quota=quota,
             signer=signer,
             outbox=self.outbox,
             cases=self.cases,
@@ -178,7 +177,6 @@ class Exchanges:
             verifier=verifier,
             gate=self.gate,
             notices=self.notices,
-            quota=quota,
             inbox=self.inbox,
             signer=receipts,
             clock=clock,
@@ -187,7 +185,6 @@ class Exchanges:
             cases=CaseInbound(
                 state=state,
                 gate=self.gate,
-                quota=quota,
                 inbox=self.inbox,
                 cases=self.cases,
                 clock=clock,
@@ -229,7 +226,6 @@ class Exchanges:
         self.identity_requester = IdentityRequester(
             state=state,
             gate=self.gate,
-            quota=quota,
             signer=signer,
             verifier=verifier,
             queries=self.identity_queries,
@@ -243,7 +239,6 @@ class Exchanges:
             state=state,
             verifier=verifier,
             gate=self.gate,
-            quota=quota,
             queries=self.identity_queries,
             group=self.group_commit,
             signer=signer,

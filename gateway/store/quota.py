@@ -125,19 +125,6 @@ class QuotaLedger:
         current = conn.execute(_used_on(key, day)).scalar_one_or_none()
         return QuotaDecision(False, current or 0, limit, day)
 
-    def take(
-        self, agreement_id: str, direction: str, purpose: str, *, limit: int | None, what: str
-    ) -> date | None:
-        """One unit of today's ``limit``, or :class:`QuotaRejected`; the day it counted on.
-
-        No limit (the agreement sets none for the purpose) takes nothing. ``what`` names
-        the unit in the refusal (``"identity confirmations"``).
-        """
-        if limit is None:
-            return None
-        with write_transaction(self._engine) as conn:
-            return self.take_within(conn, agreement_id, direction, purpose, limit=limit, what=what)
-
     def take_within(
         self,
         conn: Connection,
@@ -148,7 +135,12 @@ class QuotaLedger:
         limit: int | None,
         what: str,
     ) -> date | None:
-        """:meth:`take` in the caller's write transaction (a group commit's unit)."""
+        """One unit of today's ``limit`` in the caller's write transaction (a group commit's
+        unit), or :class:`QuotaRejected`; the day it counted on.
+
+        No limit (the agreement sets none for the purpose) takes nothing. ``what`` names
+        the unit in the refusal (``"identity confirmations"``).
+        """
         if limit is None:
             return None
         decision = self.consume_within(conn, agreement_id, direction, purpose, limit=limit)
