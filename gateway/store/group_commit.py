@@ -148,6 +148,9 @@ class GroupCommit:
 
     def run(self, unit: WriteUnit[T]) -> T:
         """Blocking: run ``unit`` in the next group transaction and return its result."""
+        if threading.current_thread() is self._thread:
+            # It would wait for the very transaction it runs in: write through ``conn``.
+            raise RuntimeError("a write unit may not hand over another unit")
         answer: Future[T] = Future()
         with self._lock:
             if self._closed:

@@ -294,3 +294,14 @@ def test_a_connection_lost_between_batches_is_replaced_and_the_batch_still_commi
     assert _count(migrated_engine) == 1
     after = group.run(lambda conn: conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
     assert after != backend
+
+
+def test_a_unit_that_hands_over_another_unit_fails_instead_of_waiting_forever(
+    group: GroupCommit,
+) -> None:
+    def nested(conn: Connection) -> None:
+        group.run(lambda inner: None)
+
+    with pytest.raises(RuntimeError, match="may not hand over"):
+        group.run(nested)
+    assert group.run(lambda conn: "still committing") == "still committing"
