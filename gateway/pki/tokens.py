@@ -27,13 +27,13 @@ Nothing derived from a token is cached: every call verifies from scratch.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import math
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,34 +250,6 @@ class JwksWatcher:
             _log.info("JWKS %s reloaded: %d key(s)", self._path, len(self._keys.kids))
 
 
-class _SignatureCache:
-    """Claims of tokens whose signature verified, per key set; least recently used go.
-
-    A caller presents the same token on every call until it expires, so its signature is
-    checked once per key set: a reloaded JWKS is another key set, and a removed key no
-    longer verifies anything. Everything that can change between calls (lifetime, the
-    certificate the token is bound to) is checked on every call regardless.
-    """
-
-    def __init__(self, size: int = TOKEN_CACHE_SIZE) -> None:
-        self._size = size
-        self._entries: OrderedDict[tuple[str, JwksKeys], dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, token: str, keys: JwksKeys) -> dict[str, Any] | None:
-        with self._lock:
-            claims = self._entries.get((token, keys))
-            if claims is not None:
-                self._entries.move_to_end((token, keys))
-            return claims
-
-    def put(self, token: str, keys: JwksKeys, claims: dict[str, Any]) -> None:
-        with self._lock:
-            self._entries[(token, keys)] = claims
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-
-
 class TokenVerifier:
     """Verifies local callers' tokens against one issuer, one audience and a JWKS."""
 
@@ -302,7 +274,11 @@ class TokenVerifier:
         if not 0 <= leeway_s <= MAX_LEEWAY_S:
             raise ValueError(f"leeway must be between 0 and {MAX_LEEWAY_S} seconds")
         self._keys_source = keys_source
-        self._signature_cache = _SignatureCache()
+        # A caller presents the same token on every call until it expires, so its
+        # signature is checked once per key set (the least recently used are dropped): a
+        # reloaded JWKS is another key set, and a removed key no longer verifies anything.
+        # Lifetime, issuer, audience and the certificate binding are checked on every call.
+        self._claims_of = functools.lru_cache(maxsize=TOKEN_CACHE_SIZE)(self._verified_claims)
         self._issuer = issuer
         self._audience = audience
         self._algorithms = frozenset(algorithms)
@@ -310,12 +286,7 @@ class TokenVerifier:
         self._clock = clock
 
     def verify(self, token: str, *, client_cert_der: bytes) -> VerifiedToken:
-        keys = self._keys_source.current()
-        claims = self._signature_cache.get(token, keys)
-        if claims is None:
-            claims = self._verified_claims(token, keys)
-            self._signature_cache.put(token, keys, claims)
-        # Lifetime, issuer, audience and the certificate binding: checked on every call.
+        claims = self._claims_of(token, self._keys_source.current())
         expires_at = self._check_lifetime(claims)
         if claims["iss"] != self._issuer:
             raise _refused("TOKEN_ISSUER", "token issuer is not trusted by this gateway")

@@ -19,8 +19,8 @@ call.
 
 from __future__ import annotations
 
+import functools
 import re
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,28 +120,18 @@ class CertificateIdentifier:
     ) -> None:
         self._anchors = dict(anchors)
         self._clock = clock
-        self._issued: dict[bytes, _Issued] = {}
-        self._lock = threading.Lock()
+        # A refusal raises, so only certificates that passed these checks are remembered.
+        self._issued_for = functools.lru_cache(maxsize=_REMEMBERED_CERTIFICATES)(self._issue)
 
-    def _issued_for(self, pem: bytes | None) -> _Issued:
-        with self._lock:
-            known = self._issued.get(pem) if pem else None
-        if known is not None:
-            return known
+    def _issue(self, pem: bytes | None) -> _Issued:
         certificate = parse_certificate(pem)
-        issued = _Issued(
+        return _Issued(
             certificate=certificate,
             anchor=self._anchor_for(certificate),
             san_uris=tuple(_san_uris(certificate)),
             der=certificate_der(certificate),
             fingerprint=certificate_fingerprint(certificate),
         )
-        assert pem is not None  # parse_certificate refuses an absent certificate
-        with self._lock:
-            if len(self._issued) >= _REMEMBERED_CERTIFICATES:
-                self._issued.clear()
-            self._issued[pem] = issued
-        return issued
 
     def _anchor_for(self, certificate: x509.Certificate) -> TrustAnchor:
         for anchor in self._anchors.values():
