@@ -24,15 +24,27 @@ nothing in this package may be called on the event loop.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import Connection, Engine, Insert, Table, event, exc
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    event,
+    exc,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
@@ -80,6 +92,25 @@ def insert_unless_present(engine: Engine, table: Table) -> Insert:
     if is_postgresql(engine):
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+@functools.cache
+def keyed_update(table: Table, condition: ColumnElement[bool], columns: tuple[str, ...]) -> Update:
+    """``UPDATE table SET column = :new_<column>, ... WHERE message_id = :target_message_id
+    AND condition``, built once per (table, condition, columns): pass module-level
+    conditions, and execute with :func:`keyed_update_parameters`."""
+    return (
+        update(table)
+        .where(table.c.message_id == bindparam("target_message_id"), condition)
+        .values({column: bindparam(f"new_{column}") for column in columns})
+    )
+
+
+def keyed_update_parameters(message_id: str, values: Mapping[str, object]) -> dict[str, object]:
+    """The parameters of :func:`keyed_update` setting ``values`` on ``message_id``'s row."""
+    parameters = {f"new_{column}": value for column, value in values.items()}
+    parameters["target_message_id"] = message_id
+    return parameters
 
 
 @contextmanager

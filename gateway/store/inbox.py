@@ -47,8 +47,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    Update,
-    bindparam,
     false,
     select,
     true,
@@ -58,7 +56,13 @@ from sqlalchemy.engine import RowMapping
 
 from gateway.errors import ReplayRejected
 from gateway.pki.sealing import PayloadSealer
-from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
+from gateway.store.engine import (
+    insert_unless_present,
+    keyed_update,
+    keyed_update_parameters,
+    read_transaction,
+    write_transaction,
+)
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     EXCHANGE_TYPE_LENGTH,
@@ -359,18 +363,8 @@ class Inbox:
     @staticmethod
     def _update_within(conn: Connection, when: str, message_id: str, **values: Any) -> bool:
         """Set ``values`` on the message if it is in state ``when`` (see :data:`_WHEN`)."""
-        columns = tuple(sorted(values))
-        statement = _UPDATES.get((when, columns))
-        if statement is None:
-            statement = (
-                update(inbox)
-                .where(inbox.c.message_id == bindparam("target_message_id"), _WHEN[when])
-                .values({column: bindparam(f"new_{column}") for column in columns})
-            )
-            _UPDATES[(when, columns)] = statement
-        parameters = {f"new_{column}": value for column, value in values.items()}
-        parameters["target_message_id"] = message_id
-        return conn.execute(statement, parameters).rowcount == 1
+        statement = keyed_update(inbox, _WHEN[when], tuple(sorted(values)))
+        return conn.execute(statement, keyed_update_parameters(message_id, values)).rowcount == 1
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -387,9 +381,6 @@ _WHEN: dict[str, ColumnElement[bool]] = {
     & (inbox.c.ack_sent == false()),
 }
 """The states a message must be in for each kind of update."""
-
-# Each (state, columns) update is built once; a handful exist.
-_UPDATES: dict[tuple[str, tuple[str, ...]], Update] = {}
 
 
 def _row_identity(message_id: str) -> str:

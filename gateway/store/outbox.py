@@ -48,11 +48,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     ColumnElement,
     Connection,
     Engine,
-    Update,
     and_,
     bindparam,
     case,
@@ -65,7 +63,13 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 
 from gateway.pki.sealing import PayloadSealer
-from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
+from gateway.store.engine import (
+    insert_unless_present,
+    keyed_update,
+    keyed_update_parameters,
+    read_transaction,
+    write_transaction,
+)
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     CLIENT_REFERENCE_LENGTH,
@@ -364,8 +368,8 @@ class Outbox:
         """:meth:`record_receipt` in the caller's write transaction (a group commit's unit)."""
         if not receipt:
             raise ValueError("receipt must not be empty")
-        parameters: dict[str, object] = {"target_message_id": message_id, "new_receipt": receipt}
-        parameters["new_updated_at"] = self._now()
+        values = {"receipt": receipt, "updated_at": self._now()}
+        parameters = keyed_update_parameters(message_id, values)
         return conn.execute(_RECORD_RECEIPT, parameters).rowcount == 1
 
     def record_outcome(
@@ -386,14 +390,15 @@ class Outbox:
         """:meth:`record_outcome` in the caller's write transaction (a group commit's unit)."""
         outcome = RegistryOutcome(outcome)
         now = self._now()
-        parameters = {
-            "target_message_id": message_id,
-            "new_outcome": outcome.value,
-            "new_outcome_reason": reason or None,
-            "new_outcome_at": now,
-            "new_updated_at": now,
+        values = {
+            "outcome": outcome.value,
+            "outcome_reason": reason or None,
+            "outcome_at": now,
+            "updated_at": now,
         }
-        return conn.execute(_RECORD_OUTCOME, parameters).rowcount == 1
+        return (
+            conn.execute(_RECORD_OUTCOME, keyed_update_parameters(message_id, values)).rowcount == 1
+        )
 
     def purge_payloads(self, agreement_id: str) -> int:
         """Drop the envelopes stored under ``agreement_id``; return how many were dropped.
@@ -546,22 +551,9 @@ class Outbox:
     def _transition_within(
         self, conn: Connection, message_id: str, worker_id: str, now: datetime, **values: Any
     ) -> bool:
-        columns = tuple(sorted(values))
-        statement = _TRANSITIONS.get(columns)
-        if statement is None:
-            statement = (
-                update(outbox)
-                .where(
-                    outbox.c.message_id == bindparam("target_message_id"),
-                    outbox.c.status == OutboxStatus.IN_FLIGHT.value,
-                    outbox.c.claimed_by == bindparam("holding_worker"),
-                    outbox.c.lease_until > bindparam("held_at"),
-                )
-                .values({column: bindparam(f"new_{column}") for column in columns})
-            )
-            _TRANSITIONS[columns] = statement
-        parameters = {f"new_{column}": value for column, value in values.items()}
-        parameters.update(target_message_id=message_id, holding_worker=worker_id, held_at=now)
+        statement = keyed_update(outbox, _HELD_BY_WORKER, tuple(sorted(values)))
+        parameters = keyed_update_parameters(message_id, values)
+        parameters.update(holding_worker=worker_id, held_at=now)
         return conn.execute(statement, parameters).rowcount == 1
 
     def _now(self) -> datetime:
@@ -570,25 +562,23 @@ class Outbox:
         return now
 
 
-def _first_time(column: Column[Any], *columns: str) -> Update:
-    """Set ``columns`` on a message whose ``column`` is still empty (built once)."""
-    return (
-        update(outbox)
-        .where(outbox.c.message_id == bindparam("target_message_id"), column.is_(None))
-        .values({name: bindparam(f"new_{name}") for name in columns})
-    )
-
-
 _ID_FOR_REFERENCE = select(outbox.c.message_id).where(
     outbox.c.principal == bindparam("principal"),
     outbox.c.client_reference == bindparam("client_reference"),
 )
-_RECORD_RECEIPT = _first_time(outbox.c.receipt, "receipt", "updated_at")
-_RECORD_OUTCOME = _first_time(
-    outbox.c.outcome, "outcome", "outcome_reason", "outcome_at", "updated_at"
+# Set once: on a message whose receipt (outcome) is still empty.
+_RECORD_RECEIPT = keyed_update(outbox, outbox.c.receipt.is_(None), ("receipt", "updated_at"))
+_RECORD_OUTCOME = keyed_update(
+    outbox,
+    outbox.c.outcome.is_(None),
+    ("outcome", "outcome_at", "outcome_reason", "updated_at"),
 )
-# Each leased transition (by the columns it sets) is built once; a handful exist.
-_TRANSITIONS: dict[tuple[str, ...], Update] = {}
+# A leased transition: only by the worker holding an unexpired lease on it.
+_HELD_BY_WORKER = and_(
+    outbox.c.status == OutboxStatus.IN_FLIGHT.value,
+    outbox.c.claimed_by == bindparam("holding_worker"),
+    outbox.c.lease_until > bindparam("held_at"),
+)
 
 
 def _row_identity(message_id: str) -> str:
