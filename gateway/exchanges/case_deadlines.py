@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.errors import unexpected_summary
 from gateway.policy.rules import DirectionRules, PolicySection, RepresentationRules
-from gateway.store.cases import CaseStore
+from gateway.store.cases import CaseRecord, CaseStore, CaseWrite
 from gateway.store.tables import CaseStatus
 
 log = logging.getLogger(__name__)
@@ -104,38 +105,43 @@ class DeadlineWatcher:
         moment = now or self._clock()
         recorded = 0
         for due in self._cases.due_deadlines(moment, self._batch):
-            with self._cases.transaction() as write:
-                case = write.lock(due.case_id)
-                if (
-                    case is None
-                    or case.deadline_missed
-                    or case.next_deadline is None
-                    or case.next_deadline != due.next_deadline
-                    or case.next_deadline > moment
-                ):
-                    continue  # another replica recorded it, or the case moved on
-                write.add_event(
-                    case,
-                    DEADLINE_MISSED,
-                    case.state,
-                    actor_state=None,
-                    message_id=None,
-                    at=moment,
-                    notify_registry=True,
-                )
-                write.update_case(case.case_id, deadline_missed=True)
-            recorded += 1
-            self._audit.record(
-                EventKind.CASE_TRANSITION,
-                Decision.RECORDED,
-                agreement_id=case.agreement_id,
-                agreement_version=case.agreement_version,
-                exchange_type="representation",
-                purpose=case.purpose,
-                principal="deadline",
-                reason_code=f"DEADLINE_MISSED_{(case.deadline_step or 'step').upper()}",
-            )
+            if self._cases.write(functools.partial(self._record_missed, due, moment)):
+                recorded += 1
         return recorded
+
+    def _record_missed(self, due: CaseRecord, moment: datetime, write: CaseWrite) -> bool:
+        """The missed deadline's event and its audit entry, once; ``False`` if moot."""
+        case = write.lock(due.case_id)
+        if (
+            case is None
+            or case.deadline_missed
+            or case.next_deadline is None
+            or case.next_deadline != due.next_deadline
+            or case.next_deadline > moment
+        ):
+            return False  # another replica recorded it, or the case moved on
+        write.add_event(
+            case,
+            DEADLINE_MISSED,
+            case.state,
+            actor_state=None,
+            message_id=None,
+            at=moment,
+            notify_registry=True,
+        )
+        write.update_case(case.case_id, deadline_missed=True)
+        self._audit.record(
+            EventKind.CASE_TRANSITION,
+            Decision.RECORDED,
+            agreement_id=case.agreement_id,
+            agreement_version=case.agreement_version,
+            exchange_type="representation",
+            purpose=case.purpose,
+            principal="deadline",
+            reason_code=f"DEADLINE_MISSED_{(case.deadline_step or 'step').upper()}",
+            conn=write.conn,
+        )
+        return True
 
     async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
         while not stopping.is_set():

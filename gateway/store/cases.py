@@ -2,12 +2,13 @@
 
 Guarantees:
 
-* Every change to a case happens inside :meth:`CaseStore.transaction`, which is one
-  database transaction: the case row is locked first (``FOR UPDATE`` on PostgreSQL,
-  ``BEGIN IMMEDIATE`` on SQLite), then its state, sequence numbers, deadline, events,
-  notes and claims change together with whatever else the caller writes on the same
-  connection (the outbox entry of the signed message, the inbox entry of a received
-  one). A crash leaves either all of it or none.
+* Every change to a case happens inside :meth:`CaseStore.write`, one database
+  transaction (a group-commit unit, shared with other callers' units): the case row is
+  locked first (``FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), then its
+  state, sequence numbers, deadline, events, notes and claims change together with
+  whatever else the caller writes on the same connection (the outbox entry of the
+  signed message, the inbox entry of a received one, the audit entry). A crash leaves
+  either all of it or none.
 * Events of a case are numbered 1, 2, 3 ... under the row lock, so a watcher that read
   up to ``n`` finds every later event with ``seq > n``, whichever replica wrote it.
 * What crossed between the states (person and summary, notes, cost descriptions) is
@@ -26,8 +27,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -137,7 +137,7 @@ class CaseView:
 
 
 class CaseWrite:
-    """One open write transaction over one or more cases; see :meth:`CaseStore.transaction`."""
+    """One open write transaction over one or more cases; see :meth:`CaseStore.write`."""
 
     def __init__(self, store: CaseStore, conn: Connection) -> None:
         self._store = store
@@ -271,15 +271,6 @@ class CaseStore:
         self._sealer = sealer
         self._on_event = on_event
         self._group = group
-
-    @contextmanager
-    def transaction(self) -> Iterator[CaseWrite]:
-        """One write transaction; watchers are woken after it commits, if it added events."""
-        with write_transaction(self.engine) as conn:
-            write = CaseWrite(self, conn)
-            yield write
-        if write.events_added:
-            self._on_event()
 
     def write(self, unit: Callable[[CaseWrite], T]) -> T:
         """Run ``unit`` in a group-commit unit (or, without a group, its own transaction)
