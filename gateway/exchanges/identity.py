@@ -57,7 +57,7 @@ from gateway.exchanges.name_matching import normalise_name
 from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import identity_payload
 from gateway.policy.evaluate import MinimisedPayload, evaluate
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, WriteUnit
 from gateway.store.identity_queries import IdentityQueries, IdentityQuery
 from gateway.trust.principal import Principal
 from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, peer_pb2
@@ -100,6 +100,10 @@ class SignedQuery:
     digest: str
     wait_s: float
 
+    @property
+    def message_id(self) -> str:
+        return self.envelope.message_id
+
 
 class IdentityRequester:
     """Turns a local caller's confirmation request into the partner's verified answer."""
@@ -136,10 +140,24 @@ class IdentityRequester:
         *,
         time_left_s: float | None,
     ) -> identity_pb2.ConfirmIdentityResponse:
+        # The stages are computation and run on the event loop; only the writes leave it,
+        # to the group committer (and a named case's look-ups, to a worker thread).
         try:
-            signed = await asyncio.to_thread(self._sign, principal, request, time_left_s)
+            now = self._clock()
+            query = validate_query(request, requester_state=self._state, today=now.date())
+            agreement = self._gate.prepare(query.agreement_id, query.partner_state)
+            if query.case_id is not None:
+                await asyncio.to_thread(self._require_case, query.case_id, agreement.partner_state)
+            signed, store = self._sign(principal, query, agreement, now, time_left_s)
+            await self._group.write(store)
+            if query.case_id is not None and self._cases is not None:
+                await asyncio.to_thread(
+                    self._cases.link_identity_confirmation, query.case_id, signed.message_id
+                )
             answer = await self._ask(signed)
-            return await asyncio.to_thread(self._accept, signed, answer)
+            response, record = self._accept(signed, answer)
+            await self._group.write(record)
+            return response
         except Rejected as e:
             await asyncio.to_thread(
                 self._audit.refused,
@@ -161,19 +179,17 @@ class IdentityRequester:
             )
             raise
 
-    # -- stages up to the signed query (blocking: worker thread) ---------------------------
+    # -- stages up to the signed query ------------------------------------------------------
 
     def _sign(
         self,
         principal: Principal,
-        request: identity_pb2.ConfirmIdentityRequest,
+        query: ValidIdentityQuery,
+        agreement: AgreementInForce,
+        now: datetime,
         time_left_s: float | None,
-    ) -> SignedQuery:
-        now = self._clock()
-        query = validate_query(request, requester_state=self._state, today=now.date())
-        agreement = self._gate.prepare(query.agreement_id, query.partner_state)
-        if query.case_id is not None:
-            self._require_case(query.case_id, agreement.partner_state)
+    ) -> tuple[SignedQuery, WriteUnit[None]]:
+        """The signed query, and the unit that must commit before it may leave."""
         claim = identity_pb2.IdentityClaim()
         claim.CopyFrom(query.claim)
         names = name_comparison(agreement, agreement.outbound)
@@ -225,13 +241,10 @@ class IdentityRequester:
                 conn=conn,
             )
 
-        self._group.run(store)
-        if query.case_id is not None and self._cases is not None:
-            self._cases.link_identity_confirmation(query.case_id, header.message_id)
         wait_s = response_deadline_s(agreement.outbound)
         if time_left_s is not None:
             wait_s = min(wait_s, time_left_s - CALLER_MARGIN_S)
-        return SignedQuery(
+        signed = SignedQuery(
             query=query,
             agreement=agreement,
             minimised=minimised,
@@ -239,6 +252,7 @@ class IdentityRequester:
             digest=envelope_digest(envelope),
             wait_s=wait_s,
         )
+        return signed, store
 
     def _require_case(self, case_id: str, partner_state: str) -> None:
         case = self._cases.get(case_id) if self._cases is not None else None
@@ -277,11 +291,12 @@ class IdentityRequester:
                 reason_code=reason[:64],
             )
 
-        await asyncio.to_thread(self._group.run, store)
+        await self._group.write(store)
 
     def _accept(
         self, signed: SignedQuery, envelope: envelope_pb2.Envelope
-    ) -> identity_pb2.ConfirmIdentityResponse:
+    ) -> tuple[identity_pb2.ConfirmIdentityResponse, WriteUnit[None]]:
+        """The caller's answer, and the unit that records it (committed before it is given)."""
         agreement = signed.agreement
         verified = self._verifier.verify(envelope, peer_state=agreement.partner_state)
         header = verified.header
@@ -321,13 +336,13 @@ class IdentityRequester:
                 conn=conn,
             )
 
-        self._group.run(store)
-        return identity_pb2.ConfirmIdentityResponse(
+        response = identity_pb2.ConfirmIdentityResponse(
             message_id=signed.envelope.message_id,
             result=answer.result,
             fields=answer.fields,
             document_status=answer.document_status,
         )
+        return response, store
 
 
 def _query_failure(

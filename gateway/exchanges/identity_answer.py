@@ -21,7 +21,6 @@ asked is ``UNAVAILABLE``; neither becomes a ``NO_MATCH``.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -53,7 +52,7 @@ from gateway.policy.catalogue import catalogue_for, identity_payload, kind_name
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.evaluate import LegalBasisFlags, MinimisedPayload, evaluate, minimise_like
 from gateway.policy.transforms import is_hash_token
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, WriteUnit
 from gateway.store.identity_queries import IdentityQueries, IdentityQuery
 from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, registry_pb2
 
@@ -136,14 +135,17 @@ class IdentityResponder:
     async def answer(
         self, peer_state: str, envelope: envelope_pb2.Envelope, *, time_left_s: float | None
     ) -> envelope_pb2.Envelope:
+        # The stages are computation and run on the event loop; only the writes leave it,
+        # to the group committer.
         try:
-            admitted = await asyncio.to_thread(self._admit, peer_state, envelope, time_left_s)
+            admitted, admit = self._admit(peer_state, envelope, time_left_s)
+            await self._group.write(admit)
             records = await self._look_up(admitted)
-            return await asyncio.to_thread(self._sign_answer, admitted, records)
+            answer, answered = self._sign_answer(admitted, records)
+            await self._group.write(answered)
+            return answer
         except PouchError as e:
-            await asyncio.to_thread(
-                self._group.run, functools.partial(self._refused, e, peer_state, envelope)
-            )
+            await self._group.write(functools.partial(self._refused, e, peer_state, envelope))
             raise
 
     def _refused(
@@ -172,7 +174,8 @@ class IdentityResponder:
 
     def _admit(
         self, peer_state: str, envelope: envelope_pb2.Envelope, time_left_s: float | None
-    ) -> AdmittedQuery:
+    ) -> tuple[AdmittedQuery, WriteUnit[None]]:
+        """The admitted query, and the unit that must commit before the registry is asked."""
         verified = self._verifier.verify(envelope, peer_state=peer_state)
         header = verified.header
         if (
@@ -227,17 +230,17 @@ class IdentityResponder:
                 conn=conn,
             )
 
-        self._group.run(admit)
         wait_s = response_deadline_s(agreement.inbound)
         if time_left_s is not None:
             wait_s = min(wait_s, time_left_s)
-        return AdmittedQuery(
+        admitted = AdmittedQuery(
             verified=verified,
             agreement=agreement,
             minimised=minimised,
             names=name_comparison(agreement, agreement.inbound),
             wait_s=wait_s - ANSWER_MARGIN_S,
         )
+        return admitted, admit
 
     async def _look_up(self, admitted: AdmittedQuery) -> Sequence[registry_pb2.IdentityRecord]:
         if self._registry is None:
@@ -280,7 +283,8 @@ class IdentityResponder:
 
     def _sign_answer(
         self, admitted: AdmittedQuery, records: Sequence[registry_pb2.IdentityRecord]
-    ) -> envelope_pb2.Envelope:
+    ) -> tuple[envelope_pb2.Envelope, WriteUnit[None]]:
+        """The signed answer, and the unit that records it (committed before it leaves)."""
         candidates = [
             render_record(
                 record,
@@ -334,5 +338,4 @@ class IdentityResponder:
                 conn=conn,
             )
 
-        self._group.run(answered)
-        return envelope
+        return envelope, answered

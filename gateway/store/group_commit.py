@@ -19,6 +19,9 @@ caller. Guarantees:
 * units run in the order they were handed over, so an audit entry written by a unit
   gets an index after those of earlier units.
 
+:meth:`GroupCommit.write` is the same for a coroutine: it waits on the event loop, not
+on a thread, and the committer wakes each loop once per batch for all of its units.
+
 Under load, one commit (one fsync on SQLite, one WAL flush on PostgreSQL) serves many
 callers; alone, a caller waits for nothing but its own transaction. A unit runs on the
 committer thread, so it must only write through its connection: no network, no sleep.
@@ -33,6 +36,7 @@ updates it from :func:`after_commit`, which runs only once the transaction commi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -95,10 +99,60 @@ def after_commit(conn: Connection, callback: Callable[[], object]) -> None:
 DEFAULT_MAX_BATCH = 256
 
 
+class _LoopAnswer:
+    """The answer of a unit handed over by a coroutine: settled on its own event loop."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+Answer = Future[Any] | _LoopAnswer
+
+
 @dataclass(frozen=True)
 class _Pending:
     unit: WriteUnit[Any]
-    answer: Future[Any]
+    answer: Answer
+
+
+def _settle_on_loop(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # its caller was cancelled; the write stands all the same
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+class _Outcomes:
+    """What each unit of a batch is answered; delivered at once, one wake-up per loop."""
+
+    def __init__(self) -> None:
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        self._threads: list[tuple[Future[Any], Any, BaseException | None]] = []
+
+    def add(self, pending: _Pending, result: Any, error: BaseException | None) -> None:
+        answer = pending.answer
+        if isinstance(answer, _LoopAnswer):
+            self._by_loop.setdefault(answer.loop, []).append((answer.future, result, error))
+        elif not answer.done():
+            self._threads.append((answer, result, error))
+
+    def deliver(self) -> None:
+        for answer, result, error in self._threads:
+            if error is None:
+                answer.set_result(result)
+            else:
+                answer.set_exception(error)
+        for loop, outcomes in self._by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_on_loop, outcomes)
+            except RuntimeError:  # the loop closed: nobody is left to answer
+                log.warning("a group commit answered a closed event loop")
 
 
 class _UnitFailed(Exception):
@@ -152,6 +206,17 @@ class GroupCommit:
             # It would wait for the very transaction it runs in: write through ``conn``.
             raise RuntimeError("a write unit may not hand over another unit")
         answer: Future[T] = Future()
+        self._hand_over(_Pending(unit, answer))
+        return answer.result()
+
+    async def write(self, unit: WriteUnit[T]) -> T:
+        """:meth:`run` for a coroutine: the event loop goes on while the unit commits."""
+        answer = _LoopAnswer(asyncio.get_running_loop())
+        self._hand_over(_Pending(unit, answer))
+        result: T = await answer.future
+        return result
+
+    def _hand_over(self, pending: _Pending) -> None:
         with self._lock:
             if self._closed:
                 raise StorageUnavailable("the gateway is stopping; nothing more is written")
@@ -160,8 +225,7 @@ class GroupCommit:
                     target=self._commit_forever, name="group-commit", daemon=True
                 )
                 self._thread.start()
-            self._queue.put(_Pending(unit, answer))
-        return answer.result()
+            self._queue.put(pending)
 
     def waiting(self) -> int:
         """How many units wait for the next transaction (approximate, for monitoring)."""
@@ -206,6 +270,13 @@ class GroupCommit:
                 return
 
     def _commit(self, batch: list[_Pending]) -> None:
+        outcomes = _Outcomes()
+        try:
+            self._settle(batch, outcomes)
+        finally:
+            outcomes.deliver()
+
+    def _settle(self, batch: list[_Pending], outcomes: _Outcomes) -> None:
         # Units run without savepoints (two statements each saved); a unit that raises
         # rolls back the whole attempt, gets its own error, and the others run again.
         remaining = batch
@@ -218,23 +289,25 @@ class GroupCommit:
                 # units run again once, on a new connection (they may run more than once).
                 if reconnected:
                     log.error("group commit failed: %s", unexpected_summary(lost))
-                    self._fail(remaining, StorageUnavailable("the database connection was lost"))
+                    error = StorageUnavailable("the database connection was lost")
+                    self._fail(remaining, error, outcomes)
                     return
                 reconnected = True
                 continue
             except _UnitFailed as failed:
-                failed.pending.answer.set_exception(failed.error)
+                outcomes.add(failed.pending, None, failed.error)
                 remaining = [p for p in remaining if p is not failed.pending]
                 continue
             except PouchError as e:
-                self._fail(remaining, e)
+                self._fail(remaining, e, outcomes)
                 return
             except Exception as e:  # a failed commit must answer every caller, not hang them
                 log.error("group commit failed: %s", unexpected_summary(e))
-                self._fail(remaining, StorageUnavailable("the database did not commit the write"))
+                error = StorageUnavailable("the database did not commit the write")
+                self._fail(remaining, error, outcomes)
                 return
             for pending, result in zip(remaining, results, strict=True):
-                pending.answer.set_result(result)
+                outcomes.add(pending, result, None)
             return
 
     def _attempt(self, batch: list[_Pending]) -> list[Any]:
@@ -284,7 +357,6 @@ class GroupCommit:
         return results
 
     @staticmethod
-    def _fail(batch: list[_Pending], error: BaseException) -> None:
+    def _fail(batch: list[_Pending], error: BaseException, outcomes: _Outcomes) -> None:
         for pending in batch:
-            if not pending.answer.done():
-                pending.answer.set_exception(error)
+            outcomes.add(pending, None, error)

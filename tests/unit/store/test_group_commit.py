@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -305,3 +307,92 @@ def test_a_unit_that_hands_over_another_unit_fails_instead_of_waiting_forever(
     with pytest.raises(RuntimeError, match="may not hand over"):
         group.run(nested)
     assert group.run(lambda conn: "still committing") == "still committing"
+
+
+def _until_waiting(group: GroupCommit, count: int) -> None:
+    for _ in range(1000):
+        if group.waiting() >= count:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"{count} units never waited together")
+
+
+@contextlib.contextmanager
+def _committer_held(group: GroupCommit) -> Iterator[threading.Event]:
+    """The committer busy with a unit of its own until the event yielded is set, so that
+    the units handed over meanwhile wait for one batch."""
+    hold = threading.Event()
+    started = threading.Event()
+
+    def holding(conn: Connection) -> None:
+        started.set()
+        hold.wait(timeout=10)
+
+    with ThreadPoolExecutor(1) as pool:
+        blocker = pool.submit(group.run, holding)
+        assert started.wait(timeout=10)
+        try:
+            yield hold
+        finally:
+            hold.set()
+            blocker.result(timeout=10)
+
+
+def _storing(agreement_id: str) -> WriteUnit[str]:
+    def unit(conn: Connection) -> str:
+        conn.execute(insert(agreement_lifecycle).values(_lifecycle_row(agreement_id)))
+        return agreement_id
+
+    return unit
+
+
+def test_coroutines_units_share_one_commit_and_each_hears_only_its_own_failure(
+    migrated_engine: Engine, group: GroupCommit
+) -> None:
+    commits: list[int] = []
+    event.listen(migrated_engine, "commit", lambda conn: commits.append(1))
+
+    def failing(conn: Connection) -> str:
+        conn.execute(insert(agreement_lifecycle).values(_lifecycle_row("refused")))
+        raise QuotaRejected("used up")
+
+    async def hand_over(hold: threading.Event) -> list[str | BaseException]:
+        units = [_storing(f"a-{i}") for i in range(8)]
+        units.insert(3, failing)
+        writes = [asyncio.ensure_future(group.write(unit)) for unit in units]
+        await asyncio.to_thread(_until_waiting, group, len(units))
+        hold.set()
+        return list(await asyncio.gather(*writes, return_exceptions=True))
+
+    with _committer_held(group) as hold:
+        answers = asyncio.run(hand_over(hold))
+
+    assert isinstance(answers.pop(3), QuotaRejected)
+    assert answers == [f"a-{i}" for i in range(8)]
+    with migrated_engine.connect() as conn:
+        ids = set(conn.execute(select(agreement_lifecycle.c.agreement_id)).scalars())
+    assert ids == {f"a-{i}" for i in range(8)}
+    # The held unit's transaction, then the nine coroutines' units: one attempt rolled back
+    # by the failing unit, and one commit for the eight others.
+    assert len(commits) == 2
+
+
+def test_a_coroutine_cancelled_while_its_unit_waits_leaves_the_write_and_the_batch_intact(
+    migrated_engine: Engine, group: GroupCommit
+) -> None:
+    async def hand_over(hold: threading.Event) -> str:
+        abandoned = asyncio.ensure_future(group.write(_storing("abandoned")))
+        kept = asyncio.ensure_future(group.write(_storing("kept")))
+        await asyncio.to_thread(_until_waiting, group, 2)
+        abandoned.cancel()
+        hold.set()
+        return await kept
+
+    with _committer_held(group) as hold:
+        assert asyncio.run(hand_over(hold)) == "kept"
+
+    # A unit handed over is written even if its caller stopped waiting: it was never
+    # told otherwise, and a caller that retries is deduplicated by the unit's own keys.
+    with migrated_engine.connect() as conn:
+        ids = set(conn.execute(select(agreement_lifecycle.c.agreement_id)).scalars())
+    assert ids == {"abandoned", "kept"}
