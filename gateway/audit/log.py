@@ -45,6 +45,7 @@ from gateway.audit import merkle
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.store.engine import is_postgresql, read_transaction, write_transaction
 from gateway.store.group_commit import GroupCommit, after_commit, defer
+from gateway.store.prepared import Prepared
 from gateway.store.tables import audit_entries, audit_nodes
 
 __all__ = ["MAX_PAGE", "AuditLog", "AuditLogCorrupted", "AuditRecord", "GroupCommittedLog"]
@@ -154,9 +155,9 @@ class AuditLog:
         frontier = {node: reachable[node] for node in _frontier_nodes(end)}
         after_commit(conn, lambda: self._remember_frontier(end, frontier))
         for chunk in range(0, len(entries), _INSERT_CHUNK):
-            conn.execute(insert(audit_entries), entries[chunk : chunk + _INSERT_CHUNK])
+            _INSERT_ENTRIES.execute_many(conn, entries[chunk : chunk + _INSERT_CHUNK])
         for chunk in range(0, len(nodes), _INSERT_CHUNK):
-            conn.execute(insert(audit_nodes), nodes[chunk : chunk + _INSERT_CHUNK])
+            _INSERT_NODES.execute_many(conn, nodes[chunk : chunk + _INSERT_CHUNK])
         return list(range(start, start + len(rows)))
 
     def _remember_frontier(self, size: int, frontier: dict[tuple[int, int], bytes]) -> None:
@@ -278,11 +279,14 @@ class AuditLog:
             raise ValueError(f"the log holds {current} entries, not {size}")
 
 
-_LAST_INDEX = select(func.max(audit_entries.c.idx))
+_LAST_INDEX = Prepared(select(func.max(audit_entries.c.idx)))
+# Every column of a row, each row written as one, on every append.
+_INSERT_ENTRIES = Prepared(insert(audit_entries), columns=[c.key for c in audit_entries.c])
+_INSERT_NODES = Prepared(insert(audit_nodes), columns=[c.key for c in audit_nodes.c])
 
 
 def _size(conn: Connection) -> int:
-    last = conn.execute(_LAST_INDEX).scalar_one_or_none()
+    ((last,),) = _LAST_INDEX.rows(conn, {})
     return 0 if last is None else int(last) + 1
 
 

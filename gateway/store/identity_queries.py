@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, update
 
 from gateway.errors import ReplayRejected
 from gateway.store.engine import insert_unless_present
+from gateway.store.prepared import Prepared
 from gateway.store.tables import identity_queries
 
 Direction = Literal["outbound", "inbound"]
@@ -40,8 +41,8 @@ class IdentityQuery:
 
 
 # Statements built once; each call gives only its parameters.
-_INSERT = insert(identity_queries)
-_ANSWER = (
+_INSERT = Prepared(insert(identity_queries), columns=[c.key for c in identity_queries.c])
+_ANSWER = Prepared(
     update(identity_queries)
     .where(
         identity_queries.c.message_id == bindparam("answered_message_id"),
@@ -54,14 +55,18 @@ _ANSWER = (
         answered_at=bindparam("answer_at"),
     )
 )
+_ADMIT_COLUMNS = [c.key for c in identity_queries.c]
 
 
 class IdentityQueries:
     def __init__(self, engine: Engine, *, clock: Callable[[], datetime]) -> None:
         self._engine = engine
         self._clock = clock
-        self._admit = insert_unless_present(engine, identity_queries).returning(
-            identity_queries.c.message_id
+        self._admit = Prepared(
+            insert_unless_present(engine, identity_queries).returning(
+                identity_queries.c.message_id
+            ),
+            columns=_ADMIT_COLUMNS,
         )
 
     def _values(self, query: IdentityQuery) -> dict[str, object]:
@@ -81,13 +86,13 @@ class IdentityQueries:
         """A query this gateway sends (its id is a fresh UUID)."""
         if query.direction != "outbound":
             raise ValueError("record_outbound takes outbound queries")
-        conn.execute(_INSERT, self._values(query))
+        _INSERT.execute(conn, self._values(query))
 
     def admit_inbound_within(self, conn: Connection, query: IdentityQuery) -> None:
         """Store a partner's query id, or :class:`ReplayRejected` if seen before."""
         if query.direction != "inbound":
             raise ValueError("admit_inbound takes inbound queries")
-        if conn.execute(self._admit, self._values(query)).first() is None:
+        if not self._admit.rows(conn, self._values(query)):
             raise ReplayRejected("this query's message id was already answered")
 
     def record_answer_within(
@@ -100,8 +105,8 @@ class IdentityQueries:
         reason_code: str | None = None,
     ) -> None:
         """The answer given or received, or the reason there was none; once."""
-        conn.execute(
-            _ANSWER,
+        _ANSWER.execute(
+            conn,
             {
                 "answered_message_id": message_id,
                 "answer_result": result,

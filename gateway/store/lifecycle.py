@@ -28,6 +28,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from gateway.store.engine import is_postgresql, read_transaction, write_transaction
+from gateway.store.prepared import Prepared
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     MESSAGE_ID_LENGTH,
@@ -60,10 +61,12 @@ class LifecycleRecord:
         return cls(**values)
 
 
-_STATUS_OF = select(agreement_lifecycle).where(
+_THIS_VERSION = (
     agreement_lifecycle.c.agreement_id == bindparam("agreement_id"),
     agreement_lifecycle.c.agreement_version == bindparam("agreement_version"),
 )
+_STATUS_OF = select(agreement_lifecycle).where(*_THIS_VERSION)
+_RECORDED = Prepared(select(agreement_lifecycle.c.status).where(*_THIS_VERSION))
 
 
 class AgreementLifecycleStore:
@@ -119,6 +122,8 @@ class AgreementLifecycleStore:
         """:meth:`status_of` in the caller's transaction: a write unit that records an
         exchange reads it there, so no exchange commits after a suspension committed."""
         parameters = {"agreement_id": agreement_id, "agreement_version": version}
+        if not _RECORDED.rows(conn, parameters):  # every exchange asks; almost none find one
+            return None
         row = conn.execute(_STATUS_OF, parameters).mappings().one_or_none()
         return None if row is None else LifecycleRecord.from_row(row)
 

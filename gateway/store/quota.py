@@ -32,6 +32,7 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from gateway.errors import QuotaRejected
 from gateway.store.engine import is_postgresql, read_transaction, write_transaction
+from gateway.store.prepared import Prepared
 from gateway.store.tables import AGREEMENT_ID_LENGTH, PURPOSE_LENGTH, quota_usage
 
 __all__ = ["QuotaDecision", "QuotaLedger"]
@@ -86,7 +87,7 @@ class QuotaLedger:
             )
         self._engine = engine
         self._clock = clock
-        self._take_statement = _take_statement(is_postgresql(engine))
+        self._take_statement = Prepared(_take_statement(is_postgresql(engine)))
 
     def consume(
         self, agreement_id: str, direction: str, purpose: str, *, limit: int, amount: int = 1
@@ -118,10 +119,9 @@ class QuotaLedger:
             # Refused before the statement: its INSERT branch has no limit check.
             current = conn.execute(_used_on(key, day)).scalar_one_or_none()
             return QuotaDecision(False, current or 0, limit, day)
-        taken = conn.execute(self._take_statement, self._take(key, day, limit, amount))
-        used = taken.scalar_one_or_none()
-        if used is not None:
-            return QuotaDecision(True, used, limit, day)
+        taken = self._take_statement.rows(conn, self._take(key, day, limit, amount))
+        if taken:
+            return QuotaDecision(True, int(taken[0][0]), limit, day)
         current = conn.execute(_used_on(key, day)).scalar_one_or_none()
         return QuotaDecision(False, current or 0, limit, day)
 
