@@ -1,13 +1,17 @@
 """Compact JWS with detached payload (RFC 7515 appendix F), ES256 only.
 
-The one module of the envelope package that imports ``jwt``. Tokens look like
-``<protected>..<signature>``. pyjwt's detached mode is RFC 7797's unencoded
-payload, so the protected header is exactly::
+Tokens look like ``<protected>..<signature>``, with RFC 7797's unencoded payload
+(the signing input is ``<protected>.`` followed by the payload's bytes), so the
+protected header is exactly::
 
     {"alg": "ES256", "b64": false, "crit": ["b64"], "kid": "sha256:<hex>", "typ": <typ>}
 
 where ``kid`` is the ``sha256:`` fingerprint of the signer's message-signing
-certificate.
+certificate. It is written as compact JSON with sorted keys; a token whose header
+says the same in other JSON is read and accepted alike. Every envelope and receipt is
+signed and verified here, so the format is written out with ``cryptography``'s ECDSA
+rather than through a general JWS library: the fixed header is encoded once per key
+and type, and a token carrying it in exactly that form is verified without decoding it.
 
 Guarantees:
 
@@ -28,14 +32,23 @@ Guarantees:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import functools
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Self
 
-import jwt
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 
 from gateway.pki.directory import StateDirectory
 from gateway.pki.identity import signing_uri, validate_state_code
@@ -53,8 +66,8 @@ RECEIPT_TYP: Final = "pouch-receipt+jws"
 # Header and 64-byte signature are a few hundred characters; anything far longer is junk.
 MAX_TOKEN_CHARS: Final = 2048
 _DETACHED_TOKEN = re.compile(r"[A-Za-z0-9_-]+\.\.[A-Za-z0-9_-]+")
-# Our own instance: a global registration of another algorithm cannot widen it.
-_JWS: Final = jwt.api_jws.PyJWS(algorithms=[ALGORITHM])
+_ES256: Final = ec.ECDSA(hashes.SHA256())
+_P256_BYTES: Final = 32
 
 
 class SignatureRefused(Exception):
@@ -71,6 +84,26 @@ def _san_uris(certificate: x509.Certificate) -> list[str]:
 
 def _protected_header(kid: str, typ: str) -> dict[str, Any]:
     return {"alg": ALGORITHM, "b64": False, "crit": ["b64"], "kid": kid, "typ": typ}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@functools.lru_cache(maxsize=64)
+def _protected_segment(kid: str, typ: str) -> str:
+    """The protected header as this module writes it: compact JSON, keys sorted."""
+    header = json.dumps(_protected_header(kid, typ), separators=(",", ":"), sort_keys=True)
+    return _b64url(header.encode("utf-8"))
+
+
+@functools.lru_cache(maxsize=64)
+def _kid(certificate: x509.Certificate) -> str:
+    return certificate_fingerprint(certificate)
 
 
 @dataclass(frozen=True)
@@ -112,13 +145,13 @@ class StateSigningKey:
 
     def sign_detached(self, typ: str, signing_input: bytes) -> str:
         """``<protected>..<signature>`` over ``signing_input``."""
-        return _JWS.encode(
-            signing_input,
-            self.private_key,
-            algorithm=ALGORITHM,
-            headers=_protected_header(self.kid, typ),
-            is_payload_detached=True,
-        )
+        protected = _protected_segment(self.kid, typ)
+        key = self.private_key
+        assert isinstance(key, ec.EllipticCurvePrivateKey)  # checked at construction
+        der = key.sign(protected.encode("ascii") + b"." + signing_input, _ES256)
+        r, s = decode_dss_signature(der)
+        signature = r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
+        return f"{protected}..{_b64url(signature)}"
 
 
 def verify_detached(
@@ -135,17 +168,10 @@ def verify_detached(
     """
     if len(token) > MAX_TOKEN_CHARS or _DETACHED_TOKEN.fullmatch(token) is None:
         raise SignatureRefused("not a compact JWS with detached payload")
-    try:
-        header = _JWS.get_unverified_header(token)
-    except jwt.PyJWTError as e:
-        raise SignatureRefused("unreadable JWS protected header") from e
-    if header.get("alg") != ALGORITHM:
-        raise SignatureRefused(f"JWS algorithm not allowed (only {ALGORITHM})")
-    kid = certificate_fingerprint(certificate)
-    if header.get("kid") != kid:
-        raise SignatureRefused("JWS key id is not the expected signing certificate")
-    if header != _protected_header(kid, typ) or header["b64"] is not False:
-        raise SignatureRefused(f"JWS protected header is not the {typ} header")
+    protected, _, encoded_signature = token.partition("..")
+    kid = _kid(certificate)
+    if protected != _protected_segment(kid, typ):
+        _check_header(protected, kid, typ)  # the same header written otherwise, or a refusal
     moment = as_utc(now)
     if not certificate.not_valid_before_utc <= moment <= certificate.not_valid_after_utc:
         raise SignatureRefused("the signing certificate is not valid now")
@@ -153,8 +179,32 @@ def verify_detached(
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise SignatureRefused("the signing certificate does not hold an ECDSA key")
     try:
-        _JWS.decode_complete(
-            token, key=public, algorithms=[ALGORITHM], detached_payload=signing_input
-        )
-    except (jwt.PyJWTError, ValueError) as e:
+        signature = _b64url_decode(encoded_signature)
+    except (binascii.Error, ValueError) as e:
         raise SignatureRefused("JWS signature does not verify") from e
+    if len(signature) != 2 * _P256_BYTES:
+        raise SignatureRefused("JWS signature does not verify")
+    der = encode_dss_signature(
+        int.from_bytes(signature[:_P256_BYTES], "big"),
+        int.from_bytes(signature[_P256_BYTES:], "big"),
+    )
+    try:
+        public.verify(der, protected.encode("ascii") + b"." + signing_input, _ES256)
+    except InvalidSignature as e:
+        raise SignatureRefused("JWS signature does not verify") from e
+
+
+def _check_header(protected: str, kid: str, typ: str) -> None:
+    """Refuse a protected header that is not, in any JSON spelling, the expected one."""
+    try:
+        header = json.loads(_b64url_decode(protected))
+    except (binascii.Error, ValueError) as e:
+        raise SignatureRefused("unreadable JWS protected header") from e
+    if not isinstance(header, dict):
+        raise SignatureRefused("unreadable JWS protected header")
+    if header.get("alg") != ALGORITHM:
+        raise SignatureRefused(f"JWS algorithm not allowed (only {ALGORITHM})")
+    if header.get("kid") != kid:
+        raise SignatureRefused("JWS key id is not the expected signing certificate")
+    if header != _protected_header(kid, typ) or header["b64"] is not False:
+        raise SignatureRefused(f"JWS protected header is not the {typ} header")

@@ -11,7 +11,6 @@ with nothing inside. Every call is counted by listener, service, method and code
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -112,31 +111,33 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             handler.response_serializer,
         )
 
-    @contextlib.asynccontextmanager
-    async def _guarded(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
-        """Authenticate, then record how the handler's call ended, whatever its shape."""
-        call = _Call(self, method)
-        try:
-            self.authenticate(context, method)
-            yield
-        except asyncio.CancelledError:
+    async def _failed(
+        self, call: _Call, context: grpc.aio.ServicerContext[Any, Any], error: BaseException
+    ) -> None:
+        """Record how the handler's call ended in ``error``, answering the caller if due."""
+        if isinstance(error, asyncio.CancelledError):
             call.code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
+            raise error
+        if isinstance(error, grpc.aio.AbortError):
             call.code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception as e:
-            await call.fail(context, e)
-        finally:
-            call.done()
+            raise error
+        await call.fail(context, error)
+
+    # The two wrappers below are written out rather than sharing a context manager: they
+    # run on every call, and an async context manager costs more than the rest of this.
 
     def _unary(self, inner: Any, method: str) -> Any:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            async with self._guarded(method, context):
+            call = _Call(self, method)
+            try:
+                self.authenticate(context, method)
                 result = inner(request, context)
                 return await result if asyncio.iscoroutine(result) else result
+            except (Exception, asyncio.CancelledError) as e:
+                await self._failed(call, context, e)
+                return None
+            finally:
+                call.done()
 
         return behaviour
 
@@ -144,8 +145,14 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def behaviour(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            async with self._guarded(method, context):
+            call = _Call(self, method)
+            try:
+                self.authenticate(context, method)
                 async for response in cast(AsyncIterator[Any], inner(request, context)):
                     yield response
+            except (Exception, asyncio.CancelledError) as e:
+                await self._failed(call, context, e)
+            finally:
+                call.done()
 
         return behaviour

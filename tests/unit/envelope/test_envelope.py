@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import uuid
@@ -12,6 +13,7 @@ from pathlib import Path
 import grpc
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.envelope import (
     CLOCK_WINDOW,
@@ -294,3 +296,44 @@ def test_verifier_refuses_a_bundle_filed_under_the_wrong_state(pki: Pki) -> None
             max_payload_bytes=MAX_PAYLOAD_BYTES,
             clock=lambda: pki.now,
         )
+
+
+def test_signatures_interoperate_with_an_independent_jws_implementation(pki: Pki) -> None:
+    envelope = pki.envelope()
+    canonical = signing_input(pki.header(message_id=envelope.message_id), envelope.payload)
+    signer = pki.sender.signer
+    certificate = pki.sender.bundle.signing_certificate
+    # Ours verifies under pyjwt's RFC 7797 reading...
+    public = certificate.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    jwt.api_jws.PyJWS(algorithms=["ES256"]).decode_complete(
+        envelope.signature,
+        key=public,
+        algorithms=["ES256"],
+        detached_payload=canonical,
+    )
+    # ...and a token pyjwt wrote, its header JSON spelt its own way, verifies here.
+    envelope.signature = jwt.api_jws.encode(
+        canonical,
+        signer.private_key,
+        algorithm="ES256",
+        headers={"typ": "pouch-envelope+jws", "kid": signer.kid, "crit": ["b64"], "b64": False},
+        is_payload_detached=True,
+        sort_headers=False,
+    )
+    assert envelope.signature.split(".")[0] != pki.envelope().signature.split(".")[0]
+    pki.verifier().verify(envelope, peer_state=SENDER)
+
+
+@pytest.mark.parametrize("cut", ["one byte short", "one byte long", "not base64url"])
+def test_a_signature_of_the_wrong_length_or_encoding_is_refused(pki: Pki, cut: str) -> None:
+    envelope = pki.envelope()
+    protected, _, signature = envelope.signature.partition("..")
+    raw = base64.urlsafe_b64decode(signature + "==")
+    if cut == "one byte short":
+        raw = raw[:-1]
+    elif cut == "one byte long":
+        raw += b"\x00"
+    encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    envelope.signature = f"{protected}..{encoded if cut != 'not base64url' else 'A'}"
+    assert _refused(pki, envelope) == ENVELOPE_SIGNATURE
