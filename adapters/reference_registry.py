@@ -28,6 +28,7 @@ import secrets
 import signal
 import sqlite3
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     insert,
     select,
@@ -53,6 +55,7 @@ from sqlalchemy import (
 )
 
 from gateway.store.engine import create_engine, read_transaction, write_transaction
+from gateway.store.prepared import Prepared
 from gateway.store.tables import UTCDateTime
 from pouch.v1 import civil_pb2, common_pb2, identity_pb2, registry_pb2, registry_pb2_grpc
 
@@ -105,6 +108,28 @@ case_events = Table(
 )
 
 
+_CANDIDATE = select(
+    documents.c.number,
+    documents.c.given_names,
+    documents.c.family_names,
+    documents.c.date_of_birth,
+    documents.c.sex,
+    documents.c.nationality,
+    documents.c.status,
+)
+_OF_TYPE = documents.c.document_type == bindparam("document_type")
+_BY_NUMBER = Prepared(
+    _CANDIDATE.where(_OF_TYPE, documents.c.number == bindparam("number"))
+    .order_by(documents.c.number)
+    .limit(MAX_CANDIDATES)
+)
+_BY_BIRTH = Prepared(
+    _CANDIDATE.where(_OF_TYPE, documents.c.date_of_birth.like(bindparam("born")))
+    .order_by(documents.c.number)
+    .limit(MAX_CANDIDATES)
+)
+
+
 @dataclass(frozen=True)
 class RegisteredPerson:
     registry_identifier: str
@@ -146,8 +171,15 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self._clock = clock
         with write_transaction(self._engine) as conn:
             metadata.create_all(conn)
+        # Look-ups are the hot path of identity confirmations: one reader thread with one
+        # connection of its own, never a transaction left open (WAL: writers go on).
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="registry-reader")
+        self._reader_conn: Connection | None = None
 
     def close(self) -> None:
+        self._reader.shutdown(wait=True)
+        if self._reader_conn is not None:
+            self._reader_conn.close()
         self._engine.dispose()
 
     # --- the service -------------------------------------------------------------
@@ -170,7 +202,8 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "document_number or date_of_birth is required"
             )
-        records = await asyncio.to_thread(self.search_documents, request)
+        loop = asyncio.get_running_loop()
+        records = await loop.run_in_executor(self._reader, self.search_documents, request)
         return registry_pb2.LookupIdentityResponse(records=records)
 
     async def NotifyCaseEvent(
@@ -352,33 +385,33 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
         The date of birth may be known only to the year or month (an agreement that
         generalises it); names are left to the gateway, which compares them itself.
         """
-        query = select(documents).where(
-            documents.c.document_type == identity_pb2.DocumentType.Name(request.document_type)
-        )
+        parameters = {"document_type": identity_pb2.DocumentType.Name(request.document_type)}
         if request.document_number:
-            query = query.where(documents.c.number == request.document_number)
+            parameters["number"] = request.document_number
+            statement = _BY_NUMBER
         else:
             born = request.date_of_birth
             prefix = f"{born.year:04d}" + (f"-{born.month:02d}" if born.month else "")
             if born.month and born.day:
                 prefix += f"-{born.day:02d}"
-            query = query.where(documents.c.date_of_birth.startswith(prefix, autoescape=True))
-        with read_transaction(self._engine) as conn:
-            rows = conn.execute(query.order_by(documents.c.number).limit(MAX_CANDIDATES)).all()
+            parameters["born"] = prefix + "%"  # digits and dashes: nothing to escape
+            statement = _BY_BIRTH
+        if self._reader_conn is None or self._reader_conn.invalidated:
+            self._reader_conn = self._engine.connect()
+        rows = statement.rows(self._reader_conn, parameters)
         return [
             registry_pb2.IdentityRecord(
                 document_type=request.document_type,
-                document_number=row.number,
+                document_number=number,
                 name=common_pb2.PersonName(
-                    given_names=json.loads(row.given_names),
-                    family_names=json.loads(row.family_names),
+                    given_names=json.loads(given_names), family_names=json.loads(family_names)
                 ),
-                date_of_birth=_civil_date(row.date_of_birth),
-                sex=common_pb2.Sex.Value(row.sex),
-                nationality=row.nationality,
-                document_status=identity_pb2.DocumentStatus.Value(row.status),
+                date_of_birth=_civil_date(born),
+                sex=common_pb2.Sex.Value(sex),
+                nationality=nationality,
+                document_status=identity_pb2.DocumentStatus.Value(status),
             )
-            for row in rows
+            for number, given_names, family_names, born, sex, nationality, status in rows
         ]
 
     def record_case_event(self, request: registry_pb2.NotifyCaseEventRequest) -> None:

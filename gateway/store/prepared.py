@@ -41,13 +41,14 @@ Processor = Callable[[Any], Any]
 class _Compiled:
     sql: str
     positional: bool
-    names: tuple[str, ...]  # every bind parameter, once
+    defaults: tuple[tuple[str, Any], ...]  # every bind parameter, once, with its own value
     order: tuple[str, ...]  # for a positional driver: the parameters as the SQL places them
     processors: tuple[tuple[str, Processor], ...]
 
     def parameters(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
-        """The driver's parameters; a name ``values`` lacks is NULL, as in a Core insert."""
-        named = {name: values.get(name) for name in self.names}
+        """The driver's parameters. A name ``values`` lacks takes the value the statement
+        gave it (a literal, such as a ``LIMIT``), or else NULL, as in a Core insert."""
+        named = {name: values.get(name, default) for name, default in self.defaults}
         for name, process in self.processors:
             value = named[name]
             if value is not None:
@@ -62,7 +63,7 @@ def _compile(statement: ClauseElement, dialect: Dialect, columns: Sequence[str])
     if compiled.post_compile_params or compiled.literal_execute_params:
         # An expanding IN or a rendered LIMIT changes the SQL with each call's values.
         raise ValueError("a statement whose SQL depends on its values cannot be prepared")
-    binds = compiled.binds
+    binds = {name: bind for bind, name in compiled.bind_names.items()}  # as rendered
     order = tuple(compiled.positiontup or ()) if dialect.positional else ()
     processors: list[tuple[str, Processor]] = []
     for name, bind in binds.items():
@@ -72,7 +73,9 @@ def _compile(statement: ClauseElement, dialect: Dialect, columns: Sequence[str])
     return _Compiled(
         sql=str(compiled),
         positional=bool(dialect.positional),
-        names=tuple(binds),
+        defaults=tuple(
+            (name, None if bind.required else bind.effective_value) for name, bind in binds.items()
+        ),
         order=order,
         processors=tuple(processors),
     )

@@ -130,3 +130,17 @@ def test_a_group_unit_of_prepared_writes_survives_a_lost_committer_connection(
         assert conn.execute(select(agreement_lifecycle.c.agreement_id)).scalars().all() == [
             "prepared"
         ]
+
+
+def test_a_value_written_into_the_statement_is_kept_when_the_call_does_not_give_it(
+    migrated_engine: Engine,
+) -> None:
+    first_two = Prepared(
+        select(agreement_lifecycle.c.agreement_id)
+        .where(agreement_lifecycle.c.status == bindparam("status"))
+        .order_by(agreement_lifecycle.c.agreement_id)
+        .limit(2)
+    )
+    with write_transaction(migrated_engine) as conn:
+        _INSERT.execute_many(conn, [_row(f"a-{i}") for i in range(4)])
+        assert first_two.rows(conn, {"status": "suspended"}) == [("a-0",), ("a-1",)]
