@@ -190,7 +190,7 @@ class Dispatcher:
             return
         stored = envelope_pb2.Envelope.FromString(message.envelope)
         header = dataclasses.replace(header_from_envelope(stored), created_at=utc_millis(now))
-        envelope = await asyncio.to_thread(self._signer.sign, header, stored.payload)
+        envelope = self._signer.sign(header, stored.payload)
         try:
             answer = await self._partners.peer(message.recipient_state).Deliver(
                 peer_pb2.DeliverRequest(envelope=envelope),
@@ -227,7 +227,7 @@ class Dispatcher:
             self._audit_record(message, EventKind.SENT, Decision.ACCEPTED, None, conn)
             return True
 
-        if await asyncio.to_thread(self._group.run, delivered):
+        if await self._group.write(delivered):
             self._metrics.deliveries.labels(message.recipient_state, "delivered").inc()
 
     async def _audit_event(
@@ -270,7 +270,7 @@ class Dispatcher:
             self._audit_record(message, EventKind.FAILED, Decision.FAILED, reason, conn)
             return when
 
-        if await asyncio.to_thread(self._group.run, schedule) is None:
+        if await self._group.write(schedule) is None:
             await self._dead(message, f"DEADLINE_PASSED_AFTER_{reason}")
             return
         self._metrics.deliveries.labels(message.recipient_state, "retry").inc()

@@ -34,7 +34,7 @@ from gateway.envelope import ReceiptSigner, envelope_digest, verify_receipt
 from gateway.errors import NotFound, PouchError, StorageUnavailable
 from gateway.exchanges.payload import decode_payload
 from gateway.pki.bundle import TrustBundle
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, WriteUnit
 from gateway.store.inbox import Inbox, InboxEntry
 from gateway.store.outbox import Outbox
 from pouch.v1 import civil_pb2, envelope_pb2, peer_pb2
@@ -77,8 +77,8 @@ class RegistryHandover:
                     return False
                 applied, reason, version = outcome
                 writes.append(
-                    asyncio.create_task(
-                        asyncio.to_thread(self._record, entry, applied, reason, version)
+                    asyncio.ensure_future(
+                        self._group.write(self._record(entry, applied, reason, version))
                     )
                 )
         finally:
@@ -112,7 +112,9 @@ class RegistryHandover:
 
     def _record(
         self, entry: InboxEntry, applied: bool, reason: str | None, version: int | None
-    ) -> None:
+    ) -> WriteUnit[None]:
+        """The unit recording what the registry answered, with its audit entry."""
+
         def store(conn: Connection) -> None:
             self._inbox.mark_handed_over_within(
                 conn, entry.message_id, applied=applied, reason=reason
@@ -132,7 +134,7 @@ class RegistryHandover:
                 conn=conn,
             )
 
-        self._group.run(store)
+        return store
 
 
 class Acknowledger:
@@ -167,8 +169,7 @@ class Acknowledger:
             if entry.envelope is not None
             else ""
         )
-        receipt = await asyncio.to_thread(
-            self._signer.sign_receipt,
+        receipt = self._signer.sign_receipt(
             message_id=entry.message_id,
             request_digest=digest,
             outcome=(
@@ -186,8 +187,8 @@ class Acknowledger:
         except grpc.aio.AioRpcError as e:
             log.info("acknowledgement to %s not taken yet: %s", entry.sender_state, e.code().name)
             return False
-        await asyncio.to_thread(
-            self._group.run, lambda conn: self._inbox.mark_ack_sent_within(conn, entry.message_id)
+        await self._group.write(
+            lambda conn: self._inbox.mark_ack_sent_within(conn, entry.message_id)
         )
         return True
 
@@ -210,28 +211,30 @@ class OutcomeRecorder:
         self._bundles = dict(bundles)
         self._clock = clock
 
-    def acknowledge(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
-        """Blocking: call it from a worker thread."""
-        message = self._outbox.get(receipt.message_id)
-        if message is None or message.recipient_state != peer_state:
-            raise NotFound("no message to this partner has that id")
-        if message.receipt is None:
-            # Delivered, but our dispatcher has not recorded the delivery receipt yet.
-            raise StorageUnavailable("delivery not yet recorded", retry_after_s=1.0)
+    async def acknowledge(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
+        """Verify the partner's decision on the event loop; record it in one unit."""
         # The decision binds the digest of the attempt the partner stored first; after a
         # lost receipt our recorded delivery receipt may bind a later attempt of the same
         # message (same id and payload, fresh signature), so the id is what must match.
         verify_receipt(
             receipt,
             receiver_bundle=self._bundles[peer_state],
-            expected_message_id=message.message_id,
+            expected_message_id=receipt.message_id,
             expected_request_digest=receipt.request_digest,
             now=self._clock(),
         )
         applied = receipt.outcome == envelope_pb2.RECEIPT_OUTCOME_APPLIED
 
-        def record(conn: Connection) -> None:
-            # The decision and its audit entry commit together, once.
+        def record(conn: Connection) -> PouchError | None:
+            # The decision and its audit entry commit together, once, and only for a
+            # message of ours to this partner whose delivery we have recorded. A refusal
+            # is returned, not raised, so that it costs the other units of the batch nothing.
+            message = self._outbox.heading_within(conn, receipt.message_id)
+            if message is None or message.recipient_state != peer_state:
+                return NotFound("no message to this partner has that id")
+            if not message.receipted:
+                # Delivered, but our dispatcher has not recorded the delivery receipt yet.
+                return StorageUnavailable("delivery not yet recorded", retry_after_s=1.0)
             recorded = self._outbox.record_outcome_within(
                 conn,
                 message.message_id,
@@ -251,5 +254,8 @@ class OutcomeRecorder:
                     reason_code=receipt.reason_code or None,
                     conn=conn,
                 )
+            return None
 
-        self._group.run(record)
+        refusal = await self._group.write(record)
+        if refusal is not None:
+            raise refusal

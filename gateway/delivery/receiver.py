@@ -20,6 +20,7 @@ replay and is refused.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from datetime import datetime
@@ -37,7 +38,7 @@ from gateway.exchanges.payload import decode_payload
 from gateway.exchanges.representation_inbound import CaseInbound
 from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags, evaluate
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, WriteUnit
 from gateway.store.inbox import InboundMessage, Inbox
 from pouch.v1 import common_pb2, envelope_pb2
 
@@ -76,12 +77,19 @@ class InboundReceiver:
         self._signer = signer
         self._clock = clock
 
-    def receive(self, peer_state: str, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
-        """Blocking (signature checks, database): call it from a worker thread."""
+    async def receive(
+        self, peer_state: str, envelope: envelope_pb2.Envelope
+    ) -> envelope_pb2.Receipt:
+        """The signed receipt once the message is stored (or known), or a refusal, audited.
+
+        Civil-record updates, the bulk of the traffic, are checked on the event loop and
+        only their write leaves it; notices and case messages run on a worker thread.
+        """
         try:
-            return self._receive(peer_state, envelope)
+            return await self._receive(peer_state, envelope)
         except PouchError as e:
-            self._audit.refused(
+            await asyncio.to_thread(
+                self._audit.refused,
                 e,
                 exchange_type=exchange_name(envelope.exchange_type),
                 peer_state=peer_state,
@@ -90,17 +98,35 @@ class InboundReceiver:
             )
             raise
 
-    def _receive(self, peer_state: str, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
+    async def _receive(
+        self, peer_state: str, envelope: envelope_pb2.Envelope
+    ) -> envelope_pb2.Receipt:
         verified = self._verifier.verify(envelope, peer_state=peer_state)
         header = verified.header
         if header.exchange_type == common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE:
-            self._notices.receive(peer_state, verified)
+            await asyncio.to_thread(self._notices.receive, peer_state, verified)
             return self._receipt(verified, "")
         if header.exchange_type == common_pb2.EXCHANGE_TYPE_REPRESENTATION and self._cases:
-            stored = self._cases.receive(peer_state, verified, envelope.SerializeToString())
-            return self._received(verified, envelope, "representation", peer_state, stored)
+            return await asyncio.to_thread(self._case_message, peer_state, verified, envelope)
         if header.exchange_type != common_pb2.EXCHANGE_TYPE_CIVIL_RECORD:
             raise UnsupportedExchange("this exchange type is not delivered through Deliver")
+        store = self._admit_civil(peer_state, verified, envelope)
+        if await self._group.write(store):
+            return self._receipt(verified, "")
+        return await asyncio.to_thread(self._receipted, verified, envelope, False)
+
+    def _case_message(
+        self, peer_state: str, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope
+    ) -> envelope_pb2.Receipt:
+        assert self._cases is not None
+        stored = self._cases.receive(peer_state, verified, envelope.SerializeToString())
+        return self._received(verified, envelope, "representation", peer_state, stored)
+
+    def _admit_civil(
+        self, peer_state: str, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope
+    ) -> WriteUnit[bool]:
+        """The agreement and policy stages of a civil-record update; the unit storing it."""
+        header = verified.header
         agreement = self._gate.prepare(header.agreement_id, peer_state)
         agreement.require_digest(header.agreement_version, header.agreement_digest)
         tree = decode_payload(verified.payload)
@@ -138,8 +164,7 @@ class InboundReceiver:
             self._audit_received(verified, "civil_record", peer_state, stored, conn)
             return stored
 
-        stored = self._group.run(store)
-        return self._receipted(verified, envelope, stored)
+        return store
 
     def _received(
         self,

@@ -15,11 +15,13 @@ A refusal at any stage is audited with its reason code before it reaches the cal
 Each stage takes the previous stage's frozen result. :meth:`CivilRecordSender.submit`
 returns once the signed envelope is committed to the outbox; delivery is the
 dispatcher's job. A caller repeating a ``client_reference`` gets the message it
-already submitted, so a retried call never sends twice.
+already submitted (looked up in the write unit itself, or after a refusal, for an
+update queued before its agreement ended), so a retried call never sends twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,12 +31,12 @@ from sqlalchemy import Connection
 from gateway.agreements.gate import AgreementGate
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeSigner
-from gateway.errors import PouchError
-from gateway.exchanges.civil_validation import validate_submission
+from gateway.errors import PouchError, Rejected
+from gateway.exchanges.civil_validation import ValidCivilSubmission, validate_submission
 from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import civil_record_payload
 from gateway.policy.evaluate import evaluate
-from gateway.store.group_commit import GroupCommit
+from gateway.store.group_commit import GroupCommit, WriteUnit
 from gateway.store.outbox import Outbox, OutboxItem
 from gateway.trust.principal import Principal
 from pouch.v1 import civil_pb2, common_pb2
@@ -74,12 +76,19 @@ class CivilRecordSender:
         self._clock = clock
         self._deadline = delivery_deadline
 
-    def submit(self, principal: Principal, request: civil_pb2.SubmitUpdateRequest) -> Submitted:
-        """Blocking (database, signature): call it from a worker thread."""
+    async def submit(
+        self, principal: Principal, request: civil_pb2.SubmitUpdateRequest
+    ) -> Submitted:
+        """The update durable in the outbox, or refused (the refusal audited first).
+
+        The stages compute on the event loop and only the write leaves it, so updates
+        reach the group committer in the order they were submitted.
+        """
         try:
-            return self._submit(principal, request)
+            return await self._submit(principal, request)
         except PouchError as e:
-            self._audit.refused(
+            await asyncio.to_thread(
+                self._audit.refused,
                 e,
                 exchange_type="civil_record",
                 peer_state=request.recipient_state,
@@ -88,14 +97,29 @@ class CivilRecordSender:
             )
             raise
 
-    def _submit(self, principal: Principal, request: civil_pb2.SubmitUpdateRequest) -> Submitted:
+    async def _submit(
+        self, principal: Principal, request: civil_pb2.SubmitUpdateRequest
+    ) -> Submitted:
         now = self._clock()
         submission = validate_submission(request, sender_state=self._state, today=now.date())
-        earlier = self._outbox.message_id_for_reference(
-            principal.subject, submission.client_reference
-        )
-        if earlier is not None:
-            return Submitted(earlier, created=False)
+        try:
+            store = self._sign(principal, submission, now)
+        except Rejected:
+            # A retried update queued before its agreement or policy changed keeps its id.
+            earlier = await asyncio.to_thread(
+                self._outbox.message_id_for_reference,
+                principal.subject,
+                submission.client_reference,
+            )
+            if earlier is not None:
+                return Submitted(earlier, created=False)
+            raise
+        return await self._group.write(store)
+
+    def _sign(
+        self, principal: Principal, submission: ValidCivilSubmission, now: datetime
+    ) -> WriteUnit[Submitted]:
+        """The stages up to the signed envelope; the unit that queues it."""
         agreement = self._gate.prepare(submission.agreement_id, submission.recipient_state)
         minimised = evaluate(
             agreement.outbound,
@@ -129,12 +153,26 @@ class CivilRecordSender:
             kind=minimised.kind,
         )
 
-        def store(conn: Connection) -> bool:
-            # Outbox row, quota and evidence commit together: the caller's answer means all
-            # three happened. A reference already queued takes nothing from the quota.
+        def earlier(conn: Connection) -> Submitted | None:
+            found = self._outbox.message_id_for_reference_within(
+                conn, principal.subject, submission.client_reference
+            )
+            return None if found is None else Submitted(found, created=False)
+
+        def store(conn: Connection) -> Submitted:
+            # A reference already queued is answered with its message and takes nothing.
+            # Otherwise the outbox row, quota and evidence commit together: the caller's
+            # answer means all three happened.
+            queued = earlier(conn)
+            if queued is not None:
+                return queued
             self._gate.confirm_within(conn, agreement)
             if not self._outbox.enqueue_within(conn, [item]):
-                return False
+                # Another replica queued the same reference since: answer with its id.
+                winner = earlier(conn)
+                if winner is None:
+                    raise RuntimeError("outbox refused a new message id without a prior submission")
+                return winner
             self._gate.take_quota_within(conn, agreement, minimised, what="civil-record updates")
             self._audit.submitted(
                 message_id=header.message_id,
@@ -146,14 +184,6 @@ class CivilRecordSender:
                 minimised=minimised,
                 conn=conn,
             )
-            return True
-
-        if self._group.run(store):
             return Submitted(header.message_id, created=True)
-        # A concurrent call with the same reference committed first: answer with its id.
-        winner = self._outbox.message_id_for_reference(
-            principal.subject, submission.client_reference
-        )
-        if winner is None:
-            raise RuntimeError("outbox refused a new message id without a prior submission")
-        return Submitted(winner, created=False)
+
+        return store

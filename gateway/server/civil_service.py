@@ -17,9 +17,12 @@ from gateway.errors import FieldViolation, NotFound, PouchError, ValidationRejec
 from gateway.exchanges.civil import CivilRecordSender
 from gateway.server.caller import current_principal
 from gateway.store.outbox import Outbox, OutboxMessage
+from gateway.trust.principal import Principal
 from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2
 
 MAX_PAGE = 500
+STREAM_WINDOW = 64
+"""Updates of one ``SubmitUpdates`` stream taken and not yet answered, at most."""
 _EVENT_TYPES: dict[str, civil_pb2.CivilEventType.ValueType] = {
     name.removeprefix("CIVIL_EVENT_TYPE_").lower(): number
     for name, number in civil_pb2.CivilEventType.items()
@@ -73,7 +76,7 @@ class CivilRecordService(civil_pb2_grpc.CivilRecordServiceServicer):
     async def SubmitUpdate(
         self, request: civil_pb2.SubmitUpdateRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> civil_pb2.SubmitUpdateResponse:
-        submitted = await asyncio.to_thread(self._sender.submit, current_principal(), request)
+        submitted = await self._sender.submit(current_principal(), request)
         self._wake()
         return civil_pb2.SubmitUpdateResponse(
             message_id=submitted.message_id, state=common_pb2.DELIVERY_STATE_QUEUED
@@ -84,22 +87,56 @@ class CivilRecordService(civil_pb2_grpc.CivilRecordServiceServicer):
         request_iterator: AsyncIterator[civil_pb2.SubmitUpdatesRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[civil_pb2.SubmitUpdatesResponse]:
+        # Updates are taken as they arrive, up to STREAM_WINDOW of them unanswered, and
+        # answered in the order they came: their writes share group commits instead of
+        # each waiting for the one before it to reach the disk.
         principal = current_principal()
-        async for item in request_iterator:
-            reference = item.update.client_reference
+        answers: asyncio.Queue[asyncio.Task[civil_pb2.SubmitUpdatesResponse] | None] = (
+            asyncio.Queue()
+        )
+        window = asyncio.Semaphore(STREAM_WINDOW)
+
+        async def take() -> None:
             try:
-                submitted = await asyncio.to_thread(self._sender.submit, principal, item.update)
-            except PouchError as e:
-                yield civil_pb2.SubmitUpdatesResponse(
-                    client_reference=reference, error_reason=e.reason, error_message=e.message
-                )
-                continue
-            self._wake()
-            yield civil_pb2.SubmitUpdatesResponse(
-                client_reference=reference,
-                message_id=submitted.message_id,
-                state=common_pb2.DELIVERY_STATE_QUEUED,
+                while True:
+                    await window.acquire()  # no more taken until an answer leaves
+                    item = await anext(request_iterator, None)
+                    if item is None:
+                        return
+                    answers.put_nowait(asyncio.ensure_future(self._answer(principal, item.update)))
+            finally:
+                answers.put_nowait(None)
+
+        reader = asyncio.ensure_future(take())
+        try:
+            while (answer := await answers.get()) is not None:
+                response = await answer
+                window.release()
+                yield response
+            await reader  # the caller's stream ended cleanly, or its failure is raised here
+        finally:
+            reader.cancel()
+            while not answers.empty():
+                leftover = answers.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def _answer(
+        self, principal: Principal, update: civil_pb2.SubmitUpdateRequest
+    ) -> civil_pb2.SubmitUpdatesResponse:
+        reference = update.client_reference
+        try:
+            submitted = await self._sender.submit(principal, update)
+        except PouchError as e:
+            return civil_pb2.SubmitUpdatesResponse(
+                client_reference=reference, error_reason=e.reason, error_message=e.message
             )
+        self._wake()
+        return civil_pb2.SubmitUpdatesResponse(
+            client_reference=reference,
+            message_id=submitted.message_id,
+            state=common_pb2.DELIVERY_STATE_QUEUED,
+        )
 
     async def GetUpdateStatus(
         self,

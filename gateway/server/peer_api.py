@@ -82,7 +82,7 @@ class PeerExchanges:
         self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.DeliverResponse:
         peer = authenticated_peer()
-        receipt = await asyncio.to_thread(self._receiver.receive, peer.state, request.envelope)
+        receipt = await self._receiver.receive(peer.state, request.envelope)
         return peer_pb2.DeliverResponse(receipt=receipt)
 
     async def Query(
@@ -98,7 +98,7 @@ class PeerExchanges:
         self, request: peer_pb2.AcknowledgeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.AcknowledgeResponse:
         peer = authenticated_peer()
-        await asyncio.to_thread(self._outcomes.acknowledge, peer.state, request.receipt)
+        await self._outcomes.acknowledge(peer.state, request.receipt)
         return peer_pb2.AcknowledgeResponse()
 
     async def CosignCheckpoint(

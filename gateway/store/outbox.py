@@ -70,6 +70,7 @@ from gateway.store.engine import (
     read_transaction,
     write_transaction,
 )
+from gateway.store.prepared import Prepared
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     CLIENT_REFERENCE_LENGTH,
@@ -187,6 +188,20 @@ class OutboxMessage:
         if values["outcome"] is not None:
             values["outcome"] = RegistryOutcome(values["outcome"])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class OutboxHeading:
+    """What an acknowledgement needs of a message: whom it went to, under what, and
+    whether its delivery receipt is recorded; never the envelope."""
+
+    message_id: str
+    agreement_id: str
+    agreement_version: int
+    exchange_type: str
+    recipient_state: str
+    purpose: str
+    receipted: bool
 
 
 class Outbox:
@@ -469,10 +484,34 @@ class Outbox:
     def message_id_for_reference(self, principal: str, client_reference: str) -> str | None:
         """The id of the message ``principal`` submitted under ``client_reference``, if any
         (:meth:`find_by_client_reference` without reading or opening the envelope)."""
-        parameters = {"principal": principal, "client_reference": client_reference}
         with read_transaction(self._engine) as conn:
-            found = conn.execute(_ID_FOR_REFERENCE, parameters).scalar_one_or_none()
-        return None if found is None else str(found)
+            return self.message_id_for_reference_within(conn, principal, client_reference)
+
+    @staticmethod
+    def heading_within(conn: Connection, message_id: str) -> OutboxHeading | None:
+        """The message's :class:`OutboxHeading`, in the caller's transaction."""
+        found = _HEADING.rows(conn, {"message_id": message_id})
+        if not found:
+            return None
+        agreement_id, version, exchange_type, recipient, purpose, receipted = found[0]
+        return OutboxHeading(
+            message_id=message_id,
+            agreement_id=agreement_id,
+            agreement_version=int(version),
+            exchange_type=exchange_type,
+            recipient_state=recipient,
+            purpose=purpose,
+            receipted=bool(receipted),
+        )
+
+    @staticmethod
+    def message_id_for_reference_within(
+        conn: Connection, principal: str, client_reference: str
+    ) -> str | None:
+        """:meth:`message_id_for_reference` in the caller's transaction."""
+        parameters = {"principal": principal, "client_reference": client_reference}
+        found = _ID_FOR_REFERENCE.rows(conn, parameters)
+        return str(found[0][0]) if found else None
 
     def count_by_status(self) -> dict[str, int]:
         """How many messages are in each status; every status is present, zero included."""
@@ -562,9 +601,21 @@ class Outbox:
         return now
 
 
-_ID_FOR_REFERENCE = select(outbox.c.message_id).where(
-    outbox.c.principal == bindparam("principal"),
-    outbox.c.client_reference == bindparam("client_reference"),
+_HEADING = Prepared(
+    select(
+        outbox.c.agreement_id,
+        outbox.c.agreement_version,
+        outbox.c.exchange_type,
+        outbox.c.recipient_state,
+        outbox.c.purpose,
+        outbox.c.receipt.is_not(None),
+    ).where(outbox.c.message_id == bindparam("message_id"))
+)
+_ID_FOR_REFERENCE = Prepared(
+    select(outbox.c.message_id).where(
+        outbox.c.principal == bindparam("principal"),
+        outbox.c.client_reference == bindparam("client_reference"),
+    )
 )
 # Set once: on a message whose receipt (outcome) is still empty.
 _RECORD_RECEIPT = keyed_update(outbox, outbox.c.receipt.is_(None), ("receipt", "updated_at"))

@@ -30,7 +30,7 @@ from gateway.errors import AgreementRejected
 from gateway.policy.transforms import HASH_PREFIX, MASK, keyed_hash
 from gateway.server.app import Gateway
 from gateway.store.migrate import upgrade_to_head
-from pouch.v1 import agreement_pb2, common_pb2
+from pouch.v1 import agreement_pb2, civil_pb2, common_pb2
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,
@@ -439,3 +439,44 @@ def test_a_suspension_committed_after_the_agreement_was_read_refuses_the_exchang
     finally:
         x.group_commit.close()
         gateway.engine.dispose()
+
+
+def test_a_submission_stream_is_answered_and_queued_in_the_order_it_was_sent(
+    exchange: RunningGateways, at_clerk: LocalCaller
+) -> None:
+    # More updates than the stream takes unanswered at once, a refused one among them, and
+    # a reference repeated within the stream: each answer still comes back in its place.
+    references = [unique_reference("stream") for _ in range(150)]
+    requests = [
+        submission(
+            death_update(today()),
+            agreement_id=CIVIL,
+            recipient_state="BE",
+            reference=reference,
+            purpose="marketing" if index == 70 else CIVIL_PURPOSE,
+        )
+        for index, reference in enumerate(references)
+    ]
+    requests.append(requests[10])
+    answers = list(
+        at_clerk.civil.SubmitUpdates(
+            iter(civil_pb2.SubmitUpdatesRequest(update=r) for r in requests),
+            metadata=at_clerk.metadata,
+            timeout=60,
+        )
+    )
+
+    assert [a.client_reference for a in answers] == [*references, references[10]]
+    assert answers[70].error_reason == "PURPOSE_NOT_AGREED" and not answers[70].message_id
+    assert answers[-1].message_id == answers[10].message_id
+    queued = [a.message_id for a in answers[:-1] if a.message_id]
+    assert len(set(queued)) == 149
+    # The outbox took them in the stream's order: so did their SUBMITTED evidence.
+    x = exchange.gateway("AT").exchanges
+    assert x is not None
+    indexes = [
+        entry.idx
+        for message_id in queued
+        for entry in x.audit_log.entries(message_id=message_id, event_kind="submitted")
+    ]
+    assert len(indexes) == len(queued) and indexes == sorted(indexes)

@@ -3,7 +3,8 @@
 AT streams 2,000 civil-record updates to BE through real gateway and registry
 processes. A controller thread SIGKILLs BE's gateway while deliveries are in flight
 and restarts it, then SIGKILLs AT's gateway in the middle of a submission stream and
-restarts it; the client resumes the broken stream with the same client references.
+restarts it (each restart runs beside the schedule, so both may be down at once); the
+client resumes the broken stream with the same client references.
 The schedule is drawn from a seeded random generator: the seed is printed, and
 ``POUCH_CRASH_SEED=<seed>`` replays it.
 """
@@ -89,6 +90,10 @@ class CrashController(threading.Thread):
         self.events: list[str] = []
 
     def run(self) -> None:
+        # Each restart runs beside the schedule: a gateway takes longer to start than AT
+        # takes to acknowledge the rest of the updates, so waiting for BE to come back
+        # before watching for AT's moment would let every stream end first.
+        restarts: list[threading.Thread] = []
         try:
             for state, after, down_s in (
                 ("BE", self.kill_be_after, self.be_down_s),
@@ -97,9 +102,20 @@ class CrashController(threading.Thread):
                 self._wait_for_acknowledged(after)
                 self._gateways.current[state].kill()
                 self.events.append(f"killed {state} at {self._submission.acknowledged} acked")
-                time.sleep(down_s)
-                self._gateways.start(state)
-                self.events.append(f"restarted {state} after {down_s:.2f} s")
+                restart = threading.Thread(target=self._restart, args=(state, down_s))
+                restart.start()
+                restarts.append(restart)
+        except BaseException as e:
+            self.error = e
+        finally:
+            for restart in restarts:
+                restart.join()
+
+    def _restart(self, state: str, down_s: float) -> None:
+        try:
+            time.sleep(down_s)
+            self._gateways.start(state)
+            self.events.append(f"restarted {state} after {down_s:.2f} s")
         except BaseException as e:
             self.error = e
 
