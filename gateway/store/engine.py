@@ -39,7 +39,6 @@ from sqlalchemy import (
     Engine,
     Insert,
     Table,
-    Update,
     bindparam,
     event,
     exc,
@@ -49,6 +48,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
 from gateway.errors import StorageUnavailable
+from gateway.store.prepared import Prepared
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 """How long an SQLite connection waits for another writer before giving up."""
@@ -95,11 +95,13 @@ def insert_unless_present(engine: Engine, table: Table) -> Insert:
 
 
 @functools.cache
-def keyed_update(table: Table, condition: ColumnElement[bool], columns: tuple[str, ...]) -> Update:
+def keyed_update(
+    table: Table, condition: ColumnElement[bool], columns: tuple[str, ...]
+) -> Prepared:
     """``UPDATE table SET column = :new_<column>, ... WHERE message_id = :target_message_id
-    AND condition``, built once per (table, condition, columns): pass module-level
+    AND condition``, prepared once per (table, condition, columns): pass module-level
     conditions, and execute with :func:`keyed_update_parameters`."""
-    return (
+    return Prepared(
         update(table)
         .where(table.c.message_id == bindparam("target_message_id"), condition)
         .values({column: bindparam(f"new_{column}") for column in columns})

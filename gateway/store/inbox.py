@@ -63,6 +63,7 @@ from gateway.store.engine import (
     read_transaction,
     write_transaction,
 )
+from gateway.store.prepared import Prepared
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     EXCHANGE_TYPE_LENGTH,
@@ -164,7 +165,10 @@ class Inbox:
         self._engine = engine
         self._clock = clock
         self._sealer = sealer
-        self._accept = insert_unless_present(engine, inbox).returning(inbox.c.message_id)
+        self._accept = Prepared(
+            insert_unless_present(engine, inbox).returning(inbox.c.message_id),
+            columns=[c.key for c in inbox.c],
+        )
 
     def accept_once(self, message: InboundMessage) -> bool:
         """Store ``message`` if its id is new (``True``); ``False`` if already stored."""
@@ -203,9 +207,9 @@ class Inbox:
         }
         if applied:
             row.update(handed_over)
-        holder = select(inbox.c.sender_state).where(inbox.c.message_id == message.message_id)
-        if conn.execute(self._accept, row).first() is not None:
+        if self._accept.rows(conn, row):
             return True
+        holder = select(inbox.c.sender_state).where(inbox.c.message_id == message.message_id)
         stored_sender = conn.execute(holder).scalar_one()
         if stored_sender != message.sender_state:
             raise ReplayRejected("message id already used by another sender state")
@@ -364,7 +368,7 @@ class Inbox:
     def _update_within(conn: Connection, when: str, message_id: str, **values: Any) -> bool:
         """Set ``values`` on the message if it is in state ``when`` (see :data:`_WHEN`)."""
         statement = keyed_update(inbox, _WHEN[when], tuple(sorted(values)))
-        return conn.execute(statement, keyed_update_parameters(message_id, values)).rowcount == 1
+        return statement.execute(conn, keyed_update_parameters(message_id, values)) == 1
 
     def _now(self) -> datetime:
         now = self._clock()

@@ -41,6 +41,7 @@ leave as :class:`gateway.errors.StorageUnavailable`.
 from __future__ import annotations
 
 import builtins
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -61,6 +62,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from gateway.pki.sealing import PayloadSealer
 from gateway.store.engine import (
@@ -267,44 +269,18 @@ class Outbox:
         if lease_s <= 0:
             raise ValueError("lease_s must be positive")
         now = self._now()
-        is_due = or_(
-            and_(
-                outbox.c.status == OutboxStatus.PENDING.value,
-                outbox.c.next_attempt_at <= now,
-            ),
-            and_(
-                outbox.c.status == OutboxStatus.IN_FLIGHT.value,
-                outbox.c.lease_until <= now,
-            ),
-        )
-        due = (
-            select(outbox.c.message_id)
-            .where(is_due)
-            .order_by(outbox.c.next_attempt_at, outbox.c.message_id)
-            .limit(limit)
-            # PostgreSQL only; SQLite's compiler leaves it out and BEGIN IMMEDIATE
-            # serialises claimers instead.
-            .with_for_update(skip_locked=True)
-        )
-        claim = (
-            update(outbox)
-            .where(outbox.c.message_id.in_(due.scalar_subquery()))
-            .values(
-                status=OutboxStatus.IN_FLIGHT.value,
-                claimed_by=worker_id,
-                lease_until=now + timedelta(seconds=lease_s),
-                attempts=outbox.c.attempts + 1,
-                updated_at=now,
-            )
-            .returning(*outbox.c)
-        )
         # Most polls find nothing due: a read answers them without taking the write lock
         # that submissions and group commits wait for.
         with read_transaction(self._engine) as conn:
-            if conn.execute(select(outbox.c.message_id).where(is_due).limit(1)).first() is None:
+            if not _ANY_DUE.rows(conn, {"now": now}):
                 return []
+        parameters = {
+            "now": now,
+            "worker": worker_id,
+            "lease_until": now + timedelta(seconds=lease_s),
+        }
         with write_transaction(self._engine) as conn:
-            rows = conn.execute(claim).mappings().all()
+            rows = conn.execute(_claim(limit), parameters).mappings().all()
         claimed = [self._message(row) for row in rows]
         return sorted(claimed, key=lambda m: (m.next_attempt_at, m.message_id))
 
@@ -385,7 +361,7 @@ class Outbox:
             raise ValueError("receipt must not be empty")
         values = {"receipt": receipt, "updated_at": self._now()}
         parameters = keyed_update_parameters(message_id, values)
-        return conn.execute(_RECORD_RECEIPT, parameters).rowcount == 1
+        return _RECORD_RECEIPT.execute(conn, parameters) == 1
 
     def record_outcome(
         self, message_id: str, *, outcome: RegistryOutcome | str, reason: str | None
@@ -411,9 +387,7 @@ class Outbox:
             "outcome_at": now,
             "updated_at": now,
         }
-        return (
-            conn.execute(_RECORD_OUTCOME, keyed_update_parameters(message_id, values)).rowcount == 1
-        )
+        return _RECORD_OUTCOME.execute(conn, keyed_update_parameters(message_id, values)) == 1
 
     def purge_payloads(self, agreement_id: str) -> int:
         """Drop the envelopes stored under ``agreement_id``; return how many were dropped.
@@ -593,7 +567,7 @@ class Outbox:
         statement = keyed_update(outbox, _HELD_BY_WORKER, tuple(sorted(values)))
         parameters = keyed_update_parameters(message_id, values)
         parameters.update(holding_worker=worker_id, held_at=now)
-        return conn.execute(statement, parameters).rowcount == 1
+        return statement.execute(conn, parameters) == 1
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -625,6 +599,45 @@ _RECORD_OUTCOME = keyed_update(
     ("outcome", "outcome_at", "outcome_reason", "updated_at"),
 )
 # A leased transition: only by the worker holding an unexpired lease on it.
+_IS_DUE = or_(
+    and_(
+        outbox.c.status == OutboxStatus.PENDING.value,
+        outbox.c.next_attempt_at <= bindparam("now", type_=outbox.c.next_attempt_at.type),
+    ),
+    and_(
+        outbox.c.status == OutboxStatus.IN_FLIGHT.value,
+        outbox.c.lease_until <= bindparam("now", type_=outbox.c.lease_until.type),
+    ),
+)
+_ANY_DUE = Prepared(select(outbox.c.message_id).where(_IS_DUE).limit(1))
+
+
+@functools.cache
+def _claim(limit: int) -> ReturningUpdate[Any]:
+    """Lease the ``limit`` messages due first to ``:worker`` until ``:lease_until``."""
+    due = (
+        select(outbox.c.message_id)
+        .where(_IS_DUE)
+        .order_by(outbox.c.next_attempt_at, outbox.c.message_id)
+        .limit(limit)
+        # PostgreSQL only; SQLite's compiler leaves it out and BEGIN IMMEDIATE
+        # serialises claimers instead.
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(outbox)
+        .where(outbox.c.message_id.in_(due.scalar_subquery()))
+        .values(
+            status=OutboxStatus.IN_FLIGHT.value,
+            claimed_by=bindparam("worker"),
+            lease_until=bindparam("lease_until", type_=outbox.c.lease_until.type),
+            attempts=outbox.c.attempts + 1,
+            updated_at=bindparam("now", type_=outbox.c.updated_at.type),
+        )
+        .returning(*outbox.c)
+    )
+
+
 _HELD_BY_WORKER = and_(
     outbox.c.status == OutboxStatus.IN_FLIGHT.value,
     outbox.c.claimed_by == bindparam("holding_worker"),
