@@ -108,6 +108,16 @@ case_events = Table(
 )
 
 
+_APPLIED = Prepared(
+    select(applied_updates.c.message_id).where(
+        applied_updates.c.message_id == bindparam("message_id")
+    )
+)
+_RECORD_APPLIED = Prepared(insert(applied_updates), columns=[c.key for c in applied_updates.c])
+_PERSON_STATUS = Prepared(
+    select(persons.c.status).where(persons.c.registry_identifier == bindparam("identifier"))
+)
+_INSERT_PERSON = Prepared(insert(persons), columns=[c.key for c in persons.c])
 _CANDIDATE = select(
     documents.c.number,
     documents.c.given_names,
@@ -175,9 +185,12 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
         # connection of its own, never a transaction left open (WAL: writers go on).
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="registry-reader")
         self._reader_conn: Connection | None = None
+        # Updates arrive one at a time, in order: one writer thread applies them.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="registry-writer")
 
     def close(self) -> None:
         self._reader.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         if self._reader_conn is not None:
             self._reader_conn.close()
         self._engine.dispose()
@@ -191,7 +204,8 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.ApplyCivilUpdateResponse:
         if not request.message_id or len(request.message_id) > 36 or not request.sender_state:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message_id and sender_state")
-        return await asyncio.to_thread(self.apply_update, request)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self.apply_update, request)
 
     async def LookupIdentity(
         self,
@@ -222,23 +236,21 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.ApplyCivilUpdateRequest
     ) -> registry_pb2.ApplyCivilUpdateResponse:
         """Apply ``request`` unless its message id was applied before."""
-        seen = select(applied_updates.c.message_id).where(
-            applied_updates.c.message_id == request.message_id
-        )
         try:
             with write_transaction(self._engine) as conn:
-                if conn.execute(seen).first() is not None:
+                if _APPLIED.rows(conn, {"message_id": request.message_id}):
                     return registry_pb2.ApplyCivilUpdateResponse(
                         outcome=registry_pb2.APPLY_OUTCOME_DUPLICATE
                     )
                 self._apply_event(conn, request.message_id, request.update)
-                conn.execute(
-                    insert(applied_updates).values(
-                        message_id=request.message_id,
-                        sender_state=request.sender_state,
-                        event_type=civil_pb2.CivilEventType.Name(request.update.event_type),
-                        applied_at=self._clock(),
-                    )
+                _RECORD_APPLIED.execute(
+                    conn,
+                    {
+                        "message_id": request.message_id,
+                        "sender_state": request.sender_state,
+                        "event_type": civil_pb2.CivilEventType.Name(request.update.event_type),
+                        "applied_at": self._clock(),
+                    },
                 )
         except _Refusal as refusal:
             return registry_pb2.ApplyCivilUpdateResponse(
@@ -253,13 +265,8 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
             (p.person for p in event.parties if p.role == civil_pb2.PARTY_ROLE_SUBJECT), None
         )
         identifier = subject.registry_identifier if subject is not None else ""
-        known = (
-            conn.execute(
-                select(persons.c.status).where(persons.c.registry_identifier == identifier)
-            ).first()
-            if identifier
-            else None
-        )
+        found = _PERSON_STATUS.rows(conn, {"identifier": identifier}) if identifier else []
+        known = found[0][0] if found else None
         kind = event.event_type
         if kind == civil_pb2.CIVIL_EVENT_TYPE_UNSPECIFIED:
             raise _Refusal("EVENT_TYPE_UNSPECIFIED")
@@ -286,7 +293,7 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
             raise _Refusal(UNKNOWN_PERSON)
         change: dict[str, str] = {"updated_by": message_id}
         if kind == civil_pb2.CIVIL_EVENT_TYPE_DEATH:
-            if known.status == "deceased":
+            if known == "deceased":
                 raise _Refusal("PERSON_ALREADY_DECEASED")
             change.update(status="deceased", date_of_death=_date(event.event_date))
         else:
@@ -310,16 +317,18 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
         *,
         updated_by: str | None,
     ) -> None:
-        conn.execute(
-            insert(persons).values(
-                registry_identifier=identifier,
-                given_names=_names(name.given_names),
-                family_names=_names(name.family_names),
-                date_of_birth=_date(date_of_birth),
-                sex=common_pb2.Sex.Name(sex),
-                status="living",
-                updated_by=updated_by,
-            )
+        _INSERT_PERSON.execute(
+            conn,
+            {
+                "registry_identifier": identifier,
+                "given_names": _names(name.given_names),
+                "family_names": _names(name.family_names),
+                "date_of_birth": _date(date_of_birth),
+                "sex": common_pb2.Sex.Name(sex),
+                "status": "living",
+                "date_of_death": None,
+                "updated_by": updated_by,
+            },
         )
 
     def add_person(
