@@ -18,8 +18,10 @@ opened by :func:`write_transaction` starts with ``BEGIN IMMEDIATE``, taking the 
 lock up front, so concurrent writers queue on the busy timeout instead of failing on a
 lock upgrade halfway through.
 
-Every call here blocks. The async server calls the store through ``asyncio.to_thread``;
-nothing in this package may be called on the event loop.
+Every call here blocks. The async server writes through the group committer
+(:meth:`~gateway.store.group_commit.GroupCommit.write` awaits a unit the committer thread
+runs) and calls the rest of the store through ``asyncio.to_thread``; nothing else in this
+package may be called on the event loop.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from sqlalchemy import (
     bindparam,
     event,
     exc,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -223,6 +226,9 @@ def _switch_to_wal(cursor: sqlite3.Cursor) -> str:
             time.sleep(0.005)
 
 
+_BEGIN = {True: Prepared(text("BEGIN IMMEDIATE")), False: Prepared(text("BEGIN"))}
+
+
 def _begin_sqlite_transaction(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(_BEGIN_IMMEDIATE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    # Every group commit begins here: straight on the driver, errors wrapped alike.
+    _BEGIN[bool(conn.get_execution_options().get(_BEGIN_IMMEDIATE, False))].execute(conn, {})
