@@ -9,7 +9,7 @@ Example::
     [gateway]
     state = "AT"
     database_url = "sqlite:///var/at/pouch.db"
-    worker_threads = 32                # blocking stages (signatures, database) run here
+    worker_threads = 32                # blocking calls (database reads, case handling) run here
 
     [pki]
     dir = "certs/AT"
