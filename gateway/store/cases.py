@@ -32,7 +32,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, and_, false, func, or_, select, true, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    false,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 
 from gateway.exchanges.payload import encode_payload
@@ -145,12 +157,7 @@ class CaseWrite:
         self.events_added = 0
 
     def lock(self, case_id: str) -> CaseRecord | None:
-        query = (
-            select(representation_cases)
-            .where(representation_cases.c.case_id == case_id)
-            .with_for_update()
-        )
-        row = self.conn.execute(query).mappings().one_or_none()
+        row = self.conn.execute(_LOCK_CASE, {"case_id": case_id}).mappings().one_or_none()
         return None if row is None else self._store.record(row)
 
     def insert_case(self, record: CaseRecord) -> bool:
@@ -168,11 +175,7 @@ class CaseWrite:
     def update_case(self, case_id: str, **values: Any) -> None:
         if isinstance(values.get("state"), CaseStatus):
             values["state"] = values["state"].value
-        self.conn.execute(
-            update(representation_cases)
-            .where(representation_cases.c.case_id == case_id)
-            .values(**values)
-        )
+        self.conn.execute(_UPDATE_CASE, {**values, "target_case_id": case_id})
 
     def add_event(
         self,
@@ -186,24 +189,21 @@ class CaseWrite:
         notify_registry: bool,
     ) -> int:
         """Append the case's next event; ``case`` must be the row as locked (or inserted)."""
-        current = self.conn.execute(
-            select(representation_cases.c.event_count).where(
-                representation_cases.c.case_id == case.case_id
-            )
-        ).scalar_one()
+        current = self.conn.execute(_EVENT_COUNT, {"case_id": case.case_id}).scalar_one()
         seq = int(current) + 1
         self.conn.execute(
-            case_events.insert().values(
-                case_id=case.case_id,
-                seq=seq,
-                event_kind=event_kind,
-                state=state.value,
-                actor_state=actor_state,
-                message_id=message_id,
-                occurred_at=at,
-                notify_registry=notify_registry,
-                registry_notified_at=None,
-            )
+            _INSERT_EVENT,
+            {
+                "case_id": case.case_id,
+                "seq": seq,
+                "event_kind": event_kind,
+                "state": state.value,
+                "actor_state": actor_state,
+                "message_id": message_id,
+                "occurred_at": at,
+                "notify_registry": notify_registry,
+                "registry_notified_at": None,
+            },
         )
         self.update_case(case.case_id, event_count=seq, updated_at=at)
         self.events_added += 1
@@ -294,13 +294,7 @@ class CaseStore:
 
     def get(self, case_id: str) -> CaseRecord | None:
         with read_transaction(self.engine) as conn:
-            row = (
-                conn.execute(
-                    select(representation_cases).where(representation_cases.c.case_id == case_id)
-                )
-                .mappings()
-                .one_or_none()
-            )
+            row = conn.execute(_CASE, {"case_id": case_id}).mappings().one_or_none()
         return None if row is None else self.record(row)
 
     def link_identity_confirmation(self, case_id: str, message_id: str) -> None:
@@ -322,30 +316,13 @@ class CaseStore:
 
     def view(self, case_id: str) -> CaseView | None:
         with read_transaction(self.engine) as conn:
-            row = (
-                conn.execute(
-                    select(representation_cases).where(representation_cases.c.case_id == case_id)
-                )
-                .mappings()
-                .one_or_none()
-            )
+            key = {"case_id": case_id}
+            row = conn.execute(_CASE, key).mappings().one_or_none()
             if row is None:
                 return None
-            notes = conn.execute(
-                select(case_notes)
-                .where(case_notes.c.case_id == case_id)
-                .order_by(case_notes.c.created_at, case_notes.c.note_id)
-            ).mappings()
-            claims = conn.execute(
-                select(case_cost_claims)
-                .where(case_cost_claims.c.case_id == case_id)
-                .order_by(case_cost_claims.c.created_at, case_cost_claims.c.claim_id)
-            ).mappings()
-            links = conn.execute(
-                select(case_identity_links.c.message_id)
-                .where(case_identity_links.c.case_id == case_id)
-                .order_by(case_identity_links.c.linked_at, case_identity_links.c.message_id)
-            ).scalars()
+            notes = conn.execute(_NOTES, key).mappings()
+            claims = conn.execute(_CLAIMS, key).mappings()
+            links = conn.execute(_LINKS, key).scalars()
             return CaseView(
                 record=self.record(row),
                 notes=tuple(self._note(n) for n in notes),
@@ -522,6 +499,33 @@ class CaseStore:
         plain = self._open(values["description"], f"case_claim:{values['claim_id']}")
         values["description"] = None if plain is None else plain.decode("utf-8")
         return CostClaimRecord(**values)
+
+
+# Statements of every case step, built once (their cache keys are then remembered).
+_CASE = select(representation_cases).where(representation_cases.c.case_id == bindparam("case_id"))
+_LOCK_CASE = _CASE.with_for_update()
+_EVENT_COUNT = select(representation_cases.c.event_count).where(
+    representation_cases.c.case_id == bindparam("case_id")
+)
+_UPDATE_CASE = update(representation_cases).where(
+    representation_cases.c.case_id == bindparam("target_case_id")
+)
+_INSERT_EVENT = insert(case_events)
+_NOTES = (
+    select(case_notes)
+    .where(case_notes.c.case_id == bindparam("case_id"))
+    .order_by(case_notes.c.created_at, case_notes.c.note_id)
+)
+_CLAIMS = (
+    select(case_cost_claims)
+    .where(case_cost_claims.c.case_id == bindparam("case_id"))
+    .order_by(case_cost_claims.c.created_at, case_cost_claims.c.claim_id)
+)
+_LINKS = (
+    select(case_identity_links.c.message_id)
+    .where(case_identity_links.c.case_id == bindparam("case_id"))
+    .order_by(case_identity_links.c.linked_at, case_identity_links.c.message_id)
+)
 
 
 def _event(row: RowMapping) -> CaseEvent:
