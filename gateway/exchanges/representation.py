@@ -55,7 +55,14 @@ from gateway.exchanges.representation_validation import (
 )
 from gateway.policy.catalogue import representation_payload
 from gateway.policy.evaluate import evaluate
-from gateway.store.cases import CaseRecord, CaseStore, CaseWrite, CostClaimRecord, NoteRecord
+from gateway.store.cases import (
+    CaseRecord,
+    CaseStore,
+    CaseView,
+    CaseWrite,
+    CostClaimRecord,
+    NoteRecord,
+)
 from gateway.store.outbox import Outbox, OutboxItem
 from gateway.trust.principal import Principal
 from pouch.v1 import common_pb2, representation_pb2
@@ -97,7 +104,8 @@ class RepresentationDesk:
 
     def transition(
         self, principal: Principal, case_id: str, target: CaseStatus | None, reason: str
-    ) -> CaseRecord:
+    ) -> CaseView:
+        """Move the case to ``target`` and sign the step for the partner; the case after it."""
         with self._refusals_audited(principal, None, None):
             validate_case_id(case_id)
             validate_reason(reason)
@@ -108,7 +116,10 @@ class RepresentationDesk:
                 )
             check_transition(case.state, target, self._role(case))
             message = CaseMessage(case_id, "transition", 0, target_state=target, reason_code=reason)
-            return self._act(principal, case, message, {}, new_state=target)
+            self._act(principal, case, message, {}, new_state=target)
+            view = self._cases.view(case_id)
+            assert view is not None  # cases are never deleted
+            return view
 
     def add_note(
         self, principal: Principal, request: representation_pb2.AddNoteRequest
@@ -236,7 +247,7 @@ class RepresentationDesk:
         content: Mapping[str, Any],
         *,
         new_state: CaseStatus | None = None,
-    ) -> CaseRecord:
+    ) -> None:
         now = self._clock()
         agreement = self._gate.prepare(case.agreement_id, self._partner(case))
         minimised = evaluate(
@@ -261,9 +272,6 @@ class RepresentationDesk:
             self._audit_sent(principal, locked, change.message, write.conn)
 
         self._cases.write(act)
-        updated = self._cases.get(case.case_id)
-        assert updated is not None
-        return updated
 
     def _commit(
         self,

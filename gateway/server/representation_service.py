@@ -171,13 +171,11 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> representation_pb2.TransitionCaseResponse:
         target = _STATES.get(request.target_state)
-        record = await asyncio.to_thread(
+        view = await asyncio.to_thread(
             self._desk.transition, current_principal(), request.case_id, target, request.reason
         )
         self._wake()
-        return representation_pb2.TransitionCaseResponse(
-            case=case_message(await self._view(record.case_id))
-        )
+        return representation_pb2.TransitionCaseResponse(case=case_message(view))
 
     async def AddNote(
         self,
