@@ -119,8 +119,14 @@ class InboundReceiver:
         self, peer_state: str, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope
     ) -> envelope_pb2.Receipt:
         assert self._cases is not None
-        stored = self._cases.receive(peer_state, verified, envelope.SerializeToString())
-        return self._received(verified, envelope, "representation", peer_state, stored)
+
+        def received(conn: Connection, stored: bool) -> None:
+            self._audit_received(verified, "representation", peer_state, stored, conn)
+
+        stored = self._cases.receive(
+            peer_state, verified, envelope.SerializeToString(), received=received
+        )
+        return self._receipted(verified, envelope, stored)
 
     def _admit_civil(
         self, peer_state: str, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope
@@ -165,18 +171,6 @@ class InboundReceiver:
             return stored
 
         return store
-
-    def _received(
-        self,
-        verified: VerifiedEnvelope,
-        envelope: envelope_pb2.Envelope,
-        exchange_type: str,
-        peer_state: str,
-        stored: bool,
-    ) -> envelope_pb2.Receipt:
-        """Audit the stored (or duplicate) message and sign the receipt for it."""
-        self._audit_received(verified, exchange_type, peer_state, stored, None)
-        return self._receipted(verified, envelope, stored)
 
     def _audit_received(
         self,

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from sqlalchemy import Connection
+
 from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
@@ -82,8 +84,19 @@ class CaseInbound:
         self._clock = clock
         self._audit = audit
 
-    def receive(self, peer_state: str, verified: VerifiedEnvelope, envelope: bytes) -> bool:
-        """Blocking. Apply the message; ``False`` if it was already stored (a duplicate)."""
+    def receive(
+        self,
+        peer_state: str,
+        verified: VerifiedEnvelope,
+        envelope: bytes,
+        *,
+        received: Callable[[Connection, bool], None] | None = None,
+    ) -> bool:
+        """Blocking. Apply the message; ``False`` if it was already stored (a duplicate).
+
+        ``received`` writes the receiver's own evidence of the message (told whether it
+        was new) in the same transaction as the case's change.
+        """
         header = verified.header
         agreement = self._gate.prepare(header.agreement_id, peer_state)
         agreement.require_digest(header.agreement_version, header.agreement_digest)
@@ -125,6 +138,8 @@ class CaseInbound:
                 ),
                 applied=True,
             )
+            if received is not None:
+                received(write.conn, stored)
             if not stored:
                 return False
             if message.action == "open":

@@ -365,3 +365,24 @@ def test_a_case_under_a_suspended_agreement_is_refused_on_both_sides(
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_reason(refused.value) == "SUSPENDED"
     assert at.get(case.case_id).state == be.get(case.case_id).state == R.CASE_STATE_SUBMITTED
+
+
+def test_a_partners_case_step_is_evidenced_as_received_and_as_applied_together(
+    exchange: RunningGateways, at: Consulate, be: Consulate
+) -> None:
+    case = at.request("BE", AT_BE)
+    be.wait_for(case.case_id, _in_state(R.CASE_STATE_SUBMITTED))
+    be.move(case.case_id, R.CASE_STATE_ACKNOWLEDGED)
+    at.wait_for(case.case_id, _in_state(R.CASE_STATE_ACKNOWLEDGED))
+    audit_log = exchange.gateway("AT").exchanges.audit_log  # type: ignore[union-attr]
+    applied = [
+        e
+        for e in audit_log.entries(event_kind="case_transition", limit=1000)
+        if e.peer_state == "BE" and e.principal == "state:BE"
+    ]
+    assert applied
+    for step in applied:
+        (received,) = audit_log.entries(message_id=step.message_id, event_kind="received")
+        assert received.reason_code is None
+        # One unit wrote both: the receipt of the message comes right before its effect.
+        assert received.idx == step.idx - 1
