@@ -40,7 +40,6 @@ from gateway.delivery.backoff import Backoff
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import (
     EnvelopeSigner,
-    envelope_digest,
     header_from_envelope,
     utc_millis,
     verify_receipt,
@@ -190,7 +189,7 @@ class Dispatcher:
             return
         stored = envelope_pb2.Envelope.FromString(message.envelope)
         header = dataclasses.replace(header_from_envelope(stored), created_at=utc_millis(now))
-        envelope = self._signer.sign(header, stored.payload)
+        envelope, digest = self._signer.sign_with_digest(header, stored.payload)
         try:
             answer = await self._partners.peer(message.recipient_state).Deliver(
                 peer_pb2.DeliverRequest(envelope=envelope),
@@ -208,7 +207,7 @@ class Dispatcher:
                 answer.receipt,
                 receiver_bundle=bundle,
                 expected_message_id=message.message_id,
-                expected_request_digest=envelope_digest(envelope),
+                expected_request_digest=digest,
                 now=self._clock(),
             )
         except PouchError as e:

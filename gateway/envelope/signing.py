@@ -16,7 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
-from gateway.envelope.header import EnvelopeHeader, signing_input, timestamp_of
+from gateway.envelope.header import EnvelopeHeader, digest_of, signing_input, timestamp_of
 from gateway.envelope.jws import ENVELOPE_TYP, StateSigningKey
 from pouch.v1 import common_pb2, envelope_pb2
 
@@ -26,13 +26,21 @@ class EnvelopeSigner(StateSigningKey):
 
     def sign(self, header: EnvelopeHeader, payload: bytes) -> envelope_pb2.Envelope:
         """The signed envelope carrying ``payload`` under ``header``."""
+        return self.sign_with_digest(header, payload)[0]
+
+    def sign_with_digest(
+        self, header: EnvelopeHeader, payload: bytes
+    ) -> tuple[envelope_pb2.Envelope, str]:
+        """:meth:`sign`, and the envelope's digest (what :func:`envelope_digest` would
+        recompute from it, and a receipt binds), from the signing input just made."""
         if header.sender_state != self.state:
             raise ValueError(
                 f"signer of {self.state} cannot sign an envelope from {header.sender_state}"
             )
         if header.recipient_state == self.state:
             raise ValueError("an envelope must be addressed to another state")
-        return envelope_pb2.Envelope(
+        canonical = signing_input(header, payload)
+        envelope = envelope_pb2.Envelope(
             message_id=header.message_id,
             agreement=common_pb2.AgreementRef(
                 id=header.agreement_id,
@@ -46,5 +54,6 @@ class EnvelopeSigner(StateSigningKey):
             created_at=timestamp_of(header.created_at),
             payload=payload,
             payload_type=header.payload_type,
-            signature=self.sign_detached(ENVELOPE_TYP, signing_input(header, payload)),
+            signature=self.sign_detached(ENVELOPE_TYP, canonical),
         )
+        return envelope, digest_of(canonical)

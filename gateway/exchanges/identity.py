@@ -35,7 +35,6 @@ from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import (
     EnvelopeSigner,
     EnvelopeVerifier,
-    envelope_digest,
 )
 from gateway.errors import (
     DeadlineExceeded,
@@ -212,7 +211,7 @@ class IdentityRequester:
             payload_type=CLAIM_PAYLOAD_TYPE,
         )
         payload = encode_payload(minimised.payload)
-        envelope = self._signer.sign(header, payload)
+        envelope, digest = self._signer.sign_with_digest(header, payload)
         record = IdentityQuery(
             message_id=header.message_id,
             direction="outbound",
@@ -249,7 +248,7 @@ class IdentityRequester:
             agreement=agreement,
             minimised=minimised,
             envelope=envelope,
-            digest=envelope_digest(envelope),
+            digest=digest,
             wait_s=wait_s,
         )
         return signed, store

@@ -337,3 +337,12 @@ def test_a_signature_of_the_wrong_length_or_encoding_is_refused(pki: Pki, cut: s
     encoded = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
     envelope.signature = f"{protected}..{encoded if cut != 'not base64url' else 'A'}"
     assert _refused(pki, envelope) == ENVELOPE_SIGNATURE
+
+
+def test_the_digest_given_with_a_signature_is_the_one_recomputed_from_the_envelope(
+    pki: Pki,
+) -> None:
+    header = pki.header()
+    envelope, digest = pki.sender.signer.sign_with_digest(header, b"\x0a\x05birth")
+    assert digest == envelope_digest(envelope)
+    assert digest == pki.verifier().verify(envelope, peer_state=SENDER).digest
