@@ -77,6 +77,7 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.listener = listener
         self.authenticate = authenticate
         self.metrics = metrics
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler]] = {}  # type: ignore[type-arg]
 
     async def intercept_service(
         self,
@@ -87,6 +88,14 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         method = handler_call_details.method
+        # A method's handler is the same on every call: wrap it once.
+        wrapped = self._wrapped.get(method)
+        if wrapped is None or wrapped[0] is not handler:
+            wrapped = (handler, self._wrap(handler, method))
+            self._wrapped[method] = wrapped
+        return wrapped[1]
+
+    def _wrap(self, handler: Any, method: str) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
                 self._streaming(handler.stream_stream, method),
