@@ -1,11 +1,13 @@
-"""Statements compiled once and run straight on the driver's cursor: the hottest writes.
+"""Statements compiled once and run straight on the driver's cursor: the hottest ones.
 
 SQLAlchemy Core spends tens of microseconds on every execution redoing what does not
 change between two calls of one statement: the cache key, the parameter set, the
-execution context, the result's metadata. The few statements that every exchange runs
-inside its group-commit unit (the audit rows, the identity-query record, the quota
-step, the lifecycle read) are :class:`Prepared` instead: compiled once per dialect and
-executed on the DBAPI cursor of the caller's connection, inside its transaction.
+execution context, the result's metadata. The statements every exchange runs (the
+audit rows, identity-query records, the quota step, the lifecycle read, the outbox's
+and inbox's keyed updates, ``BEGIN`` on SQLite) are :class:`Prepared` instead:
+compiled once per dialect and executed on the DBAPI cursor of the caller's
+connection, inside its transaction (or, outside one, in the driver's own, which the
+pool rolls back when the connection is returned).
 
 Guarantees, so that nothing else needs to know:
 
