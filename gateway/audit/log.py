@@ -116,7 +116,9 @@ class AuditLog:
         if not rows:
             return []
         with write_transaction(self._engine) as conn:
-            return self._append_rows_within(conn, rows)
+            indexes, remember = self._extend(conn, rows)
+        remember()  # committed: the next append attaches here without reading the tree
+        return indexes
 
     def append_within(self, conn: Connection, events: Sequence[AuditEvent]) -> None:
         """:meth:`append` inside the caller's write transaction, so entries commit with the
@@ -128,6 +130,15 @@ class AuditLog:
     def _append_rows_within(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         if not rows:
             return []
+        indexes, remember = self._extend(conn, rows)
+        after_commit(conn, remember)
+        return indexes
+
+    def _extend(
+        self, conn: Connection, rows: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[int], Callable[[], None]]:
+        """Write ``rows`` at the next indexes; their indexes, and what remembers the tree's
+        new frontier, to be called only once the transaction has committed."""
         if is_postgresql(self._engine):
             conn.execute(
                 select(
@@ -153,12 +164,11 @@ class AuditLog:
         reachable = {**attach_to, **dict(completed)}
         reachable.update(((0, start + offset), leaf) for offset, leaf in enumerate(leaves))
         frontier = {node: reachable[node] for node in _frontier_nodes(end)}
-        after_commit(conn, lambda: self._remember_frontier(end, frontier))
         for chunk in range(0, len(entries), _INSERT_CHUNK):
             _INSERT_ENTRIES.execute_many(conn, entries[chunk : chunk + _INSERT_CHUNK])
         for chunk in range(0, len(nodes), _INSERT_CHUNK):
             _INSERT_NODES.execute_many(conn, nodes[chunk : chunk + _INSERT_CHUNK])
-        return list(range(start, start + len(rows)))
+        return list(range(start, end)), lambda: self._remember_frontier(end, frontier)
 
     def _remember_frontier(self, size: int, frontier: dict[tuple[int, int], bytes]) -> None:
         with self._frontier_lock:
