@@ -107,21 +107,11 @@ def test_units_waiting_together_share_one_commit_and_consecutive_audit_indexes(
     commits: list[int] = []
     event.listen(migrated_engine, "commit", lambda conn: commits.append(1))
     log = GroupCommittedLog(AuditLog(migrated_engine, clock=clock), group)
-    hold = threading.Event()
-    started = threading.Event()
 
-    def holding(conn: Connection) -> None:
-        started.set()
-        hold.wait(timeout=10)
-
-    with ThreadPoolExecutor(33) as pool:
-        blocker = pool.submit(group.run, holding)
-        assert started.wait(timeout=10)
+    with _committer_held(group) as hold, ThreadPoolExecutor(32) as pool:
         appends = [pool.submit(log.append, [_event(f"m-{i}")]) for i in range(32)]
-        while group.waiting() < 32:
-            threading.Event().wait(0.01)
+        _until_waiting(group, 32)
         hold.set()
-        blocker.result(timeout=10)
         for append in appends:
             append.result(timeout=10)
 
