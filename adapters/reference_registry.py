@@ -113,11 +113,11 @@ _APPLIED = Prepared(
         applied_updates.c.message_id == bindparam("message_id")
     )
 )
-_RECORD_APPLIED = Prepared(insert(applied_updates), columns=[c.key for c in applied_updates.c])
+_RECORD_APPLIED = Prepared(insert(applied_updates), columns=applied_updates.c.keys())
 _PERSON_STATUS = Prepared(
     select(persons.c.status).where(persons.c.registry_identifier == bindparam("identifier"))
 )
-_INSERT_PERSON = Prepared(insert(persons), columns=[c.key for c in persons.c])
+_INSERT_PERSON = Prepared(insert(persons), columns=persons.c.keys())
 _CANDIDATE = select(
     documents.c.number,
     documents.c.given_names,

@@ -290,9 +290,8 @@ class AuditLog:
 
 
 _LAST_INDEX = Prepared(select(func.max(audit_entries.c.idx)))
-# Every column of a row, each row written as one, on every append.
-_INSERT_ENTRIES = Prepared(insert(audit_entries), columns=[c.key for c in audit_entries.c])
-_INSERT_NODES = Prepared(insert(audit_nodes), columns=[c.key for c in audit_nodes.c])
+_INSERT_ENTRIES = Prepared(insert(audit_entries), columns=audit_entries.c.keys())
+_INSERT_NODES = Prepared(insert(audit_nodes), columns=audit_nodes.c.keys())
 
 
 def _size(conn: Connection) -> int:

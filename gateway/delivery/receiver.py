@@ -178,8 +178,9 @@ class InboundReceiver:
         exchange_type: str,
         peer_state: str,
         stored: bool,
-        conn: Connection | None,
+        conn: Connection,
     ) -> None:
+        """The RECEIVED entry, in the unit that stores the message."""
         header = verified.header
         self._audit.record(
             EventKind.RECEIVED,

@@ -99,10 +99,6 @@ class SignedQuery:
     digest: str
     wait_s: float
 
-    @property
-    def message_id(self) -> str:
-        return self.envelope.message_id
-
 
 class IdentityRequester:
     """Turns a local caller's confirmation request into the partner's verified answer."""
@@ -151,7 +147,9 @@ class IdentityRequester:
             await self._group.write(store)
             if query.case_id is not None and self._cases is not None:
                 await asyncio.to_thread(
-                    self._cases.link_identity_confirmation, query.case_id, signed.message_id
+                    self._cases.link_identity_confirmation,
+                    query.case_id,
+                    signed.envelope.message_id,
                 )
             answer = await self._ask(signed)
             response, record = self._accept(signed, answer)

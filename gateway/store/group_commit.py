@@ -118,7 +118,12 @@ class _Pending:
     answer: Answer
 
 
-def _settle_on_loop(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+Outcome = tuple[Future[Any] | asyncio.Future[Any], Any, BaseException | None]
+"""A unit's answer, its result, and the error it failed with (``None`` if it did not)."""
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """Answer each unit; on its event loop's thread, for a coroutine's unit."""
     for future, result, error in outcomes:
         if future.done():  # its caller was cancelled; the write stands all the same
             continue
@@ -132,25 +137,21 @@ class _Outcomes:
     """What each unit of a batch is answered; delivered at once, one wake-up per loop."""
 
     def __init__(self) -> None:
-        self._by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-        self._threads: list[tuple[Future[Any], Any, BaseException | None]] = []
+        self._by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+        self._threads: list[Outcome] = []
 
     def add(self, pending: _Pending, result: Any, error: BaseException | None) -> None:
         answer = pending.answer
         if isinstance(answer, _LoopAnswer):
             self._by_loop.setdefault(answer.loop, []).append((answer.future, result, error))
-        elif not answer.done():
+        else:
             self._threads.append((answer, result, error))
 
     def deliver(self) -> None:
-        for answer, result, error in self._threads:
-            if error is None:
-                answer.set_result(result)
-            else:
-                answer.set_exception(error)
+        _settle(self._threads)
         for loop, outcomes in self._by_loop.items():
             try:
-                loop.call_soon_threadsafe(_settle_on_loop, outcomes)
+                loop.call_soon_threadsafe(_settle, outcomes)
             except RuntimeError:  # the loop closed: nobody is left to answer
                 log.warning("a group commit answered a closed event loop")
 

@@ -41,7 +41,7 @@ class IdentityQuery:
 
 
 # Statements built once; each call gives only its parameters.
-_INSERT = Prepared(insert(identity_queries), columns=[c.key for c in identity_queries.c])
+_INSERT = Prepared(insert(identity_queries), columns=identity_queries.c.keys())
 _ANSWER = Prepared(
     update(identity_queries)
     .where(
@@ -55,7 +55,6 @@ _ANSWER = Prepared(
         answered_at=bindparam("answer_at"),
     )
 )
-_ADMIT_COLUMNS = [c.key for c in identity_queries.c]
 
 
 class IdentityQueries:
@@ -66,7 +65,7 @@ class IdentityQueries:
             insert_unless_present(engine, identity_queries).returning(
                 identity_queries.c.message_id
             ),
-            columns=_ADMIT_COLUMNS,
+            columns=identity_queries.c.keys(),
         )
 
     def _values(self, query: IdentityQuery) -> dict[str, object]:

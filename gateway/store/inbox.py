@@ -167,7 +167,7 @@ class Inbox:
         self._sealer = sealer
         self._accept = Prepared(
             insert_unless_present(engine, inbox).returning(inbox.c.message_id),
-            columns=[c.key for c in inbox.c],
+            columns=inbox.c.keys(),
         )
 
     def accept_once(self, message: InboundMessage) -> bool:

@@ -11,8 +11,7 @@ from gateway.store.prepared import Prepared
 from gateway.store.tables import agreement_lifecycle
 from tests.unit.store.conftest import START
 
-_COLUMNS = [c.key for c in agreement_lifecycle.c]
-_INSERT = Prepared(insert(agreement_lifecycle), columns=_COLUMNS)
+_INSERT = Prepared(insert(agreement_lifecycle), columns=agreement_lifecycle.c.keys())
 _STATUS = Prepared(
     select(agreement_lifecycle.c.status, agreement_lifecycle.c.agreement_version).where(
         agreement_lifecycle.c.agreement_version == bindparam("version")
