@@ -209,10 +209,12 @@ def _selects_of_nodes(engine: Engine) -> list[str]:
     return seen
 
 
-def test_a_logs_next_group_append_attaches_to_its_remembered_frontier(
-    migrated_engine: Engine, group: GroupCommit, clock: FakeClock
+@pytest.mark.parametrize("grouped", [True, False], ids=["in a group", "outside a group"])
+def test_a_logs_next_append_attaches_to_the_frontier_it_remembered_after_its_commit(
+    migrated_engine: Engine, group: GroupCommit, clock: FakeClock, grouped: bool
 ) -> None:
-    log = GroupCommittedLog(AuditLog(migrated_engine, clock=clock), group)
+    plain = AuditLog(migrated_engine, clock=clock)
+    log = GroupCommittedLog(plain, group) if grouped else plain
     for i in range(5):
         log.append([_event(f"warm-{i}")])
     seen = _selects_of_nodes(migrated_engine)
@@ -222,20 +224,6 @@ def test_a_logs_next_group_append_attaches_to_its_remembered_frontier(
     assert seen == []
     audit = AuditLog(migrated_engine, clock=clock)
     assert audit.root() == merkle.reference_root(audit.leaf_hashes(0, 11))
-
-
-def test_a_logs_own_committed_append_is_remembered_outside_a_group_too(
-    migrated_engine: Engine, clock: FakeClock
-) -> None:
-    log = AuditLog(migrated_engine, clock=clock)
-    for i in range(5):
-        log.append([_event(f"warm-{i}")])
-    seen = _selects_of_nodes(migrated_engine)
-    for i in range(6):
-        log.append([_event(f"m-{i}")])
-
-    assert seen == []
-    assert log.root() == merkle.reference_root(log.leaf_hashes(0, 11))
 
 
 def test_appends_by_other_writers_and_failed_commits_never_leave_a_stale_frontier(
