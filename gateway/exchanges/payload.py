@@ -23,12 +23,23 @@ def encode_payload(tree: Mapping[str, Any]) -> bytes:
     return bytes(jcs.dumps(dict(tree)))
 
 
-def _depth(value: Any, level: int = 0) -> int:
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level + 1)
-    return level
+def _nests_deeper(tree: dict[str, Any], limit: int) -> bool:
+    """Whether a container of ``tree`` sits more than ``limit`` levels down (``tree`` is 1)."""
+    level: list[Any] = [tree]
+    depth = 1
+    while level:
+        if depth > limit:
+            return True
+        inner: list[Any] = []
+        for value in level:
+            inner.extend(
+                v
+                for v in (value.values() if isinstance(value, dict) else value)
+                if isinstance(v, (dict, list))
+            )
+        level = inner
+        depth += 1
+    return False
 
 
 def decode_payload(data: bytes) -> dict[str, Any]:
@@ -43,7 +54,7 @@ def decode_payload(data: bytes) -> dict[str, Any]:
         raise ValidationRejected(
             [FieldViolation("payload", "must be a JSON object")], reason="MALFORMED_PAYLOAD"
         )
-    if _depth(tree) > MAX_DEPTH:
+    if _nests_deeper(tree, MAX_DEPTH):
         raise ValidationRejected(
             [FieldViolation("payload", f"must nest at most {MAX_DEPTH} levels")],
             reason="MALFORMED_PAYLOAD",

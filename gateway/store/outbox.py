@@ -219,7 +219,10 @@ class Outbox:
         self._engine = engine
         self._clock = clock
         self._sealer = sealer
-        self._enqueue_one = insert_unless_present(engine, outbox).returning(outbox.c.message_id)
+        self._enqueue_one = Prepared(
+            insert_unless_present(engine, outbox).returning(outbox.c.message_id),
+            columns=outbox.c.keys(),
+        )
 
     def enqueue(self, item: OutboxItem) -> bool:
         """Store ``item`` durably; ``True`` if new.
@@ -245,7 +248,7 @@ class Outbox:
         now = self._now()
         rows = [_new_row(item, now, self._stored_envelope(item)) for item in items]
         if len(rows) == 1:
-            return len(conn.execute(self._enqueue_one, rows[0]).all())
+            return len(self._enqueue_one.rows(conn, rows[0]))
         stored = 0
         for start in range(0, len(rows), _BATCH_ROWS):
             statement = insert_unless_present(self._engine, outbox).values(
