@@ -12,6 +12,10 @@ Guarantees:
   jitter until the message's deadline, then dead-lettered with a reason code.
 - A partner's permanent refusal (policy, agreement, validation, signature) is a
   dead letter at once, with the partner's reason code.
+- The messages of one claimed batch that go to one partner travel together in
+  ``DeliverBatch`` calls (:mod:`gateway.delivery.batches`), each answered and recorded
+  as if it had been sent alone; a partner without batch methods gets one ``Deliver``
+  call per message.
 - Several dispatchers (replicas on one PostgreSQL) claim disjoint messages under a
   lease (``FOR UPDATE SKIP LOCKED``); a dispatcher that lost its lease cannot
   complete a message another one now holds.
@@ -24,6 +28,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
@@ -37,6 +42,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.config import DeliverySection
 from gateway.delivery.backoff import Backoff
+from gateway.delivery.batches import SEND_SINGLY, chunks, refusal_code
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import (
     EnvelopeSigner,
@@ -66,6 +72,30 @@ PERMANENT_REFUSALS = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    """A message signed for this attempt, with the digest its receipt must bind."""
+
+    message: OutboxMessage
+    envelope: envelope_pb2.Envelope
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """The partner's refusal of one message: its status code and our reason code."""
+
+    code: grpc.StatusCode
+    reason: str
+
+
+def _refused(result: peer_pb2.DeliveryResult) -> _Refused:
+    refusal = result.refusal
+    code = refusal_code(refusal)
+    return _Refused(code, f"PARTNER_{refusal.reason or code.name}")
 
 
 def refusal_reason(error: grpc.aio.AioRpcError) -> str:
@@ -118,6 +148,7 @@ class Dispatcher:
             jitter_fraction=settings.jitter_fraction,
         )
         self.wake = asyncio.Event()
+        self._singly: set[str] = set()  # partners whose release takes no batches
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -161,10 +192,18 @@ class Dispatcher:
                     if m.exchange_type != "agreement_notice"
                 }
             }
+            ready = await asyncio.gather(
+                *(self._ready(m, refusals.get((m.agreement_id, m.recipient_state))) for m in batch)
+            )
+            by_partner: dict[str, list[_Outgoing]] = {}
+            for outgoing in ready:
+                if outgoing is not None:
+                    by_partner.setdefault(outgoing.message.recipient_state, []).append(outgoing)
             await asyncio.gather(
                 *(
-                    self._attempt(m, refusals.get((m.agreement_id, m.recipient_state)))
-                    for m in batch
+                    self._send(partner, chunk)
+                    for partner, outgoing in by_partner.items()
+                    for chunk in chunks(outgoing, lambda o: o.size)
                 )
             )
         return bool(batch)
@@ -176,38 +215,85 @@ class Dispatcher:
             return e
         return None
 
-    async def _attempt(self, message: OutboxMessage, refusal: AgreementRejected | None) -> None:
+    async def _ready(
+        self, message: OutboxMessage, refusal: AgreementRejected | None
+    ) -> _Outgoing | None:
+        """The message signed afresh for this attempt, or ``None`` once it is dead-lettered."""
         now = self._clock()
         if message.deadline_at <= now:
             await self._dead(message, "DEADLINE_PASSED")
-            return
+            return None
         if message.envelope is None:
             await self._dead(message, "PAYLOAD_PURGED")
-            return
+            return None
         if refusal is not None:
             await self._dead(message, f"AGREEMENT_{refusal.reason}")
-            return
+            return None
         stored = envelope_pb2.Envelope.FromString(message.envelope)
         header = dataclasses.replace(header_from_envelope(stored), created_at=utc_millis(now))
         envelope, digest = self._signer.sign_with_digest(header, stored.payload)
+        return _Outgoing(message, envelope, digest, len(message.envelope))
+
+    async def _send(self, partner: str, chunk: list[_Outgoing]) -> None:
+        """One ``DeliverBatch`` call for ``chunk``, or one ``Deliver`` each where the
+        partner does not take batches (or alone, where one call is all there is)."""
+        if len(chunk) == 1 or partner in self._singly:
+            await asyncio.gather(*(self._send_one(o) for o in chunk))
+            return
         try:
-            answer = await self._partners.peer(message.recipient_state).Deliver(
-                peer_pb2.DeliverRequest(envelope=envelope),
+            answer = await self._partners.peer(partner).DeliverBatch(
+                peer_pb2.DeliverBatchRequest(envelopes=[o.envelope for o in chunk]),
                 timeout=self._settings.call_timeout_seconds,
             )
         except grpc.aio.AioRpcError as e:
-            if e.code() in PERMANENT_REFUSALS:
-                await self._dead(message, refusal_reason(e))
+            if e.code() in SEND_SINGLY:
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    self._singly.add(partner)
+                    log.info("partner %s takes no batches: one call per message", partner)
+                await asyncio.gather(*(self._send_one(o) for o in chunk))
+                return
+            refused = _Refused(e.code(), refusal_reason(e))
+            await asyncio.gather(*(self._settle(o, refused) for o in chunk))
+            return
+        if len(answer.results) != len(chunk):
+            log.warning("partner %s answered a batch with a wrong number of results", partner)
+            await asyncio.gather(*(self._retry(o.message, "BATCH_ANSWER_INVALID") for o in chunk))
+            return
+        await asyncio.gather(
+            *(
+                self._settle(o, result.receipt if result.HasField("receipt") else _refused(result))
+                for o, result in zip(chunk, answer.results, strict=True)
+            )
+        )
+
+    async def _send_one(self, outgoing: _Outgoing) -> None:
+        message = outgoing.message
+        try:
+            answer = await self._partners.peer(message.recipient_state).Deliver(
+                peer_pb2.DeliverRequest(envelope=outgoing.envelope),
+                timeout=self._settings.call_timeout_seconds,
+            )
+        except grpc.aio.AioRpcError as e:
+            await self._settle(outgoing, _Refused(e.code(), refusal_reason(e)))
+            return
+        await self._settle(outgoing, answer.receipt)
+
+    async def _settle(self, outgoing: _Outgoing, answer: envelope_pb2.Receipt | _Refused) -> None:
+        """Record what the partner answered one message: delivered, retried or dead."""
+        message = outgoing.message
+        if isinstance(answer, _Refused):
+            if answer.code in PERMANENT_REFUSALS:
+                await self._dead(message, answer.reason)
             else:
-                await self._retry(message, f"PARTNER_{e.code().name}")
+                await self._retry(message, f"PARTNER_{answer.code.name}")
             return
         bundle = self._bundles[message.recipient_state]
         try:
             verify_receipt(
-                answer.receipt,
+                answer,
                 receiver_bundle=bundle,
                 expected_message_id=message.message_id,
-                expected_request_digest=digest,
+                expected_request_digest=outgoing.digest,
                 now=self._clock(),
             )
         except PouchError as e:
@@ -216,7 +302,7 @@ class Dispatcher:
             )
             await self._retry(message, "RECEIPT_INVALID")
             return
-        receipt = answer.receipt.SerializeToString()
+        receipt = answer.SerializeToString()
 
         def delivered(conn: Connection) -> bool:
             # The receipt, the delivery and its audit entry commit together.

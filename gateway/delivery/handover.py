@@ -8,7 +8,8 @@ crash at any moment only delays them:
   is applied once. A registry that is down leaves the update for the next round.
 - :class:`Acknowledger` signs the registry's business decision (applied, or
   rejected with its reason) as a receipt and sends it to the sender, until the
-  sender has taken it.
+  sender has taken it; the decisions for one sender travel together in
+  ``AcknowledgeBatch`` calls.
 
 On the sending gateway, :class:`OutcomeRecorder` checks such a receipt against the
 partner's signing key and the digest of what was delivered, and records it once.
@@ -29,6 +30,7 @@ from sqlalchemy import Connection
 from adapters.base import InboundUpdate, RegistryAdapter, RegistryUnavailable
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
+from gateway.delivery.batches import SEND_SINGLY, chunks, refusal_code
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import ReceiptSigner, envelope_digest, verify_receipt
 from gateway.errors import NotFound, PouchError, StorageUnavailable
@@ -156,20 +158,31 @@ class Acknowledger:
         self._clock = clock
         self._batch = batch_size
         self._timeout = call_timeout_s
+        self._singly: set[str] = set()  # partners whose release takes no batches
 
     async def run_once(self) -> bool:
         waiting = await asyncio.to_thread(self._inbox.unacknowledged, self._batch)
-        sent = await asyncio.gather(*(self._acknowledge(entry) for entry in waiting))
+        by_sender: dict[str, list[tuple[InboxEntry, envelope_pb2.Receipt]]] = {}
+        for entry in waiting:
+            by_sender.setdefault(entry.sender_state, []).append((entry, self._receipt(entry)))
+        sent = await asyncio.gather(
+            *(
+                self._send(sender, chunk)
+                for sender, signed in by_sender.items()
+                for chunk in chunks(signed, lambda item: item[1].ByteSize())
+            )
+        )
         return any(sent)
 
-    async def _acknowledge(self, entry: InboxEntry) -> bool:
+    def _receipt(self, entry: InboxEntry) -> envelope_pb2.Receipt:
+        """The registry's decision on ``entry``, signed for its sender."""
         applied = entry.registry_outcome == "applied"
         digest = (
             envelope_digest(envelope_pb2.Envelope.FromString(entry.envelope))
             if entry.envelope is not None
             else ""
         )
-        receipt = self._signer.sign_receipt(
+        return self._signer.sign_receipt(
             message_id=entry.message_id,
             request_digest=digest,
             outcome=(
@@ -180,6 +193,44 @@ class Acknowledger:
             reason_code="" if applied else (entry.registry_reason or "REJECTED"),
             issued_at=self._clock(),
         )
+
+    async def _send(
+        self, sender: str, chunk: list[tuple[InboxEntry, envelope_pb2.Receipt]]
+    ) -> bool:
+        """One ``AcknowledgeBatch`` call for ``chunk`` (or one ``Acknowledge`` each, to a
+        sender without batch methods); records the ones taken, True if any was."""
+        if len(chunk) == 1 or sender in self._singly:
+            return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
+        try:
+            answer = await self._partners.peer(sender).AcknowledgeBatch(
+                peer_pb2.AcknowledgeBatchRequest(receipts=[receipt for _, receipt in chunk]),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() in SEND_SINGLY:
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    self._singly.add(sender)
+                    log.info("partner %s takes no batches: one call per acknowledgement", sender)
+                return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
+            log.info("acknowledgements to %s not taken yet: %s", sender, e.code().name)
+            return False
+        if len(answer.results) != len(chunk):
+            log.warning("partner %s answered a batch with a wrong number of results", sender)
+            return False
+        taken = []
+        for (entry, _), result in zip(chunk, answer.results, strict=True):
+            if result.HasField("refusal"):
+                log.info(
+                    "acknowledgement to %s not taken yet: %s",
+                    sender,
+                    result.refusal.reason or refusal_code(result.refusal).name,
+                )
+            else:
+                taken.append(entry)
+        await asyncio.gather(*(self._taken(entry) for entry in taken))
+        return bool(taken)
+
+    async def _send_one(self, entry: InboxEntry, receipt: envelope_pb2.Receipt) -> bool:
         try:
             await self._partners.peer(entry.sender_state).Acknowledge(
                 peer_pb2.AcknowledgeRequest(receipt=receipt), timeout=self._timeout
@@ -187,10 +238,13 @@ class Acknowledger:
         except grpc.aio.AioRpcError as e:
             log.info("acknowledgement to %s not taken yet: %s", entry.sender_state, e.code().name)
             return False
+        await self._taken(entry)
+        return True
+
+    async def _taken(self, entry: InboxEntry) -> None:
         await self._group.write(
             lambda conn: self._inbox.mark_ack_sent_within(conn, entry.message_id)
         )
-        return True
 
 
 class OutcomeRecorder:

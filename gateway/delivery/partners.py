@@ -38,10 +38,11 @@ class PartnerChannels:
         self._chain = certificate_chain
         self._key = private_key
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, peer_pb2_grpc.PeerServiceAsyncStub] = {}
 
     def peer(self, state: str) -> peer_pb2_grpc.PeerServiceAsyncStub:
-        channel = self._channels.get(state)
-        if channel is None:
+        stub = self._stubs.get(state)
+        if stub is None:
             endpoint = self._endpoints.get(state)
             if endpoint is None:
                 raise KeyError(f"no peer endpoint configured for {state}")
@@ -50,9 +51,11 @@ class PartnerChannels:
             )
             channel = secure_channel(endpoint.target, identity)
             self._channels[state] = channel
-        return peer_pb2_grpc.PeerServiceStub(channel)
+            stub = self._stubs[state] = peer_pb2_grpc.PeerServiceStub(channel)
+        return stub
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close(grace=None)
         self._channels.clear()
+        self._stubs.clear()

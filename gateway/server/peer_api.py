@@ -16,6 +16,7 @@ import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit.publication import CheckpointWitness
+from gateway.delivery.batches import answer_each, require_batch
 from gateway.delivery.handover import OutcomeRecorder
 from gateway.delivery.receiver import InboundReceiver
 from gateway.errors import FieldViolation, ValidationRejected
@@ -64,7 +65,8 @@ class PeerEndpoint:
 
 
 class PeerExchanges:
-    """``Deliver``, ``Acknowledge``, ``Query`` and ``CosignCheckpoint``: the exchange half."""
+    """``Deliver``, ``Acknowledge``, their batch forms, ``Query`` and ``CosignCheckpoint``:
+    the exchange half."""
 
     def __init__(
         self,
@@ -101,6 +103,39 @@ class PeerExchanges:
         await self._outcomes.acknowledge(peer.state, request.receipt)
         return peer_pb2.AcknowledgeResponse()
 
+    async def DeliverBatch(
+        self, request: peer_pb2.DeliverBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> peer_pb2.DeliverBatchResponse:
+        peer = authenticated_peer()
+        require_batch("envelopes", len(request.envelopes))
+        # Each envelope takes the stages it would take alone; their writes share commits.
+        answers = await answer_each(
+            "DeliverBatch", [self._receiver.receive(peer.state, e) for e in request.envelopes]
+        )
+        return peer_pb2.DeliverBatchResponse(
+            results=[
+                peer_pb2.DeliveryResult(refusal=a)
+                if isinstance(a, peer_pb2.ItemRefusal)
+                else peer_pb2.DeliveryResult(receipt=a)
+                for a in answers
+            ]
+        )
+
+    async def AcknowledgeBatch(
+        self,
+        request: peer_pb2.AcknowledgeBatchRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> peer_pb2.AcknowledgeBatchResponse:
+        peer = authenticated_peer()
+        require_batch("receipts", len(request.receipts))
+        answers = await answer_each(
+            "AcknowledgeBatch",
+            [self._outcomes.acknowledge(peer.state, r) for r in request.receipts],
+        )
+        return peer_pb2.AcknowledgeBatchResponse(
+            results=[peer_pb2.AcknowledgeResult(refusal=a) for a in answers]
+        )
+
     async def CosignCheckpoint(
         self,
         request: peer_pb2.CosignCheckpointRequest,
@@ -125,6 +160,8 @@ def register_peer_service(
             "Deliver": exchanges.Deliver,
             "Query": exchanges.Query,
             "Acknowledge": exchanges.Acknowledge,
+            "DeliverBatch": exchanges.DeliverBatch,
+            "AcknowledgeBatch": exchanges.AcknowledgeBatch,
             "CosignCheckpoint": exchanges.CosignCheckpoint,
         }
     register_methods(server, peer_pb2.DESCRIPTOR.services_by_name["PeerService"], methods)

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pouch.v1 import envelope_pb2 as pouch_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13pouch/v1/peer.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17pouch/v1/envelope.proto\"\x1c\n\x0bPingRequest\x12\r\n\x05nonce\x18\x01 \x01(\t\"{\n\x0cPingResponse\x12\r\n\x05nonce\x18\x01 \x01(\t\x12\x15\n\rgateway_state\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61ller_state\x18\x03 \x01(\t\x12/\n\x0bserver_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"6\n\x0e\x44\x65liverRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"5\n\x0f\x44\x65liverResponse\x12\"\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.Receipt\"4\n\x0cQueryRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"3\n\rQueryResponse\x12\"\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"8\n\x12\x41\x63knowledgeRequest\x12\"\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.Receipt\"\x15\n\x13\x41\x63knowledgeResponse\"O\n\x17\x43osignCheckpointRequest\x12\x19\n\x11signed_checkpoint\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\"/\n\x18\x43osignCheckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\t2\xe5\x02\n\x0bPeerService\x12\x35\n\x04Ping\x12\x15.pouch.v1.PingRequest\x1a\x16.pouch.v1.PingResponse\x12>\n\x07\x44\x65liver\x12\x18.pouch.v1.DeliverRequest\x1a\x19.pouch.v1.DeliverResponse\x12\x38\n\x05Query\x12\x16.pouch.v1.QueryRequest\x1a\x17.pouch.v1.QueryResponse\x12J\n\x0b\x41\x63knowledge\x12\x1c.pouch.v1.AcknowledgeRequest\x1a\x1d.pouch.v1.AcknowledgeResponse\x12Y\n\x10\x43osignCheckpoint\x12!.pouch.v1.CosignCheckpointRequest\x1a\".pouch.v1.CosignCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13pouch/v1/peer.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17pouch/v1/envelope.proto\"\x1c\n\x0bPingRequest\x12\r\n\x05nonce\x18\x01 \x01(\t\"{\n\x0cPingResponse\x12\r\n\x05nonce\x18\x01 \x01(\t\x12\x15\n\rgateway_state\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61ller_state\x18\x03 \x01(\t\x12/\n\x0bserver_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"6\n\x0e\x44\x65liverRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"5\n\x0f\x44\x65liverResponse\x12\"\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.Receipt\"4\n\x0cQueryRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"3\n\rQueryResponse\x12\"\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"8\n\x12\x41\x63knowledgeRequest\x12\"\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.Receipt\"\x15\n\x13\x41\x63knowledgeResponse\"<\n\x0bItemRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"<\n\x13\x44\x65liverBatchRequest\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.pouch.v1.Envelope\"A\n\x14\x44\x65liverBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.pouch.v1.DeliveryResult\"j\n\x0e\x44\x65liveryResult\x12$\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.ReceiptH\x00\x12(\n\x07refusal\x18\x02 \x01(\x0b\x32\x15.pouch.v1.ItemRefusalH\x00\x42\x08\n\x06result\">\n\x17\x41\x63knowledgeBatchRequest\x12#\n\x08receipts\x18\x01 \x03(\x0b\x32\x11.pouch.v1.Receipt\"H\n\x18\x41\x63knowledgeBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.pouch.v1.AcknowledgeResult\";\n\x11\x41\x63knowledgeResult\x12&\n\x07refusal\x18\x01 \x01(\x0b\x32\x15.pouch.v1.ItemRefusal\"O\n\x17\x43osignCheckpointRequest\x12\x19\n\x11signed_checkpoint\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\"/\n\x18\x43osignCheckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\t2\x8f\x04\n\x0bPeerService\x12\x35\n\x04Ping\x12\x15.pouch.v1.PingRequest\x1a\x16.pouch.v1.PingResponse\x12>\n\x07\x44\x65liver\x12\x18.pouch.v1.DeliverRequest\x1a\x19.pouch.v1.DeliverResponse\x12\x38\n\x05Query\x12\x16.pouch.v1.QueryRequest\x1a\x17.pouch.v1.QueryResponse\x12J\n\x0b\x41\x63knowledge\x12\x1c.pouch.v1.AcknowledgeRequest\x1a\x1d.pouch.v1.AcknowledgeResponse\x12M\n\x0c\x44\x65liverBatch\x12\x1d.pouch.v1.DeliverBatchRequest\x1a\x1e.pouch.v1.DeliverBatchResponse\x12Y\n\x10\x41\x63knowledgeBatch\x12!.pouch.v1.AcknowledgeBatchRequest\x1a\".pouch.v1.AcknowledgeBatchResponse\x12Y\n\x10\x43osignCheckpoint\x12!.pouch.v1.CosignCheckpointRequest\x1a\".pouch.v1.CosignCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,10 +49,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACKNOWLEDGEREQUEST']._serialized_end=520
   _globals['_ACKNOWLEDGERESPONSE']._serialized_start=522
   _globals['_ACKNOWLEDGERESPONSE']._serialized_end=543
-  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_start=545
-  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_end=624
-  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_start=626
-  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_end=673
-  _globals['_PEERSERVICE']._serialized_start=676
-  _globals['_PEERSERVICE']._serialized_end=1033
+  _globals['_ITEMREFUSAL']._serialized_start=545
+  _globals['_ITEMREFUSAL']._serialized_end=605
+  _globals['_DELIVERBATCHREQUEST']._serialized_start=607
+  _globals['_DELIVERBATCHREQUEST']._serialized_end=667
+  _globals['_DELIVERBATCHRESPONSE']._serialized_start=669
+  _globals['_DELIVERBATCHRESPONSE']._serialized_end=734
+  _globals['_DELIVERYRESULT']._serialized_start=736
+  _globals['_DELIVERYRESULT']._serialized_end=842
+  _globals['_ACKNOWLEDGEBATCHREQUEST']._serialized_start=844
+  _globals['_ACKNOWLEDGEBATCHREQUEST']._serialized_end=906
+  _globals['_ACKNOWLEDGEBATCHRESPONSE']._serialized_start=908
+  _globals['_ACKNOWLEDGEBATCHRESPONSE']._serialized_end=980
+  _globals['_ACKNOWLEDGERESULT']._serialized_start=982
+  _globals['_ACKNOWLEDGERESULT']._serialized_end=1041
+  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_start=1043
+  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_end=1122
+  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_start=1124
+  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_end=1171
+  _globals['_PEERSERVICE']._serialized_start=1174
+  _globals['_PEERSERVICE']._serialized_end=1701
 # @@protoc_insertion_point(module_scope)

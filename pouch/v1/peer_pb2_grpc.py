@@ -56,6 +56,16 @@ class PeerServiceStub:
                 request_serializer=pouch_dot_v1_dot_peer__pb2.AcknowledgeRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_peer__pb2.AcknowledgeResponse.FromString,
                 _registered_method=True)
+        self.DeliverBatch = channel.unary_unary(
+                '/pouch.v1.PeerService/DeliverBatch',
+                request_serializer=pouch_dot_v1_dot_peer__pb2.DeliverBatchRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_peer__pb2.DeliverBatchResponse.FromString,
+                _registered_method=True)
+        self.AcknowledgeBatch = channel.unary_unary(
+                '/pouch.v1.PeerService/AcknowledgeBatch',
+                request_serializer=pouch_dot_v1_dot_peer__pb2.AcknowledgeBatchRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_peer__pb2.AcknowledgeBatchResponse.FromString,
+                _registered_method=True)
         self.CosignCheckpoint = channel.unary_unary(
                 '/pouch.v1.PeerService/CosignCheckpoint',
                 request_serializer=pouch_dot_v1_dot_peer__pb2.CosignCheckpointRequest.SerializeToString,
@@ -98,6 +108,22 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeliverBatch(self, request, context):
+        """Delivers up to 64 signed envelopes in one call, each exactly as Deliver would:
+        one result per envelope, in their order, each the receipt or the refusal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeBatch(self, request, context):
+        """Carries up to 64 business acknowledgements in one call, each exactly as
+        Acknowledge would: one result per receipt, in their order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CosignCheckpoint(self, request, context):
         """Offers a signed audit checkpoint for cosignature by the partner (C2SP tlog-cosignature).
         """
@@ -127,6 +153,16 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.Acknowledge,
                     request_deserializer=pouch_dot_v1_dot_peer__pb2.AcknowledgeRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_peer__pb2.AcknowledgeResponse.SerializeToString,
+            ),
+            'DeliverBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeliverBatch,
+                    request_deserializer=pouch_dot_v1_dot_peer__pb2.DeliverBatchRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_peer__pb2.DeliverBatchResponse.SerializeToString,
+            ),
+            'AcknowledgeBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeBatch,
+                    request_deserializer=pouch_dot_v1_dot_peer__pb2.AcknowledgeBatchRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_peer__pb2.AcknowledgeBatchResponse.SerializeToString,
             ),
             'CosignCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.CosignCheckpoint,
@@ -244,6 +280,60 @@ class PeerService:
             '/pouch.v1.PeerService/Acknowledge',
             pouch_dot_v1_dot_peer__pb2.AcknowledgeRequest.SerializeToString,
             pouch_dot_v1_dot_peer__pb2.AcknowledgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeliverBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.PeerService/DeliverBatch',
+            pouch_dot_v1_dot_peer__pb2.DeliverBatchRequest.SerializeToString,
+            pouch_dot_v1_dot_peer__pb2.DeliverBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.PeerService/AcknowledgeBatch',
+            pouch_dot_v1_dot_peer__pb2.AcknowledgeBatchRequest.SerializeToString,
+            pouch_dot_v1_dot_peer__pb2.AcknowledgeBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,14 @@ class PeerServiceStub:
     """
     Acknowledge: _grpc.UnaryUnaryMultiCallable[_peer_pb2.AcknowledgeRequest, _peer_pb2.AcknowledgeResponse]
     """Carries a business acknowledgement (signed receipt) for an earlier delivery."""
+    DeliverBatch: _grpc.UnaryUnaryMultiCallable[_peer_pb2.DeliverBatchRequest, _peer_pb2.DeliverBatchResponse]
+    """Delivers up to 64 signed envelopes in one call, each exactly as Deliver would:
+    one result per envelope, in their order, each the receipt or the refusal.
+    """
+    AcknowledgeBatch: _grpc.UnaryUnaryMultiCallable[_peer_pb2.AcknowledgeBatchRequest, _peer_pb2.AcknowledgeBatchResponse]
+    """Carries up to 64 business acknowledgements in one call, each exactly as
+    Acknowledge would: one result per receipt, in their order.
+    """
     CosignCheckpoint: _grpc.UnaryUnaryMultiCallable[_peer_pb2.CosignCheckpointRequest, _peer_pb2.CosignCheckpointResponse]
     """Offers a signed audit checkpoint for cosignature by the partner (C2SP tlog-cosignature)."""
 
@@ -69,6 +77,14 @@ class PeerServiceAsyncStub(PeerServiceStub):
     """
     Acknowledge: _aio.UnaryUnaryMultiCallable[_peer_pb2.AcknowledgeRequest, _peer_pb2.AcknowledgeResponse]  # type: ignore[assignment]
     """Carries a business acknowledgement (signed receipt) for an earlier delivery."""
+    DeliverBatch: _aio.UnaryUnaryMultiCallable[_peer_pb2.DeliverBatchRequest, _peer_pb2.DeliverBatchResponse]  # type: ignore[assignment]
+    """Delivers up to 64 signed envelopes in one call, each exactly as Deliver would:
+    one result per envelope, in their order, each the receipt or the refusal.
+    """
+    AcknowledgeBatch: _aio.UnaryUnaryMultiCallable[_peer_pb2.AcknowledgeBatchRequest, _peer_pb2.AcknowledgeBatchResponse]  # type: ignore[assignment]
+    """Carries up to 64 business acknowledgements in one call, each exactly as
+    Acknowledge would: one result per receipt, in their order.
+    """
     CosignCheckpoint: _aio.UnaryUnaryMultiCallable[_peer_pb2.CosignCheckpointRequest, _peer_pb2.CosignCheckpointResponse]  # type: ignore[assignment]
     """Offers a signed audit checkpoint for cosignature by the partner (C2SP tlog-cosignature)."""
 
@@ -112,6 +128,26 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.AcknowledgeResponse, _abc.Awaitable[_peer_pb2.AcknowledgeResponse]]:
         """Carries a business acknowledgement (signed receipt) for an earlier delivery."""
+
+    @_abc_1.abstractmethod
+    def DeliverBatch(
+        self,
+        request: _peer_pb2.DeliverBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.DeliverBatchResponse, _abc.Awaitable[_peer_pb2.DeliverBatchResponse]]:
+        """Delivers up to 64 signed envelopes in one call, each exactly as Deliver would:
+        one result per envelope, in their order, each the receipt or the refusal.
+        """
+
+    @_abc_1.abstractmethod
+    def AcknowledgeBatch(
+        self,
+        request: _peer_pb2.AcknowledgeBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.AcknowledgeBatchResponse, _abc.Awaitable[_peer_pb2.AcknowledgeBatchResponse]]:
+        """Carries up to 64 business acknowledgements in one call, each exactly as
+        Acknowledge would: one result per receipt, in their order.
+        """
 
     @_abc_1.abstractmethod
     def CosignCheckpoint(

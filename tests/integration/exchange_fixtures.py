@@ -41,7 +41,7 @@ from gateway.agreements.model import EXCHANGES_VALIDATOR
 from gateway.config import load_settings
 from gateway.connect import bearer
 from gateway.demo.agreements import CIVIL_PURPOSE, civil_agreement_text, write_hash_key
-from gateway.demo.deployment import Site
+from gateway.demo.deployment import Site, prepare_sites
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
 from gateway.exchanges.payload import decode_payload, encode_payload
 from gateway.server.app import Gateway
@@ -270,6 +270,16 @@ def running_gateways(
                 settings = settings.model_copy(update={"registry": spool})
             gateways[state] = stack.enter_context(GatewayThread(Gateway(settings)))
         yield RunningGateways(sites=sites, gateways=gateways, spools=spools)
+
+
+@contextlib.contextmanager
+def be_alone(root: Path, states: Sequence[str]) -> Iterator[RunningGateways]:
+    """Of a deployment of ``states`` with the AT–BE agreement, only BE running here."""
+    sites = prepare_sites(
+        root, states, now=datetime.now(UTC), agreements=[("AT", "BE")], delivery=FAST_DELIVERY
+    )
+    with running_gateways(sites, ["BE"], spool_root=root / "spool") as running:
+        yield running
 
 
 def inbox_entry(gateway: Gateway, message_id: str) -> InboxEntry | None:

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.demo.deployment import Site, prepare_sites
+from gateway.demo.deployment import Site
 from gateway.envelope import ENVELOPE_TYP, EnvelopeSigner, envelope_digest, signing_input
 from gateway.envelope import verify_receipt as check_receipt
 from gateway.exchanges.payload import encode_payload
@@ -26,16 +26,15 @@ from gateway.server.app import Gateway
 from pouch.v1 import envelope_pb2
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
-    FAST_DELIVERY,
     PeerCaller,
     RunningGateways,
     agreement_digest,
+    be_alone,
     civil_header,
     hash_key,
     inbox_entry,
     inbox_size,
     payload_tree,
-    running_gateways,
     signed_envelope,
 )
 
@@ -44,15 +43,7 @@ CIVIL = "at-be-civil"
 
 @pytest.fixture(scope="module")
 def be_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateways]:
-    root = tmp_path_factory.mktemp("peer-attacks")
-    sites = prepare_sites(
-        root,
-        ["AT", "BE", "CH"],
-        now=datetime.now(UTC),
-        agreements=[("AT", "BE")],
-        delivery=FAST_DELIVERY,
-    )
-    with running_gateways(sites, ["BE"], spool_root=root / "spool") as running:
+    with be_alone(tmp_path_factory.mktemp("peer-attacks"), ["AT", "BE", "CH"]) as running:
         yield running
 
 
