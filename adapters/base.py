@@ -133,6 +133,17 @@ class RegistryAdapter(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchRegistryAdapter(RegistryAdapter, Protocol):
+    """A registry adapter that can hand over several updates, in order, in one go."""
+
+    async def apply_many(self, items: Sequence[InboundUpdate]) -> list[RegistryOutcome]:
+        """Hand ``items`` over in their order; one outcome each, in that order. Raise
+        :class:`RegistryUnavailable` when the outcome of any of them is not known (the
+        gateway hands them all over again; the registry applies each id once)."""
+        ...
+
+
 class DecisionSource(Protocol):
     """An adapter whose registry decides later, and that reports those decisions."""
 

@@ -11,6 +11,10 @@ update and retrying will not change that: a rejection with reason
 ``REGISTRY_<CODE>``. Every other failure (unreachable, deadline, authentication,
 unimplemented, internal) decided nothing and is :class:`RegistryUnavailable`.
 
+Updates go in ``ApplyCivilUpdates`` calls of up to 64, in order (the adapter is a
+:class:`~adapters.base.BatchRegistryAdapter`); a registry without that method, or one
+refusing a batch's shape, is given them one ``ApplyCivilUpdate`` call each.
+
 Identity lookups (:class:`~adapters.base.IdentitySource`) take the time the partner
 left for the answer: a registry past it is :class:`RegistryDeadlineExceeded`.
 """
@@ -46,6 +50,29 @@ _REFUSALS = frozenset(
         grpc.StatusCode.OUT_OF_RANGE,
     }
 )
+
+
+MAX_UPDATES_PER_CALL = 64
+"""Updates per ``ApplyCivilUpdates`` call, at most."""
+
+_ONE_BY_ONE = frozenset(
+    {
+        grpc.StatusCode.UNIMPLEMENTED,  # a registry without ApplyCivilUpdates
+        grpc.StatusCode.INVALID_ARGUMENT,  # one that takes fewer updates per call
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # one whose message size limit is lower
+    }
+)
+"""Codes of an ``ApplyCivilUpdates`` call after which its updates go one call each."""
+
+
+def _request(item: InboundUpdate) -> registry_pb2.ApplyCivilUpdateRequest:
+    return registry_pb2.ApplyCivilUpdateRequest(
+        message_id=item.message_id,
+        sender_state=item.sender_state,
+        agreement_id=item.agreement_id,
+        purpose=item.purpose,
+        update=item.update,
+    )
 
 
 def target_host(target: str) -> str:
@@ -84,6 +111,7 @@ class GrpcRegistryAdapter:
         self._timeout_s = timeout_s
         self._channel: grpc.aio.Channel | None = None
         self._stub: registry_pb2_grpc.RegistryServiceAsyncStub | None = None
+        self._singly = False  # the registry has no ApplyCivilUpdates
 
     def _registry(self) -> registry_pb2_grpc.RegistryServiceAsyncStub:
         # A grpc.aio channel belongs to the event loop it was made on: make it on first use.
@@ -96,15 +124,10 @@ class GrpcRegistryAdapter:
         return self._stub
 
     async def apply(self, item: InboundUpdate) -> RegistryOutcome:
-        request = registry_pb2.ApplyCivilUpdateRequest(
-            message_id=item.message_id,
-            sender_state=item.sender_state,
-            agreement_id=item.agreement_id,
-            purpose=item.purpose,
-            update=item.update,
-        )
         try:
-            response = await self._registry().ApplyCivilUpdate(request, timeout=self._timeout_s)
+            response = await self._registry().ApplyCivilUpdate(
+                _request(item), timeout=self._timeout_s
+            )
         except grpc.aio.AioRpcError as e:
             code = e.code()
             if code in _REFUSALS:
@@ -113,6 +136,36 @@ class GrpcRegistryAdapter:
                 f"registry at {self._target} did not answer ({code.name})"
             ) from e
         return _outcome(response)
+
+    async def apply_many(self, items: Sequence[InboundUpdate]) -> list[RegistryOutcome]:
+        """``ApplyCivilUpdates`` calls of up to 64 updates, in order; a registry without
+        the method (or refusing the batch's shape) is given them one call each, in order."""
+        outcomes: list[RegistryOutcome] = []
+        for start in range(0, len(items), MAX_UPDATES_PER_CALL):
+            chunk = items[start : start + MAX_UPDATES_PER_CALL]
+            if len(chunk) == 1 or self._singly:
+                outcomes += [await self.apply(item) for item in chunk]
+                continue
+            request = registry_pb2.ApplyCivilUpdatesRequest(updates=[_request(i) for i in chunk])
+            try:
+                response = await self._registry().ApplyCivilUpdates(
+                    request, timeout=self._timeout_s
+                )
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in _ONE_BY_ONE:
+                    raise RegistryUnavailable(
+                        f"registry at {self._target} did not answer ({e.code().name})"
+                    ) from e
+                self._singly = e.code() == grpc.StatusCode.UNIMPLEMENTED
+                outcomes += [await self.apply(item) for item in chunk]
+                continue
+            if len(response.results) != len(chunk):
+                raise RegistryUnavailable(
+                    f"registry at {self._target} answered {len(response.results)} of "
+                    f"{len(chunk)} updates"
+                )
+            outcomes += [_outcome(result) for result in response.results]
+        return outcomes
 
     async def lookup_identity(
         self, query: registry_pb2.LookupIdentityRequest, *, timeout_s: float

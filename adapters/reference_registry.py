@@ -9,6 +9,9 @@ It behaves as a small real registry would:
   ``registry_identifier`` the registry does not know is rejected ``UNKNOWN_PERSON``
   (an update that names nobody is recorded as applied, for a clerk to match). A
   rejection changes nothing, so the same message may be applied later.
+* ``ApplyCivilUpdates`` applies up to 64 updates, in order, each as above, in one
+  transaction (a rejected one rolls back to its own savepoint), and answers once the
+  transaction is committed.
 * ``LookupIdentity`` answers from the ``documents`` table, seeded with
   :meth:`ReferenceRegistry.add_document`: by document number, or by date of birth
   when the number crossed only as a keyed hash (at most 20 candidates).
@@ -61,6 +64,7 @@ from pouch.v1 import civil_pb2, common_pb2, identity_pb2, registry_pb2, registry
 
 UNKNOWN_PERSON = "UNKNOWN_PERSON"
 MAX_CANDIDATES = 20
+MAX_UPDATES = 64
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "[::1]"})
 
 metadata = MetaData()
@@ -140,6 +144,11 @@ _BY_BIRTH = Prepared(
 )
 
 
+def _malformed(request: registry_pb2.ApplyCivilUpdateRequest) -> bool:
+    """Whether ``request`` lacks a message id of at most 36 characters or a sender."""
+    return not request.message_id or len(request.message_id) > 36 or not request.sender_state
+
+
 @dataclass(frozen=True)
 class RegisteredPerson:
     registry_identifier: str
@@ -202,10 +211,29 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
         request: registry_pb2.ApplyCivilUpdateRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> registry_pb2.ApplyCivilUpdateResponse:
-        if not request.message_id or len(request.message_id) > 36 or not request.sender_state:
+        if _malformed(request):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message_id and sender_state")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._writer, self.apply_update, request)
+
+    async def ApplyCivilUpdates(
+        self,
+        request: registry_pb2.ApplyCivilUpdatesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> registry_pb2.ApplyCivilUpdatesResponse:
+        if not 1 <= len(request.updates) <= MAX_UPDATES:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"updates: 1 to {MAX_UPDATES} per call"
+            )
+        for index, item in enumerate(request.updates):
+            if _malformed(item):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"updates[{index}]: message_id and sender_state",
+                )
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._writer, self.apply_updates, request.updates)
+        return registry_pb2.ApplyCivilUpdatesResponse(results=results)
 
     async def LookupIdentity(
         self,
@@ -236,12 +264,25 @@ class ReferenceRegistry(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.ApplyCivilUpdateRequest
     ) -> registry_pb2.ApplyCivilUpdateResponse:
         """Apply ``request`` unless its message id was applied before."""
+        return self.apply_updates([request])[0]
+
+    def apply_updates(
+        self, requests: Sequence[registry_pb2.ApplyCivilUpdateRequest]
+    ) -> list[registry_pb2.ApplyCivilUpdateResponse]:
+        """Apply each of ``requests`` in order, unless its message id was applied before,
+        in one transaction; a rejected one leaves nothing of itself."""
+        with write_transaction(self._engine) as conn:
+            return [self._apply_within(conn, request) for request in requests]
+
+    def _apply_within(
+        self, conn: Connection, request: registry_pb2.ApplyCivilUpdateRequest
+    ) -> registry_pb2.ApplyCivilUpdateResponse:
+        if _APPLIED.rows(conn, {"message_id": request.message_id}):
+            return registry_pb2.ApplyCivilUpdateResponse(
+                outcome=registry_pb2.APPLY_OUTCOME_DUPLICATE
+            )
         try:
-            with write_transaction(self._engine) as conn:
-                if _APPLIED.rows(conn, {"message_id": request.message_id}):
-                    return registry_pb2.ApplyCivilUpdateResponse(
-                        outcome=registry_pb2.APPLY_OUTCOME_DUPLICATE
-                    )
+            with conn.begin_nested():
                 self._apply_event(conn, request.message_id, request.update)
                 _RECORD_APPLIED.execute(
                     conn,

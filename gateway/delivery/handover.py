@@ -27,7 +27,12 @@ import grpc.aio
 from google.protobuf.json_format import ParseDict, ParseError
 from sqlalchemy import Connection
 
-from adapters.base import InboundUpdate, RegistryAdapter, RegistryUnavailable
+from adapters.base import (
+    BatchRegistryAdapter,
+    InboundUpdate,
+    RegistryAdapter,
+    RegistryUnavailable,
+)
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.batches import SEND_SINGLY, chunks, refusal_code
@@ -45,12 +50,13 @@ log = logging.getLogger(__name__)
 
 
 class RegistryHandover:
-    """Hands received civil-record updates to the registry, one at a time, oldest first.
+    """Hands received civil-record updates to the registry, oldest first.
 
-    The registry sees the updates in the order they were received. What it answered is
-    recorded, with its audit entry, in one group-commit unit per update; the writes of
-    a batch are awaited together, so they share commits while the next update is
-    already with the registry. A crash before the write hands the update over again
+    The registry sees the updates in the order they were received: a batch at a time
+    to an adapter that takes batches (:class:`~adapters.base.BatchRegistryAdapter`),
+    else one at a time. What it answered is recorded, with its audit entry, in one
+    group-commit unit per update; the writes of a batch are awaited together, so they
+    share commits. A crash before the write hands the update over again
     (the registry adapter is told the message id, and applies it once).
     """
 
@@ -72,45 +78,58 @@ class RegistryHandover:
     async def run_once(self) -> bool:
         pending = await asyncio.to_thread(self._inbox.pending_handover, self._batch)
         writes: list[asyncio.Task[None]] = []
+
+        def record(
+            entry: InboxEntry, applied: bool, reason: str | None, version: int | None
+        ) -> None:
+            unit = self._record(entry, applied, reason, version)
+            writes.append(asyncio.ensure_future(self._group.write(unit)))
+
         try:
+            handed: list[tuple[InboxEntry, InboundUpdate, int]] = []
             for entry in pending:
-                outcome = await self._hand_over(entry)
-                if outcome is None:
-                    return False
-                applied, reason, version = outcome
-                writes.append(
-                    asyncio.ensure_future(
-                        self._group.write(self._record(entry, applied, reason, version))
-                    )
-                )
+                given = self._update(entry)
+                if isinstance(given, str):  # refused before the registry saw it
+                    record(entry, False, given, None)
+                else:
+                    handed.append((entry, *given))
+            if not handed:
+                return bool(pending)
+            if isinstance(self._adapter, BatchRegistryAdapter):
+                outcomes = await self._adapter.apply_many([item for _, item, _ in handed])
+                for (entry, _, version), outcome in zip(handed, outcomes, strict=True):
+                    record(entry, outcome.applied, outcome.reason_code or None, version)
+                return True
+            for entry, item, version in handed:
+                outcome = await self._adapter.apply(item)
+                record(entry, outcome.applied, outcome.reason_code or None, version)
+        except RegistryUnavailable as e:
+            log.warning("registry unavailable (%s); will hand over later", e.reason)
+            return False
         finally:
             await asyncio.gather(*writes)
-        return bool(pending)
+        return True
 
-    async def _hand_over(self, entry: InboxEntry) -> tuple[bool, str | None, int | None] | None:
-        """The registry's answer (applied, reason, agreement version), or ``None`` to stop."""
+    @staticmethod
+    def _update(entry: InboxEntry) -> tuple[InboundUpdate, int] | str:
+        """What the registry is given for ``entry`` and the agreement version it came
+        under, or why the registry is not given anything."""
         if entry.envelope is None:  # purged by termination before the registry saw it
-            return False, "PAYLOAD_PURGED", None
+            return "PAYLOAD_PURGED"
         envelope = envelope_pb2.Envelope.FromString(entry.envelope)
         update = civil_pb2.CivilRecordUpdate()
         try:
             ParseDict(decode_payload(envelope.payload), update)
         except (ParseError, PouchError):
-            return False, "PAYLOAD_NOT_A_CIVIL_RECORD", None
-        try:
-            outcome = await self._adapter.apply(
-                InboundUpdate(
-                    message_id=entry.message_id,
-                    sender_state=entry.sender_state,
-                    agreement_id=entry.agreement_id,
-                    purpose=envelope.purpose,
-                    update=update,
-                )
-            )
-        except RegistryUnavailable as e:
-            log.warning("registry unavailable (%s); will hand over later", e.reason)
-            return None
-        return outcome.applied, outcome.reason_code or None, envelope.agreement.version
+            return "PAYLOAD_NOT_A_CIVIL_RECORD"
+        handed = InboundUpdate(
+            message_id=entry.message_id,
+            sender_state=entry.sender_state,
+            agreement_id=entry.agreement_id,
+            purpose=envelope.purpose,
+            update=update,
+        )
+        return handed, envelope.agreement.version
 
     def _record(
         self, entry: InboxEntry, applied: bool, reason: str | None, version: int | None

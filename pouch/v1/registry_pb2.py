@@ -28,29 +28,33 @@ from pouch.v1 import identity_pb2 as pouch_dot_v1_dot_identity__pb2
 from pouch.v1 import representation_pb2 as pouch_dot_v1_dot_representation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pouch/v1/registry.proto\x12\x08pouch.v1\x1a\x14pouch/v1/civil.proto\x1a\x15pouch/v1/common.proto\x1a\x17pouch/v1/identity.proto\x1a\x1dpouch/v1/representation.proto\"\x97\x01\n\x17\x41pplyCivilUpdateRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x14\n\x0csender_state\x18\x02 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12+\n\x06update\x18\x05 \x01(\x0b\x32\x1b.pouch.v1.CivilRecordUpdate\"X\n\x18\x41pplyCivilUpdateResponse\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.pouch.v1.ApplyOutcome\x12\x13\n\x0breason_code\x18\x02 \x01(\t\"\xdc\x01\n\x15LookupIdentityRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0frequester_state\x18\x02 \x01(\t\x12-\n\rdocument_type\x18\x03 \x01(\x0e\x32\x16.pouch.v1.DocumentType\x12\x17\n\x0f\x64ocument_number\x18\x04 \x01(\t\x12\"\n\x04name\x18\x05 \x01(\x0b\x32\x14.pouch.v1.PersonName\x12*\n\rdate_of_birth\x18\x06 \x01(\x0b\x32\x13.pouch.v1.CivilDate\"\x8c\x02\n\x0eIdentityRecord\x12-\n\rdocument_type\x18\x01 \x01(\x0e\x32\x16.pouch.v1.DocumentType\x12\x17\n\x0f\x64ocument_number\x18\x02 \x01(\t\x12\"\n\x04name\x18\x03 \x01(\x0b\x32\x14.pouch.v1.PersonName\x12*\n\rdate_of_birth\x18\x04 \x01(\x0b\x32\x13.pouch.v1.CivilDate\x12\x1a\n\x03sex\x18\x05 \x01(\x0e\x32\r.pouch.v1.Sex\x12\x13\n\x0bnationality\x18\x06 \x01(\t\x12\x31\n\x0f\x64ocument_status\x18\x07 \x01(\x0e\x32\x18.pouch.v1.DocumentStatus\"^\n\x16LookupIdentityResponse\x12)\n\x07records\x18\x03 \x03(\x0b\x32\x18.pouch.v1.IdentityRecordJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03R\x05\x66oundR\x06record\"X\n\x16NotifyCaseEventRequest\x12\x12\n\nevent_kind\x18\x01 \x01(\t\x12*\n\x04\x63\x61se\x18\x02 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\"\x19\n\x17NotifyCaseEventResponse*\x81\x01\n\x0c\x41pplyOutcome\x12\x1d\n\x19\x41PPLY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41PPLY_OUTCOME_APPLIED\x10\x01\x12\x1a\n\x16\x41PPLY_OUTCOME_REJECTED\x10\x02\x12\x1b\n\x17\x41PPLY_OUTCOME_DUPLICATE\x10\x03\x32\x99\x02\n\x0fRegistryService\x12Y\n\x10\x41pplyCivilUpdate\x12!.pouch.v1.ApplyCivilUpdateRequest\x1a\".pouch.v1.ApplyCivilUpdateResponse\x12S\n\x0eLookupIdentity\x12\x1f.pouch.v1.LookupIdentityRequest\x1a .pouch.v1.LookupIdentityResponse\x12V\n\x0fNotifyCaseEvent\x12 .pouch.v1.NotifyCaseEventRequest\x1a!.pouch.v1.NotifyCaseEventResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pouch/v1/registry.proto\x12\x08pouch.v1\x1a\x14pouch/v1/civil.proto\x1a\x15pouch/v1/common.proto\x1a\x17pouch/v1/identity.proto\x1a\x1dpouch/v1/representation.proto\"\x97\x01\n\x17\x41pplyCivilUpdateRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x14\n\x0csender_state\x18\x02 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x03 \x01(\t\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12+\n\x06update\x18\x05 \x01(\x0b\x32\x1b.pouch.v1.CivilRecordUpdate\"N\n\x18\x41pplyCivilUpdatesRequest\x12\x32\n\x07updates\x18\x01 \x03(\x0b\x32!.pouch.v1.ApplyCivilUpdateRequest\"P\n\x19\x41pplyCivilUpdatesResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".pouch.v1.ApplyCivilUpdateResponse\"X\n\x18\x41pplyCivilUpdateResponse\x12\'\n\x07outcome\x18\x01 \x01(\x0e\x32\x16.pouch.v1.ApplyOutcome\x12\x13\n\x0breason_code\x18\x02 \x01(\t\"\xdc\x01\n\x15LookupIdentityRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0frequester_state\x18\x02 \x01(\t\x12-\n\rdocument_type\x18\x03 \x01(\x0e\x32\x16.pouch.v1.DocumentType\x12\x17\n\x0f\x64ocument_number\x18\x04 \x01(\t\x12\"\n\x04name\x18\x05 \x01(\x0b\x32\x14.pouch.v1.PersonName\x12*\n\rdate_of_birth\x18\x06 \x01(\x0b\x32\x13.pouch.v1.CivilDate\"\x8c\x02\n\x0eIdentityRecord\x12-\n\rdocument_type\x18\x01 \x01(\x0e\x32\x16.pouch.v1.DocumentType\x12\x17\n\x0f\x64ocument_number\x18\x02 \x01(\t\x12\"\n\x04name\x18\x03 \x01(\x0b\x32\x14.pouch.v1.PersonName\x12*\n\rdate_of_birth\x18\x04 \x01(\x0b\x32\x13.pouch.v1.CivilDate\x12\x1a\n\x03sex\x18\x05 \x01(\x0e\x32\r.pouch.v1.Sex\x12\x13\n\x0bnationality\x18\x06 \x01(\t\x12\x31\n\x0f\x64ocument_status\x18\x07 \x01(\x0e\x32\x18.pouch.v1.DocumentStatus\"^\n\x16LookupIdentityResponse\x12)\n\x07records\x18\x03 \x03(\x0b\x32\x18.pouch.v1.IdentityRecordJ\x04\x08\x01\x10\x02J\x04\x08\x02\x10\x03R\x05\x66oundR\x06record\"X\n\x16NotifyCaseEventRequest\x12\x12\n\nevent_kind\x18\x01 \x01(\t\x12*\n\x04\x63\x61se\x18\x02 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\"\x19\n\x17NotifyCaseEventResponse*\x81\x01\n\x0c\x41pplyOutcome\x12\x1d\n\x19\x41PPLY_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41PPLY_OUTCOME_APPLIED\x10\x01\x12\x1a\n\x16\x41PPLY_OUTCOME_REJECTED\x10\x02\x12\x1b\n\x17\x41PPLY_OUTCOME_DUPLICATE\x10\x03\x32\xf7\x02\n\x0fRegistryService\x12Y\n\x10\x41pplyCivilUpdate\x12!.pouch.v1.ApplyCivilUpdateRequest\x1a\".pouch.v1.ApplyCivilUpdateResponse\x12\\\n\x11\x41pplyCivilUpdates\x12\".pouch.v1.ApplyCivilUpdatesRequest\x1a#.pouch.v1.ApplyCivilUpdatesResponse\x12S\n\x0eLookupIdentity\x12\x1f.pouch.v1.LookupIdentityRequest\x1a .pouch.v1.LookupIdentityResponse\x12V\n\x0fNotifyCaseEvent\x12 .pouch.v1.NotifyCaseEventRequest\x1a!.pouch.v1.NotifyCaseEventResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pouch.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APPLYOUTCOME']._serialized_start=1090
-  _globals['_APPLYOUTCOME']._serialized_end=1219
+  _globals['_APPLYOUTCOME']._serialized_start=1252
+  _globals['_APPLYOUTCOME']._serialized_end=1381
   _globals['_APPLYCIVILUPDATEREQUEST']._serialized_start=139
   _globals['_APPLYCIVILUPDATEREQUEST']._serialized_end=290
-  _globals['_APPLYCIVILUPDATERESPONSE']._serialized_start=292
-  _globals['_APPLYCIVILUPDATERESPONSE']._serialized_end=380
-  _globals['_LOOKUPIDENTITYREQUEST']._serialized_start=383
-  _globals['_LOOKUPIDENTITYREQUEST']._serialized_end=603
-  _globals['_IDENTITYRECORD']._serialized_start=606
-  _globals['_IDENTITYRECORD']._serialized_end=874
-  _globals['_LOOKUPIDENTITYRESPONSE']._serialized_start=876
-  _globals['_LOOKUPIDENTITYRESPONSE']._serialized_end=970
-  _globals['_NOTIFYCASEEVENTREQUEST']._serialized_start=972
-  _globals['_NOTIFYCASEEVENTREQUEST']._serialized_end=1060
-  _globals['_NOTIFYCASEEVENTRESPONSE']._serialized_start=1062
-  _globals['_NOTIFYCASEEVENTRESPONSE']._serialized_end=1087
-  _globals['_REGISTRYSERVICE']._serialized_start=1222
-  _globals['_REGISTRYSERVICE']._serialized_end=1503
+  _globals['_APPLYCIVILUPDATESREQUEST']._serialized_start=292
+  _globals['_APPLYCIVILUPDATESREQUEST']._serialized_end=370
+  _globals['_APPLYCIVILUPDATESRESPONSE']._serialized_start=372
+  _globals['_APPLYCIVILUPDATESRESPONSE']._serialized_end=452
+  _globals['_APPLYCIVILUPDATERESPONSE']._serialized_start=454
+  _globals['_APPLYCIVILUPDATERESPONSE']._serialized_end=542
+  _globals['_LOOKUPIDENTITYREQUEST']._serialized_start=545
+  _globals['_LOOKUPIDENTITYREQUEST']._serialized_end=765
+  _globals['_IDENTITYRECORD']._serialized_start=768
+  _globals['_IDENTITYRECORD']._serialized_end=1036
+  _globals['_LOOKUPIDENTITYRESPONSE']._serialized_start=1038
+  _globals['_LOOKUPIDENTITYRESPONSE']._serialized_end=1132
+  _globals['_NOTIFYCASEEVENTREQUEST']._serialized_start=1134
+  _globals['_NOTIFYCASEEVENTREQUEST']._serialized_end=1222
+  _globals['_NOTIFYCASEEVENTRESPONSE']._serialized_start=1224
+  _globals['_NOTIFYCASEEVENTRESPONSE']._serialized_end=1249
+  _globals['_REGISTRYSERVICE']._serialized_start=1384
+  _globals['_REGISTRYSERVICE']._serialized_end=1759
 # @@protoc_insertion_point(module_scope)

@@ -78,6 +78,50 @@ class ApplyCivilUpdateRequest(_message.Message):
 Global___ApplyCivilUpdateRequest: _TypeAlias = ApplyCivilUpdateRequest  # noqa: Y015
 
 @_typing.final
+class ApplyCivilUpdatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPDATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def updates(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplyCivilUpdateRequest]:
+        """At least one, at most 64."""
+
+    def __init__(
+        self,
+        *,
+        updates: _abc.Iterable[Global___ApplyCivilUpdateRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["updates", b"updates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyCivilUpdatesRequest: _TypeAlias = ApplyCivilUpdatesRequest  # noqa: Y015
+
+@_typing.final
+class ApplyCivilUpdatesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplyCivilUpdateResponse]:
+        """One per update of the request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ApplyCivilUpdateResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyCivilUpdatesResponse: _TypeAlias = ApplyCivilUpdatesResponse  # noqa: Y015
+
+@_typing.final
 class ApplyCivilUpdateResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -41,6 +41,11 @@ class RegistryServiceStub:
                 request_serializer=pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdateRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdateResponse.FromString,
                 _registered_method=True)
+        self.ApplyCivilUpdates = channel.unary_unary(
+                '/pouch.v1.RegistryService/ApplyCivilUpdates',
+                request_serializer=pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdatesRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdatesResponse.FromString,
+                _registered_method=True)
         self.LookupIdentity = channel.unary_unary(
                 '/pouch.v1.RegistryService/LookupIdentity',
                 request_serializer=pouch_dot_v1_dot_registry__pb2.LookupIdentityRequest.SerializeToString,
@@ -60,6 +65,15 @@ class RegistryServiceServicer:
 
     def ApplyCivilUpdate(self, request, context):
         """Applies an inbound civil-record update; the answer travels back as a signed receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyCivilUpdates(self, request, context):
+        """Applies up to 64 updates in the order given, each exactly as ApplyCivilUpdate
+        would, and answers each, in the same order. The registry may store them together:
+        it answers only once all of them are durable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,6 +101,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ApplyCivilUpdate,
                     request_deserializer=pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdateRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdateResponse.SerializeToString,
+            ),
+            'ApplyCivilUpdates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyCivilUpdates,
+                    request_deserializer=pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdatesRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdatesResponse.SerializeToString,
             ),
             'LookupIdentity': grpc.unary_unary_rpc_method_handler(
                     servicer.LookupIdentity,
@@ -128,6 +147,33 @@ class RegistryService:
             '/pouch.v1.RegistryService/ApplyCivilUpdate',
             pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdateRequest.SerializeToString,
             pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyCivilUpdates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.RegistryService/ApplyCivilUpdates',
+            pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdatesRequest.SerializeToString,
+            pouch_dot_v1_dot_registry__pb2.ApplyCivilUpdatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

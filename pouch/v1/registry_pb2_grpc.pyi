@@ -37,6 +37,11 @@ class RegistryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> RegistryServiceAsyncStub: ...
     ApplyCivilUpdate: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ApplyCivilUpdateRequest, _registry_pb2.ApplyCivilUpdateResponse]
     """Applies an inbound civil-record update; the answer travels back as a signed receipt."""
+    ApplyCivilUpdates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ApplyCivilUpdatesRequest, _registry_pb2.ApplyCivilUpdatesResponse]
+    """Applies up to 64 updates in the order given, each exactly as ApplyCivilUpdate
+    would, and answers each, in the same order. The registry may store them together:
+    it answers only once all of them are durable.
+    """
     LookupIdentity: _grpc.UnaryUnaryMultiCallable[_registry_pb2.LookupIdentityRequest, _registry_pb2.LookupIdentityResponse]
     """Looks up the record a partner asks about. The gateway, not the registry, computes
     the match, and never returns these values to the partner.
@@ -53,6 +58,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ApplyCivilUpdate: _aio.UnaryUnaryMultiCallable[_registry_pb2.ApplyCivilUpdateRequest, _registry_pb2.ApplyCivilUpdateResponse]  # type: ignore[assignment]
     """Applies an inbound civil-record update; the answer travels back as a signed receipt."""
+    ApplyCivilUpdates: _aio.UnaryUnaryMultiCallable[_registry_pb2.ApplyCivilUpdatesRequest, _registry_pb2.ApplyCivilUpdatesResponse]  # type: ignore[assignment]
+    """Applies up to 64 updates in the order given, each exactly as ApplyCivilUpdate
+    would, and answers each, in the same order. The registry may store them together:
+    it answers only once all of them are durable.
+    """
     LookupIdentity: _aio.UnaryUnaryMultiCallable[_registry_pb2.LookupIdentityRequest, _registry_pb2.LookupIdentityResponse]  # type: ignore[assignment]
     """Looks up the record a partner asks about. The gateway, not the registry, computes
     the match, and never returns these values to the partner.
@@ -72,6 +82,17 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ApplyCivilUpdateResponse, _abc.Awaitable[_registry_pb2.ApplyCivilUpdateResponse]]:
         """Applies an inbound civil-record update; the answer travels back as a signed receipt."""
+
+    @_abc_1.abstractmethod
+    def ApplyCivilUpdates(
+        self,
+        request: _registry_pb2.ApplyCivilUpdatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ApplyCivilUpdatesResponse, _abc.Awaitable[_registry_pb2.ApplyCivilUpdatesResponse]]:
+        """Applies up to 64 updates in the order given, each exactly as ApplyCivilUpdate
+        would, and answers each, in the same order. The registry may store them together:
+        it answers only once all of them are durable.
+        """
 
     @_abc_1.abstractmethod
     def LookupIdentity(

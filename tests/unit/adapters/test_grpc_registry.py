@@ -15,7 +15,7 @@ import grpc.aio
 import pytest
 
 from adapters.base import APPLIED, InboundUpdate, RegistryOutcome, RegistryUnavailable
-from adapters.grpc_registry import GrpcRegistryAdapter
+from adapters.grpc_registry import MAX_UPDATES_PER_CALL, GrpcRegistryAdapter
 from adapters.reference_registry import UNKNOWN_PERSON, start_reference_registry
 from gateway.connect import ClientIdentity
 from gateway.pki.authority import IssuedCertificate, StateAuthority
@@ -244,6 +244,13 @@ class _ScriptedRegistry(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.ApplyCivilUpdateResponse:
         return await self.behaviour(request, context)
 
+    async def ApplyCivilUpdates(
+        self,
+        request: registry_pb2.ApplyCivilUpdatesRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> registry_pb2.ApplyCivilUpdatesResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "a release without batches")
+
     async def LookupIdentity(
         self,
         request: registry_pb2.LookupIdentityRequest,
@@ -310,3 +317,101 @@ def test_registry_internal_error_is_unavailable() -> None:
 
     with pytest.raises(RegistryUnavailable, match="UNKNOWN"):
         asyncio.run(_against(crash))
+
+
+def test_a_batch_is_applied_in_order_each_as_alone(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        served = await start_reference_registry(tmp_path / "registry.db", "127.0.0.1:0")
+        adapter = GrpcRegistryAdapter(f"127.0.0.1:{served.port}", None, 5.0, insecure_loopback=True)
+        try:
+            born = _update("m-batch-birth", _birth("DE-0700"))
+            outcomes = await adapter.apply_many(
+                [
+                    _update("m-batch-unknown", _death("DE-0701")),
+                    born,
+                    _update("m-batch-death", _death("DE-0700")),  # known once the birth is in
+                    born,  # the same message again in the same batch
+                ]
+            )
+            assert outcomes == [
+                RegistryOutcome(applied=False, reason_code=UNKNOWN_PERSON),
+                APPLIED,
+                APPLIED,
+                APPLIED,
+            ]
+            assert served.registry.count_applied() == 2
+            # The rejected update left nothing: applied later, alone, it is decided afresh.
+            assert await adapter.apply(_update("m-batch-unknown", _birth("DE-0702"))) == APPLIED
+            assert served.registry.count_applied() == 3
+        finally:
+            await adapter.close()
+            await served.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_more_updates_than_one_call_takes_are_split_in_order(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        served = await start_reference_registry(tmp_path / "registry.db", "127.0.0.1:0")
+        adapter = GrpcRegistryAdapter(f"127.0.0.1:{served.port}", None, 5.0, insecure_loopback=True)
+        count = 2 * MAX_UPDATES_PER_CALL + 3
+        try:
+            births = [_update(f"m-many-{i}", _birth(f"DE-{i:04d}")) for i in range(count)]
+            assert await adapter.apply_many(births) == [APPLIED] * count
+            assert served.registry.count_applied() == count
+        finally:
+            await adapter.close()
+            await served.stop(None)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("count", [0, MAX_UPDATES_PER_CALL + 1])
+def test_the_registry_refuses_a_batch_outside_its_size(tmp_path: Path, count: int) -> None:
+    async def scenario() -> None:
+        served = await start_reference_registry(tmp_path / "registry.db", "127.0.0.1:0")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{served.port}") as channel:
+            stub = registry_pb2_grpc.RegistryServiceStub(channel)
+            updates = [
+                registry_pb2.ApplyCivilUpdateRequest(
+                    message_id=f"m-size-{i}", sender_state="FR", update=_birth()
+                )
+                for i in range(count)
+            ]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ApplyCivilUpdates(
+                    registry_pb2.ApplyCivilUpdatesRequest(updates=updates), timeout=5.0
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "updates" in (refused.value.details() or "")
+        assert served.registry.count_applied() == 0
+        await served.stop(None)
+
+    asyncio.run(scenario())
+
+
+def test_a_registry_without_batches_is_given_the_updates_one_by_one_in_order() -> None:
+    seen: list[str] = []
+
+    async def record(
+        request: registry_pb2.ApplyCivilUpdateRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> registry_pb2.ApplyCivilUpdateResponse:
+        seen.append(request.message_id)
+        return registry_pb2.ApplyCivilUpdateResponse(outcome=registry_pb2.APPLY_OUTCOME_APPLIED)
+
+    async def scenario() -> list[RegistryOutcome]:
+        server = grpc.aio.server()
+        registry_pb2_grpc.add_RegistryServiceServicer_to_server(_ScriptedRegistry(record), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        adapter = GrpcRegistryAdapter(f"127.0.0.1:{port}", None, 5.0, insecure_loopback=True)
+        try:
+            first = await adapter.apply_many([_update(f"m-old-{i}", _birth()) for i in range(5)])
+            second = await adapter.apply_many([_update(f"m-old-{i}", _birth()) for i in (5, 6)])
+            return first + second
+        finally:
+            await adapter.close()
+            await server.stop(None)
+
+    assert asyncio.run(scenario()) == [APPLIED] * 7
+    assert seen == [f"m-old-{i}" for i in range(7)]
