@@ -253,17 +253,23 @@ class Dispatcher:
                 await asyncio.gather(*(self._send_one(o) for o in chunk))
                 return
             refused = _Refused(e.code(), refusal_reason(e))
-            await asyncio.gather(*(self._settle(o, refused) for o in chunk))
+            await asyncio.gather(*(self._settle(o, refused, None) for o in chunk))
             return
         if len(answer.results) != len(chunk):
             log.warning("partner %s answered a batch with a wrong number of results", partner)
             await asyncio.gather(*(self._retry(o.message, "BATCH_ANSWER_INVALID") for o in chunk))
             return
+        answers = [
+            result.receipt if result.HasField("receipt") else _refused(result)
+            for result in answer.results
+        ]
+        # The receipts' signatures are checked off the event loop, all in one hand-over:
+        # the signature library lets other threads run meanwhile.
+        faults = await asyncio.to_thread(
+            lambda: [self._fault(o, a) for o, a in zip(chunk, answers, strict=True)]
+        )
         await asyncio.gather(
-            *(
-                self._settle(o, result.receipt if result.HasField("receipt") else _refused(result))
-                for o, result in zip(chunk, answer.results, strict=True)
-            )
+            *(self._settle(o, a, f) for o, a, f in zip(chunk, answers, faults, strict=True))
         )
 
     async def _send_one(self, outgoing: _Outgoing) -> None:
@@ -274,12 +280,37 @@ class Dispatcher:
                 timeout=self._settings.call_timeout_seconds,
             )
         except grpc.aio.AioRpcError as e:
-            await self._settle(outgoing, _Refused(e.code(), refusal_reason(e)))
+            await self._settle(outgoing, _Refused(e.code(), refusal_reason(e)), None)
             return
-        await self._settle(outgoing, answer.receipt)
+        await self._settle(outgoing, answer.receipt, self._fault(outgoing, answer.receipt))
 
-    async def _settle(self, outgoing: _Outgoing, answer: envelope_pb2.Receipt | _Refused) -> None:
-        """Record what the partner answered one message: delivered, retried or dead."""
+    def _fault(
+        self, outgoing: _Outgoing, answer: envelope_pb2.Receipt | _Refused
+    ) -> PouchError | None:
+        """What is wrong with a receipt the partner answered with (``None``: nothing)."""
+        if isinstance(answer, _Refused):
+            return None
+        message = outgoing.message
+        try:
+            verify_receipt(
+                answer,
+                receiver_bundle=self._bundles[message.recipient_state],
+                expected_message_id=message.message_id,
+                expected_request_digest=outgoing.digest,
+                now=self._clock(),
+            )
+        except PouchError as e:
+            return e
+        return None
+
+    async def _settle(
+        self,
+        outgoing: _Outgoing,
+        answer: envelope_pb2.Receipt | _Refused,
+        fault: PouchError | None,
+    ) -> None:
+        """Record what the partner answered one message: delivered, retried or dead.
+        ``fault`` is what :meth:`_fault` found wrong with the receipt."""
         message = outgoing.message
         if isinstance(answer, _Refused):
             if answer.code in PERMANENT_REFUSALS:
@@ -287,18 +318,9 @@ class Dispatcher:
             else:
                 await self._retry(message, f"PARTNER_{answer.code.name}")
             return
-        bundle = self._bundles[message.recipient_state]
-        try:
-            verify_receipt(
-                answer,
-                receiver_bundle=bundle,
-                expected_message_id=message.message_id,
-                expected_request_digest=outgoing.digest,
-                now=self._clock(),
-            )
-        except PouchError as e:
+        if fault is not None:
             log.warning(
-                "receipt for a message to %s refused: %s", message.recipient_state, e.reason
+                "receipt for a message to %s refused: %s", message.recipient_state, fault.reason
             )
             await self._retry(message, "RECEIPT_INVALID")
             return
