@@ -92,6 +92,18 @@ class _Refused:
     reason: str
 
 
+@dataclass(frozen=True)
+class _BadReceipt:
+    """A receipt the partner answered with that does not prove the delivery."""
+
+    reason: str
+
+
+Answer = envelope_pb2.Receipt | _Refused | _BadReceipt
+"""What the partner answered one message, its receipt verified: only a receipt that
+proves the delivery stays a receipt."""
+
+
 def _refused(result: peer_pb2.DeliveryResult) -> _Refused:
     refusal = result.refusal
     code = refusal_code(refusal)
@@ -253,24 +265,21 @@ class Dispatcher:
                 await asyncio.gather(*(self._send_one(o) for o in chunk))
                 return
             refused = _Refused(e.code(), refusal_reason(e))
-            await asyncio.gather(*(self._settle(o, refused, None) for o in chunk))
+            await asyncio.gather(*(self._settle(o, refused) for o in chunk))
             return
         if len(answer.results) != len(chunk):
             log.warning("partner %s answered a batch with a wrong number of results", partner)
             await asyncio.gather(*(self._retry(o.message, "BATCH_ANSWER_INVALID") for o in chunk))
             return
-        answers = [
-            result.receipt if result.HasField("receipt") else _refused(result)
-            for result in answer.results
-        ]
         # The receipts' signatures are checked off the event loop, all in one hand-over:
         # the signature library lets other threads run meanwhile.
-        faults = await asyncio.to_thread(
-            lambda: [self._fault(o, a) for o, a in zip(chunk, answers, strict=True)]
+        answers = await asyncio.to_thread(
+            lambda: [
+                self._checked(o, result.receipt) if result.HasField("receipt") else _refused(result)
+                for o, result in zip(chunk, answer.results, strict=True)
+            ]
         )
-        await asyncio.gather(
-            *(self._settle(o, a, f) for o, a, f in zip(chunk, answers, faults, strict=True))
-        )
+        await asyncio.gather(*(self._settle(o, a) for o, a in zip(chunk, answers, strict=True)))
 
     async def _send_one(self, outgoing: _Outgoing) -> None:
         message = outgoing.message
@@ -280,37 +289,27 @@ class Dispatcher:
                 timeout=self._settings.call_timeout_seconds,
             )
         except grpc.aio.AioRpcError as e:
-            await self._settle(outgoing, _Refused(e.code(), refusal_reason(e)), None)
+            await self._settle(outgoing, _Refused(e.code(), refusal_reason(e)))
             return
-        await self._settle(outgoing, answer.receipt, self._fault(outgoing, answer.receipt))
+        await self._settle(outgoing, self._checked(outgoing, answer.receipt))
 
-    def _fault(
-        self, outgoing: _Outgoing, answer: envelope_pb2.Receipt | _Refused
-    ) -> PouchError | None:
-        """What is wrong with a receipt the partner answered with (``None``: nothing)."""
-        if isinstance(answer, _Refused):
-            return None
+    def _checked(self, outgoing: _Outgoing, receipt: envelope_pb2.Receipt) -> Answer:
+        """``receipt`` if it is the partner's signed receipt for what was sent, else why not."""
         message = outgoing.message
         try:
             verify_receipt(
-                answer,
+                receipt,
                 receiver_bundle=self._bundles[message.recipient_state],
                 expected_message_id=message.message_id,
                 expected_request_digest=outgoing.digest,
                 now=self._clock(),
             )
         except PouchError as e:
-            return e
-        return None
+            return _BadReceipt(e.reason)
+        return receipt
 
-    async def _settle(
-        self,
-        outgoing: _Outgoing,
-        answer: envelope_pb2.Receipt | _Refused,
-        fault: PouchError | None,
-    ) -> None:
-        """Record what the partner answered one message: delivered, retried or dead.
-        ``fault`` is what :meth:`_fault` found wrong with the receipt."""
+    async def _settle(self, outgoing: _Outgoing, answer: Answer) -> None:
+        """Record what the partner answered one message: delivered, retried or dead."""
         message = outgoing.message
         if isinstance(answer, _Refused):
             if answer.code in PERMANENT_REFUSALS:
@@ -318,9 +317,9 @@ class Dispatcher:
             else:
                 await self._retry(message, f"PARTNER_{answer.code.name}")
             return
-        if fault is not None:
+        if isinstance(answer, _BadReceipt):
             log.warning(
-                "receipt for a message to %s refused: %s", message.recipient_state, fault.reason
+                "receipt for a message to %s refused: %s", message.recipient_state, answer.reason
             )
             await self._retry(message, "RECEIPT_INVALID")
             return
