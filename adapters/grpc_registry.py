@@ -35,6 +35,7 @@ from adapters.base import (
     RegistryUnavailable,
 )
 from gateway.connect import ClientIdentity, secure_channel
+from gateway.delivery.batches import SEND_SINGLY
 from pouch.v1 import registry_pb2, registry_pb2_grpc, representation_pb2
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
@@ -54,15 +55,6 @@ _REFUSALS = frozenset(
 
 MAX_UPDATES_PER_CALL = 64
 """Updates per ``ApplyCivilUpdates`` call, at most."""
-
-_ONE_BY_ONE = frozenset(
-    {
-        grpc.StatusCode.UNIMPLEMENTED,  # a registry without ApplyCivilUpdates
-        grpc.StatusCode.INVALID_ARGUMENT,  # one that takes fewer updates per call
-        grpc.StatusCode.RESOURCE_EXHAUSTED,  # one whose message size limit is lower
-    }
-)
-"""Codes of an ``ApplyCivilUpdates`` call after which its updates go one call each."""
 
 
 def _request(item: InboundUpdate) -> registry_pb2.ApplyCivilUpdateRequest:
@@ -152,7 +144,7 @@ class GrpcRegistryAdapter:
                     request, timeout=self._timeout_s
                 )
             except grpc.aio.AioRpcError as e:
-                if e.code() not in _ONE_BY_ONE:
+                if e.code() not in SEND_SINGLY:
                     raise RegistryUnavailable(
                         f"registry at {self._target} did not answer ({e.code().name})"
                     ) from e

@@ -42,7 +42,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.config import DeliverySection
 from gateway.delivery.backoff import Backoff
-from gateway.delivery.batches import SEND_SINGLY, chunks, refusal_code
+from gateway.delivery.batches import chunks, refusal_code
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import (
     EnvelopeSigner,
@@ -160,7 +160,6 @@ class Dispatcher:
             jitter_fraction=settings.jitter_fraction,
         )
         self.wake = asyncio.Event()
-        self._singly: set[str] = set()  # partners whose release takes no batches
 
     async def run(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
@@ -249,7 +248,7 @@ class Dispatcher:
     async def _send(self, partner: str, chunk: list[_Outgoing]) -> None:
         """One ``DeliverBatch`` call for ``chunk``, or one ``Deliver`` each where the
         partner does not take batches (or alone, where one call is all there is)."""
-        if len(chunk) == 1 or partner in self._singly:
+        if len(chunk) == 1 or not self._partners.takes_batches(partner):
             await asyncio.gather(*(self._send_one(o) for o in chunk))
             return
         try:
@@ -258,10 +257,7 @@ class Dispatcher:
                 timeout=self._settings.call_timeout_seconds,
             )
         except grpc.aio.AioRpcError as e:
-            if e.code() in SEND_SINGLY:
-                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
-                    self._singly.add(partner)
-                    log.info("partner %s takes no batches: one call per message", partner)
+            if self._partners.batch_failed(partner, e.code()):
                 await asyncio.gather(*(self._send_one(o) for o in chunk))
                 return
             refused = _Refused(e.code(), refusal_reason(e))

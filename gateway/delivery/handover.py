@@ -35,7 +35,7 @@ from adapters.base import (
 )
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
-from gateway.delivery.batches import SEND_SINGLY, chunks, refusal_code
+from gateway.delivery.batches import chunks, refusal_code
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import ReceiptSigner, envelope_digest, verify_receipt
 from gateway.errors import NotFound, PouchError, StorageUnavailable
@@ -177,7 +177,6 @@ class Acknowledger:
         self._clock = clock
         self._batch = batch_size
         self._timeout = call_timeout_s
-        self._singly: set[str] = set()  # partners whose release takes no batches
 
     async def run_once(self) -> bool:
         waiting = await asyncio.to_thread(self._inbox.unacknowledged, self._batch)
@@ -218,7 +217,7 @@ class Acknowledger:
     ) -> bool:
         """One ``AcknowledgeBatch`` call for ``chunk`` (or one ``Acknowledge`` each, to a
         sender without batch methods); records the ones taken, True if any was."""
-        if len(chunk) == 1 or sender in self._singly:
+        if len(chunk) == 1 or not self._partners.takes_batches(sender):
             return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
         try:
             answer = await self._partners.peer(sender).AcknowledgeBatch(
@@ -226,10 +225,7 @@ class Acknowledger:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as e:
-            if e.code() in SEND_SINGLY:
-                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
-                    self._singly.add(sender)
-                    log.info("partner %s takes no batches: one call per acknowledgement", sender)
+            if self._partners.batch_failed(sender, e.code()):
                 return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
             log.info("acknowledgements to %s not taken yet: %s", sender, e.code().name)
             return False
