@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,11 @@ import pytest
 
 from adapters.base import APPLIED, InboundUpdate, RegistryOutcome, RegistryUnavailable
 from adapters.grpc_registry import MAX_UPDATES_PER_CALL, GrpcRegistryAdapter
-from adapters.reference_registry import UNKNOWN_PERSON, start_reference_registry
+from adapters.reference_registry import (
+    UNKNOWN_PERSON,
+    ServedRegistry,
+    start_reference_registry,
+)
 from gateway.connect import ClientIdentity
 from gateway.pki.authority import IssuedCertificate, StateAuthority
 from gateway.pki.keys import certificate_pem, private_key_pem
@@ -59,6 +64,20 @@ def _death(identifier: str) -> civil_pb2.CivilRecordUpdate:
     )
 
 
+@contextlib.asynccontextmanager
+async def _serving(
+    tmp_path: Path, *, host: str = "127.0.0.1", timeout_s: float = 5.0
+) -> AsyncIterator[tuple[ServedRegistry, GrpcRegistryAdapter]]:
+    """A reference registry on loopback, and a plaintext adapter calling it."""
+    served = await start_reference_registry(tmp_path / "registry.db", f"{host}:0")
+    adapter = GrpcRegistryAdapter(f"{host}:{served.port}", None, timeout_s, insecure_loopback=True)
+    try:
+        yield served, adapter
+    finally:
+        await adapter.close()
+        await served.stop(None)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -67,49 +86,32 @@ def _free_port() -> int:
 
 def test_same_message_handed_over_twice_is_applied_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        served = await start_reference_registry(tmp_path / "registry.db", "127.0.0.1:0")
-        adapter = GrpcRegistryAdapter(f"127.0.0.1:{served.port}", None, 5.0, insecure_loopback=True)
-        try:
+        async with _serving(tmp_path) as (served, adapter):
             item = _update("m-birth-1", _birth("DE-0001"))
             assert await adapter.apply(item) == APPLIED
             assert await adapter.apply(item) == APPLIED
             assert served.registry.count_applied() == 1
-        finally:
-            await adapter.close()
-            await served.stop(None)
 
     asyncio.run(scenario())
 
 
 def test_concurrent_hand_overs_of_one_message_apply_it_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        served = await start_reference_registry(tmp_path / "registry.db", "127.0.0.1:0")
-        adapter = GrpcRegistryAdapter(
-            f"127.0.0.1:{served.port}", None, 10.0, insecure_loopback=True
-        )
-        try:
+        async with _serving(tmp_path, timeout_s=10.0) as (served, adapter):
             item = _update("m-race-1", _birth())
             outcomes = await asyncio.gather(*(adapter.apply(item) for _ in range(8)))
             assert set(outcomes) == {APPLIED}
             assert served.registry.count_applied() == 1
-        finally:
-            await adapter.close()
-            await served.stop(None)
 
     asyncio.run(scenario())
 
 
 def test_death_of_unknown_person_is_a_business_rejection(tmp_path: Path) -> None:
     async def scenario() -> None:
-        served = await start_reference_registry(tmp_path / "registry.db", "localhost:0")
-        adapter = GrpcRegistryAdapter(f"localhost:{served.port}", None, 5.0, insecure_loopback=True)
-        try:
+        async with _serving(tmp_path, host="localhost") as (served, adapter):
             outcome = await adapter.apply(_update("m-death-1", _death("DE-9999")))
             assert outcome == RegistryOutcome(applied=False, reason_code=UNKNOWN_PERSON)
             assert served.registry.count_applied() == 0
-        finally:
-            await adapter.close()
-            await served.stop(None)
 
     asyncio.run(scenario())
 
@@ -321,9 +323,7 @@ def test_registry_internal_error_is_unavailable() -> None:
 
 def test_a_batch_is_applied_in_order_each_as_alone(tmp_path: Path) -> None:
     async def scenario() -> None:
-        served = await start_reference_registry(tmp_path / "registry.db", "127.0.0.1:0")
-        adapter = GrpcRegistryAdapter(f"127.0.0.1:{served.port}", None, 5.0, insecure_loopback=True)
-        try:
+        async with _serving(tmp_path) as (served, adapter):
             born = _update("m-batch-birth", _birth("DE-0700"))
             outcomes = await adapter.apply_many(
                 [
@@ -343,25 +343,17 @@ def test_a_batch_is_applied_in_order_each_as_alone(tmp_path: Path) -> None:
             # The rejected update left nothing: applied later, alone, it is decided afresh.
             assert await adapter.apply(_update("m-batch-unknown", _birth("DE-0702"))) == APPLIED
             assert served.registry.count_applied() == 3
-        finally:
-            await adapter.close()
-            await served.stop(None)
 
     asyncio.run(scenario())
 
 
 def test_more_updates_than_one_call_takes_are_split_in_order(tmp_path: Path) -> None:
     async def scenario() -> None:
-        served = await start_reference_registry(tmp_path / "registry.db", "127.0.0.1:0")
-        adapter = GrpcRegistryAdapter(f"127.0.0.1:{served.port}", None, 5.0, insecure_loopback=True)
         count = 2 * MAX_UPDATES_PER_CALL + 3
-        try:
+        async with _serving(tmp_path) as (served, adapter):
             births = [_update(f"m-many-{i}", _birth(f"DE-{i:04d}")) for i in range(count)]
             assert await adapter.apply_many(births) == [APPLIED] * count
             assert served.registry.count_applied() == count
-        finally:
-            await adapter.close()
-            await served.stop(None)
 
     asyncio.run(scenario())
 
