@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -99,6 +99,11 @@ async def answer_each(
         else:
             results.append(answer)
     return results
+
+
+async def refused(error: Exception) -> NoReturn:
+    """An item already refused before its handling, for :func:`answer_each`."""
+    raise error
 
 
 def refusal_code(refusal: peer_pb2.ItemRefusal) -> grpc.StatusCode:

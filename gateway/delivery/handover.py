@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import grpc
@@ -282,6 +282,11 @@ class OutcomeRecorder:
 
     async def acknowledge(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
         """Verify the partner's decision on the event loop; record it in one unit."""
+        self.verify(peer_state, receipt)
+        await self.record(peer_state, receipt)
+
+    def verify(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
+        """:class:`PouchError` unless ``receipt`` is a decision ``peer_state`` signed."""
         # The decision binds the digest of the attempt the partner stored first; after a
         # lost receipt our recorded delivery receipt may bind a later attempt of the same
         # message (same id and payload, fresh signature), so the id is what must match.
@@ -292,6 +297,24 @@ class OutcomeRecorder:
             expected_request_digest=receipt.request_digest,
             now=self._clock(),
         )
+
+    def faults(
+        self, peer_state: str, receipts: Sequence[envelope_pb2.Receipt]
+    ) -> list[Exception | None]:
+        """:meth:`verify` for each of ``receipts``: what it raised, or ``None``. Safe on
+        a worker thread (the signature library lets the event loop run meanwhile)."""
+        found: list[Exception | None] = []
+        for receipt in receipts:
+            try:
+                self.verify(peer_state, receipt)
+            except Exception as e:  # each receipt's fault is its own answer
+                found.append(e)
+            else:
+                found.append(None)
+        return found
+
+    async def record(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
+        """Record a decision :meth:`verify` accepted, with its audit entry, in one unit."""
         applied = receipt.outcome == envelope_pb2.RECEIPT_OUTCOME_APPLIED
 
         def record(conn: Connection) -> PouchError | None:

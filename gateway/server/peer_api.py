@@ -16,7 +16,7 @@ import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit.publication import CheckpointWitness
-from gateway.delivery.batches import answer_each, require_batch
+from gateway.delivery.batches import answer_each, refused, require_batch
 from gateway.delivery.handover import OutcomeRecorder
 from gateway.delivery.receiver import InboundReceiver
 from gateway.errors import FieldViolation, ValidationRejected
@@ -128,9 +128,16 @@ class PeerExchanges:
     ) -> peer_pb2.AcknowledgeBatchResponse:
         peer = authenticated_peer()
         require_batch("receipts", len(request.receipts))
+        receipts = list(request.receipts)
+        # The signatures are checked off the event loop, all in one hand-over; each sound
+        # decision is then recorded as ``Acknowledge`` records it.
+        faults = await asyncio.to_thread(self._outcomes.faults, peer.state, receipts)
         answers = await answer_each(
             "AcknowledgeBatch",
-            [self._outcomes.acknowledge(peer.state, r) for r in request.receipts],
+            [
+                self._outcomes.record(peer.state, r) if f is None else refused(f)
+                for r, f in zip(receipts, faults, strict=True)
+            ],
         )
         return peer_pb2.AcknowledgeBatchResponse(
             results=[peer_pb2.AcknowledgeResult(refusal=a) for a in answers]
