@@ -24,7 +24,7 @@ from datetime import datetime
 
 import grpc
 import grpc.aio
-from google.protobuf.json_format import ParseDict, ParseError
+from google.protobuf.json_format import ParseError
 from sqlalchemy import Connection
 
 from adapters.base import (
@@ -41,6 +41,7 @@ from gateway.envelope import ReceiptSigner, envelope_digest, verify_receipt
 from gateway.errors import NotFound, PouchError, StorageUnavailable
 from gateway.exchanges.payload import decode_payload
 from gateway.pki.bundle import TrustBundle
+from gateway.protojson import parse_dict
 from gateway.store.group_commit import GroupCommit, WriteUnit
 from gateway.store.inbox import Inbox, InboxEntry
 from gateway.store.outbox import Outbox
@@ -117,9 +118,8 @@ class RegistryHandover:
         if entry.envelope is None:  # purged by termination before the registry saw it
             return "PAYLOAD_PURGED"
         envelope = envelope_pb2.Envelope.FromString(entry.envelope)
-        update = civil_pb2.CivilRecordUpdate()
         try:
-            ParseDict(decode_payload(envelope.payload), update)
+            update = parse_dict(decode_payload(envelope.payload), civil_pb2.CivilRecordUpdate)
         except (ParseError, PouchError):
             return "PAYLOAD_NOT_A_CIVIL_RECORD"
         handed = InboundUpdate(
