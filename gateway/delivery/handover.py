@@ -43,7 +43,7 @@ from gateway.exchanges.payload import decode_payload
 from gateway.pki.bundle import TrustBundle
 from gateway.protojson import parse_dict
 from gateway.store.group_commit import GroupCommit, WriteUnit
-from gateway.store.inbox import Inbox, InboxEntry
+from gateway.store.inbox import Inbox, InboxEntry, OwedAcknowledgement
 from gateway.store.outbox import Outbox
 from pouch.v1 import civil_pb2, envelope_pb2, peer_pb2
 
@@ -180,7 +180,7 @@ class Acknowledger:
 
     async def run_once(self) -> bool:
         waiting = await asyncio.to_thread(self._inbox.unacknowledged, self._batch)
-        by_sender: dict[str, list[tuple[InboxEntry, envelope_pb2.Receipt]]] = {}
+        by_sender: dict[str, list[tuple[OwedAcknowledgement, envelope_pb2.Receipt]]] = {}
         for entry in waiting:
             by_sender.setdefault(entry.sender_state, []).append((entry, self._receipt(entry)))
         sent = await asyncio.gather(
@@ -192,14 +192,16 @@ class Acknowledger:
         )
         return any(sent)
 
-    def _receipt(self, entry: InboxEntry) -> envelope_pb2.Receipt:
+    def _receipt(self, entry: OwedAcknowledgement) -> envelope_pb2.Receipt:
         """The registry's decision on ``entry``, signed for its sender."""
         applied = entry.registry_outcome == "applied"
-        digest = (
-            envelope_digest(envelope_pb2.Envelope.FromString(entry.envelope))
-            if entry.envelope is not None
-            else ""
-        )
+        digest = entry.request_digest
+        if digest is None:  # stored before digests were kept: recomputed, unless purged
+            digest = (
+                envelope_digest(envelope_pb2.Envelope.FromString(entry.envelope))
+                if entry.envelope is not None
+                else ""
+            )
         return self._signer.sign_receipt(
             message_id=entry.message_id,
             request_digest=digest,
@@ -213,7 +215,7 @@ class Acknowledger:
         )
 
     async def _send(
-        self, sender: str, chunk: list[tuple[InboxEntry, envelope_pb2.Receipt]]
+        self, sender: str, chunk: list[tuple[OwedAcknowledgement, envelope_pb2.Receipt]]
     ) -> bool:
         """One ``AcknowledgeBatch`` call for ``chunk`` (or one ``Acknowledge`` each, to a
         sender without batch methods); records the ones taken, True if any was."""
@@ -245,7 +247,7 @@ class Acknowledger:
         await asyncio.gather(*(self._taken(entry) for entry in taken))
         return bool(taken)
 
-    async def _send_one(self, entry: InboxEntry, receipt: envelope_pb2.Receipt) -> bool:
+    async def _send_one(self, entry: OwedAcknowledgement, receipt: envelope_pb2.Receipt) -> bool:
         try:
             await self._partners.peer(entry.sender_state).Acknowledge(
                 peer_pb2.AcknowledgeRequest(receipt=receipt), timeout=self._timeout
@@ -256,7 +258,7 @@ class Acknowledger:
         await self._taken(entry)
         return True
 
-    async def _taken(self, entry: InboxEntry) -> None:
+    async def _taken(self, entry: OwedAcknowledgement) -> None:
         await self._group.write(
             lambda conn: self._inbox.mark_ack_sent_within(conn, entry.message_id)
         )

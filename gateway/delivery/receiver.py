@@ -156,6 +156,7 @@ class InboundReceiver:
             envelope=envelope.SerializeToString(),
             kind=minimised.kind,
             purpose=minimised.purpose,
+            request_digest=verified.digest,
         )
 
         def store(conn: Connection) -> bool:

@@ -135,6 +135,7 @@ class CaseInbound:
                     envelope=envelope,
                     kind=case.kind,
                     purpose=case.purpose,
+                    request_digest=verified.digest,
                 ),
                 applied=True,
             )

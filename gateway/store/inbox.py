@@ -47,7 +47,9 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    case,
     false,
+    null,
     select,
     true,
     update,
@@ -75,9 +77,17 @@ from gateway.store.tables import (
     inbox,
 )
 
-__all__ = ["InboundMessage", "Inbox", "InboxEntry", "InboxMessage", "InboxStatus"]
+__all__ = [
+    "InboundMessage",
+    "Inbox",
+    "InboxEntry",
+    "InboxMessage",
+    "InboxStatus",
+    "OwedAcknowledgement",
+]
 
 _STATE_CODE = re.compile(r"[A-Z]{2}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # Largest batch the recovery queries return.
 MAX_BATCH = 1000
 
@@ -93,6 +103,8 @@ class InboundMessage:
     envelope: bytes = field(repr=False)
     kind: str | None = None
     purpose: str | None = None
+    # The digest of ``envelope`` its receipt binds, kept for the acknowledgement.
+    request_digest: str | None = None
 
     def __post_init__(self) -> None:
         for name, value, limit in (
@@ -112,6 +124,8 @@ class InboundMessage:
             raise ValueError("sender_state must be a two-letter upper-case state code")
         if not self.envelope:
             raise ValueError("envelope must not be empty")
+        if self.request_digest is not None and not _DIGEST.fullmatch(self.request_digest):
+            raise ValueError("request_digest must be 'sha256:' and 64 lowercase hex")
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,7 @@ class InboxEntry:
     handed_over_at: datetime | None
     ack_sent: bool
     payload_purged_at: datetime | None
+    request_digest: str | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> InboxEntry:
@@ -150,6 +165,23 @@ class InboxEntry:
 
 InboxMessage = InboxEntry
 """The name the exchanges use for a stored inbox row."""
+
+
+@dataclass(frozen=True)
+class OwedAcknowledgement:
+    """What the acknowledgement owed for one answered message is made of.
+
+    ``request_digest`` is the digest stored with the message. A row stored before the
+    digest was kept has ``None`` there and carries its opened ``envelope`` instead
+    (``None`` too once purged), from which the digest is recomputed.
+    """
+
+    message_id: str
+    sender_state: str
+    registry_outcome: str
+    registry_reason: str | None
+    request_digest: str | None
+    envelope: bytes | None = field(repr=False)
 
 
 class Inbox:
@@ -204,6 +236,7 @@ class Inbox:
             "handed_over_at": None,
             "ack_sent": False,
             "payload_purged_at": None,
+            "request_digest": message.request_digest,
         }
         if applied:
             row.update(handed_over)
@@ -286,11 +319,40 @@ class Inbox:
         """
         return self._oldest(inbox.c.status == InboxStatus.RECEIVED.value, limit)
 
-    def unacknowledged(self, limit: int) -> list[InboxEntry]:
-        """Messages with the registry's answer whose acknowledgement is owed, oldest first."""
-        return self._oldest(
-            inbox.c.registry_outcome.is_not(None) & (inbox.c.ack_sent == false()), limit
+    def unacknowledged(self, limit: int) -> list[OwedAcknowledgement]:
+        """Messages with the registry's answer whose acknowledgement is owed, oldest first.
+
+        Envelopes are read (and opened) only for rows without a stored digest.
+        """
+        _check_limit(limit)
+        query = (
+            select(
+                inbox.c.message_id,
+                inbox.c.sender_state,
+                inbox.c.registry_outcome,
+                inbox.c.registry_reason,
+                inbox.c.request_digest,
+                case((inbox.c.request_digest.is_(None), inbox.c.envelope), else_=null()).label(
+                    "envelope"
+                ),
+            )
+            .where(_WHEN["answered_unacknowledged"])
+            .order_by(inbox.c.received_at, inbox.c.message_id)
+            .limit(limit)
         )
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(query).all()
+        return [
+            OwedAcknowledgement(
+                message_id=row.message_id,
+                sender_state=row.sender_state,
+                registry_outcome=row.registry_outcome,
+                registry_reason=row.registry_reason,
+                request_digest=row.request_digest,
+                envelope=self._opened(row.message_id, row.envelope),
+            )
+            for row in rows
+        ]
 
     def purge_payloads(self, agreement_id: str) -> int:
         """Drop the envelopes stored under ``agreement_id``; return how many were dropped."""
@@ -336,8 +398,7 @@ class Inbox:
         return None if row is None else self._entry(row)
 
     def _oldest(self, where: ColumnElement[bool], limit: int) -> list[InboxEntry]:
-        if not 1 <= limit <= MAX_BATCH:
-            raise ValueError(f"limit must be 1 to {MAX_BATCH}")
+        _check_limit(limit)
         query = (
             select(inbox)
             .where(where)
@@ -357,8 +418,14 @@ class Inbox:
         entry = InboxEntry.from_row(row)
         if self._sealer is None or entry.envelope is None:
             return entry
-        plain = self._sealer.open(entry.envelope, aad=_row_identity(entry.message_id))
-        return replace(entry, envelope=plain)
+        return replace(entry, envelope=self._opened(entry.message_id, entry.envelope))
+
+    def _opened(self, message_id: str, stored: bytes | None) -> bytes | None:
+        if stored is None:
+            return None
+        if self._sealer is None:
+            return bytes(stored)
+        return self._sealer.open(bytes(stored), aad=_row_identity(message_id))
 
     def _update(self, when: str, message_id: str, **values: Any) -> bool:
         with write_transaction(self._engine) as conn:
@@ -390,3 +457,8 @@ _WHEN: dict[str, ColumnElement[bool]] = {
 def _row_identity(message_id: str) -> str:
     """What a sealed envelope is bound to: this table and this message."""
     return f"inbox:{message_id}"
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_BATCH:
+        raise ValueError(f"limit must be 1 to {MAX_BATCH}")

@@ -64,6 +64,8 @@ AUDIT_TOKEN_LENGTH = 200
 """Longest identifier an audit entry accepts (``gateway.audit.entry``)."""
 AUDIT_REASON_CODE_LENGTH = 128
 HASH_LENGTH = 32
+DIGEST_LENGTH = 71
+"""A ``sha256:`` digest in hex."""
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -182,6 +184,9 @@ inbox = Table(
     # Whether the signed business acknowledgement went back to the sender.
     Column("ack_sent", Boolean, nullable=False, server_default=false()),
     Column("payload_purged_at", UTCDateTime, nullable=True),
+    # The digest of the envelope as first stored, which the acknowledgement binds; NULL
+    # on rows stored before it was kept (it is then recomputed from the envelope).
+    Column("request_digest", String(DIGEST_LENGTH), nullable=True),
     CheckConstraint(_one_of("status", InboxStatus), name="status"),
     # Finding what was received but not yet handed over to the registry, after a crash.
     Index(None, "status", "received_at"),

@@ -210,3 +210,30 @@ def test_purged_payload_keeps_the_inbox_row(
     ]
     # A redelivery of a purged message is still recognised as a duplicate.
     assert inbox.accept_once(make_inbound("m-waiting")) is False
+
+
+def test_an_owed_acknowledgement_carries_the_stored_digest_and_no_envelope(
+    inbox: Inbox, make_inbound: MakeInbound
+) -> None:
+    digest = "sha256:" + "ab" * 32
+    inbox.accept_once(replace(make_inbound("m-new"), request_digest=digest))
+    inbox.accept_once(make_inbound("m-old"))  # stored before digests were kept
+    for message_id in ("m-new", "m-old"):
+        inbox.mark_handed_over(message_id, applied=False, reason="UNKNOWN_RECORD")
+
+    owed = {m.message_id: m for m in inbox.unacknowledged(10)}
+
+    assert (owed["m-new"].request_digest, owed["m-new"].envelope) == (digest, None)
+    # Without a digest the envelope comes along, for the digest to be recomputed.
+    assert owed["m-old"].request_digest is None
+    assert owed["m-old"].envelope == make_inbound("m-old").envelope
+    assert (owed["m-old"].registry_outcome, owed["m-old"].registry_reason) == (
+        "rejected",
+        "UNKNOWN_RECORD",
+    )
+
+
+@pytest.mark.parametrize("digest", ["", "sha256:AB" + "0" * 62, "sha512:" + "0" * 64])
+def test_a_malformed_request_digest_is_never_stored(make_inbound: MakeInbound, digest: str) -> None:
+    with pytest.raises(ValueError, match="request_digest"):
+        replace(make_inbound("m-1"), request_digest=digest)
