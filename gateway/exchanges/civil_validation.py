@@ -395,7 +395,9 @@ class FieldChecker:
 
 
 def _has_control_character(value: str) -> bool:
-    return any(
+    # Every category looked for (and each bidi control, a format character) is one that
+    # str.isprintable() already rejects, so a printable value is settled in one C call.
+    return not value.isprintable() and any(
         unicodedata.category(char) in _CONTROL_CATEGORIES or char in _BIDI_CONTROLS
         for char in value
     )

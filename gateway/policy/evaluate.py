@@ -219,29 +219,32 @@ def _concerns_minor(exchange: CompiledExchange, payload: Mapping[str, Any], toda
 
 def _is_minor(path: str, born: Any, today: date) -> bool:
     """Whether someone born on ``born`` can be under 18 on ``today``; unknown counts as yes."""
-    invalid = ValidationRejected([FieldViolation(path, "is not a calendar date")])
     if not isinstance(born, Mapping):
-        raise invalid
+        raise _not_a_date(path)
     year, month, day = (born.get(part, 0) for part in ("year", "month", "day"))
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (year, month, day)):
-        raise invalid
+        raise _not_a_date(path)
     if year == 0:
         return True
     if not (1 <= year <= MAXYEAR and 0 <= month <= 12 and 0 <= day <= 31):
-        raise invalid
+        raise _not_a_date(path)
     if year + ADULT_AGE > MAXYEAR:
         return True
     # With a part unknown, take the latest date it could be: the strictest reading.
     month = month or 12
     day = day or calendar.monthrange(year, month)[1]
     if day > calendar.monthrange(year, month)[1]:
-        raise invalid
+        raise _not_a_date(path)
     adult_year = year + ADULT_AGE
     if month == 2 and day == 29 and not calendar.isleap(adult_year):
         coming_of_age = date(adult_year, 3, 1)
     else:
         coming_of_age = date(adult_year, month, day)
     return today < coming_of_age
+
+
+def _not_a_date(path: str) -> ValidationRejected:
+    return ValidationRejected([FieldViolation(path, "is not a calendar date")])
 
 
 def _type_matches(value: Any, leaf: LeafRule) -> bool:
