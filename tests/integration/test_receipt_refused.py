@@ -1,0 +1,130 @@
+"""A partner whose receipt does not bind what was sent has not taken the update.
+
+AT's gateway runs in this process; in BE's place stands a peer server with BE's own
+TLS identity and receipt key that signs for every envelope, single or in a batch, but
+binds another digest. AT must keep each update for another attempt (``RECEIPT_INVALID``)
+and never count it delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from gateway.demo.deployment import Site, prepare_sites
+from gateway.envelope import ReceiptSigner
+from gateway.store.tables import OutboxStatus
+from pouch.v1 import common_pb2, envelope_pb2, peer_pb2, peer_pb2_grpc
+from tests.integration.civil_builders import update_requests, wait_until
+from tests.integration.exchange_fixtures import (
+    FAST_DELIVERY,
+    LocalCaller,
+    outbox_message,
+    running_gateways,
+)
+
+OTHER_DIGEST = "sha256:" + "0" * 64
+SIGNED_FOR = frozenset({common_pb2.DELIVERY_STATE_DELIVERED, common_pb2.DELIVERY_STATE_APPLIED})
+
+
+class _MisbindingPartner(peer_pb2_grpc.PeerServiceServicer):
+    """Signs a genuine receipt for each envelope, over a digest of something else."""
+
+    def __init__(self, receipts: ReceiptSigner, *, batches: bool) -> None:
+        self._receipts = receipts
+        self._batches = batches
+        self._lock = threading.Lock()
+        self.seen: list[str] = []
+
+    def _receipt(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
+        with self._lock:
+            self.seen.append(envelope.message_id)
+        return self._receipts.sign_receipt(
+            message_id=envelope.message_id,
+            request_digest=OTHER_DIGEST,
+            outcome=envelope_pb2.RECEIPT_OUTCOME_ACCEPTED,
+            reason_code="",
+            issued_at=datetime.now(UTC),
+        )
+
+    def Deliver(
+        self, request: peer_pb2.DeliverRequest, context: grpc.ServicerContext
+    ) -> peer_pb2.DeliverResponse:
+        return peer_pb2.DeliverResponse(receipt=self._receipt(request.envelope))
+
+    def DeliverBatch(
+        self, request: peer_pb2.DeliverBatchRequest, context: grpc.ServicerContext
+    ) -> peer_pb2.DeliverBatchResponse:
+        if not self._batches:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "an older release")
+        return peer_pb2.DeliverBatchResponse(
+            results=[
+                peer_pb2.DeliveryResult(receipt=self._receipt(envelope))
+                for envelope in request.envelopes
+            ]
+        )
+
+
+@contextlib.contextmanager
+def _standing_in_for(site: Site, caller: Site, partner: Any) -> Iterator[None]:
+    """``partner`` served on ``site``'s peer port with its gateway certificate, taking
+    only clients of ``caller``'s CA, as ``site``'s gateway would."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(partner, server)
+    credentials = grpc.ssl_server_credentials(
+        [(site.pki.gateway_key.read_bytes(), site.pki.gateway_cert.read_bytes())],
+        root_certificates=caller.pki.ca_cert.read_bytes(),
+        require_client_auth=True,
+    )
+    server.add_secure_port(site.peer_target, credentials)
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(grace=None)
+
+
+@pytest.mark.parametrize("batches", [True, False], ids=["batch calls", "single calls"])
+def test_a_receipt_binding_another_digest_leaves_each_update_undelivered(
+    tmp_path: Path, batches: bool
+) -> None:
+    sites = prepare_sites(
+        tmp_path,
+        ["AT", "BE"],
+        now=datetime.now(UTC),
+        agreements=[("AT", "BE")],
+        delivery=FAST_DELIVERY,
+    )
+    at, be = sites["AT"], sites["BE"]
+    receipts = ReceiptSigner.from_state_directory(be.pki)
+    partner = _MisbindingPartner(receipts, batches=batches)  # type: ignore[abstract]
+    with (
+        _standing_in_for(be, at, partner),
+        running_gateways(sites, ["AT"], spool_root=tmp_path / "spool") as running,
+        LocalCaller(at, ["civil:submit"]) as caller,
+    ):
+        gateway = running.gateway("AT")
+        message_ids = [caller.submit(request) for request in update_requests("misbound", 3)]
+
+        def retried() -> bool:
+            messages = [outbox_message(gateway, m) for m in message_ids]
+            return all(m is not None and m.attempts >= 2 for m in messages)
+
+        wait_until(retried, timeout_s=30, describe=lambda: f"partner saw {partner.seen}")
+
+        for message_id in message_ids:
+            message = outbox_message(gateway, message_id)
+            assert message is not None
+            assert message.status in (OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT)
+            assert message.delivered_at is None
+            assert message.last_error_reason == "RECEIPT_INVALID"
+            assert caller.status(message_id).state not in SIGNED_FOR
+        assert set(partner.seen) == set(message_ids)
