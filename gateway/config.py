@@ -170,6 +170,9 @@ class DeliverySection(_Section):
     # A message not delivered by then is dead-lettered and shown to the caller.
     deadline_seconds: float = Field(default=14 * 86400.0, gt=0)
     batch_size: int = Field(default=64, ge=1, le=1000)
+    # The dispatcher's batches out at once: while a partner handles one, the next is
+    # claimed and signed, and the one before is settled.
+    batches_in_flight: int = Field(default=2, ge=1, le=16)
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
     poll_interval_seconds: float = Field(default=0.2, gt=0, le=60)
     call_timeout_seconds: float = Field(default=10.0, gt=0, le=300)

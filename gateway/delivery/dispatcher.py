@@ -16,6 +16,9 @@ Guarantees:
   ``DeliverBatch`` calls (:mod:`gateway.delivery.batches`), each answered and recorded
   as if it had been sent alone; a partner without batch methods gets one ``Deliver``
   call per message.
+- One dispatcher keeps up to ``batches_in_flight`` claimed batches out at once, so that
+  its own work on one batch (claiming, signing, settling) overlaps the partner's work on
+  another; like replicas, its batches hold disjoint messages.
 - Several dispatchers (replicas on one PostgreSQL) claim disjoint messages under a
   lease (``FOR UPDATE SKIP LOCKED``); a dispatcher that lost its lease cannot
   complete a message another one now holds.
@@ -162,6 +165,13 @@ class Dispatcher:
         self.wake = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
+        """Deliver until ``stopping``, with up to ``batches_in_flight`` batches out at once
+        (each claim takes messages no other holds)."""
+        await asyncio.gather(
+            *(self._deliver_until(stopping) for _ in range(self._settings.batches_in_flight))
+        )
+
+    async def _deliver_until(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
             try:
                 delivered_any = await self.run_once()

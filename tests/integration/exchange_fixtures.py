@@ -24,6 +24,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -280,6 +281,25 @@ def be_alone(root: Path, states: Sequence[str]) -> Iterator[RunningGateways]:
     )
     with running_gateways(sites, ["BE"], spool_root=root / "spool") as running:
         yield running
+
+
+@contextlib.contextmanager
+def standing_in_for(site: Site, caller: Site, servicer: Any) -> Iterator[None]:
+    """``servicer`` (a ``PeerService``) served on ``site``'s peer port with ``site``'s
+    gateway certificate, taking only clients of ``caller``'s CA, as that gateway would."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    credentials = grpc.ssl_server_credentials(
+        [(site.pki.gateway_key.read_bytes(), site.pki.gateway_cert.read_bytes())],
+        root_certificates=caller.pki.ca_cert.read_bytes(),
+        require_client_auth=True,
+    )
+    server.add_secure_port(site.peer_target, credentials)
+    server.start()
+    try:
+        yield
+    finally:
+        server.stop(grace=None)
 
 
 def inbox_entry(gateway: Gateway, message_id: str) -> InboxEntry | None:

@@ -8,18 +8,14 @@ and never count it delivered.
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
-from concurrent import futures
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
-from gateway.demo.deployment import Site, prepare_sites
+from gateway.demo.deployment import prepare_sites
 from gateway.envelope import ReceiptSigner
 from gateway.store.tables import OutboxStatus
 from pouch.v1 import common_pb2, envelope_pb2, peer_pb2, peer_pb2_grpc
@@ -29,6 +25,7 @@ from tests.integration.exchange_fixtures import (
     LocalCaller,
     outbox_message,
     running_gateways,
+    standing_in_for,
 )
 
 OTHER_DIGEST = "sha256:" + "0" * 64
@@ -73,25 +70,6 @@ class _MisbindingPartner(peer_pb2_grpc.PeerServiceServicer):
         )
 
 
-@contextlib.contextmanager
-def _standing_in_for(site: Site, caller: Site, partner: Any) -> Iterator[None]:
-    """``partner`` served on ``site``'s peer port with its gateway certificate, taking
-    only clients of ``caller``'s CA, as ``site``'s gateway would."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    peer_pb2_grpc.add_PeerServiceServicer_to_server(partner, server)
-    credentials = grpc.ssl_server_credentials(
-        [(site.pki.gateway_key.read_bytes(), site.pki.gateway_cert.read_bytes())],
-        root_certificates=caller.pki.ca_cert.read_bytes(),
-        require_client_auth=True,
-    )
-    server.add_secure_port(site.peer_target, credentials)
-    server.start()
-    try:
-        yield
-    finally:
-        server.stop(grace=None)
-
-
 @pytest.mark.parametrize("batches", [True, False], ids=["batch calls", "single calls"])
 def test_a_receipt_binding_another_digest_leaves_each_update_undelivered(
     tmp_path: Path, batches: bool
@@ -107,7 +85,7 @@ def test_a_receipt_binding_another_digest_leaves_each_update_undelivered(
     receipts = ReceiptSigner.from_state_directory(be.pki)
     partner = _MisbindingPartner(receipts, batches=batches)  # type: ignore[abstract]
     with (
-        _standing_in_for(be, at, partner),
+        standing_in_for(be, at, partner),
         running_gateways(sites, ["AT"], spool_root=tmp_path / "spool") as running,
         LocalCaller(at, ["civil:submit"]) as caller,
     ):

@@ -1,0 +1,110 @@
+"""The dispatcher keeps ``batches_in_flight`` batches out at once, and never more.
+
+AT's gateway runs in this process; in BE's place stands a peer server with BE's own TLS
+identity and receipt key. It signs a true receipt for every envelope, but holds each
+call until another call is in hand beside it (or its patience runs out), and records
+how many calls it ever held at once. With one batch in flight the partner never sees
+two; with two, it does, and every update is still delivered once.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from gateway.demo.deployment import prepare_sites
+from gateway.envelope import ReceiptSigner, envelope_digest
+from gateway.store.tables import OutboxStatus
+from pouch.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
+from tests.integration.civil_builders import update_requests, wait_until
+from tests.integration.exchange_fixtures import (
+    FAST_DELIVERY,
+    LocalCaller,
+    outbox_message,
+    running_gateways,
+    standing_in_for,
+)
+
+UPDATES = 12
+
+
+class _PairingPartner(peer_pb2_grpc.PeerServiceServicer):
+    def __init__(self, receipts: ReceiptSigner, *, patience_s: float) -> None:
+        self._receipts = receipts
+        self._patience_s = patience_s
+        self._held = threading.Condition()
+        self._in_hand = 0
+        self.most_at_once = 0
+        self.received: list[str] = []
+
+    def _answer(self, envelopes: list[envelope_pb2.Envelope]) -> list[envelope_pb2.Receipt]:
+        with self._held:
+            self._in_hand += 1
+            self.most_at_once = max(self.most_at_once, self._in_hand)
+            self.received.extend(e.message_id for e in envelopes)
+            self._held.notify_all()
+            self._held.wait_for(lambda: self._in_hand >= 2, timeout=self._patience_s)
+        try:
+            return [
+                self._receipts.sign_receipt(
+                    message_id=envelope.message_id,
+                    request_digest=envelope_digest(envelope),
+                    outcome=envelope_pb2.RECEIPT_OUTCOME_ACCEPTED,
+                    reason_code="",
+                    issued_at=datetime.now(UTC),
+                )
+                for envelope in envelopes
+            ]
+        finally:
+            with self._held:
+                self._in_hand -= 1
+
+    def Deliver(
+        self, request: peer_pb2.DeliverRequest, context: grpc.ServicerContext
+    ) -> peer_pb2.DeliverResponse:
+        (receipt,) = self._answer([request.envelope])
+        return peer_pb2.DeliverResponse(receipt=receipt)
+
+    def DeliverBatch(
+        self, request: peer_pb2.DeliverBatchRequest, context: grpc.ServicerContext
+    ) -> peer_pb2.DeliverBatchResponse:
+        receipts = self._answer(list(request.envelopes))
+        return peer_pb2.DeliverBatchResponse(
+            results=[peer_pb2.DeliveryResult(receipt=receipt) for receipt in receipts]
+        )
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_the_partner_holds_as_many_batches_at_once_as_the_dispatcher_sends(
+    tmp_path: Path, in_flight: int
+) -> None:
+    sites = prepare_sites(
+        tmp_path,
+        ["AT", "BE"],
+        now=datetime.now(UTC),
+        agreements=[("AT", "BE")],
+        delivery={**FAST_DELIVERY, "batches_in_flight": in_flight},
+    )
+    at, be = sites["AT"], sites["BE"]
+    receipts = ReceiptSigner.from_state_directory(be.pki)
+    partner = _PairingPartner(receipts, patience_s=1.0)  # type: ignore[abstract]
+    with (
+        standing_in_for(be, at, partner),
+        running_gateways(sites, ["AT"], spool_root=tmp_path / "spool") as running,
+        LocalCaller(at, ["civil:submit"]) as caller,
+    ):
+        gateway = running.gateway("AT")
+        message_ids = [caller.submit(request) for request in update_requests("paired", UPDATES)]
+
+        def delivered() -> bool:
+            messages = [outbox_message(gateway, m) for m in message_ids]
+            return all(m is not None and m.status is OutboxStatus.DELIVERED for m in messages)
+
+        wait_until(delivered, timeout_s=60, describe=lambda: f"partner has {partner.received}")
+
+    assert partner.most_at_once == in_flight
+    assert sorted(partner.received) == sorted(message_ids)  # each sent once
