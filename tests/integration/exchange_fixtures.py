@@ -23,12 +23,12 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2
@@ -43,7 +43,7 @@ from gateway.config import load_settings
 from gateway.connect import bearer
 from gateway.demo.agreements import CIVIL_PURPOSE, civil_agreement_text, write_hash_key
 from gateway.demo.deployment import Site, prepare_sites
-from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
+from gateway.envelope import EnvelopeHeader, EnvelopeSigner, ReceiptSigner, utc_millis
 from gateway.exchanges.payload import decode_payload, encode_payload
 from gateway.server.app import Gateway
 from gateway.store.inbox import InboxEntry
@@ -64,6 +64,7 @@ from tests.integration.conftest import GatewayThread, channel_to
 
 TIMEOUT_S = 10.0
 # The dispatcher and hand-over loops poll; short intervals keep the suite fast.
+P = TypeVar("P")
 FAST_DELIVERY: Mapping[str, float] = {
     "backoff_initial_seconds": 0.2,
     "backoff_max_seconds": 1.0,
@@ -300,6 +301,37 @@ def standing_in_for(site: Site, caller: Site, servicer: Any) -> Iterator[None]:
         yield
     finally:
         server.stop(grace=None)
+
+
+@dataclass(frozen=True)
+class FacingPartner(Generic[P]):
+    """AT's gateway running here, its operator's caller, and what stands in for BE."""
+
+    gateway: Gateway
+    caller: LocalCaller
+    partner: P
+
+
+@contextlib.contextmanager
+def at_facing(
+    root: Path,
+    partner_of: Callable[[ReceiptSigner], P],
+    *,
+    delivery: Mapping[str, float] = FAST_DELIVERY,
+) -> Iterator[FacingPartner[P]]:
+    """AT's gateway in this process; in BE's place, ``partner_of(BE's receipt signer)``
+    served with BE's TLS identity (:func:`standing_in_for`)."""
+    sites = prepare_sites(
+        root, ["AT", "BE"], now=datetime.now(UTC), agreements=[("AT", "BE")], delivery=delivery
+    )
+    at, be = sites["AT"], sites["BE"]
+    partner = partner_of(ReceiptSigner.from_state_directory(be.pki))
+    with (
+        standing_in_for(be, at, partner),
+        running_gateways(sites, ["AT"], spool_root=root / "spool") as running,
+        LocalCaller(at, ["civil:submit"]) as caller,
+    ):
+        yield FacingPartner(running.gateway("AT"), caller, partner)
 
 
 def inbox_entry(gateway: Gateway, message_id: str) -> InboxEntry | None:

@@ -16,18 +16,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway.demo.deployment import prepare_sites
 from gateway.envelope import ReceiptSigner, envelope_digest
 from gateway.store.tables import OutboxStatus
 from pouch.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
 from tests.integration.civil_builders import update_requests, wait_until
-from tests.integration.exchange_fixtures import (
-    FAST_DELIVERY,
-    LocalCaller,
-    outbox_message,
-    running_gateways,
-    standing_in_for,
-)
+from tests.integration.exchange_fixtures import FAST_DELIVERY, at_facing, outbox_message
 
 UPDATES = 12
 
@@ -82,29 +75,21 @@ class _PairingPartner(peer_pb2_grpc.PeerServiceServicer):
 def test_the_partner_holds_as_many_batches_at_once_as_the_dispatcher_sends(
     tmp_path: Path, in_flight: int
 ) -> None:
-    sites = prepare_sites(
+    facing = at_facing(
         tmp_path,
-        ["AT", "BE"],
-        now=datetime.now(UTC),
-        agreements=[("AT", "BE")],
+        lambda receipts: _PairingPartner(receipts, patience_s=1.0),  # type: ignore[abstract]
         delivery={**FAST_DELIVERY, "batches_in_flight": in_flight},
     )
-    at, be = sites["AT"], sites["BE"]
-    receipts = ReceiptSigner.from_state_directory(be.pki)
-    partner = _PairingPartner(receipts, patience_s=1.0)  # type: ignore[abstract]
-    with (
-        standing_in_for(be, at, partner),
-        running_gateways(sites, ["AT"], spool_root=tmp_path / "spool") as running,
-        LocalCaller(at, ["civil:submit"]) as caller,
-    ):
-        gateway = running.gateway("AT")
-        message_ids = [caller.submit(request) for request in update_requests("paired", UPDATES)]
+    with facing as at:
+        requests = update_requests("paired", UPDATES)
+        message_ids = [at.caller.submit(request) for request in requests]
 
         def delivered() -> bool:
-            messages = [outbox_message(gateway, m) for m in message_ids]
+            messages = [outbox_message(at.gateway, m) for m in message_ids]
             return all(m is not None and m.status is OutboxStatus.DELIVERED for m in messages)
 
-        wait_until(delivered, timeout_s=60, describe=lambda: f"partner has {partner.received}")
+        wait_until(delivered, timeout_s=60, describe=lambda: f"partner has {at.partner.received}")
+        partner = at.partner
 
     assert partner.most_at_once == in_flight
     assert sorted(partner.received) == sorted(message_ids)  # each sent once

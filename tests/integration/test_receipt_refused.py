@@ -15,18 +15,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway.demo.deployment import prepare_sites
 from gateway.envelope import ReceiptSigner
 from gateway.store.tables import OutboxStatus
 from pouch.v1 import common_pb2, envelope_pb2, peer_pb2, peer_pb2_grpc
 from tests.integration.civil_builders import update_requests, wait_until
-from tests.integration.exchange_fixtures import (
-    FAST_DELIVERY,
-    LocalCaller,
-    outbox_message,
-    running_gateways,
-    standing_in_for,
-)
+from tests.integration.exchange_fixtures import at_facing, outbox_message
 
 OTHER_DIGEST = "sha256:" + "0" * 64
 SIGNED_FOR = frozenset({common_pb2.DELIVERY_STATE_DELIVERED, common_pb2.DELIVERY_STATE_APPLIED})
@@ -74,35 +67,25 @@ class _MisbindingPartner(peer_pb2_grpc.PeerServiceServicer):
 def test_a_receipt_binding_another_digest_leaves_each_update_undelivered(
     tmp_path: Path, batches: bool
 ) -> None:
-    sites = prepare_sites(
+    facing = at_facing(
         tmp_path,
-        ["AT", "BE"],
-        now=datetime.now(UTC),
-        agreements=[("AT", "BE")],
-        delivery=FAST_DELIVERY,
+        lambda receipts: _MisbindingPartner(receipts, batches=batches),  # type: ignore[abstract]
     )
-    at, be = sites["AT"], sites["BE"]
-    receipts = ReceiptSigner.from_state_directory(be.pki)
-    partner = _MisbindingPartner(receipts, batches=batches)  # type: ignore[abstract]
-    with (
-        standing_in_for(be, at, partner),
-        running_gateways(sites, ["AT"], spool_root=tmp_path / "spool") as running,
-        LocalCaller(at, ["civil:submit"]) as caller,
-    ):
-        gateway = running.gateway("AT")
-        message_ids = [caller.submit(request) for request in update_requests("misbound", 3)]
+    with facing as at:
+        requests = update_requests("misbound", 3)
+        message_ids = [at.caller.submit(request) for request in requests]
 
         def retried() -> bool:
-            messages = [outbox_message(gateway, m) for m in message_ids]
+            messages = [outbox_message(at.gateway, m) for m in message_ids]
             return all(m is not None and m.attempts >= 2 for m in messages)
 
-        wait_until(retried, timeout_s=30, describe=lambda: f"partner saw {partner.seen}")
+        wait_until(retried, timeout_s=30, describe=lambda: f"partner saw {at.partner.seen}")
 
         for message_id in message_ids:
-            message = outbox_message(gateway, message_id)
+            message = outbox_message(at.gateway, message_id)
             assert message is not None
             assert message.status in (OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT)
             assert message.delivered_at is None
             assert message.last_error_reason == "RECEIPT_INVALID"
-            assert caller.status(message_id).state not in SIGNED_FOR
-        assert set(partner.seen) == set(message_ids)
+            assert at.caller.status(message_id).state not in SIGNED_FOR
+        assert set(at.partner.seen) == set(message_ids)
