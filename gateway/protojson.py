@@ -40,12 +40,7 @@ M = TypeVar("M", bound=Message)
 # json_format's default limit on nested messages when reading.
 _MAX_DEPTH = 100
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_INT64 = frozenset(
-    {
-        FieldDescriptor.CPPTYPE_INT64,
-        FieldDescriptor.CPPTYPE_UINT64,
-    }
-)
+_INT64 = frozenset({FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64})
 _SCALARS = _INT64 | {
     FieldDescriptor.CPPTYPE_INT32,
     FieldDescriptor.CPPTYPE_UINT32,

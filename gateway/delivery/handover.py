@@ -181,8 +181,8 @@ class Acknowledger:
     async def run_once(self) -> bool:
         waiting = await asyncio.to_thread(self._inbox.unacknowledged, self._batch)
         by_sender: dict[str, list[tuple[OwedAcknowledgement, envelope_pb2.Receipt]]] = {}
-        for entry in waiting:
-            by_sender.setdefault(entry.sender_state, []).append((entry, self._receipt(entry)))
+        for owed in waiting:
+            by_sender.setdefault(owed.sender_state, []).append((owed, self._receipt(owed)))
         sent = await asyncio.gather(
             *(
                 self._send(sender, chunk)
@@ -192,25 +192,25 @@ class Acknowledger:
         )
         return any(sent)
 
-    def _receipt(self, entry: OwedAcknowledgement) -> envelope_pb2.Receipt:
-        """The registry's decision on ``entry``, signed for its sender."""
-        applied = entry.registry_outcome == "applied"
-        digest = entry.request_digest
+    def _receipt(self, owed: OwedAcknowledgement) -> envelope_pb2.Receipt:
+        """The registry's decision on ``owed``'s message, signed for its sender."""
+        applied = owed.registry_outcome == "applied"
+        digest = owed.request_digest
         if digest is None:  # stored before digests were kept: recomputed, unless purged
             digest = (
-                envelope_digest(envelope_pb2.Envelope.FromString(entry.envelope))
-                if entry.envelope is not None
+                envelope_digest(envelope_pb2.Envelope.FromString(owed.envelope))
+                if owed.envelope is not None
                 else ""
             )
         return self._signer.sign_receipt(
-            message_id=entry.message_id,
+            message_id=owed.message_id,
             request_digest=digest,
             outcome=(
                 envelope_pb2.RECEIPT_OUTCOME_APPLIED
                 if applied
                 else envelope_pb2.RECEIPT_OUTCOME_REJECTED
             ),
-            reason_code="" if applied else (entry.registry_reason or "REJECTED"),
+            reason_code="" if applied else (owed.registry_reason or "REJECTED"),
             issued_at=self._clock(),
         )
 
@@ -235,7 +235,7 @@ class Acknowledger:
             log.warning("partner %s answered a batch with a wrong number of results", sender)
             return False
         taken = []
-        for (entry, _), result in zip(chunk, answer.results, strict=True):
+        for (owed, _), result in zip(chunk, answer.results, strict=True):
             if result.HasField("refusal"):
                 log.info(
                     "acknowledgement to %s not taken yet: %s",
@@ -243,24 +243,24 @@ class Acknowledger:
                     result.refusal.reason or refusal_code(result.refusal).name,
                 )
             else:
-                taken.append(entry)
-        await asyncio.gather(*(self._taken(entry) for entry in taken))
+                taken.append(owed)
+        await asyncio.gather(*(self._taken(owed) for owed in taken))
         return bool(taken)
 
-    async def _send_one(self, entry: OwedAcknowledgement, receipt: envelope_pb2.Receipt) -> bool:
+    async def _send_one(self, owed: OwedAcknowledgement, receipt: envelope_pb2.Receipt) -> bool:
         try:
-            await self._partners.peer(entry.sender_state).Acknowledge(
+            await self._partners.peer(owed.sender_state).Acknowledge(
                 peer_pb2.AcknowledgeRequest(receipt=receipt), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as e:
-            log.info("acknowledgement to %s not taken yet: %s", entry.sender_state, e.code().name)
+            log.info("acknowledgement to %s not taken yet: %s", owed.sender_state, e.code().name)
             return False
-        await self._taken(entry)
+        await self._taken(owed)
         return True
 
-    async def _taken(self, entry: OwedAcknowledgement) -> None:
+    async def _taken(self, owed: OwedAcknowledgement) -> None:
         await self._group.write(
-            lambda conn: self._inbox.mark_ack_sent_within(conn, entry.message_id)
+            lambda conn: self._inbox.mark_ack_sent_within(conn, owed.message_id)
         )
 
 
