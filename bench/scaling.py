@@ -10,16 +10,26 @@
   per 1,000 exchanges, least squares over the second half, after warm-up) should be
   about zero.
 
-``--quick`` shrinks every count, for a smoke run.
+``--quick`` shrinks every count, for a smoke run. The memory series alone, the longest
+part (about 90 minutes for 1,000,000 exchanges on a 2-core machine), also runs by itself:
+
+    python bench/scaling.py [--exchanges 1000000] [--json bench/results/memory.json]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rich.console import Console
 
@@ -163,3 +173,30 @@ def run_scaling(workdir: Path, quick: bool, exchanges: int, console: Console) ->
         workdir / "memory", min(exchanges, 200) if quick else exchanges, console
     )
     return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Memory along exchanges, by itself.")
+    parser.add_argument("--exchanges", type=int, default=1_000_000)
+    parser.add_argument(
+        "--json", type=Path, default=Path(__file__).parent / "results" / "memory.json"
+    )
+    args = parser.parse_args()
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    workdir = Path(tempfile.mkdtemp(prefix="pouch-bench-memory-"))
+    try:
+        series = memory_series(workdir, args.exchanges, console)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(series, indent=1) + "\n", encoding="utf-8")
+    slopes = series["slope_kib_per_1000_exchanges"]
+    console.print(
+        "slope over the second half, KiB per 1,000 exchanges: "
+        + ", ".join(f"{name} {slope:.1f}" for name, slope in slopes.items())
+    )
+    console.print(f"JSON written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
