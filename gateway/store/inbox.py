@@ -18,6 +18,10 @@ Guarantees:
 * After a crash, :meth:`Inbox.pending_handover` lists what still has to reach the
   registry and :meth:`Inbox.unacknowledged` what still has to be acknowledged, both
   oldest first, so nothing accepted is lost between the stages.
+* A message is stored with the digest its receipt binds (``request_digest``), which
+  outlives a purged payload, so its acknowledgement binds the same digest without the
+  envelope being read again; rows stored before the digest was kept carry their
+  envelope instead, for it to be recomputed.
 * :meth:`Inbox.purge_payloads` drops the envelopes stored under an agreement (when it
   is terminated) and keeps every row as evidence. A purged message not yet handed over
   is still listed for hand-over, with no envelope, so that the deliverer can close it
