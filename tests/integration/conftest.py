@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -26,6 +27,9 @@ from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem, private_key_pem
 from gateway.pki.layout import init_state
 from gateway.server.app import Gateway
+
+if TYPE_CHECKING:  # the fixtures module builds on this one: imported where used
+    from tests.integration.exchange_fixtures import PeerCaller, RunningGateways
 
 
 @dataclass(frozen=True)
@@ -120,3 +124,20 @@ def assert_safe_message(error: grpc.RpcError) -> None:
     text = f"{error.details()}"
     for marker in FORBIDDEN_IN_MESSAGES:
         assert marker not in text, f"{marker!r} leaked into {text!r}"
+
+
+# For modules that define ``be_only``: BE's gateway running alone in this process.
+
+
+@pytest.fixture
+def be(be_only: RunningGateways) -> Gateway:
+    return be_only.gateway("BE")
+
+
+@pytest.fixture
+def as_at(be_only: RunningGateways) -> Iterator[PeerCaller]:
+    """AT's gateway identity calling BE's peer API."""
+    from tests.integration.exchange_fixtures import PeerCaller
+
+    with PeerCaller(be_only.sites["AT"], be_only.sites["BE"]) as caller:
+        yield caller

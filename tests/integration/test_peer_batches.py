@@ -41,17 +41,6 @@ def be_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
         yield running
 
 
-@pytest.fixture
-def be(be_only: RunningGateways) -> Gateway:
-    return be_only.gateway("BE")
-
-
-@pytest.fixture
-def as_at(be_only: RunningGateways) -> Iterator[PeerCaller]:
-    with PeerCaller(be_only.sites["AT"], be_only.sites["BE"]) as caller:
-        yield caller
-
-
 def _tampered(be_only: RunningGateways) -> envelope_pb2.Envelope:
     envelope = from_at(be_only)
     envelope.payload = encode_payload(death_tree(be_only, family_name="Someone-Else"))

@@ -47,17 +47,6 @@ def be_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway
         yield running
 
 
-@pytest.fixture
-def be(be_only: RunningGateways) -> Gateway:
-    return be_only.gateway("BE")
-
-
-@pytest.fixture
-def as_at(be_only: RunningGateways) -> Iterator[PeerCaller]:
-    with PeerCaller(be_only.sites["AT"], be_only.sites["BE"]) as caller:
-        yield caller
-
-
 def signer_of(site: Site) -> EnvelopeSigner:
     return EnvelopeSigner.from_state_directory(site.pki)
 
