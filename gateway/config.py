@@ -178,6 +178,18 @@ class DeliverySection(_Section):
     call_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # Envelopes created further than this from our clock are refused.
     clock_window_seconds: float = Field(default=300.0, gt=0, le=86400)
+    # A queued envelope younger than this goes as it was signed when queued; an older
+    # one is signed afresh, so that it stays well inside the partner's clock window.
+    resign_after_seconds: float = Field(default=60.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _resigned_inside_the_window(self) -> DeliverySection:
+        if self.resign_after_seconds >= self.clock_window_seconds:
+            raise ValueError(
+                "resign_after_seconds: must be less than clock_window_seconds, "
+                "or a queued envelope could reach the partner outside its clock window"
+            )
+        return self
 
 
 class AuditSection(_Section):

@@ -153,7 +153,7 @@ class AgreementNotices:
         purged = self._apply(
             loaded, action, self._state, reason_code, header.message_id, principal=principal
         )
-        envelope = self._signer.sign(header, notice.SerializeToString())
+        envelope, digest = self._signer.sign_with_digest(header, notice.SerializeToString())
         self._outbox.enqueue(
             OutboxItem(
                 message_id=header.message_id,
@@ -165,6 +165,7 @@ class AgreementNotices:
                 envelope=envelope.SerializeToString(),
                 deadline_at=now + self._deadline,
                 kind=_ACTIONS[action],
+                envelope_digest=digest,
             )
         )
         return NoticeOutcome(loaded, _ACTIONS[action], purged)

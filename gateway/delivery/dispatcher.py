@@ -4,9 +4,13 @@ Guarantees:
 
 - A message leaves only while its agreement is in force; once an agreement is
   suspended or terminated, queued messages under it are dead-lettered, not sent.
-- Each attempt re-signs the stored envelope with a fresh creation time (same
-  message id, same payload), so a partner that was down for days does not refuse
-  it as stale; the partner's inbox recognises the id and never applies it twice.
+- A message's first attempt sends the envelope as it was signed when queued, if that
+  signature is younger than ``resign_after_seconds`` (well inside the partner's clock
+  window), and checks the receipt against the digest stored with it. Every other
+  attempt signs the envelope afresh with a new creation time (same message id, same
+  payload): a partner that was down for days does not refuse it as stale, and a
+  signing key rotated since the message was queued signs the retry. The partner's
+  inbox recognises the id and never applies it twice.
 - A message counts as delivered only with the partner's signed receipt binding the
   digest of what was sent. Anything less is retried with exponential backoff and
   jitter until the message's deadline, then dead-lettered with a reason code.
@@ -32,7 +36,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 import grpc.aio
@@ -79,7 +83,7 @@ PERMANENT_REFUSALS = frozenset(
 
 @dataclass(frozen=True)
 class _Outgoing:
-    """A message signed for this attempt, with the digest its receipt must bind."""
+    """A message as it goes on this attempt, with the digest its receipt must bind."""
 
     message: OutboxMessage
     envelope: envelope_pb2.Envelope
@@ -239,7 +243,8 @@ class Dispatcher:
     async def _ready(
         self, message: OutboxMessage, refusal: AgreementRejected | None
     ) -> _Outgoing | None:
-        """The message signed afresh for this attempt, or ``None`` once it is dead-lettered."""
+        """The message as it goes on this attempt (as queued, or signed afresh), or
+        ``None`` once it is dead-lettered."""
         now = self._clock()
         if message.deadline_at <= now:
             await self._dead(message, "DEADLINE_PASSED")
@@ -251,9 +256,21 @@ class Dispatcher:
             await self._dead(message, f"AGREEMENT_{refusal.reason}")
             return None
         stored = envelope_pb2.Envelope.FromString(message.envelope)
+        if (
+            message.attempts == 1
+            and message.envelope_digest is not None
+            and self._fresh(stored, now)
+        ):
+            return _Outgoing(message, stored, message.envelope_digest, len(message.envelope))
         header = dataclasses.replace(header_from_envelope(stored), created_at=utc_millis(now))
         envelope, digest = self._signer.sign_with_digest(header, stored.payload)
         return _Outgoing(message, envelope, digest, len(message.envelope))
+
+    def _fresh(self, stored: envelope_pb2.Envelope, now: datetime) -> bool:
+        """Whether ``stored`` was signed less than ``resign_after_seconds`` before ``now``
+        (and not after it: a clock set back is no reason to trust an old stamp)."""
+        age_s = (now - stored.created_at.ToDatetime(tzinfo=UTC)).total_seconds()
+        return 0 <= age_s < self._settings.resign_after_seconds
 
     async def _send(self, partner: str, chunk: list[_Outgoing]) -> None:
         """One ``DeliverBatch`` call for ``chunk``, or one ``Deliver`` each where the

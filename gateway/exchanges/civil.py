@@ -138,7 +138,7 @@ class CivilRecordSender:
             payload_type=PAYLOAD_TYPE,
         )
         payload = encode_payload(minimised.payload)
-        envelope = self._signer.sign(header, payload)
+        envelope, digest = self._signer.sign_with_digest(header, payload)
         item = OutboxItem(
             message_id=header.message_id,
             agreement_id=agreement.id,
@@ -151,6 +151,7 @@ class CivilRecordSender:
             client_reference=submission.client_reference,
             principal=principal.subject,
             kind=minimised.kind,
+            envelope_digest=digest,
         )
 
         def earlier(conn: Connection) -> Submitted | None:

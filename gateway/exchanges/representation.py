@@ -291,7 +291,7 @@ class RepresentationDesk:
             payload_type=PAYLOAD_TYPE,
         )
         payload = encode_case_payload(message, change.minimised.payload)
-        envelope = self._signer.sign(header, payload)
+        envelope, digest = self._signer.sign_with_digest(header, payload)
         self._outbox.enqueue_within(
             write.conn,
             [
@@ -305,6 +305,7 @@ class RepresentationDesk:
                     envelope=envelope.SerializeToString(),
                     deadline_at=now + self._deadline,
                     kind=case.kind,
+                    envelope_digest=digest,
                 )
             ],
         )

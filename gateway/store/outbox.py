@@ -26,6 +26,8 @@ Guarantees:
   a purged message that was not yet delivered is dead-lettered, since nothing is left
   to deliver. :meth:`Outbox.purge_finished_payloads` drops, for retention, only the
   envelopes of messages that are finished: dead, or delivered with the partner's outcome.
+* The digest of the envelope as queued (``envelope_digest``, when its signer gave one)
+  is stored with it, never changed, and kept when the envelope is purged.
 * With a ``sealer`` (:class:`gateway.pki.sealing.PayloadSealer`), every envelope is
   sealed before it is written and opened after it is read, bound to its row
   (``outbox:<message id>``); the database never holds a readable payload. The sealer
@@ -90,6 +92,7 @@ from gateway.store.tables import (
 __all__ = ["Outbox", "OutboxItem", "OutboxMessage", "OutboxStatus", "RegistryOutcome"]
 
 _STATE_CODE = re.compile(r"[A-Z]{2}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # Rows per INSERT in enqueue_many; keeps bound parameters well under SQLite's limit.
 _BATCH_ROWS = 500
 # Largest page :meth:`Outbox.list` returns.
@@ -104,7 +107,9 @@ class OutboxItem:
 
     ``client_reference`` is the submitting ``principal``'s own id for the request,
     which makes resubmission idempotent; it needs a principal. ``kind`` is the event,
-    document or case kind the envelope carries.
+    document or case kind the envelope carries. ``envelope_digest`` is the envelope's
+    digest as its signer computed it (what a receipt for these bytes binds); without
+    it, the dispatcher signs the message afresh before every attempt.
     """
 
     message_id: str
@@ -119,9 +124,12 @@ class OutboxItem:
     client_reference: str | None = None
     principal: str | None = None
     kind: str | None = None
+    envelope_digest: str | None = None
 
     def __post_init__(self) -> None:
         _require_text("message_id", self.message_id, MESSAGE_ID_LENGTH)
+        if self.envelope_digest is not None and not _DIGEST.fullmatch(self.envelope_digest):
+            raise ValueError("envelope_digest must be 'sha256:' and 64 lowercase hex")
         for name, value, limit in (
             ("client_reference", self.client_reference, CLIENT_REFERENCE_LENGTH),
             ("principal", self.principal, PRINCIPAL_LENGTH),
@@ -179,6 +187,7 @@ class OutboxMessage:
     outcome_at: datetime | None
     receipt: bytes | None = field(repr=False)
     payload_purged_at: datetime | None
+    envelope_digest: str | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> OutboxMessage:
@@ -680,6 +689,7 @@ def _new_row(item: OutboxItem, now: datetime, envelope: bytes) -> dict[str, obje
         "outcome_at": None,
         "receipt": None,
         "payload_purged_at": None,
+        "envelope_digest": item.envelope_digest,
     }
 
 

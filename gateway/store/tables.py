@@ -153,6 +153,9 @@ outbox = Table(
     # The partner's signed delivery receipt, serialized: evidence, never purged.
     Column("receipt", LargeBinary, nullable=True),
     Column("payload_purged_at", UTCDateTime, nullable=True),
+    # The digest of the envelope as stored, which a receipt for those very bytes binds;
+    # NULL on rows stored before it was kept (every attempt then signs afresh).
+    Column("envelope_digest", String(DIGEST_LENGTH), nullable=True),
     CheckConstraint(_one_of("status", OutboxStatus), name="status"),
     CheckConstraint("attempts >= 0", name="attempts"),
     CheckConstraint(_one_of("outcome", RegistryOutcome), name="outcome"),

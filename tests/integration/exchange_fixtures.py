@@ -43,7 +43,13 @@ from gateway.config import load_settings
 from gateway.connect import bearer
 from gateway.demo.agreements import CIVIL_PURPOSE, civil_agreement_text, write_hash_key
 from gateway.demo.deployment import Site, prepare_sites
-from gateway.envelope import EnvelopeHeader, EnvelopeSigner, ReceiptSigner, utc_millis
+from gateway.envelope import (
+    EnvelopeHeader,
+    EnvelopeSigner,
+    ReceiptSigner,
+    envelope_digest,
+    utc_millis,
+)
 from gateway.exchanges.payload import decode_payload, encode_payload
 from gateway.server.app import Gateway
 from gateway.store.inbox import InboxEntry
@@ -282,6 +288,40 @@ def be_alone(root: Path, states: Sequence[str]) -> Iterator[RunningGateways]:
     )
     with running_gateways(sites, ["BE"], spool_root=root / "spool") as running:
         yield running
+
+
+def true_receipt(receipts: ReceiptSigner, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
+    """``receipts``' signed acceptance of ``envelope``, binding the digest of these bytes."""
+    return receipts.sign_receipt(
+        message_id=envelope.message_id,
+        request_digest=envelope_digest(envelope),
+        outcome=envelope_pb2.RECEIPT_OUTCOME_ACCEPTED,
+        reason_code="",
+        issued_at=datetime.now(UTC),
+    )
+
+
+class StandInPartner(peer_pb2_grpc.PeerServiceServicer):
+    """A partner's ``Deliver`` and ``DeliverBatch``, both answered by :meth:`receipts_for`."""
+
+    def receipts_for(
+        self, envelopes: list[envelope_pb2.Envelope], context: grpc.ServicerContext
+    ) -> list[envelope_pb2.Receipt]:
+        raise NotImplementedError
+
+    def Deliver(
+        self, request: peer_pb2.DeliverRequest, context: grpc.ServicerContext
+    ) -> peer_pb2.DeliverResponse:
+        (receipt,) = self.receipts_for([request.envelope], context)
+        return peer_pb2.DeliverResponse(receipt=receipt)
+
+    def DeliverBatch(
+        self, request: peer_pb2.DeliverBatchRequest, context: grpc.ServicerContext
+    ) -> peer_pb2.DeliverBatchResponse:
+        receipts = self.receipts_for(list(request.envelopes), context)
+        return peer_pb2.DeliverBatchResponse(
+            results=[peer_pb2.DeliveryResult(receipt=receipt) for receipt in receipts]
+        )
 
 
 @contextlib.contextmanager

@@ -10,22 +10,27 @@ two; with two, it does, and every update is still delivered once.
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 
-from gateway.envelope import ReceiptSigner, envelope_digest
+from gateway.envelope import ReceiptSigner
 from gateway.store.tables import OutboxStatus
-from pouch.v1 import envelope_pb2, peer_pb2, peer_pb2_grpc
+from pouch.v1 import envelope_pb2
 from tests.integration.civil_builders import update_requests, wait_until
-from tests.integration.exchange_fixtures import FAST_DELIVERY, at_facing, outbox_message
+from tests.integration.exchange_fixtures import (
+    FAST_DELIVERY,
+    StandInPartner,
+    at_facing,
+    outbox_message,
+    true_receipt,
+)
 
 UPDATES = 12
 
 
-class _PairingPartner(peer_pb2_grpc.PeerServiceServicer):
+class _PairingPartner(StandInPartner):
     def __init__(self, receipts: ReceiptSigner, *, patience_s: float) -> None:
         self._receipts = receipts
         self._patience_s = patience_s
@@ -34,7 +39,9 @@ class _PairingPartner(peer_pb2_grpc.PeerServiceServicer):
         self.most_at_once = 0
         self.received: list[str] = []
 
-    def _answer(self, envelopes: list[envelope_pb2.Envelope]) -> list[envelope_pb2.Receipt]:
+    def receipts_for(
+        self, envelopes: list[envelope_pb2.Envelope], context: grpc.ServicerContext
+    ) -> list[envelope_pb2.Receipt]:
         with self._held:
             self._in_hand += 1
             self.most_at_once = max(self.most_at_once, self._in_hand)
@@ -42,33 +49,10 @@ class _PairingPartner(peer_pb2_grpc.PeerServiceServicer):
             self._held.notify_all()
             self._held.wait_for(lambda: self._in_hand >= 2, timeout=self._patience_s)
         try:
-            return [
-                self._receipts.sign_receipt(
-                    message_id=envelope.message_id,
-                    request_digest=envelope_digest(envelope),
-                    outcome=envelope_pb2.RECEIPT_OUTCOME_ACCEPTED,
-                    reason_code="",
-                    issued_at=datetime.now(UTC),
-                )
-                for envelope in envelopes
-            ]
+            return [true_receipt(self._receipts, envelope) for envelope in envelopes]
         finally:
             with self._held:
                 self._in_hand -= 1
-
-    def Deliver(
-        self, request: peer_pb2.DeliverRequest, context: grpc.ServicerContext
-    ) -> peer_pb2.DeliverResponse:
-        (receipt,) = self._answer([request.envelope])
-        return peer_pb2.DeliverResponse(receipt=receipt)
-
-    def DeliverBatch(
-        self, request: peer_pb2.DeliverBatchRequest, context: grpc.ServicerContext
-    ) -> peer_pb2.DeliverBatchResponse:
-        receipts = self._answer(list(request.envelopes))
-        return peer_pb2.DeliverBatchResponse(
-            results=[peer_pb2.DeliveryResult(receipt=receipt) for receipt in receipts]
-        )
 
 
 @pytest.mark.parametrize("in_flight", [1, 2])

@@ -17,15 +17,15 @@ import pytest
 
 from gateway.envelope import ReceiptSigner
 from gateway.store.tables import OutboxStatus
-from pouch.v1 import common_pb2, envelope_pb2, peer_pb2, peer_pb2_grpc
+from pouch.v1 import common_pb2, envelope_pb2, peer_pb2
 from tests.integration.civil_builders import update_requests, wait_until
-from tests.integration.exchange_fixtures import at_facing, outbox_message
+from tests.integration.exchange_fixtures import StandInPartner, at_facing, outbox_message
 
 OTHER_DIGEST = "sha256:" + "0" * 64
 SIGNED_FOR = frozenset({common_pb2.DELIVERY_STATE_DELIVERED, common_pb2.DELIVERY_STATE_APPLIED})
 
 
-class _MisbindingPartner(peer_pb2_grpc.PeerServiceServicer):
+class _MisbindingPartner(StandInPartner):
     """Signs a genuine receipt for each envelope, over a digest of something else."""
 
     def __init__(self, receipts: ReceiptSigner, *, batches: bool) -> None:
@@ -34,33 +34,28 @@ class _MisbindingPartner(peer_pb2_grpc.PeerServiceServicer):
         self._lock = threading.Lock()
         self.seen: list[str] = []
 
-    def _receipt(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
+    def receipts_for(
+        self, envelopes: list[envelope_pb2.Envelope], context: grpc.ServicerContext
+    ) -> list[envelope_pb2.Receipt]:
         with self._lock:
-            self.seen.append(envelope.message_id)
-        return self._receipts.sign_receipt(
-            message_id=envelope.message_id,
-            request_digest=OTHER_DIGEST,
-            outcome=envelope_pb2.RECEIPT_OUTCOME_ACCEPTED,
-            reason_code="",
-            issued_at=datetime.now(UTC),
-        )
-
-    def Deliver(
-        self, request: peer_pb2.DeliverRequest, context: grpc.ServicerContext
-    ) -> peer_pb2.DeliverResponse:
-        return peer_pb2.DeliverResponse(receipt=self._receipt(request.envelope))
+            self.seen.extend(envelope.message_id for envelope in envelopes)
+        return [
+            self._receipts.sign_receipt(
+                message_id=envelope.message_id,
+                request_digest=OTHER_DIGEST,
+                outcome=envelope_pb2.RECEIPT_OUTCOME_ACCEPTED,
+                reason_code="",
+                issued_at=datetime.now(UTC),
+            )
+            for envelope in envelopes
+        ]
 
     def DeliverBatch(
         self, request: peer_pb2.DeliverBatchRequest, context: grpc.ServicerContext
     ) -> peer_pb2.DeliverBatchResponse:
         if not self._batches:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "an older release")
-        return peer_pb2.DeliverBatchResponse(
-            results=[
-                peer_pb2.DeliveryResult(receipt=self._receipt(envelope))
-                for envelope in request.envelopes
-            ]
-        )
+        return super().DeliverBatch(request, context)
 
 
 @pytest.mark.parametrize("batches", [True, False], ids=["batch calls", "single calls"])

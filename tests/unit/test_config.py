@@ -97,3 +97,9 @@ def test_missing_file_and_bad_toml_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such configuration file"):
         load_settings(tmp_path / "absent.toml")
     assert "not valid TOML" in error_for(tmp_path, "[gateway\n")
+
+
+def test_resigning_later_than_the_clock_window_is_refused(tmp_path: Path) -> None:
+    text = VALID + "\n[delivery]\nclock_window_seconds = 120\nresign_after_seconds = 120\n"
+    message = error_for(tmp_path, text)
+    assert "delivery: resign_after_seconds: must be less than clock_window_seconds" in message

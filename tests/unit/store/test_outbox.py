@@ -409,6 +409,27 @@ def test_new_fields_are_stored_with_the_message(outbox: Outbox, make_item: MakeI
     assert (stored.receipt, stored.payload_purged_at) == (None, None)
 
 
+def test_the_envelope_digest_is_kept_through_claims_and_purges(
+    outbox: Outbox, make_item: MakeItem
+) -> None:
+    digest = "sha256:" + "5e" * 32
+    outbox.enqueue(replace(make_item("m-1"), envelope_digest=digest))
+    outbox.enqueue(make_item("m-2"))
+
+    claimed = {m.message_id: m for m in outbox.claim_due("worker-a", limit=2, lease_s=30)}
+    assert (claimed["m-1"].envelope_digest, claimed["m-2"].envelope_digest) == (digest, None)
+    outbox.purge_payloads("FR-DE/civil-records")
+    purged = outbox.get("m-1")
+    assert purged is not None
+    assert (purged.envelope, purged.envelope_digest) == (None, digest)
+
+
+@pytest.mark.parametrize("digest", ["", "sha256:" + "AB" * 32, "sha512:" + "ab" * 32, "ab" * 32])
+def test_a_malformed_envelope_digest_is_refused(make_item: MakeItem, digest: str) -> None:
+    with pytest.raises(ValueError, match="envelope_digest must be 'sha256:' and 64 lowercase"):
+        replace(make_item("m-1"), envelope_digest=digest)
+
+
 def test_the_id_for_a_client_reference_is_found_without_the_envelope(
     outbox: Outbox, make_item: MakeItem
 ) -> None:
