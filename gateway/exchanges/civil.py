@@ -154,26 +154,20 @@ class CivilRecordSender:
             envelope_digest=digest,
         )
 
-        def earlier(conn: Connection) -> Submitted | None:
-            found = self._outbox.message_id_for_reference_within(
-                conn, principal.subject, submission.client_reference
-            )
-            return None if found is None else Submitted(found, created=False)
-
         def store(conn: Connection) -> Submitted:
-            # A reference already queued is answered with its message and takes nothing.
-            # Otherwise the outbox row, quota and evidence commit together: the caller's
-            # answer means all three happened.
-            queued = earlier(conn)
-            if queued is not None:
-                return queued
-            self._gate.confirm_within(conn, agreement)
+            # A reference already queued (by this caller before, or by another replica a
+            # moment ago) keeps the row from being stored: it is answered with its message
+            # and takes nothing. Otherwise the outbox row, quota and evidence commit
+            # together, only while the agreement is in force: the caller's answer means
+            # all three happened.
             if not self._outbox.enqueue_within(conn, [item]):
-                # Another replica queued the same reference since: answer with its id.
-                winner = earlier(conn)
-                if winner is None:
+                queued = self._outbox.message_id_for_reference_within(
+                    conn, principal.subject, submission.client_reference
+                )
+                if queued is None:
                     raise RuntimeError("outbox refused a new message id without a prior submission")
-                return winner
+                return Submitted(queued, created=False)
+            self._gate.confirm_within(conn, agreement)
             self._gate.take_quota_within(conn, agreement, minimised, what="civil-record updates")
             self._audit.submitted(
                 message_id=header.message_id,
