@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -43,6 +42,7 @@ MAX_AGREEMENT_ID_CHARS: Final = 128
 MAX_PAYLOAD_TYPE_CHARS: Final = 256
 
 DIGEST_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Printable ASCII without spaces: identifiers, never prose (and never personal data).
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 _PROTOBUF_TYPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
@@ -83,11 +83,9 @@ def datetime_of(stamp: timestamp_pb2.Timestamp) -> datetime | None:
 
 
 def is_canonical_uuid(value: str) -> bool:
-    """Whether ``value`` is a UUID in its one canonical spelling (lowercase, hyphenated)."""
-    try:
-        return str(uuid.UUID(value)) == value
-    except (ValueError, TypeError):
-        return False
+    """Whether ``value`` is a UUID in its one canonical spelling (lowercase, hyphenated):
+    exactly the strings ``str(uuid.UUID(value)) == value`` holds for, without parsing."""
+    return isinstance(value, str) and _CANONICAL_UUID.fullmatch(value) is not None
 
 
 def is_state_code(value: str) -> bool:

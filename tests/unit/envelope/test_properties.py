@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.envelope import (
@@ -18,6 +18,7 @@ from gateway.envelope import (
     MISDIRECTED,
     UNKNOWN_SENDER,
 )
+from gateway.envelope.header import is_canonical_uuid
 from gateway.errors import Rejected
 from pouch.v1 import common_pb2, envelope_pb2
 
@@ -180,3 +181,52 @@ def test_any_well_formed_envelope_round_trips(
     )
     verified = pki.verifier().verify(envelope, peer_state=SENDER)
     assert (verified.header, verified.payload) == (header, payload)
+
+
+def _canonical_by_parsing(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+_UUID_LIKE = st.builds(
+    lambda parts, upper, wrap: wrap.format("-".join(parts).upper() if upper else "-".join(parts)),
+    st.tuples(
+        *(
+            st.text(alphabet="0123456789abcdefg", min_size=n - 1, max_size=n + 1)
+            for n in (8, 4, 4, 4, 12)
+        )
+    ),
+    st.booleans(),
+    st.sampled_from(["{}", "{{{}}}", "urn:uuid:{}", " {}", "{}\n"]),
+)
+
+
+_ONE_CHARACTER_CHANGED = st.builds(
+    lambda u, at, to: (text := str(u))[: at % 36] + to + text[at % 36 + 1 :],
+    st.uuids(),
+    st.integers(min_value=0),
+    st.sampled_from(["A", "F", "G", "0", "-", "", "00"]),
+)
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.one_of(
+        _UUID_LIKE,
+        _ONE_CHARACTER_CHANGED,
+        st.uuids().map(str),
+        st.uuids().map(lambda u: u.hex),
+        st.text(),
+    )
+)
+@example("0b4c0f8e-5a55-4c7e-9b1e-2f7d1b0c9a11")
+@example("0b4c0f8e-5a55-4c7e-9b1e-2f7d1b0c9a1")  # a group one digit short
+@example("0b4c0f8e-5a55-4c7e-9b1e-2f7d1b0c9a11\n")
+@example("0B4C0F8E-5A55-4C7E-9B1E-2F7D1B0C9A11")
+@example("{0b4c0f8e-5a55-4c7e-9b1e-2f7d1b0c9a11}")
+@example("urn:uuid:0b4c0f8e-5a55-4c7e-9b1e-2f7d1b0c9a11")
+@example("0b4c0f8e5a554c7e9b1e2f7d1b0c9a11")
+def test_canonical_uuid_is_what_parsing_and_printing_gives_back(value: str) -> None:
+    assert is_canonical_uuid(value) is _canonical_by_parsing(value)
