@@ -72,6 +72,7 @@ from gateway.store.engine import (
 from gateway.store.prepared import Prepared
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
+    DIGEST_PATTERN,
     EXCHANGE_TYPE_LENGTH,
     KIND_LENGTH,
     MESSAGE_ID_LENGTH,
@@ -91,7 +92,6 @@ __all__ = [
 ]
 
 _STATE_CODE = re.compile(r"[A-Z]{2}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # Largest batch the recovery queries return.
 MAX_BATCH = 1000
 
@@ -128,7 +128,7 @@ class InboundMessage:
             raise ValueError("sender_state must be a two-letter upper-case state code")
         if not self.envelope:
             raise ValueError("envelope must not be empty")
-        if self.request_digest is not None and not _DIGEST.fullmatch(self.request_digest):
+        if self.request_digest is not None and not DIGEST_PATTERN.fullmatch(self.request_digest):
             raise ValueError("request_digest must be 'sha256:' and 64 lowercase hex")
 
 

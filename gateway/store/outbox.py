@@ -78,6 +78,7 @@ from gateway.store.prepared import Prepared
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     CLIENT_REFERENCE_LENGTH,
+    DIGEST_PATTERN,
     EXCHANGE_TYPE_LENGTH,
     KIND_LENGTH,
     MESSAGE_ID_LENGTH,
@@ -92,7 +93,6 @@ from gateway.store.tables import (
 __all__ = ["Outbox", "OutboxItem", "OutboxMessage", "OutboxStatus", "RegistryOutcome"]
 
 _STATE_CODE = re.compile(r"[A-Z]{2}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # Rows per INSERT in enqueue_many; keeps bound parameters well under SQLite's limit.
 _BATCH_ROWS = 500
 # Largest page :meth:`Outbox.list` returns.
@@ -128,7 +128,7 @@ class OutboxItem:
 
     def __post_init__(self) -> None:
         _require_text("message_id", self.message_id, MESSAGE_ID_LENGTH)
-        if self.envelope_digest is not None and not _DIGEST.fullmatch(self.envelope_digest):
+        if self.envelope_digest is not None and not DIGEST_PATTERN.fullmatch(self.envelope_digest):
             raise ValueError("envelope_digest must be 'sha256:' and 64 lowercase hex")
         for name, value, limit in (
             ("client_reference", self.client_reference, CLIENT_REFERENCE_LENGTH),
