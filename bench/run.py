@@ -52,7 +52,7 @@ class Counts:
 
 
 FULL = Counts(
-    identity=2000, identity_serial=300, civil=10_000, cases=100, audit=5000, policy=20_000
+    identity=2000, identity_serial=1000, civil=10_000, cases=100, audit=5000, policy=20_000
 )
 QUICK = Counts(identity=50, identity_serial=20, civil=200, cases=10, audit=200, policy=500)
 SCENARIOS = (
