@@ -63,6 +63,7 @@ def table(results: Sequence[ScenarioResult]) -> Table:
         ("p50 ms", "right"),
         ("p99 ms", "right"),
         ("CPU µs/op A / B", "right"),
+        ("chain CPU µs/op", "right"),
         ("peak MiB A / B", "right"),
         ("other CPU", "right"),
         ("ratio", "right"),
@@ -80,6 +81,7 @@ def table(results: Sequence[ScenarioResult]) -> Table:
                 f"{median['p50_ms']:.2f}",
                 f"{median['p99_ms']:.2f}",
                 _pair([p["cpu_us_per_op"] for p in processes], ",.0f"),
+                _pair([median["chain_cpu_us_per_op"]], ",.0f"),
                 _pair([p["peak_rss_mib"] for p in processes], ".0f"),
                 ", ".join(f"{r['other_cpu_share']:.0%}" for r in document[side]["rounds"]),
                 f"{result.ratio:.2f}" if side == "gateway" else "",
@@ -115,5 +117,6 @@ def show(console: Console, results: Sequence[ScenarioResult]) -> None:
     console.print(table(results))
     console.print(
         "A / B: gateway AT / gateway BE, or relay A / relay B (in-process: the bench "
-        "process). other CPU: what other processes took of the machine, per round."
+        "process). chain CPU: every process of the side, the caller included. other CPU: "
+        "what other processes took of the machine, per round."
     )

@@ -48,6 +48,15 @@ class Round:
 
     def document(self) -> dict[str, Any]:
         ops = self.measured.operations
+        processes = {
+            name: {
+                "cpu_us_per_op": self.use.processes[name].cpu_s * 1e6 / ops if ops else None,
+                "peak_rss_mib": self.use.processes[name].peak_rss_kib / 1024,
+            }
+            for name in self.processes
+            if name in self.use.processes
+        }
+        chain_s = sum(self.use.processes[name].cpu_s for name in processes)
         return {
             "operations": ops,
             "elapsed_s": self.measured.elapsed_s,
@@ -58,14 +67,10 @@ class Round:
             "other_cpu_share": self.use.other_cpu_share,
             "other_cpu_s": self.use.other_cpu_s,
             "wall_s": self.use.wall_s,
-            "processes": {
-                name: {
-                    "cpu_us_per_op": self.use.processes[name].cpu_s * 1e6 / ops if ops else None,
-                    "peak_rss_mib": self.use.processes[name].peak_rss_kib / 1024,
-                }
-                for name in self.processes
-                if name in self.use.processes
-            },
+            # Every process of the side, the caller included: what one operation costs the
+            # machine, and so how many it could make a second with every core busy.
+            "chain_cpu_us_per_op": chain_s * 1e6 / ops if ops else None,
+            "processes": processes,
         }
 
 

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 SCENARIOS = {
     "identity-32",
@@ -45,4 +47,6 @@ def test_quick_benchmark_measures_every_scenario_against_the_raw_relay(tmp_path:
             median = scenario[side]["median_round"]
             assert median["operations"] > 0, (name, side)
             assert median["processes"], (name, side)
+            each = [p["cpu_us_per_op"] for p in median["processes"].values()]
+            assert median["chain_cpu_us_per_op"] == pytest.approx(sum(each)), (name, side)
     assert document["machine"]["cores"] >= 1
