@@ -38,7 +38,7 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.batches import chunks, refusal_code
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import ReceiptSigner, envelope_digest, verify_receipt
-from gateway.errors import NotFound, PouchError, StorageUnavailable
+from gateway.errors import NotFound, PouchError, StorageUnavailable, unexpected_summary
 from gateway.exchanges.payload import decode_payload
 from gateway.pki.bundle import TrustBundle
 from gateway.protojson import parse_dict
@@ -182,7 +182,17 @@ class Acknowledger:
         waiting = await asyncio.to_thread(self._inbox.unacknowledged, self._batch)
         by_sender: dict[str, list[tuple[OwedAcknowledgement, envelope_pb2.Receipt]]] = {}
         for owed in waiting:
-            by_sender.setdefault(owed.sender_state, []).append((owed, self._receipt(owed)))
+            try:
+                receipt = self._receipt(owed)
+            except Exception as e:  # one row that cannot be signed must not hold back the rest
+                log.error(
+                    "cannot acknowledge message %s to %s: %s",
+                    owed.message_id,
+                    owed.sender_state,
+                    unexpected_summary(e),
+                )
+                continue
+            by_sender.setdefault(owed.sender_state, []).append((owed, receipt))
         sent = await asyncio.gather(
             *(
                 self._send(sender, chunk)
@@ -196,12 +206,10 @@ class Acknowledger:
         """The registry's decision on ``owed``'s message, signed for its sender."""
         applied = owed.registry_outcome == "applied"
         digest = owed.request_digest
-        if digest is None:  # stored before digests were kept: recomputed, unless purged
-            digest = (
-                envelope_digest(envelope_pb2.Envelope.FromString(owed.envelope))
-                if owed.envelope is not None
-                else ""
-            )
+        if digest is None:  # stored before digests were kept: recomputed from the envelope
+            if owed.envelope is None:
+                raise ValueError("the message's payload is purged and no digest was kept")
+            digest = envelope_digest(envelope_pb2.Envelope.FromString(owed.envelope))
         return self._signer.sign_receipt(
             message_id=owed.message_id,
             request_digest=digest,

@@ -54,6 +54,7 @@ from sqlalchemy import (
     case,
     false,
     null,
+    or_,
     select,
     true,
     update,
@@ -326,7 +327,10 @@ class Inbox:
     def unacknowledged(self, limit: int) -> list[OwedAcknowledgement]:
         """Messages with the registry's answer whose acknowledgement is owed, oldest first.
 
-        Envelopes are read (and opened) only for rows without a stored digest.
+        Envelopes are read (and opened) only for rows without a stored digest. A row
+        stored before digests were kept whose payload was purged since is left out:
+        nothing left says what its sender signed, so no receipt can be bound to it, and
+        it must not hold back the acknowledgements behind it.
         """
         _check_limit(limit)
         query = (
@@ -340,7 +344,10 @@ class Inbox:
                     "envelope"
                 ),
             )
-            .where(_WHEN["answered_unacknowledged"])
+            .where(
+                _WHEN["answered_unacknowledged"],
+                or_(inbox.c.request_digest.is_not(None), inbox.c.envelope.is_not(None)),
+            )
             .order_by(inbox.c.received_at, inbox.c.message_id)
             .limit(limit)
         )

@@ -187,7 +187,8 @@ def test_purged_payload_keeps_the_inbox_row(
     inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
 ) -> None:
     other = replace(make_inbound("m-other"), agreement_id="FR-IT/civil-records")
-    for message in (make_inbound("m-done"), make_inbound("m-waiting"), other):
+    done_with_digest = replace(make_inbound("m-done"), request_digest="sha256:" + "cd" * 32)
+    for message in (done_with_digest, make_inbound("m-waiting"), other):
         inbox.accept_once(message)
     inbox.mark_handed_over("m-done", applied=True)
     clock.advance(60)
@@ -199,7 +200,7 @@ def test_purged_payload_keeps_the_inbox_row(
     assert done is not None
     assert (done.envelope, done.payload_purged_at) == (None, clock())
     assert (done.status, done.registry_outcome) == (InboxStatus.HANDED_OVER, "applied")
-    # The acknowledgement is still owed; only the payload is gone.
+    # The acknowledgement is still owed, bound to the kept digest; only the payload is gone.
     assert [m.message_id for m in inbox.unacknowledged(10)] == ["m-done"]
     # A purged message still awaits hand-over, without its payload, so that it can be
     # closed as rejected and the sender still gets an answer.

@@ -65,6 +65,25 @@ def _inbound(envelope: envelope_pb2.Envelope, digest: str | None) -> InboundMess
     )
 
 
+def _acknowledge_once(
+    inbox: Inbox, engine: Engine, signer: Any, sender: _Sender, *, batch_size: int, now: Any
+) -> bool:
+    group = GroupCommit(engine)
+    acknowledger = Acknowledger(
+        inbox=inbox,
+        signer=signer,
+        partners=_Partners(sender),  # type: ignore[arg-type]
+        clock=lambda: now,
+        batch_size=batch_size,
+        call_timeout_s=1.0,
+        group=group,
+    )
+    try:
+        return asyncio.run(acknowledger.run_once())
+    finally:
+        group.close()
+
+
 def test_each_decision_binds_the_kept_digest_or_one_recomputed_for_older_rows(
     tmp_path: Path, migrated_engine: Engine, clock: FakeClock
 ) -> None:
@@ -77,20 +96,10 @@ def test_each_decision_binds_the_kept_digest_or_one_recomputed_for_older_rows(
     inbox.mark_handed_over(older.message_id, applied=False, reason="UNKNOWN_RECORD")
     assert inbox.purge_payloads(kept.agreement.id) == 1  # the digest outlives the payload
     sender = _Sender()
-    group = GroupCommit(migrated_engine)
-    acknowledger = Acknowledger(
-        inbox=inbox,
-        signer=pki.own.receipts,
-        partners=_Partners(sender),  # type: ignore[arg-type]
-        clock=lambda: pki.now,
-        batch_size=10,
-        call_timeout_s=1.0,
-        group=group,
+    taken = _acknowledge_once(
+        inbox, migrated_engine, pki.own.receipts, sender, batch_size=10, now=pki.now
     )
-    try:
-        assert asyncio.run(acknowledger.run_once()) is True
-    finally:
-        group.close()
+    assert taken is True
 
     decisions = {receipt.message_id: receipt for receipt in sender.taken}
     for envelope in (kept, older):
@@ -103,3 +112,68 @@ def test_each_decision_binds_the_kept_digest_or_one_recomputed_for_older_rows(
         )
     assert decisions[older.message_id].reason_code == "UNKNOWN_RECORD"
     assert inbox.unacknowledged(10) == []
+
+
+def test_a_purged_row_without_a_kept_digest_does_not_hold_back_the_acknowledgements_behind_it(
+    tmp_path: Path, migrated_engine: Engine, clock: FakeClock
+) -> None:
+    pki = make_pki(tmp_path)
+    inbox = Inbox(migrated_engine, clock=clock)
+    lost, kept = pki.envelope(agreement_id="be-fr-ended"), pki.envelope()
+    inbox.accept_once(_inbound(lost, None))  # stored before digests were kept, and older
+    clock.advance(1)
+    inbox.accept_once(_inbound(kept, envelope_digest(kept)))
+    for envelope in (lost, kept):
+        inbox.mark_handed_over(envelope.message_id, applied=True)
+    assert inbox.purge_payloads(lost.agreement.id) == 1  # nothing left says what was signed
+
+    assert [owed.message_id for owed in inbox.unacknowledged(10)] == [kept.message_id]
+    sender = _Sender()
+    # One row a round: the older, unacknowledgeable one would take the only place.
+    taken = _acknowledge_once(
+        inbox, migrated_engine, pki.own.receipts, sender, batch_size=1, now=pki.now
+    )
+
+    assert taken is True
+    assert [receipt.message_id for receipt in sender.taken] == [kept.message_id]
+    verify_receipt(
+        sender.taken[0],
+        receiver_bundle=pki.own.bundle,
+        expected_message_id=kept.message_id,
+        expected_request_digest=envelope_digest(kept),
+        now=pki.now,
+    )
+    assert inbox.unacknowledged(10) == []
+
+
+def test_a_row_whose_receipt_cannot_be_made_is_skipped_and_the_others_are_acknowledged(
+    tmp_path: Path, migrated_engine: Engine, clock: FakeClock
+) -> None:
+    pki = make_pki(tmp_path)
+    inbox = Inbox(migrated_engine, clock=clock)
+    broken, kept = pki.envelope(), pki.envelope()
+    unreadable = _inbound(broken, None)  # no kept digest, and an envelope that does not parse
+    inbox.accept_once(
+        InboundMessage(
+            message_id=unreadable.message_id,
+            sender_state=unreadable.sender_state,
+            agreement_id=unreadable.agreement_id,
+            exchange_type=unreadable.exchange_type,
+            envelope=b"\xff\xff\xff",
+            request_digest=None,
+        )
+    )
+    clock.advance(1)
+    inbox.accept_once(_inbound(kept, envelope_digest(kept)))
+    for envelope in (broken, kept):
+        inbox.mark_handed_over(envelope.message_id, applied=True)
+
+    sender = _Sender()
+    taken = _acknowledge_once(
+        inbox, migrated_engine, pki.own.receipts, sender, batch_size=10, now=pki.now
+    )
+
+    assert taken is True
+    assert [receipt.message_id for receipt in sender.taken] == [kept.message_id]
+    # The broken one is still owed, for an operator to see; it was not marked as sent.
+    assert [owed.message_id for owed in inbox.unacknowledged(10)] == [broken.message_id]
