@@ -36,7 +36,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
 import grpc.aio
@@ -57,6 +57,7 @@ from gateway.envelope import (
     utc_millis,
     verify_receipt,
 )
+from gateway.envelope.header import datetime_of
 from gateway.errors import AgreementRejected, PouchError, unexpected_summary
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
@@ -269,8 +270,10 @@ class Dispatcher:
     def _fresh(self, stored: envelope_pb2.Envelope, now: datetime) -> bool:
         """Whether ``stored`` was signed less than ``resign_after_seconds`` before ``now``
         (and not after it: a clock set back is no reason to trust an old stamp)."""
-        age_s = (now - stored.created_at.ToDatetime(tzinfo=UTC)).total_seconds()
-        return 0 <= age_s < self._settings.resign_after_seconds
+        created = datetime_of(stored.created_at)
+        if created is None:
+            return False
+        return 0 <= (now - created).total_seconds() < self._settings.resign_after_seconds
 
     async def _send(self, partner: str, chunk: list[_Outgoing]) -> None:
         """One ``DeliverBatch`` call for ``chunk``, or one ``Deliver`` each where the

@@ -66,6 +66,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql.dml import ReturningUpdate
 
+from gateway.envelope.header import DIGEST_PATTERN
 from gateway.pki.sealing import PayloadSealer
 from gateway.store.engine import (
     insert_unless_present,
@@ -78,7 +79,6 @@ from gateway.store.prepared import Prepared
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     CLIENT_REFERENCE_LENGTH,
-    DIGEST_PATTERN,
     EXCHANGE_TYPE_LENGTH,
     KIND_LENGTH,
     MESSAGE_ID_LENGTH,

@@ -12,7 +12,6 @@ stores no offset; PostgreSQL answers in the session's time zone).
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -67,8 +66,6 @@ AUDIT_REASON_CODE_LENGTH = 128
 HASH_LENGTH = 32
 DIGEST_LENGTH = 71
 """A ``sha256:`` digest in hex."""
-DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
-"""What a stored digest column holds (the envelope's and the receipt's spelling)."""
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
