@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,11 +37,46 @@ OPERATOR = "operator"
 READY_TIMEOUT_S = 30.0
 
 
+# Ports are chosen below the kernel's ephemeral range, the one outgoing connections take
+# their local port from: a port chosen there could be taken by any connection (a gateway
+# calling its partner) between the moment it is chosen and the moment its server binds.
+_LOWEST_PORT = 10_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+_choice = random.SystemRandom()
+
+
 def free_port() -> int:
-    """A port free on loopback now (the OS picks it; a later bind may still race)."""
+    """A port free on loopback now, outside the range outgoing connections draw from, and
+    never handed out before by this process. Another process may still bind it first."""
+    try:
+        highest = int(_EPHEMERAL_RANGE.read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        highest = 32_767  # Linux's default range starts at 32768
+    with _handed_out_lock:
+        for _ in range(200):
+            port = _choice.randint(_LOWEST_PORT, max(_LOWEST_PORT, highest))
+            if port not in _handed_out and _bindable(port):
+                _handed_out.add(port)
+                return port
+        # No luck below the range (a narrow one, or a crowded machine): let the OS pick.
+        while True:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
