@@ -1,18 +1,28 @@
 """Prometheus metrics of one gateway, on a registry of its own.
 
 Labels carry only operational names (listener, service, method, status code,
-reason code, certificate role, state code); never anything about a person. Each
+reason code, certificate role, state code, stage); never anything about a person. Each
 gateway owns its registry, so several gateways can live in one process (tests, the
 demo) without colliding.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+from gateway.errors import unexpected_summary
+from gateway.store.backlog import InboxStage, StageBacklog
+from gateway.store.tables import OutboxStatus
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,6 +60,105 @@ class GatewayMetrics:
             ["role", "state"],
             registry=self.registry,
         )
+
+
+_OUTBOX_STAGES = (OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT, OutboxStatus.DEAD)
+
+
+def _readable() -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        "pouch_backlog_readable",
+        "1 if the outbox and inbox backlogs were read at this scrape, else 0.",
+    )
+
+
+class BacklogCollector:
+    """The messages waiting at each stage, per partner state, and the age of the oldest.
+
+    Register it on the gateway's registry (``metrics.registry.register``) with the
+    outbox's and the inbox's ``backlog`` readers.
+
+    Read on the scraping thread, never the gateway's event loop. Every partner state
+    configured gets every stage, zeros included, so that an alert on a stage needs no
+    special case for a partner with nothing there; a state no longer configured appears
+    while it still holds messages. If the database cannot be read, the scrape still
+    answers, with ``pouch_backlog_readable 0`` and no backlog figures.
+    """
+
+    def __init__(
+        self,
+        outbox: Callable[[], list[StageBacklog]],
+        inbox: Callable[[], list[StageBacklog]],
+        partners: Iterable[str],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._outbox = outbox
+        self._inbox = inbox
+        self._partners = tuple(sorted(partners))
+        self._clock = clock
+
+    def describe(self) -> Iterator[Metric]:
+        yield _readable()
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        readable = _readable()
+        try:
+            outbox, inbox = self._outbox(), self._inbox()
+        except Exception as e:  # the other metrics must still be scraped
+            log.warning("the backlog could not be read: %s", unexpected_summary(e))
+            readable.add_metric([], 0)
+            yield readable
+            return
+        readable.add_metric([], 1)
+        yield readable
+        now = self._clock()
+        outbox_count, outbox_age, inbox_count, inbox_age = self._families()
+        self._add(outbox_count, outbox_age, outbox, [s.value for s in _OUTBOX_STAGES], now)
+        self._add(inbox_count, inbox_age, inbox, [s.value for s in InboxStage], now)
+        yield from (outbox_count, outbox_age, inbox_count, inbox_age)
+
+    def _add(
+        self,
+        count: GaugeMetricFamily,
+        age: GaugeMetricFamily,
+        rows: list[StageBacklog],
+        stages: list[str],
+        now: datetime,
+    ) -> None:
+        found = {(row.partner, row.stage): row for row in rows}
+        every = {(partner, stage) for partner in self._partners for stage in stages}
+        for partner, stage in sorted(every | found.keys()):
+            row = found.get((partner, stage))
+            count.add_metric([partner, stage], row.count if row else 0)
+            waited = (now - row.oldest).total_seconds() if row else 0.0
+            age.add_metric([partner, stage], max(waited, 0.0))
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "pouch_outbox_backlog_messages",
+                "Messages to a partner state not delivered yet, by status.",
+                labels=["partner", "stage"],
+            ),
+            GaugeMetricFamily(
+                "pouch_outbox_backlog_oldest_seconds",
+                "Age of the oldest such message (0 if there is none), by status.",
+                labels=["partner", "stage"],
+            ),
+            GaugeMetricFamily(
+                "pouch_inbox_backlog_messages",
+                "Messages from a partner state not finished yet, by stage (handover, "
+                "registry_answer, acknowledgement, acknowledgement_impossible).",
+                labels=["partner", "stage"],
+            ),
+            GaugeMetricFamily(
+                "pouch_inbox_backlog_oldest_seconds",
+                "Age of the oldest such message since it was received (0 if there is none).",
+                labels=["partner", "stage"],
+            ),
+        ]
 
 
 class MetricsEndpoint:

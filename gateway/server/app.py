@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.config import Settings
-from gateway.metrics import GatewayMetrics, MetricsEndpoint
+from gateway.metrics import BacklogCollector, GatewayMetrics, MetricsEndpoint
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory
@@ -160,6 +160,14 @@ class Gateway:
                 )
             except (OSError, ValueError) as e:
                 raise StartupError(f"agreements: cannot load: {e}") from e
+            self.metrics.registry.register(
+                BacklogCollector(
+                    self.exchanges.outbox.backlog,
+                    self.exchanges.inbox.backlog,
+                    self.partners,
+                    clock,
+                )
+            )
         self._local: grpc.aio.Server | None = None
         self._peer: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None

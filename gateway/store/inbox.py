@@ -53,6 +53,8 @@ from sqlalchemy import (
     Engine,
     case,
     false,
+    func,
+    not_,
     null,
     or_,
     select,
@@ -64,6 +66,7 @@ from sqlalchemy.engine import RowMapping
 from gateway.envelope.header import DIGEST_PATTERN
 from gateway.errors import ReplayRejected
 from gateway.pki.sealing import PayloadSealer
+from gateway.store.backlog import InboxStage, StageBacklog
 from gateway.store.engine import (
     insert_unless_present,
     keyed_update,
@@ -344,10 +347,7 @@ class Inbox:
                     "envelope"
                 ),
             )
-            .where(
-                _WHEN["answered_unacknowledged"],
-                or_(inbox.c.request_digest.is_not(None), inbox.c.envelope.is_not(None)),
-            )
+            .where(_WHEN["answered_unacknowledged"], _ACKNOWLEDGEABLE)
             .order_by(inbox.c.received_at, inbox.c.message_id)
             .limit(limit)
         )
@@ -364,6 +364,29 @@ class Inbox:
             )
             for row in rows
         ]
+
+    def backlog(self) -> list[StageBacklog]:
+        """Messages not finished, per sender state and stage (see :mod:`.backlog`)."""
+        owed = _WHEN["answered_unacknowledged"]
+        stages = (
+            (InboxStage.HANDOVER, _WHEN["received"]),
+            (InboxStage.REGISTRY_ANSWER, _WHEN["handed_over_unanswered"]),
+            (InboxStage.ACKNOWLEDGEMENT, owed & _ACKNOWLEDGEABLE),
+            (InboxStage.ACKNOWLEDGEMENT_IMPOSSIBLE, owed & not_(_ACKNOWLEDGEABLE)),
+        )
+        found: list[StageBacklog] = []
+        with read_transaction(self._engine) as conn:
+            for stage, when in stages:
+                query = (
+                    select(inbox.c.sender_state, func.count(), func.min(inbox.c.received_at))
+                    .where(when)
+                    .group_by(inbox.c.sender_state)
+                )
+                found.extend(
+                    StageBacklog(partner, stage.value, count, oldest)
+                    for partner, count, oldest in conn.execute(query)
+                )
+        return found
 
     def purge_payloads(self, agreement_id: str) -> int:
         """Drop the envelopes stored under ``agreement_id``; return how many were dropped."""
@@ -463,6 +486,10 @@ _WHEN: dict[str, ColumnElement[bool]] = {
     & (inbox.c.ack_sent == false()),
 }
 """The states a message must be in for each kind of update."""
+
+_ACKNOWLEDGEABLE = or_(inbox.c.request_digest.is_not(None), inbox.c.envelope.is_not(None))
+"""Whether a receipt can still be bound to the message: its digest was kept, or its
+envelope (stored before digests were kept) was not purged."""
 
 
 def _row_identity(message_id: str) -> str:

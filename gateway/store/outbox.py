@@ -68,6 +68,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 from gateway.envelope.header import DIGEST_PATTERN
 from gateway.pki.sealing import PayloadSealer
+from gateway.store.backlog import StageBacklog
 from gateway.store.engine import (
     insert_unless_present,
     keyed_update,
@@ -498,6 +499,23 @@ class Outbox:
         parameters = {"principal": principal, "client_reference": client_reference}
         found = _ID_FOR_REFERENCE.rows(conn, parameters)
         return str(found[0][0]) if found else None
+
+    def backlog(self) -> list[StageBacklog]:
+        """Messages not delivered, per recipient state and status (see :mod:`.backlog`)."""
+        stages = [OutboxStatus.PENDING.value, OutboxStatus.IN_FLIGHT.value, OutboxStatus.DEAD.value]
+        query = (
+            select(
+                outbox.c.recipient_state,
+                outbox.c.status,
+                func.count(),
+                func.min(outbox.c.created_at),
+            )
+            .where(outbox.c.status.in_(stages))
+            .group_by(outbox.c.recipient_state, outbox.c.status)
+        )
+        with read_transaction(self._engine) as conn:
+            rows = conn.execute(query).all()
+        return [StageBacklog(*row) for row in rows]
 
     def count_by_status(self) -> dict[str, int]:
         """How many messages are in each status; every status is present, zero included."""
