@@ -19,8 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from gateway.errors import unexpected_summary
-from gateway.store.backlog import InboxStage, StageBacklog
-from gateway.store.tables import OutboxStatus
+from gateway.store.backlog import OUTBOX_STAGES, InboxStage, StageBacklog
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +59,6 @@ class GatewayMetrics:
             ["role", "state"],
             registry=self.registry,
         )
-
-
-_OUTBOX_STAGES = (OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT, OutboxStatus.DEAD)
 
 
 def _readable() -> GaugeMetricFamily:
@@ -114,7 +110,7 @@ class BacklogCollector:
         yield readable
         now = self._clock()
         outbox_count, outbox_age, inbox_count, inbox_age = self._families()
-        self._add(outbox_count, outbox_age, outbox, [s.value for s in _OUTBOX_STAGES], now)
+        self._add(outbox_count, outbox_age, outbox, [s.value for s in OUTBOX_STAGES], now)
         self._add(inbox_count, inbox_age, inbox, [s.value for s in InboxStage], now)
         yield from (outbox_count, outbox_age, inbox_count, inbox_age)
 

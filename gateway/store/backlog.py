@@ -12,8 +12,11 @@ Guarantees:
 
 * only unfinished rows are read, through the stores' status indexes: delivered outbox
   messages and acknowledged inbox messages, the bulk of a long-running gateway, are not
-  counted, so a scrape costs what the backlog holds, not what the gateway ever handled;
-* one store's rows are read in one transaction, so its stages add up at one instant.
+  counted, so a scrape costs what the backlog holds, not what the gateway ever handled.
+
+The figures are a reading, not a ledger: on PostgreSQL each stage is counted in its own
+snapshot, so a message that moves on while a scrape runs may be counted at two stages
+or at none, in that scrape only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+
+from gateway.store.tables import OutboxStatus
+
+OUTBOX_STAGES = (OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT, OutboxStatus.DEAD)
+"""The statuses of an outbox message not delivered: its stages in the backlog."""
 
 
 class InboxStage(StrEnum):

@@ -68,7 +68,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 from gateway.envelope.header import DIGEST_PATTERN
 from gateway.pki.sealing import PayloadSealer
-from gateway.store.backlog import StageBacklog
+from gateway.store.backlog import OUTBOX_STAGES, StageBacklog
 from gateway.store.engine import (
     insert_unless_present,
     keyed_update,
@@ -502,7 +502,6 @@ class Outbox:
 
     def backlog(self) -> list[StageBacklog]:
         """Messages not delivered, per recipient state and status (see :mod:`.backlog`)."""
-        stages = [OutboxStatus.PENDING.value, OutboxStatus.IN_FLIGHT.value, OutboxStatus.DEAD.value]
         query = (
             select(
                 outbox.c.recipient_state,
@@ -510,7 +509,7 @@ class Outbox:
                 func.count(),
                 func.min(outbox.c.created_at),
             )
-            .where(outbox.c.status.in_(stages))
+            .where(outbox.c.status.in_([stage.value for stage in OUTBOX_STAGES]))
             .group_by(outbox.c.recipient_state, outbox.c.status)
         )
         with read_transaction(self._engine) as conn:
