@@ -68,6 +68,45 @@ def _readable() -> GaugeMetricFamily:
     )
 
 
+@dataclass(frozen=True)
+class _Store:
+    """One store's two backlog gauges: how many messages wait, and the oldest's age."""
+
+    name: str
+    waiting: str
+    stages: tuple[str, ...]
+
+    def families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        labels = ["partner", "stage"]
+        stages = ", ".join(self.stages)
+        return (
+            GaugeMetricFamily(
+                f"pouch_{self.name}_backlog_messages",
+                f"{self.waiting}, by stage ({stages}).",
+                labels=labels,
+            ),
+            GaugeMetricFamily(
+                f"pouch_{self.name}_backlog_oldest_seconds",
+                "Age of the oldest such message (0 if there is none), by stage.",
+                labels=labels,
+            ),
+        )
+
+
+_OUTBOX = _Store(
+    "outbox",
+    "Messages to a partner state not delivered yet",
+    tuple(stage.value for stage in OUTBOX_STAGES),
+)
+_INBOX = _Store(
+    "inbox",
+    "Messages from a partner state not finished yet",
+    tuple(stage.value for stage in InboxStage),
+)
+
+Reader = Callable[[], list[StageBacklog]]
+
+
 class BacklogCollector:
     """The messages waiting at each stage, per partner state, and the age of the oldest.
 
@@ -82,25 +121,21 @@ class BacklogCollector:
     """
 
     def __init__(
-        self,
-        outbox: Callable[[], list[StageBacklog]],
-        inbox: Callable[[], list[StageBacklog]],
-        partners: Iterable[str],
-        clock: Callable[[], datetime],
+        self, outbox: Reader, inbox: Reader, partners: Iterable[str], clock: Callable[[], datetime]
     ) -> None:
-        self._outbox = outbox
-        self._inbox = inbox
+        self._readers = ((_OUTBOX, outbox), (_INBOX, inbox))
         self._partners = tuple(sorted(partners))
         self._clock = clock
 
     def describe(self) -> Iterator[Metric]:
         yield _readable()
-        yield from self._families()
+        for store, _ in self._readers:
+            yield from store.families()
 
     def collect(self) -> Iterator[Metric]:
         readable = _readable()
         try:
-            outbox, inbox = self._outbox(), self._inbox()
+            backlogs = [(store, read()) for store, read in self._readers]
         except Exception as e:  # the other metrics must still be scraped
             log.warning("the backlog could not be read: %s", unexpected_summary(e))
             readable.add_metric([], 0)
@@ -109,52 +144,21 @@ class BacklogCollector:
         readable.add_metric([], 1)
         yield readable
         now = self._clock()
-        outbox_count, outbox_age, inbox_count, inbox_age = self._families()
-        self._add(outbox_count, outbox_age, outbox, [s.value for s in OUTBOX_STAGES], now)
-        self._add(inbox_count, inbox_age, inbox, [s.value for s in InboxStage], now)
-        yield from (outbox_count, outbox_age, inbox_count, inbox_age)
+        for store, rows in backlogs:
+            yield from self._gauges(store, rows, now)
 
-    def _add(
-        self,
-        count: GaugeMetricFamily,
-        age: GaugeMetricFamily,
-        rows: list[StageBacklog],
-        stages: list[str],
-        now: datetime,
-    ) -> None:
+    def _gauges(
+        self, store: _Store, rows: list[StageBacklog], now: datetime
+    ) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        count, age = store.families()
         found = {(row.partner, row.stage): row for row in rows}
-        every = {(partner, stage) for partner in self._partners for stage in stages}
+        every = {(partner, stage) for partner in self._partners for stage in store.stages}
         for partner, stage in sorted(every | found.keys()):
             row = found.get((partner, stage))
             count.add_metric([partner, stage], row.count if row else 0)
             waited = (now - row.oldest).total_seconds() if row else 0.0
             age.add_metric([partner, stage], max(waited, 0.0))
-
-    @staticmethod
-    def _families() -> list[GaugeMetricFamily]:
-        return [
-            GaugeMetricFamily(
-                "pouch_outbox_backlog_messages",
-                "Messages to a partner state not delivered yet, by status.",
-                labels=["partner", "stage"],
-            ),
-            GaugeMetricFamily(
-                "pouch_outbox_backlog_oldest_seconds",
-                "Age of the oldest such message (0 if there is none), by status.",
-                labels=["partner", "stage"],
-            ),
-            GaugeMetricFamily(
-                "pouch_inbox_backlog_messages",
-                "Messages from a partner state not finished yet, by stage (handover, "
-                "registry_answer, acknowledgement, acknowledgement_impossible).",
-                labels=["partner", "stage"],
-            ),
-            GaugeMetricFamily(
-                "pouch_inbox_backlog_oldest_seconds",
-                "Age of the oldest such message since it was received (0 if there is none).",
-                labels=["partner", "stage"],
-            ),
-        ]
+        return count, age
 
 
 class MetricsEndpoint:
