@@ -42,6 +42,7 @@ Example::
     sealing_key_file = "secrets/sealing.key"   # 32 random bytes as hex, mode 0600
     previous_sealing_key_files = []    # older keys, still accepted for reading
     retention_interval_seconds = 3600  # how often expired payloads are purged
+    commit_delay_ms = 8                # under sustained load, wait for more writes per commit
 
     [registry]                         # how inbound updates reach the registry
     kind = "grpc"                      # grpc | webhook | sql | spool (adapters.factory)
@@ -158,6 +159,11 @@ class StorageSection(_Section):
     # Keys rotated out, kept so that rows sealed with them can still be read.
     previous_sealing_key_files: tuple[Path, ...] = ()
     retention_interval_seconds: float = Field(default=3600.0, gt=0, le=86400)
+    # Under sustained load (writes already waiting whenever a transaction starts), how
+    # long the group committer waits for more before it begins: fewer, larger
+    # transactions for at most this much more latency per write. A lone writer never
+    # waits. 0 turns the wait off.
+    commit_delay_ms: float = Field(default=8.0, ge=0, le=100)
 
 
 class DeliverySection(_Section):

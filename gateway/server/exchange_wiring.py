@@ -117,7 +117,7 @@ class Exchanges:
         self.outbox = Outbox(engine, clock=clock, sealer=sealer)
         self.inbox = Inbox(engine, clock=clock, sealer=sealer)
         self.case_signal = CaseSignal()
-        self.group_commit = GroupCommit(engine)
+        self.group_commit = GroupCommit(engine, commit_delay_s=storage.commit_delay_ms / 1000)
         self.cases = CaseStore(
             engine,
             clock=clock,

@@ -232,6 +232,16 @@ def test_storage_paths_are_anchored_to_the_config_file(tmp_path: Path) -> None:
         Path("/etc/pouch/older.key"),
     )
     assert storage.retention_interval_seconds == 3600
+    assert storage.commit_delay_ms == 8
+
+
+@pytest.mark.parametrize("value", ["-1", "101"])
+def test_the_commit_delay_is_bounded(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(CONFIG + f'\n[storage]\nsealing_key_file = "k"\ncommit_delay_ms = {value}\n')
+
+    with pytest.raises(ConfigError, match=r"storage\.commit_delay_ms"):
+        load_settings(path)
 
 
 def test_retention_interval_must_be_positive(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -299,6 +300,77 @@ def test_a_unit_that_hands_over_another_unit_fails_instead_of_waiting_forever(
     with pytest.raises(RuntimeError, match="may not hand over"):
         group.run(nested)
     assert group.run(lambda conn: "still committing") == "still committing"
+
+
+def _transaction(conn: Connection) -> object:
+    return conn.get_transaction()
+
+
+def _burst_then_late_unit(group: GroupCommit) -> tuple[list[object], object]:
+    """Twelve units waiting at once, then one more handed over as soon as the committer
+    has taken them: each unit's transaction."""
+    with _committer_held(group) as hold, ThreadPoolExecutor(13) as pool:
+        burst = [pool.submit(group.run, _transaction) for _ in range(12)]
+        _until_waiting(group, 12)
+        hold.set()
+        for _ in range(10_000):
+            if group.waiting() == 0:
+                break
+            threading.Event().wait(0.001)
+        late = pool.submit(group.run, _transaction)
+        return [unit.result(timeout=10) for unit in burst], late.result(timeout=10)
+
+
+@pytest.mark.parametrize("commit_delay_s", [0.0, 2.0])
+def test_under_sustained_load_the_commit_delay_gathers_the_units_that_come_meanwhile(
+    migrated_engine: Engine, commit_delay_s: float
+) -> None:
+    committer = GroupCommit(migrated_engine, commit_delay_s=commit_delay_s)
+    try:
+        burst, late = _burst_then_late_unit(committer)
+    finally:
+        committer.close()
+
+    assert all(transaction is burst[0] for transaction in burst)
+    # Twelve waiting is pressure enough: with a delay, the batch waits for the late unit.
+    assert (late is burst[0]) == (commit_delay_s > 0)
+
+
+def test_a_lone_writer_never_waits_for_the_commit_delay(migrated_engine: Engine) -> None:
+    committer = GroupCommit(migrated_engine, commit_delay_s=5.0)
+    try:
+        started = time.monotonic()
+        stored = [committer.run(_storing(f"alone-{i}")) for i in range(20)]
+        elapsed = time.monotonic() - started
+    finally:
+        committer.close()
+
+    assert stored == [f"alone-{i}" for i in range(20)]
+    assert elapsed < 5.0
+    assert _count(migrated_engine) == 20
+
+
+def test_once_writes_come_one_at_a_time_again_the_delay_stops_within_three_commits(
+    migrated_engine: Engine,
+) -> None:
+    committer = GroupCommit(migrated_engine, commit_delay_s=1.0)
+    try:
+        _burst_then_late_unit(committer)
+        took = []
+        for i in range(8):
+            started = time.monotonic()
+            committer.run(_storing(f"after-{i}"))
+            took.append(time.monotonic() - started)
+    finally:
+        committer.close()
+
+    # The pressure is a moving average: a lone write or two bring it below the mark.
+    assert all(seconds < 0.5 for seconds in took[2:]), took
+
+
+def test_a_negative_commit_delay_is_refused(migrated_engine: Engine) -> None:
+    with pytest.raises(ValueError, match="commit_delay_s"):
+        GroupCommit(migrated_engine, commit_delay_s=-0.001)
 
 
 def _until_waiting(group: GroupCommit, count: int) -> None:
