@@ -16,10 +16,11 @@ from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.errors import unexpected_summary
 from gateway.store.backlog import OUTBOX_STAGES, InboxStage, StageBacklog
+from gateway.store.group_commit import CommitStats
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,42 @@ class BacklogCollector:
             waited = (now - row.oldest).total_seconds() if row else 0.0
             age.add_metric([partner, stage], max(waited, 0.0))
         return count, age
+
+
+class GroupCommitCollector:
+    """The group committer's batches, the writes in them, and the batches it delayed.
+
+    Units over batches is the mean batch: near 1 when writes come one at a time, larger
+    under load; delayed batches say how often ``[storage] commit_delay_ms`` applied.
+    Read from counters the committer keeps; the database is not touched.
+    """
+
+    def __init__(self, stats: Callable[[], CommitStats]) -> None:
+        self._stats = stats
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(CommitStats(batches=0, units=0, delayed_batches=0))
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self._stats())
+
+    @staticmethod
+    def _families(stats: CommitStats) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "pouch_group_commit_batches",
+            "Batches of writes the group committer has taken, each one transaction.",
+            value=stats.batches,
+        )
+        yield CounterMetricFamily(
+            "pouch_group_commit_units",
+            "Writes (units) in those batches.",
+            value=stats.units,
+        )
+        yield CounterMetricFamily(
+            "pouch_group_commit_delayed_batches",
+            "Batches that waited commit_delay_ms for more writes, under sustained load.",
+            value=stats.delayed_batches,
+        )
 
 
 class MetricsEndpoint:

@@ -25,7 +25,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.config import Settings
-from gateway.metrics import BacklogCollector, GatewayMetrics, MetricsEndpoint
+from gateway.metrics import (
+    BacklogCollector,
+    GatewayMetrics,
+    GroupCommitCollector,
+    MetricsEndpoint,
+)
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory
@@ -168,6 +173,7 @@ class Gateway:
                     clock,
                 )
             )
+            self.metrics.registry.register(GroupCommitCollector(self.exchanges.group_commit.stats))
         self._local: grpc.aio.Server | None = None
         self._peer: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None

@@ -200,6 +200,15 @@ def _lost_before_commit(error: BaseException) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class CommitStats:
+    """What a committer has taken since it started: counters, for monitoring."""
+
+    batches: int  # each run as one transaction
+    units: int
+    delayed_batches: int  # that waited for more units under sustained load
+
+
 class GroupCommit:
     """One committer thread per engine; share the instance between every store's writes."""
 
@@ -218,6 +227,7 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._conn: Connection | None = None  # the committer thread's own, kept open
+        self._stats = CommitStats(batches=0, units=0, delayed_batches=0)
 
     def run(self, unit: WriteUnit[T]) -> T:
         """Blocking: run ``unit`` in the next group transaction and return its result."""
@@ -250,6 +260,10 @@ class GroupCommit:
         """How many units wait for the next transaction (approximate, for monitoring)."""
         return self._queue.qsize()
 
+    def stats(self) -> CommitStats:
+        """The batches and units taken so far, and how many batches waited for more."""
+        return self._stats
+
     def close(self) -> None:
         """Commit what was handed over, then stop the committer thread."""
         with self._lock:
@@ -277,9 +291,16 @@ class GroupCommit:
             batch = [first]
             stop = self._take_waiting(batch)
             pressure += _PRESSURE_WEIGHT * (len(batch) - pressure)
-            if self._commit_delay_s and pressure >= PRESSURE_TO_DELAY and not stop:
+            delayed = bool(self._commit_delay_s) and pressure >= PRESSURE_TO_DELAY and not stop
+            if delayed:
                 time.sleep(self._commit_delay_s)
                 stop = self._take_waiting(batch)
+            taken = self._stats
+            self._stats = CommitStats(
+                batches=taken.batches + 1,
+                units=taken.units + len(batch),
+                delayed_batches=taken.delayed_batches + int(delayed),
+            )
             self._commit(batch)
             if stop:
                 return

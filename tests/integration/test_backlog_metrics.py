@@ -29,14 +29,15 @@ WITHIN_S = 15.0
 
 
 def _scrape(site: Site) -> dict[tuple[str, str, str], float]:
-    """The backlog samples of ``site``'s gateway: (name, partner, stage) to value."""
+    """The backlog and group-commit samples of ``site``'s gateway: (name, partner, stage)
+    to value."""
     url = f"http://127.0.0.1:{site.metrics_port}/metrics"
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     samples: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if "backlog" in sample.name:
+            if "backlog" in sample.name or sample.name.startswith("pouch_group_commit_"):
                 labels = sample.labels
                 key = (sample.name, labels.get("partner", ""), labels.get("stage", ""))
                 samples[key] = sample.value
@@ -97,3 +98,8 @@ def test_an_update_waiting_for_a_partner_shows_in_the_backlog_until_it_is_acknow
             assert _waiting(at_now, "outbox", "BE") == 0
             assert _waiting(be_now, "inbox", "AT") == 0
             assert be_now[("pouch_inbox_backlog_oldest_seconds", "AT", "acknowledgement")] == 0
+            # Every write of it went through each gateway's committer, one at a time.
+            for samples in (at_now, be_now):
+                batches = samples[("pouch_group_commit_batches_total", "", "")]
+                assert samples[("pouch_group_commit_units_total", "", "")] >= batches >= 1
+                assert samples[("pouch_group_commit_delayed_batches_total", "", "")] == 0

@@ -16,7 +16,7 @@ from gateway.audit import merkle
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.audit.log import AuditLog, GroupCommittedLog
 from gateway.errors import QuotaRejected, StorageUnavailable
-from gateway.store.group_commit import GroupCommit, WriteUnit
+from gateway.store.group_commit import CommitStats, GroupCommit, WriteUnit
 from gateway.store.tables import agreement_lifecycle, audit_entries
 from tests.unit.store.conftest import START, FakeClock
 
@@ -334,6 +334,11 @@ def test_under_sustained_load_the_commit_delay_gathers_the_units_that_come_meanw
     assert all(transaction is burst[0] for transaction in burst)
     # Twelve waiting is pressure enough: with a delay, the batch waits for the late unit.
     assert (late is burst[0]) == (commit_delay_s > 0)
+    # The holding unit's batch, then the burst with the late unit, or the two apart.
+    if commit_delay_s:
+        assert committer.stats() == CommitStats(batches=2, units=14, delayed_batches=1)
+    else:
+        assert committer.stats() == CommitStats(batches=3, units=14, delayed_batches=0)
 
 
 def test_a_lone_writer_never_waits_for_the_commit_delay(migrated_engine: Engine) -> None:
