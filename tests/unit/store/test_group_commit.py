@@ -317,6 +317,8 @@ def _burst_then_late_unit(group: GroupCommit) -> tuple[list[object], object]:
             if group.waiting() == 0:
                 break
             threading.Event().wait(0.001)
+        else:
+            raise AssertionError("the committer never took the waiting units")
         late = pool.submit(group.run, _transaction)
         return [unit.result(timeout=10) for unit in burst], late.result(timeout=10)
 
