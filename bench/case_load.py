@@ -19,6 +19,9 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import grpc
+import grpc.aio
+
 from bench.rounds import Measured
 from gateway.connect import bearer, secure_channel
 from gateway.demo.agreements import REPRESENTATION_PURPOSE
@@ -40,6 +43,7 @@ _STORED = {
 }
 MISSION_COUNTRY = "CV"
 RETRIES = 20
+RETRY_PAUSE_S = 0.05  # times the attempt's number
 
 
 def _request(run: str, index: int) -> representation_pb2.RequestAssistanceRequest:
@@ -85,31 +89,48 @@ async def _open_cases(at: Site, run: str, cases: int, in_flight: int) -> list[st
         return list(await asyncio.gather(*(one(i) for i in range(cases))))
 
 
+async def _transition(
+    stub: representation_pb2_grpc.RepresentationServiceAsyncStub,
+    request: representation_pb2.TransitionCaseRequest,
+    metadata: tuple[tuple[str, str], ...],
+) -> int:
+    """Make the call, again while the gateway answers UNAVAILABLE (it stored nothing
+    then); how many times it was made again."""
+    again = 0
+    while True:
+        try:
+            await stub.TransitionCase(request, metadata=metadata, timeout=60)
+            return again
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or again == RETRIES:
+                raise
+        again += 1
+        await asyncio.sleep(RETRY_PAUSE_S * again)
+
+
 async def _move_cases(
     be: Site, case_ids: list[str], in_flight: int
 ) -> tuple[float, dict[tuple[str, str], float], int]:
     metadata = bearer(be.token(["representation:act"], now=time.time()))
     called: dict[tuple[str, str], float] = {}
-    retried: list[str] = []
+    retried = 0
     queue = iter(case_ids)
     async with secure_channel(be.local_target, be.client_identity()) as channel:
         stub = representation_pb2_grpc.RepresentationServiceStub(channel)
 
         async def worker() -> None:
+            nonlocal retried
             for case_id in queue:
                 for step in STEPS:
                     called[(case_id, _STORED[step])] = time.time()
-                    await stub.TransitionCase(
-                        representation_pb2.TransitionCaseRequest(
-                            case_id=case_id, target_state=step
-                        ),
-                        metadata=metadata,
-                        timeout=60,
+                    request = representation_pb2.TransitionCaseRequest(
+                        case_id=case_id, target_state=step
                     )
+                    retried += await _transition(stub, request, metadata)
 
         started = time.time()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return started, called, len(retried)
+    return started, called, retried
 
 
 class CaseRounds:
