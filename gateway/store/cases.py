@@ -412,12 +412,18 @@ class CaseStore:
         return [_event(row) for row in rows]
 
     def mark_registry_notified(self, case_id: str, seq: int) -> None:
-        with write_transaction(self.engine) as conn:
-            conn.execute(
-                update(case_events)
-                .where(case_events.c.case_id == case_id, case_events.c.seq == seq)
-                .values(registry_notified_at=self._clock())
-            )
+        """Record that the registry has heard of event ``seq`` of ``case_id``: a unit of
+        the group commit, like the case's other writes, not a transaction of its own."""
+        statement = (
+            update(case_events)
+            .where(case_events.c.case_id == case_id, case_events.c.seq == seq)
+            .values(registry_notified_at=self._clock())
+        )
+
+        def mark(write: CaseWrite) -> None:
+            write.conn.execute(statement)
+
+        self.write(mark)
 
     # -- purging -----------------------------------------------------------
 
