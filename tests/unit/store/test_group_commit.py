@@ -313,12 +313,7 @@ def _burst_then_late_unit(group: GroupCommit) -> tuple[list[object], object]:
         burst = [pool.submit(group.run, _transaction) for _ in range(12)]
         _until_waiting(group, 12)
         hold.set()
-        for _ in range(10_000):
-            if group.waiting() == 0:
-                break
-            threading.Event().wait(0.001)
-        else:
-            raise AssertionError("the committer never took the waiting units")
+        _until_taken(group)
         late = pool.submit(group.run, _transaction)
         return [unit.result(timeout=10) for unit in burst], late.result(timeout=10)
 
@@ -386,6 +381,14 @@ def _until_waiting(group: GroupCommit, count: int) -> None:
             return
         threading.Event().wait(0.01)
     raise AssertionError(f"{count} units never waited together")
+
+
+def _until_taken(group: GroupCommit) -> None:
+    for _ in range(10_000):
+        if group.waiting() == 0:
+            return
+        threading.Event().wait(0.001)
+    raise AssertionError("the committer never took the waiting units")
 
 
 @contextlib.contextmanager
