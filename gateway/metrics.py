@@ -174,7 +174,7 @@ class GroupCommitCollector:
         self._stats = stats
 
     def describe(self) -> Iterator[Metric]:
-        return self._families(CommitStats(batches=0, units=0, delayed_batches=0))
+        return self._families(CommitStats())
 
     def collect(self) -> Iterator[Metric]:
         return self._families(self._stats())

@@ -204,9 +204,9 @@ def _lost_before_commit(error: BaseException) -> bool:
 class CommitStats:
     """What a committer has taken since it started: counters, for monitoring."""
 
-    batches: int  # each run as one transaction
-    units: int
-    delayed_batches: int  # that waited for more units under sustained load
+    batches: int = 0  # each run as one transaction
+    units: int = 0
+    delayed_batches: int = 0  # that waited for more units under sustained load
 
 
 class GroupCommit:
@@ -227,7 +227,7 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._conn: Connection | None = None  # the committer thread's own, kept open
-        self._stats = CommitStats(batches=0, units=0, delayed_batches=0)
+        self._stats = CommitStats()
 
     def run(self, unit: WriteUnit[T]) -> T:
         """Blocking: run ``unit`` in the next group transaction and return its result."""
