@@ -24,7 +24,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,10 +70,15 @@ def prepare(workdir: Path) -> dict[str, Site]:
 class GatewayChain:
     """Both gateways and both reference registries, started and stopped together."""
 
-    def __init__(self, at: Site, be: Site) -> None:
+    def __init__(self, at: Site, be: Site, *, program: Sequence[str] | None = None) -> None:
+        """``program`` runs each gateway's ``serve`` instead of ``python -m gateway``
+        (``bench/floor.py`` gives the gateways with work taken out)."""
         self.at, self.be = at, be
         self.registries = {"registry AT": RegistryProcess(at), "registry BE": RegistryProcess(be)}
-        self.gateways = {"gateway AT": GatewayProcess(at), "gateway BE": GatewayProcess(be)}
+        self.gateways = {
+            "gateway AT": GatewayProcess(at, program=program),
+            "gateway BE": GatewayProcess(be, program=program),
+        }
 
     def start(self) -> None:
         for registry in self.registries.values():

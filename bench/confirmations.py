@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from adapters.reference_registry import ReferenceRegistry
 from bench.relay import CALL, stamped
-from bench.rounds import Measured
+from bench.rounds import Measured, Side
 from gateway.connect import ClientIdentity, bearer, secure_channel
 from gateway.demo.deployment import Site, agreement_id_for
 from pouch.v1 import common_pb2, identity_pb2, identity_pb2_grpc
@@ -126,3 +126,25 @@ async def relay_round_trips(
 
         elapsed, latencies = await _timed_calls(one, count, in_flight)
     return Measured(count, elapsed, latencies)
+
+
+def gateway_side(
+    at: Site, count: int, in_flight: int, documents: int, processes: Sequence[str]
+) -> Side:
+    """Rounds of ``count`` confirmations through AT, after ``in_flight`` warm-up calls."""
+    return Side(
+        lambda: asyncio.run(confirm(at, count, in_flight, documents)),
+        processes,
+        prepare=lambda: asyncio.run(confirm(at, in_flight, in_flight, documents)),
+    )
+
+
+def relay_side(
+    target: str, identity: ClientIdentity, count: int, in_flight: int, processes: Sequence[str]
+) -> Side:
+    """Rounds of ``count`` round trips through the relay chain, after a warm-up."""
+
+    def calls(n: int) -> Measured:
+        return asyncio.run(relay_round_trips(target, identity, n, in_flight))
+
+    return Side(lambda: calls(count), processes, prepare=lambda: calls(in_flight))

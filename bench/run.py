@@ -14,7 +14,6 @@ says what each scenario measures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import signal
@@ -107,24 +106,11 @@ def run_scenarios(
             failures.append(f"{name}: {type(e).__name__}: {e}")
 
     def identity(count: int, in_flight: int) -> Side:
-        return Side(
-            lambda: asyncio.run(confirmations.confirm(at, count, in_flight, counts.documents)),
-            GATEWAY_PROCESSES,
-            prepare=lambda: asyncio.run(
-                confirmations.confirm(at, in_flight, in_flight, counts.documents)
-            ),
-        )
+        return confirmations.gateway_side(at, count, in_flight, counts.documents, GATEWAY_PROCESSES)
 
     def round_trips(count: int, in_flight: int) -> Side:
-        def calls(n: int) -> Measured:
-            return asyncio.run(
-                confirmations.relay_round_trips(
-                    relays.caller_target, relays.caller_identity(), n, in_flight
-                )
-            )
-
-        return Side(
-            lambda: calls(count), RELAY_PROCESSES, prepare=lambda: calls(in_flight) and None
+        return confirmations.relay_side(
+            relays.caller_target, relays.caller_identity(), count, in_flight, RELAY_PROCESSES
         )
 
     tag = iter(range(1_000_000))

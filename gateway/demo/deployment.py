@@ -345,9 +345,18 @@ def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> N
 class GatewayProcess:
     """One ``pouch serve`` process; started and stopped like an operator would."""
 
-    def __init__(self, site: Site, *, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        site: Site,
+        *,
+        log_path: Path | None = None,
+        program: Sequence[str] | None = None,
+    ) -> None:
+        """``program`` is the command ``serve --config ...`` is given to; by default
+        ``python -m gateway``."""
         self.site = site
         self.log_path = log_path or site.root / "gateway.log"
+        self.program = tuple(program) if program else (sys.executable, "-m", "gateway")
         self.process: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -362,7 +371,7 @@ class GatewayProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway", "serve", "--config", str(self.site.config_path)],
+                [*self.program, "serve", "--config", str(self.site.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

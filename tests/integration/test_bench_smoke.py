@@ -6,15 +6,13 @@ against the current gateway and writes what its readers expect. No timing is ass
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[2]
+from tests.integration.bench_scripts import run_quick
+
 SCENARIOS = {
     "identity-32",
     "identity-1",
@@ -27,17 +25,7 @@ SCENARIOS = {
 
 
 def test_quick_benchmark_measures_every_scenario_against_the_raw_relay(tmp_path: Path) -> None:
-    output = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(REPOSITORY / "bench" / "run.py"), "--quick", "--json", str(output)],
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    document = json.loads(output.read_text(encoding="utf-8"))
+    document = run_quick("run.py", tmp_path / "bench.json")
     scenarios = {s["name"]: s for s in document["scenarios"]}
     assert set(scenarios) == SCENARIOS
     for name, scenario in scenarios.items():
