@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from adapters.reference_registry import (
     start_reference_registry,
 )
 from gateway.connect import ClientIdentity
+from gateway.demo.deployment import free_port
 from gateway.pki.authority import IssuedCertificate, StateAuthority
 from gateway.pki.keys import certificate_pem, private_key_pem
 from pouch.v1 import civil_pb2, common_pb2, registry_pb2, registry_pb2_grpc
@@ -76,12 +76,6 @@ async def _serving(
     finally:
         await adapter.close()
         await served.stop(None)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_same_message_handed_over_twice_is_applied_once(tmp_path: Path) -> None:
@@ -198,7 +192,7 @@ def test_client_certificate_from_another_ca_is_refused_and_nothing_applied(
 def test_registry_that_is_down_is_unavailable_not_rejected() -> None:
     async def scenario() -> None:
         adapter = GrpcRegistryAdapter(
-            f"127.0.0.1:{_free_port()}", None, 2.0, insecure_loopback=True
+            f"127.0.0.1:{free_port()}", None, 2.0, insecure_loopback=True
         )
         try:
             with pytest.raises(RegistryUnavailable) as raised:
