@@ -191,9 +191,7 @@ def test_client_certificate_from_another_ca_is_refused_and_nothing_applied(
 
 def test_registry_that_is_down_is_unavailable_not_rejected() -> None:
     async def scenario() -> None:
-        adapter = GrpcRegistryAdapter(
-            f"127.0.0.1:{free_port()}", None, 2.0, insecure_loopback=True
-        )
+        adapter = GrpcRegistryAdapter(f"127.0.0.1:{free_port()}", None, 2.0, insecure_loopback=True)
         try:
             with pytest.raises(RegistryUnavailable) as raised:
                 await adapter.apply(_update("m-down-1", _birth()))
