@@ -16,7 +16,7 @@ leaves out. None of them is a gateway anyone may run: they show how much of the 
 the relay is the work the design requires (every exchange durably audited before it is
 answered, every envelope signed and checked) and how much is the rest. For each chain
 the JSON also has how many audit entries AT's gateway wrote while it ran (read from its
-database afterwards): none without storage.
+database afterwards): without storage, only the few a start writes, none per exchange.
 """
 
 from __future__ import annotations
