@@ -180,6 +180,9 @@ class DeliverySection(_Section):
     # claimed and signed, and the one before is settled.
     batches_in_flight: int = Field(default=2, ge=1, le=16)
     lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # How often the dispatcher and the inbound loop look for work nobody woke them for:
+    # a retry falling due, another replica's messages. What this gateway stores (a
+    # submission, a partner's delivery) wakes them at once.
     poll_interval_seconds: float = Field(default=0.2, gt=0, le=60)
     call_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     # Envelopes created further than this from our clock are refused.

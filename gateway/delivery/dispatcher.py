@@ -51,6 +51,7 @@ from gateway.config import DeliverySection
 from gateway.delivery.backoff import Backoff
 from gateway.delivery.batches import chunks, refusal_code
 from gateway.delivery.partners import PartnerChannels
+from gateway.delivery.polling import pause
 from gateway.envelope import (
     EnvelopeSigner,
     header_from_envelope,
@@ -178,6 +179,8 @@ class Dispatcher:
 
     async def _deliver_until(self, stopping: asyncio.Event) -> None:
         while not stopping.is_set():
+            # Cleared before the claim, so a submission during this round is not missed.
+            self.wake.clear()
             try:
                 delivered_any = await self.run_once()
             except PouchError as e:
@@ -187,18 +190,7 @@ class Dispatcher:
                 log.error("dispatcher %s round failed: %s", self._worker, unexpected_summary(e))
                 delivered_any = False
             if not delivered_any:
-                self.wake.clear()
-                waiters = {
-                    asyncio.ensure_future(stopping.wait()),
-                    asyncio.ensure_future(self.wake.wait()),
-                }
-                _, pending = await asyncio.wait(
-                    waiters,
-                    timeout=self._settings.poll_interval_seconds,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                for task in pending:
-                    task.cancel()
+                await pause(stopping, self.wake, self._settings.poll_interval_seconds)
 
     async def run_once(self) -> bool:
         """Claim one batch and try each message once; True if there was work."""

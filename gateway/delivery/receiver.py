@@ -66,7 +66,12 @@ class InboundReceiver:
         audit: AuditRecorder,
         group: GroupCommit,
         cases: CaseInbound | None = None,
+        arrived: Callable[[], object] = lambda: None,
     ) -> None:
+        """``arrived`` is called on the event loop once a civil-record update is newly
+        stored or a case message taken: the loop that hands them on need not wait for
+        its next poll."""
+        self._arrived = arrived
         self._audit = audit
         self._group = group
         self._cases = cases
@@ -107,11 +112,14 @@ class InboundReceiver:
             await asyncio.to_thread(self._notices.receive, peer_state, verified)
             return self._receipt(verified, "")
         if header.exchange_type == common_pb2.EXCHANGE_TYPE_REPRESENTATION and self._cases:
-            return await asyncio.to_thread(self._case_message, peer_state, verified, envelope)
+            receipt = await asyncio.to_thread(self._case_message, peer_state, verified, envelope)
+            self._arrived()
+            return receipt
         if header.exchange_type != common_pb2.EXCHANGE_TYPE_CIVIL_RECORD:
             raise UnsupportedExchange("this exchange type is not delivered through Deliver")
         store = self._admit_civil(peer_state, verified, envelope)
         if await self._group.write(store):
+            self._arrived()
             return self._receipt(verified, "")
         return await asyncio.to_thread(self._receipted, verified, envelope, False)
 

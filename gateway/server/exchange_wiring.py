@@ -36,6 +36,7 @@ from gateway.delivery.case_handover import CaseEventHandover, CaseEventSink
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
 from gateway.delivery.partners import PartnerChannels, PartnerEndpoint
+from gateway.delivery.polling import pause
 from gateway.delivery.receiver import InboundReceiver
 from gateway.envelope import EnvelopeSigner, EnvelopeVerifier, ReceiptSigner
 from gateway.errors import unexpected_summary
@@ -173,6 +174,8 @@ class Exchanges:
             delivery_deadline=deadline,
             audit=audit,
         )
+        # Set when a partner's message is stored, so the inbound loop hands it on now.
+        self.inbound_wake = asyncio.Event()
         self.receiver = InboundReceiver(
             verifier=verifier,
             gate=self.gate,
@@ -182,6 +185,7 @@ class Exchanges:
             clock=clock,
             audit=audit,
             group=self.group_commit,
+            arrived=self.inbound_wake.set,
             cases=CaseInbound(
                 state=state,
                 gate=self.gate,
@@ -397,6 +401,8 @@ class Exchanges:
 
     async def _inbound_loop(self) -> None:
         while not self._stopping.is_set():
+            # Cleared before the round looks, so a delivery during it is not missed.
+            self.inbound_wake.clear()
             busy = False
             try:
                 if self.handover is not None:
@@ -407,8 +413,7 @@ class Exchanges:
             except Exception as e:  # one bad round must not stop the loop
                 log.error("inbound round failed: %s", unexpected_summary(e))
             if not busy:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self._poll_s)
+                await pause(self._stopping, self.inbound_wake, self._poll_s)
 
     async def stop(self) -> None:
         self._stopping.set()
