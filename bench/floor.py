@@ -42,7 +42,7 @@ from rich.table import Table
 from bench import confirmations, report
 from bench.chains import GatewayChain, RelayChain, prepare, running
 from bench.rounds import ScenarioResult, measure
-from bench.run import FULL, GATEWAY_PROCESSES, QUICK, RELAY_PROCESSES, Counts
+from bench.run import FULL, IDENTITY_UNIT, QUICK, Counts, identity_scenarios
 from gateway.demo.deployment import Site
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "floor.json"
@@ -110,31 +110,20 @@ def run_variants(
             def progress(line: str, variant: Variant = variant) -> None:
                 console.log(f"{variant.name}: {line}")
 
-            results: list[ScenarioResult] = []
             with running(gateways):
-                serial = (1, counts.identity_serial)
-                for in_flight, count in ((counts.identity_in_flight, counts.identity), serial):
-                    name = f"identity-{in_flight}"
-                    results.append(
-                        measure(
-                            name,
-                            "confirmations/s",
-                            f"ConfirmIdentity on AT, {count} calls, {in_flight} in flight",
-                            gateway=confirmations.gateway_side(
-                                at, count, in_flight, counts.documents, GATEWAY_PROCESSES
-                            ),
-                            baseline=confirmations.relay_side(
-                                relays.caller_target,
-                                relays.caller_identity(),
-                                count,
-                                in_flight,
-                                RELAY_PROCESSES,
-                            ),
-                            rounds=rounds,
-                            pids=pids,
-                            progress=progress,
-                        )
+                results = [
+                    measure(
+                        identity.name,
+                        IDENTITY_UNIT,
+                        identity.description,
+                        gateway=identity.gateway(at, counts.documents),
+                        baseline=identity.baseline(relays),
+                        rounds=rounds,
+                        pids=pids,
+                        progress=progress,
                     )
+                    for identity in identity_scenarios(counts)
+                ]
             measured.append(VariantResult(variant, results, audit_entries(at) - before))
     return measured
 

@@ -31,10 +31,12 @@ from bench import case_load, civil_load, confirmations, report
 from bench.chains import GatewayChain, RelayChain, prepare, running
 from bench.in_process import AuditAppends, PlainInserts, PolicyEvaluations
 from bench.rounds import Measured, ScenarioResult, Side, measure
+from gateway.demo.deployment import Site
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 GATEWAY_PROCESSES = ("gateway AT", "gateway BE", "registry BE", "caller")
 RELAY_PROCESSES = ("relay A", "relay B", "registry stub", "caller")
+IDENTITY_UNIT = "confirmations/s"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,47 @@ FULL = Counts(
     identity=2000, identity_serial=1000, civil=10_000, cases=100, audit=5000, policy=20_000
 )
 QUICK = Counts(identity=50, identity_serial=20, civil=200, cases=10, audit=200, policy=500)
+
+
+@dataclass(frozen=True)
+class IdentityScenario:
+    """``identity-<in_flight>``: ``count`` confirmations through AT, ``in_flight`` at a
+    time, against as many round trips through the relays."""
+
+    count: int
+    in_flight: int
+
+    @property
+    def name(self) -> str:
+        return f"identity-{self.in_flight}"
+
+    @property
+    def description(self) -> str:
+        return f"ConfirmIdentity on AT, {self.count} calls, {self.in_flight} in flight"
+
+    def gateway(self, at: Site, documents: int) -> Side:
+        return confirmations.gateway_side(
+            at, self.count, self.in_flight, documents, GATEWAY_PROCESSES
+        )
+
+    def baseline(self, relays: RelayChain) -> Side:
+        return round_trips(relays, self.count, self.in_flight)
+
+
+def identity_scenarios(counts: Counts) -> tuple[IdentityScenario, IdentityScenario]:
+    """The two identity scenarios: many calls in flight, then one at a time."""
+    return (
+        IdentityScenario(counts.identity, counts.identity_in_flight),
+        IdentityScenario(counts.identity_serial, 1),
+    )
+
+
+def round_trips(relays: RelayChain, count: int, in_flight: int) -> Side:
+    return confirmations.relay_side(
+        relays.caller_target, relays.caller_identity(), count, in_flight, RELAY_PROCESSES
+    )
+
+
 SCENARIOS = (
     "identity-32",
     "identity-1",
@@ -105,28 +148,19 @@ def run_scenarios(
             console.log(f"{name} failed: {type(e).__name__}: {e}")
             failures.append(f"{name}: {type(e).__name__}: {e}")
 
-    def identity(count: int, in_flight: int) -> Side:
-        return confirmations.gateway_side(at, count, in_flight, counts.documents, GATEWAY_PROCESSES)
-
-    def round_trips(count: int, in_flight: int) -> Side:
-        return confirmations.relay_side(
-            relays.caller_target, relays.caller_identity(), count, in_flight, RELAY_PROCESSES
-        )
-
     tag = iter(range(1_000_000))
 
     def civil_round(streams: int) -> Measured:
         return civil_load.gateway_round(at, be, f"bench{next(tag)}", counts.civil, streams)
 
-    serial = (1, counts.identity_serial)
     with running(gateways, relays):
-        for in_flight, count in ((counts.identity_in_flight, counts.identity), serial):
+        for identity in identity_scenarios(counts):
             scenario(
-                f"identity-{in_flight}",
-                "confirmations/s",
-                f"ConfirmIdentity on AT, {count} calls, {in_flight} in flight",
-                identity(count, in_flight),
-                round_trips(count, in_flight),
+                identity.name,
+                IDENTITY_UNIT,
+                identity.description,
+                identity.gateway(at, counts.documents),
+                identity.baseline(relays),
             )
         for streams in (1, 4):
             scenario(
@@ -146,7 +180,7 @@ def run_scenarios(
             f"{counts.cases} representation cases moved ACKNOWLEDGED -> COMPLETED by BE, "
             f"{counts.case_in_flight} at a time, until applied at AT",
             Side(cases.run, GATEWAY_PROCESSES, prepare=lambda: cases.prepare(f"case{next(tag)}")),
-            round_trips(4 * counts.cases, counts.case_in_flight),
+            round_trips(relays, 4 * counts.cases, counts.case_in_flight),
         )
     in_process = ("caller",)
     if not only or "audit-append" in only:
