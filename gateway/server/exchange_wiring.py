@@ -175,7 +175,7 @@ class Exchanges:
             audit=audit,
         )
         # Set when a partner's message is stored, so the inbound loop hands it on now.
-        self.inbound_wake = asyncio.Event()
+        self._inbound_wake = asyncio.Event()
         self.receiver = InboundReceiver(
             verifier=verifier,
             gate=self.gate,
@@ -185,7 +185,7 @@ class Exchanges:
             clock=clock,
             audit=audit,
             group=self.group_commit,
-            arrived=self.inbound_wake.set,
+            arrived=self._inbound_wake.set,
             cases=CaseInbound(
                 state=state,
                 gate=self.gate,
@@ -402,7 +402,7 @@ class Exchanges:
     async def _inbound_loop(self) -> None:
         while not self._stopping.is_set():
             # Cleared before the round looks, so a delivery during it is not missed.
-            self.inbound_wake.clear()
+            self._inbound_wake.clear()
             busy = False
             try:
                 if self.handover is not None:
@@ -413,7 +413,7 @@ class Exchanges:
             except Exception as e:  # one bad round must not stop the loop
                 log.error("inbound round failed: %s", unexpected_summary(e))
             if not busy:
-                await pause(self._stopping, self.inbound_wake, self._poll_s)
+                await pause(self._stopping, self._inbound_wake, self._poll_s)
 
     async def stop(self) -> None:
         self._stopping.set()
