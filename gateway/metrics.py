@@ -48,6 +48,13 @@ class GatewayMetrics:
             ["listener", "reason"],
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "pouch_refusals",
+            "Calls refused by the gateway, by listener and stable reason code (an attack "
+            "shows here by its reason: SAN_MISMATCH, REPLAY, SIGNATURE_INVALID, ...).",
+            ["listener", "reason"],
+            registry=self.registry,
+        )
         self.deliveries = Counter(
             "pouch_deliveries",
             "Outbox delivery attempts by partner state and result (delivered, retry, dead_letter).",

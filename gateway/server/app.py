@@ -52,6 +52,7 @@ from gateway.server.peer_api import (
     PeerAuthenticator,
     PeerEndpoint,
     PeerExchanges,
+    PeerRefusalEvidence,
     register_peer_service,
 )
 from gateway.server.representation_service import RepresentationService
@@ -264,7 +265,8 @@ class Gateway:
             for p in self.partners.values()
         }
         identifier = CertificateIdentifier(anchors, clock=self.clock)
-        guard = ListenerGuard("peer", PeerAuthenticator(identifier), self.metrics)
+        evidence = PeerRefusalEvidence(self.exchanges.audit) if self.exchanges is not None else None
+        guard = ListenerGuard("peer", PeerAuthenticator(identifier), self.metrics, evidence)
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         exchanges = (
             PeerExchanges(

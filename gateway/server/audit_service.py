@@ -19,13 +19,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit.bundle import iter_bundle
 from gateway.audit.checkpoints_store import CheckpointStore
+from gateway.audit.entry import EventKind
 from gateway.audit.log import AuditLog, AuditRecord
 from gateway.errors import FieldViolation, NotFound, PermissionRejected, ValidationRejected
 from gateway.exchanges.names import EXCHANGE_NAMES, EXCHANGE_TYPES
+from gateway.server import page_tokens
 from gateway.server.caller import current_principal
 from pouch.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 
 MAX_PAGE = 1000
+_EVENT_KINDS = frozenset(kind.value for kind in EventKind)
 
 
 def _moment(stamp: Timestamp) -> datetime | None:
@@ -97,8 +100,11 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.ListEntriesResponse:
         if request.page_size > MAX_PAGE:
             raise ValidationRejected([FieldViolation("page_size", f"at most {MAX_PAGE}")])
-        if request.page_token and not request.page_token.isdigit():
-            raise ValidationRejected([FieldViolation("page_token", "must be a token we issued")])
+        after = page_tokens.read_index("audit.entries", request.page_token)
+        if request.event_kind and request.event_kind not in _EVENT_KINDS:
+            raise ValidationRejected(
+                [FieldViolation("event_kind", "must be one of the audit log's event kinds")]
+            )
         size = request.page_size or 100
         records = await asyncio.to_thread(
             self._log.entries,
@@ -110,12 +116,16 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             event_kind=request.event_kind or None,
             message_id=request.message_id or None,
             agreement_ids=self._visible_agreements(),
-            after_idx=int(request.page_token) if request.page_token else None,
+            after_idx=after,
             limit=size,
         )
         return audit_pb2.ListEntriesResponse(
             entries=[_entry(r) for r in records],
-            next_page_token=str(records[-1].idx) if len(records) == size else "",
+            next_page_token=(
+                page_tokens.issue("audit.entries", str(records[-1].idx))
+                if len(records) == size
+                else ""
+            ),
         )
 
     async def GetCheckpoint(

@@ -15,7 +15,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.errors import FieldViolation, NotFound, PouchError, ValidationRejected
 from gateway.exchanges.civil import CivilRecordSender
+from gateway.server import page_tokens
 from gateway.server.caller import current_principal
+from gateway.server.request_input import check_values
 from gateway.store.outbox import Outbox, OutboxMessage
 from gateway.trust.principal import Principal
 from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2
@@ -126,6 +128,7 @@ class CivilRecordService(civil_pb2_grpc.CivilRecordServiceServicer):
     ) -> civil_pb2.SubmitUpdatesResponse:
         reference = update.client_reference
         try:
+            check_values(update)  # the guard parsed this item; its values are checked here
             submitted = await self._sender.submit(principal, update)
         except PouchError as e:
             return civil_pb2.SubmitUpdatesResponse(
@@ -165,7 +168,7 @@ class CivilRecordService(civil_pb2_grpc.CivilRecordServiceServicer):
             principal=principal,
             exchange_type="civil_record",
             limit=size + 1,
-            after_message_id=request.page_token or None,
+            after_message_id=page_tokens.read("civil.updates", request.page_token),
         )
         wanted = request.state
         statuses = [update_status(m) for m in messages]
@@ -173,5 +176,8 @@ class CivilRecordService(civil_pb2_grpc.CivilRecordServiceServicer):
             statuses = [s for s in statuses if s.state == wanted]
         page, more = statuses[:size], len(messages) > size
         return civil_pb2.ListUpdatesResponse(
-            updates=page, next_page_token=messages[size - 1].message_id if more else ""
+            updates=page,
+            next_page_token=(
+                page_tokens.issue("civil.updates", messages[size - 1].message_id) if more else ""
+            ),
         )

@@ -1,9 +1,12 @@
 """The interceptor in front of every handler of one listener.
 
 For each call, in this order: identify the caller (the listener's own
-``authenticate`` stage, which records the frozen result for the handler), run the
-handler, and turn any :class:`~gateway.errors.PouchError` into the one gRPC status
-map of :mod:`gateway.errors`. Anything else is a bug: it is logged by type and
+``authenticate`` stage, which records the frozen result for the handler), parse the
+request's bytes and check its values (:mod:`gateway.server.request_input`: grpc is
+given no deserializer, so nothing is parsed before the caller is known and a
+malformed message is ``MALFORMED_REQUEST``), run the handler, and turn any
+:class:`~gateway.errors.PouchError` into the one gRPC status map of
+:mod:`gateway.errors`. Anything else is a bug: it is logged by type and
 location (never by message, which might hold data) and answered ``INTERNAL``
 with nothing inside. Every call is counted by listener, service, method and code.
 """
@@ -18,6 +21,7 @@ from typing import Any, cast
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
 from gateway.errors import (
     AuthenticationRejected,
@@ -27,10 +31,12 @@ from gateway.errors import (
     unexpected_summary,
 )
 from gateway.metrics import GatewayMetrics
+from gateway.server.request_input import check_values, decode_request
 
 log = logging.getLogger(__name__)
 
 Authenticate = Callable[[grpc.aio.ServicerContext[Any, Any], str], None]
+Evidence = Callable[[AuthenticationRejected, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
 
 
 def split_method(full_method: str) -> tuple[str, str]:
@@ -52,15 +58,37 @@ class _Call:
     async def fail(self, context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> None:
         if isinstance(error, PouchError):
             status = to_status(error)
+            # One line per refusal, by reason code only: messages may name what was refused.
+            log.info(
+                "refused %s on the %s listener: %s",
+                self.full_method,
+                self.guard.listener,
+                error.reason,
+            )
+            self.guard.metrics.refusals.labels(self.guard.listener, error.reason).inc()
             if isinstance(error, AuthenticationRejected):
                 self.guard.metrics.handshake_failures.labels(
                     self.guard.listener, error.reason
                 ).inc()
+                if self.guard.evidence is not None:
+                    await self._keep_evidence(context, error)
         else:
             log.error("unexpected error in %s: %s", self.full_method, unexpected_summary(error))
             status = internal_error()
         self.code = status.code
         await context.abort(status.code, status.details, status.trailing_metadata)
+
+    async def _keep_evidence(
+        self, context: grpc.aio.ServicerContext[Any, Any], error: AuthenticationRejected
+    ) -> None:
+        assert self.guard.evidence is not None
+        try:
+            await self.guard.evidence(error, context)
+        except PouchError as e:
+            # The caller is refused all the same; the operator learns the record is missing.
+            log.warning("refusal of %s not recorded: %s", self.full_method, e.reason)
+        except Exception as e:
+            log.error("refusal of %s not recorded: %s", self.full_method, unexpected_summary(e))
 
     def done(self) -> None:
         g = self.guard
@@ -73,7 +101,17 @@ class _Call:
 class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates, maps errors and counts calls for one listener."""
 
-    def __init__(self, listener: str, authenticate: Authenticate, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        listener: str,
+        authenticate: Authenticate,
+        metrics: GatewayMetrics,
+        evidence: Evidence | None = None,
+    ) -> None:
+        """``evidence`` keeps a record of each caller refused at authentication (the peer
+        listener audits them: a partner certificate speaking for another state is an
+        attack, not noise)."""
+        self.evidence = evidence
         self.listener = listener
         self.authenticate = authenticate
         self.metrics = metrics
@@ -96,27 +134,30 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         return wrapped[1]
 
     def _wrap(self, handler: Any, method: str) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
+        # The request deserializer is kept from grpc: the behaviours below parse the
+        # bytes themselves, once the caller is authenticated.
+        parse = handler.request_deserializer or (lambda data: data)
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
-                self._streaming(handler.stream_stream, method),
-                handler.request_deserializer,
+                self._streaming(handler.stream_stream, method, _stream_parser(parse)),
+                None,
                 handler.response_serializer,
             )
         if handler.request_streaming:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method),
-                handler.request_deserializer,
+                self._unary(handler.stream_unary, method, _stream_parser(parse)),
+                None,
                 handler.response_serializer,
             )
         if handler.response_streaming:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method),
-                handler.request_deserializer,
+                self._streaming(handler.unary_stream, method, _unary_parser(parse)),
+                None,
                 handler.response_serializer,
             )
         return grpc.unary_unary_rpc_method_handler(
-            self._unary(handler.unary_unary, method),
-            handler.request_deserializer,
+            self._unary(handler.unary_unary, method, _unary_parser(parse)),
+            None,
             handler.response_serializer,
         )
 
@@ -135,12 +176,12 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     # The two wrappers below are written out rather than sharing a context manager: they
     # run on every call, and an async context manager costs more than the rest of this.
 
-    def _unary(self, inner: Any, method: str) -> Any:
+    def _unary(self, inner: Any, method: str, parse: _Parse) -> Any:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             call = _Call(self, method)
             try:
                 self.authenticate(context, method)
-                result = inner(request, context)
+                result = inner(parse(request), context)
                 return await result if asyncio.iscoroutine(result) else result
             except (Exception, asyncio.CancelledError) as e:
                 await self._failed(call, context, e)
@@ -150,14 +191,15 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
         return behaviour
 
-    def _streaming(self, inner: Any, method: str) -> Any:
+    def _streaming(self, inner: Any, method: str, parse: _Parse) -> Any:
         async def behaviour(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             call = _Call(self, method)
             try:
                 self.authenticate(context, method)
-                async for response in cast(AsyncIterator[Any], inner(request, context)):
+                responses = inner(parse(request), context)
+                async for response in cast(AsyncIterator[Any], responses):
                     yield response
             except (Exception, asyncio.CancelledError) as e:
                 await self._failed(call, context, e)
@@ -165,3 +207,36 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 call.done()
 
         return behaviour
+
+
+_Parse = Callable[[Any], Any]
+
+
+def _unary_parser(deserialize: Callable[[bytes], Any]) -> _Parse:
+    """A single request: parsed, and its values checked, before the handler runs."""
+
+    def parse(data: Any) -> Any:
+        request = decode_request(deserialize, data)
+        if isinstance(request, Message):
+            check_values(request)
+        return request
+
+    return parse
+
+
+def _stream_parser(deserialize: Callable[[bytes], Any]) -> _Parse:
+    """A request stream whose items are parsed as the handler takes them.
+
+    An item that does not parse ends the stream with ``MALFORMED_REQUEST`` (raised
+    where the handler reads it); an item that parses but holds a bad value is the
+    handler's to answer, as its contract says (``SubmitUpdates`` answers it alone).
+    """
+
+    def parse(items: Any) -> Any:
+        async def parsed() -> AsyncIterator[Any]:
+            async for data in items:
+                yield decode_request(deserialize, data)
+
+        return parsed()
+
+    return parse

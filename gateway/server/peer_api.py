@@ -16,11 +16,13 @@ import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit.publication import CheckpointWitness
+from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.batches import answer_each, refused, require_batch
 from gateway.delivery.handover import OutcomeRecorder
 from gateway.delivery.receiver import InboundReceiver
-from gateway.errors import FieldViolation, ValidationRejected
+from gateway.errors import AuthenticationRejected, FieldViolation, ValidationRejected
 from gateway.exchanges.identity_answer import IdentityResponder
+from gateway.pki.keys import certificate_fingerprint, load_certificates_pem
 from gateway.server.caller import authenticated_peer, set_peer
 from gateway.server.registration import register_methods
 from gateway.trust.peer import CertificateIdentifier
@@ -38,6 +40,33 @@ class PeerAuthenticator:
     def __call__(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
         values = list(context.auth_context().get("x509_pem_cert", ()))
         set_peer(self._identifier.identify_gateway(values[0] if values else None))
+
+
+class PeerRefusalEvidence:
+    """An audit entry for each partner refused at authentication, naming its certificate.
+
+    TLS has already admitted the certificate (it chains to a pinned partner CA), so a
+    refusal here is a partner's certificate used for what it may not do: speaking for
+    another state, revoked, expired. The entry records the reason and the certificate's
+    SHA-256 fingerprint as the acting principal; nothing the certificate claims.
+    """
+
+    def __init__(self, audit: AuditRecorder) -> None:
+        self._audit = audit
+
+    async def __call__(
+        self, error: AuthenticationRejected, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        values = list(context.auth_context().get("x509_pem_cert", ()))
+        certificates = load_certificates_pem(values[0]) if values else []
+        principal = (
+            f"gateway-certificate:{certificate_fingerprint(certificates[0])}"
+            if certificates
+            else None
+        )
+        await asyncio.to_thread(
+            self._audit.refused, error, exchange_type="peer_authentication", principal=principal
+        )
 
 
 class PeerEndpoint:

@@ -26,6 +26,7 @@ from gateway.errors import FieldViolation, NotFound, ValidationRejected
 from gateway.exchanges.representation import RepresentationDesk
 from gateway.exchanges.representation_validation import validate_case_id
 from gateway.policy.catalogue import kind_name
+from gateway.server import page_tokens
 from gateway.server.caller import current_principal
 from gateway.store.cases import MAX_PAGE, CaseStore, CaseView, CostClaimRecord, NoteRecord
 from gateway.store.tables import CaseStatus
@@ -249,7 +250,7 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
             token = f"{last.created_at.isoformat()}|{last.case_id}"
         return representation_pb2.ListCasesResponse(
             cases=[case_message(v) for v in views if v and v.record.party(principal.state)],
-            next_page_token=base64.urlsafe_b64encode(token.encode()).decode() if token else "",
+            next_page_token=page_tokens.issue("representation.cases", token) if token else "",
         )
 
     async def WatchCase(
@@ -283,12 +284,13 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
 
 
 def _cursor(token: str) -> tuple[datetime, str] | None:
-    if not token:
+    cursor = page_tokens.read("representation.cases", token)
+    if cursor is None:
         return None
+    created, _, case_id = cursor.partition("|")
     try:
-        created, _, case_id = base64.urlsafe_b64decode(token.encode()).decode().partition("|")
         return datetime.fromisoformat(created), case_id
     except ValueError as e:
         raise ValidationRejected(
-            [FieldViolation("page_token", "is not a token this API issued")]
+            [FieldViolation("page_token", "must be a page token this listing issued")]
         ) from e
