@@ -127,7 +127,27 @@ class PartnerUnavailable(Unavailable):
 
 
 class StorageUnavailable(Unavailable):
+    """The database cannot be reached, or failed in a way not named below."""
+
     reason = "STORAGE_UNAVAILABLE"
+
+
+class StorageFull(StorageUnavailable):
+    """The database has no space left to write; reads still work."""
+
+    reason = "STORAGE_FULL"
+
+
+class StorageReadOnly(StorageUnavailable):
+    """The database takes no writes: a read-only file, mount, replica or transaction."""
+
+    reason = "STORAGE_READ_ONLY"
+
+
+class StorageLocked(StorageUnavailable):
+    """Another writer held the lock this write needed past the lock timeout."""
+
+    reason = "STORAGE_LOCKED"
 
 
 class DeadlineExceeded(Unavailable):

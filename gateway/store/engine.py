@@ -12,6 +12,10 @@ Two engines are supported and nothing else is accepted:
   Pooled connections are pinged before use, and connecting gives up after ten seconds
   unless the URL sets its own ``connect_timeout``.
 
+Database failures leave :func:`storage_boundary` as
+:class:`~gateway.errors.StorageUnavailable` or the subclass naming the fault (full,
+read-only, locked); :mod:`gateway.store.faults` holds the map.
+
 On SQLite the gateway, not the ``sqlite3`` module, emits ``BEGIN``: the module's legacy
 transaction control would leave DDL and SELECTs outside the transaction. A transaction
 opened by :func:`write_transaction` starts with ``BEGIN IMMEDIATE``, taking the write
@@ -50,14 +54,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 
-from gateway.errors import StorageUnavailable
+from gateway.store.faults import storage_error
 from gateway.store.prepared import Prepared
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 """How long an SQLite connection waits for another writer before giving up."""
-
-RETRY_AFTER_S = 1.0
-"""What a caller is told to wait after the database was busy or unreachable."""
 
 _BEGIN_IMMEDIATE = "pouch_sqlite_begin_immediate"
 
@@ -120,24 +121,21 @@ def keyed_update_parameters(message_id: str, values: Mapping[str, object]) -> di
 
 @contextmanager
 def storage_boundary() -> Iterator[None]:
-    """Turn a failure of the database itself into :class:`StorageUnavailable`.
+    """Turn a failure of the database itself into :class:`~gateway.errors.StorageUnavailable`.
 
-    Lock contention, timeouts, serialisation failures and lost connections are the
-    system's fault and may pass if retried. Anything else (a constraint the code should
-    have respected, an SQL error) is a bug and propagates unchanged.
+    A full disk, a read-only database and a lock held past the timeout each leave as
+    their own subclass; lost connections, timeouts and other operational failures as
+    ``StorageUnavailable`` itself (the map is :func:`gateway.store.faults.storage_error`).
+    Anything else (a constraint the code should have respected, an SQL error) is a bug
+    and propagates unchanged.
     """
     try:
         yield
-    except (exc.OperationalError, exc.TimeoutError) as e:
-        raise StorageUnavailable(
-            "the database is unreachable or busy", retry_after_s=RETRY_AFTER_S
-        ) from e
-    except exc.DBAPIError as e:
-        if e.connection_invalidated or isinstance(e, exc.InterfaceError):
-            raise StorageUnavailable(
-                "the database is unreachable or busy", retry_after_s=RETRY_AFTER_S
-            ) from e
-        raise
+    except (exc.DBAPIError, exc.TimeoutError) as e:
+        error = storage_error(e)
+        if error is None:
+            raise
+        raise error from e
 
 
 @contextmanager
@@ -145,7 +143,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     """One transaction that will write, committed when the block ends without error.
 
     On SQLite it begins with ``BEGIN IMMEDIATE`` so that writers serialise at the start.
-    Database failures leave as :class:`StorageUnavailable`.
+    Database failures leave as :class:`~gateway.errors.StorageUnavailable`.
     """
     with storage_boundary(), engine.connect() as conn:
         conn.execution_options(**{_BEGIN_IMMEDIATE: True})

@@ -17,7 +17,12 @@ caller. Guarantees:
 * if the commit itself fails, every unit of the batch fails with
   :class:`~gateway.errors.StorageUnavailable`, and nothing of it is stored;
 * units run in the order they were handed over, so an audit entry written by a unit
-  gets an index after those of earlier units.
+  gets an index after those of earlier units;
+* every batch is reported to :attr:`GroupCommit.faults`: whether a write committed, and
+  which were refused for a fault of the database itself (full, read-only, locked,
+  unreachable). While such a fault lasts and no unit waits, the committer probes with a
+  small write of its own, backed off, until one commits or the committer is closed; the
+  probe stores nothing (see :mod:`gateway.store.faults`).
 
 :meth:`GroupCommit.write` is the same for a coroutine: it waits on the event loop, not
 on a thread, and the committer wakes each loop once per batch for all of its units.
@@ -59,6 +64,14 @@ from sqlalchemy import Connection, Engine, exc
 
 from gateway.errors import PouchError, StorageUnavailable, unexpected_summary
 from gateway.store.engine import storage_boundary, writer_connection
+from gateway.store.faults import (
+    PROBE_FIRST_S,
+    PROBE_LAST_S,
+    StorageFaults,
+    fault_reason,
+    is_storage_fault,
+    probe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +165,14 @@ class _Outcomes:
     def __init__(self) -> None:
         self._by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
         self._threads: list[Outcome] = []
+        self.committed = 0
+        self.refused: list[str] = []  # the reason of each write a storage fault refused
 
     def add(self, pending: _Pending, result: Any, error: BaseException | None) -> None:
+        if error is None:
+            self.committed += 1
+        elif is_storage_fault(error):
+            self.refused.append(fault_reason(error))
         answer = pending.answer
         if isinstance(answer, _LoopAnswer):
             self._by_loop.setdefault(answer.loop, []).append((answer.future, result, error))
@@ -228,6 +247,7 @@ class GroupCommit:
         self._closed = False
         self._conn: Connection | None = None  # the committer thread's own, kept open
         self._stats = CommitStats()
+        self.faults = StorageFaults()
 
     def run(self, unit: WriteUnit[T]) -> T:
         """Blocking: run ``unit`` in the next group transaction and return its result."""
@@ -285,7 +305,7 @@ class GroupCommit:
     def _take_batches(self) -> None:
         pressure = 1.0
         while True:
-            first = self._queue.get()
+            first = self._next_unit()
             if first is None:
                 return
             batch = [first]
@@ -305,6 +325,25 @@ class GroupCommit:
             if stop:
                 return
 
+    def _next_unit(self) -> _Pending | None:
+        """The next unit handed over; while a storage fault lasts, probe in between."""
+        delay = PROBE_FIRST_S
+        while self.faults.current() is not None:
+            try:
+                return self._queue.get(timeout=delay)
+            except queue.Empty:
+                self._probe()
+                delay = min(delay * 2, PROBE_LAST_S)
+        return self._queue.get()
+
+    def _probe(self) -> None:
+        try:
+            self._attempt([_Pending(probe, Future())])
+        except Exception as e:
+            self.faults.probe_failed(fault_reason(e))
+        else:
+            self.faults.committed()
+
     def _take_waiting(self, batch: list[_Pending]) -> bool:
         """Add the units waiting to ``batch``, up to its limit; whether ``close`` was asked."""
         while len(batch) < self._max_batch:
@@ -323,6 +362,10 @@ class GroupCommit:
             self._settle(batch, outcomes)
         finally:
             outcomes.deliver()
+        if outcomes.committed:
+            self.faults.committed(outcomes.refused)
+        else:
+            self.faults.refused(outcomes.refused)
 
     def _settle(self, batch: list[_Pending], outcomes: _Outcomes) -> None:
         # Units run without savepoints (two statements each saved); a unit that raises
@@ -338,6 +381,7 @@ class GroupCommit:
                 if reconnected:
                     log.error("group commit failed: %s", unexpected_summary(lost))
                     error = StorageUnavailable("the database connection was lost")
+                    error.__cause__ = lost  # a fault of the database, as if raised from it
                     self._fail(remaining, error, outcomes)
                     return
                 reconnected = True
@@ -352,6 +396,7 @@ class GroupCommit:
             except Exception as e:  # a failed commit must answer every caller, not hang them
                 log.error("group commit failed: %s", unexpected_summary(e))
                 error = StorageUnavailable("the database did not commit the write")
+                error.__cause__ = e
                 self._fail(remaining, error, outcomes)
                 return
             for pending, result in zip(remaining, results, strict=True):
