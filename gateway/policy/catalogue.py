@@ -17,6 +17,11 @@ Guarantees:
 * The special categories of data a kind brings with it, the paths that then fall
   under that category, and the kinds whose person is a protected person are fixed
   here, in one table per exchange type.
+* So is who a record is about (:class:`PersonConcerned`): the parties of a civil
+  record whose role is SUBJECT or SPOUSE (for a birth or an adoption, the child), or
+  whose role did not cross; the person of an identity claim; the assisted person of
+  a representation case. Their date of birth decides whether the rules for minors
+  apply, and its absence is read as a possible minor.
 * :func:`payload_tree` and the ``*_payload`` builders produce the dict trees the
   evaluation stage walks (``MessageToDict`` with proto field names).
 """
@@ -96,6 +101,20 @@ class Node:
 
 
 @dataclass(frozen=True, slots=True)
+class PersonConcerned:
+    """Where a person a record is about sits (``node``) and their date of birth below it.
+
+    With ``role_key``, only the nodes whose role is one of ``roles``, or that carry no
+    role at all (the agreement may keep it from crossing), are about that person.
+    """
+
+    node: str
+    birth_date: str
+    role_key: str | None = None
+    roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Catalogue:
     """Everything the policy engine knows about one exchange type's payload."""
 
@@ -113,6 +132,7 @@ class Catalogue:
     protected_kinds: frozenset[str]
     birth_date_paths: tuple[str, ...]
     minor_flag_paths: tuple[str, ...]
+    people_concerned: tuple[PersonConcerned, ...]
 
     @property
     def paths(self) -> frozenset[str]:
@@ -248,6 +268,7 @@ def _build(
     kind_categories: Mapping[str, SpecialCategory] | None = None,
     category_paths: Mapping[SpecialCategory, frozenset[str]] | None = None,
     protected_kinds: frozenset[str] = frozenset(),
+    people_concerned: tuple[PersonConcerned, ...] = (),
 ) -> Catalogue:
     leaves: dict[str, Leaf] = {}
     nodes: dict[str, Node] = {}
@@ -276,6 +297,7 @@ def _build(
             p for p, n in nodes.items() if n.message == DATE_MESSAGE and p.endswith("date_of_birth")
         ),
         minor_flag_paths=tuple(p for p in leaves if p.endswith("is_minor")),
+        people_concerned=people_concerned,
     )
 
 
@@ -289,12 +311,24 @@ CATALOGUES: Mapping[ExchangeType, Catalogue] = MappingProxyType(
             _message_node(civil_pb2.CivilRecordUpdate.DESCRIPTOR, "", repeated=False, depth=0),
             civil_pb2.CivilEventType.DESCRIPTOR,
             kind_path="event_type",
+            people_concerned=(
+                PersonConcerned(
+                    "parties[]",
+                    "person.date_of_birth",
+                    role_key="role",
+                    roles=frozenset(
+                        civil_pb2.PartyRole.Name(role)
+                        for role in (civil_pb2.PARTY_ROLE_SUBJECT, civil_pb2.PARTY_ROLE_SPOUSE)
+                    ),
+                ),
+            ),
         ),
         "identity_confirmation": _build(
             "identity_confirmation",
             _composite_root([(identity_pb2.ConfirmIdentityRequest.DESCRIPTOR, ("claim",))]),
             identity_pb2.DocumentType.DESCRIPTOR,
             kind_path="claim.document_type",
+            people_concerned=(PersonConcerned("claim", "date_of_birth"),),
         ),
         "representation": _build(
             "representation",
@@ -321,6 +355,7 @@ CATALOGUES: Mapping[ExchangeType, Catalogue] = MappingProxyType(
                 "victim_status": _CASE_NARRATIVE,
             },
             protected_kinds=frozenset({"victim_of_trafficking"}),
+            people_concerned=(PersonConcerned("person", "date_of_birth"),),
         ),
     }
 )

@@ -37,6 +37,7 @@ from gateway.policy.catalogue import (
     Leaf,
     LeafType,
     Node,
+    PersonConcerned,
     SpecialCategory,
     catalogue_for,
 )
@@ -163,6 +164,15 @@ def _branch_rule(
 
 
 @dataclass(frozen=True, slots=True)
+class ConcernedSteps:
+    """A :class:`PersonConcerned` as steps: to each person's node, then to their birth date."""
+
+    node: tuple[Step, ...]
+    birth_date: tuple[Step, ...]
+    person: PersonConcerned
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledExchange:
     """One exchange type's rules in one direction, ready for evaluation."""
 
@@ -177,6 +187,7 @@ class CompiledExchange:
     kind_steps: tuple[Step, ...]
     birth_date_steps: tuple[tuple[str, tuple[Step, ...]], ...]
     minor_flag_steps: tuple[tuple[str, tuple[Step, ...]], ...]
+    concerned_steps: tuple[ConcernedSteps, ...]
     _trees: Mapping[tuple[RuleSetName, SpecialCategory | None], BranchRule]
 
     def tree(self, rule_set: RuleSetName, category: SpecialCategory | None) -> BranchRule | None:
@@ -213,6 +224,10 @@ class CompiledExchange:
             kind_steps=path_steps(catalogue.kind_path) if catalogue.kind_path else (),
             birth_date_steps=tuple((p, path_steps(p)) for p in catalogue.birth_date_paths),
             minor_flag_steps=tuple((p, path_steps(p)) for p in catalogue.minor_flag_paths),
+            concerned_steps=tuple(
+                ConcernedSteps(path_steps(person.node), path_steps(person.birth_date), person)
+                for person in catalogue.people_concerned
+            ),
             _trees=MappingProxyType(trees),
         )
 

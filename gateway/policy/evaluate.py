@@ -12,7 +12,10 @@ Guarantees, in the order they are checked:
 3. A payload concerning a minor (an ``is_minor`` flag, a date of birth less than 18
    years before ``today``, a date of birth without a year) or a protected person (a
    protected kind, or the caller's flag) is governed by the ``minors`` rules instead of
-   ``fields``, and is refused without them (``MINOR_WITHOUT_RULES``).
+   ``fields``, and is refused without them (``MINOR_WITHOUT_RULES``). Where the
+   agreement has ``minors`` rules, uncertainty fails closed: a person the record is
+   about (:class:`~gateway.policy.catalogue.PersonConcerned`) whose date of birth is
+   missing, or so partial that they could be under 18, is taken for a minor.
 4. Only leaves the rules keep cross; masked, hashed and generalised leaves cross only
    in transformed form. Removed and transformed paths are reported normalised, with
    no index and no value. Evaluation is deterministic and idempotent, so the receiver
@@ -40,6 +43,8 @@ from gateway.policy.transforms import MASK, KeyedHash, is_hash_token
 from pouch.v1 import common_pb2
 
 ADULT_AGE = 18
+# Every "int" leaf of the catalogues is an int32 (a date's year, month and day).
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 _DROPPED = object()
 
@@ -137,8 +142,13 @@ def evaluate(
                 reason="SPECIAL_CATEGORY_WITHOUT_BASIS",
             )
     protected = protected_person or kind in exchange.catalogue.protected_kinds
+    has_minor_rules = exchange.tree("minors", category) is not None
     rule_set: Literal["standard", "minors"] = (
-        "minors" if protected or _concerns_minor(exchange, payload, today) else "standard"
+        "minors"
+        if protected
+        or _concerns_minor(exchange, payload, today)
+        or (has_minor_rules and _age_unknown(exchange, payload, category, strict_receiver))
+        else "standard"
     )
     tree = exchange.tree(rule_set, category)
     if tree is None:
@@ -217,6 +227,41 @@ def _concerns_minor(exchange: CompiledExchange, payload: Mapping[str, Any], toda
     return False
 
 
+def _age_unknown(
+    exchange: CompiledExchange,
+    payload: Mapping[str, Any],
+    category: SpecialCategory | None,
+    received: bool,
+) -> bool:
+    """Whether a person the record is about comes without a date of birth.
+
+    The sender holds the whole record, so a missing date is unknown there. A receiver
+    reads a missing date as unknown only where the ordinary rules would have let its
+    year cross: where they keep it back, the sender alone could decide.
+    """
+    ordinary = exchange.tree("standard", category)
+    for concerned in exchange.concerned_steps:
+        if received and not _keeps_year(ordinary, concerned.node + concerned.birth_date):
+            continue
+        person = concerned.person
+        for node in _values_at(payload, concerned.node):
+            if not isinstance(node, Mapping):
+                continue  # the walk refuses it as off the schema
+            role = node.get(person.role_key) if person.role_key is not None else None
+            if role is not None and role not in person.roles:
+                continue
+            if next(_values_at(node, concerned.birth_date), None) is None:
+                return True
+    return False
+
+
+def _keeps_year(tree: BranchRule | None, steps: tuple[Step, ...]) -> bool:
+    node: BranchRule | LeafRule | None = tree
+    for key, _repeated in (*steps, ("year", False)):
+        node = node.children.get(key) if isinstance(node, BranchRule) else None
+    return isinstance(node, LeafRule) and node.op is Op.KEEP
+
+
 def _is_minor(path: str, born: Any, today: date) -> bool:
     """Whether someone born on ``born`` can be under 18 on ``today``; unknown counts as yes."""
     if not isinstance(born, Mapping):
@@ -256,7 +301,7 @@ def _type_matches(value: Any, leaf: LeafRule) -> bool:
     if isinstance(value, bool):
         return False
     if kind == "int":
-        return isinstance(value, int)
+        return isinstance(value, int) and _INT32_MIN <= value <= _INT32_MAX
     if kind == "enum":
         return isinstance(value, str | int)
     if kind == "int64":

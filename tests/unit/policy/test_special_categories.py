@@ -143,7 +143,8 @@ def test_assisted_minor_flag_and_protected_kinds_select_the_minor_rules() -> Non
         }
     }
     policy = compiled(data)
-    adult = {"person": {"nationality": "AT", "contact": "x"}}
+    born = {"year": 1980, "month": 1, "day": 1}
+    adult = {"person": {"nationality": "AT", "contact": "x", "date_of_birth": born}}
     assert run(policy, adult, kind="lost_documents").applied_rule_set == "standard"
     flagged = {"person": {"nationality": "AT", "contact": "x", "is_minor": True}}
     assert run(policy, flagged, kind="lost_documents").payload == {"person": {"nationality": "AT"}}
