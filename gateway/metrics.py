@@ -20,6 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from gateway.errors import unexpected_summary
 from gateway.store.backlog import OUTBOX_STAGES, InboxStage, StageBacklog
+from gateway.store.faults import REASONS as STORAGE_FAULT_REASONS
+from gateway.store.faults import FaultCounts
 from gateway.store.group_commit import CommitStats
 
 log = logging.getLogger(__name__)
@@ -203,6 +205,46 @@ class GroupCommitCollector:
             "Batches that waited commit_delay_ms for more writes, under sustained load.",
             value=stats.delayed_batches,
         )
+
+
+class StorageFaultCollector:
+    """Storage faults the group committer met, by reason code (STORAGE_FULL,
+    STORAGE_READ_ONLY, STORAGE_LOCKED, STORAGE_UNAVAILABLE): how many started, how many
+    writes they refused, and which one is under way. Every reason always appears, zeros
+    included. Read from counters the committer keeps; the database is not touched.
+    """
+
+    def __init__(self, counts: Callable[[], FaultCounts]) -> None:
+        self._counts = counts
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(FaultCounts())
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self._counts())
+
+    @staticmethod
+    def _families(counts: FaultCounts) -> Iterator[Metric]:
+        started = CounterMetricFamily(
+            "pouch_storage_faults",
+            "Storage faults that started (writes refused, none committing), by reason code.",
+            labels=["reason"],
+        )
+        refused = CounterMetricFamily(
+            "pouch_storage_refused_writes",
+            "Writes refused for a fault of the database itself, by reason code.",
+            labels=["reason"],
+        )
+        under_way = GaugeMetricFamily(
+            "pouch_storage_fault",
+            "1 for the reason of the storage fault under way, else 0.",
+            labels=["reason"],
+        )
+        for reason in STORAGE_FAULT_REASONS:
+            started.add_metric([reason], counts.started.get(reason, 0))
+            refused.add_metric([reason], counts.refused.get(reason, 0))
+            under_way.add_metric([reason], int(counts.current == reason))
+        yield from (started, refused, under_way)
 
 
 class MetricsEndpoint:

@@ -5,6 +5,13 @@ on anything doubtful: a partner bundle whose digest differs from the pinned one,
 bundle for another state than configured, a database it cannot migrate. The local
 and peer listeners are separate grpc.aio servers on separate ports, each with its
 own trusted CAs and its own guard; they never share an interceptor chain.
+
+gRPC health on the local API reports the overall service ``""`` and the exchange
+services whose calls write (:data:`WRITE_SERVICES`: civil records, representation,
+identity) as NOT_SERVING while a storage fault refuses writes (a full, read-only, locked
+or unreachable database; see :mod:`gateway.store.faults`), and as SERVING again once a
+write commits, the group committer's own probe included. The agreement, audit and
+gateway-information services stay SERVING: what they mostly answer is read.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from gateway.metrics import (
     GatewayMetrics,
     GroupCommitCollector,
     MetricsEndpoint,
+    StorageFaultCollector,
 )
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import CrlWatcher
@@ -77,6 +85,14 @@ from pouch.v1 import (
 log = logging.getLogger(__name__)
 
 EXPIRY_REFRESH_S = 60.0
+
+WRITE_SERVICES = (
+    "",
+    civil_pb2.DESCRIPTOR.services_by_name["CivilRecordService"].full_name,
+    representation_pb2.DESCRIPTOR.services_by_name["RepresentationService"].full_name,
+    identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+)
+"""The health service names that go NOT_SERVING while a storage fault refuses writes."""
 
 
 class StartupError(RuntimeError):
@@ -175,12 +191,16 @@ class Gateway:
                 )
             )
             self.metrics.registry.register(GroupCommitCollector(self.exchanges.group_commit.stats))
+            self.metrics.registry.register(
+                StorageFaultCollector(self.exchanges.group_commit.faults.counts)
+            )
         self._local: grpc.aio.Server | None = None
         self._peer: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
         # grpc_health ships no type stubs for its asyncio servicer.
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._expiry_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.local_port = 0
         self.peer_port = 0
 
@@ -360,6 +380,9 @@ class Gateway:
             await asyncio.to_thread(self.exchanges.record_start, self._certificates_in_use())
             self.exchanges.start()
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        if self.exchanges is not None:
+            self._loop = asyncio.get_running_loop()
+            self.exchanges.group_commit.faults.subscribe(self._storage_fault_changed)
         log.info(
             "gateway %s serving: local API on port %d, peer API on port %d, database %s",
             self.state,
@@ -367,6 +390,22 @@ class Gateway:
             self.peer_port,
             redact_url(self.settings.gateway.database_url),
         )
+
+    def _storage_fault_changed(self, _reason: str | None) -> None:
+        # Told on the committer's thread; the health servicer lives on the event loop.
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to tell
+                asyncio.run_coroutine_threadsafe(self._report_write_health(), self._loop)
+
+    async def _report_write_health(self) -> None:
+        # The fault as it is now, not as notified: two notices may be handled out of order.
+        assert self.exchanges is not None
+        serving = self.exchanges.group_commit.faults.current() is None
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not serving:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in WRITE_SERVICES:
+            await self._health.set(service, status)
 
     @property
     def metrics_port(self) -> int | None:
