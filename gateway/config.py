@@ -59,7 +59,6 @@ Example::
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,6 +73,8 @@ from pydantic import (
 )
 
 from adapters.factory import AdapterSettings
+from gateway.bounded_text import TextRefused
+from gateway.config_file import describe_validation, read_document
 
 _STATE = re.compile(r"^[A-Z]{2}$")
 _LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
@@ -101,7 +102,9 @@ ListenAddress = Annotated[str, AfterValidator(_listen_address)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # An infinite deadline or interval would pass "greater than zero" and then break
+    # the arithmetic that schedules with it.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class GatewaySection(_Section):
@@ -253,15 +256,19 @@ class Settings(_Section):
 
 
 def load_settings(path: Path) -> Settings:
-    """Read, validate and freeze the configuration file at ``path``."""
+    """Read, validate and freeze the configuration file at ``path``.
+
+    Every failure is one :class:`ConfigError` naming the file, the line or key where
+    known, and the rule (several lines only when several keys break rules).
+    """
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = read_document(path)
     except FileNotFoundError as e:
         raise ConfigError(f"{path}: no such configuration file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot be read ({type(e).__name__})") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror or 'input/output error'}") from e
+    except TextRefused as e:
+        raise ConfigError(e.located(str(path))) from e
     return parse_settings(raw, path)
 
 
@@ -285,7 +292,7 @@ def parse_settings(raw: dict[str, Any], path: Path) -> Settings:
     try:
         settings = Settings.model_validate({**raw, "source": path.resolve()})
     except ValidationError as e:
-        raise ConfigError(_describe(path, e)) from None
+        raise ConfigError(describe_validation(path, e)) from None
     return _anchor(settings, base)
 
 
@@ -373,20 +380,3 @@ def _anchor(settings: Settings, base: Path) -> Settings:
             "partners": partners,
         }
     )
-
-
-def _describe(path: Path, error: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration"]
-    for item in error.errors(include_url=False, include_input=False):
-        key = ".".join(str(part) for part in item["loc"])
-        if not key:  # a rule across sections: its message names the key
-            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
-            continue
-        if item["type"] == "extra_forbidden":
-            rule = "unknown key"
-        elif item["type"] == "missing":
-            rule = "required key is missing"
-        else:
-            rule = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key}: {rule}")
-    return "\n".join(lines)
