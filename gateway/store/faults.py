@@ -9,8 +9,10 @@ reason code          SQLite (primary code)       PostgreSQL (SQLSTATE)
 STORAGE_FULL         SQLITE_FULL                 53100 disk_full
 STORAGE_READ_ONLY    SQLITE_READONLY             25006 read_only_sql_transaction
 STORAGE_LOCKED       SQLITE_BUSY, SQLITE_LOCKED  55P03 lock_not_available
-STORAGE_UNAVAILABLE  any other operational error, a lost connection, a pool timeout
+STORAGE_UNAVAILABLE  other operational errors    other operational errors
 ===================  ==========================  =========================================
+
+A lost connection and a pool timeout are STORAGE_UNAVAILABLE too, on either engine.
 
 Any other driver error (a constraint the code should have respected, an SQL error) is a
 bug: :func:`storage_error` answers ``None`` and the error propagates unchanged.
@@ -49,6 +51,7 @@ from gateway.errors import (
     StorageLocked,
     StorageReadOnly,
     StorageUnavailable,
+    unexpected_summary,
 )
 from gateway.store.tables import VERSION_TABLE
 
@@ -92,12 +95,9 @@ def storage_error(error: exc.SQLAlchemyError) -> StorageUnavailable | None:
     """
     kind = _named(getattr(error, "orig", None))
     if kind is None:
-        unreachable = isinstance(
-            error, exc.OperationalError | exc.TimeoutError | exc.InterfaceError
-        )
-        if not (
-            unreachable or (isinstance(error, exc.DBAPIError) and error.connection_invalidated)
-        ):
+        operational = exc.OperationalError | exc.TimeoutError | exc.InterfaceError
+        lost = isinstance(error, exc.DBAPIError) and error.connection_invalidated
+        if not (isinstance(error, operational) or lost):
             return None
         kind = StorageUnavailable
     message, retry_after_s = _MESSAGES[kind]
@@ -224,9 +224,12 @@ class StorageFaults:
             self._count_refused(refused)
             now = self._monotonic()
             was = self._current
-            if was is not None and was == reason:
-                self._refused_meanwhile += len(refused)
-                self._refused_since_line += len(refused)
+            if was is None:
+                self._since = now
+                self._refused_meanwhile = self._refused_since_line = 0
+            self._refused_meanwhile += len(refused)
+            self._refused_since_line += len(refused)
+            if was == reason:
                 if now - self._last_line >= SUMMARY_EVERY_S:
                     log.warning(
                         "storage fault %s goes on after %.0f s: %d writes refused in %.0f s",
@@ -240,15 +243,11 @@ class StorageFaults:
             self._started[reason] += 1
             self._current = reason
             if was is None:
-                self._since = now
-                self._refused_meanwhile = self._refused_since_line = len(refused)
                 log.warning(
                     "storage fault %s: writes are refused until the database takes one again",
                     reason,
                 )
             else:
-                self._refused_meanwhile += len(refused)
-                self._refused_since_line += len(refused)
                 log.warning("storage fault %s, after %s: writes are still refused", reason, was)
             self._last_line = now
         self._tell(reason)
@@ -261,4 +260,7 @@ class StorageFaults:
         with self._lock:
             subscribers = list(self._subscribers)
         for subscriber in subscribers:
-            subscriber(reason)
+            try:
+                subscriber(reason)
+            except Exception as e:  # the committer reports on: a subscriber's fault is its own
+                log.error("a storage fault subscriber failed: %s", unexpected_summary(e))
