@@ -12,7 +12,9 @@ refuses what no field of the contract may hold, naming each field by its path
 * a ``Timestamp`` outside 0001-01-01..9999-12-31 or with nanos out of range, and a
   ``Duration`` outside ±10,000 years (what the well-known types define);
 * an enum value the contract does not list (proto3 keeps unknown numbers);
-* text with a control character other than tab, line feed and carriage return.
+* text with a control character other than tab, line feed and carriage return;
+* an unsigned 64-bit number above 2^63-1: no size, index or count of the contract
+  needs more, and the databases hold signed 64-bit integers.
 
 Rules that depend on the field (lengths, which enums are allowed where) stay with
 the exchange's own validation; this is the floor under all of them.
@@ -34,6 +36,8 @@ MAX_VIOLATIONS = 20
 _TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)  # 0001-01-01T00:00:00Z..9999-12-31
 _DURATION_SECONDS = 315_576_000_000
 _ALLOWED_CONTROLS = frozenset("\t\n\r")
+_MAX_INT64 = 2**63 - 1
+_UNSIGNED_64 = frozenset({FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_FIXED64})
 _CONTROLS = frozenset(chr(c) for c in (*range(0x20), 0x7F)) - _ALLOWED_CONTROLS
 
 
@@ -100,6 +104,8 @@ def _value(field: FieldDescriptor, value: Any, path: str) -> Iterator[FieldViola
             yield FieldViolation(path, f"must be one of the values of {enum.name}")
     elif field.type == FieldDescriptor.TYPE_STRING and _CONTROLS.intersection(value):
         yield FieldViolation(path, _CONTROL_RULE)
+    elif field.type in _UNSIGNED_64 and value > _MAX_INT64:
+        yield FieldViolation(path, f"must be at most {_MAX_INT64}")
 
 
 def _timestamp(message: Any, path: str) -> Iterator[FieldViolation]:
