@@ -3,7 +3,12 @@
     peer      -> AuthenticatedPeer   (TLS client certificate, by its issuing CA)
     verify    -> VerifiedEnvelope    (sender's signing key, clock window, addressed to us)
     agreement -> AgreementInForce    (signed by both, and the same text: digest pinned)
+    payload   -> strict JSON         (gateway.exchanges.payload: no duplicate keys, NaN,
+                                      lone surrogates, unsafe integers or deep nesting)
     policy    -> MinimisedPayload    (re-evaluated: a field we should not hold is refused)
+    fields    -> the sender's rules  (what the payload carries holds to the rules the
+                                      sender's local API applies: real dates, plausible
+                                      years, string and list limits)
     (a representation case's message takes the same stages in
     :class:`~gateway.exchanges.representation_inbound.CaseInbound`, which also applies
     it to our copy of the case in the transaction that stores it)
@@ -12,7 +17,8 @@
                  purpose's daily allowance in our direction and the audit entry
     receipt   -> signed by us, binding the request digest
 
-Nothing is stored unless every check passed. A message id seen before from the same
+Nothing is stored, receipted or counted against the quota unless every check passed;
+a refusal is audited with its reason. A message id seen before from the same
 sender with the same payload (the sender retrying after a lost receipt) is answered
 with a fresh receipt and not stored again; the same id with another payload is a
 replay and is refused.
@@ -33,6 +39,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
 from gateway.errors import PouchError, Rejected, ReplayRejected
+from gateway.exchanges.civil_validation import validate_received_update
 from gateway.exchanges.names import exchange_name
 from gateway.exchanges.payload import decode_payload
 from gateway.exchanges.representation_inbound import CaseInbound
@@ -156,6 +163,7 @@ class InboundReceiver:
             hash_key=agreement.hash_key,
             strict_receiver=True,
         )
+        validate_received_update(minimised.payload, today=self._clock().date())
         message = InboundMessage(
             message_id=header.message_id,
             sender_state=peer_state,

@@ -18,6 +18,12 @@ accept instead of the raw request. It guarantees:
 Dates follow ``CivilDate``: an event date must be complete; a date of birth may leave
 the month, or the day, 0 for "unknown". A partial date is compared by its earliest
 possible day, so it is refused only when it cannot be right.
+
+:func:`validate_received_update` holds a partner's minimised update to the same rules
+for what it carries (real dates, plausible years, the same string and list limits),
+before the receiving gateway receipts, counts or stores it. What must be present is
+the agreement's to decide there, so a missing field, role or name, and a date the
+agreement generalised, are not refused.
 """
 
 from __future__ import annotations
@@ -28,11 +34,16 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar
+
+from google.protobuf.json_format import ParseError
+from google.protobuf.message import Message
 
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.exchanges.iso3166 import is_state_code
+from gateway.exchanges.payload import MALFORMED
 from gateway.policy.evaluate import LegalBasisFlags as PolicyLegalBasis
+from gateway.protojson import parse_dict
 from pouch.v1 import civil_pb2, common_pb2
 
 MAX_PARTIES = 10
@@ -208,12 +219,45 @@ def validate_submission(
     )
 
 
-class FieldChecker:
-    """Collects violations; each method checks one part and never raises."""
+def validate_received_update(tree: Mapping[str, Any], *, today: date) -> None:
+    """Refuse a partner's minimised update that breaks a rule for what it carries."""
+    update = received_message(tree, civil_pb2.CivilRecordUpdate)
+    check = FieldChecker(today, received=True)
+    check.update(update)
+    if check.violations:
+        raise ValidationRejected(check.violations)
 
-    def __init__(self, today: date) -> None:
+
+M = TypeVar("M", bound=Message)
+
+
+def received_message(tree: Mapping[str, Any], message_class: type[M]) -> M:
+    """A partner's payload tree as ``message_class``, or MALFORMED_PAYLOAD."""
+    try:
+        return parse_dict(dict(tree), message_class)
+    except (ParseError, ValueError, TypeError) as e:
+        name = message_class.DESCRIPTOR.full_name
+        raise ValidationRejected(
+            [FieldViolation("payload", f"must be a {name}")], reason=MALFORMED
+        ) from e
+
+
+class FieldChecker:
+    """Collects violations; each method checks one part and never raises.
+
+    ``received``: the message is a partner's, minimised under the agreement, so only
+    what it carries is checked, not what it lacks.
+    """
+
+    def __init__(self, today: date, *, received: bool = False) -> None:
         self.today = today
+        self.received = received
         self.violations: list[FieldViolation] = []
+
+    def absent(self, path: str, rule: str = "required") -> None:
+        """A field is missing: refused from a caller, the agreement's choice from a partner."""
+        if not self.received:
+            self.refuse(path, rule)
 
     def refuse(self, path: str, rule: str) -> None:
         self.violations.append(FieldViolation(path, rule))
@@ -227,7 +271,7 @@ class FieldChecker:
     def country(self, path: str, value: str, *, required: bool) -> None:
         if not value:
             if required:
-                self.refuse(path, "required")
+                self.absent(path)
         elif not is_state_code(value):
             self.refuse(path, _ISO_CODE)
 
@@ -250,14 +294,14 @@ class FieldChecker:
         event_date = self.civil_date(
             "update.event_date",
             update.event_date if update.HasField("event_date") else None,
-            partial=False,
+            partial=self.received,
         )
         if event_date is not None and event_date > self.today:
             self.refuse("update.event_date", "must not be in the future")
         if update.HasField("event_place"):
             self.place("update.event_place", update.event_place)
         else:
-            self.refuse("update.event_place", "required")
+            self.absent("update.event_place")
         self.text(
             "update.act_reference", update.act_reference, MAX_ACT_REFERENCE_CHARS, printable=True
         )
@@ -266,7 +310,7 @@ class FieldChecker:
             if update.HasField("new_name"):
                 self.name("update.new_name", update.new_name, required=True)
             else:
-                self.refuse("update.new_name", "required for name_change")
+                self.absent("update.new_name", "required for name_change")
         elif update.HasField("new_name"):
             self.refuse("update.new_name", "only allowed for name_change")
         if kind in _NATIONALITY_KINDS:
@@ -279,7 +323,7 @@ class FieldChecker:
 
     def event_type(self, event_type: int) -> str | None:
         if event_type == civil_pb2.CIVIL_EVENT_TYPE_UNSPECIFIED:
-            self.refuse("update.event_type", "must not be UNSPECIFIED")
+            self.absent("update.event_type", "must not be UNSPECIFIED")
             return None
         kind = EVENT_KINDS.get(event_type)
         if kind is None or kind not in PARTY_RULES:
@@ -333,13 +377,16 @@ class FieldChecker:
         if rules is None or kind is None:
             return
         for count in rules.counts:
+            if self.received and count.most is None:
+                continue
             found = sum(1 for role in roles if role in count.roles)
-            if found < count.least or (count.most is not None and found > count.most):
+            too_few = found < count.least and not self.received
+            if too_few or (count.most is not None and found > count.most):
                 self.refuse("update.parties", count.rule(kind))
 
     def role(self, path: str, role: int, kind: str | None, rules: PartyRules | None) -> None:
         if role == civil_pb2.PARTY_ROLE_UNSPECIFIED:
-            self.refuse(path, "must not be UNSPECIFIED")
+            self.absent(path, "must not be UNSPECIFIED")
         elif role not in civil_pb2.PartyRole.values():
             self.refuse(path, "must be a known party role")
         elif rules is not None and role not in rules.allowed:
@@ -376,7 +423,7 @@ class FieldChecker:
 
     def name(self, path: str, name: common_pb2.PersonName, *, required: bool) -> None:
         if required and not name.given_names and not name.family_names:
-            self.refuse(path, "needs at least one given or family name")
+            self.absent(path, "needs at least one given or family name")
         for field, values in (
             ("given_names", name.given_names),
             ("family_names", name.family_names),

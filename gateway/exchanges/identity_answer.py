@@ -3,7 +3,9 @@
     peer      -> AuthenticatedPeer   (TLS client certificate, by its issuing CA)
     verify    -> VerifiedEnvelope    (sender's signing key, clock window, addressed to us)
     agreement -> AgreementInForce    (signed by both, and the same text: digest pinned)
+    payload   -> strict JSON         (no duplicate keys, NaN, lone surrogates, deep nesting)
     policy    -> MinimisedPayload    (re-evaluated strictly: a field we should not get is refused)
+    fields    -> the sender's rules  (names, dates, document number as its local API holds them)
     admit     -> AdmittedQuery       (one group-committed transaction: the agreement still
                                       in force here, the id stored once (a second time is
                                       refused), the purpose's daily allowance in our
@@ -38,7 +40,10 @@ from gateway.envelope import EnvelopeHeader, EnvelopeSigner, EnvelopeVerifier, u
 from gateway.envelope.verify import VerifiedEnvelope
 from gateway.errors import FieldViolation, PouchError, Rejected, ValidationRejected
 from gateway.exchanges.identity_match import Candidate, IdentityVerdict, compare
-from gateway.exchanges.identity_validation import comparable_document_number
+from gateway.exchanges.identity_validation import (
+    comparable_document_number,
+    validate_received_claim,
+)
 from gateway.exchanges.identity_wire import (
     ANSWER_PAYLOAD_TYPE,
     CLAIM_PAYLOAD_TYPE,
@@ -202,6 +207,7 @@ class IdentityResponder:
             hash_key=agreement.hash_key,
             strict_receiver=True,
         )
+        validate_received_claim(minimised.payload.get("claim", {}), today=self._clock().date())
         record = IdentityQuery(
             message_id=header.message_id,
             direction="inbound",

@@ -14,22 +14,30 @@ caller's ``ConfirmIdentityRequest`` as it arrived and returns a
   holding only a scanned document can ask;
 * names are put into the agreement's comparison form later, by the sending stage,
   which knows the agreement; here they only have to be well formed.
+
+:func:`validate_received_claim` holds a partner's minimised claim to the same rules
+for what it carries, before the responding gateway spends its id or its quota; a
+hashed value is checked only for being a hash.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from gateway.errors import ValidationRejected
 from gateway.exchanges.civil_validation import (
     MAX_LEGAL_BASIS_CHARS,
     FieldChecker,
     LegalBasisFlags,
+    received_message,
 )
 from gateway.exchanges.mrz import MachineReadableZone, mrz_state_to_alpha2, parse_mrz
 from gateway.policy.catalogue import kind_name
+from gateway.policy.transforms import is_hash_token
 from pouch.v1 import common_pb2, identity_pb2
 
 MAX_DOCUMENT_NUMBER_CHARS = 32
@@ -105,6 +113,19 @@ def validate_query(
         ),
         mrz_format=zone.format if zone is not None else None,
     )
+
+
+def validate_received_claim(tree: Mapping[str, Any], *, today: date) -> None:
+    """Refuse a partner's minimised claim (the payload's ``claim``) that breaks a rule."""
+    claim = received_message(tree, identity_pb2.IdentityClaim)
+    check = FieldChecker(today, received=True)
+    if claim.document_type and kind_name("identity_confirmation", claim.document_type) is None:
+        check.refuse("claim.document_type", "must be a known document type")
+    if is_hash_token(claim.document_number):
+        claim.document_number = ""
+    _claim_fields(check, claim)
+    if check.violations:
+        raise ValidationRejected(check.violations)
 
 
 def _document_kind(check: FieldChecker, document_type: int) -> str | None:
@@ -186,6 +207,6 @@ def _claim_fields(check: FieldChecker, claim: identity_pb2.IdentityClaim) -> Non
         check.refuse("claim.sex", "must be a known sex code")
     check.country("claim.nationality", claim.nationality, required=False)
     if not number and not claim.HasField("date_of_birth"):
-        check.refuse("claim", "needs a document number or a date of birth to compare")
+        check.absent("claim", "needs a document number or a date of birth to compare")
     if number:
         claim.document_number = comparable_document_number(number)

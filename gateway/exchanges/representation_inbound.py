@@ -8,6 +8,8 @@ verified (signature of the sending state, clock window, addressed to us), in sta
     case      -> held here (or being opened), the sender a party to it, under the
                  agreement the envelope names
     policy    -> the ``content`` part re-evaluated strictly, in the case's context
+    fields    -> what the content carries held to the sender's limits (person, summary,
+                 note text, attachment size, count and total), the same constants
     store     -> ONE group-commit unit: the agreement still in force, the inbox row
                  (exactly once per message id), for a new case the purpose's daily
                  allowance, the case row locked, the sequence checked, the machine
@@ -52,6 +54,7 @@ from gateway.exchanges.case_change import (
 from gateway.exchanges.case_machine import CaseRole, role_of
 from gateway.exchanges.case_payload import CaseMessage, DecodedCasePayload, decode_case_payload
 from gateway.exchanges.iso3166 import is_state_code
+from gateway.exchanges.representation_validation import validate_received_content
 from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags, MinimisedPayload, evaluate
 from gateway.store.cases import CaseRecord, CaseStore, CaseWrite
@@ -119,6 +122,7 @@ class CaseInbound:
                 strict_receiver=True,
                 **policy_context(case),
             )
+        validate_received_content(minimised.payload, today=now.date())
         change = change_for(message, minimised, author=peer_state, case_id=case.case_id, now=now)
 
         def accept(write: CaseWrite) -> bool:

@@ -19,13 +19,20 @@ Limits, each refused with a ``BadRequest`` violation naming the field and the ru
   description that is a cost category code (``TRAVEL_DOCUMENT_FEE``), never free text;
 * a reason for declining, failing or cancelling is a reason code (``NO_CONSULAR_ACCESS``),
   never free text, since it travels as case metadata outside the policy.
+
+:func:`validate_received_content` holds the content of a partner's case message to the
+same limits, with the same constants, before the receiving gateway stores it: the
+person, the summary, and every note's text and attachments. What the agreement kept
+from crossing is not missed there, and a masked or hashed value is not read as text.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.exchanges.case_payload import (
@@ -42,9 +49,11 @@ from gateway.exchanges.civil_validation import (
     _PURPOSE,
     MAX_LEGAL_BASIS_CHARS,
     FieldChecker,
+    received_message,
 )
 from gateway.policy.catalogue import kind_name
 from gateway.policy.evaluate import LegalBasisFlags
+from gateway.policy.transforms import MASK, is_hash_token
 from pouch.v1 import representation_pb2
 
 MAX_SUMMARY_BYTES = 8 * 1024
@@ -110,19 +119,46 @@ def validate_assistance_request(
     )
 
 
-def _person(check: FieldChecker, person: representation_pb2.AssistedPerson) -> None:
-    check.name("person.name", person.name, required=True)
+def _person(
+    check: FieldChecker, person: representation_pb2.AssistedPerson, path: str = "person"
+) -> None:
+    check.name(f"{path}.name", person.name, required=True)
     born = check.civil_date(
-        "person.date_of_birth",
+        f"{path}.date_of_birth",
         person.date_of_birth if person.HasField("date_of_birth") else None,
         partial=True,
     )
     if born is not None and born > check.today:
-        check.refuse("person.date_of_birth", "must not be in the future")
-    check.country("person.nationality", person.nationality, required=False)
+        check.refuse(f"{path}.date_of_birth", "must not be in the future")
+    check.country(f"{path}.nationality", person.nationality, required=False)
     if person.HasField("location"):
-        check.place("person.location", person.location)
-    check.text("person.contact", person.contact, MAX_CONTACT_CHARS, printable=True)
+        check.place(f"{path}.location", person.location)
+    check.text(f"{path}.contact", person.contact, MAX_CONTACT_CHARS, printable=True)
+
+
+def validate_received_content(content: Mapping[str, Any], *, today: date) -> None:
+    """Refuse a partner's minimised case content that breaks a limit of the sender's side."""
+    check = FieldChecker(today, received=True)
+    prefix = "payload.content"
+    person = content.get("person")
+    if isinstance(person, Mapping):
+        parsed = received_message(person, representation_pb2.AssistedPerson)
+        _person(check, parsed, f"{prefix}.person")
+    summary = content.get("summary")
+    if isinstance(summary, str) and len(summary.encode("utf-8")) > MAX_SUMMARY_BYTES:
+        check.refuse(f"{prefix}.summary", f"must be at most {MAX_SUMMARY_BYTES} bytes of UTF-8")
+    notes = content.get("notes")
+    for index, note in enumerate(notes if isinstance(notes, list) else ()):
+        if isinstance(note, Mapping):
+            parsed_note = received_message(note, representation_pb2.CaseNote)
+            check.violations += note_violations(
+                parsed_note.text,
+                parsed_note.attachments,
+                path=f"{prefix}.notes[{index}].",
+                received=True,
+            )
+    if check.violations:
+        raise ValidationRejected(check.violations)
 
 
 def validate_case_id(case_id: str) -> None:
@@ -134,27 +170,44 @@ def validate_note(request: representation_pb2.AddNoteRequest) -> None:
     violations: list[FieldViolation] = []
     if not is_case_identifier(request.case_id):
         violations.append(FieldViolation("case_id", "must be a case id (lower-case UUID)"))
-    if not request.text.strip() and not request.attachments:
-        violations.append(FieldViolation("text", "a note needs text or an attachment"))
-    if len(request.text.encode("utf-8")) > MAX_NOTE_TEXT_BYTES:
+    violations += note_violations(request.text, request.attachments)
+    if violations:
+        raise ValidationRejected(violations)
+
+
+def note_violations(
+    text: str,
+    attachments: Sequence[representation_pb2.Attachment],
+    *,
+    path: str = "",
+    received: bool = False,
+) -> list[FieldViolation]:
+    """The limits of one note, on the caller's side and (``received``) a partner's."""
+    violations: list[FieldViolation] = []
+    if not received and not text.strip() and not attachments:
+        violations.append(FieldViolation(f"{path}text", "a note needs text or an attachment"))
+    if len(text.encode("utf-8")) > MAX_NOTE_TEXT_BYTES:
         violations.append(
-            FieldViolation("text", f"must be at most {MAX_NOTE_TEXT_BYTES} bytes of UTF-8")
+            FieldViolation(f"{path}text", f"must be at most {MAX_NOTE_TEXT_BYTES} bytes of UTF-8")
         )
-    if len(request.attachments) > MAX_ATTACHMENTS:
+    if len(attachments) > MAX_ATTACHMENTS:
         violations.append(
-            FieldViolation("attachments", f"must have at most {MAX_ATTACHMENTS} entries")
+            FieldViolation(f"{path}attachments", f"must have at most {MAX_ATTACHMENTS} entries")
         )
     total = 0
-    for index, attachment in enumerate(request.attachments[:MAX_ATTACHMENTS]):
-        path = f"attachments[{index}]"
+    for index, attachment in enumerate(attachments[:MAX_ATTACHMENTS]):
+        at = f"{path}attachments[{index}]"
         size = len(attachment.content)
         total += size
-        if not 0 < size <= MAX_ATTACHMENT_BYTES:
+        # A partner's agreement may keep the content back; what crosses must still fit.
+        if (size == 0 and not received) or size > MAX_ATTACHMENT_BYTES:
             violations.append(
-                FieldViolation(f"{path}.content", f"must be 1 to {MAX_ATTACHMENT_BYTES} bytes")
+                FieldViolation(f"{at}.content", f"must be 1 to {MAX_ATTACHMENT_BYTES} bytes")
             )
         name = attachment.file_name
-        if (
+        if received and (not name or _transformed(name)):
+            pass
+        elif (
             not 0 < len(name) <= MAX_FILE_NAME_CHARS
             or name.startswith(".")
             or "/" in name
@@ -163,21 +216,27 @@ def validate_note(request: representation_pb2.AddNoteRequest) -> None:
         ):
             violations.append(
                 FieldViolation(
-                    f"{path}.file_name",
+                    f"{at}.file_name",
                     f"must be 1 to {MAX_FILE_NAME_CHARS} printable characters, "
                     "without path separators or a leading dot",
                 )
             )
-        if not _MEDIA_TYPE.fullmatch(attachment.media_type):
+        media = attachment.media_type
+        media_settled = received and (not media or _transformed(media))
+        if not media_settled and not _MEDIA_TYPE.fullmatch(media):
             violations.append(
-                FieldViolation(f"{path}.media_type", "must be a media type such as text/plain")
+                FieldViolation(f"{at}.media_type", "must be a media type such as text/plain")
             )
     if total > MAX_NOTE_BYTES:
         violations.append(
-            FieldViolation("attachments", f"must total at most {MAX_NOTE_BYTES} bytes")
+            FieldViolation(f"{path}attachments", f"must total at most {MAX_NOTE_BYTES} bytes")
         )
-    if violations:
-        raise ValidationRejected(violations)
+    return violations
+
+
+def _transformed(value: str) -> bool:
+    """A value the agreement masked or hashed: its form is the policy's, not the caller's."""
+    return value == MASK or is_hash_token(value)
 
 
 def validate_reason(reason: str) -> None:
