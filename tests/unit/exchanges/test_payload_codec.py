@@ -23,16 +23,9 @@ from gateway.exchanges.payload import (
     decode_payload,
     encode_payload,
 )
+from tests.fuzz_budget import examples
 
-try:  # a shared budget for the long fuzzing runs, where the suite provides one
-    from tests.fuzz_budget import examples as _fuzz_examples  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on the checkout
-
-    def _fuzz_examples(default: int) -> int:
-        return default
-
-
-BUDGET = settings(max_examples=_fuzz_examples(300))
+BUDGET = settings(max_examples=examples(300))
 
 WELL_FORMED = b'{"event_date":{"day":2,"month":6,"year":1950},"event_type":"BIRTH"}'
 
