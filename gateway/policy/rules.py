@@ -148,6 +148,8 @@ class DirectionRules(_Frozen):
         ]
         if self.minors is not None:
             errors += _field_errors(catalogue, ("minors", "fields"), self.minors.fields)
+            # Where minors have rules of their own, a receiver must be able to tell them apart.
+            errors += _birth_date_errors(catalogue, ("fields",), self.fields)
         for category, rule in self.special_categories.items():
             loc = ("special_categories", category)
             if category not in catalogue.kind_categories.values():
@@ -155,6 +157,8 @@ class DirectionRules(_Frozen):
                 errors.append(_error("category_not_applicable", message, loc, category))
                 continue
             errors += _field_errors(catalogue, (*loc, "fields"), rule.fields)
+            if self.minors is not None:
+                errors += _birth_date_errors(catalogue, (*loc, "fields"), rule.fields)
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
@@ -205,6 +209,51 @@ def _field_errors(
             errors.append(_error("action_not_applicable", message, where, path))
         seen.add(canonical or path)
     return errors
+
+
+# What crosses of a date under each action: generalising keeps the year (and the month).
+_DATE_PARTS_KEPT = {
+    "allow": frozenset({"year", "month", "day"}),
+    "generalize:month": frozenset({"year", "month"}),
+    "generalize:year": frozenset({"year"}),
+}
+
+
+def _birth_date_errors(
+    catalogue: Catalogue, loc: tuple[str, ...], rules: FieldRules
+) -> list[InitErrorDetails]:
+    """A date of birth whose month or day may cross without its year is refused.
+
+    The receiving gateway decides whether the person concerned may be a minor from what
+    crossed; a month without its year could be anyone's, so it would have to read it as
+    a minor's while the sender, who saw the year, read it as an adult's.
+    """
+    by_path = {c: action_name(a) for p, a in rules.items() if (c := catalogue.canonical_path(p))}
+    errors: list[InitErrorDetails] = []
+    for birth_date in catalogue.birth_date_paths:
+        crossing = {
+            part for part in ("year", "month", "day") if _date_part_kept(by_path, birth_date, part)
+        }
+        if crossing and "year" not in crossing:
+            message = (
+                f"{birth_date}: the month or day of a date of birth may cross only with its "
+                "year, or a receiver cannot tell an adult from a minor"
+            )
+            errors.append(_error("birth_date_without_year", message, loc, birth_date))
+    return errors
+
+
+def _date_part_kept(by_path: Mapping[str, str], birth_date: str, part: str) -> bool:
+    """Whether the most specific rule covering ``birth_date.part`` lets it cross."""
+    candidate = f"{birth_date}.{part}"
+    while candidate and candidate not in by_path:
+        candidate = candidate.rpartition(".")[0]
+    if not candidate:
+        return False
+    action = by_path[candidate]
+    if candidate.endswith(f".{part}"):
+        return action == "allow"
+    return part in _DATE_PARTS_KEPT.get(action, frozenset())
 
 
 def canonical_rules(catalogue: Catalogue, rules: FieldRules) -> dict[str, FieldAction]:

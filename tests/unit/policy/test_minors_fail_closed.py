@@ -239,3 +239,30 @@ def test_year_beyond_the_schemas_integer_range_is_refused(year: int) -> None:
     with pytest.raises(ValidationRejected) as refused:
         civil(payload, "death")
     assert [v.field for v in refused.value.violations] == ["event_date.year"]
+
+
+@pytest.mark.parametrize(
+    "date_rules",
+    [
+        {"parties[].person.date_of_birth.month": "allow"},
+        {"parties[].person.date_of_birth.day": "allow", "parties[].person.date_of_birth": "deny"},
+        {
+            "parties[].person.date_of_birth": "allow",
+            "parties[].person.date_of_birth.year": "deny",
+        },
+    ],
+)
+def test_agreement_letting_a_birth_month_or_day_cross_without_its_year_is_refused(
+    date_rules: dict[str, Any],
+) -> None:
+    fields = {k: v for k, v in CIVIL_FIELDS.items() if k != "parties[].person.date_of_birth"}
+    rules: dict[str, Any] = {
+        "purposes": ["registry_update"],
+        "kinds": ["birth"],
+        "fields": {**fields, "parties[].person.date_of_birth": {"generalize": "year"}},
+        "minors": {"fields": CIVIL_MINOR_FIELDS},
+    }
+    assert _policy("civil_record", rules)  # the year alone may cross
+    rules["fields"] = {**fields, **date_rules}
+    with pytest.raises(ValueError, match="only with its year"):
+        _policy("civil_record", rules)
