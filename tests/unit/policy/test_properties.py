@@ -156,7 +156,7 @@ def cases(draw: st.DrawFn) -> Case:
         }
     raw = message_value(draw, catalogue.root, catalogue, kind)
     payload = distinct_raw_values(raw, draw(st.integers(0, 2**32 - 1)), iter(range(10_000)))
-    section = {exchange_type: {"AT->BE": rules}}
+    section: dict[str, Any] = {exchange_type: {"AT->BE": rules}}
     try:
         PolicySection.model_validate(section)
     except ValidationError:
