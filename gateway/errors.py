@@ -40,6 +40,8 @@ class PouchError(Exception):
 
     reason: str = "INTERNAL"
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    audited: bool = False
+    """Set once an audit entry records this refusal, so no later stage records it again."""
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)

@@ -169,6 +169,7 @@ class CheckpointWitness:
                     peer_state=peer_state,
                     reason_code=e.reason,
                 )
+                e.audited = True
                 raise
             if last is not None and cosigned.checkpoint.size == last.tree_size:
                 return cosigned.cosignature_line  # the same checkpoint offered again

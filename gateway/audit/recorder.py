@@ -151,3 +151,4 @@ class AuditRecorder:
                 )
             ],
         )
+        error.audited = True

@@ -51,7 +51,8 @@ def require_batch(field: str, count: int) -> None:
     """:class:`ValidationRejected` naming ``field`` unless it holds 1 to MAX_ITEMS items."""
     if not 1 <= count <= MAX_ITEMS:
         raise ValidationRejected(
-            [FieldViolation(field, f"must hold at least 1 and at most {MAX_ITEMS} items")]
+            [FieldViolation(field, f"must hold at least 1 and at most {MAX_ITEMS} items")],
+            reason="BATCH_SIZE",
         )
 
 

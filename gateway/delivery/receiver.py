@@ -90,9 +90,12 @@ class InboundReceiver:
         self._clock = clock
 
     async def receive(
-        self, peer_state: str, envelope: envelope_pb2.Envelope
+        self, peer_state: str, envelope: envelope_pb2.Envelope, *, certificate: str | None = None
     ) -> envelope_pb2.Receipt:
         """The signed receipt once the message is stored (or known), or a refusal, audited.
+
+        ``certificate`` (the partner's TLS certificate fingerprint) names the sender in the
+        audit entry of a refusal: a replay or a forged signature is evidence against it.
 
         Civil-record updates, the bulk of the traffic, are checked on the event loop and
         only their write leaves it; notices and case messages run on a worker thread.
@@ -105,6 +108,7 @@ class InboundReceiver:
                 e,
                 exchange_type=exchange_name(envelope.exchange_type),
                 peer_state=peer_state,
+                principal=f"gateway-certificate:{certificate}" if certificate else None,
                 message_id=envelope.message_id,
                 agreement_id=envelope.agreement.id,
             )

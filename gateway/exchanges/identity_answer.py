@@ -138,8 +138,14 @@ class IdentityResponder:
         self._audit = audit
 
     async def answer(
-        self, peer_state: str, envelope: envelope_pb2.Envelope, *, time_left_s: float | None
+        self,
+        peer_state: str,
+        envelope: envelope_pb2.Envelope,
+        *,
+        time_left_s: float | None,
+        certificate: str | None = None,
     ) -> envelope_pb2.Envelope:
+        """The signed answer, or a refusal audited under the partner's ``certificate``."""
         # The stages are computation and run on the event loop; only the writes leave it,
         # to the group committer.
         try:
@@ -150,7 +156,8 @@ class IdentityResponder:
             await self._group.write(answered)
             return answer
         except PouchError as e:
-            await self._group.write(functools.partial(self._refused, e, peer_state, envelope))
+            refused = functools.partial(self._refused, e, peer_state, envelope, certificate)
+            await self._group.write(refused)
             raise
 
     def _refused(
@@ -158,12 +165,14 @@ class IdentityResponder:
         error: PouchError,
         peer_state: str,
         envelope: envelope_pb2.Envelope,
+        certificate: str | None,
         conn: Connection,
     ) -> None:
         self._audit.refused(
             error,
             exchange_type=EXCHANGE,
             peer_state=peer_state,
+            principal=f"gateway-certificate:{certificate}" if certificate else None,
             message_id=envelope.message_id,
             agreement_id=envelope.agreement.id,
             conn=conn,

@@ -220,7 +220,12 @@ class Gateway:
             leeway_s=tokens.leeway_seconds,
             clock=lambda: self.clock().timestamp(),
         )
-        guard = ListenerGuard("local", LocalAuthenticator(identifier, verifier), self.metrics)
+        guard = ListenerGuard(
+            "local",
+            LocalAuthenticator(identifier, verifier),
+            self.metrics,
+            max_message_bytes=self.settings.gateway.max_message_bytes,
+        )
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
             GatewayInfoService(self.describe), server
@@ -286,7 +291,13 @@ class Gateway:
         }
         identifier = CertificateIdentifier(anchors, clock=self.clock)
         evidence = PeerRefusalEvidence(self.exchanges.audit) if self.exchanges is not None else None
-        guard = ListenerGuard("peer", PeerAuthenticator(identifier), self.metrics, evidence)
+        guard = ListenerGuard(
+            "peer",
+            PeerAuthenticator(identifier),
+            self.metrics,
+            evidence,
+            max_message_bytes=self.settings.gateway.max_message_bytes,
+        )
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         exchanges = (
             PeerExchanges(
@@ -311,8 +322,11 @@ class Gateway:
 
     def _channel_options(self) -> list[tuple[str, Any]]:
         limit = self.settings.gateway.max_message_bytes
+        # grpc refuses past twice the limit on its own (RESOURCE_EXHAUSTED, before any
+        # handler); between the two, the guard refuses MESSAGE_TOO_LARGE, counted and
+        # audited.
         return [
-            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_receive_message_length", 2 * limit),
             ("grpc.max_send_message_length", limit),
         ]
 

@@ -25,7 +25,10 @@ from google.protobuf.message import Message
 
 from gateway.errors import (
     AuthenticationRejected,
+    FieldViolation,
     PouchError,
+    Rejected,
+    ValidationRejected,
     internal_error,
     to_status,
     unexpected_summary,
@@ -36,7 +39,7 @@ from gateway.server.request_input import check_values, decode_request
 log = logging.getLogger(__name__)
 
 Authenticate = Callable[[grpc.aio.ServicerContext[Any, Any], str], None]
-Evidence = Callable[[AuthenticationRejected, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
+Evidence = Callable[[Rejected, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]
 
 
 def split_method(full_method: str) -> tuple[str, str]:
@@ -70,8 +73,12 @@ class _Call:
                 self.guard.metrics.handshake_failures.labels(
                     self.guard.listener, error.reason
                 ).inc()
-                if self.guard.evidence is not None:
-                    await self._keep_evidence(context, error)
+            if (
+                self.guard.evidence is not None
+                and isinstance(error, Rejected)
+                and not error.audited
+            ):
+                await self._keep_evidence(context, error)
         else:
             log.error("unexpected error in %s: %s", self.full_method, unexpected_summary(error))
             status = internal_error()
@@ -79,7 +86,7 @@ class _Call:
         await context.abort(status.code, status.details, status.trailing_metadata)
 
     async def _keep_evidence(
-        self, context: grpc.aio.ServicerContext[Any, Any], error: AuthenticationRejected
+        self, context: grpc.aio.ServicerContext[Any, Any], error: Rejected
     ) -> None:
         assert self.guard.evidence is not None
         try:
@@ -107,11 +114,16 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         authenticate: Authenticate,
         metrics: GatewayMetrics,
         evidence: Evidence | None = None,
+        *,
+        max_message_bytes: int | None = None,
     ) -> None:
-        """``evidence`` keeps a record of each caller refused at authentication (the peer
-        listener audits them: a partner certificate speaking for another state is an
-        attack, not noise)."""
+        """``evidence`` keeps a record of each refusal no stage has audited yet (the peer
+        listener audits them: a partner certificate speaking for another state, a
+        malformed or oversized request from a partner, is an attack, not noise).
+        ``max_message_bytes`` bounds each request message; grpc itself is given a higher
+        bound, so that a message between the two is refused here, counted and audited."""
         self.evidence = evidence
+        self.max_message_bytes = max_message_bytes
         self.listener = listener
         self.authenticate = authenticate
         self.metrics = metrics
@@ -136,7 +148,9 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _wrap(self, handler: Any, method: str) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
         # The request deserializer is kept from grpc: the behaviours below parse the
         # bytes themselves, once the caller is authenticated.
-        parse = handler.request_deserializer or (lambda data: data)
+        parse = _bounded(
+            handler.request_deserializer or (lambda data: data), self.max_message_bytes
+        )
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
                 self._streaming(handler.stream_stream, method, _stream_parser(parse)),
@@ -238,5 +252,21 @@ def _stream_parser(deserialize: Callable[[bytes], Any]) -> _Parse:
                 yield decode_request(deserialize, data)
 
         return parsed()
+
+    return parse
+
+
+def _bounded(deserialize: Callable[[bytes], Any], max_bytes: int | None) -> Callable[[bytes], Any]:
+    """``deserialize``, refusing first a message longer than ``max_bytes``."""
+    if max_bytes is None:
+        return deserialize
+
+    def parse(data: bytes) -> Any:
+        if isinstance(data, bytes) and len(data) > max_bytes:
+            raise ValidationRejected(
+                [FieldViolation("request", f"must be at most {max_bytes} bytes")],
+                reason="MESSAGE_TOO_LARGE",
+            )
+        return deserialize(data)
 
     return parse

@@ -20,7 +20,7 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.batches import answer_each, refused, require_batch
 from gateway.delivery.handover import OutcomeRecorder
 from gateway.delivery.receiver import InboundReceiver
-from gateway.errors import AuthenticationRejected, FieldViolation, ValidationRejected
+from gateway.errors import AuthenticationRejected, FieldViolation, Rejected, ValidationRejected
 from gateway.exchanges.identity_answer import IdentityResponder
 from gateway.pki.keys import certificate_fingerprint, load_certificates_pem
 from gateway.server.caller import authenticated_peer, set_peer
@@ -43,20 +43,21 @@ class PeerAuthenticator:
 
 
 class PeerRefusalEvidence:
-    """An audit entry for each partner refused at authentication, naming its certificate.
+    """An audit entry for each refusal on the peer listener that no stage recorded.
 
-    TLS has already admitted the certificate (it chains to a pinned partner CA), so a
-    refusal here is a partner's certificate used for what it may not do: speaking for
-    another state, revoked, expired. The entry records the reason and the certificate's
-    SHA-256 fingerprint as the acting principal; nothing the certificate claims.
+    Stages record their own refusals with the message they concern (the receiver a
+    replayed or forged envelope, the witness an inconsistent checkpoint). What reaches
+    this is refused before or around them: a certificate TLS admitted (it chains to a
+    pinned partner CA) used for what it may not do, such as speaking for another state,
+    or a request that is malformed, oversized or an oversized batch. The entry records
+    the reason and the certificate's SHA-256 fingerprint as the acting principal, and
+    the partner's state once it is known; nothing the request or certificate claims.
     """
 
     def __init__(self, audit: AuditRecorder) -> None:
         self._audit = audit
 
-    async def __call__(
-        self, error: AuthenticationRejected, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
+    async def __call__(self, error: Rejected, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         values = list(context.auth_context().get("x509_pem_cert", ()))
         certificates = load_certificates_pem(values[0]) if values else []
         principal = (
@@ -64,8 +65,13 @@ class PeerRefusalEvidence:
             if certificates
             else None
         )
+        peer = None if isinstance(error, AuthenticationRejected) else authenticated_peer()
         await asyncio.to_thread(
-            self._audit.refused, error, exchange_type="peer_authentication", principal=principal
+            self._audit.refused,
+            error,
+            exchange_type="peer_authentication" if peer is None else "peer_request",
+            peer_state=peer.state if peer else None,
+            principal=principal,
         )
 
 
@@ -113,7 +119,9 @@ class PeerExchanges:
         self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.DeliverResponse:
         peer = authenticated_peer()
-        receipt = await self._receiver.receive(peer.state, request.envelope)
+        receipt = await self._receiver.receive(
+            peer.state, request.envelope, certificate=peer.certificate_fingerprint
+        )
         return peer_pb2.DeliverResponse(receipt=receipt)
 
     async def Query(
@@ -121,7 +129,10 @@ class PeerExchanges:
     ) -> peer_pb2.QueryResponse:
         peer = authenticated_peer()
         answer = await self._identity.answer(
-            peer.state, request.envelope, time_left_s=context.time_remaining()
+            peer.state,
+            request.envelope,
+            time_left_s=context.time_remaining(),
+            certificate=peer.certificate_fingerprint,
         )
         return peer_pb2.QueryResponse(answer=answer)
 
@@ -139,7 +150,11 @@ class PeerExchanges:
         require_batch("envelopes", len(request.envelopes))
         # Each envelope takes the stages it would take alone; their writes share commits.
         answers = await answer_each(
-            "DeliverBatch", [self._receiver.receive(peer.state, e) for e in request.envelopes]
+            "DeliverBatch",
+            [
+                self._receiver.receive(peer.state, e, certificate=peer.certificate_fingerprint)
+                for e in request.envelopes
+            ],
         )
         return peer_pb2.DeliverBatchResponse(
             results=[

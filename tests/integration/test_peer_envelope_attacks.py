@@ -297,8 +297,20 @@ def test_oversized_envelope_is_refused(
     tree["parties"][0]["person"]["name"]["given_names"] = ["x" * (limit + 1)]
     envelope = from_at(be_only, tree)
     error = refused_delivery(as_at, envelope, be)
-    # gRPC's receive limit (gateway.max_message_bytes) stops it before any handler runs,
-    # so there is no ErrorInfo, only the transport's status.
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_reason(error) == "MESSAGE_TOO_LARGE"
+    assert str(limit) in (error.details() or "")
+
+
+def test_envelope_past_twice_the_limit_is_refused_by_the_transport(
+    be_only: RunningGateways, be: Gateway, as_at: PeerCaller
+) -> None:
+    limit = be.settings.gateway.max_message_bytes
+    tree = death_tree(be_only)
+    tree["parties"][0]["person"]["name"]["given_names"] = ["x" * (2 * limit + 1)]
+    envelope = from_at(be_only, tree)
+    error = refused_delivery(as_at, envelope, be)
+    # gRPC's own receive limit stops it before any handler runs: no ErrorInfo, no entry.
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "Received message larger than max" in (error.details() or "")
 
