@@ -92,7 +92,10 @@ def peer_channel(
     return channel_to(be.peer_target, trusted_ca=be.pki.ca_cert.read_bytes(), chain=chain, key=key)
 
 
-def full_token(site: Site) -> tuple[tuple[str, str], ...]:
+def full_token(site: Site | RunningGateways) -> tuple[tuple[str, str], ...]:
+    """BE's operator's bearer token with every scope (``site`` or the running gateways')."""
+    if isinstance(site, RunningGateways):
+        site = be_site(site)
     return bearer(site.token(ALL_SCOPES, now=time.time()))
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import string
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,32 +36,27 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from gateway.connect import bearer
-from gateway.demo.deployment import Site
 from gateway.envelope import EnvelopeSigner
 from gateway.server.app import Gateway
 from gateway.store.tables import case_events, identity_queries, inbox, outbox, representation_cases
 from pouch.v1 import peer_pb2
 from tests.fuzz_budget import examples
-from tests.integration.conftest import channel_to
 from tests.integration.exchange_fixtures import (
     RunningGateways,
     agreement_digest,
     be_alone,
     civil_header,
 )
-from tests.integration.test_hostile_requests import local_methods, peer_methods
+from tests.integration.test_hostile_requests import (
+    full_token,
+    local_channel,
+    local_methods,
+    peer_channel,
+    peer_methods,
+)
 from tests.unit.test_parsers_fuzz import mutated
 
 TIMEOUT = 5.0
-ALL_SCOPES = (
-    "admin",
-    "audit:read",
-    "civil:submit",
-    "identity:query",
-    "representation:request",
-    "representation:act",
-)
 FORBIDDEN_CODES = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 STORED = (outbox, inbox, representation_cases, case_events, identity_queries)
 _INT_RANGES = {
@@ -239,17 +233,24 @@ def _called(gateway: Gateway, call: Any) -> None:
         assert _stored(gateway) == before, "a refused call stored something"
 
 
-def _healthy(site: Site) -> None:
-    with channel_to(
-        site.local_target,
-        trusted_ca=site.pki.ca_cert.read_bytes(),
-        chain=site.pki.client_cert("operator").read_bytes(),
-        key=site.pki.client_key("operator").read_bytes(),
-    ) as channel:
-        answer = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(), timeout=TIMEOUT
-        )
+def _healthy(channel: grpc.Channel) -> None:
+    answer = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(), timeout=TIMEOUT
+    )
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.fixture(scope="module")
+def local(be_only: RunningGateways) -> Iterator[grpc.Channel]:
+    """One channel for every call of the module: a handshake per input would dominate."""
+    with local_channel(be_only.sites["BE"]) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="module")
+def peer(be_only: RunningGateways) -> Iterator[grpc.Channel]:
+    with peer_channel(be_only) as channel:
+        yield channel
 
 
 FUZZ = dict(
@@ -257,7 +258,7 @@ FUZZ = dict(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 LOCAL = local_methods()
-PEER = [m for m in peer_methods()]
+PEER = peer_methods()
 
 
 @st.composite
@@ -273,41 +274,35 @@ def peer_call(draw: st.DrawFn) -> tuple[MethodDescriptor, list[bytes]]:
     return method, [draw(_encoded(method.input_type))]
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(250), **FUZZ)  # type: ignore[arg-type]
 @given(call=local_call())
 def test_hostile_messages_on_every_local_method_are_refused_by_name(
-    be_only: RunningGateways, tracebacks: _Tracebacks, call: tuple[MethodDescriptor, list[bytes]]
+    be_only: RunningGateways,
+    local: grpc.Channel,
+    tracebacks: _Tracebacks,
+    call: tuple[MethodDescriptor, list[bytes]],
 ) -> None:
-    site, gateway = be_only.sites["BE"], be_only.gateway("BE")
     method, items = call
-    metadata = bearer(site.token(ALL_SCOPES, now=time.time()))
-    with channel_to(
-        site.local_target,
-        trusted_ca=site.pki.ca_cert.read_bytes(),
-        chain=site.pki.client_cert("operator").read_bytes(),
-        key=site.pki.client_key("operator").read_bytes(),
-    ) as channel:
-        _called(gateway, lambda: _call(channel, method, items, metadata))
+    _called(be_only.gateway("BE"), lambda: _call(local, method, items, full_token(be_only)))
     assert tracebacks.found == []
-    _healthy(site)
+    _healthy(local)
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(250), **FUZZ)  # type: ignore[arg-type]
 @given(call=peer_call())
 def test_hostile_messages_on_every_peer_method_are_refused_by_name(
-    be_only: RunningGateways, tracebacks: _Tracebacks, call: tuple[MethodDescriptor, list[bytes]]
+    be_only: RunningGateways,
+    local: grpc.Channel,
+    peer: grpc.Channel,
+    tracebacks: _Tracebacks,
+    call: tuple[MethodDescriptor, list[bytes]],
 ) -> None:
-    at, be, gateway = be_only.sites["AT"], be_only.sites["BE"], be_only.gateway("BE")
     method, items = call
-    with channel_to(
-        be.peer_target,
-        trusted_ca=be.pki.ca_cert.read_bytes(),
-        chain=at.pki.gateway_cert.read_bytes(),
-        key=at.pki.gateway_key.read_bytes(),
-    ) as channel:
-        _called(gateway, lambda: _call(channel, method, items, ()))
+    _called(be_only.gateway("BE"), lambda: _call(peer, method, items, ()))
     assert tracebacks.found == []
-    _healthy(be)
+    _healthy(local)
 
 
 # -- payloads a partner genuinely signed ------------------------------------------------------
@@ -347,12 +342,13 @@ def _raw_payloads() -> st.SearchStrategy[bytes]:
     return st.one_of(as_json, as_json.flatmap(mutated), crafted)
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(150), **FUZZ)  # type: ignore[arg-type]
 @given(payload=_raw_payloads())
 def test_hostile_payload_in_a_genuinely_signed_envelope_is_refused_by_name(
-    be_only: RunningGateways, tracebacks: _Tracebacks, payload: bytes
+    be_only: RunningGateways, peer: grpc.Channel, tracebacks: _Tracebacks, payload: bytes
 ) -> None:
-    at, be, gateway = be_only.sites["AT"], be_only.sites["BE"], be_only.gateway("BE")
+    at, be = be_only.sites["AT"], be_only.sites["BE"]
     header = civil_header(
         sender="AT",
         recipient="BE",
@@ -363,11 +359,5 @@ def test_hostile_payload_in_a_genuinely_signed_envelope_is_refused_by_name(
     envelope = EnvelopeSigner.from_state_directory(at.pki).sign(header, payload)
     method = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].methods_by_name["Deliver"]
     request = peer_pb2.DeliverRequest(envelope=envelope).SerializeToString()
-    with channel_to(
-        be.peer_target,
-        trusted_ca=be.pki.ca_cert.read_bytes(),
-        chain=at.pki.gateway_cert.read_bytes(),
-        key=at.pki.gateway_key.read_bytes(),
-    ) as channel:
-        _called(gateway, lambda: _call(channel, method, [request], ()))
+    _called(be_only.gateway("BE"), lambda: _call(peer, method, [request], ()))
     assert tracebacks.found == []

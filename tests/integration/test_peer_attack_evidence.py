@@ -12,13 +12,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC
 
 import grpc
 import pytest
 
 from gateway.audit.log import AuditRecord
-from gateway.envelope import ENVELOPE_TYP, signing_input
 from gateway.exchanges.payload import encode_payload
 from gateway.pki.keys import certificate_fingerprint, load_certificate
 from gateway.server.app import Gateway
@@ -28,14 +26,12 @@ from tests.integration.exchange_fixtures import (
     PeerCaller,
     RunningGateways,
     be_alone,
-    civil_header,
 )
 from tests.integration.test_hostile_requests import peer_channel
 from tests.integration.test_peer_envelope_attacks import (
-    CIVIL,
     death_tree,
     from_at,
-    signer_of,
+    resigned_by_ch,
 )
 
 TIMEOUT = 10.0
@@ -107,17 +103,7 @@ def test_envelope_signed_with_another_states_key_is_audited_with_the_certificate
     be_only: RunningGateways, be: Gateway, as_at: PeerCaller
 ) -> None:
     envelope = from_at(be_only)
-    header = civil_header(
-        sender="AT",
-        recipient="BE",
-        agreement_id=CIVIL,
-        agreement_digest=envelope.agreement.digest,
-        message_id=envelope.message_id,
-        created_at=envelope.created_at.ToDatetime(tzinfo=UTC),
-    )
-    envelope.signature = signer_of(be_only.sites["CH"]).sign_detached(
-        ENVELOPE_TYP, signing_input(header, envelope.payload)
-    )
+    resigned_by_ch(be_only, envelope)
     before = tally(be, "ENVELOPE_SIGNATURE")
     assert error_reason(refused(as_at, envelope)) == "ENVELOPE_SIGNATURE"
     assert_evidence(be_only, be, "ENVELOPE_SIGNATURE", before)

@@ -132,10 +132,8 @@ def test_tampered_payload_is_refused(
     assert error_reason(error) == "ENVELOPE_SIGNATURE"
 
 
-def test_envelope_signed_by_another_states_key_is_refused(
-    be_only: RunningGateways, be: Gateway, as_at: PeerCaller
-) -> None:
-    envelope = from_at(be_only)
+def resigned_by_ch(be_only: RunningGateways, envelope: envelope_pb2.Envelope) -> None:
+    """CH's key over exactly AT's signing input: a valid signature by the wrong state."""
     header = civil_header(
         sender="AT",
         recipient="BE",
@@ -144,10 +142,16 @@ def test_envelope_signed_by_another_states_key_is_refused(
         message_id=envelope.message_id,
         created_at=envelope.created_at.ToDatetime(tzinfo=UTC),
     )
-    # CH's key over exactly AT's signing input: a valid signature by the wrong state.
     envelope.signature = signer_of(be_only.sites["CH"]).sign_detached(
         ENVELOPE_TYP, signing_input(header, envelope.payload)
     )
+
+
+def test_envelope_signed_by_another_states_key_is_refused(
+    be_only: RunningGateways, be: Gateway, as_at: PeerCaller
+) -> None:
+    envelope = from_at(be_only)
+    resigned_by_ch(be_only, envelope)
     error = refused_delivery(as_at, envelope, be)
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
     assert error_reason(error) == "ENVELOPE_SIGNATURE"

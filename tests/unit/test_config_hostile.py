@@ -224,6 +224,7 @@ def _load(content: bytes) -> None:
             assert "instance of" not in message and "tuple" not in message, message
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(300))
 @given(
     flips=st.lists(
@@ -239,6 +240,7 @@ def test_config_with_flipped_bytes_only_ever_raises_config_error(
     _load(bytes(data))
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(300))
 @given(
     inserts=st.lists(st.tuples(_WHERE, _FRAGMENT), min_size=1, max_size=3),
@@ -293,6 +295,7 @@ _KEYS = [
 ]
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(300))
 @given(key=st.sampled_from(_KEYS), value=_STRUCTURE)
 def test_config_with_random_structure_in_a_key_only_ever_raises_config_error(

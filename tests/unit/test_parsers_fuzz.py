@@ -103,6 +103,7 @@ def _request_types() -> list[Any]:
 REQUEST_TYPES = _request_types()
 
 
+@pytest.mark.fuzz
 @fuzz(1500)
 @given(st.sampled_from(REQUEST_TYPES), st.binary(max_size=512))
 def test_request_bytes_of_every_method_parse_or_are_refused_by_name(
@@ -115,6 +116,7 @@ def test_request_bytes_of_every_method_parse_or_are_refused_by_name(
         assert all(v.field and v.rule for v in e.violations)
 
 
+@pytest.mark.fuzz
 @fuzz(800)
 @given(st.data())
 def test_nested_request_bytes_parse_or_are_refused_by_name(data: st.DataObject) -> None:
@@ -140,6 +142,7 @@ def _varint(n: int) -> bytes:
 # -- page tokens -------------------------------------------------------------------------
 
 
+@pytest.mark.fuzz
 @fuzz(2000)
 @given(
     st.one_of(
@@ -159,6 +162,7 @@ def test_page_token_reads_as_its_cursor_or_is_refused_by_name(token: str) -> Non
         assert [v.field for v in e.violations] == ["page_token"]
 
 
+@pytest.mark.fuzz
 @fuzz(300)
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1))
 def test_issued_page_token_reads_back_its_cursor(cursor: str) -> None:
@@ -174,6 +178,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(Path(tmp_path_factory.mktemp("fuzz-pki")))
 
 
+@pytest.mark.fuzz
 @fuzz(600)
 @given(data=st.data())
 def test_mutated_envelope_verifies_only_unchanged_or_is_refused(
@@ -194,6 +199,7 @@ def test_mutated_envelope_verifies_only_unchanged_or_is_refused(
     assert (verified.header, verified.payload) == (original.header, original.payload)
 
 
+@pytest.mark.fuzz
 @fuzz(600)
 @given(data=st.data())
 def test_mutated_receipt_verifies_only_unchanged_or_is_refused(
@@ -237,6 +243,7 @@ _LOG = CheckpointSigner(ORIGIN, "pouch-fr-audit", ed25519.Ed25519PrivateKey.gene
 _NOTE = _LOG.sign(Checkpoint(ORIGIN, 41, bytes(range(32))))
 
 
+@pytest.mark.fuzz
 @fuzz(1500)
 @given(st.one_of(mutated(_NOTE.encode()), st.binary(max_size=400)))
 def test_mutated_signed_checkpoint_opens_only_unchanged_or_is_refused(data: bytes) -> None:
@@ -253,6 +260,7 @@ _SPECIMENS = load_icao9303_specimens()
 _MRZ_TODAY = date(2026, 1, 1)
 
 
+@pytest.mark.fuzz
 @fuzz(2000)
 @given(
     st.one_of(

@@ -242,6 +242,7 @@ def _parse(text: str) -> None:
 _EXAMPLE_BYTES = EXAMPLE.encode("utf-8")
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(300))
 @given(
     flips=st.lists(
@@ -283,6 +284,7 @@ _WHERE = st.one_of(
 )
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(300))
 @given(inserts=st.lists(st.tuples(_WHERE, _FRAGMENT), min_size=1, max_size=3))
 def test_agreement_with_inserted_hostile_text_only_ever_raises_agreement_file_error(
@@ -333,6 +335,7 @@ def _replaced(document: Any, path: tuple[str | int, ...], value: Any) -> Any:
     return [_replaced(v, tuple(rest), value) if i == head else v for i, v in enumerate(document)]
 
 
+@pytest.mark.fuzz
 @settings(max_examples=examples(300))
 @given(path=st.sampled_from(_PATHS), value=_STRUCTURE)
 def test_agreement_with_random_structure_in_a_key_only_ever_raises_agreement_file_error(

@@ -155,6 +155,7 @@ def _trees(depth: int) -> st.SearchStrategy[Any]:
 _VALID_TREES = st.dictionaries(_KEYS, _trees(4), max_size=4)
 
 
+@pytest.mark.fuzz
 @BUDGET
 @given(_VALID_TREES)
 def test_a_valid_tree_round_trips(tree: dict[str, Any]) -> None:
@@ -176,6 +177,7 @@ def _mutated(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
+@pytest.mark.fuzz
 @BUDGET
 @given(_mutated())
 def test_mutated_bytes_give_a_tree_or_a_validation_refusal_only(data: bytes) -> None:
