@@ -13,6 +13,7 @@ Example::
 
     [pki]
     dir = "certs/AT"
+    crl_grace_seconds = 86400          # a CRL past nextUpdate is honoured this long, then refused
 
     [local_api]
     listen = "127.0.0.1:7443"
@@ -118,6 +119,10 @@ class GatewaySection(_Section):
 
 class PkiSection(_Section):
     dir: Path
+    # How long a CRL (own or a partner's) stays in force past its nextUpdate; after
+    # that every certificate of its CA is refused with CRL_STALE until a fresh CRL is
+    # loaded (gateway.pki.crl). 0 refuses as soon as nextUpdate passes.
+    crl_grace_seconds: float = Field(default=86400.0, ge=0, le=30 * 86400)
 
 
 class ListenerSection(_Section):

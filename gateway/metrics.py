@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gateway.errors import unexpected_summary
+from gateway.pki.crl import CrlWatcher
 from gateway.store.backlog import OUTBOX_STAGES, InboxStage, StageBacklog
 from gateway.store.faults import REASONS as STORAGE_FAULT_REASONS
 from gateway.store.faults import FaultCounts
@@ -245,6 +246,39 @@ class StorageFaultCollector:
             refused.add_metric([reason], counts.refused.get(reason, 0))
             under_way.add_metric([reason], int(counts.current == reason))
         yield from (started, refused, under_way)
+
+
+class CrlCollector:
+    """Each CRL's ``nextUpdate`` as a Unix timestamp, by role (own, partner) and state.
+
+    An alert compares it with ``time()``: the gateway refuses that CA's certificates
+    from ``nextUpdate`` plus ``[pki] crl_grace_seconds``. Read at each scrape from the
+    watchers, which pick up a new file first; a CRL with no owner is not shown.
+    """
+
+    def __init__(self, watchers: Callable[[], Iterable[CrlWatcher]]) -> None:
+        self._watchers = watchers
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def collect(self) -> Iterator[Metric]:
+        family = self._family()
+        for watcher in self._watchers():
+            if watcher.owner is not None:
+                next_update = watcher.current().next_update
+                family.add_metric(
+                    [watcher.owner.role, watcher.owner.state], next_update.timestamp()
+                )
+        yield family
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "pouch_crl_next_update_timestamp_seconds",
+            "When each CRL in force is due to be replaced (nextUpdate), in Unix seconds.",
+            labels=["role", "state"],
+        )
 
 
 class MetricsEndpoint:

@@ -11,15 +11,31 @@ Guarantees:
   changes, and never lets a bad file weaken revocation: a file that fails
   verification, or one older (lower CRL number) than the list in force, is
   ignored and the last good list stays in force. Only the first load may fail.
+* A CRL is honoured only while fresh: once its ``nextUpdate`` has passed, it is in
+  force for ``grace`` more (the issuer may be late publishing), and after that
+  :meth:`CrlWatcher.in_force` raises :class:`CrlStale` until a fresh CRL is loaded
+  from the same file; no restart is needed. Revocation data nobody vouches for any
+  more cannot tell a revoked certificate from a good one, so it admits nobody. A
+  CRL without ``nextUpdate`` (which RFC 5280 requires) is refused at load.
+* Each change of freshness is logged once, at WARNING, whoever notices it first (a
+  call or the gateway's periodic check): the start of the grace, the start of the
+  refusals, and the fresh CRL that ends them. Never once per call.
+
+``CRL_STALE`` is UNAVAILABLE, not UNAUTHENTICATED: the caller's certificate may well
+be good, and nothing the caller can change will help; the same call succeeds once an
+operator (or the partner) publishes a fresh CRL. That is :class:`Unavailable`'s
+meaning, and it makes callers retry with backoff (a partner's dispatcher keeps the
+messages) instead of treating the refusal as final.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -27,6 +43,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from gateway.errors import Unavailable
 from gateway.pki.authority import StateAuthority
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import as_utc, write_public_file
@@ -34,6 +51,21 @@ from gateway.pki.keys import as_utc, write_public_file
 _log = logging.getLogger(__name__)
 
 NEXT_UPDATE_DAYS = 7
+DEFAULT_GRACE = timedelta(hours=24)
+
+
+class Freshness(enum.Enum):
+    """Where a CRL stands against its ``nextUpdate`` and the grace after it."""
+
+    FRESH = "fresh"
+    IN_GRACE = "in_grace"
+    STALE = "stale"
+
+
+class CrlStale(Unavailable):
+    """A CRL past its ``nextUpdate`` and the grace after it: nobody is admitted."""
+
+    reason = "CRL_STALE"
 
 
 def build_crl(
@@ -95,7 +127,7 @@ class RevocationList:
     serials: frozenset[int]
     crl_number: int
     last_update: datetime
-    next_update: datetime | None
+    next_update: datetime
 
     @classmethod
     def verify(
@@ -118,6 +150,8 @@ class RevocationList:
             raise ValueError(
                 f"CRL signature does not verify with the CA {issuer.subject.rfc4514_string()!r}"
             )
+        if crl.next_update_utc is None:
+            raise ValueError("CRL has no nextUpdate, so nothing says how long it holds")
         return cls(
             issuer=issuer.subject,
             serials=frozenset(entry.serial_number for entry in crl),
@@ -146,7 +180,15 @@ class RevocationList:
 
     def is_stale(self, now: datetime) -> bool:
         """True once ``nextUpdate`` has passed: the issuer should have published a newer CRL."""
-        return self.next_update is not None and as_utc(now) >= self.next_update
+        return as_utc(now) >= self.next_update
+
+    def freshness(self, now: datetime, grace: timedelta) -> Freshness:
+        now = as_utc(now)
+        if now < self.next_update:
+            return Freshness.FRESH
+        if now < self.next_update + grace:
+            return Freshness.IN_GRACE
+        return Freshness.STALE
 
 
 def _load_verified_crl(
@@ -207,24 +249,61 @@ def _file_version(path: Path) -> _FileVersion | None:
     return (st.st_ino, st.st_dev, st.st_mtime_ns, st.st_size)
 
 
+@dataclass(frozen=True)
+class CrlOwner:
+    """Whose CRL a watcher holds, as logs and metrics name it: ``own`` or ``partner``,
+    and the state code."""
+
+    role: str
+    state: str
+
+    def __str__(self) -> str:
+        return f"{self.role} CRL of {self.state}"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class CrlWatcher:
     """The current revocation list of one CA, re-read whenever its file changes.
 
     The first load happens in the constructor and raises if the file is missing or
     does not verify: a gateway must not start without revocation data. Thread-safe.
+    :meth:`in_force` is what identity checks use: the list, or :class:`CrlStale`.
     """
 
-    def __init__(self, path: Path, issuer: x509.Certificate) -> None:
+    def __init__(
+        self,
+        path: Path,
+        issuer: x509.Certificate,
+        owner: CrlOwner | None = None,
+        *,
+        grace: timedelta = DEFAULT_GRACE,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        if grace < timedelta(0):
+            raise ValueError("the CRL grace must not be negative")
         self._path = Path(path)
         self._issuer = issuer
+        self._owner = owner
+        self._grace = grace
+        self._clock = clock
         self._lock = threading.Lock()
         version = _file_version(self._path)
         self._current = RevocationList.load(self._path, issuer)
         self._seen = version
+        # Assumed fresh until assessed, so that starting on a stale CRL is reported.
+        self._freshness = Freshness.FRESH
+        self._freshness_lock = threading.Lock()
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def owner(self) -> CrlOwner | None:
+        return self._owner
 
     def current(self) -> RevocationList:
         version = _file_version(self._path)
@@ -234,6 +313,64 @@ class CrlWatcher:
             if version != self._seen:
                 self._reload(version)
             return self._current
+
+    def in_force(self) -> RevocationList:
+        """The list to check certificates against; :class:`CrlStale` once it is past
+        its ``nextUpdate`` and the grace, until a fresh CRL is put in the file."""
+        revocations = self.current()
+        if self._assess(revocations) is Freshness.STALE:
+            raise CrlStale(
+                f"the {self._name} held by this gateway is past its nextUpdate; calls are "
+                "refused until a fresh CRL is loaded"
+            )
+        return revocations
+
+    def freshness(self) -> Freshness:
+        """Where the list in force stands now; reports a change as a call would."""
+        return self._assess(self.current())
+
+    @property
+    def _name(self) -> str:
+        return str(self._owner) if self._owner is not None else f"CRL at {self._path}"
+
+    def _assess(self, revocations: RevocationList) -> Freshness:
+        freshness = revocations.freshness(self._clock(), self._grace)
+        if freshness is not self._freshness:
+            with self._freshness_lock:
+                if freshness is not self._freshness:
+                    self._report(freshness, revocations)
+                    self._freshness = freshness
+        return freshness
+
+    def _report(self, freshness: Freshness, revocations: RevocationList) -> None:
+        due = revocations.next_update.isoformat()
+        grace_ends = (revocations.next_update + self._grace).isoformat()
+        if freshness is Freshness.IN_GRACE:
+            _log.warning(
+                "the %s passed its nextUpdate at %s: it stays in force until %s, then "
+                "callers are refused with CRL_STALE until a fresh CRL is loaded from %s",
+                self._name,
+                due,
+                grace_ends,
+                self._path,
+            )
+        elif freshness is Freshness.STALE:
+            _log.warning(
+                "the %s passed its nextUpdate at %s and its grace ended at %s: callers "
+                "are refused with CRL_STALE until a fresh CRL is loaded from %s",
+                self._name,
+                due,
+                grace_ends,
+                self._path,
+            )
+        else:
+            _log.warning(
+                "a fresh %s is in force (CRL number %d, nextUpdate %s): the %s is over",
+                self._name,
+                revocations.crl_number,
+                due,
+                "refusal" if self._freshness is Freshness.STALE else "grace",
+            )
 
     def _reload(self, version: _FileVersion) -> None:
         # Remember the version even on failure, so a bad file is reported once.

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -34,13 +34,14 @@ from grpc_reflection.v1alpha import reflection
 from gateway.config import Settings
 from gateway.metrics import (
     BacklogCollector,
+    CrlCollector,
     GatewayMetrics,
     GroupCommitCollector,
     MetricsEndpoint,
     StorageFaultCollector,
 )
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
-from gateway.pki.crl import CrlWatcher
+from gateway.pki.crl import CrlOwner, CrlWatcher
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import (
     certificate_der,
@@ -109,8 +110,9 @@ class Partner:
     crl: CrlWatcher | None
 
 
-def _load_partners(settings: Settings) -> dict[str, Partner]:
+def _load_partners(settings: Settings, clock: Callable[[], datetime]) -> dict[str, Partner]:
     partners: dict[str, Partner] = {}
+    grace = timedelta(seconds=settings.pki.crl_grace_seconds)
     for entry in settings.partners:
         try:
             bundle = load_trust_bundle(entry.bundle)
@@ -125,7 +127,12 @@ def _load_partners(settings: Settings) -> dict[str, Partner]:
                 f"partner {entry.state}: bundle digest {bundle.digest} differs from the "
                 f"pinned {entry.bundle_digest}"
             )
-        crl = CrlWatcher(entry.crl, bundle.ca_certificate) if entry.crl else None
+        owner = CrlOwner("partner", entry.state)
+        crl = (
+            CrlWatcher(entry.crl, bundle.ca_certificate, owner, grace=grace, clock=clock)
+            if entry.crl
+            else None
+        )
         partners[entry.state] = Partner(
             state=entry.state,
             bundle=bundle,
@@ -161,9 +168,16 @@ class Gateway:
             raise StartupError(
                 f"pki.dir holds the PKI of {self.pki.state}, but gateway.state is {self.state}"
             )
-        self.partners = _load_partners(settings)
-        self.own_crl = CrlWatcher(self.pki.crl, self.ca_certificate)
+        self.partners = _load_partners(settings, clock)
+        self.own_crl = CrlWatcher(
+            self.pki.crl,
+            self.ca_certificate,
+            CrlOwner("own", self.state),
+            grace=timedelta(seconds=settings.pki.crl_grace_seconds),
+            clock=clock,
+        )
         self.metrics = GatewayMetrics()
+        self.metrics.registry.register(CrlCollector(self.crl_watchers))
         self.engine = create_engine(settings.gateway.database_url)
         self.exchanges: Exchanges | None = None
         if settings.agreements is not None:
@@ -356,7 +370,14 @@ class Gateway:
         }
         return {role: certificate_der(load_certificate(path)) for role, path in roles.items()}
 
+    def crl_watchers(self) -> list[CrlWatcher]:
+        partners = [p.crl for p in self.partners.values() if p.crl is not None]
+        return [self.own_crl, *partners]
+
     def refresh_expiry_metrics(self) -> None:
+        # Staleness is logged when it starts even if no call comes to notice it.
+        for crl in self.crl_watchers():
+            crl.freshness()
         now = self.clock()
         gauge = self.metrics.certificate_expiry
         gauge.labels("gateway_tls", self.state).set(seconds_to_expiry(self.tls_certificate, now))

@@ -9,6 +9,11 @@ same state's gateway, that it is within its validity period, and that the issuin
 state's current CRL does not list it. Reading the SAN alone would let one partner
 impersonate another.
 
+A CRL past its ``nextUpdate`` and the configured grace proves nothing about any
+certificate, so every certificate of that CA is then refused with ``CRL_STALE``
+(:class:`~gateway.pki.crl.CrlStale`, UNAVAILABLE: the caller is not at fault and the
+same call succeeds once a fresh CRL is on disk, read without a restart).
+
 The same checks, against the gateway's own CA, identify local callers.
 
 What depends on the certificate alone (its issuing anchor, found by verifying the
@@ -145,7 +150,7 @@ class CertificateIdentifier:
         now = self._clock()
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
             raise PeerRejected("certificate is outside its validity period", reason="EXPIRED")
-        if anchor.crl is not None and anchor.crl.current().is_revoked(certificate.serial_number):
+        if anchor.crl is not None and anchor.crl.in_force().is_revoked(certificate.serial_number):
             raise PeerRejected("certificate has been revoked", reason="REVOKED")
 
     def identify_gateway(self, pem: bytes | None) -> AuthenticatedPeer:
