@@ -28,8 +28,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import Settings
 from gateway.metrics import (
@@ -53,6 +52,7 @@ from gateway.pki.tokens import JwksWatcher, TokenVerifier
 from gateway.server.agreement_service import AgreementService
 from gateway.server.audit_service import AuditService
 from gateway.server.civil_service import CivilRecordService
+from gateway.server.conformance import GatewayHealth, enable_reflection
 from gateway.server.exchange_wiring import Exchanges, PartnerView
 from gateway.server.guard import ListenerGuard
 from gateway.server.identity_service import IdentityService
@@ -211,8 +211,8 @@ class Gateway:
         self._local: grpc.aio.Server | None = None
         self._peer: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
-        # grpc_health ships no type stubs for its asyncio servicer.
-        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._health = GatewayHealth()
+        self._local_services: tuple[str, ...] = ()
         self._expiry_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.local_port = 0
@@ -248,7 +248,6 @@ class Gateway:
         services = [
             gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
         ]
         if self.exchanges is not None:
             x = self.exchanges
@@ -289,7 +288,7 @@ class Gateway:
                 identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
                 agreement_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
             ]
-        reflection.enable_server_reflection(services, server)
+        self._local_services = enable_reflection(server, services)
         credentials = grpc.ssl_server_credentials(
             [(self._tls_key_pem, certificate_pem(self.tls_certificate))],
             root_certificates=certificate_pem(self.ca_certificate),
@@ -414,7 +413,7 @@ class Gateway:
         if self.exchanges is not None:
             await asyncio.to_thread(self.exchanges.record_start, self._certificates_in_use())
             self.exchanges.start()
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.serving(self._local_services)
         if self.exchanges is not None:
             self._loop = asyncio.get_running_loop()
             self.exchanges.group_commit.faults.subscribe(self._storage_fault_changed)
