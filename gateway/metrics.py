@@ -45,9 +45,14 @@ class GatewayMetrics:
             ["listener", "service", "method"],
             registry=self.registry,
         )
-        self.handshake_failures = Counter(
-            "pouch_handshake_failures",
-            "Callers refused after the TLS handshake, by listener and reason code.",
+        # gRPC's core ends a failed TLS handshake (no certificate, an untrusted CA, an
+        # expired certificate) before any Python code runs and exposes no count of it;
+        # such failures show only in its trace log (GRPC_TRACE=handshaker). So this
+        # counts what the gateway itself refuses once a handshake has completed.
+        self.authentication_refusals = Counter(
+            "pouch_authentication_refusals",
+            "Callers refused after a completed TLS handshake (certificate checks, token), "
+            "by listener and reason code.",
             ["listener", "reason"],
             registry=self.registry,
         )

@@ -238,7 +238,7 @@ def test_metrics_endpoint_counts_calls_refusals_and_certificate_expiry(
         'pouch_requests_total{code="OK",listener="local",method="GetGatewayInfo",'
         'service="pouch.v1.GatewayService"}' in text
     )
-    assert 'pouch_handshake_failures_total{listener="local",reason="TOKEN_MISSING"}' in text
+    assert 'pouch_authentication_refusals_total{listener="local",reason="TOKEN_MISSING"}' in text
     expiry = [
         line
         for line in text.splitlines()
