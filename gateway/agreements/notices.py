@@ -23,6 +23,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, VerifiedEnvelope, utc_millis
 from gateway.errors import AgreementRejected, FieldViolation, NotFound, ValidationRejected
+from gateway.events import Event, emit
 from gateway.policy.rules import PolicySection
 from gateway.store.inbox import Inbox
 from gateway.store.lifecycle import AgreementLifecycleStore
@@ -113,6 +114,16 @@ class AgreementNotices:
             by_state=by_state,
             reason_code=reason,
             message_id=message_id,
+        )
+        emit(
+            Event.AGREEMENT_TERMINATED if terminated else Event.AGREEMENT_SUSPENDED,
+            message_id=message_id,
+            agreement_id=loaded.id,
+            agreement_version=loaded.version,
+            partner=loaded.agreement.partner_of(self._state),
+            exchange_type="agreement_notice",
+            reason=reason,
+            by="own" if by_state == self._state else "partner",
         )
         return purged + self._purge(loaded.id) if terminated else 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import click
 
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.errors import PouchError
+from gateway.events import FORMATTERS, configure_logging
 from gateway.server.app import Gateway, StartupError
 
 
@@ -44,9 +44,15 @@ async def run_gateway(settings: Settings) -> None:
     help="The gateway's TOML configuration file.",
 )
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING"]))
-def serve(config_path: Path, log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default="text",
+    type=click.Choice(sorted(FORMATTERS)),
+    help="One line per record: text, or one JSON object (events with their fields).",
+)
+def serve(config_path: Path, log_level: str, log_format: str = "text") -> None:
     """Run a gateway: local API, peer API and metrics, until SIGTERM."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(log_format=log_format, level=log_level)
     try:
         settings = load_settings(config_path)
         asyncio.run(run_gateway(settings))

@@ -1,10 +1,18 @@
-"""When to try again: exponential backoff with jitter, capped, never past the deadline."""
+"""When to try again: exponential backoff with jitter, capped, never past the deadline.
+
+Every loop that retries (delivery, hand-over to the registry, acknowledgements, case
+events) takes its :class:`Backoff` from ``[delivery]`` through :func:`delivery_backoff`,
+so one set of settings bounds them all: after ``n`` failures the next try waits at least
+``min(maximum, initial * multiplier ** (n - 1)) * (1 - jitter)``, and no try is made
+after the deadline."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from gateway.config import DeliverySection
 
 
 @dataclass(frozen=True)
@@ -26,3 +34,13 @@ class Backoff:
         """When to retry, or None when the next try would fall after the deadline."""
         when = now + timedelta(seconds=self.delay_s(attempts, rng))
         return None if when > deadline else when
+
+
+def delivery_backoff(settings: DeliverySection) -> Backoff:
+    """The backoff ``[delivery]`` configures, for every loop that retries."""
+    return Backoff(
+        initial_s=settings.backoff_initial_seconds,
+        maximum_s=settings.backoff_max_seconds,
+        multiplier=settings.backoff_multiplier,
+        jitter_fraction=settings.jitter_fraction,
+    )

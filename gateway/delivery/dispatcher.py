@@ -23,6 +23,10 @@ Guarantees:
 - One dispatcher keeps up to ``batches_in_flight`` claimed batches out at once, so that
   its own work on one batch (claiming, signing, settling) overlaps the partner's work on
   another; like replicas, its batches hold disjoint messages.
+- A partner that fails (down, busy, its receipts unusable) is logged when it starts,
+  at most once a minute while it lasts and when it recovers, with counts and message
+  ids (:mod:`gateway.delivery.outages`); each message's own stages are event lines
+  (``sent``, ``retry_scheduled`` at DEBUG, ``dead_lettered``).
 - Several dispatchers (replicas on one PostgreSQL) claim disjoint messages under a
   lease (``FOR UPDATE SKIP LOCKED``); a dispatcher that lost its lease cannot
   complete a message another one now holds.
@@ -48,8 +52,9 @@ from gateway.agreements.gate import AgreementGate
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.config import DeliverySection
-from gateway.delivery.backoff import Backoff
+from gateway.delivery.backoff import delivery_backoff
 from gateway.delivery.batches import chunks, refusal_code
+from gateway.delivery.outages import DependencyWatch
 from gateway.delivery.partners import PartnerChannels
 from gateway.delivery.polling import pause
 from gateway.envelope import (
@@ -60,6 +65,7 @@ from gateway.envelope import (
 )
 from gateway.envelope.header import datetime_of
 from gateway.errors import AgreementRejected, PouchError, unexpected_summary
+from gateway.events import Event, emit
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
 from gateway.store.group_commit import GroupCommit
@@ -162,12 +168,8 @@ class Dispatcher:
         self._metrics = metrics
         self._clock = clock
         self._rng = rng or random.SystemRandom()
-        self._backoff = Backoff(
-            initial_s=settings.backoff_initial_seconds,
-            maximum_s=settings.backoff_max_seconds,
-            multiplier=settings.backoff_multiplier,
-            jitter_fraction=settings.jitter_fraction,
-        )
+        self._backoff = delivery_backoff(settings)
+        self._watches: dict[str, DependencyWatch] = {}
         self.wake = asyncio.Event()
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -225,6 +227,15 @@ class Dispatcher:
                 )
             )
         return bool(batch)
+
+    def watch(self, partner: str) -> DependencyWatch:
+        """How deliveries to ``partner`` fare."""
+        found = self._watches.get(partner)
+        if found is None:
+            found = self._watches[partner] = DependencyWatch(
+                "partner", activity="delivery", partner=partner
+            )
+        return found
 
     def _refusal(self, agreement_id: str, recipient_state: str) -> AgreementRejected | None:
         try:
@@ -329,18 +340,21 @@ class Dispatcher:
     async def _settle(self, outgoing: _Outgoing, answer: Answer) -> None:
         """Record what the partner answered one message: delivered, retried or dead."""
         message = outgoing.message
+        watch = self.watch(message.recipient_state)
         if isinstance(answer, _Refused):
             if answer.code in PERMANENT_REFUSALS:
+                watch.succeeded()  # the partner answered: it refused this message for good
                 await self._dead(message, answer.reason)
             else:
-                await self._retry(message, f"PARTNER_{answer.code.name}")
+                reason = f"PARTNER_{answer.code.name}"
+                watch.failed(reason, [message.message_id])
+                await self._retry(message, reason)
             return
         if isinstance(answer, _BadReceipt):
-            log.warning(
-                "receipt for a message to %s refused: %s", message.recipient_state, answer.reason
-            )
+            watch.failed("RECEIPT_INVALID", [message.message_id])
             await self._retry(message, "RECEIPT_INVALID")
             return
+        watch.succeeded()
         receipt = answer.SerializeToString()
 
         def delivered(conn: Connection) -> bool:
@@ -353,6 +367,7 @@ class Dispatcher:
 
         if await self._group.write(delivered):
             self._metrics.deliveries.labels(message.recipient_state, "delivered").inc()
+            self._event(Event.SENT, message, None)
 
     async def _audit_event(
         self, message: OutboxMessage, kind: EventKind, decision: Decision, reason: str | None
@@ -398,6 +413,7 @@ class Dispatcher:
             await self._dead(message, f"DEADLINE_PASSED_AFTER_{reason}")
             return
         self._metrics.deliveries.labels(message.recipient_state, "retry").inc()
+        self._event(Event.RETRY_SCHEDULED, message, reason)
 
     async def _dead(self, message: OutboxMessage, reason: str) -> None:
         await asyncio.to_thread(
@@ -405,4 +421,18 @@ class Dispatcher:
         )
         self._metrics.deliveries.labels(message.recipient_state, "dead_letter").inc()
         await self._audit_event(message, EventKind.DEAD_LETTERED, Decision.FAILED, reason)
-        log.warning("message to %s dead-lettered: %s", message.recipient_state, reason)
+        self._event(Event.DEAD_LETTERED, message, reason)
+
+    @staticmethod
+    def _event(event: Event, message: OutboxMessage, reason: str | None) -> None:
+        emit(
+            event,
+            message_id=message.message_id,
+            agreement_id=message.agreement_id,
+            agreement_version=message.agreement_version,
+            partner=message.recipient_state,
+            exchange_type=message.exchange_type,
+            kind=message.kind,
+            reason=reason,
+            attempts=message.attempts,
+        )

@@ -5,11 +5,13 @@ crash at any moment only delays them:
 
 - :class:`RegistryHandover` gives each received update to the registry adapter.
   Adapters de-duplicate by message id, so an update handed over again after a crash
-  is applied once. A registry that is down leaves the update for the next round.
-- :class:`Acknowledger` signs the registry's business decision (applied, or
-  rejected with its reason) as a receipt and sends it to the sender, until the
-  sender has taken it; the decisions for one sender travel together in
-  ``AcknowledgeBatch`` calls.
+  is applied once. A registry that is down leaves the update for another try after
+  the ``[delivery]`` backoff, until the deadline, when it is given up as a dead letter
+  (:mod:`gateway.delivery.inbound_retry`); the registry's failure is logged when it
+  starts, at most once a minute while it lasts, and when it ends
+  (:mod:`gateway.delivery.outages`).
+- :class:`~gateway.delivery.acknowledger.Acknowledger` signs the registry's business
+  decision as a receipt and sends it to the sender, bounded the same way.
 
 On the sending gateway, :class:`OutcomeRecorder` checks such a receipt against the
 partner's signing key and the digest of what was delivered, and records it once.
@@ -18,12 +20,9 @@ partner's signing key and the digest of what was delivered, and records it once.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
-import grpc
-import grpc.aio
 from google.protobuf.json_format import ParseError
 from sqlalchemy import Connection
 
@@ -35,19 +34,21 @@ from adapters.base import (
 )
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
-from gateway.delivery.batches import chunks, refusal_code
-from gateway.delivery.partners import PartnerChannels
-from gateway.envelope import ReceiptSigner, envelope_digest, verify_receipt
-from gateway.errors import NotFound, PouchError, StorageUnavailable, unexpected_summary
+from gateway.delivery.acknowledger import Acknowledger
+from gateway.delivery.inbound_retry import Failure, InboundFailures
+from gateway.delivery.outages import DependencyWatch
+from gateway.envelope import verify_receipt
+from gateway.errors import NotFound, PouchError, StorageUnavailable
+from gateway.events import Event, emit
 from gateway.exchanges.payload import decode_payload
 from gateway.pki.bundle import TrustBundle
 from gateway.protojson import parse_dict
 from gateway.store.group_commit import GroupCommit, WriteUnit
-from gateway.store.inbox import Inbox, InboxEntry, OwedAcknowledgement
+from gateway.store.inbox import Inbox, InboxEntry
 from gateway.store.outbox import Outbox
-from pouch.v1 import civil_pb2, envelope_pb2, peer_pb2
+from pouch.v1 import civil_pb2, envelope_pb2
 
-log = logging.getLogger(__name__)
+__all__ = ["Acknowledger", "OutcomeRecorder", "RegistryHandover"]
 
 
 class RegistryHandover:
@@ -69,25 +70,33 @@ class RegistryHandover:
         batch_size: int,
         audit: AuditRecorder,
         group: GroupCommit,
+        failures: InboundFailures,
     ) -> None:
         self._audit = audit
         self._inbox = inbox
         self._adapter = adapter
         self._batch = batch_size
         self._group = group
+        self._failures = failures
+        self.watch = DependencyWatch("registry", activity="handover")
 
     async def run_once(self) -> bool:
+        """One round over the updates due; True if any was settled (answered or given up)."""
         pending = await asyncio.to_thread(self._inbox.pending_handover, self._batch)
         writes: list[asyncio.Task[None]] = []
+        answered: set[str] = set()
 
         def record(
             entry: InboxEntry, applied: bool, reason: str | None, version: int | None
         ) -> None:
+            answered.add(entry.message_id)
             unit = self._record(entry, applied, reason, version)
-            writes.append(asyncio.ensure_future(self._group.write(unit)))
+            writes.append(
+                asyncio.ensure_future(self._written(unit, entry, applied, reason, version))
+            )
 
+        handed: list[tuple[InboxEntry, InboundUpdate, int]] = []
         try:
-            handed: list[tuple[InboxEntry, InboundUpdate, int]] = []
             for entry in pending:
                 given = self._update(entry)
                 if isinstance(given, str):  # refused before the registry saw it
@@ -100,16 +109,47 @@ class RegistryHandover:
                 outcomes = await self._adapter.apply_many([item for _, item, _ in handed])
                 for (entry, _, version), outcome in zip(handed, outcomes, strict=True):
                     record(entry, outcome.applied, outcome.reason_code or None, version)
-                return True
-            for entry, item, version in handed:
-                outcome = await self._adapter.apply(item)
-                record(entry, outcome.applied, outcome.reason_code or None, version)
+            else:
+                for entry, item, version in handed:
+                    outcome = await self._adapter.apply(item)
+                    record(entry, outcome.applied, outcome.reason_code or None, version)
         except RegistryUnavailable as e:
-            log.warning("registry unavailable (%s); will hand over later", e.reason)
-            return False
+            waiting = [entry for entry, _, _ in handed if entry.message_id not in answered]
+            self.watch.failed(e.reason, [entry.message_id for entry in waiting])
+            dead = await self._failures.record([Failure(entry, e.reason) for entry in waiting])
+            return bool(answered) or dead > 0
         finally:
             await asyncio.gather(*writes)
+        self.watch.succeeded()
         return True
+
+    async def _written(
+        self,
+        unit: WriteUnit[None],
+        entry: InboxEntry,
+        applied: bool,
+        reason: str | None,
+        version: int | None,
+    ) -> None:
+        await self._group.write(unit)
+        if version is not None:
+            emit(
+                Event.HANDED_OVER,
+                message_id=entry.message_id,
+                agreement_id=entry.agreement_id,
+                agreement_version=version,
+                partner=entry.sender_state,
+                exchange_type=entry.exchange_type,
+            )
+        emit(
+            Event.APPLIED if applied else Event.REJECTED,
+            message_id=entry.message_id,
+            agreement_id=entry.agreement_id,
+            agreement_version=version,
+            partner=entry.sender_state,
+            exchange_type=entry.exchange_type,
+            reason=reason,
+        )
 
     @staticmethod
     def _update(entry: InboxEntry) -> tuple[InboundUpdate, int] | str:
@@ -156,120 +196,6 @@ class RegistryHandover:
             )
 
         return store
-
-
-class Acknowledger:
-    def __init__(
-        self,
-        *,
-        inbox: Inbox,
-        signer: ReceiptSigner,
-        partners: PartnerChannels,
-        clock: Callable[[], datetime],
-        batch_size: int,
-        call_timeout_s: float,
-        group: GroupCommit,
-    ) -> None:
-        self._group = group
-        self._inbox = inbox
-        self._signer = signer
-        self._partners = partners
-        self._clock = clock
-        self._batch = batch_size
-        self._timeout = call_timeout_s
-
-    async def run_once(self) -> bool:
-        waiting = await asyncio.to_thread(self._inbox.unacknowledged, self._batch)
-        by_sender: dict[str, list[tuple[OwedAcknowledgement, envelope_pb2.Receipt]]] = {}
-        for owed in waiting:
-            try:
-                receipt = self._receipt(owed)
-            except Exception as e:  # one row that cannot be signed must not hold back the rest
-                log.error(
-                    "cannot acknowledge message %s to %s: %s",
-                    owed.message_id,
-                    owed.sender_state,
-                    unexpected_summary(e),
-                )
-                continue
-            by_sender.setdefault(owed.sender_state, []).append((owed, receipt))
-        sent = await asyncio.gather(
-            *(
-                self._send(sender, chunk)
-                for sender, signed in by_sender.items()
-                for chunk in chunks(signed, lambda item: item[1].ByteSize())
-            )
-        )
-        return any(sent)
-
-    def _receipt(self, owed: OwedAcknowledgement) -> envelope_pb2.Receipt:
-        """The registry's decision on ``owed``'s message, signed for its sender."""
-        applied = owed.registry_outcome == "applied"
-        digest = owed.request_digest
-        if digest is None:  # stored before digests were kept: recomputed from the envelope
-            if owed.envelope is None:
-                raise ValueError("the message's payload is purged and no digest was kept")
-            digest = envelope_digest(envelope_pb2.Envelope.FromString(owed.envelope))
-        return self._signer.sign_receipt(
-            message_id=owed.message_id,
-            request_digest=digest,
-            outcome=(
-                envelope_pb2.RECEIPT_OUTCOME_APPLIED
-                if applied
-                else envelope_pb2.RECEIPT_OUTCOME_REJECTED
-            ),
-            reason_code="" if applied else (owed.registry_reason or "REJECTED"),
-            issued_at=self._clock(),
-        )
-
-    async def _send(
-        self, sender: str, chunk: list[tuple[OwedAcknowledgement, envelope_pb2.Receipt]]
-    ) -> bool:
-        """One ``AcknowledgeBatch`` call for ``chunk`` (or one ``Acknowledge`` each, to a
-        sender without batch methods); records the ones taken, True if any was."""
-        if len(chunk) == 1 or not self._partners.takes_batches(sender):
-            return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
-        try:
-            answer = await self._partners.peer(sender).AcknowledgeBatch(
-                peer_pb2.AcknowledgeBatchRequest(receipts=[receipt for _, receipt in chunk]),
-                timeout=self._timeout,
-            )
-        except grpc.aio.AioRpcError as e:
-            if self._partners.batch_failed(sender, e.code()):
-                return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
-            log.info("acknowledgements to %s not taken yet: %s", sender, e.code().name)
-            return False
-        if len(answer.results) != len(chunk):
-            log.warning("partner %s answered a batch with a wrong number of results", sender)
-            return False
-        taken = []
-        for (owed, _), result in zip(chunk, answer.results, strict=True):
-            if result.HasField("refusal"):
-                log.info(
-                    "acknowledgement to %s not taken yet: %s",
-                    sender,
-                    result.refusal.reason or refusal_code(result.refusal).name,
-                )
-            else:
-                taken.append(owed)
-        await asyncio.gather(*(self._taken(owed) for owed in taken))
-        return bool(taken)
-
-    async def _send_one(self, owed: OwedAcknowledgement, receipt: envelope_pb2.Receipt) -> bool:
-        try:
-            await self._partners.peer(owed.sender_state).Acknowledge(
-                peer_pb2.AcknowledgeRequest(receipt=receipt), timeout=self._timeout
-            )
-        except grpc.aio.AioRpcError as e:
-            log.info("acknowledgement to %s not taken yet: %s", owed.sender_state, e.code().name)
-            return False
-        await self._taken(owed)
-        return True
-
-    async def _taken(self, owed: OwedAcknowledgement) -> None:
-        await self._group.write(
-            lambda conn: self._inbox.mark_ack_sent_within(conn, owed.message_id)
-        )
 
 
 class OutcomeRecorder:
@@ -326,6 +252,7 @@ class OutcomeRecorder:
     async def record(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
         """Record a decision :meth:`verify` accepted, with its audit entry, in one unit."""
         applied = receipt.outcome == envelope_pb2.RECEIPT_OUTCOME_APPLIED
+        answer: list[int] = []  # the agreement version, once recorded
 
         def record(conn: Connection) -> PouchError | None:
             # The decision and its audit entry commit together, once, and only for a
@@ -344,6 +271,7 @@ class OutcomeRecorder:
                 reason=receipt.reason_code or None,
             )
             if recorded:
+                answer.append(message.agreement_version)
                 self._audit.record(
                     EventKind.RECEIPTED,
                     Decision.APPLIED if applied else Decision.REJECTED,
@@ -361,3 +289,12 @@ class OutcomeRecorder:
         refusal = await self._group.write(record)
         if refusal is not None:
             raise refusal
+        if answer:
+            emit(
+                Event.RECEIPTED,
+                message_id=receipt.message_id,
+                agreement_version=answer[0],
+                partner=peer_state,
+                kind="applied" if applied else "rejected",
+                reason=receipt.reason_code or None,
+            )

@@ -39,6 +39,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
 from gateway.errors import PouchError, Rejected, ReplayRejected
+from gateway.events import Event, emit
 from gateway.exchanges.civil_validation import validate_received_update
 from gateway.exchanges.names import exchange_name
 from gateway.exchanges.payload import decode_payload
@@ -112,7 +113,28 @@ class InboundReceiver:
                 message_id=envelope.message_id,
                 agreement_id=envelope.agreement.id,
             )
+            emit(
+                Event.REFUSED,
+                message_id=envelope.message_id,
+                agreement_id=envelope.agreement.id,
+                agreement_version=envelope.agreement.version,
+                partner=peer_state,
+                exchange_type=exchange_name(envelope.exchange_type),
+                reason=e.reason,
+            )
             raise
+
+    @staticmethod
+    def _delivered(peer_state: str, verified: VerifiedEnvelope, exchange_type: str) -> None:
+        header = verified.header
+        emit(
+            Event.DELIVERED,
+            message_id=header.message_id,
+            agreement_id=header.agreement_id,
+            agreement_version=header.agreement_version,
+            partner=peer_state,
+            exchange_type=exchange_type,
+        )
 
     async def _receive(
         self, peer_state: str, envelope: envelope_pb2.Envelope
@@ -124,12 +146,14 @@ class InboundReceiver:
             return self._receipt(verified, "")
         if header.exchange_type == common_pb2.EXCHANGE_TYPE_REPRESENTATION and self._cases:
             receipt = await asyncio.to_thread(self._case_message, peer_state, verified, envelope)
+            self._delivered(peer_state, verified, "representation")
             self._arrived()
             return receipt
         if header.exchange_type != common_pb2.EXCHANGE_TYPE_CIVIL_RECORD:
             raise UnsupportedExchange("this exchange type is not delivered through Deliver")
         store = self._admit_civil(peer_state, verified, envelope)
         if await self._group.write(store):
+            self._delivered(peer_state, verified, "civil_record")
             self._arrived()
             return self._receipt(verified, "")
         return await asyncio.to_thread(self._receipted, verified, envelope, False)

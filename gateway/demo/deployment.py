@@ -351,9 +351,11 @@ class GatewayProcess:
         *,
         log_path: Path | None = None,
         program: Sequence[str] | None = None,
+        serve_options: Sequence[str] = (),
     ) -> None:
         """``program`` is the command ``serve --config ...`` is given to; by default
-        ``python -m gateway``."""
+        ``python -m gateway``. ``serve_options`` follow (``--log-format json``)."""
+        self.serve_options = tuple(serve_options)
         self.site = site
         self.log_path = log_path or site.root / "gateway.log"
         self.program = tuple(program) if program else (sys.executable, "-m", "gateway")
@@ -371,7 +373,13 @@ class GatewayProcess:
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*self.program, "serve", "--config", str(self.site.config_path)],
+                [
+                    *self.program,
+                    "serve",
+                    "--config",
+                    str(self.site.config_path),
+                    *self.serve_options,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

@@ -11,6 +11,8 @@
                  transformed
 
 A refusal at any stage is audited with its reason code before it reaches the caller.
+Each outcome is an event line (:mod:`gateway.events`): ``submitted`` once the write
+committed, ``refused`` with the reason code.
 
 Each stage takes the previous stage's frozen result. :meth:`CivilRecordSender.submit`
 returns once the signed envelope is committed to the outbox; delivery is the
@@ -32,6 +34,7 @@ from gateway.agreements.gate import AgreementGate
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeSigner
 from gateway.errors import PouchError, Rejected
+from gateway.events import Event, emit
 from gateway.exchanges.civil_validation import ValidCivilSubmission, validate_submission
 from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import civil_record_payload
@@ -95,6 +98,13 @@ class CivilRecordSender:
                 principal=principal.subject,
                 agreement_id=request.agreement_id,
             )
+            emit(
+                Event.REFUSED,
+                agreement_id=request.agreement_id,
+                partner=request.recipient_state,
+                exchange_type="civil_record",
+                reason=e.reason,
+            )
             raise
 
     async def _submit(
@@ -103,7 +113,7 @@ class CivilRecordSender:
         now = self._clock()
         submission = validate_submission(request, sender_state=self._state, today=now.date())
         try:
-            store = self._sign(principal, submission, now)
+            store, version = self._sign(principal, submission, now)
         except Rejected:
             # A retried update queued before its agreement or policy changed keeps its id.
             earlier = await asyncio.to_thread(
@@ -114,12 +124,23 @@ class CivilRecordSender:
             if earlier is not None:
                 return Submitted(earlier, created=False)
             raise
-        return await self._group.write(store)
+        submitted = await self._group.write(store)
+        if submitted.created:
+            emit(
+                Event.SUBMITTED,
+                message_id=submitted.message_id,
+                agreement_id=submission.agreement_id,
+                agreement_version=version,
+                partner=submission.recipient_state,
+                exchange_type="civil_record",
+            )
+        return submitted
 
     def _sign(
         self, principal: Principal, submission: ValidCivilSubmission, now: datetime
-    ) -> WriteUnit[Submitted]:
-        """The stages up to the signed envelope; the unit that queues it."""
+    ) -> tuple[WriteUnit[Submitted], int]:
+        """The stages up to the signed envelope; the unit that queues it, and the
+        agreement version it is signed under."""
         agreement = self._gate.prepare(submission.agreement_id, submission.recipient_state)
         minimised = evaluate(
             agreement.outbound,
@@ -181,4 +202,4 @@ class CivilRecordSender:
             )
             return Submitted(header.message_id, created=True)
 
-        return store
+        return store, agreement.version

@@ -44,6 +44,7 @@ from gateway.errors import (
     Rejected,
     Unavailable,
 )
+from gateway.events import REQUEST_ID, REQUEST_ID_HEADER, Event, emit
 from gateway.exchanges.identity_validation import ValidIdentityQuery, validate_query
 from gateway.exchanges.identity_wire import (
     ANSWER_PAYLOAD_TYPE,
@@ -145,6 +146,7 @@ class IdentityRequester:
                 await asyncio.to_thread(self._require_case, query.case_id, agreement.partner_state)
             signed, store = self._sign(principal, query, agreement, now, time_left_s)
             await self._group.write(store)
+            self._event(Event.SUBMITTED, signed)
             if query.case_id is not None and self._cases is not None:
                 await asyncio.to_thread(
                     self._cases.link_identity_confirmation,
@@ -154,8 +156,10 @@ class IdentityRequester:
             answer = await self._ask(signed)
             response, record = self._accept(signed, answer)
             await self._group.write(record)
+            self._event(Event.ANSWERED, signed)
             return response
         except Rejected as e:
+            self._refused(request, e)
             await asyncio.to_thread(
                 self._audit.refused,
                 e,
@@ -166,6 +170,7 @@ class IdentityRequester:
             )
             raise
         except Unavailable as e:
+            self._refused(request, e)
             await asyncio.to_thread(
                 self._audit.record,
                 EventKind.FAILED,
@@ -175,6 +180,27 @@ class IdentityRequester:
                 reason_code=e.reason,
             )
             raise
+
+    @staticmethod
+    def _event(event: Event, signed: SignedQuery) -> None:
+        emit(
+            event,
+            message_id=signed.envelope.message_id,
+            agreement_id=signed.agreement.id,
+            agreement_version=signed.agreement.version,
+            partner=signed.agreement.partner_state,
+            exchange_type=EXCHANGE,
+        )
+
+    @staticmethod
+    def _refused(request: identity_pb2.ConfirmIdentityRequest, error: PouchError) -> None:
+        emit(
+            Event.REFUSED,
+            agreement_id=request.agreement_id,
+            partner=request.partner_state,
+            exchange_type=EXCHANGE,
+            reason=error.reason,
+        )
 
     # -- stages up to the signed query ------------------------------------------------------
 
@@ -271,6 +297,8 @@ class IdentityRequester:
                 peer_pb2.QueryRequest(envelope=signed.envelope),
                 timeout=signed.wait_s,
                 wait_for_ready=True,
+                # The partner's lines of this query carry the caller's request id too.
+                metadata=((REQUEST_ID_HEADER, REQUEST_ID.get() or ""),),
             )
         except grpc.aio.AioRpcError as e:
             failure, recorded = _query_failure(partner, signed.wait_s, e)

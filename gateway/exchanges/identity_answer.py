@@ -39,6 +39,7 @@ from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, EnvelopeVerifier, utc_millis
 from gateway.envelope.verify import VerifiedEnvelope
 from gateway.errors import FieldViolation, PouchError, Rejected, ValidationRejected
+from gateway.events import Event, emit
 from gateway.exchanges.identity_match import Candidate, IdentityVerdict, compare
 from gateway.exchanges.identity_validation import (
     comparable_document_number,
@@ -154,11 +155,27 @@ class IdentityResponder:
             records = await self._look_up(admitted)
             answer, answered = self._sign_answer(admitted, records)
             await self._group.write(answered)
+            self._event(Event.ANSWERED, peer_state, envelope, None)
             return answer
         except PouchError as e:
             refused = functools.partial(self._refused, e, peer_state, envelope, certificate)
             await self._group.write(refused)
+            self._event(Event.REFUSED, peer_state, envelope, e.reason)
             raise
+
+    @staticmethod
+    def _event(
+        event: Event, peer_state: str, envelope: envelope_pb2.Envelope, reason: str | None
+    ) -> None:
+        emit(
+            event,
+            message_id=envelope.message_id,
+            agreement_id=envelope.agreement.id,
+            agreement_version=envelope.agreement.version,
+            partner=peer_state,
+            exchange_type="identity_confirmation",
+            reason=reason,
+        )
 
     def _refused(
         self,

@@ -32,6 +32,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeSigner
 from gateway.errors import NotFound, PermissionRejected, PouchError
+from gateway.events import Event, emit
 from gateway.exchanges import case_machine
 from gateway.exchanges.case_change import (
     EXCHANGE,
@@ -232,6 +233,8 @@ class RepresentationDesk:
             return case
 
         winner = self._cases.write(open_case)
+        if winner is not None:
+            self._transition_event(case, message)
         if winner is None:  # a concurrent call with the same reference committed first
             found = self._cases.find_by_client_reference(principal.subject, valid.client_reference)
             if found is None:
@@ -272,6 +275,19 @@ class RepresentationDesk:
             self._audit_sent(principal, locked, change.message, write.conn)
 
         self._cases.write(act)
+        self._transition_event(case, change.message)
+
+    def _transition_event(self, case: CaseRecord, message: CaseMessage) -> None:
+        """The ``case_event`` line of a committed change of ours (kind: the transition)."""
+        emit(
+            Event.CASE_EVENT,
+            case_id=case.case_id,
+            agreement_id=case.agreement_id,
+            agreement_version=case.agreement_version,
+            partner=self._partner(case),
+            exchange_type=EXCHANGE,
+            kind=event_kind_for(message),
+        )
 
     def _commit(
         self,
@@ -404,6 +420,13 @@ class _RefusalAudit:
 
     def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
         if isinstance(error, PouchError):
+            emit(
+                Event.REFUSED,
+                agreement_id=self._agreement_id,
+                partner=self._peer_state,
+                exchange_type=EXCHANGE,
+                reason=error.reason,
+            )
             self._audit.refused(
                 error,
                 exchange_type=EXCHANGE,

@@ -35,11 +35,13 @@ from gateway.config import Settings
 from gateway.delivery.case_handover import CaseEventHandover, CaseEventSink
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
+from gateway.delivery.inbound_retry import InboundFailures, RetryPolicy
 from gateway.delivery.partners import PartnerChannels, PartnerEndpoint
 from gateway.delivery.polling import pause
 from gateway.delivery.receiver import InboundReceiver
 from gateway.envelope import EnvelopeSigner, EnvelopeVerifier, ReceiptSigner
 from gateway.errors import unexpected_summary
+from gateway.events import Event, emit
 from gateway.exchanges.case_deadlines import DeadlineWatcher
 from gateway.exchanges.civil import CivilRecordSender
 from gateway.exchanges.identity import IdentityRequester
@@ -250,6 +252,8 @@ class Exchanges:
             clock=clock,
             audit=audit,
         )
+        retry = RetryPolicy.from_settings(delivery, clock)
+        failures = InboundFailures(inbox=self.inbox, policy=retry, group=self.group_commit)
         self.handover = (
             RegistryHandover(
                 inbox=self.inbox,
@@ -257,6 +261,7 @@ class Exchanges:
                 batch_size=delivery.batch_size,
                 audit=audit,
                 group=self.group_commit,
+                failures=failures,
             )
             if self.adapter is not None
             else None
@@ -269,11 +274,15 @@ class Exchanges:
             batch_size=delivery.batch_size,
             call_timeout_s=delivery.call_timeout_seconds,
             group=self.group_commit,
+            failures=failures,
         )
         self.deadlines = DeadlineWatcher(cases=self.cases, audit=audit, clock=clock)
         self.case_handover = (
             CaseEventHandover(
-                cases=self.cases, adapter=self.adapter, batch_size=delivery.batch_size
+                cases=self.cases,
+                adapter=self.adapter,
+                batch_size=delivery.batch_size,
+                retry=retry,
             )
             if isinstance(self.adapter, CaseEventSink)
             else None
@@ -313,6 +322,12 @@ class Exchanges:
                 payload=loaded.canonical,
                 reason_code=None if reason is None else reason.value,
             )
+            emit(
+                Event.AGREEMENT_LOADED if reason is None else Event.AGREEMENT_INACTIVE,
+                agreement_id=loaded.id,
+                agreement_version=loaded.version,
+                reason=None if reason is None else reason.value,
+            )
         seen: dict[str, str | None] = {}
         after: int | None = None
         while page := self.audit_log.entries(
@@ -322,6 +337,10 @@ class Exchanges:
                 seen[record.purpose or ""] = record.document().get("payload_digest")
             after = page[-1].idx
         for role, der in sorted(certificates.items()):
+            emit(
+                Event.KEY_LOADED if role in {"signing", "audit"} else Event.CERTIFICATE_LOADED,
+                kind=role,
+            )
             if seen.get(role) != payload_digest(der):
                 self.audit.record(
                     EventKind.KEY_CHANGED, Decision.RECORDED, purpose=role, payload=der

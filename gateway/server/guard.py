@@ -9,6 +9,11 @@ malformed message is ``MALFORMED_REQUEST``), run the handler, and turn any
 :mod:`gateway.errors`. Anything else is a bug: it is logged by type and
 location (never by message, which might hold data) and answered ``INTERNAL``
 with nothing inside. Every call is counted by listener, service, method and code.
+
+Every call has a request id (:func:`gateway.events.request_id_from`: the caller's
+``x-request-id`` if it is printable ASCII of at most 128 characters, else a new one). It
+is set in :data:`gateway.events.REQUEST_ID` before the caller is identified, so every
+event line of the call carries it, and returned in the trailing metadata, refused or not.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from gateway.errors import (
     to_status,
     unexpected_summary,
 )
+from gateway.events import REQUEST_ID, REQUEST_ID_HEADER, request_id_from
 from gateway.metrics import GatewayMetrics
 from gateway.server.request_input import check_values, decode_request
 
@@ -70,7 +76,7 @@ class _Call:
             )
             self.guard.metrics.refusals.labels(self.guard.listener, error.reason).inc()
             if isinstance(error, AuthenticationRejected):
-                self.guard.metrics.authentication_refusals.labels(
+                self.guard.metrics.handshake_failures.labels(
                     self.guard.listener, error.reason
                 ).inc()
             if (
@@ -83,7 +89,8 @@ class _Call:
             log.error("unexpected error in %s: %s", self.full_method, unexpected_summary(error))
             status = internal_error()
         self.code = status.code
-        await context.abort(status.code, status.details, status.trailing_metadata)
+        request_id = ((REQUEST_ID_HEADER, REQUEST_ID.get() or ""),)
+        await context.abort(status.code, status.details, status.trailing_metadata + request_id)
 
     async def _keep_evidence(
         self, context: grpc.aio.ServicerContext[Any, Any], error: Rejected
@@ -193,6 +200,7 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _unary(self, inner: Any, method: str, parse: _Parse) -> Any:
         async def behaviour(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             call = _Call(self, method)
+            _take_request_id(context)
             try:
                 self.authenticate(context, method)
                 result = inner(parse(request), context)
@@ -210,6 +218,7 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             call = _Call(self, method)
+            _take_request_id(context)
             try:
                 self.authenticate(context, method)
                 responses = inner(parse(request), context)
@@ -224,6 +233,16 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 _Parse = Callable[[Any], Any]
+
+
+def _take_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """The call's request id, in the context of its task and in its trailing metadata.
+
+    Each call runs in a task of its own, with its own copy of the context: the value is
+    not reset after the call, as nothing else runs in that copy."""
+    request_id = request_id_from(context.invocation_metadata())
+    REQUEST_ID.set(request_id)
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
 
 
 def _unary_parser(deserialize: Callable[[bytes], Any]) -> _Parse:

@@ -43,6 +43,11 @@ class InboxStage(StrEnum):
     ACKNOWLEDGEMENT_IMPOSSIBLE = "acknowledgement_impossible"
     """Answered, but stored before digests were kept and purged since: no receipt can be
     bound to it, so it stays owed until an operator settles it with the sender."""
+    HANDOVER_DEAD = "handover_dead"
+    """Given up before the registry took it: the registry failed past the deadline."""
+    ACKNOWLEDGEMENT_DEAD = "acknowledgement_dead"
+    """Answered, but the acknowledgement was given up: the sender refused it for good
+    (it knows no such message) or failed past the deadline."""
 
 
 @dataclass(frozen=True)

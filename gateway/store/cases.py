@@ -136,6 +136,7 @@ class CaseEvent:
     actor_state: str | None
     message_id: str | None
     occurred_at: datetime
+    registry_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -403,6 +404,11 @@ class CaseStore:
             .where(
                 case_events.c.notify_registry == true(),
                 case_events.c.registry_notified_at.is_(None),
+                case_events.c.registry_dead_reason.is_(None),
+                or_(
+                    case_events.c.registry_retry_at.is_(None),
+                    case_events.c.registry_retry_at <= self._clock(),
+                ),
             )
             .order_by(case_events.c.occurred_at, case_events.c.case_id, case_events.c.seq)
             .limit(limit)
@@ -424,6 +430,34 @@ class CaseStore:
             write.conn.execute(statement)
 
         self.write(mark)
+
+    def schedule_registry_retry(
+        self, case_id: str, seq: int, *, attempts: int, retry_at: datetime
+    ) -> None:
+        """Record a failed hand-over of event ``seq``: not listed again before ``retry_at``."""
+        self._registry_event(case_id, seq, registry_attempts=attempts, registry_retry_at=retry_at)
+
+    def mark_registry_dead(self, case_id: str, seq: int, *, reason: str) -> None:
+        """Give up handing event ``seq`` over, for ``reason`` (a reason code)."""
+        self._registry_event(case_id, seq, registry_dead_reason=reason)
+
+    def _registry_event(self, case_id: str, seq: int, **values: object) -> None:
+        statement = (
+            update(case_events)
+            .where(case_events.c.case_id == case_id, case_events.c.seq == seq)
+            .values(**values)
+        )
+
+        def mark(write: CaseWrite) -> None:
+            write.conn.execute(statement)
+
+        self.write(mark)
+
+    def dead_registry_events(self) -> int:
+        """How many events the registry was never told of, given up."""
+        query = select(func.count()).where(case_events.c.registry_dead_reason.is_not(None))
+        with read_transaction(self.engine) as conn:
+            return int(conn.execute(query).scalar_one())
 
     # -- purging -----------------------------------------------------------
 
@@ -538,5 +572,7 @@ def _event(row: RowMapping) -> CaseEvent:
     values = dict(row)
     values.pop("notify_registry")
     values.pop("registry_notified_at")
+    values.pop("registry_retry_at")
+    values.pop("registry_dead_reason")
     values["state"] = CaseStatus(values["state"])
     return CaseEvent(**values)

@@ -28,6 +28,12 @@ Guarantees:
   (as rejected) and the sender still gets an answer.
   :meth:`Inbox.purge_finished_payloads` drops, for retention, only the envelopes of
   messages that are finished: handed over, answered, and acknowledged to the sender.
+* Hand-over and acknowledgement are retried with backoff: a failed try of a message's
+  current stage is recorded with :meth:`Inbox.schedule_retry_within` (``attempts`` and
+  ``next_attempt_at``), and the message is not listed again before then; a message given
+  up at its stage (:meth:`Inbox.mark_dead_within`, with a reason) is listed by neither
+  loop again and counted as a dead letter in :meth:`Inbox.backlog`. Handing over
+  starts the acknowledgement stage with no attempts.
 * With a ``sealer`` (:class:`gateway.pki.sealing.PayloadSealer`), every envelope is
   sealed before it is written and opened after it is read, bound to its row
   (``inbox:<message id>``); the database never holds a readable payload. The sealer
@@ -160,6 +166,9 @@ class InboxEntry:
     ack_sent: bool
     payload_purged_at: datetime | None
     request_digest: str | None
+    attempts: int
+    next_attempt_at: datetime | None
+    dead_reason: str | None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> InboxEntry:
@@ -186,6 +195,10 @@ class OwedAcknowledgement:
 
     message_id: str
     sender_state: str
+    agreement_id: str
+    exchange_type: str
+    received_at: datetime
+    attempts: int
     registry_outcome: str
     registry_reason: str | None
     request_digest: str | None
@@ -245,6 +258,9 @@ class Inbox:
             "ack_sent": False,
             "payload_purged_at": None,
             "request_digest": message.request_digest,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "dead_reason": None,
         }
         if applied:
             row.update(handed_over)
@@ -289,6 +305,8 @@ class Inbox:
             message_id,
             status=InboxStatus.HANDED_OVER.value,
             handed_over_at=self._now(),
+            attempts=0,
+            next_attempt_at=None,
             **answer,
         )
 
@@ -320,12 +338,30 @@ class Inbox:
             ack_sent=True,
         )
 
+    def schedule_retry_within(
+        self, conn: Connection, message_id: str, *, attempts: int, next_attempt_at: datetime
+    ) -> bool:
+        """Record a failed try of the message's current stage: ``attempts`` so far, and
+        not listed again before ``next_attempt_at``."""
+        return self._update_within(
+            conn, "unfinished", message_id, attempts=attempts, next_attempt_at=next_attempt_at
+        )
+
+    def mark_dead_within(self, conn: Connection, message_id: str, *, reason: str) -> bool:
+        """Give the message up at its current stage, for ``reason`` (a reason code)."""
+        if not reason:
+            raise ValueError("a dead letter needs a reason")
+        return self._update_within(conn, "unfinished", message_id, dead_reason=reason)
+
     def pending_handover(self, limit: int) -> list[InboxEntry]:
-        """Received messages not yet handed to the registry, oldest first.
+        """Received messages due to be handed to the registry, oldest first.
 
         A purged message comes with no envelope: hand-over can only reject it.
         """
-        return self._oldest(inbox.c.status == InboxStatus.RECEIVED.value, limit)
+        return self._oldest(_WHEN["received"] & self._due(), limit)
+
+    def _due(self) -> ColumnElement[bool]:
+        return or_(inbox.c.next_attempt_at.is_(None), inbox.c.next_attempt_at <= self._now())
 
     def unacknowledged(self, limit: int) -> list[OwedAcknowledgement]:
         """Messages with the registry's answer whose acknowledgement is owed, oldest first.
@@ -340,6 +376,10 @@ class Inbox:
             select(
                 inbox.c.message_id,
                 inbox.c.sender_state,
+                inbox.c.agreement_id,
+                inbox.c.exchange_type,
+                inbox.c.received_at,
+                inbox.c.attempts,
                 inbox.c.registry_outcome,
                 inbox.c.registry_reason,
                 inbox.c.request_digest,
@@ -347,7 +387,7 @@ class Inbox:
                     "envelope"
                 ),
             )
-            .where(_WHEN["answered_unacknowledged"], _ACKNOWLEDGEABLE)
+            .where(_WHEN["answered_unacknowledged"], _ACKNOWLEDGEABLE, self._due())
             .order_by(inbox.c.received_at, inbox.c.message_id)
             .limit(limit)
         )
@@ -357,6 +397,10 @@ class Inbox:
             OwedAcknowledgement(
                 message_id=row.message_id,
                 sender_state=row.sender_state,
+                agreement_id=row.agreement_id,
+                exchange_type=row.exchange_type,
+                received_at=row.received_at,
+                attempts=row.attempts,
                 registry_outcome=row.registry_outcome,
                 registry_reason=row.registry_reason,
                 request_digest=row.request_digest,
@@ -373,6 +417,11 @@ class Inbox:
             (InboxStage.REGISTRY_ANSWER, _WHEN["handed_over_unanswered"]),
             (InboxStage.ACKNOWLEDGEMENT, owed & _ACKNOWLEDGEABLE),
             (InboxStage.ACKNOWLEDGEMENT_IMPOSSIBLE, owed & not_(_ACKNOWLEDGEABLE)),
+            (InboxStage.HANDOVER_DEAD, _DEAD & (inbox.c.status == InboxStatus.RECEIVED.value)),
+            (
+                InboxStage.ACKNOWLEDGEMENT_DEAD,
+                _DEAD & (inbox.c.status != InboxStatus.RECEIVED.value),
+            ),
         )
         found: list[StageBacklog] = []
         with read_transaction(self._engine) as conn:
@@ -478,12 +527,21 @@ class Inbox:
         return now
 
 
+_ALIVE = inbox.c.dead_reason.is_(None)
+_DEAD = inbox.c.dead_reason.is_not(None)
+
 _WHEN: dict[str, ColumnElement[bool]] = {
-    "received": inbox.c.status == InboxStatus.RECEIVED.value,
+    "received": (inbox.c.status == InboxStatus.RECEIVED.value) & _ALIVE,
     "handed_over_unanswered": (inbox.c.status == InboxStatus.HANDED_OVER.value)
     & inbox.c.registry_outcome.is_(None),
     "answered_unacknowledged": inbox.c.registry_outcome.is_not(None)
-    & (inbox.c.ack_sent == false()),
+    & (inbox.c.ack_sent == false())
+    & _ALIVE,
+    "unfinished": _ALIVE
+    & or_(
+        inbox.c.status == InboxStatus.RECEIVED.value,
+        inbox.c.registry_outcome.is_not(None) & (inbox.c.ack_sent == false()),
+    ),
 }
 """The states a message must be in for each kind of update."""
 

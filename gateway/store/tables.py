@@ -35,6 +35,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -190,6 +191,11 @@ inbox = Table(
     # The digest of the envelope as first stored, which the acknowledgement binds; NULL
     # on rows stored before it was kept (it is then recomputed from the envelope).
     Column("request_digest", String(DIGEST_LENGTH), nullable=True),
+    # Failed tries of the current stage (hand-over, then acknowledgement), when the
+    # next is due, and why the message was given up at that stage (a dead letter).
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("dead_reason", Text, nullable=True),
     CheckConstraint(_one_of("status", InboxStatus), name="status"),
     # Finding what was received but not yet handed over to the registry, after a crash.
     Index(None, "status", "received_at"),
@@ -400,6 +406,10 @@ case_events = Table(
     # deadlines), and when it did.
     Column("notify_registry", Boolean, nullable=False, server_default=false()),
     Column("registry_notified_at", UTCDateTime, nullable=True),
+    # Failed hand-overs of the event, when the next is due, and why it was given up.
+    Column("registry_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("registry_retry_at", UTCDateTime, nullable=True),
+    Column("registry_dead_reason", Text, nullable=True),
     Index(None, "notify_registry", "registry_notified_at"),
 )
 

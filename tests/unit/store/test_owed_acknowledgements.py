@@ -11,7 +11,9 @@ from typing import Any
 import grpc
 from sqlalchemy import Engine
 
+from gateway.config import DeliverySection
 from gateway.delivery.handover import Acknowledger
+from gateway.delivery.inbound_retry import InboundFailures, RetryPolicy
 from gateway.envelope import envelope_digest, verify_receipt
 from gateway.store.group_commit import GroupCommit
 from gateway.store.inbox import InboundMessage, Inbox
@@ -66,7 +68,14 @@ def _inbound(envelope: envelope_pb2.Envelope, digest: str | None) -> InboundMess
 
 
 def _acknowledge_once(
-    inbox: Inbox, engine: Engine, signer: Any, sender: _Sender, *, batch_size: int, now: Any
+    inbox: Inbox,
+    engine: Engine,
+    signer: Any,
+    sender: _Sender,
+    *,
+    batch_size: int,
+    now: Any,
+    inbox_clock: Any = None,
 ) -> bool:
     group = GroupCommit(engine)
     acknowledger = Acknowledger(
@@ -77,6 +86,11 @@ def _acknowledge_once(
         batch_size=batch_size,
         call_timeout_s=1.0,
         group=group,
+        failures=InboundFailures(
+            inbox=inbox,
+            policy=RetryPolicy.from_settings(DeliverySection(), inbox_clock or (lambda: now)),
+            group=group,
+        ),
     )
     try:
         return asyncio.run(acknowledger.run_once())
@@ -170,10 +184,20 @@ def test_a_row_whose_receipt_cannot_be_made_is_skipped_and_the_others_are_acknow
 
     sender = _Sender()
     taken = _acknowledge_once(
-        inbox, migrated_engine, pki.own.receipts, sender, batch_size=10, now=pki.now
+        inbox,
+        migrated_engine,
+        pki.own.receipts,
+        sender,
+        batch_size=10,
+        now=pki.now,
+        inbox_clock=clock,
     )
 
     assert taken is True
     assert [receipt.message_id for receipt in sender.taken] == [kept.message_id]
-    # The broken one is still owed, for an operator to see; it was not marked as sent.
+    # The broken one is still owed, tried again after the backoff; it was not marked as sent.
+    entry = inbox.get(broken.message_id)
+    assert entry is not None and not entry.ack_sent and entry.dead_reason is None
+    assert entry.attempts == 1
+    clock.advance(DeliverySection().backoff_max_seconds * 2)
     assert [owed.message_id for owed in inbox.unacknowledged(10)] == [broken.message_id]

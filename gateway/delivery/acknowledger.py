@@ -1,0 +1,196 @@
+"""Sending our registry's decision on a partner's message back to the partner, bounded.
+
+:class:`Acknowledger` signs the registry's business decision (applied, or rejected with
+its reason) as a receipt and sends it to the sender; the decisions for one sender
+travel together in ``AcknowledgeBatch`` calls. It promises:
+
+* a decision the sender took is recorded once (``acknowledged``);
+* a permanent refusal by the sender (``NOT_FOUND`` for a message it does not know, and
+  the other refusals :data:`~gateway.delivery.dispatcher.PERMANENT_REFUSALS` names) is
+  not sent again: the acknowledgement is a dead letter at once, with the sender's code;
+* anything else (the sender down, busy, not yet ready) is tried again after the
+  ``[delivery]`` backoff, until the deadline, then given up
+  (:mod:`gateway.delivery.inbound_retry`);
+* a sender that keeps failing is logged when it starts, at most once a minute while it
+  lasts, and when it recovers (:mod:`gateway.delivery.outages`), never once per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+
+import grpc
+import grpc.aio
+
+from gateway.delivery.batches import chunks, refusal_code
+from gateway.delivery.dispatcher import PERMANENT_REFUSALS, refusal_reason
+from gateway.delivery.inbound_retry import Failure, InboundFailures
+from gateway.delivery.outages import DependencyWatch
+from gateway.delivery.partners import PartnerChannels
+from gateway.envelope import ReceiptSigner, envelope_digest
+from gateway.events import Event, emit
+from gateway.store.group_commit import GroupCommit
+from gateway.store.inbox import Inbox, OwedAcknowledgement
+from pouch.v1 import envelope_pb2, peer_pb2
+
+_Signed = tuple[OwedAcknowledgement, envelope_pb2.Receipt]
+
+
+class Acknowledger:
+    def __init__(
+        self,
+        *,
+        inbox: Inbox,
+        signer: ReceiptSigner,
+        partners: PartnerChannels,
+        clock: Callable[[], datetime],
+        batch_size: int,
+        call_timeout_s: float,
+        group: GroupCommit,
+        failures: InboundFailures,
+    ) -> None:
+        self._group = group
+        self._inbox = inbox
+        self._signer = signer
+        self._partners = partners
+        self._clock = clock
+        self._batch = batch_size
+        self._timeout = call_timeout_s
+        self._failures = failures
+        self._watches: dict[str, DependencyWatch] = {}
+
+    def watch(self, sender: str) -> DependencyWatch:
+        """How acknowledgements to ``sender`` fare."""
+        found = self._watches.get(sender)
+        if found is None:
+            found = self._watches[sender] = DependencyWatch(
+                "partner", activity="acknowledgement", partner=sender
+            )
+        return found
+
+    async def run_once(self) -> bool:
+        """One round over the acknowledgements due; True if any was settled for good."""
+        waiting = await asyncio.to_thread(self._inbox.unacknowledged, self._batch)
+        by_sender: dict[str, list[_Signed]] = {}
+        unsigned: list[Failure] = []
+        for owed in waiting:
+            try:
+                receipt = self._receipt(owed)
+            except Exception:  # one row that cannot be signed must not hold back the rest
+                unsigned.append(Failure(owed, "RECEIPT_NOT_SIGNED"))
+                continue
+            by_sender.setdefault(owed.sender_state, []).append((owed, receipt))
+        dead = await self._failures.record(unsigned)
+        settled = await asyncio.gather(
+            *(
+                self._send(sender, chunk)
+                for sender, signed in by_sender.items()
+                for chunk in chunks(signed, lambda item: item[1].ByteSize())
+            )
+        )
+        return any(settled) or dead > 0
+
+    def _receipt(self, owed: OwedAcknowledgement) -> envelope_pb2.Receipt:
+        """The registry's decision on ``owed``'s message, signed for its sender."""
+        applied = owed.registry_outcome == "applied"
+        digest = owed.request_digest
+        if digest is None:  # stored before digests were kept: recomputed from the envelope
+            if owed.envelope is None:
+                raise ValueError("the message's payload is purged and no digest was kept")
+            digest = envelope_digest(envelope_pb2.Envelope.FromString(owed.envelope))
+        return self._signer.sign_receipt(
+            message_id=owed.message_id,
+            request_digest=digest,
+            outcome=(
+                envelope_pb2.RECEIPT_OUTCOME_APPLIED
+                if applied
+                else envelope_pb2.RECEIPT_OUTCOME_REJECTED
+            ),
+            reason_code="" if applied else (owed.registry_reason or "REJECTED"),
+            issued_at=self._clock(),
+        )
+
+    async def _send(self, sender: str, chunk: list[_Signed]) -> bool:
+        """One ``AcknowledgeBatch`` call for ``chunk`` (or one ``Acknowledge`` each, to a
+        sender without batch methods); True if any was settled for good."""
+        if len(chunk) == 1 or not self._partners.takes_batches(sender):
+            return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
+        try:
+            answer = await self._partners.peer(sender).AcknowledgeBatch(
+                peer_pb2.AcknowledgeBatchRequest(receipts=[receipt for _, receipt in chunk]),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as e:
+            if self._partners.batch_failed(sender, e.code()):
+                return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
+            return await self._refused(sender, [o for o, _ in chunk], e.code(), refusal_reason(e))
+        if len(answer.results) != len(chunk):
+            return await self._refused(
+                sender, [o for o, _ in chunk], grpc.StatusCode.UNKNOWN, "BATCH_ANSWER_INVALID"
+            )
+        taken: list[OwedAcknowledgement] = []
+        failed: list[Failure] = []
+        for (owed, _), result in zip(chunk, answer.results, strict=True):
+            if result.HasField("refusal"):
+                code = refusal_code(result.refusal)
+                reason = f"PARTNER_{result.refusal.reason or code.name}"
+                failed.append(Failure(owed, reason, permanent=code in PERMANENT_REFUSALS))
+            else:
+                taken.append(owed)
+        if taken:
+            self.watch(sender).succeeded()
+        elif failed:
+            self._watch_failed(sender, failed)
+        await asyncio.gather(*(self._taken(owed) for owed in taken))
+        dead = await self._failures.record(failed)
+        return bool(taken) or dead > 0
+
+    async def _send_one(self, owed: OwedAcknowledgement, receipt: envelope_pb2.Receipt) -> bool:
+        try:
+            await self._partners.peer(owed.sender_state).Acknowledge(
+                peer_pb2.AcknowledgeRequest(receipt=receipt), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as e:
+            return await self._refused(owed.sender_state, [owed], e.code(), refusal_reason(e))
+        self.watch(owed.sender_state).succeeded()
+        await self._taken(owed)
+        return True
+
+    async def _refused(
+        self,
+        sender: str,
+        owed: list[OwedAcknowledgement],
+        code: grpc.StatusCode,
+        reason: str,
+    ) -> bool:
+        """The sender did not take ``owed``: given up if it refused them for good, else
+        tried again later; True if any was given up."""
+        failed = [Failure(o, reason, permanent=code in PERMANENT_REFUSALS) for o in owed]
+        self._watch_failed(sender, failed)
+        return await self._failures.record(failed) > 0
+
+    def _watch_failed(self, sender: str, failed: list[Failure]) -> None:
+        # A permanent refusal is the partner answering, not the partner failing.
+        temporary = [f for f in failed if not f.permanent]
+        if temporary:
+            self.watch(sender).failed(
+                temporary[0].reason, [f.message.message_id for f in temporary], calls=1
+            )
+        elif failed:
+            self.watch(sender).succeeded()
+
+    async def _taken(self, owed: OwedAcknowledgement) -> None:
+        await self._group.write(
+            lambda conn: self._inbox.mark_ack_sent_within(conn, owed.message_id)
+        )
+        emit(
+            Event.ACKNOWLEDGED,
+            message_id=owed.message_id,
+            agreement_id=owed.agreement_id,
+            partner=owed.sender_state,
+            exchange_type=owed.exchange_type,
+            reason=owed.registry_reason,
+            kind="applied" if owed.registry_outcome == "applied" else "rejected",
+        )
