@@ -218,7 +218,11 @@ class PartnerSection(_Section):
     state: StateCode
     bundle: Path
     # Expected digest of the partner's trust bundle, as exchanged out of band.
+    # Required at start: pinning is mandatory (gateway.server.startup_checks).
     bundle_digest: str | None = Field(default=None, pattern=r"^sha256:[0-9a-f]{64}$")
+    # Development only: start without a pinned digest, trusting whatever bundle file
+    # lies at ``bundle``.
+    insecure_unpinned: bool = False
     crl: Path | None = None
     # Overrides the peer endpoint named in the bundle (e.g. behind a proxy).
     endpoint: ListenAddress | None = None

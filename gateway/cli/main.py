@@ -8,6 +8,7 @@ from gateway import __version__
 from gateway.cli.agreement import agreement
 from gateway.cli.agreement_lifecycle import suspend, terminate
 from gateway.cli.audit import audit
+from gateway.cli.db import db
 from gateway.cli.demo import demo
 from gateway.cli.pki import pki
 from gateway.cli.serve import serve
@@ -26,6 +27,7 @@ agreement.add_command(terminate)
 cli.add_command(agreement)
 cli.add_command(audit)
 cli.add_command(token)
+cli.add_command(db)
 cli.add_command(serve)
 cli.add_command(demo)
 

@@ -1,8 +1,13 @@
-"""``pouch serve``: run one gateway until SIGTERM or SIGINT."""
+"""``pouch serve``: check everything the configuration names, then run one gateway.
+
+Nothing listens until :func:`~gateway.server.startup_checks.check_startup` has passed;
+``--check`` stops there. A refusal is one line on stderr and a non-zero exit.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from pathlib import Path
 
@@ -11,7 +16,10 @@ import click
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.errors import PouchError
 from gateway.events import FORMATTERS, configure_logging
-from gateway.server.app import Gateway, StartupError
+from gateway.server.app import Gateway
+from gateway.server.startup_checks import StartupError, check_startup
+
+log = logging.getLogger("gateway.cli.serve")
 
 
 async def run_gateway(settings: Settings) -> None:
@@ -50,13 +58,28 @@ async def run_gateway(settings: Settings) -> None:
     type=click.Choice(sorted(FORMATTERS)),
     help="One line per record: text, or one JSON object (events with their fields).",
 )
-def serve(config_path: Path, log_level: str, log_format: str = "text") -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Check the configuration, every file it names, the ports and the database; "
+    "then exit without serving.",
+)
+def serve(config_path: Path, log_level: str, check: bool, log_format: str = "text") -> None:
     """Run a gateway: local API, peer API and metrics, until SIGTERM."""
     configure_logging(log_format=log_format, level=log_level)
     try:
         settings = load_settings(config_path)
+        report = check_startup(settings)
+        for warning in report.warnings:
+            log.warning("%s", warning)
+        if check:
+            click.echo(
+                f"pouch gateway {settings.gateway.state}: {config_path}: configuration, files, "
+                "ports and database checked; ready to serve"
+            )
+            return
         asyncio.run(run_gateway(settings))
     except (ConfigError, StartupError) as e:
         raise click.ClickException(str(e)) from None
-    except PouchError as e:  # e.g. the database is unreachable at start
+    except PouchError as e:  # e.g. the database fails while starting
         raise click.ClickException(f"cannot start: {e.message} ({e.reason})") from None

@@ -3,7 +3,9 @@
 Each state gets its own directory: a PKI made by ``pouch pki init``'s code, a
 development identity provider, an operator's client certificate, copies of its
 partners' trust bundles and CRLs (the out-of-band exchange, pinned by digest), and a
-configuration file. Gateways run as real ``pouch serve`` processes on loopback.
+configuration file. Its database is created as an operator creates it, by what
+``pouch db init`` runs, since ``pouch serve`` never creates one. Gateways run as real
+``pouch serve`` processes on loopback.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from gateway.cli.db import init_database
+from gateway.config import load_settings
 from gateway.connect import ClientIdentity
 from gateway.demo.agreements import write_hash_key, write_signed_agreement
 from gateway.pki.authority import StateAuthority
@@ -183,7 +187,8 @@ def prepare_sites(
     hashing key, and each state of such a pair a reference registry behind mutual TLS
     and its own key sealing stored payloads (``secrets/sealing.key``).
     ``delivery`` overrides keys of the ``[delivery]`` section (tests shorten backoff);
-    ``database_urls`` puts a state's gateway on another database than its SQLite file.
+    ``database_urls`` puts a state's gateway on another database than its SQLite file
+    (one that exists: its schema is created here, as for the default file).
     """
     sites: dict[str, Site] = {}
     for state in states:
@@ -230,14 +235,19 @@ def prepare_sites(
             if not site.sealing_key_file.exists():
                 site.sealing_key_file.parent.mkdir(parents=True, exist_ok=True)
                 generate_sealing_key(site.sealing_key_file)
+        database_url = (database_urls or {}).get(site.state)
+        if database_url is None:
+            database_url = "sqlite:///data/pouch.db"
+            (site.root / "data").mkdir(parents=True, exist_ok=True)
         _write_config(
             site,
             partners,
             exchanges=exchanges,
             delivery=delivery or {},
-            database_url=(database_urls or {}).get(site.state, "sqlite:///data/pouch.db"),
+            database_url=database_url,
             checkpoint_interval_s=checkpoint_interval_s,
         )
+        init_database(load_settings(site.config_path))
     return sites
 
 

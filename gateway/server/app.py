@@ -49,6 +49,7 @@ from gateway.pki.keys import (
     seconds_to_expiry,
 )
 from gateway.pki.tokens import JwksWatcher, TokenVerifier
+from gateway.server import exclusive_ports as ports
 from gateway.server.agreement_service import AgreementService
 from gateway.server.audit_service import AuditService
 from gateway.server.civil_service import CivilRecordService
@@ -65,8 +66,9 @@ from gateway.server.peer_api import (
     register_peer_service,
 )
 from gateway.server.representation_service import RepresentationService
-from gateway.store.engine import create_engine, redact_url
-from gateway.store.migrate import current_revision, upgrade_to_head
+from gateway.server.startup_checks import StartupError, database_engine, migrate_existing
+from gateway.store.engine import redact_url
+from gateway.store.migrate import current_revision
 from gateway.trust.peer import CertificateIdentifier, TrustAnchor
 from pouch.v1 import (
     agreement_pb2,
@@ -94,10 +96,6 @@ WRITE_SERVICES = (
     identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
 )
 """The health service names that go NOT_SERVING while a storage fault refuses writes."""
-
-
-class StartupError(RuntimeError):
-    """The gateway cannot start safely; the message says which setting is at fault."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +176,7 @@ class Gateway:
         )
         self.metrics = GatewayMetrics()
         self.metrics.registry.register(CrlCollector(self.crl_watchers))
-        self.engine = create_engine(settings.gateway.database_url)
+        self.engine = database_engine(settings)
         self.exchanges: Exchanges | None = None
         if settings.agreements is not None:
             try:
@@ -294,7 +292,7 @@ class Gateway:
             root_certificates=certificate_pem(self.ca_certificate),
             require_client_auth=True,
         )
-        self.local_port = server.add_secure_port(self.settings.local_api.listen, credentials)
+        self.local_port = ports.add_exclusive_port(server, self.settings, "local", credentials)
         return server
 
     def _peer_server(self) -> grpc.aio.Server:
@@ -330,7 +328,7 @@ class Gateway:
             root_certificates=roots or certificate_pem(self.ca_certificate),
             require_client_auth=True,
         )
-        self.peer_port = server.add_secure_port(self.settings.peer_api.listen, credentials)
+        self.peer_port = ports.add_exclusive_port(server, self.settings, "peer", credentials)
         return server
 
     def _channel_options(self) -> list[tuple[str, Any]]:
@@ -341,6 +339,7 @@ class Gateway:
         return [
             ("grpc.max_receive_message_length", 2 * limit),
             ("grpc.max_send_message_length", limit),
+            ports.EXCLUSIVE,
         ]
 
     def describe(self) -> gateway_pb2.GetGatewayInfoResponse:
@@ -400,14 +399,15 @@ class Gateway:
                 max_workers=self.settings.gateway.worker_threads, thread_name_prefix="pouch"
             )
         )
-        await asyncio.to_thread(upgrade_to_head, self.engine)
-        self._local = self._local_server()
-        self._peer = self._peer_server()
-        await self._local.start()
-        await self._peer.start()
-        if self.settings.metrics is not None:
-            host, _, port = self.settings.metrics.listen.rpartition(":")
-            self._metrics_endpoint = MetricsEndpoint(self.metrics, host.strip("[]"), int(port))
+        await asyncio.to_thread(migrate_existing, self.engine, self.settings)
+        try:
+            self._local = self._local_server()
+            self._peer = self._peer_server()
+            await self._local.start()
+            await self._peer.start()
+            self._metrics_endpoint = ports.metrics_endpoint(self.metrics, self.settings)
+        except ports.PortTaken as e:
+            raise StartupError(str(e)) from e
         self.refresh_expiry_metrics()
         self._expiry_task = asyncio.create_task(self._refresh_expiry_forever())
         if self.exchanges is not None:

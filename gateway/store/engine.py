@@ -37,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy
 from sqlalchemy import (
@@ -64,12 +65,44 @@ _BEGIN_IMMEDIATE = "pouch_sqlite_begin_immediate"
 
 
 def create_engine(url: str) -> Engine:
-    """Create the engine for ``url``; raise :class:`ValueError` for anything unsupported."""
+    """Create the engine for ``url``; raise :class:`ValueError` for anything unsupported.
+
+    An SQLite file and its directory are created on first connection: for tools and
+    tests. A gateway opens its database with :func:`open_engine`, which creates nothing.
+    """
     parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(parsed)
     connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
     return sqlalchemy.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+
+
+def open_engine(url: str) -> Engine:
+    """The engine for an existing database at ``url``; nothing is ever created through it.
+
+    An SQLite file is opened read-write but never created (``mode=rw``), so a mistyped
+    path fails instead of starting an empty database next to the real one. A URL that
+    already sets ``uri=true`` is used as given.
+    """
+    parsed = _parse(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url)
+    database = parsed.database or ""
+    if parsed.query.get("uri") or database in ("", ":memory:"):
+        return _create_sqlite_engine(parsed)
+    existing = parsed.set(database="file:" + quote(database)).update_query_dict(
+        {"mode": "rw", "uri": "true"}
+    )
+    return _create_sqlite_engine(existing)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file an ``sqlite:///path`` URL names; ``None`` for other engines and URI forms."""
+    parsed = _parse(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.query.get("uri"):
+        return None
+    database = parsed.database or ""
+    return None if database in ("", ":memory:") else Path(database)
 
 
 def redact_url(url: str) -> str:

@@ -65,6 +65,11 @@ def head_revision() -> str:
     return head
 
 
+def known_revisions() -> frozenset[str]:
+    """Every revision this build of the gateway can migrate from."""
+    return frozenset(s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions())
+
+
 def schema_drift(engine: Engine) -> list[object]:
     """Differences between the migrated schema and ``tables.metadata``; empty if none."""
     with read_transaction(engine) as conn:
