@@ -69,6 +69,29 @@ class GatewayMetrics:
             ["partner", "result"],
             registry=self.registry,
         )
+        self.hash_key_mismatch = Gauge(
+            "pouch_hash_key_mismatch",
+            "1 for an agreement held out of force because the partner showed another "
+            "hashing-key fingerprint (HASH_KEY_MISMATCH), by agreement and partner state.",
+            ["agreement", "partner"],
+            registry=self.registry,
+        )
+        self.audit_log_rollback = Gauge(
+            "pouch_audit_log_rollback",
+            "1 while this gateway's audit log is shorter than (or differs from) what the "
+            "partner cosigned: the database was replaced or restored from an old backup "
+            "(AUDIT_LOG_ROLLBACK); publication is refused. By partner state.",
+            ["partner"],
+            registry=self.registry,
+        )
+        self.checkpoint_cosigning = Gauge(
+            "pouch_checkpoint_cosigning",
+            "1 for the state cosigning of our checkpoints by each partner is in: ok, "
+            "retrying (backoff), failed (deadline passed), refused (the partner refuses "
+            "the checkpoint) or rollback.",
+            ["partner", "state"],
+            registry=self.registry,
+        )
         self.certificate_expiry = Gauge(
             "pouch_certificate_expiry_seconds",
             "Seconds until a certificate this gateway relies on expires.",

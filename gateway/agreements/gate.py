@@ -15,7 +15,10 @@ An exchange that records itself in a group-commit unit takes the agreement with
 one transaction, and a suspension that committed first refuses it.
 
 The receiving side additionally pins the digest named in the envelope:
-:meth:`AgreementInForce.require_digest` refuses a partner holding another text.
+:meth:`AgreementInForce.require_digest` refuses a partner holding another text, and
+:meth:`AgreementGate.require_same_hash_key` a partner showing another hashing-key
+fingerprint (which holds the agreement out of force from then on, see
+:mod:`gateway.agreements.hash_key`).
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Connection
 
+from gateway.agreements.hash_key import hash_key_fingerprint
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.envelope.header import EnvelopeHeader, utc_millis
 from gateway.errors import AgreementRejected
@@ -53,7 +57,12 @@ class AgreementInForce:
     partner_state: str
     outbound: CompiledPolicy
     inbound: CompiledPolicy
-    hash_key: bytes
+    hash_key: bytes = field(repr=False)
+
+    @property
+    def hash_key_fingerprint(self) -> str:
+        """What this side shows the partner of its hashing key for this text."""
+        return hash_key_fingerprint(self.hash_key, self.digest)
 
     @property
     def id(self) -> str:
@@ -185,6 +194,42 @@ class AgreementGate:
             inbound=self._policy(loaded, f"{partner_state}->{self._own_state}"),
             hash_key=self._hash_key(loaded.id),
         )
+
+    def require_same_hash_key(
+        self,
+        partner_state: str,
+        named: tuple[str, int, str],
+        stated: str,
+        *,
+        partner_knows: bool = False,
+    ) -> AgreementInForce:
+        """The agreement ``named`` (id, version, digest, as the partner holds it), once
+        ``stated`` (the partner's fingerprint) equals ours. Another text is refused first
+        (``AGREEMENT_DIGEST_MISMATCH``: its fingerprint could not be equal); another
+        fingerprint is recorded, so the agreement leaves force here, and refused with
+        ``HASH_KEY_MISMATCH``."""
+        agreement_id, version, digest = named
+        agreement = self.prepare(agreement_id, partner_state)
+        agreement.require_digest(version, digest)
+        self.registry.hash_keys.compare(
+            agreement.id,
+            agreement.version,
+            agreement.digest,
+            partner_state,
+            own=agreement.hash_key_fingerprint,
+            stated=stated,
+            partner_knows=partner_knows,
+        )
+        return agreement
+
+    def fingerprint_of(self, loaded: LoadedAgreement[PolicySection]) -> str | None:
+        """Our hashing-key fingerprint for ``loaded``, in force or not; ``None`` without
+        a usable key."""
+        try:
+            key = self._hash_key(loaded.id)
+        except AgreementRejected:
+            return None
+        return hash_key_fingerprint(key, loaded.digest)
 
     def confirm_within(self, conn: Connection, agreement: AgreementInForce) -> None:
         """The lifecycle stage of :meth:`prepare`, in the caller's write transaction."""

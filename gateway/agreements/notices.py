@@ -9,15 +9,22 @@ the notice itself has guaranteed delivery. The partner verifies the envelope lik
 any other, checks the notice names an agreement it holds with the same text, and
 records it too. Termination also purges the payloads stored under the agreement on
 each side; the rows, digests and receipts stay as evidence.
+
+Every notice carries the sender's hashing-key fingerprint for the agreement
+(:mod:`gateway.agreements.hash_key`). The receiver records the notice whatever it
+says (a suspension must never be lost), then compares: another fingerprint holds the
+agreement out of force here with ``HASH_KEY_MISMATCH``, and the partner is told.
 """
 
 from __future__ import annotations
 
+import hmac
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gateway.agreements.hash_key import Mismatch
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
@@ -59,7 +66,11 @@ class AgreementNotices:
         delivery_deadline: timedelta,
         audit: AuditRecorder,
         also_purge: Sequence[Callable[[str], int]] = (),
+        fingerprint_of: Callable[[LoadedAgreement[PolicySection]], str | None] = lambda _: None,
     ) -> None:
+        """``fingerprint_of`` is our hashing-key fingerprint for an agreement, ``None``
+        without a key (then notices carry none, and those received are not compared)."""
+        self._fingerprint_of = fingerprint_of
         self._audit = audit
         self._also_purge = tuple(also_purge)
         self._state = state
@@ -148,6 +159,7 @@ class AgreementNotices:
             agreement_version=loaded.version,
             action=action,  # type: ignore[arg-type]  # checked against _ACTIONS above
             reason_code=reason_code,
+            hash_key_fingerprint=self._fingerprint_of(loaded) or "",
         )
         header = EnvelopeHeader(
             message_id=str(uuid.uuid4()),
@@ -217,4 +229,15 @@ class AgreementNotices:
             notice.reason_code,
             header.message_id,
             principal=f"state:{peer_state}",
+        )
+        self._compare_hash_key(loaded, peer_state, notice.hash_key_fingerprint)
+
+    def _compare_hash_key(
+        self, loaded: LoadedAgreement[PolicySection], peer_state: str, stated: str
+    ) -> None:
+        own = self._fingerprint_of(loaded)
+        if not stated or own is None or hmac.compare_digest(own.encode(), stated.encode()):
+            return
+        self._registry.hash_keys.record_mismatch(
+            Mismatch(loaded.id, loaded.version, loaded.digest, peer_state, partner_knows=False)
         )

@@ -9,6 +9,8 @@ this order) is :attr:`LoadedAgreement.inactive_reason`:
    pins for it, and that bundle is the party's (``BUNDLE_DIGEST_MISMATCH``);
 3. each party's signature verifies with the signing certificate of that bundle
    (``BAD_SIGNATURE``) and both parties signed (``MISSING_SIGNATURE``);
+3a. the partner never showed a hashing-key fingerprint other than ours for this text
+   (``HASH_KEY_MISMATCH``, see :mod:`gateway.agreements.hash_key`);
 4. the declared status is ``active`` (``TERMINATED``, ``SUSPENDED``);
 5. today (UTC, by the injected clock) is within [valid_from, valid_until],
    both days included (``NOT_YET_VALID``, ``EXPIRED``).
@@ -33,6 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic
 
+from gateway.agreements.hash_key import HashKeyStanding
 from gateway.agreements.loader import (
     AgreementFile,
     AgreementFileError,
@@ -62,6 +65,7 @@ class InactiveReason(StrEnum):
     BUNDLE_DIGEST_MISMATCH = "BUNDLE_DIGEST_MISMATCH"
     BAD_SIGNATURE = "BAD_SIGNATURE"
     MISSING_SIGNATURE = "MISSING_SIGNATURE"
+    HASH_KEY_MISMATCH = "HASH_KEY_MISMATCH"
     TERMINATED = "TERMINATED"
     SUSPENDED = "SUSPENDED"
     NOT_YET_VALID = "NOT_YET_VALID"
@@ -77,6 +81,7 @@ _EXPLANATIONS = {
     ),
     InactiveReason.BAD_SIGNATURE: "a party's signature does not verify",
     InactiveReason.MISSING_SIGNATURE: "it is not signed by both parties",
+    InactiveReason.HASH_KEY_MISMATCH: "the partner holds another hashing key for it",
     InactiveReason.TERMINATED: "it is terminated",
     InactiveReason.SUSPENDED: "it is suspended",
     InactiveReason.NOT_YET_VALID: "its validity period has not begun",
@@ -158,10 +163,14 @@ def assess(
     agreement_file: AgreementFile[ExchangesT],
     signatures: tuple[SignatureVerdict, ...],
     today: date,
+    *,
+    hash_key_mismatch: bool = False,
 ) -> LoadedAgreement[ExchangesT]:
     """Apply the activation rule to a file whose signatures were checked."""
     agreement = agreement_file.agreement
     reasons = {v.problem for v in signatures if v.problem is not None}
+    if hash_key_mismatch:
+        reasons.add(InactiveReason.HASH_KEY_MISMATCH)
     if agreement.status is DeclaredStatus.TERMINATED:
         reasons.add(InactiveReason.TERMINATED)
     elif agreement.status is DeclaredStatus.SUSPENDED:
@@ -199,8 +208,13 @@ class AgreementRegistry(Generic[ExchangesT]):
         bundles: Iterable[TrustBundle],
         clock: Callable[[], datetime],
         exchanges_validator: Callable[[Any], ExchangesT],
+        hash_keys: HashKeyStanding | None = None,
     ) -> None:
-        """Load every agreement; :class:`AgreementFileError` if any file is invalid."""
+        """Load every agreement; :class:`AgreementFileError` if any file is invalid.
+
+        ``hash_keys`` records what partners showed of their hashing keys; a text found
+        mismatched is inactive from then on."""
+        self.hash_keys = hash_keys if hash_keys is not None else HashKeyStanding()
         self._directory = Path(directory)
         self._own_state = validate_state_code(own_state)
         self._bundles = tuple(bundles)
@@ -262,13 +276,17 @@ class AgreementRegistry(Generic[ExchangesT]):
         entry = self._entry(agreement_id)
         if entry is None:
             raise NotFound(f"unknown agreement {agreement_id!r}", reason="UNKNOWN_AGREEMENT")
-        return assess(entry.file, entry.signatures, self._today())
+        return self._assess(entry, self._today())
+
+    def _assess(self, entry: _Entry[ExchangesT], today: date) -> LoadedAgreement[ExchangesT]:
+        mismatch = self.hash_keys.mismatched(entry.file.agreement.id, entry.file.digest)
+        return assess(entry.file, entry.signatures, today, hash_key_mismatch=mismatch)
 
     def list(self) -> tuple[LoadedAgreement[ExchangesT], ...]:
         """Every loaded agreement with its standing today, by id."""
         today = self._today()
         entries = self._entries
-        return tuple(assess(e.file, e.signatures, today) for _, e in sorted(entries.items()))
+        return tuple(self._assess(e, today) for _, e in sorted(entries.items()))
 
     def active_for(self, agreement_id: str, partner_state: str) -> LoadedAgreement[ExchangesT]:
         """The agreement, if it is in force between this state and ``partner_state``."""
@@ -277,7 +295,7 @@ class AgreementRegistry(Generic[ExchangesT]):
             raise AgreementRejected(
                 f"unknown agreement {agreement_id!r}", reason="UNKNOWN_AGREEMENT"
             )
-        loaded = assess(entry.file, entry.signatures, self._today())
+        loaded = self._assess(entry, self._today())
         parties = loaded.agreement.parties
         if (
             partner_state == self._own_state

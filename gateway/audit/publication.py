@@ -4,11 +4,16 @@
 it has grown, on a timer and on demand, and offers it to every partner state we hold
 an agreement with, with a consistency proof from the last checkpoint that partner
 cosigned. A checkpoint counts as published once every such partner's cosignature
-is verified and stored.
+is verified and stored. Before offering anything (at start, then each round) it asks
+each partner for the last checkpoint of our log it cosigned: a log shorter than that,
+or with another root at its size, is a rollback (a replaced database, an old backup),
+and nothing is signed or offered (:class:`~gateway.audit.cosigning.AuditLogRollback`).
+A partner that fails or refuses is asked again with the ``[delivery]`` backoff until
+its deadline (:class:`~gateway.audit.cosigning.CosigningWatch`).
 
 :class:`CheckpointWitness` (a partner's log) is the peer API's ``CosignCheckpoint``:
 it verifies the partner's signature and the consistency with the last checkpoint of
-that partner we cosigned, refuses (and audits the refusal of) anything else, and
+that partner we cosigned, refuses (and audits and logs the refusal of) anything else, and
 moves its record forward only from exactly the checkpoint it checked, so concurrent
 requests cannot roll it back.
 """
@@ -25,12 +30,14 @@ import grpc
 import grpc.aio
 
 from gateway.audit.checkpoint import Checkpoint, CheckpointSigner, audit_origin, partner_log_key
-from gateway.audit.checkpoints_store import CheckpointStore, WitnessStore
+from gateway.audit.checkpoints_store import CheckpointStore, SeenCheckpoint, WitnessStore
 from gateway.audit.cosignature import CosignatureSigner, partner_cosigner, verify_cosignature
+from gateway.audit.cosigning import AuditLogRollback, CosigningWatch
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.witness import CheckpointRefused, cosign
+from gateway.delivery.dispatcher import PERMANENT_REFUSALS, refusal_reason
 from gateway.delivery.partners import PartnerChannels
 from gateway.errors import PouchError, StorageUnavailable
 from gateway.pki.bundle import TrustBundle
@@ -50,14 +57,15 @@ class CheckpointPublisher:
         signer: CheckpointSigner,
         witnesses: Callable[[], Mapping[str, TrustBundle]],
         channels: PartnerChannels,
-        call_timeout_s: float,
+        watch: CosigningWatch,
     ) -> None:
         self._log = audit_log
         self._store = store
         self._signer = signer
         self._witnesses = witnesses
         self._channels = channels
-        self._timeout = call_timeout_s
+        self._watch = watch
+        self._retry = watch.retry
 
     def sign_current(self) -> int:
         """Sign a checkpoint of the current tree if none exists for its size; its size."""
@@ -72,35 +80,91 @@ class CheckpointPublisher:
         return size
 
     async def publish_now(self) -> tuple[int, bool]:
-        """On demand: the size of the checkpoint signed now, and whether it is published."""
-        published = await self.publish_once()
+        """On demand, every partner asked now: the size of the checkpoint signed now, and
+        whether it is published; :class:`AuditLogRollback` if our log is not the one a
+        partner witnessed."""
+        published = await self.publish_once(everyone=True)
         size = await asyncio.to_thread(self._log.size)
         return size, published
 
-    async def publish_once(self) -> bool:
-        """Sign and offer the current checkpoint; True if it is published."""
-        size = await asyncio.to_thread(self.sign_current)
+    async def publish_once(self, *, everyone: bool = False) -> bool:
+        """Check each due partner (all, if ``everyone``) still holds our log to be what it
+        cosigned, then sign and offer the current checkpoint; True if it is published."""
+        witnesses = self._witnesses()
+        size = await asyncio.to_thread(self._log.size)
+        now = self._retry.clock()
+        due = {
+            state: bundle
+            for state, bundle in sorted(witnesses.items())
+            if everyone or self._watch.due(state, now, size)
+        }
+        rolled_back: AuditLogRollback | None = None
+        reachable: dict[str, TrustBundle] = {}
+        for state, bundle in due.items():
+            try:
+                await self._check_not_rolled_back(state, size)
+            except AuditLogRollback as e:
+                self._watch.rolled_back(state, now, e)
+                rolled_back = rolled_back or e
+            except grpc.aio.AioRpcError as e:
+                self._watch.failed(state, now, size, refusal_reason(e), refused=False)
+            else:
+                reachable[state] = bundle
+        if rolled_back is not None:
+            raise rolled_back
         if size == 0:
             return False
+        await asyncio.to_thread(self.sign_current)
         stored = await asyncio.to_thread(self._store.get, size)
         if stored is None:
             return False
+        if not stored.published:
+            have = await asyncio.to_thread(self._store.cosignatures, size)
+            for state, bundle in reachable.items():
+                if state in have:
+                    self._watch.succeeded(state)
+                    continue
+                failure = await self._ask(state, bundle, size, stored.note, stored.root_hash)
+                if failure is None:
+                    self._watch.succeeded(state)
+                else:
+                    reason, refused = failure
+                    self._watch.failed(state, self._retry.clock(), size, reason, refused=refused)
+        else:
+            for state in reachable:
+                self._watch.succeeded(state)
         if stored.published:
             return True
-        witnesses = self._witnesses()
-        have = await asyncio.to_thread(self._store.cosignatures, size)
-        for state, bundle in sorted(witnesses.items()):
-            if state not in have:
-                await self._ask(state, bundle, size, stored.note, stored.root_hash)
         have = await asyncio.to_thread(self._store.cosignatures, size)
         if witnesses and all(state in have for state in witnesses):
             await asyncio.to_thread(self._store.mark_published, size)
             return True
         return False
 
+    async def _check_not_rolled_back(self, state: str, size: int) -> None:
+        """:class:`AuditLogRollback` if ``state`` cosigned a checkpoint our log does not
+        extend (larger than our log, or another root at its size)."""
+        try:
+            seen = await self._channels.peer(state).GetCosignedCheckpoint(
+                peer_pb2.GetCosignedCheckpointRequest(), timeout=self._retry.call_timeout_s
+            )
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return  # a partner's release without it: its witness still refuses a rollback
+            raise
+        if seen.tree_size == 0:
+            return
+        if seen.tree_size > size:
+            raise AuditLogRollback(state, size, seen.tree_size)
+        root = await asyncio.to_thread(self._log.root, seen.tree_size)
+        if root != seen.root_hash:
+            raise AuditLogRollback(state, size, seen.tree_size)
+
     async def _ask(
         self, state: str, bundle: TrustBundle, size: int, note: str, root: bytes
-    ) -> None:
+    ) -> tuple[str, bool] | None:
+        """Offer checkpoint ``size`` to ``state``; ``None`` once its cosignature is kept,
+        else the reason and whether the partner refused (rather than failed)."""
         last = await asyncio.to_thread(self._store.last_cosigned_by, state)
         proof: list[bytes] = []
         if last is not None and 0 < last.tree_size < size:
@@ -108,27 +172,32 @@ class CheckpointPublisher:
         try:
             answer = await self._channels.peer(state).CosignCheckpoint(
                 peer_pb2.CosignCheckpointRequest(signed_checkpoint=note, consistency_proof=proof),
-                timeout=self._timeout,
+                timeout=self._retry.call_timeout_s,
             )
         except grpc.aio.AioRpcError as e:
-            log.warning("checkpoint %d not cosigned by %s: %s", size, state, e.code().name)
-            return
+            return refusal_reason(e), e.code() in PERMANENT_REFUSALS
         checkpoint = Checkpoint(origin=self._signer.origin, size=size, root_hash=root)
         try:
             verify_cosignature(checkpoint, answer.cosignature, partner_cosigner(bundle))
         except PouchError as e:
-            log.warning("cosignature of checkpoint %d by %s refused: %s", size, state, e.reason)
-            return
+            return f"COSIGNATURE_{e.reason}", True
         await asyncio.to_thread(self._store.add_cosignature, size, state, answer.cosignature)
+        return None
 
     async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
+        """Publish every ``interval_s``, sooner when a partner's retry falls due."""
         while not stopping.is_set():
             try:
                 await self.publish_once()
+            except AuditLogRollback:
+                pass  # logged and shown once, when found, by the watch
             except PouchError as e:
                 log.warning("checkpoint round failed: %s", e.reason)
+            wait = self._watch.seconds_to_next(self._retry.clock())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), interval_s)
+                await asyncio.wait_for(
+                    stopping.wait(), interval_s if wait is None else min(interval_s, wait)
+                )
 
 
 class CheckpointWitness:
@@ -147,6 +216,12 @@ class CheckpointWitness:
         self._audit = audit
         self._clock = clock
 
+    def last_cosigned(self, peer_state: str) -> SeenCheckpoint | None:
+        """Blocking: the last checkpoint of ``peer_state``'s log we cosigned."""
+        if peer_state not in self._partners:
+            return None
+        return self._store.last_seen(peer_state)
+
     def cosign(self, peer_state: str, note: str, proof: list[bytes]) -> str:
         """Blocking: the cosignature line, or :class:`CheckpointRefused` (audited)."""
         bundle = self._partners[peer_state]
@@ -163,6 +238,12 @@ class CheckpointWitness:
                     now=self._clock(),
                 )
             except CheckpointRefused as e:
+                log.warning(
+                    "refusing to cosign a checkpoint of %s's audit log: %s: %s",
+                    peer_state,
+                    e.reason,
+                    e.message,
+                )
                 self._audit.record(
                     EventKind.CHECKPOINT_REFUSED,
                     Decision.REFUSED,

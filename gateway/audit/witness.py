@@ -131,7 +131,9 @@ def _check_extends(checkpoint: Checkpoint, proof: list[bytes], size: int, root: 
     if checkpoint.size < size:
         raise CheckpointRefused(
             CHECKPOINT_ROLLBACK,
-            f"checkpoint of size {checkpoint.size} is smaller than the {size} already cosigned",
+            f"checkpoint of size {checkpoint.size} is smaller than the {size} already "
+            "cosigned: the partner's log was rolled back (a replaced database or an old "
+            "backup)",
         )
     if checkpoint.size == size and checkpoint.root_hash != root:
         raise CheckpointRefused(
@@ -141,5 +143,6 @@ def _check_extends(checkpoint: Checkpoint, proof: list[bytes], size: int, root: 
     if not verify_consistency(size, checkpoint.size, proof, root, checkpoint.root_hash):
         raise CheckpointRefused(
             CHECKPOINT_INCONSISTENT,
-            f"consistency proof from size {size} to {checkpoint.size} does not verify",
+            f"consistency proof from size {size} to {checkpoint.size} does not verify: the "
+            "partner's log does not extend the checkpoint already cosigned",
         )

@@ -4,6 +4,10 @@ Guarantees:
 
 - A message leaves only while its agreement is in force; once an agreement is
   suspended or terminated, queued messages under it are dead-lettered, not sent.
+  Before the first message under an agreement leaves, the partner is asked to confirm
+  it holds the same hashing key (:mod:`gateway.delivery.agreement_confirmation`); a
+  mismatch dead-letters them unsent. Every call also states our fingerprint, which
+  the partner's receiver checks before storing, should the partner not have been asked.
 - A message's first attempt sends the envelope as it was signed when queued, if that
   signature is younger than ``resign_after_seconds`` (well inside the partner's clock
   window), and checks the receipt against the digest stored with it. Every other
@@ -38,9 +42,10 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
@@ -64,13 +69,16 @@ from gateway.envelope import (
     verify_receipt,
 )
 from gateway.envelope.header import datetime_of
-from gateway.errors import AgreementRejected, PouchError, unexpected_summary
+from gateway.errors import AgreementRejected, PouchError, Unavailable, unexpected_summary
 from gateway.events import Event, emit
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
 from gateway.store.group_commit import GroupCommit
 from gateway.store.outbox import Outbox, OutboxMessage
 from pouch.v1 import envelope_pb2, peer_pb2
+
+if TYPE_CHECKING:
+    from gateway.delivery.agreement_confirmation import AgreementConfirmation
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +163,9 @@ class Dispatcher:
         audit: AuditRecorder,
         group: GroupCommit,
         rng: random.Random | None = None,
+        confirmation: AgreementConfirmation | None = None,
     ) -> None:
+        self._confirmation = confirmation
         self._audit = audit
         self._group = group
         self._worker = worker_id
@@ -205,7 +215,7 @@ class Dispatcher:
         if batch:
             # The agreement of each message is read once per batch, as the batch is taken.
             refusals = {
-                key: await asyncio.to_thread(self._refusal, *key)
+                key: await self._refusal_before_sending(*key)
                 for key in {
                     (m.agreement_id, m.recipient_state)
                     for m in batch
@@ -227,6 +237,21 @@ class Dispatcher:
                 )
             )
         return bool(batch)
+
+    async def _refusal_before_sending(
+        self, agreement_id: str, recipient_state: str
+    ) -> AgreementRejected | None:
+        if self._confirmation is None:
+            return await asyncio.to_thread(self._refusal, agreement_id, recipient_state)
+        try:
+            await self._confirmation.ensure(agreement_id, recipient_state)
+        except AgreementRejected as e:
+            return e
+        except Unavailable:
+            # Not asked (the partner is down or busy): what goes states our fingerprint,
+            # which its receiver checks before storing; the send is retried as usual.
+            return None
+        return None
 
     def watch(self, partner: str) -> DependencyWatch:
         """How deliveries to ``partner`` fare."""
@@ -286,7 +311,10 @@ class Dispatcher:
             return
         try:
             answer = await self._partners.peer(partner).DeliverBatch(
-                peer_pb2.DeliverBatchRequest(envelopes=[o.envelope for o in chunk]),
+                peer_pb2.DeliverBatchRequest(
+                    envelopes=[o.envelope for o in chunk],
+                    hash_key_fingerprints=self._stated(o.message for o in chunk),
+                ),
                 timeout=self._settings.call_timeout_seconds,
             )
         except grpc.aio.AioRpcError as e:
@@ -314,13 +342,20 @@ class Dispatcher:
         message = outgoing.message
         try:
             answer = await self._partners.peer(message.recipient_state).Deliver(
-                peer_pb2.DeliverRequest(envelope=outgoing.envelope),
+                peer_pb2.DeliverRequest(
+                    envelope=outgoing.envelope, hash_key_fingerprints=self._stated([message])
+                ),
                 timeout=self._settings.call_timeout_seconds,
             )
         except grpc.aio.AioRpcError as e:
             await self._settle(outgoing, _Refused(e.code(), refusal_reason(e)))
             return
         await self._settle(outgoing, self._checked(outgoing, answer.receipt))
+
+    def _stated(self, messages: Iterable[OutboxMessage]) -> dict[str, str]:
+        if self._confirmation is None:
+            return {}
+        return self._confirmation.stated({m.agreement_id for m in messages})
 
     def _checked(self, outgoing: _Outgoing, receipt: envelope_pb2.Receipt) -> Answer:
         """``receipt`` if it is the partner's signed receipt for what was sent, else why not."""

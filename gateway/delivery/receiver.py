@@ -2,6 +2,9 @@
 
     peer      -> AuthenticatedPeer   (TLS client certificate, by its issuing CA)
     verify    -> VerifiedEnvelope    (sender's signing key, clock window, addressed to us)
+    hash key  -> the same key        (the fingerprint the sender stated for the agreement
+                                      equals ours, else HASH_KEY_MISMATCH, and the
+                                      agreement leaves force on both sides)
     agreement -> AgreementInForce    (signed by both, and the same text: digest pinned)
     payload   -> strict JSON         (gateway.exchanges.payload: no duplicate keys, NaN,
                                       lone surrogates, unsafe integers or deep nesting)
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from sqlalchemy import Connection
@@ -37,6 +40,7 @@ from gateway.agreements.gate import AgreementGate
 from gateway.agreements.notices import AgreementNotices
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
+from gateway.delivery.agreement_confirmation import AgreementConfirmation
 from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
 from gateway.errors import PouchError, Rejected, ReplayRejected
 from gateway.events import Event, emit
@@ -75,11 +79,13 @@ class InboundReceiver:
         group: GroupCommit,
         cases: CaseInbound | None = None,
         arrived: Callable[[], object] = lambda: None,
+        confirmation: AgreementConfirmation | None = None,
     ) -> None:
         """``arrived`` is called on the event loop once a civil-record update is newly
         stored or a case message taken: the loop that hands them on need not wait for
         its next poll."""
         self._arrived = arrived
+        self.confirmation = confirmation
         self._audit = audit
         self._group = group
         self._cases = cases
@@ -91,18 +97,24 @@ class InboundReceiver:
         self._clock = clock
 
     async def receive(
-        self, peer_state: str, envelope: envelope_pb2.Envelope, *, certificate: str | None = None
+        self,
+        peer_state: str,
+        envelope: envelope_pb2.Envelope,
+        *,
+        certificate: str | None = None,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> envelope_pb2.Receipt:
         """The signed receipt once the message is stored (or known), or a refusal, audited.
 
         ``certificate`` (the partner's TLS certificate fingerprint) names the sender in the
         audit entry of a refusal: a replay or a forged signature is evidence against it.
+        ``fingerprints`` are the hashing-key fingerprints the sender stated, by agreement.
 
         Civil-record updates, the bulk of the traffic, are checked on the event loop and
         only their write leaves it; notices and case messages run on a worker thread.
         """
         try:
-            return await self._receive(peer_state, envelope)
+            return await self._receive(peer_state, envelope, fingerprints or {})
         except PouchError as e:
             await asyncio.to_thread(
                 self._audit.refused,
@@ -137,10 +149,14 @@ class InboundReceiver:
         )
 
     async def _receive(
-        self, peer_state: str, envelope: envelope_pb2.Envelope
+        self, peer_state: str, envelope: envelope_pb2.Envelope, fingerprints: Mapping[str, str]
     ) -> envelope_pb2.Receipt:
         verified = self._verifier.verify(envelope, peer_state=peer_state)
         header = verified.header
+        if self.confirmation is not None:
+            self.confirmation.attach()
+            if header.exchange_type != common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE:
+                self.confirmation.check_stated(peer_state, envelope.agreement, fingerprints)
         if header.exchange_type == common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE:
             await asyncio.to_thread(self._notices.receive, peer_state, verified)
             return self._receipt(verified, "")

@@ -294,7 +294,12 @@ class IdentityRequester:
             # Waiting for the channel (a partner restarting, a reconnect backoff) is part
             # of the answer's time: the deadline, not a fast failure, ends the wait.
             response = await self._partners.peer(partner).Query(
-                peer_pb2.QueryRequest(envelope=signed.envelope),
+                peer_pb2.QueryRequest(
+                    envelope=signed.envelope,
+                    hash_key_fingerprints={
+                        signed.agreement.id: signed.agreement.hash_key_fingerprint
+                    },
+                ),
                 timeout=signed.wait_s,
                 wait_for_ready=True,
                 # The partner's lines of this query carry the caller's request id too.

@@ -27,11 +27,14 @@ from gateway.agreements.registry import AgreementRegistry
 from gateway.audit.checkpoint import CheckpointSigner
 from gateway.audit.checkpoints_store import CheckpointStore, WitnessStore
 from gateway.audit.cosignature import CosignatureSigner, partner_cosigner
+from gateway.audit.cosigning import CosigningRetry, CosigningWatch
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog, GroupCommittedLog
 from gateway.audit.publication import CheckpointPublisher, CheckpointWitness
 from gateway.audit.recorder import AuditRecorder, payload_digest
 from gateway.config import Settings
+from gateway.delivery.agreement_confirmation import AgreementConfirmation
+from gateway.delivery.backoff import Backoff
 from gateway.delivery.case_handover import CaseEventHandover, CaseEventSink
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
@@ -102,6 +105,9 @@ class Exchanges:
             clock=clock,
             exchanges_validator=EXCHANGES_VALIDATOR,
         )
+        self.registry.hash_keys.listen(
+            lambda m: metrics.hash_key_mismatch.labels(m.agreement_id, m.partner_state).set(1)
+        )
         self.lifecycle = AgreementLifecycleStore(engine, clock=clock)
         quota = QuotaLedger(engine, clock=clock)
         self.gate = AgreementGate(
@@ -148,6 +154,7 @@ class Exchanges:
             audit=audit,
             delivery_deadline=deadline,
             also_purge=[self.cases.purge_payloads],
+            fingerprint_of=self.gate.fingerprint_of,
         )
         self.sender = CivilRecordSender(
             state=state,
@@ -176,6 +183,19 @@ class Exchanges:
             delivery_deadline=deadline,
             audit=audit,
         )
+        self.channels = PartnerChannels(
+            {
+                s: PartnerEndpoint(s, p.endpoint, certificate_pem(p.bundle.ca_certificate))
+                for s, p in partners.items()
+            },
+            certificate_chain=pki.gateway_cert.read_bytes(),
+            private_key=pki.gateway_key.read_bytes(),
+        )
+        self.confirmation = AgreementConfirmation(
+            gate=self.gate,
+            channels=self.channels,
+            call_timeout_s=delivery.call_timeout_seconds,
+        )
         # Set when a partner's message is stored, so the inbound loop hands it on now.
         self._inbound_wake = asyncio.Event()
         self.receiver = InboundReceiver(
@@ -188,6 +208,7 @@ class Exchanges:
             audit=audit,
             group=self.group_commit,
             arrived=self._inbound_wake.set,
+            confirmation=self.confirmation,
             cases=CaseInbound(
                 state=state,
                 gate=self.gate,
@@ -204,14 +225,6 @@ class Exchanges:
             audit=audit,
             group=self.group_commit,
         )
-        self.channels = PartnerChannels(
-            {
-                s: PartnerEndpoint(s, p.endpoint, certificate_pem(p.bundle.ca_certificate))
-                for s, p in partners.items()
-            },
-            certificate_chain=pki.gateway_cert.read_bytes(),
-            private_key=pki.gateway_key.read_bytes(),
-        )
         self.dispatcher = Dispatcher(
             worker_id=f"{state}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
             outbox=self.outbox,
@@ -224,6 +237,7 @@ class Exchanges:
             clock=clock,
             audit=audit,
             group=self.group_commit,
+            confirmation=self.confirmation,
         )
         self.adapter: RegistryAdapter | None = (
             build_adapter(settings.registry) if settings.registry is not None else None
@@ -295,7 +309,20 @@ class Exchanges:
             signer=self._log_signer,
             witnesses=lambda: {s: b for s, b in partner_bundles.items() if self.agreements_with(s)},
             channels=self.channels,
-            call_timeout_s=delivery.call_timeout_seconds,
+            watch=CosigningWatch(
+                CosigningRetry(
+                    backoff=Backoff(
+                        initial_s=delivery.backoff_initial_seconds,
+                        maximum_s=delivery.backoff_max_seconds,
+                        multiplier=delivery.backoff_multiplier,
+                        jitter_fraction=delivery.jitter_fraction,
+                    ),
+                    deadline=deadline,
+                    call_timeout_s=delivery.call_timeout_seconds,
+                    clock=clock,
+                ),
+                metrics,
+            ),
         )
         self.witness = CheckpointWitness(
             store=WitnessStore(engine, clock=clock),

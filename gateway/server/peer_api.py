@@ -17,10 +17,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.audit.publication import CheckpointWitness
 from gateway.audit.recorder import AuditRecorder
+from gateway.delivery.agreement_confirmation import AgreementConfirmation
 from gateway.delivery.batches import answer_each, refused, require_batch
 from gateway.delivery.handover import OutcomeRecorder
 from gateway.delivery.receiver import InboundReceiver
-from gateway.errors import AuthenticationRejected, FieldViolation, Rejected, ValidationRejected
+from gateway.errors import (
+    AuthenticationRejected,
+    FieldViolation,
+    Rejected,
+    Unavailable,
+    ValidationRejected,
+)
 from gateway.exchanges.identity_answer import IdentityResponder
 from gateway.pki.keys import certificate_fingerprint, load_certificates_pem
 from gateway.server.caller import authenticated_peer, set_peer
@@ -100,8 +107,8 @@ class PeerEndpoint:
 
 
 class PeerExchanges:
-    """``Deliver``, ``Acknowledge``, their batch forms, ``Query`` and ``CosignCheckpoint``:
-    the exchange half."""
+    """``Deliver``, ``Acknowledge``, their batch forms, ``Query``, ``ConfirmAgreement``,
+    ``CosignCheckpoint`` and ``GetCosignedCheckpoint``: the exchange half."""
 
     def __init__(
         self,
@@ -120,7 +127,10 @@ class PeerExchanges:
     ) -> peer_pb2.DeliverResponse:
         peer = authenticated_peer()
         receipt = await self._receiver.receive(
-            peer.state, request.envelope, certificate=peer.certificate_fingerprint
+            peer.state,
+            request.envelope,
+            certificate=peer.certificate_fingerprint,
+            fingerprints=request.hash_key_fingerprints,
         )
         return peer_pb2.DeliverResponse(receipt=receipt)
 
@@ -128,6 +138,16 @@ class PeerExchanges:
         self, request: peer_pb2.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> peer_pb2.QueryResponse:
         peer = authenticated_peer()
+        confirmation = self._confirmation()
+        confirmation.attach()
+        # The envelope's agreement id is not verified yet, but only this partner's own
+        # agreements can be named: a false one can only refuse the partner's own query.
+        await asyncio.to_thread(
+            confirmation.check_stated,
+            peer.state,
+            request.envelope.agreement,
+            request.hash_key_fingerprints,
+        )
         answer = await self._identity.answer(
             peer.state,
             request.envelope,
@@ -152,7 +172,12 @@ class PeerExchanges:
         answers = await answer_each(
             "DeliverBatch",
             [
-                self._receiver.receive(peer.state, e, certificate=peer.certificate_fingerprint)
+                self._receiver.receive(
+                    peer.state,
+                    e,
+                    certificate=peer.certificate_fingerprint,
+                    fingerprints=request.hash_key_fingerprints,
+                )
                 for e in request.envelopes
             ],
         )
@@ -201,6 +226,35 @@ class PeerExchanges:
         )
         return peer_pb2.CosignCheckpointResponse(cosignature=line)
 
+    async def GetCosignedCheckpoint(
+        self,
+        request: peer_pb2.GetCosignedCheckpointRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> peer_pb2.GetCosignedCheckpointResponse:
+        peer = authenticated_peer()
+        seen = await asyncio.to_thread(self._witness.last_cosigned, peer.state)
+        if seen is None:
+            return peer_pb2.GetCosignedCheckpointResponse()
+        return peer_pb2.GetCosignedCheckpointResponse(
+            tree_size=seen.tree_size, root_hash=seen.root_hash
+        )
+
+    async def ConfirmAgreement(
+        self,
+        request: peer_pb2.ConfirmAgreementRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> peer_pb2.ConfirmAgreementResponse:
+        peer = authenticated_peer()
+        confirmation = self._confirmation()
+        confirmation.attach()
+        return await asyncio.to_thread(confirmation.answer, peer.state, request)
+
+    def _confirmation(self) -> AgreementConfirmation:
+        confirmation = self._receiver.confirmation
+        if confirmation is None:  # every gateway with exchanges is built with one
+            raise Unavailable("hashing keys cannot be confirmed here", reason="UNAVAILABLE")
+        return confirmation
+
 
 def register_peer_service(
     server: grpc.aio.Server, endpoint: PeerEndpoint, exchanges: PeerExchanges | None
@@ -214,5 +268,7 @@ def register_peer_service(
             "DeliverBatch": exchanges.DeliverBatch,
             "AcknowledgeBatch": exchanges.AcknowledgeBatch,
             "CosignCheckpoint": exchanges.CosignCheckpoint,
+            "GetCosignedCheckpoint": exchanges.GetCosignedCheckpoint,
+            "ConfirmAgreement": exchanges.ConfirmAgreement,
         }
     register_methods(server, peer_pb2.DESCRIPTOR.services_by_name["PeerService"], methods)

@@ -290,11 +290,16 @@ class AgreementNotice(_message.Message):
     AGREEMENT_VERSION_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     REASON_CODE_FIELD_NUMBER: _builtins.int
+    HASH_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     agreement_id: _builtins.str
     agreement_version: _builtins.int
     action: Global___AgreementNoticeAction.ValueType
     reason_code: _builtins.str
     """A stable reason code, e.g. "DATA_BREACH"; never personal data."""
+    hash_key_fingerprint: _builtins.str
+    """The sender's hashing-key fingerprint for this agreement (see
+    PeerService.ConfirmAgreement); the receiver checks it against its own.
+    """
     def __init__(
         self,
         *,
@@ -302,10 +307,11 @@ class AgreementNotice(_message.Message):
         agreement_version: _builtins.int = ...,
         action: Global___AgreementNoticeAction.ValueType = ...,
         reason_code: _builtins.str = ...,
+        hash_key_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agreement_id", b"agreement_id", "agreement_version", b"agreement_version", "reason_code", b"reason_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agreement_id", b"agreement_id", "agreement_version", b"agreement_version", "hash_key_fingerprint", b"hash_key_fingerprint", "reason_code", b"reason_code"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

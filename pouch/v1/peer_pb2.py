@@ -23,50 +23,71 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from pouch.v1 import common_pb2 as pouch_dot_v1_dot_common__pb2
 from pouch.v1 import envelope_pb2 as pouch_dot_v1_dot_envelope__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13pouch/v1/peer.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17pouch/v1/envelope.proto\"\x1c\n\x0bPingRequest\x12\r\n\x05nonce\x18\x01 \x01(\t\"{\n\x0cPingResponse\x12\r\n\x05nonce\x18\x01 \x01(\t\x12\x15\n\rgateway_state\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61ller_state\x18\x03 \x01(\t\x12/\n\x0bserver_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"6\n\x0e\x44\x65liverRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"5\n\x0f\x44\x65liverResponse\x12\"\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.Receipt\"4\n\x0cQueryRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"3\n\rQueryResponse\x12\"\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"8\n\x12\x41\x63knowledgeRequest\x12\"\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.Receipt\"\x15\n\x13\x41\x63knowledgeResponse\"<\n\x0bItemRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"<\n\x13\x44\x65liverBatchRequest\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.pouch.v1.Envelope\"A\n\x14\x44\x65liverBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.pouch.v1.DeliveryResult\"j\n\x0e\x44\x65liveryResult\x12$\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.ReceiptH\x00\x12(\n\x07refusal\x18\x02 \x01(\x0b\x32\x15.pouch.v1.ItemRefusalH\x00\x42\x08\n\x06result\">\n\x17\x41\x63knowledgeBatchRequest\x12#\n\x08receipts\x18\x01 \x03(\x0b\x32\x11.pouch.v1.Receipt\"H\n\x18\x41\x63knowledgeBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.pouch.v1.AcknowledgeResult\";\n\x11\x41\x63knowledgeResult\x12&\n\x07refusal\x18\x01 \x01(\x0b\x32\x15.pouch.v1.ItemRefusal\"O\n\x17\x43osignCheckpointRequest\x12\x19\n\x11signed_checkpoint\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\"/\n\x18\x43osignCheckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\t2\x8f\x04\n\x0bPeerService\x12\x35\n\x04Ping\x12\x15.pouch.v1.PingRequest\x1a\x16.pouch.v1.PingResponse\x12>\n\x07\x44\x65liver\x12\x18.pouch.v1.DeliverRequest\x1a\x19.pouch.v1.DeliverResponse\x12\x38\n\x05Query\x12\x16.pouch.v1.QueryRequest\x1a\x17.pouch.v1.QueryResponse\x12J\n\x0b\x41\x63knowledge\x12\x1c.pouch.v1.AcknowledgeRequest\x1a\x1d.pouch.v1.AcknowledgeResponse\x12M\n\x0c\x44\x65liverBatch\x12\x1d.pouch.v1.DeliverBatchRequest\x1a\x1e.pouch.v1.DeliverBatchResponse\x12Y\n\x10\x41\x63knowledgeBatch\x12!.pouch.v1.AcknowledgeBatchRequest\x1a\".pouch.v1.AcknowledgeBatchResponse\x12Y\n\x10\x43osignCheckpoint\x12!.pouch.v1.CosignCheckpointRequest\x1a\".pouch.v1.CosignCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13pouch/v1/peer.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\x1a\x17pouch/v1/envelope.proto\"\x1c\n\x0bPingRequest\x12\r\n\x05nonce\x18\x01 \x01(\t\"{\n\x0cPingResponse\x12\r\n\x05nonce\x18\x01 \x01(\t\x12\x15\n\rgateway_state\x18\x02 \x01(\t\x12\x14\n\x0c\x63\x61ller_state\x18\x03 \x01(\t\x12/\n\x0bserver_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\x0e\x44\x65liverRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\x12P\n\x15hash_key_fingerprints\x18\x02 \x03(\x0b\x32\x31.pouch.v1.DeliverRequest.HashKeyFingerprintsEntry\x1a:\n\x18HashKeyFingerprintsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"5\n\x0f\x44\x65liverResponse\x12\"\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.Receipt\"\xc0\x01\n\x0cQueryRequest\x12$\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\x12N\n\x15hash_key_fingerprints\x18\x02 \x03(\x0b\x32/.pouch.v1.QueryRequest.HashKeyFingerprintsEntry\x1a:\n\x18HashKeyFingerprintsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"3\n\rQueryResponse\x12\"\n\x06\x61nswer\x18\x01 \x01(\x0b\x32\x12.pouch.v1.Envelope\"8\n\x12\x41\x63knowledgeRequest\x12\"\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.Receipt\"\x15\n\x13\x41\x63knowledgeResponse\"<\n\x0bItemRefusal\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xcf\x01\n\x13\x44\x65liverBatchRequest\x12%\n\tenvelopes\x18\x01 \x03(\x0b\x32\x12.pouch.v1.Envelope\x12U\n\x15hash_key_fingerprints\x18\x02 \x03(\x0b\x32\x36.pouch.v1.DeliverBatchRequest.HashKeyFingerprintsEntry\x1a:\n\x18HashKeyFingerprintsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x14\x44\x65liverBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.pouch.v1.DeliveryResult\"j\n\x0e\x44\x65liveryResult\x12$\n\x07receipt\x18\x01 \x01(\x0b\x32\x11.pouch.v1.ReceiptH\x00\x12(\n\x07refusal\x18\x02 \x01(\x0b\x32\x15.pouch.v1.ItemRefusalH\x00\x42\x08\n\x06result\">\n\x17\x41\x63knowledgeBatchRequest\x12#\n\x08receipts\x18\x01 \x03(\x0b\x32\x11.pouch.v1.Receipt\"H\n\x18\x41\x63knowledgeBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.pouch.v1.AcknowledgeResult\";\n\x11\x41\x63knowledgeResult\x12&\n\x07refusal\x18\x01 \x01(\x0b\x32\x15.pouch.v1.ItemRefusal\"O\n\x17\x43osignCheckpointRequest\x12\x19\n\x11signed_checkpoint\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_proof\x18\x02 \x03(\x0c\"/\n\x18\x43osignCheckpointResponse\x12\x13\n\x0b\x63osignature\x18\x01 \x01(\t\"\x1e\n\x1cGetCosignedCheckpointRequest\"E\n\x1dGetCosignedCheckpointResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\troot_hash\x18\x02 \x01(\x0c\"b\n\x17\x43onfirmAgreementRequest\x12)\n\tagreement\x18\x01 \x01(\x0b\x32\x16.pouch.v1.AgreementRef\x12\x1c\n\x14hash_key_fingerprint\x18\x02 \x01(\t\"8\n\x18\x43onfirmAgreementResponse\x12\x1c\n\x14hash_key_fingerprint\x18\x01 \x01(\t2\xd4\x05\n\x0bPeerService\x12\x35\n\x04Ping\x12\x15.pouch.v1.PingRequest\x1a\x16.pouch.v1.PingResponse\x12>\n\x07\x44\x65liver\x12\x18.pouch.v1.DeliverRequest\x1a\x19.pouch.v1.DeliverResponse\x12\x38\n\x05Query\x12\x16.pouch.v1.QueryRequest\x1a\x17.pouch.v1.QueryResponse\x12J\n\x0b\x41\x63knowledge\x12\x1c.pouch.v1.AcknowledgeRequest\x1a\x1d.pouch.v1.AcknowledgeResponse\x12M\n\x0c\x44\x65liverBatch\x12\x1d.pouch.v1.DeliverBatchRequest\x1a\x1e.pouch.v1.DeliverBatchResponse\x12Y\n\x10\x41\x63knowledgeBatch\x12!.pouch.v1.AcknowledgeBatchRequest\x1a\".pouch.v1.AcknowledgeBatchResponse\x12Y\n\x10\x43osignCheckpoint\x12!.pouch.v1.CosignCheckpointRequest\x1a\".pouch.v1.CosignCheckpointResponse\x12h\n\x15GetCosignedCheckpoint\x12&.pouch.v1.GetCosignedCheckpointRequest\x1a\'.pouch.v1.GetCosignedCheckpointResponse\x12Y\n\x10\x43onfirmAgreement\x12!.pouch.v1.ConfirmAgreementRequest\x1a\".pouch.v1.ConfirmAgreementResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pouch.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PINGREQUEST']._serialized_start=91
-  _globals['_PINGREQUEST']._serialized_end=119
-  _globals['_PINGRESPONSE']._serialized_start=121
-  _globals['_PINGRESPONSE']._serialized_end=244
-  _globals['_DELIVERREQUEST']._serialized_start=246
-  _globals['_DELIVERREQUEST']._serialized_end=300
-  _globals['_DELIVERRESPONSE']._serialized_start=302
-  _globals['_DELIVERRESPONSE']._serialized_end=355
-  _globals['_QUERYREQUEST']._serialized_start=357
-  _globals['_QUERYREQUEST']._serialized_end=409
-  _globals['_QUERYRESPONSE']._serialized_start=411
-  _globals['_QUERYRESPONSE']._serialized_end=462
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=464
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=520
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=522
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=543
-  _globals['_ITEMREFUSAL']._serialized_start=545
-  _globals['_ITEMREFUSAL']._serialized_end=605
-  _globals['_DELIVERBATCHREQUEST']._serialized_start=607
-  _globals['_DELIVERBATCHREQUEST']._serialized_end=667
-  _globals['_DELIVERBATCHRESPONSE']._serialized_start=669
-  _globals['_DELIVERBATCHRESPONSE']._serialized_end=734
-  _globals['_DELIVERYRESULT']._serialized_start=736
-  _globals['_DELIVERYRESULT']._serialized_end=842
-  _globals['_ACKNOWLEDGEBATCHREQUEST']._serialized_start=844
-  _globals['_ACKNOWLEDGEBATCHREQUEST']._serialized_end=906
-  _globals['_ACKNOWLEDGEBATCHRESPONSE']._serialized_start=908
-  _globals['_ACKNOWLEDGEBATCHRESPONSE']._serialized_end=980
-  _globals['_ACKNOWLEDGERESULT']._serialized_start=982
-  _globals['_ACKNOWLEDGERESULT']._serialized_end=1041
-  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_start=1043
-  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_end=1122
-  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_start=1124
-  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_end=1171
-  _globals['_PEERSERVICE']._serialized_start=1174
-  _globals['_PEERSERVICE']._serialized_end=1701
+  _globals['_DELIVERREQUEST_HASHKEYFINGERPRINTSENTRY']._loaded_options = None
+  _globals['_DELIVERREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_options = b'8\001'
+  _globals['_QUERYREQUEST_HASHKEYFINGERPRINTSENTRY']._loaded_options = None
+  _globals['_QUERYREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_options = b'8\001'
+  _globals['_DELIVERBATCHREQUEST_HASHKEYFINGERPRINTSENTRY']._loaded_options = None
+  _globals['_DELIVERBATCHREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_options = b'8\001'
+  _globals['_PINGREQUEST']._serialized_start=114
+  _globals['_PINGREQUEST']._serialized_end=142
+  _globals['_PINGRESPONSE']._serialized_start=144
+  _globals['_PINGRESPONSE']._serialized_end=267
+  _globals['_DELIVERREQUEST']._serialized_start=270
+  _globals['_DELIVERREQUEST']._serialized_end=466
+  _globals['_DELIVERREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_start=408
+  _globals['_DELIVERREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_end=466
+  _globals['_DELIVERRESPONSE']._serialized_start=468
+  _globals['_DELIVERRESPONSE']._serialized_end=521
+  _globals['_QUERYREQUEST']._serialized_start=524
+  _globals['_QUERYREQUEST']._serialized_end=716
+  _globals['_QUERYREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_start=408
+  _globals['_QUERYREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_end=466
+  _globals['_QUERYRESPONSE']._serialized_start=718
+  _globals['_QUERYRESPONSE']._serialized_end=769
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=771
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=827
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=829
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=850
+  _globals['_ITEMREFUSAL']._serialized_start=852
+  _globals['_ITEMREFUSAL']._serialized_end=912
+  _globals['_DELIVERBATCHREQUEST']._serialized_start=915
+  _globals['_DELIVERBATCHREQUEST']._serialized_end=1122
+  _globals['_DELIVERBATCHREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_start=408
+  _globals['_DELIVERBATCHREQUEST_HASHKEYFINGERPRINTSENTRY']._serialized_end=466
+  _globals['_DELIVERBATCHRESPONSE']._serialized_start=1124
+  _globals['_DELIVERBATCHRESPONSE']._serialized_end=1189
+  _globals['_DELIVERYRESULT']._serialized_start=1191
+  _globals['_DELIVERYRESULT']._serialized_end=1297
+  _globals['_ACKNOWLEDGEBATCHREQUEST']._serialized_start=1299
+  _globals['_ACKNOWLEDGEBATCHREQUEST']._serialized_end=1361
+  _globals['_ACKNOWLEDGEBATCHRESPONSE']._serialized_start=1363
+  _globals['_ACKNOWLEDGEBATCHRESPONSE']._serialized_end=1435
+  _globals['_ACKNOWLEDGERESULT']._serialized_start=1437
+  _globals['_ACKNOWLEDGERESULT']._serialized_end=1496
+  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_start=1498
+  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_end=1577
+  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_start=1579
+  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_end=1626
+  _globals['_GETCOSIGNEDCHECKPOINTREQUEST']._serialized_start=1628
+  _globals['_GETCOSIGNEDCHECKPOINTREQUEST']._serialized_end=1658
+  _globals['_GETCOSIGNEDCHECKPOINTRESPONSE']._serialized_start=1660
+  _globals['_GETCOSIGNEDCHECKPOINTRESPONSE']._serialized_end=1729
+  _globals['_CONFIRMAGREEMENTREQUEST']._serialized_start=1731
+  _globals['_CONFIRMAGREEMENTREQUEST']._serialized_end=1829
+  _globals['_CONFIRMAGREEMENTRESPONSE']._serialized_start=1831
+  _globals['_CONFIRMAGREEMENTRESPONSE']._serialized_end=1887
+  _globals['_PEERSERVICE']._serialized_start=1890
+  _globals['_PEERSERVICE']._serialized_end=2614
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from pouch.v1 import common_pb2 as _common_pb2
 from pouch.v1 import envelope_pb2 as _envelope_pb2
 import builtins as _builtins
 import sys
@@ -75,17 +76,46 @@ Global___PingResponse: _TypeAlias = PingResponse  # noqa: Y015
 class DeliverRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class HashKeyFingerprintsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ENVELOPE_FIELD_NUMBER: _builtins.int
+    HASH_KEY_FINGERPRINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def envelope(self) -> _envelope_pb2.Envelope: ...
+    @_builtins.property
+    def hash_key_fingerprints(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """By agreement id: the sender's hashing-key fingerprint for the agreement its envelope
+        names (see ConfirmAgreement). A receiver holding another fingerprint refuses with
+        HASH_KEY_MISMATCH before anything is stored.
+        """
+
     def __init__(
         self,
         *,
         envelope: _envelope_pb2.Envelope | None = ...,
+        hash_key_fingerprints: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "hash_key_fingerprints", b"hash_key_fingerprints"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -115,17 +145,43 @@ Global___DeliverResponse: _TypeAlias = DeliverResponse  # noqa: Y015
 class QueryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class HashKeyFingerprintsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ENVELOPE_FIELD_NUMBER: _builtins.int
+    HASH_KEY_FINGERPRINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def envelope(self) -> _envelope_pb2.Envelope: ...
+    @_builtins.property
+    def hash_key_fingerprints(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """As in DeliverRequest."""
+
     def __init__(
         self,
         *,
         envelope: _envelope_pb2.Envelope | None = ...,
+        hash_key_fingerprints: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "hash_key_fingerprints", b"hash_key_fingerprints"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -220,19 +276,45 @@ Global___ItemRefusal: _TypeAlias = ItemRefusal  # noqa: Y015
 class DeliverBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class HashKeyFingerprintsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ENVELOPES_FIELD_NUMBER: _builtins.int
+    HASH_KEY_FINGERPRINTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[_envelope_pb2.Envelope]:
         """At least one, at most 64."""
+
+    @_builtins.property
+    def hash_key_fingerprints(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """As in DeliverRequest, for every agreement the envelopes name."""
 
     def __init__(
         self,
         *,
         envelopes: _abc.Iterable[_envelope_pb2.Envelope] | None = ...,
+        hash_key_fingerprints: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelopes", b"envelopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelopes", b"envelopes", "hash_key_fingerprints", b"hash_key_fingerprints"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -397,3 +479,90 @@ class CosignCheckpointResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CosignCheckpointResponse: _TypeAlias = CosignCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class GetCosignedCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCosignedCheckpointRequest: _TypeAlias = GetCosignedCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class GetCosignedCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    ROOT_HASH_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """The tree size of the last checkpoint of the caller's log this gateway cosigned;
+    0 when it never cosigned one.
+    """
+    root_hash: _builtins.bytes
+    """Its root hash (32 bytes), empty when tree_size is 0."""
+    def __init__(
+        self,
+        *,
+        tree_size: _builtins.int = ...,
+        root_hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["root_hash", b"root_hash", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCosignedCheckpointResponse: _TypeAlias = GetCosignedCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmAgreementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENT_FIELD_NUMBER: _builtins.int
+    HASH_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    hash_key_fingerprint: _builtins.str
+    """Hex HMAC-SHA256 of the caller's hashing key over a label and the agreement digest."""
+    @_builtins.property
+    def agreement(self) -> _common_pb2.AgreementRef:
+        """The agreement as the caller holds it: id, version and digest."""
+
+    def __init__(
+        self,
+        *,
+        agreement: _common_pb2.AgreementRef | None = ...,
+        hash_key_fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "hash_key_fingerprint", b"hash_key_fingerprint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmAgreementRequest: _TypeAlias = ConfirmAgreementRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmAgreementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HASH_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    hash_key_fingerprint: _builtins.str
+    """The callee's fingerprint, equal to the caller's (a mismatch is refused instead)."""
+    def __init__(
+        self,
+        *,
+        hash_key_fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash_key_fingerprint", b"hash_key_fingerprint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmAgreementResponse: _TypeAlias = ConfirmAgreementResponse  # noqa: Y015

@@ -71,6 +71,16 @@ class PeerServiceStub:
                 request_serializer=pouch_dot_v1_dot_peer__pb2.CosignCheckpointRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_peer__pb2.CosignCheckpointResponse.FromString,
                 _registered_method=True)
+        self.GetCosignedCheckpoint = channel.unary_unary(
+                '/pouch.v1.PeerService/GetCosignedCheckpoint',
+                request_serializer=pouch_dot_v1_dot_peer__pb2.GetCosignedCheckpointRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_peer__pb2.GetCosignedCheckpointResponse.FromString,
+                _registered_method=True)
+        self.ConfirmAgreement = channel.unary_unary(
+                '/pouch.v1.PeerService/ConfirmAgreement',
+                request_serializer=pouch_dot_v1_dot_peer__pb2.ConfirmAgreementRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_peer__pb2.ConfirmAgreementResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -131,6 +141,25 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCosignedCheckpoint(self, request, context):
+        """The last checkpoint of the caller's audit log this gateway cosigned: a gateway asks
+        at start and before each cosigning, so that it finds its own log shorter than what
+        was witnessed (a replaced database, an old backup) before offering anything.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmAgreement(self, request, context):
+        """Shows both gateways hold the same hashing key for an agreement, by a keyed one-way
+        fingerprint bound to the agreement's digest, never the key. The callee compares it
+        with its own; a mismatch is refused with HASH_KEY_MISMATCH and puts the agreement
+        out of force on both sides.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -168,6 +197,16 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.CosignCheckpoint,
                     request_deserializer=pouch_dot_v1_dot_peer__pb2.CosignCheckpointRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_peer__pb2.CosignCheckpointResponse.SerializeToString,
+            ),
+            'GetCosignedCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCosignedCheckpoint,
+                    request_deserializer=pouch_dot_v1_dot_peer__pb2.GetCosignedCheckpointRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_peer__pb2.GetCosignedCheckpointResponse.SerializeToString,
+            ),
+            'ConfirmAgreement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmAgreement,
+                    request_deserializer=pouch_dot_v1_dot_peer__pb2.ConfirmAgreementRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_peer__pb2.ConfirmAgreementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +400,60 @@ class PeerService:
             '/pouch.v1.PeerService/CosignCheckpoint',
             pouch_dot_v1_dot_peer__pb2.CosignCheckpointRequest.SerializeToString,
             pouch_dot_v1_dot_peer__pb2.CosignCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCosignedCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.PeerService/GetCosignedCheckpoint',
+            pouch_dot_v1_dot_peer__pb2.GetCosignedCheckpointRequest.SerializeToString,
+            pouch_dot_v1_dot_peer__pb2.GetCosignedCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmAgreement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.PeerService/ConfirmAgreement',
+            pouch_dot_v1_dot_peer__pb2.ConfirmAgreementRequest.SerializeToString,
+            pouch_dot_v1_dot_peer__pb2.ConfirmAgreementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,17 @@ class PeerServiceStub:
     """
     CosignCheckpoint: _grpc.UnaryUnaryMultiCallable[_peer_pb2.CosignCheckpointRequest, _peer_pb2.CosignCheckpointResponse]
     """Offers a signed audit checkpoint for cosignature by the partner (C2SP tlog-cosignature)."""
+    GetCosignedCheckpoint: _grpc.UnaryUnaryMultiCallable[_peer_pb2.GetCosignedCheckpointRequest, _peer_pb2.GetCosignedCheckpointResponse]
+    """The last checkpoint of the caller's audit log this gateway cosigned: a gateway asks
+    at start and before each cosigning, so that it finds its own log shorter than what
+    was witnessed (a replaced database, an old backup) before offering anything.
+    """
+    ConfirmAgreement: _grpc.UnaryUnaryMultiCallable[_peer_pb2.ConfirmAgreementRequest, _peer_pb2.ConfirmAgreementResponse]
+    """Shows both gateways hold the same hashing key for an agreement, by a keyed one-way
+    fingerprint bound to the agreement's digest, never the key. The callee compares it
+    with its own; a mismatch is refused with HASH_KEY_MISMATCH and puts the agreement
+    out of force on both sides.
+    """
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -87,6 +98,17 @@ class PeerServiceAsyncStub(PeerServiceStub):
     """
     CosignCheckpoint: _aio.UnaryUnaryMultiCallable[_peer_pb2.CosignCheckpointRequest, _peer_pb2.CosignCheckpointResponse]  # type: ignore[assignment]
     """Offers a signed audit checkpoint for cosignature by the partner (C2SP tlog-cosignature)."""
+    GetCosignedCheckpoint: _aio.UnaryUnaryMultiCallable[_peer_pb2.GetCosignedCheckpointRequest, _peer_pb2.GetCosignedCheckpointResponse]  # type: ignore[assignment]
+    """The last checkpoint of the caller's audit log this gateway cosigned: a gateway asks
+    at start and before each cosigning, so that it finds its own log shorter than what
+    was witnessed (a replaced database, an old backup) before offering anything.
+    """
+    ConfirmAgreement: _aio.UnaryUnaryMultiCallable[_peer_pb2.ConfirmAgreementRequest, _peer_pb2.ConfirmAgreementResponse]  # type: ignore[assignment]
+    """Shows both gateways hold the same hashing key for an agreement, by a keyed one-way
+    fingerprint bound to the agreement's digest, never the key. The callee compares it
+    with its own; a mismatch is refused with HASH_KEY_MISMATCH and puts the agreement
+    out of force on both sides.
+    """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Gateway to gateway. Served only on the peer listener; the caller is identified by
@@ -156,5 +178,28 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_peer_pb2.CosignCheckpointResponse, _abc.Awaitable[_peer_pb2.CosignCheckpointResponse]]:
         """Offers a signed audit checkpoint for cosignature by the partner (C2SP tlog-cosignature)."""
+
+    @_abc_1.abstractmethod
+    def GetCosignedCheckpoint(
+        self,
+        request: _peer_pb2.GetCosignedCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.GetCosignedCheckpointResponse, _abc.Awaitable[_peer_pb2.GetCosignedCheckpointResponse]]:
+        """The last checkpoint of the caller's audit log this gateway cosigned: a gateway asks
+        at start and before each cosigning, so that it finds its own log shorter than what
+        was witnessed (a replaced database, an old backup) before offering anything.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmAgreement(
+        self,
+        request: _peer_pb2.ConfirmAgreementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.ConfirmAgreementResponse, _abc.Awaitable[_peer_pb2.ConfirmAgreementResponse]]:
+        """Shows both gateways hold the same hashing key for an agreement, by a keyed one-way
+        fingerprint bound to the agreement's digest, never the key. The callee compares it
+        with its own; a mismatch is refused with HASH_KEY_MISMATCH and puts the agreement
+        out of force on both sides.
+        """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
