@@ -1,47 +1,50 @@
 """The active ISO 4217 currency codes in which a representation's costs may be claimed.
 
-Only codes for currencies in circulation (ISO 4217 list one); funds codes (``BOV``,
-``CLF``, ``USN`` ...), precious metals (``XAU`` ...), the testing code ``XTS`` and
-"no currency" ``XXX`` are not in it: none of them is what a consulate is reimbursed in.
-Codes are upper case.
+The codes come from ISO 4217 list one as published by the ISO 4217 maintenance agency,
+carried by the ``iso4217`` package (:data:`PUBLISHED` is its data's date; a new release
+of the package brings a new list, e.g. ``XCG`` for the Caribbean guilder since 2025,
+and no ``BGN`` since Bulgaria adopted the euro on 2026-01-01). Only currencies a
+consulate can be reimbursed in are kept: not the funds codes ISO marks as such (``BOV``,
+``CLF``, ``USN`` ...), not the codes without minor units (precious metals such as
+``XAU``, special drawing rights, bond-market units, the testing code ``XTS`` and "no
+currency" ``XXX``), and not the units of account :data:`UNITS_OF_ACCOUNT` that ISO
+lists with minor units but that no one pays in. Codes are upper case.
 """
 
 from __future__ import annotations
 
-# Written out by first letter, so a reviewer can check it against the ISO list.
-# fmt: off
-CURRENCY_CODES: frozenset[str] = frozenset({
-    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN",
-    "BAM", "BBD", "BDT", "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP",
-    "BYN", "BZD",
-    "CAD", "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK",
-    "DJF", "DKK", "DOP", "DZD",
-    "EGP", "ERN", "ETB", "EUR",
-    "FJD", "FKP",
-    "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ", "GYD",
-    "HKD", "HNL", "HTG", "HUF",
-    "IDR", "ILS", "INR", "IQD", "IRR", "ISK",
-    "JMD", "JOD", "JPY",
-    "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT",
-    "LAK", "LBP", "LKR", "LRD", "LSL", "LYD",
-    "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR", "MWK", "MXN", "MYR",
-    "MZN",
-    "NAD", "NGN", "NIO", "NOK", "NPR", "NZD",
-    "OMR",
-    "PAB", "PEN", "PGK", "PHP", "PKR", "PLN", "PYG",
-    "QAR",
-    "RON", "RSD", "RUB", "RWF",
-    "SAR", "SBD", "SCR", "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC",
-    "SYP", "SZL",
-    "THB", "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS",
-    "UAH", "UGX", "USD", "UYU", "UZS",
-    "VES", "VND", "VUV",
-    "WST",
-    "XAF", "XCD", "XOF", "XPF",
-    "YER",
-    "ZAR", "ZMW", "ZWG",
-})
-# fmt: on
+from datetime import date
+
+import iso4217
+
+PUBLISHED: date = iso4217.__published__
+
+UNITS_OF_ACCOUNT = frozenset(
+    {
+        "UYW",  # Unidad Previsional: an index unit of Uruguay, not marked as a fund by ISO
+        "XAD",  # Arab Accounting Dinar: the Arab Monetary Fund's unit of account
+    }
+)
+
+
+def _funds_codes() -> frozenset[str]:
+    # The enum does not carry ISO's IsFund flag; the table it is parsed from does.
+    return frozenset(
+        code
+        for entry in iso4217.raw_xml.iter("CcyNtry")
+        if (name := entry.find("CcyNm")) is not None
+        and name.get("IsFund") == "true"
+        and (code := entry.findtext("Ccy"))
+    )
+
+
+_NOT_PAID_IN = _funds_codes() | UNITS_OF_ACCOUNT
+
+CURRENCY_CODES: frozenset[str] = frozenset(
+    currency.code
+    for currency in iso4217.Currency
+    if currency.exponent is not None and currency.code not in _NOT_PAID_IN
+)
 
 
 def is_currency_code(code: str) -> bool:
