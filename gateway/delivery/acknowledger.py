@@ -176,7 +176,7 @@ class Acknowledger:
         temporary = [f for f in failed if not f.permanent]
         if temporary:
             self.watch(sender).failed(
-                temporary[0].reason, [f.message.message_id for f in temporary], calls=1
+                temporary[0].reason, [f.message.message_id for f in temporary]
             )
         elif failed:
             self.watch(sender).succeeded()

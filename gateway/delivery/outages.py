@@ -6,10 +6,10 @@ The watch promises, whatever the rate of calls:
 * one WARNING line (``dependency_failing``) when calls start failing, with the reason
   code and the ids of the messages that waited on them;
 * at most one summary line a ``summary_interval_s`` (a minute) while they keep failing
-  (``dependency_still_failing``), with the failed calls since the start and the ids
-  of the messages waiting;
+  (``dependency_still_failing``), with the failed tries since the start (``count``: one
+  per message a failed call carried) and the ids of the messages waiting;
 * one INFO line when a call succeeds again (``dependency_recovered``), with how long
-  the failure lasted, how many calls failed and which messages had waited.
+  the failure lasted, how many tries failed and which messages had waited.
 
 Lines carry reason codes, counts and message ids only (:mod:`gateway.events`); the
 dependency's own error text never reaches them.
@@ -18,7 +18,7 @@ dependency's own error text never reaches them.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 
 from gateway.events import Event, emit
 
@@ -58,10 +58,11 @@ class DependencyWatch:
     def failing(self) -> bool:
         return self._since is not None
 
-    def failed(self, reason: str, message_ids: Iterable[str], *, calls: int = 1) -> None:
-        """``calls`` calls for ``message_ids`` failed with ``reason`` (a reason code)."""
+    def failed(self, reason: str, message_ids: Sequence[str]) -> None:
+        """A call for ``message_ids`` failed with ``reason`` (a reason code): one failed
+        try for each of them (at least one, for a call that carried none)."""
         now = self._clock()
-        self._failures += calls
+        self._failures += max(1, len(message_ids))
         self._waiting.update(message_ids)
         if self._since is None:
             self._since = self._last_line = now
