@@ -76,7 +76,7 @@ class _Call:
             )
             self.guard.metrics.refusals.labels(self.guard.listener, error.reason).inc()
             if isinstance(error, AuthenticationRejected):
-                self.guard.metrics.handshake_failures.labels(
+                self.guard.metrics.authentication_refusals.labels(
                     self.guard.listener, error.reason
                 ).inc()
             if (
