@@ -123,9 +123,12 @@ def emit(
     attempts: int | None = None,
     seconds: float | None = None,
     message_ids: Iterable[str] | None = None,
+    request_id: str | None = None,
 ) -> None:
     """Write one event line (INFO; dead letters and failing dependencies WARNING,
-    retries DEBUG). ``by`` is ``own`` or ``partner``: whose act an agreement event is."""
+    retries DEBUG). ``by`` is ``own`` or ``partner``: whose act an agreement event is.
+    ``request_id`` is that of the call a later stage continues (kept with the message);
+    by default, the call under way's."""
     level = (
         logging.WARNING
         if event in _WARNING_EVENTS
@@ -137,7 +140,7 @@ def emit(
         return
     fields: dict[str, Any] = {
         "event": event.value,
-        "request_id": REQUEST_ID.get(),
+        "request_id": _identifier(request_id) or REQUEST_ID.get(),
         "message_id": _identifier(message_id),
         "agreement_id": _identifier(agreement_id),
         "agreement_version": agreement_version,

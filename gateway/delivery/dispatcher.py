@@ -470,4 +470,5 @@ class Dispatcher:
             kind=message.kind,
             reason=reason,
             attempts=message.attempts,
+            request_id=message.request_id,
         )

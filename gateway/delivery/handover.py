@@ -252,7 +252,7 @@ class OutcomeRecorder:
     async def record(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
         """Record a decision :meth:`verify` accepted, with its audit entry, in one unit."""
         applied = receipt.outcome == envelope_pb2.RECEIPT_OUTCOME_APPLIED
-        answer: list[int] = []  # the agreement version, once recorded
+        answer: list[tuple[int, str | None]] = []  # version and request id, once recorded
 
         def record(conn: Connection) -> PouchError | None:
             # The decision and its audit entry commit together, once, and only for a
@@ -271,7 +271,7 @@ class OutcomeRecorder:
                 reason=receipt.reason_code or None,
             )
             if recorded:
-                answer.append(message.agreement_version)
+                answer.append((message.agreement_version, message.request_id))
                 self._audit.record(
                     EventKind.RECEIPTED,
                     Decision.APPLIED if applied else Decision.REJECTED,
@@ -293,7 +293,8 @@ class OutcomeRecorder:
             emit(
                 Event.RECEIPTED,
                 message_id=receipt.message_id,
-                agreement_version=answer[0],
+                agreement_version=answer[0][0],
+                request_id=answer[0][1],
                 partner=peer_state,
                 kind="applied" if applied else "rejected",
                 reason=receipt.reason_code or None,

@@ -34,7 +34,7 @@ from gateway.agreements.gate import AgreementGate
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeSigner
 from gateway.errors import PouchError, Rejected
-from gateway.events import Event, emit
+from gateway.events import REQUEST_ID, Event, emit
 from gateway.exchanges.civil_validation import ValidCivilSubmission, validate_submission
 from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import civil_record_payload
@@ -173,6 +173,7 @@ class CivilRecordSender:
             principal=principal.subject,
             kind=minimised.kind,
             envelope_digest=digest,
+            request_id=REQUEST_ID.get(),
         )
 
         def store(conn: Connection) -> Submitted:

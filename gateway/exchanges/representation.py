@@ -32,7 +32,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeSigner
 from gateway.errors import NotFound, PermissionRejected, PouchError
-from gateway.events import Event, emit
+from gateway.events import REQUEST_ID, Event, emit
 from gateway.exchanges import case_machine
 from gateway.exchanges.case_change import (
     EXCHANGE,
@@ -221,6 +221,8 @@ class RepresentationDesk:
             consent_recorded=case.consent_recorded,
         )
 
+        request_id = REQUEST_ID.get()
+
         def open_case(write: CaseWrite) -> CaseRecord | None:
             # The case, its quota, its first message and the evidence commit together, and
             # only while the agreement is in force; a reference already used takes nothing.
@@ -228,7 +230,8 @@ class RepresentationDesk:
             if not write.insert_case(case):
                 return None
             self._gate.take_quota_within(write.conn, agreement, minimised, what="cases")
-            self._commit(write, agreement, case, CaseChange(message, minimised, "submitted"), now)
+            change = CaseChange(message, minimised, "submitted")
+            self._commit(write, agreement, case, change, now, request_id)
             self._audit_sent(principal, case, message, write.conn)
             return case
 
@@ -264,6 +267,8 @@ class RepresentationDesk:
         if new_state is not None:
             change = dataclasses.replace(change, new_state=new_state)
 
+        request_id = REQUEST_ID.get()
+
         def act(write: CaseWrite) -> None:
             self._gate.confirm_within(write.conn, agreement)
             locked = write.lock(case.case_id)
@@ -271,7 +276,7 @@ class RepresentationDesk:
                 raise NotFound("no such case")
             if new_state is not None:  # re-check under the lock: the partner may have moved it
                 check_transition(locked.state, new_state, self._role(locked))
-            self._commit(write, agreement, locked, change, now)
+            self._commit(write, agreement, locked, change, now, request_id)
             self._audit_sent(principal, locked, change.message, write.conn)
 
         self._cases.write(act)
@@ -296,8 +301,12 @@ class RepresentationDesk:
         case: CaseRecord,
         change: CaseChange,
         now: datetime,
+        request_id: str | None,
     ) -> None:
-        """Sign the message with the case's next sequence number and change the case with it."""
+        """Sign the message with the case's next sequence number and change the case with it.
+
+        ``request_id`` is the call's, taken before the write left its thread: the message's
+        later stages log under it."""
         sequence = case.sent_seq + 1
         message = CaseMessage(**{**change.message.__dict__, "sequence": sequence})
         header = agreement.new_header(
@@ -322,6 +331,7 @@ class RepresentationDesk:
                     deadline_at=now + self._deadline,
                     kind=case.kind,
                     envelope_digest=digest,
+                    request_id=request_id,
                 )
             ],
         )

@@ -85,6 +85,7 @@ from gateway.store.tables import (
     MESSAGE_ID_LENGTH,
     PRINCIPAL_LENGTH,
     PURPOSE_LENGTH,
+    REQUEST_ID_LENGTH,
     WORKER_ID_LENGTH,
     OutboxStatus,
     RegistryOutcome,
@@ -126,6 +127,7 @@ class OutboxItem:
     principal: str | None = None
     kind: str | None = None
     envelope_digest: str | None = None
+    request_id: str | None = None
 
     def __post_init__(self) -> None:
         _require_text("message_id", self.message_id, MESSAGE_ID_LENGTH)
@@ -135,6 +137,7 @@ class OutboxItem:
             ("client_reference", self.client_reference, CLIENT_REFERENCE_LENGTH),
             ("principal", self.principal, PRINCIPAL_LENGTH),
             ("kind", self.kind, KIND_LENGTH),
+            ("request_id", self.request_id, REQUEST_ID_LENGTH),
         ):
             if value is not None:
                 _require_text(name, value, limit)
@@ -189,6 +192,7 @@ class OutboxMessage:
     receipt: bytes | None = field(repr=False)
     payload_purged_at: datetime | None
     envelope_digest: str | None
+    request_id: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> OutboxMessage:
@@ -214,6 +218,7 @@ class OutboxHeading:
     recipient_state: str
     purpose: str
     receipted: bool
+    request_id: str | None = None
 
 
 class Outbox:
@@ -480,7 +485,7 @@ class Outbox:
         found = _HEADING.rows(conn, {"message_id": message_id})
         if not found:
             return None
-        agreement_id, version, exchange_type, recipient, purpose, receipted = found[0]
+        agreement_id, version, exchange_type, recipient, purpose, receipted, request = found[0]
         return OutboxHeading(
             message_id=message_id,
             agreement_id=agreement_id,
@@ -489,6 +494,7 @@ class Outbox:
             recipient_state=recipient,
             purpose=purpose,
             receipted=bool(receipted),
+            request_id=request,
         )
 
     @staticmethod
@@ -612,6 +618,7 @@ _HEADING = Prepared(
         outbox.c.recipient_state,
         outbox.c.purpose,
         outbox.c.receipt.is_not(None),
+        outbox.c.request_id,
     ).where(outbox.c.message_id == bindparam("message_id"))
 )
 _ID_FOR_REFERENCE = Prepared(
@@ -707,6 +714,7 @@ def _new_row(item: OutboxItem, now: datetime, envelope: bytes) -> dict[str, obje
         "receipt": None,
         "payload_purged_at": None,
         "envelope_digest": item.envelope_digest,
+        "request_id": item.request_id,
     }
 
 

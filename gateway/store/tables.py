@@ -67,6 +67,8 @@ AUDIT_REASON_CODE_LENGTH = 128
 HASH_LENGTH = 32
 DIGEST_LENGTH = 71
 """A ``sha256:`` digest in hex."""
+REQUEST_ID_LENGTH = 128
+"""Longest request id a caller may give (``gateway.events``)."""
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -157,6 +159,8 @@ outbox = Table(
     # The digest of the envelope as stored, which a receipt for those very bytes binds;
     # NULL on rows stored before it was kept (every attempt then signs afresh).
     Column("envelope_digest", String(DIGEST_LENGTH), nullable=True),
+    # The request id of the submitting call, for the event lines of the later stages.
+    Column("request_id", String(REQUEST_ID_LENGTH), nullable=True),
     CheckConstraint(_one_of("status", OutboxStatus), name="status"),
     CheckConstraint("attempts >= 0", name="attempts"),
     CheckConstraint(_one_of("outcome", RegistryOutcome), name="outcome"),

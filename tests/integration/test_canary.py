@@ -9,7 +9,7 @@ and in a bulk stream. Once every accepted message is settled, the word ``CANARY`
 must appear nowhere in the evidence and diagnostics of either gateway:
 
 a. any column of any audit table, in either database (read with SQL);
-b. either gateway's log file;
+b. either gateway's log file, written at DEBUG, in the text and in the JSON format;
 c. the Prometheus metrics of either gateway;
 d. anything a refused caller was told: status message, details and trailers.
 
@@ -405,9 +405,12 @@ class Deployment:
     gateways: dict[str, GatewayProcess]
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    root = tmp_path_factory.mktemp("leak-probe")
+@pytest.fixture(scope="module", params=["text", "json"])
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Deployment]:
+    """Gateways logging everything they log at DEBUG, in each of the two formats."""
+    root = tmp_path_factory.mktemp(f"leak-probe-{request.param}")
     sites = prepare_sites(
         root,
         ["AT", "BE"],
@@ -416,7 +419,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         delivery=FAST_DELIVERY,
         checkpoint_interval_s=0.5,
     )
-    gateways = {state: GatewayProcess(site) for state, site in sites.items()}
+    options = ["--log-level", "DEBUG", "--log-format", request.param]
+    gateways = {state: GatewayProcess(site, serve_options=options) for state, site in sites.items()}
     with contextlib.ExitStack() as stack:
         for site in sites.values():
             registry = RegistryProcess(site)
