@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.errors import Unavailable
+from gateway.events import Event, emit
 from gateway.pki.authority import StateAuthority
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import as_utc, write_public_file
@@ -389,3 +390,8 @@ class CrlWatcher:
             )
             return
         self._current = candidate
+        emit(
+            Event.CRL_RELOADED,
+            partner=self._owner.state if self._owner else None,
+            by=self._owner.role if self._owner else None,
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -71,3 +73,19 @@ def test_negative_grace_is_refused(fr_dir: StateDirectory) -> None:
     ca = load_certificate(fr_dir.ca_cert)
     with pytest.raises(ValueError, match="grace"):
         CrlWatcher(fr_dir.crl, ca, grace=-GRACE)
+
+
+def test_a_reloaded_crl_is_one_event_line_naming_whose_it_is(
+    fr_dir: StateDirectory, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(NOW)
+    crl = watcher(fr_dir, clock)
+    assert not crl.current().is_revoked(99)
+    caplog.set_level("INFO", logger="pouch.events")
+    refresh_crl(fr_dir.root, now=NOW + timedelta(seconds=5), next_update_days=1)
+    os.utime(fr_dir.crl, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+    assert not crl.current().is_revoked(99)
+    lines = [r for r in caplog.records if r.name == "pouch.events"]
+    assert [r.getMessage() for r in lines] == ["crl_reloaded"]
+    fields = lines[0].__dict__["pouch_event"]
+    assert (fields["partner"], fields["by"]) == ("FR", "partner")
