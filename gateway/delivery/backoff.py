@@ -8,6 +8,7 @@ after the deadline."""
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,9 +25,20 @@ class Backoff:
 
     def delay_s(self, attempts: int, rng: random.Random) -> float:
         """The wait after the ``attempts``-th failed attempt (1 for the first)."""
-        base = min(self.maximum_s, self.initial_s * self.multiplier ** max(0, attempts - 1))
+        base = min(self.maximum_s, self._grown(max(0, attempts - 1)))
         spread = base * self.jitter_fraction
         return max(0.0, base + rng.uniform(-spread, spread))
+
+    def _grown(self, steps: int) -> float:
+        """``initial * multiplier ** steps``, once past ``maximum`` no further: a message
+        retried for days counts thousands of attempts, and a float power that large
+        overflows."""
+        if self.multiplier <= 1 or self.initial_s <= 0:
+            return self.initial_s
+        if self.initial_s >= self.maximum_s:
+            return self.maximum_s
+        to_maximum = math.ceil(math.log(self.maximum_s / self.initial_s, self.multiplier))
+        return self.initial_s * self.multiplier ** min(steps, to_maximum)
 
     def next_attempt(
         self, attempts: int, now: datetime, deadline: datetime, rng: random.Random
