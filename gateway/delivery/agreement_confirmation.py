@@ -14,7 +14,9 @@ Guarantees:
   fingerprint with ours and records the result; a mismatch is refused with
   ``HASH_KEY_MISMATCH``, so both sides hold the agreement out of force after one call.
 - :meth:`AgreementConfirmation.check_stated` checks the fingerprint a partner states
-  with a delivery or a query, before any stage stores or answers it.
+  with a delivery or a query, before any stage stores or answers it; a message under
+  an agreement we hold that states none is refused (``HASH_KEY_NOT_STATED``), and
+  :meth:`AgreementConfirmation.stated` gives ours for every message we send.
 - A mismatch found here first (in what a partner stated with a message or a notice) is
   told to the partner with a ``ConfirmAgreement`` call of our own, so that it too holds
   the agreement out of force, not only the side that noticed.
@@ -40,7 +42,7 @@ from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.agreements.hash_key import HASH_KEY_MISMATCH, HashKeyMismatch, Mismatch
 from gateway.delivery.dispatcher import refusal_reason
 from gateway.delivery.partners import PartnerChannels
-from gateway.errors import AgreementRejected, PartnerUnavailable, unexpected_summary
+from gateway.errors import AgreementRejected, NotFound, PartnerUnavailable, unexpected_summary
 from pouch.v1 import common_pb2, peer_pb2
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,21 @@ class AgreementConfirmation:
         self._loop = asyncio.get_running_loop()
 
     def stated(self, agreement_ids: Iterable[str]) -> dict[str, str]:
-        """Our fingerprints for those of ``agreement_ids`` we confirmed or offered."""
-        return {a: self._fingerprints[a] for a in agreement_ids if a in self._fingerprints}
+        """Our fingerprints for ``agreement_ids``: every message states one, since a
+        receiver refuses a message under an agreement whose fingerprint is not stated."""
+        stated: dict[str, str] = {}
+        for agreement_id in agreement_ids:
+            fingerprint = self._fingerprints.get(agreement_id) or self._own(agreement_id)
+            if fingerprint is not None:
+                stated[agreement_id] = fingerprint
+        return stated
+
+    def _own(self, agreement_id: str) -> str | None:
+        """Our fingerprint for an agreement not confirmed yet (the partner was not asked)."""
+        try:
+            return self._gate.fingerprint_of(self._gate.registry.get(agreement_id))
+        except (AgreementRejected, NotFound):
+            return None
 
     async def ensure(self, agreement_id: str, partner_state: str) -> None:
         """See the module docstring; :class:`AgreementRejected` if not in force."""
@@ -139,17 +154,24 @@ class AgreementConfirmation:
     def check_stated(
         self, partner_state: str, named: common_pb2.AgreementRef, stated: Mapping[str, str]
     ) -> None:
-        """The fingerprint a partner stated with a message, if it stated one.
+        """The fingerprint a partner stated with a message, which it must state.
 
-        A sender stating none (a release without the check, or a message made by hand)
-        is held to what the registry recorded for the agreement text: a mismatch found
-        before refuses it there.
+        Rules fail closed: a message under an agreement whose hashing key nobody showed
+        to be ours is refused (``HASH_KEY_NOT_STATED``), as one under another key is.
         """
         fingerprint = stated.get(named.id)
-        if fingerprint is not None:
-            self._gate.require_same_hash_key(
-                partner_state, (named.id, named.version, named.digest), fingerprint
+        if fingerprint is None:
+            try:
+                self._gate.registry.get(named.id)
+            except NotFound:
+                return  # no such agreement here: its own stage refuses it by that name
+            raise AgreementRejected(
+                "the message states no hashing-key fingerprint for its agreement",
+                reason="HASH_KEY_NOT_STATED",
             )
+        self._gate.require_same_hash_key(
+            partner_state, (named.id, named.version, named.digest), fingerprint
+        )
 
     def _found(self, mismatch: Mismatch) -> None:
         """Listener of the standing: tell the partner a mismatch it may not know of."""

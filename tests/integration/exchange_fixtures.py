@@ -37,6 +37,7 @@ from sqlalchemy import func, select
 
 from adapters.factory import SpoolAdapterSettings
 from adapters.spool import SpoolAdapter
+from gateway.agreements.hash_key import hash_key_fingerprint
 from gateway.agreements.loader import load_agreement, sign_agreement
 from gateway.agreements.model import EXCHANGES_VALIDATOR
 from gateway.config import load_settings
@@ -467,10 +468,24 @@ class LocalCaller:
             time.sleep(0.05)
 
 
+def stated_fingerprints(site: Site, envelopes: Sequence[envelope_pb2.Envelope]) -> dict[str, str]:
+    """What ``site``'s gateway states with ``envelopes``: its hashing-key fingerprint for
+    each agreement they name that it holds a key for."""
+    stated: dict[str, str] = {}
+    for envelope in envelopes:
+        path = site.hash_keys_dir / f"{envelope.agreement.id}.key"
+        if path.is_file():
+            key = bytes.fromhex(path.read_text().strip())
+            stated[envelope.agreement.id] = hash_key_fingerprint(key, envelope.agreement.digest)
+    return stated
+
+
 class PeerCaller:
-    """``tls_site``'s gateway identity calling ``target_site``'s peer API."""
+    """``tls_site``'s gateway identity calling ``target_site``'s peer API, stating the
+    hashing-key fingerprints ``tls_site`` holds as its gateway would."""
 
     def __init__(self, tls_site: Site, target_site: Site) -> None:
+        self._tls_site = tls_site
         self._channel = channel_to(
             target_site.peer_target,
             trusted_ca=target_site.pki.ca_cert.read_bytes(),
@@ -486,8 +501,25 @@ class PeerCaller:
         self._channel.close()
 
     def deliver(self, envelope: envelope_pb2.Envelope) -> envelope_pb2.Receipt:
-        answer = self.stub.Deliver(peer_pb2.DeliverRequest(envelope=envelope), timeout=TIMEOUT_S)
-        return answer.receipt
+        request = peer_pb2.DeliverRequest(
+            envelope=envelope, hash_key_fingerprints=stated_fingerprints(self._tls_site, [envelope])
+        )
+        return self.stub.Deliver(request, timeout=TIMEOUT_S).receipt
+
+    def deliver_batch(
+        self, envelopes: Sequence[envelope_pb2.Envelope]
+    ) -> peer_pb2.DeliverBatchResponse:
+        request = peer_pb2.DeliverBatchRequest(
+            envelopes=envelopes,
+            hash_key_fingerprints=stated_fingerprints(self._tls_site, envelopes),
+        )
+        return self.stub.DeliverBatch(request, timeout=TIMEOUT_S)
+
+    def query(self, envelope: envelope_pb2.Envelope) -> peer_pb2.QueryResponse:
+        request = peer_pb2.QueryRequest(
+            envelope=envelope, hash_key_fingerprints=stated_fingerprints(self._tls_site, [envelope])
+        )
+        return self.stub.Query(request, timeout=TIMEOUT_S)
 
 
 # -- envelopes -----------------------------------------------------------------

@@ -19,7 +19,7 @@ from gateway.demo.deployment import Site, agreement_id_for, prepare_sites
 from gateway.envelope import EnvelopeSigner
 from gateway.policy.transforms import MASK, keyed_hash
 from gateway.server.app import Gateway
-from pouch.v1 import agreement_pb2, common_pb2, peer_pb2
+from pouch.v1 import agreement_pb2, common_pb2, envelope_pb2, peer_pb2
 from tests.integration.conftest import error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,
@@ -156,6 +156,38 @@ def test_a_delivery_stating_another_fingerprint_is_refused_by_the_receiver(
         summary = be_admin.summary(MISMATCHED)
         assert summary.inactive_reason == "HASH_KEY_MISMATCH"
         assert mismatch_gauge(gateway, "AT") == 1
+
+
+def test_a_delivery_stating_no_fingerprint_is_refused_by_the_receiver(tmp_path: Path) -> None:
+    sites = prepare(tmp_path)
+    at, be = sites["AT"], sites["BE"]
+    signer = EnvelopeSigner.from_state_directory(at.pki)
+    with (
+        running_gateways(sites, ["BE"], spool_root=tmp_path / "spool") as running,
+        PeerCaller(at, be) as as_at,
+    ):
+        gateway = running.gateway("BE")
+
+        def envelope() -> envelope_pb2.Envelope:
+            header = civil_header(
+                sender="AT",
+                recipient="BE",
+                agreement_id=MATCHING,
+                agreement_digest=agreement_digest(be, MATCHING),
+            )
+            return signed_envelope(signer, header, civil_tree(hash_key(at, MATCHING)))
+
+        stated = envelope()
+        assert as_at.deliver(stated).message_id == stated.message_id  # stating AT's
+        assert inbox_entry(gateway, stated.message_id) is not None
+
+        unstated = envelope()
+        with pytest.raises(grpc.RpcError) as refused:
+            as_at.stub.Deliver(peer_pb2.DeliverRequest(envelope=unstated), timeout=10)
+        # Rules fail closed: a key nobody showed to be the same is not taken on trust.
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(refused.value) == "HASH_KEY_NOT_STATED"
+        assert inbox_entry(gateway, unstated.message_id) is None
 
 
 def civil_tree(key: bytes) -> dict[str, object]:

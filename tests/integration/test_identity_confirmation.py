@@ -44,6 +44,7 @@ from pouch.v1 import (
     representation_pb2_grpc,
 )
 from tests.integration.conftest import GatewayThread, assert_safe_message, channel_to, error_reason
+from tests.integration.exchange_fixtures import stated_fingerprints
 
 AT_BE = agreement_id_for("AT", "BE")
 PURPOSE = "emergency_travel_document"
@@ -328,9 +329,12 @@ def test_a_replayed_query_is_refused(deployment: Deployment) -> None:
     )
     try:
         stub = peer_pb2_grpc.PeerServiceStub(channel)
-        first = stub.Query(peer_pb2.QueryRequest(envelope=envelope), timeout=TIMEOUT_S)
+        request = peer_pb2.QueryRequest(
+            envelope=envelope, hash_key_fingerprints=stated_fingerprints(at, [envelope])
+        )
+        first = stub.Query(request, timeout=TIMEOUT_S)
         with pytest.raises(grpc.RpcError) as replayed:
-            stub.Query(peer_pb2.QueryRequest(envelope=envelope), timeout=TIMEOUT_S)
+            stub.Query(request, timeout=TIMEOUT_S)
     finally:
         channel.close()
 

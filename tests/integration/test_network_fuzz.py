@@ -46,6 +46,7 @@ from tests.integration.exchange_fixtures import (
     agreement_digest,
     be_alone,
     civil_header,
+    stated_fingerprints,
 )
 from tests.integration.test_hostile_requests import (
     full_token,
@@ -358,6 +359,8 @@ def test_hostile_payload_in_a_genuinely_signed_envelope_is_refused_by_name(
     )
     envelope = EnvelopeSigner.from_state_directory(at.pki).sign(header, payload)
     method = peer_pb2.DESCRIPTOR.services_by_name["PeerService"].methods_by_name["Deliver"]
-    request = peer_pb2.DeliverRequest(envelope=envelope).SerializeToString()
-    _called(be_only.gateway("BE"), lambda: _call(peer, method, [request], ()))
+    stated = stated_fingerprints(at, [envelope])
+    request = peer_pb2.DeliverRequest(envelope=envelope, hash_key_fingerprints=stated)
+    items = [request.SerializeToString()]
+    _called(be_only.gateway("BE"), lambda: _call(peer, method, items, ()))
     assert tracebacks.found == []

@@ -28,10 +28,9 @@ from gateway.exchanges.representation import PAYLOAD_TYPE as CASE_PAYLOAD_TYPE
 from gateway.exchanges.representation_validation import MAX_ATTACHMENT_BYTES, MAX_ATTACHMENTS
 from gateway.server.app import Gateway
 from gateway.store.tables import audit_entries, quota_usage
-from pouch.v1 import common_pb2, envelope_pb2, peer_pb2
+from pouch.v1 import common_pb2, envelope_pb2
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
-    TIMEOUT_S,
     PeerCaller,
     RunningGateways,
     agreement_digest,
@@ -168,10 +167,8 @@ def _claim_bytes(given: str) -> bytes:
 def test_identity_query_with_a_lone_surrogate_in_a_name_is_refused_not_internal(
     be_only: RunningGateways, be: Gateway, as_at: PeerCaller
 ) -> None:
-    stub = as_at.stub
-
     def query(envelope: envelope_pb2.Envelope) -> Any:
-        return stub.Query(peer_pb2.QueryRequest(envelope=envelope), timeout=TIMEOUT_S)
+        return as_at.query(envelope)
 
     def signed(payload: bytes) -> envelope_pb2.Envelope:
         header = _header(

@@ -20,7 +20,7 @@ from gateway.audit.log import AuditRecord
 from gateway.exchanges.payload import encode_payload
 from gateway.pki.keys import certificate_fingerprint, load_certificate
 from gateway.server.app import Gateway
-from pouch.v1 import envelope_pb2, peer_pb2
+from pouch.v1 import envelope_pb2
 from tests.integration.conftest import error_reason
 from tests.integration.exchange_fixtures import (
     PeerCaller,
@@ -148,13 +148,11 @@ def test_oversized_message_from_a_partner_is_audited_with_the_certificate(
 def test_batch_over_the_limit_from_a_partner_is_audited_with_the_certificate(
     be_only: RunningGateways, be: Gateway, as_at: PeerCaller
 ) -> None:
-    genuine = peer_pb2.DeliverBatchRequest(envelopes=[from_at(be_only)])
-    assert as_at.stub.DeliverBatch(genuine, timeout=TIMEOUT).results[0].HasField("receipt")
+    assert as_at.deliver_batch([from_at(be_only)]).results[0].HasField("receipt")
     before = tally(be, "BATCH_SIZE")
     envelope = from_at(be_only)
-    oversized = peer_pb2.DeliverBatchRequest(envelopes=[envelope] * 65)
     with pytest.raises(grpc.RpcError) as error:
-        as_at.stub.DeliverBatch(oversized, timeout=TIMEOUT)
+        as_at.deliver_batch([envelope] * 65)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_reason(error.value) == "BATCH_SIZE"
     assert_evidence(be_only, be, "BATCH_SIZE", before)

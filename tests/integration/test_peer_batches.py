@@ -64,9 +64,7 @@ def test_each_envelope_of_a_batch_is_answered_in_order_as_alone(
     sent = [good[0], tampered, good[1], unknown, good[2]]
     before = inbox_size(be)
 
-    answer = as_at.stub.DeliverBatch(
-        peer_pb2.DeliverBatchRequest(envelopes=sent), timeout=TIMEOUT_S
-    )
+    answer = as_at.deliver_batch(sent)
 
     assert [r.WhichOneof("result") for r in answer.results] == [
         "receipt",
@@ -106,9 +104,8 @@ def test_a_batch_resent_is_acknowledged_again_and_stored_once(
 ) -> None:
     envelopes = [from_at(be_only) for _ in range(4)]
     before = inbox_size(be)
-    request = peer_pb2.DeliverBatchRequest(envelopes=envelopes)
-    first = as_at.stub.DeliverBatch(request, timeout=TIMEOUT_S)
-    second = as_at.stub.DeliverBatch(request, timeout=TIMEOUT_S)
+    first = as_at.deliver_batch(envelopes)
+    second = as_at.deliver_batch(envelopes)
     assert inbox_size(be) == before + 4
     assert [r.receipt.reason_code for r in first.results] == [""] * 4
     assert [r.receipt.reason_code for r in second.results] == ["DUPLICATE"] * 4
@@ -121,9 +118,7 @@ def test_a_batch_outside_its_size_is_refused_naming_the_field(
     before = inbox_size(be)
     envelopes = [from_at(be_only) for _ in range(count)]
     with pytest.raises(grpc.RpcError) as refused:
-        as_at.stub.DeliverBatch(
-            peer_pb2.DeliverBatchRequest(envelopes=envelopes), timeout=TIMEOUT_S
-        )
+        as_at.deliver_batch(envelopes)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(refused.value) == ["envelopes"]
     assert_safe_message(refused.value)
