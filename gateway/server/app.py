@@ -67,6 +67,7 @@ from gateway.server.peer_api import (
 )
 from gateway.server.representation_service import RepresentationService
 from gateway.server.startup_checks import StartupError, database_engine, migrate_existing
+from gateway.store.dead_letters import DeadLetter, dead_letters
 from gateway.store.engine import redact_url
 from gateway.store.migrate import current_revision
 from gateway.trust.peer import CertificateIdentifier, TrustAnchor
@@ -240,7 +241,7 @@ class Gateway:
         )
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayInfoService(self.describe), server
+            GatewayInfoService(self.describe, self._dead_letters), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         services = [
@@ -341,6 +342,11 @@ class Gateway:
             ("grpc.max_send_message_length", limit),
             ports.EXCLUSIVE,
         ]
+
+    def _dead_letters(self, partner_state: str | None, limit: int) -> list[DeadLetter]:
+        return dead_letters(
+            self.engine, own_state=self.state, partner_state=partner_state, limit=limit
+        )
 
     def describe(self) -> gateway_pb2.GetGatewayInfoResponse:
         return gateway_pb2.GetGatewayInfoResponse(

@@ -10,16 +10,25 @@ load balancer or an operator's tooling can reach them without a token.
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
 import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import __version__
-from gateway.errors import AuthenticationRejected, PermissionRejected
+from gateway.errors import (
+    AuthenticationRejected,
+    FieldViolation,
+    PermissionRejected,
+    ValidationRejected,
+)
 from gateway.pki.tokens import TokenVerifier
 from gateway.server.caller import current_principal, set_principal
+from gateway.store.dead_letters import DeadLetter
 from gateway.trust.peer import CertificateIdentifier
 from gateway.trust.principal import Principal, Scope
 from pouch.v1 import gateway_pb2, gateway_pb2_grpc
@@ -27,6 +36,7 @@ from pouch.v1 import gateway_pb2, gateway_pb2_grpc
 # Required scopes per method; a caller needs any one of them.
 METHOD_SCOPES: Mapping[str, frozenset[Scope]] = {
     "/pouch.v1.GatewayService/GetGatewayInfo": frozenset({Scope.ADMIN}),
+    "/pouch.v1.GatewayService/ListDeadLetters": frozenset({Scope.ADMIN}),
     "/pouch.v1.CivilRecordService/SubmitUpdate": frozenset({Scope.CIVIL_SUBMIT}),
     "/pouch.v1.CivilRecordService/SubmitUpdates": frozenset({Scope.CIVIL_SUBMIT}),
     "/pouch.v1.CivilRecordService/GetUpdateStatus": frozenset({Scope.CIVIL_SUBMIT}),
@@ -119,11 +129,40 @@ class LocalAuthenticator:
         set_principal(principal)
 
 
+DeadLetters = Callable[[str | None, int], list[DeadLetter]]
+"""The dead letters (with the partner given, or all), at most that many."""
+MAX_DEAD_LETTERS = 500
+
+
 class GatewayInfoService(gateway_pb2_grpc.GatewayServiceServicer):
     """What operators ask a gateway about itself."""
 
-    def __init__(self, describe: Callable[[], gateway_pb2.GetGatewayInfoResponse]) -> None:
+    def __init__(
+        self,
+        describe: Callable[[], gateway_pb2.GetGatewayInfoResponse],
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
+        """``dead_letters`` is None on a gateway without exchanges: it has none."""
         self._describe = describe
+        self._dead_letters = dead_letters
+
+    async def ListDeadLetters(
+        self,
+        request: gateway_pb2.ListDeadLettersRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.ListDeadLettersResponse:
+        if request.page_size > MAX_DEAD_LETTERS:
+            raise ValidationRejected([FieldViolation("page_size", f"at most {MAX_DEAD_LETTERS}")])
+        if request.partner_state and not _STATE.fullmatch(request.partner_state):
+            raise ValidationRejected(
+                [FieldViolation("partner_state", "must be an ISO 3166-1 alpha-2 code")]
+            )
+        if self._dead_letters is None:
+            return gateway_pb2.ListDeadLettersResponse()
+        found = await asyncio.to_thread(
+            self._dead_letters, request.partner_state or None, request.page_size or 100
+        )
+        return gateway_pb2.ListDeadLettersResponse(dead_letters=[_dead_letter(d) for d in found])
 
     async def GetGatewayInfo(
         self,
@@ -137,3 +176,23 @@ class GatewayInfoService(gateway_pb2_grpc.GatewayServiceServicer):
         info.caller_subject = principal.subject
         info.caller_scopes.extend(sorted(str(s) for s in principal.scopes))
         return info
+
+
+_STATE = re.compile(r"[A-Z]{2}")
+
+
+def _dead_letter(letter: DeadLetter) -> gateway_pb2.DeadLetter:
+    stored = Timestamp()
+    stored.FromDatetime(letter.stored_at)
+    return gateway_pb2.DeadLetter(
+        message_id=letter.message_id,
+        direction=letter.direction,
+        stage=letter.stage,
+        partner_state=letter.partner_state,
+        agreement_id=letter.agreement_id,
+        exchange_type=letter.exchange_type,
+        reason_code=letter.reason_code,
+        attempts=letter.attempts,
+        stored_at=stored,
+        case_id=letter.case_id or "",
+    )

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pouch/v1/gateway.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x17\n\x15GetGatewayInfoRequest\"|\n\x0bPartnerInfo\x12\r\n\x05state\x18\x01 \x01(\t\x12\x15\n\rpeer_endpoint\x18\x02 \x01(\t\x12\x15\n\rbundle_digest\x18\x03 \x01(\t\x12\x30\n\x0c\x63\x61_not_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x01\n\x16GetGatewayInfoResponse\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x08partners\x18\x03 \x03(\x0b\x32\x15.pouch.v1.PartnerInfo\x12\x17\n\x0fschema_revision\x18\x04 \x01(\t\x12=\n\x19tls_certificate_not_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63\x61ller_subject\x18\x06 \x01(\t\x12\x15\n\rcaller_scopes\x18\x07 \x03(\t2e\n\x0eGatewayService\x12S\n\x0eGetGatewayInfo\x12\x1f.pouch.v1.GetGatewayInfoRequest\x1a .pouch.v1.GetGatewayInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pouch/v1/gateway.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x17\n\x15GetGatewayInfoRequest\"|\n\x0bPartnerInfo\x12\r\n\x05state\x18\x01 \x01(\t\x12\x15\n\rpeer_endpoint\x18\x02 \x01(\t\x12\x15\n\rbundle_digest\x18\x03 \x01(\t\x12\x30\n\x0c\x63\x61_not_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x01\n\x16GetGatewayInfoResponse\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x08partners\x18\x03 \x03(\x0b\x32\x15.pouch.v1.PartnerInfo\x12\x17\n\x0fschema_revision\x18\x04 \x01(\t\x12=\n\x19tls_certificate_not_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63\x61ller_subject\x18\x06 \x01(\t\x12\x15\n\rcaller_scopes\x18\x07 \x03(\t\"B\n\x16ListDeadLettersRequest\x12\x15\n\rpartner_state\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\"\xed\x01\n\nDeadLetter\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x15\n\rpartner_state\x18\x04 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x05 \x01(\t\x12\x15\n\rexchange_type\x18\x06 \x01(\t\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12-\n\tstored_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63\x61se_id\x18\n \x01(\t\"E\n\x17ListDeadLettersResponse\x12*\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x14.pouch.v1.DeadLetter2\xbd\x01\n\x0eGatewayService\x12S\n\x0eGetGatewayInfo\x12\x1f.pouch.v1.GetGatewayInfoRequest\x1a .pouch.v1.GetGatewayInfoResponse\x12V\n\x0fListDeadLetters\x12 .pouch.v1.ListDeadLettersRequest\x1a!.pouch.v1.ListDeadLettersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARTNERINFO']._serialized_end=218
   _globals['_GETGATEWAYINFORESPONSE']._serialized_start=221
   _globals['_GETGATEWAYINFORESPONSE']._serialized_end=453
-  _globals['_GATEWAYSERVICE']._serialized_start=455
-  _globals['_GATEWAYSERVICE']._serialized_end=556
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=455
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=521
+  _globals['_DEADLETTER']._serialized_start=524
+  _globals['_DEADLETTER']._serialized_end=761
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=763
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=832
+  _globals['_GATEWAYSERVICE']._serialized_start=835
+  _globals['_GATEWAYSERVICE']._serialized_end=1024
 # @@protoc_insertion_point(module_scope)

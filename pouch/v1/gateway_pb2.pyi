@@ -104,3 +104,100 @@ class GetGatewayInfoResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetGatewayInfoResponse: _TypeAlias = GetGatewayInfoResponse  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTNER_STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    partner_state: _builtins.str
+    """Only those exchanged with this partner state; empty for all."""
+    page_size: _builtins.int
+    """At most this many (1 to 500; 0 means 100)."""
+    def __init__(
+        self,
+        *,
+        partner_state: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "partner_state", b"partner_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    PARTNER_STATE_FIELD_NUMBER: _builtins.int
+    AGREEMENT_ID_FIELD_NUMBER: _builtins.int
+    EXCHANGE_TYPE_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    STORED_AT_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    direction: _builtins.str
+    """"outbound" (ours, to the partner) or "inbound" (the partner's, to us)."""
+    stage: _builtins.str
+    """"delivery", "handover", "acknowledgement" or "case_event"."""
+    partner_state: _builtins.str
+    agreement_id: _builtins.str
+    exchange_type: _builtins.str
+    reason_code: _builtins.str
+    """The stable reason code it was given up with."""
+    attempts: _builtins.int
+    case_id: _builtins.str
+    """For a case event, the case it belongs to."""
+    @_builtins.property
+    def stored_at(self) -> _timestamp_pb2.Timestamp:
+        """When the message was stored: submitted (outbound) or received (inbound)."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        direction: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        partner_state: _builtins.str = ...,
+        agreement_id: _builtins.str = ...,
+        exchange_type: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        stored_at: _timestamp_pb2.Timestamp | None = ...,
+        case_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stored_at", b"stored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_id", b"agreement_id", "attempts", b"attempts", "case_id", b"case_id", "direction", b"direction", "exchange_type", b"exchange_type", "message_id", b"message_id", "partner_state", b"partner_state", "reason_code", b"reason_code", "stage", b"stage", "stored_at", b"stored_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetter]: ...
+    def __init__(
+        self,
+        *,
+        dead_letters: _abc.Iterable[Global___DeadLetter] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters", b"dead_letters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015

@@ -40,6 +40,11 @@ class GatewayServiceStub:
                 request_serializer=pouch_dot_v1_dot_gateway__pb2.GetGatewayInfoRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_gateway__pb2.GetGatewayInfoResponse.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/pouch.v1.GatewayService/ListDeadLetters',
+                request_serializer=pouch_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -53,6 +58,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Messages given up on, both ways, with the stage and the reason: our updates and case
+        messages the partner never took (delivery), and partners' messages our registry never
+        took (handover), whose decision the partner never took (acknowledgement), or case
+        events our case system never heard of (case_event). Newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +75,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetGatewayInfo,
                     request_deserializer=pouch_dot_v1_dot_gateway__pb2.GetGatewayInfoRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_gateway__pb2.GetGatewayInfoResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=pouch_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +110,33 @@ class GatewayService:
             '/pouch.v1.GatewayService/GetGatewayInfo',
             pouch_dot_v1_dot_gateway__pb2.GetGatewayInfoRequest.SerializeToString,
             pouch_dot_v1_dot_gateway__pb2.GetGatewayInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.GatewayService/ListDeadLetters',
+            pouch_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.SerializeToString,
+            pouch_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

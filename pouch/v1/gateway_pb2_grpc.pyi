@@ -35,6 +35,12 @@ class GatewayServiceStub:
     def __new__(cls, channel: _aio.Channel) -> GatewayServiceAsyncStub: ...
     GetGatewayInfo: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetGatewayInfoRequest, _gateway_pb2.GetGatewayInfoResponse]
     """What this gateway is, which partners it trusts, and who the caller was taken for."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListDeadLettersRequest, _gateway_pb2.ListDeadLettersResponse]
+    """Messages given up on, both ways, with the stage and the reason: our updates and case
+    messages the partner never took (delivery), and partners' messages our registry never
+    took (handover), whose decision the partner never took (acknowledgement), or case
+    events our case system never heard of (case_event). Newest first.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -43,6 +49,12 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetGatewayInfo: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetGatewayInfoRequest, _gateway_pb2.GetGatewayInfoResponse]  # type: ignore[assignment]
     """What this gateway is, which partners it trusts, and who the caller was taken for."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListDeadLettersRequest, _gateway_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Messages given up on, both ways, with the stage and the reason: our updates and case
+    messages the partner never took (delivery), and partners' messages our registry never
+    took (handover), whose decision the partner never took (acknowledgement), or case
+    events our case system never heard of (case_event). Newest first.
+    """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operators' view of one gateway. Local API; scope admin."""
@@ -54,5 +66,17 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.GetGatewayInfoResponse, _abc.Awaitable[_gateway_pb2.GetGatewayInfoResponse]]:
         """What this gateway is, which partners it trusts, and who the caller was taken for."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _gateway_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListDeadLettersResponse, _abc.Awaitable[_gateway_pb2.ListDeadLettersResponse]]:
+        """Messages given up on, both ways, with the stage and the reason: our updates and case
+        messages the partner never took (delivery), and partners' messages our registry never
+        took (handover), whose decision the partner never took (acknowledgement), or case
+        events our case system never heard of (case_event). Newest first.
+        """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

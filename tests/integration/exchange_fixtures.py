@@ -63,6 +63,7 @@ from pouch.v1 import (
     civil_pb2_grpc,
     common_pb2,
     envelope_pb2,
+    gateway_pb2_grpc,
     identity_pb2_grpc,
     peer_pb2,
     peer_pb2_grpc,
@@ -413,6 +414,7 @@ class LocalCaller:
         self.civil = civil_pb2_grpc.CivilRecordServiceStub(self._channel)
         self.identity = identity_pb2_grpc.IdentityServiceStub(self._channel)
         self.agreements = agreement_pb2_grpc.AgreementServiceStub(self._channel)
+        self.gateway = gateway_pb2_grpc.GatewayServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()

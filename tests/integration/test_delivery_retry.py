@@ -20,7 +20,7 @@ import pytest
 
 from gateway.connect import bearer, secure_channel
 from gateway.demo.deployment import GatewayProcess, RegistryProcess, Site, prepare_sites
-from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2
+from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2, gateway_pb2
 from tests.integration.civil_builders import (
     BulkSubmission,
     applied_in_registry,
@@ -30,6 +30,7 @@ from tests.integration.civil_builders import (
     update_requests,
     wait_until,
 )
+from tests.integration.exchange_fixtures import LocalCaller
 
 COUNT = 20
 INITIAL_S = 0.2
@@ -224,3 +225,11 @@ def test_message_past_deadline_is_dead_lettered_and_visible_to_caller(
     assert status.reason_code.startswith("DEADLINE_PASSED"), status.reason_code
     assert status.attempts >= 1
     assert status.client_reference == "deadline:000000"
+    # The operator sees it among the dead letters, with its stage and reason.
+    with LocalCaller(sites["AT"], ["admin"]) as operator:
+        (letter,) = operator.gateway.ListDeadLetters(
+            gateway_pb2.ListDeadLettersRequest(), metadata=operator.metadata, timeout=10
+        ).dead_letters
+    assert (letter.direction, letter.stage, letter.partner_state) == ("outbound", "delivery", "BE")
+    assert letter.reason_code == status.reason_code
+    assert letter.attempts == status.attempts

@@ -27,8 +27,10 @@ from gateway.envelope import EnvelopeSigner
 from gateway.events import EVENT_LOGGER
 from gateway.policy.transforms import MASK, keyed_hash
 from gateway.store.backlog import InboxStage
+from pouch.v1 import gateway_pb2
 from tests.integration.civil_builders import wait_until
 from tests.integration.exchange_fixtures import (
+    LocalCaller,
     PeerCaller,
     agreement_digest,
     civil_header,
@@ -168,6 +170,17 @@ def test_a_down_registry_and_a_partner_refusing_receipts_cost_bounded_calls_and_
             assert entry.dead_reason == "PARTNER_NOT_FOUND"
         backlog = {(b.partner, b.stage): b.count for b in be.exchanges.inbox.backlog()}  # type: ignore[union-attr]
         assert backlog[("AT", InboxStage.ACKNOWLEDGEMENT_DEAD.value)] == COUNT
+        # The operator's status call names each, its stage and its reason.
+        with LocalCaller(sites["BE"], ["admin"]) as operator:
+            listed = operator.gateway.ListDeadLetters(
+                gateway_pb2.ListDeadLettersRequest(partner_state="AT"),
+                metadata=operator.metadata,
+                timeout=10,
+            ).dead_letters
+        assert sorted(d.message_id for d in listed) == sorted(message_ids)
+        assert {(d.direction, d.stage, d.reason_code) for d in listed} == {
+            ("inbound", "acknowledgement", "PARTNER_NOT_FOUND")
+        }
 
     # Hand-over failed no more often than the backoff allows while the registry was down.
     failed_handovers = events.named("retry_scheduled", reason="REGISTRY_UNAVAILABLE")
