@@ -7,7 +7,7 @@ server certificate's DNS or IP names, as gRPC does for any secure channel.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -20,7 +20,7 @@ class ClientIdentity:
 
     trusted_ca: bytes
     certificate_chain: bytes
-    private_key: bytes
+    private_key: bytes = field(repr=False)
 
     @classmethod
     def from_files(

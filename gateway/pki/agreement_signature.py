@@ -23,7 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -81,7 +81,7 @@ class AgreementSigner:
 
     state: str
     key_id: str
-    _key: ec.EllipticCurvePrivateKey
+    _key: ec.EllipticCurvePrivateKey = field(repr=False)
 
     @classmethod
     def load(cls, key_path: Path, cert_path: Path) -> AgreementSigner:
