@@ -38,6 +38,16 @@ def at_ca(deployment: Deployment) -> bytes:
     return deployment.sites["AT"].pki.ca_cert.read_bytes()
 
 
+def assert_listening(deployment: Deployment, gateway: Gateway) -> None:
+    """The genuine partner is answered: a refusal that follows is the listener's
+    decision, not a stopped listener (which would also answer UNAVAILABLE)."""
+    be = deployment.sites["BE"].pki
+    caller = ping(
+        gateway, at_ca(deployment), be.gateway_cert.read_bytes(), be.gateway_key.read_bytes()
+    )
+    assert caller == "BE"
+
+
 def gateway_cert(
     deployment: Deployment,
     state: str,
@@ -71,12 +81,14 @@ def test_partner_gateway_is_recognised_by_its_issuing_ca(
 def test_peer_call_without_client_certificate_is_refused(
     deployment: Deployment, gateway_at: Gateway
 ) -> None:
+    assert_listening(deployment, gateway_at)
     with pytest.raises(grpc.RpcError) as refused:
         ping(gateway_at, at_ca(deployment), None, None)
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_peer_cert_from_unknown_ca_is_refused(deployment: Deployment, gateway_at: Gateway) -> None:
+    assert_listening(deployment, gateway_at)
     chain, key = gateway_cert(deployment, "FR")
     with pytest.raises(grpc.RpcError) as refused:
         ping(gateway_at, at_ca(deployment), chain, key)
@@ -98,6 +110,7 @@ def test_peer_cert_from_partner_ca_claiming_other_state_is_refused(
 def test_own_state_certificate_cannot_speak_on_peer_api(
     deployment: Deployment, gateway_at: Gateway
 ) -> None:
+    assert_listening(deployment, gateway_at)
     at = deployment.sites["AT"].pki
     with pytest.raises(grpc.RpcError) as refused:
         ping(
@@ -107,6 +120,7 @@ def test_own_state_certificate_cannot_speak_on_peer_api(
 
 
 def test_expired_peer_certificate_is_refused(deployment: Deployment, gateway_at: Gateway) -> None:
+    assert_listening(deployment, gateway_at)
     chain, key = gateway_cert(deployment, "BE", now=datetime.now(UTC) - timedelta(days=10), days=1)
     with pytest.raises(grpc.RpcError) as refused:
         ping(gateway_at, at_ca(deployment), chain, key)
