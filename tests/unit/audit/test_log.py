@@ -18,6 +18,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog, AuditLogCorrupted
 from gateway.store.engine import read_transaction, write_transaction
 from gateway.store.tables import audit_entries, audit_nodes
+from tests.unit.audit import merkle_reference
 from tests.unit.store import conftest as store_fixtures
 from tests.unit.store.conftest import START, FakeClock
 from tests.vectors import load_vector
@@ -99,8 +100,8 @@ def test_appends_take_consecutive_indexes_and_leaves_cover_the_canonical_entry(
     assert log.size() == 8
     leaves = [merkle.leaf_hash(e.canonical()) for e in events]
     assert log.leaf_hashes(0, 8) == leaves
-    assert log.root() == merkle.reference_root(leaves)
-    assert log.root(5) == merkle.reference_root(leaves[:5])
+    assert log.root() == merkle_reference.reference_root(leaves)
+    assert log.root(5) == merkle_reference.reference_root(leaves[:5])
     stored = log.entry(6)
     assert stored is not None
     assert stored.canonical == events[6].canonical()
@@ -118,7 +119,7 @@ def _check_batching(engine: Engine, batches: list[int]) -> None:
 
     leaves = [merkle.leaf_hash(d) for d in datas]
     assert _stored_nodes(engine) == _all_subtrees(leaves)
-    assert log.root() == merkle.reference_root(leaves)
+    assert log.root() == merkle_reference.reference_root(leaves)
 
 
 def test_stored_nodes_are_every_complete_subtree_whatever_the_batching(
@@ -145,17 +146,17 @@ def test_every_proof_from_stored_nodes_verifies_and_equals_the_reference(
     @settings(max_examples=40, deadline=None)
     @given(data=st.data(), size=st.integers(min_value=1, max_value=LARGEST))
     def check(data: st.DataObject, size: int) -> None:
-        root = merkle.reference_root(leaves[:size])
+        root = merkle_reference.reference_root(leaves[:size])
         assert merkle.root(size, node) == root
         # Every proof of this size, through the stored nodes ...
         for index in range(size):
             proof = merkle.inclusion_proof(index, size, node)
-            assert proof == merkle.reference_inclusion_proof(leaves[:size], index)
+            assert proof == merkle_reference.reference_inclusion_proof(leaves[:size], index)
             assert merkle.verify_inclusion(leaves[index], index, size, proof, root)
         for size1 in range(size + 1):
             proof = merkle.consistency_proof(size1, size, node)
-            assert proof == merkle.reference_consistency_proof(leaves[:size], size1)
-            root1 = merkle.reference_root(leaves[:size1])
+            assert proof == merkle_reference.reference_consistency_proof(leaves[:size], size1)
+            root1 = merkle_reference.reference_root(leaves[:size1])
             assert merkle.verify_consistency(size1, size, proof, root1, root)
         # ... and some through the log's own queries.
         index = data.draw(st.integers(min_value=0, max_value=size - 1), label="index")

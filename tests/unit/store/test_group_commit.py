@@ -18,6 +18,7 @@ from gateway.audit.log import AuditLog, GroupCommittedLog
 from gateway.errors import QuotaRejected, StorageUnavailable
 from gateway.store.group_commit import CommitStats, GroupCommit, WriteUnit
 from gateway.store.tables import agreement_lifecycle, audit_entries
+from tests.unit.audit import merkle_reference
 from tests.unit.store.conftest import START, FakeClock
 
 
@@ -122,7 +123,7 @@ def test_units_waiting_together_share_one_commit_and_consecutive_audit_indexes(
     # The held unit's transaction, then all 32 waiting appends in one more.
     assert len(commits) == 2
     audit = AuditLog(migrated_engine, clock=clock)
-    assert audit.root() == merkle.reference_root(audit.leaf_hashes(0, 32))
+    assert audit.root() == merkle_reference.reference_root(audit.leaf_hashes(0, 32))
 
 
 def test_a_failed_commit_fails_every_unit_of_the_batch_and_stores_none(
@@ -224,7 +225,7 @@ def test_a_logs_next_append_attaches_to_the_frontier_it_remembered_after_its_com
 
     assert seen == []
     audit = AuditLog(migrated_engine, clock=clock)
-    assert audit.root() == merkle.reference_root(audit.leaf_hashes(0, 11))
+    assert audit.root() == merkle_reference.reference_root(audit.leaf_hashes(0, 11))
 
 
 def test_appends_by_other_writers_and_failed_commits_never_leave_a_stale_frontier(
@@ -263,7 +264,7 @@ def test_appends_by_other_writers_and_failed_commits_never_leave_a_stale_frontie
     leaves = direct.leaf_hashes(0, size)
     assert not {"lost-0", "lost-7"} & {r.message_id for r in direct.entries(limit=1000)}
     for earlier in sizes:
-        assert direct.root(earlier) == merkle.reference_root(leaves[:earlier])
+        assert direct.root(earlier) == merkle_reference.reference_root(leaves[:earlier])
         proof = direct.consistency_proof(earlier, size)
         assert merkle.verify_consistency(
             earlier, size, proof, direct.root(earlier), direct.root(size)
