@@ -22,6 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import grpc
@@ -30,10 +31,8 @@ from google.protobuf.message import Message
 
 from gateway.errors import (
     AuthenticationRejected,
-    FieldViolation,
     PouchError,
     Rejected,
-    ValidationRejected,
     internal_error,
     to_status,
     unexpected_summary,
@@ -155,9 +154,7 @@ class ListenerGuard(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def _wrap(self, handler: Any, method: str) -> grpc.RpcMethodHandler:  # type: ignore[type-arg]
         # The request deserializer is kept from grpc: the behaviours below parse the
         # bytes themselves, once the caller is authenticated.
-        parse = _bounded(
-            handler.request_deserializer or (lambda data: data), self.max_message_bytes
-        )
+        parse = _Deserialize(handler.request_deserializer, self.max_message_bytes)
         if handler.request_streaming and handler.response_streaming:
             return grpc.stream_stream_rpc_method_handler(
                 self._streaming(handler.stream_stream, method, _stream_parser(parse)),
@@ -245,11 +242,24 @@ def _take_request_id(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
 
 
-def _unary_parser(deserialize: Callable[[bytes], Any]) -> _Parse:
+@dataclass(frozen=True)
+class _Deserialize:
+    """One method's request bytes, bounded in size, through its own deserializer."""
+
+    deserializer: Callable[[bytes], Any] | None
+    max_bytes: int | None
+
+    def __call__(self, data: Any) -> Any:
+        if self.deserializer is None:
+            return data
+        return decode_request(self.deserializer, data, self.max_bytes)
+
+
+def _unary_parser(deserialize: _Deserialize) -> _Parse:
     """A single request: parsed, and its values checked, before the handler runs."""
 
     def parse(data: Any) -> Any:
-        request = decode_request(deserialize, data)
+        request = deserialize(data)
         if isinstance(request, Message):
             check_values(request)
         return request
@@ -257,7 +267,7 @@ def _unary_parser(deserialize: Callable[[bytes], Any]) -> _Parse:
     return parse
 
 
-def _stream_parser(deserialize: Callable[[bytes], Any]) -> _Parse:
+def _stream_parser(deserialize: _Deserialize) -> _Parse:
     """A request stream whose items are parsed as the handler takes them.
 
     An item that does not parse ends the stream with ``MALFORMED_REQUEST`` (raised
@@ -268,24 +278,8 @@ def _stream_parser(deserialize: Callable[[bytes], Any]) -> _Parse:
     def parse(items: Any) -> Any:
         async def parsed() -> AsyncIterator[Any]:
             async for data in items:
-                yield decode_request(deserialize, data)
+                yield deserialize(data)
 
         return parsed()
-
-    return parse
-
-
-def _bounded(deserialize: Callable[[bytes], Any], max_bytes: int | None) -> Callable[[bytes], Any]:
-    """``deserialize``, refusing first a message longer than ``max_bytes``."""
-    if max_bytes is None:
-        return deserialize
-
-    def parse(data: bytes) -> Any:
-        if isinstance(data, bytes) and len(data) > max_bytes:
-            raise ValidationRejected(
-                [FieldViolation("request", f"must be at most {max_bytes} bytes")],
-                reason="MESSAGE_TOO_LARGE",
-            )
-        return deserialize(data)
 
     return parse

@@ -48,10 +48,18 @@ def malformed_request() -> ValidationRejected:
     )
 
 
-def decode_request(deserialize: Callable[[bytes], Any], data: Any) -> Any:
-    """``data`` (the call's bytes) parsed by the method's own deserializer."""
+def decode_request(
+    deserialize: Callable[[bytes], Any], data: Any, max_bytes: int | None = None
+) -> Any:
+    """``data`` (the call's bytes) parsed by the method's own deserializer, once it is
+    known to be no longer than ``max_bytes`` (``MESSAGE_TOO_LARGE`` otherwise)."""
     if not isinstance(data, bytes):
         return data  # already a message: a handler registered without a deserializer
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValidationRejected(
+            [FieldViolation("request", f"must be at most {max_bytes} bytes")],
+            reason="MESSAGE_TOO_LARGE",
+        )
     try:
         return deserialize(data)
     except (DecodeError, RecursionError, ValueError, TypeError) as e:
