@@ -34,7 +34,7 @@ from gateway.audit.publication import CheckpointPublisher, CheckpointWitness
 from gateway.audit.recorder import AuditRecorder, payload_digest
 from gateway.config import Settings
 from gateway.delivery.agreement_confirmation import AgreementConfirmation
-from gateway.delivery.backoff import Backoff
+from gateway.delivery.backoff import delivery_backoff
 from gateway.delivery.case_handover import CaseEventHandover, CaseEventSink
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
@@ -311,12 +311,7 @@ class Exchanges:
             channels=self.channels,
             watch=CosigningWatch(
                 CosigningRetry(
-                    backoff=Backoff(
-                        initial_s=delivery.backoff_initial_seconds,
-                        maximum_s=delivery.backoff_max_seconds,
-                        multiplier=delivery.backoff_multiplier,
-                        jitter_fraction=delivery.jitter_fraction,
-                    ),
+                    backoff=delivery_backoff(delivery),
                     deadline=deadline,
                     call_timeout_s=delivery.call_timeout_seconds,
                     clock=clock,
