@@ -24,9 +24,9 @@ import grpc.aio
 
 from bench.rounds import Measured
 from gateway.connect import bearer, secure_channel
-from gateway.demo.agreements import REPRESENTATION_PURPOSE
-from gateway.demo.deployment import Site, agreement_id_for
 from pouch.v1 import common_pb2, representation_pb2, representation_pb2_grpc
+from pouch_devtools.demo.agreements import REPRESENTATION_PURPOSE
+from pouch_devtools.demo.deployment import Site, agreement_id_for
 from tests.integration.civil_builders import gateway_database, query_sqlite, wait_until
 
 STEPS = (

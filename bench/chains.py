@@ -2,7 +2,7 @@
 
 Gateway chain: caller -> AT gateway (local API) -> BE gateway (peer API) -> BE's
 reference registry, plus AT's registry (for case events and outcomes), all as
-``gateway.demo.deployment`` starts them.
+``pouch_devtools.demo.deployment`` starts them.
 
 Relay chain, the raw baseline, with the same certificates on every hop:
 
@@ -35,7 +35,7 @@ import grpc.aio
 
 from bench.relay import TALLY
 from gateway.connect import ClientIdentity
-from gateway.demo.deployment import (
+from pouch_devtools.demo.deployment import (
     GatewayProcess,
     RegistryProcess,
     Site,

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chains import DELIVERY
 from bench.rounds import percentile
-from gateway.demo.deployment import GatewayProcess, RegistryProcess, prepare_sites
+from pouch_devtools.demo.deployment import GatewayProcess, RegistryProcess, prepare_sites
 from tests.integration.civil_builders import (
     BulkSubmission,
     gateway_database,

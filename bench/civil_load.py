@@ -29,7 +29,7 @@ from bench.chains import RelayChain
 from bench.relay import SUBMIT, stamped
 from bench.rounds import Measured
 from gateway.connect import secure_channel
-from gateway.demo.deployment import Site
+from pouch_devtools.demo.deployment import Site
 from tests.integration.civil_builders import (
     BulkSubmission,
     gateway_database,

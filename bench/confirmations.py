@@ -13,12 +13,12 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
-from adapters.reference_registry import ReferenceRegistry
 from bench.relay import CALL, stamped
 from bench.rounds import Measured, Side
 from gateway.connect import ClientIdentity, bearer, secure_channel
-from gateway.demo.deployment import Site, agreement_id_for
 from pouch.v1 import common_pb2, identity_pb2, identity_pb2_grpc
+from pouch_devtools.demo.deployment import Site, agreement_id_for
+from pouch_devtools.reference_registry import ReferenceRegistry
 
 PURPOSE = "emergency_travel_document"
 REQUEST_BYTES = 1024

@@ -43,7 +43,7 @@ from bench import confirmations, report
 from bench.chains import GatewayChain, RelayChain, prepare, running
 from bench.rounds import ScenarioResult, measure
 from bench.run import FULL, IDENTITY_UNIT, QUICK, Counts, identity_scenarios
-from gateway.demo.deployment import Site
+from pouch_devtools.demo.deployment import Site
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "floor.json"
 UNSAFE_GATEWAY = Path(__file__).resolve().parent / "unsafe_gateway.py"

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.confirmations import confirm, seed
 from bench.rounds import percentile
-from gateway.demo.deployment import GatewayProcess, RegistryProcess, prepare_sites
+from pouch_devtools.demo.deployment import GatewayProcess, RegistryProcess, prepare_sites
 
 
 def run(workdir: Path, count: int, in_flight: int, documents: int) -> None:

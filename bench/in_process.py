@@ -26,13 +26,13 @@ from bench.rounds import Measured
 from gateway.agreements.loader import load_agreement
 from gateway.agreements.model import EXCHANGES_VALIDATOR
 from gateway.audit.log import AuditLog, _row
-from gateway.demo.agreements import CIVIL_PURPOSE, IDENTITY_PURPOSES
-from gateway.demo.deployment import agreement_id_for
 from gateway.policy.catalogue import civil_record_payload, identity_payload
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.evaluate import LegalBasisFlags, evaluate
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
+from pouch_devtools.demo.agreements import CIVIL_PURPOSE, IDENTITY_PURPOSES
+from pouch_devtools.demo.deployment import agreement_id_for
 from tests.integration.civil_builders import EVENT_KINDS, update_request
 from tests.unit.audit import make_event
 

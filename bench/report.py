@@ -37,7 +37,7 @@ def source() -> dict[str, Any]:
         except (OSError, subprocess.CalledProcessError):
             return ""
 
-    changed = git("status", "--porcelain", "--", "gateway", "adapters", "proto")
+    changed = git("status", "--porcelain", "--", "gateway", "adapters", "devtools", "proto")
     return {"commit": git("rev-parse", "HEAD"), "gateway_changed_since_commit": bool(changed)}
 
 

@@ -31,7 +31,7 @@ from bench import case_load, civil_load, confirmations, report
 from bench.chains import GatewayChain, RelayChain, prepare, running
 from bench.in_process import AuditAppends, PlainInserts, PolicyEvaluations
 from bench.rounds import Measured, ScenarioResult, Side, measure
-from gateway.demo.deployment import Site
+from pouch_devtools.demo.deployment import Site
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 GATEWAY_PROCESSES = ("gateway AT", "gateway BE", "registry BE", "caller")

@@ -38,10 +38,10 @@ from bench.chains import DAILY_QUOTA, GatewayChain, prepare
 from bench.procstat import UseMeter, rss_kib
 from bench.rounds import percentile
 from gateway.audit.log import AuditLog
-from gateway.demo.agreements import write_hash_key, write_signed_agreement
-from gateway.demo.deployment import Site
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
+from pouch_devtools.demo.agreements import write_hash_key, write_signed_agreement
+from pouch_devtools.demo.deployment import Site
 from tests.integration.civil_builders import gateway_database
 from tests.unit.audit import make_event
 

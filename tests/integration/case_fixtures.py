@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from gateway.connect import bearer
-from gateway.demo.agreements import REPRESENTATION_PURPOSE
-from gateway.demo.deployment import Site
 from pouch.v1 import common_pb2, representation_pb2, representation_pb2_grpc
+from pouch_devtools.demo.agreements import REPRESENTATION_PURPOSE
+from pouch_devtools.demo.deployment import Site
 from tests.integration.conftest import channel_to
 from tests.integration.exchange_fixtures import TIMEOUT_S, unique_reference
 

@@ -26,9 +26,9 @@ import grpc
 import grpc.aio
 
 from gateway.connect import bearer
-from gateway.demo.agreements import CIVIL_PURPOSE
-from gateway.demo.deployment import Site
 from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2
+from pouch_devtools.demo.agreements import CIVIL_PURPOSE
+from pouch_devtools.demo.deployment import Site
 
 EVENT_KINDS = ("birth", "death", "marriage")
 _GIVEN = ("Alvina", "Bertram", "Corvina", "Dorian", "Elsbeth", "Florin", "Gundel", "Hilmar")

@@ -21,12 +21,12 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from gateway.config import load_settings
-from gateway.demo.deployment import Site, prepare_sites
 from gateway.pki.authority import IssuedCertificate, StateAuthority
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem, private_key_pem
 from gateway.pki.layout import init_state
 from gateway.server.app import Gateway
+from pouch_devtools.demo.deployment import Site, prepare_sites
 
 if TYPE_CHECKING:  # the fixtures module builds on this one: imported where used
     from tests.integration.exchange_fixtures import PeerCaller, RunningGateways

@@ -42,8 +42,6 @@ from gateway.agreements.loader import load_agreement, sign_agreement
 from gateway.agreements.model import EXCHANGES_VALIDATOR
 from gateway.config import load_settings
 from gateway.connect import bearer
-from gateway.demo.agreements import CIVIL_PURPOSE, civil_agreement_text, write_hash_key
-from gateway.demo.deployment import Site, prepare_sites
 from gateway.envelope import (
     EnvelopeHeader,
     EnvelopeSigner,
@@ -68,6 +66,8 @@ from pouch.v1 import (
     peer_pb2,
     peer_pb2_grpc,
 )
+from pouch_devtools.demo.agreements import CIVIL_PURPOSE, civil_agreement_text, write_hash_key
+from pouch_devtools.demo.deployment import Site, prepare_sites
 from tests.integration.conftest import GatewayThread, channel_to
 
 TIMEOUT_S = 10.0

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.config import load_settings
-from gateway.demo.deployment import Site, agreement_id_for, prepare_sites
 from gateway.server.app import Gateway
+from pouch_devtools.demo.deployment import Site, agreement_id_for, prepare_sites
 from tests.integration.conftest import GatewayThread
 
 SETTLE_S = 15.0

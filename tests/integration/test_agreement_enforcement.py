@@ -18,19 +18,19 @@ import pytest
 from sqlalchemy import Connection
 
 from gateway.config import load_settings
-from gateway.demo.agreements import CIVIL_PURPOSE
-from gateway.demo.deployment import (
+from gateway.errors import AgreementRejected
+from gateway.policy.transforms import HASH_PREFIX, MASK, keyed_hash
+from gateway.server.app import Gateway
+from gateway.store.migrate import upgrade_to_head
+from pouch.v1 import agreement_pb2, civil_pb2, common_pb2
+from pouch_devtools.demo.agreements import CIVIL_PURPOSE
+from pouch_devtools.demo.deployment import (
     GatewayProcess,
     Site,
     agreement_id_for,
     free_port,
     prepare_sites,
 )
-from gateway.errors import AgreementRejected
-from gateway.policy.transforms import HASH_PREFIX, MASK, keyed_hash
-from gateway.server.app import Gateway
-from gateway.store.migrate import upgrade_to_head
-from pouch.v1 import agreement_pb2, civil_pb2, common_pb2
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,

@@ -19,9 +19,9 @@ import pytest
 
 from gateway.cli.db import init_database
 from gateway.config import load_settings
-from gateway.demo.deployment import Site, agreement_id_for, prepare_sites
 from gateway.server.app import Gateway
 from pouch.v1 import audit_pb2, common_pb2, peer_pb2
+from pouch_devtools.demo.deployment import Site, agreement_id_for, prepare_sites
 from tests.integration.conftest import error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,

@@ -33,10 +33,10 @@ from gateway.audit.cosignature import (
 from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.audit.note import UnverifiedNote, parse_note
 from gateway.connect import bearer
-from gateway.demo.deployment import OPERATOR, Site, agreement_id_for, prepare_sites
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.idp import mint_token
 from pouch.v1 import agreement_pb2, agreement_pb2_grpc, audit_pb2, audit_pb2_grpc, common_pb2
+from pouch_devtools.demo.deployment import OPERATOR, Site, agreement_id_for, prepare_sites
 from tests.integration.conftest import assert_safe_message, channel_to, error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.demo.deployment import Site, agreement_id_for, prepare_sites
 from pouch.v1 import common_pb2
+from pouch_devtools.demo.deployment import Site, agreement_id_for, prepare_sites
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,
     LocalCaller,

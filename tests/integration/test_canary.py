@@ -33,15 +33,15 @@ import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
-from gateway.demo.agreements import CIVIL_PURPOSE, IDENTITY_PURPOSES
-from gateway.demo.deployment import (
+from pouch.v1 import civil_pb2, common_pb2, identity_pb2
+from pouch_devtools.demo.agreements import CIVIL_PURPOSE, IDENTITY_PURPOSES
+from pouch_devtools.demo.deployment import (
     GatewayProcess,
     RegistryProcess,
     Site,
     agreement_id_for,
     prepare_sites,
 )
-from pouch.v1 import civil_pb2, common_pb2, identity_pb2
 from tests.integration.civil_builders import gateway_database, query_sqlite
 from tests.integration.conftest import error_reason
 from tests.integration.exchange_fixtures import (

@@ -21,11 +21,11 @@ import grpc
 import pytest
 
 from gateway.config import load_settings
-from gateway.demo.deployment import Site, prepare_sites
 from gateway.pki.crl import NEXT_UPDATE_DAYS, RevocationList, refresh_crl
 from gateway.pki.keys import load_certificate
 from gateway.server.app import Gateway
 from pouch.v1 import gateway_pb2, gateway_pb2_grpc, peer_pb2, peer_pb2_grpc
+from pouch_devtools.demo.deployment import Site, prepare_sites
 from tests.integration.conftest import (
     GatewayThread,
     assert_safe_message,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo.deployment import GatewayProcess, RegistryProcess, Site, prepare_sites
+from pouch_devtools.demo.deployment import GatewayProcess, RegistryProcess, Site, prepare_sites
 from tests.integration.civil_builders import (
     BulkSubmission,
     applied_in_registry,

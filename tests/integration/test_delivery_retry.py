@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from gateway.connect import bearer, secure_channel
-from gateway.demo.deployment import GatewayProcess, RegistryProcess, Site, prepare_sites
 from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2, gateway_pb2
+from pouch_devtools.demo.deployment import GatewayProcess, RegistryProcess, Site, prepare_sites
 from tests.integration.civil_builders import (
     BulkSubmission,
     applied_in_registry,

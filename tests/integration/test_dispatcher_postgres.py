@@ -23,14 +23,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from gateway.demo.deployment import (
+from gateway.store.engine import create_engine
+from pouch_devtools.demo.deployment import (
     GatewayProcess,
     RegistryProcess,
     Site,
     free_port,
     prepare_sites,
 )
-from gateway.store.engine import create_engine
 from tests.integration.civil_builders import (
     BulkSubmission,
     applied_in_registry,

@@ -27,15 +27,15 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.demo.agreements import IDENTITY_PURPOSES
-from gateway.demo.deployment import (
+from pouch.v1 import common_pb2, identity_pb2
+from pouch_devtools.demo.agreements import IDENTITY_PURPOSES
+from pouch_devtools.demo.deployment import (
     GatewayProcess,
     RegistryProcess,
     Site,
     agreement_id_for,
     prepare_sites,
 )
-from pouch.v1 import common_pb2, identity_pb2
 from tests.integration.case_fixtures import Consulate
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,

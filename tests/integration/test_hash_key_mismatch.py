@@ -15,11 +15,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway.demo.deployment import Site, agreement_id_for, prepare_sites
 from gateway.envelope import EnvelopeSigner
 from gateway.policy.transforms import MASK, keyed_hash
 from gateway.server.app import Gateway
 from pouch.v1 import agreement_pb2, common_pb2, envelope_pb2, peer_pb2
+from pouch_devtools.demo.deployment import Site, agreement_id_for, prepare_sites
 from tests.integration.conftest import error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,

@@ -16,8 +16,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.demo.deployment import Site, prepare_sites
 from gateway.server.app import Gateway
+from pouch_devtools.demo.deployment import Site, prepare_sites
 from tests.integration.conftest import channel_to
 from tests.integration.exchange_fixtures import FAST_DELIVERY, running_gateways
 

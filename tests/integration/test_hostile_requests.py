@@ -18,7 +18,6 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.connect import bearer
-from gateway.demo.deployment import Site
 from gateway.pki.authority import StateAuthority
 from gateway.pki.identity import gateway_uri
 from gateway.pki.keys import certificate_fingerprint, load_certificates_pem
@@ -34,6 +33,7 @@ from pouch.v1 import (
     representation_pb2,
     representation_pb2_grpc,
 )
+from pouch_devtools.demo.deployment import Site
 from tests.integration.conftest import (
     assert_safe_message,
     channel_to,

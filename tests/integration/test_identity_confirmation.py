@@ -22,10 +22,8 @@ import grpc.aio
 import pytest
 from sqlalchemy import select
 
-from adapters.reference_registry import ReferenceRegistry
 from gateway.config import load_settings
 from gateway.connect import bearer
-from gateway.demo.deployment import Site, agreement_id_for, prepare_sites
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
 from gateway.exchanges.identity_wire import CLAIM_PAYLOAD_TYPE
 from gateway.exchanges.payload import encode_payload
@@ -43,6 +41,8 @@ from pouch.v1 import (
     representation_pb2,
     representation_pb2_grpc,
 )
+from pouch_devtools.demo.deployment import Site, agreement_id_for, prepare_sites
+from pouch_devtools.reference_registry import ReferenceRegistry
 from tests.integration.conftest import GatewayThread, assert_safe_message, channel_to, error_reason
 from tests.integration.exchange_fixtures import stated_fingerprints
 

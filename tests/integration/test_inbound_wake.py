@@ -12,8 +12,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway.demo.deployment import agreement_id_for, prepare_sites
 from pouch.v1 import common_pb2
+from pouch_devtools.demo.deployment import agreement_id_for, prepare_sites
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,
     LocalCaller,

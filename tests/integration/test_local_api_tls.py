@@ -16,12 +16,12 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from gateway.demo.deployment import Site
 from gateway.pki.crl import revoke
 from gateway.pki.idp import mint_token
 from gateway.pki.layout import issue_client
 from gateway.server.app import Gateway
 from pouch.v1 import gateway_pb2, gateway_pb2_grpc
+from pouch_devtools.demo.deployment import Site
 from tests.integration.conftest import (
     Deployment,
     assert_safe_message,

@@ -19,7 +19,6 @@ import grpc
 import pytest
 from sqlalchemy import func, select
 
-from gateway.demo.agreements import IDENTITY_PURPOSES, REPRESENTATION_PURPOSE
 from gateway.envelope import EnvelopeHeader, utc_millis
 from gateway.exchanges.case_payload import CaseMessage, encode_case_payload
 from gateway.exchanges.identity_wire import CLAIM_PAYLOAD_TYPE
@@ -29,6 +28,7 @@ from gateway.exchanges.representation_validation import MAX_ATTACHMENT_BYTES, MA
 from gateway.server.app import Gateway
 from gateway.store.tables import audit_entries, quota_usage
 from pouch.v1 import common_pb2, envelope_pb2
+from pouch_devtools.demo.agreements import IDENTITY_PURPOSES, REPRESENTATION_PURPOSE
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
     PeerCaller,

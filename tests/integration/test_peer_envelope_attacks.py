@@ -16,7 +16,6 @@ from typing import Any
 import grpc
 import pytest
 
-from gateway.demo.deployment import Site
 from gateway.envelope import ENVELOPE_TYP, EnvelopeSigner, envelope_digest, signing_input
 from gateway.envelope import verify_receipt as check_receipt
 from gateway.exchanges.payload import encode_payload
@@ -24,6 +23,7 @@ from gateway.pki.bundle import load_trust_bundle
 from gateway.policy.transforms import MASK, keyed_hash
 from gateway.server.app import Gateway
 from pouch.v1 import envelope_pb2
+from pouch_devtools.demo.deployment import Site
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
     PeerCaller,

@@ -15,13 +15,13 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.demo.agreements import REPRESENTATION_PURPOSE
-from gateway.demo.deployment import agreement_id_for, prepare_sites
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
 from gateway.exchanges.case_payload import CaseMessage, encode_case_payload
 from gateway.exchanges.representation import PAYLOAD_TYPE
 from gateway.store.tables import CaseStatus
 from pouch.v1 import agreement_pb2, common_pb2, envelope_pb2, representation_pb2
+from pouch_devtools.demo.agreements import REPRESENTATION_PURPOSE
+from pouch_devtools.demo.deployment import agreement_id_for, prepare_sites
 from tests.integration.case_fixtures import Consulate
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (

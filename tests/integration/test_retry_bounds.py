@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from gateway.demo.deployment import prepare_sites
 from gateway.envelope import EnvelopeSigner
 from gateway.events import EVENT_LOGGER
 from gateway.policy.transforms import MASK, keyed_hash
 from gateway.store.backlog import InboxStage
 from pouch.v1 import gateway_pb2
+from pouch_devtools.demo.deployment import prepare_sites
 from tests.integration.civil_builders import wait_until
 from tests.integration.exchange_fixtures import (
     LocalCaller,

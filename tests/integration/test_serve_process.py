@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.demo.deployment import GatewayProcess, prepare_sites
+from pouch_devtools.demo.deployment import GatewayProcess, prepare_sites
 from tests.integration.conftest import channel_to
 
 

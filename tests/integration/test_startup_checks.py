@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.demo.deployment import GatewayProcess, Site, free_port, prepare_sites
 from gateway.pki.authority import StateAuthority
 from gateway.pki.bundle import load_trust_bundle
 from gateway.pki.keys import certificate_pem, load_certificate, write_private_key
+from pouch_devtools.demo.deployment import GatewayProcess, Site, free_port, prepare_sites
 from tests.integration.conftest import channel_to
 from tests.integration.exchange_fixtures import write_agreement
 

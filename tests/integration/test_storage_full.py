@@ -25,10 +25,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select
 
-from gateway.demo.deployment import Site, agreement_id_for, prepare_sites
 from gateway.server.app import WRITE_SERVICES, Gateway
 from gateway.store.tables import outbox
 from pouch.v1 import civil_pb2
+from pouch_devtools.demo.deployment import Site, agreement_id_for, prepare_sites
 from tests.integration.conftest import assert_safe_message, channel_to, error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,

@@ -16,16 +16,16 @@ import pytest
 
 from adapters.base import APPLIED, InboundUpdate, RegistryOutcome, RegistryUnavailable
 from adapters.grpc_registry import MAX_UPDATES_PER_CALL, GrpcRegistryAdapter
-from adapters.reference_registry import (
+from gateway.connect import ClientIdentity
+from gateway.pki.authority import IssuedCertificate, StateAuthority
+from gateway.pki.keys import certificate_pem, private_key_pem
+from pouch.v1 import civil_pb2, common_pb2, registry_pb2, registry_pb2_grpc
+from pouch_devtools.demo.deployment import free_port
+from pouch_devtools.reference_registry import (
     UNKNOWN_PERSON,
     ServedRegistry,
     start_reference_registry,
 )
-from gateway.connect import ClientIdentity
-from gateway.demo.deployment import free_port
-from gateway.pki.authority import IssuedCertificate, StateAuthority
-from gateway.pki.keys import certificate_pem, private_key_pem
-from pouch.v1 import civil_pb2, common_pb2, registry_pb2, registry_pb2_grpc
 
 
 def _update(message_id: str, event: civil_pb2.CivilRecordUpdate) -> InboundUpdate:

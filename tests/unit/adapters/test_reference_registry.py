@@ -14,12 +14,6 @@ import pytest
 
 from adapters.base import APPLIED, InboundUpdate
 from adapters.grpc_registry import GrpcRegistryAdapter
-from adapters.reference_registry import (
-    UNKNOWN_PERSON,
-    ReferenceRegistry,
-    count_applied,
-    start_reference_registry,
-)
 from pouch.v1 import (
     civil_pb2,
     common_pb2,
@@ -27,6 +21,12 @@ from pouch.v1 import (
     registry_pb2,
     registry_pb2_grpc,
     representation_pb2,
+)
+from pouch_devtools.reference_registry import (
+    UNKNOWN_PERSON,
+    ReferenceRegistry,
+    count_applied,
+    start_reference_registry,
 )
 
 APPLIED_ = registry_pb2.APPLY_OUTCOME_APPLIED
@@ -242,7 +242,7 @@ def test_runs_as_a_process_and_applies_exactly_once(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "adapters.reference_registry",
+            "pouch_devtools.reference_registry",
             "--db",
             str(db_path),
             "--listen",

@@ -31,7 +31,7 @@ from gateway.agreements import (
     parse_agreement_text,
 )
 from gateway.agreements.yaml_tree import MAX_AGREEMENT_BYTES
-from gateway.demo.deployment import prepare_sites
+from pouch_devtools.demo.deployment import prepare_sites
 from tests.fuzz_budget import examples
 from tests.unit.agreements import POLICIES
 

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from datetime import date
 
-from gateway.demo.audit_scenario import entry_row
-from gateway.demo.case_copies import (
+from gateway.exchanges.mrz import parse_mrz
+from pouch.v1 import audit_pb2, common_pb2, representation_pb2
+from pouch_devtools.demo.audit_scenario import entry_row
+from pouch_devtools.demo.case_copies import (
     CaseView,
     case_differences,
     describe_claims,
     view_of,
 )
-from gateway.demo.identity_scenario import (
+from pouch_devtools.demo.identity_scenario import (
     SPECIMEN,
     claim_for,
     describe_claim,
     describe_flags,
     specimen_mrz,
 )
-from gateway.demo.scenario import Step
-from gateway.exchanges.mrz import parse_mrz
-from pouch.v1 import audit_pb2, common_pb2, representation_pb2
+from pouch_devtools.demo.scenario import Step
 
 TODAY = date(2026, 5, 1)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo import deployment
-from gateway.demo.deployment import free_port
+from pouch_devtools.demo import deployment
+from pouch_devtools.demo.deployment import free_port
 
 
 def _ephemeral_low() -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from gateway.demo.audit_scenario import AuditOutcome
-from gateway.demo.case_copies import describe_claims
-from gateway.demo.civil_scenario import CivilOutcome
-from gateway.demo.identity_scenario import IdentityOutcome, describe_flags
-from gateway.demo.representation_scenario import RepresentationOutcome
-from gateway.demo.scenario import Step
+from pouch_devtools.demo.audit_scenario import AuditOutcome
+from pouch_devtools.demo.case_copies import describe_claims
+from pouch_devtools.demo.civil_scenario import CivilOutcome
+from pouch_devtools.demo.identity_scenario import IdentityOutcome, describe_flags
+from pouch_devtools.demo.representation_scenario import RepresentationOutcome
+from pouch_devtools.demo.scenario import Step
 
 TRANSFORMED = "transformed (masked, hashed or generalised)"
 

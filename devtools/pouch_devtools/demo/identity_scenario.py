@@ -22,9 +22,7 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
-from adapters.reference_registry import ReferenceRegistry
 from gateway.connect import bearer, secure_channel
-from gateway.demo.deployment import Site, agreement_id_for
 from gateway.exchanges.iso3166 import ALPHA3_TO_ALPHA2
 from gateway.exchanges.mrz import check_digit
 from pouch.v1 import (
@@ -34,6 +32,8 @@ from pouch.v1 import (
     identity_pb2,
     identity_pb2_grpc,
 )
+from pouch_devtools.demo.deployment import Site, agreement_id_for
+from pouch_devtools.reference_registry import ReferenceRegistry
 
 CALL_TIMEOUT_S = 10.0
 PURPOSE = "emergency_travel_document"

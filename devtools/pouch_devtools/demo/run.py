@@ -22,13 +22,13 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from gateway.demo import report
-from gateway.demo.audit_scenario import run_audit_scenario
-from gateway.demo.civil_scenario import run_civil_scenario
-from gateway.demo.deployment import GatewayProcess, RegistryProcess, Site, prepare_sites
-from gateway.demo.identity_scenario import run_identity_scenario, seed_identity_documents
-from gateway.demo.representation_scenario import run_representation_scenario
-from gateway.demo.scenario import Step, run_scenario
+from pouch_devtools.demo import report
+from pouch_devtools.demo.audit_scenario import run_audit_scenario
+from pouch_devtools.demo.civil_scenario import run_civil_scenario
+from pouch_devtools.demo.deployment import GatewayProcess, RegistryProcess, Site, prepare_sites
+from pouch_devtools.demo.identity_scenario import run_identity_scenario, seed_identity_documents
+from pouch_devtools.demo.representation_scenario import run_representation_scenario
+from pouch_devtools.demo.scenario import Step, run_scenario
 
 # AT asks BE (civil records, identities); LU, with no mission in Cabo Verde, asks BE's.
 REQUESTER, RESPONDER, REPRESENTED = "AT", "BE", "LU"

@@ -26,15 +26,6 @@ import grpc
 import grpc.aio
 
 from gateway.connect import bearer, secure_channel
-from gateway.demo.agreements import REPRESENTATION_PURPOSE
-from gateway.demo.case_copies import (
-    CaseView,
-    case_differences,
-    describe_claims,
-    state_name,
-    view_of,
-)
-from gateway.demo.deployment import Site, agreement_id_for
 from pouch.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -42,6 +33,15 @@ from pouch.v1 import (
     representation_pb2,
     representation_pb2_grpc,
 )
+from pouch_devtools.demo.agreements import REPRESENTATION_PURPOSE
+from pouch_devtools.demo.case_copies import (
+    CaseView,
+    case_differences,
+    describe_claims,
+    state_name,
+    view_of,
+)
+from pouch_devtools.demo.deployment import Site, agreement_id_for
 
 CALL_TIMEOUT_S = 10.0
 SETTLE_TIMEOUT_S = 60.0

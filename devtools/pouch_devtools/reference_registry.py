@@ -17,7 +17,7 @@ It behaves as a small real registry would:
   when the number crossed only as a keyed hash (at most 20 candidates).
 * ``NotifyCaseEvent`` stores each case event.
 
-Run as a process: ``python -m adapters.reference_registry --db PATH --listen HOST:PORT
+Run as a process: ``python -m pouch_devtools.reference_registry --db PATH --listen HOST:PORT
 [--tls-cert PEM --tls-key PEM [--client-ca PEM]]`` prints ``reference registry ready on
 PORT`` once it serves. Without TLS it listens on loopback only.
 """
@@ -569,7 +569,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m adapters.reference_registry")
+    parser = argparse.ArgumentParser(prog="python -m pouch_devtools.reference_registry")
     parser.add_argument("--db", type=Path, required=True, help="SQLite file of the registry")
     parser.add_argument("--listen", required=True, help="HOST:PORT; port 0 picks a free one")
     parser.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")

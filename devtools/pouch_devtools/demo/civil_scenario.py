@@ -19,11 +19,11 @@ import grpc
 import grpc.aio
 
 from gateway.connect import bearer, secure_channel
-from gateway.demo.agreements import CIVIL_PURPOSE
-from gateway.demo.deployment import Site, agreement_id_for
 from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.policy.catalogue import civil_record_payload
 from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2, envelope_pb2
+from pouch_devtools.demo.agreements import CIVIL_PURPOSE
+from pouch_devtools.demo.deployment import Site, agreement_id_for
 
 CALL_TIMEOUT_S = 10.0
 SETTLE_TIMEOUT_S = 30.0

@@ -28,7 +28,6 @@ from pathlib import Path
 from gateway.cli.db import init_database
 from gateway.config import load_settings
 from gateway.connect import ClientIdentity
-from gateway.demo.agreements import write_hash_key, write_signed_agreement
 from gateway.pki.authority import StateAuthority
 from gateway.pki.bundle import load_trust_bundle
 from gateway.pki.directory import StateDirectory
@@ -36,6 +35,7 @@ from gateway.pki.idp import DevelopmentIdp, create_development_idp, mint_token
 from gateway.pki.keys import certificate_pem, write_private_key, write_public_file
 from gateway.pki.layout import init_state, issue_client
 from gateway.pki.sealing import generate_sealing_key
+from pouch_devtools.demo.agreements import write_hash_key, write_signed_agreement
 
 OPERATOR = "operator"
 READY_TIMEOUT_S = 30.0
@@ -450,7 +450,7 @@ class RegistryProcess:
                 [
                     sys.executable,
                     "-m",
-                    "adapters.reference_registry",
+                    "pouch_devtools.reference_registry",
                     "--db",
                     str(self.site.registry_db),
                     "--listen",

@@ -15,8 +15,8 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.connect import ClientIdentity, bearer, secure_channel
-from gateway.demo.deployment import Site
 from pouch.v1 import gateway_pb2, gateway_pb2_grpc, peer_pb2, peer_pb2_grpc
+from pouch_devtools.demo.deployment import Site
 
 CALL_TIMEOUT_S = 10.0
 

@@ -20,9 +20,9 @@ from gateway.audit.checkpoint import partner_log_key
 from gateway.audit.cosignature import partner_cosigner
 from gateway.audit.verify import verify_bundle
 from gateway.connect import bearer, secure_channel
-from gateway.demo.deployment import Site
 from gateway.pki.bundle import load_trust_bundle
 from pouch.v1 import audit_pb2, audit_pb2_grpc, common_pb2
+from pouch_devtools.demo.deployment import Site
 
 CALL_TIMEOUT_S = 10.0
 PUBLISH_TIMEOUT_S = 30.0
