@@ -36,6 +36,7 @@ from adapters.base import (
 )
 from gateway.connect import ClientIdentity, secure_channel
 from gateway.delivery.batches import SEND_SINGLY
+from gateway.errors import PartnerRefused, from_call
 from pouch.v1 import registry_pb2, registry_pb2_grpc, representation_pb2
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
@@ -121,12 +122,11 @@ class GrpcRegistryAdapter:
                 _request(item), timeout=self._timeout_s
             )
         except grpc.aio.AioRpcError as e:
-            code = e.code()
-            if code in _REFUSALS:
-                return RegistryOutcome.rejected(f"REGISTRY_{code.name}")
-            raise RegistryUnavailable(
-                f"registry at {self._target} did not answer ({code.name})"
-            ) from e
+            who = f"registry at {self._target}"
+            failure = from_call(e, who=who, prefix="REGISTRY", refusals=_REFUSALS)
+            if isinstance(failure, PartnerRefused):
+                return RegistryOutcome.rejected(failure.reason)
+            raise RegistryUnavailable(f"{who} did not answer ({e.code().name})") from e
         return _outcome(response)
 
     async def apply_many(self, items: Sequence[InboundUpdate]) -> list[RegistryOutcome]:

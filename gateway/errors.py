@@ -10,7 +10,8 @@ Messages are written for the caller: they name the field and the rule, and never
 carry a stack trace, key material or personal data of the people concerned.
 :func:`to_status` is the single map to gRPC status codes, with ``google.rpc``
 details (``ErrorInfo`` with a stable reason code, ``BadRequest`` field violations,
-``RetryInfo``).
+``RetryInfo``); :func:`from_call` and :func:`from_status` are its inverse, the single
+reading of a partner's (or the registry's) status.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class PouchError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
     audited: bool = False
     """Set once an audit entry records this refusal, so no later stage records it again."""
+    partner_code: grpc.StatusCode | None = None
+    """For an error read from another system's status (:func:`from_status`): its code."""
 
     def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
@@ -128,6 +131,12 @@ class PartnerUnavailable(Unavailable):
     reason = "PARTNER_UNAVAILABLE"
 
 
+class PartnerRefused(Rejected):
+    """A partner (or the registry) refused for good; the reason is its own code."""
+
+    reason = "PARTNER_REFUSED"
+
+
 class StorageUnavailable(Unavailable):
     """The database cannot be reached, or failed in a way not named below."""
 
@@ -207,3 +216,72 @@ def unexpected_summary(error: BaseException) -> str:
     """
     frames = "".join(traceback.format_tb(error.__traceback__))
     return f"{type(error).__name__}\n{frames}"
+
+
+# The partner said no for good: trying again cannot change its answer. UNAUTHENTICATED
+# is left out on purpose: a refused signature or certificate is what a key rotation or a
+# CRL update in flight looks like, so it is retried until the message's deadline.
+PERMANENT_REFUSALS = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The status code a number on the wire stands for; UNKNOWN for one gRPC does not
+    define, and for OK, which a refusal never is."""
+    code = _STATUS_CODES.get(number, grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code
+
+
+def from_status(
+    code: grpc.StatusCode | int,
+    reason: str = "",
+    *,
+    who: str,
+    prefix: str = "PARTNER",
+    refusals: frozenset[grpc.StatusCode] = PERMANENT_REFUSALS,
+) -> PartnerRefused | PartnerUnavailable:
+    """What another system's status means here: :class:`PartnerRefused` if ``code`` is
+    one of ``refusals`` (retrying cannot help), else :class:`PartnerUnavailable`. Either
+    carries the reason ``<prefix>_<its reason code>``, or ``<prefix>_<code name>`` when it
+    gave none, and its ``partner_code``. ``who`` names it in the message."""
+    if isinstance(code, int):
+        code = status_code(code)
+    decoded = f"{prefix}_{reason or code.name}"
+    error: PartnerRefused | PartnerUnavailable
+    if code in refusals:
+        error = PartnerRefused(f"{who} refused ({decoded})", reason=decoded)
+    else:
+        error = PartnerUnavailable(f"{who} did not answer ({code.name})", reason=decoded)
+    error.partner_code = code
+    return error
+
+
+def from_call(
+    error: grpc.aio.AioRpcError,
+    *,
+    who: str,
+    prefix: str = "PARTNER",
+    refusals: frozenset[grpc.StatusCode] = PERMANENT_REFUSALS,
+) -> PartnerRefused | PartnerUnavailable:
+    """:func:`from_status` of a failed call, with the reason code from its
+    ``google.rpc.ErrorInfo`` when it sent one (as :func:`to_status` does)."""
+    reason = ""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is not None:
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+                break
+    return from_status(error.code(), reason, who=who, prefix=prefix, refusals=refusals)

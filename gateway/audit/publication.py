@@ -37,9 +37,8 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.witness import CheckpointRefused, cosign
-from gateway.delivery.dispatcher import PERMANENT_REFUSALS, refusal_reason
 from gateway.delivery.partners import PartnerChannels
-from gateway.errors import PouchError, StorageUnavailable
+from gateway.errors import PartnerRefused, PouchError, StorageUnavailable, from_call
 from gateway.pki.bundle import TrustBundle
 from pouch.v1 import peer_pb2
 
@@ -107,7 +106,7 @@ class CheckpointPublisher:
                 self._watch.rolled_back(state, now, e)
                 rolled_back = rolled_back or e
             except grpc.aio.AioRpcError as e:
-                self._watch.failed(state, now, size, refusal_reason(e), refused=False)
+                self._watch.failed(state, now, size, from_call(e, who=state).reason, refused=False)
             else:
                 reachable[state] = bundle
         if rolled_back is not None:
@@ -175,7 +174,8 @@ class CheckpointPublisher:
                 timeout=self._retry.call_timeout_s,
             )
         except grpc.aio.AioRpcError as e:
-            return refusal_reason(e), e.code() in PERMANENT_REFUSALS
+            failure = from_call(e, who=f"partner {state}")
+            return failure.reason, isinstance(failure, PartnerRefused)
         checkpoint = Checkpoint(origin=self._signer.origin, size=size, root_hash=root)
         try:
             verify_cosignature(checkpoint, answer.cosignature, partner_cosigner(bundle))

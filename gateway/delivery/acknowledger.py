@@ -6,7 +6,7 @@ travel together in ``AcknowledgeBatch`` calls. It promises:
 
 * a decision the sender took is recorded once (``acknowledged``);
 * a permanent refusal by the sender (``NOT_FOUND`` for a message it does not know, and
-  the other refusals :data:`~gateway.delivery.dispatcher.PERMANENT_REFUSALS` names) is
+  the other refusals :data:`~gateway.errors.PERMANENT_REFUSALS` names) is
   not sent again: the acknowledgement is a dead letter at once, with the sender's code;
 * anything else (the sender down, busy, not yet ready) is tried again after the
   ``[delivery]`` backoff, until the deadline, then given up
@@ -24,12 +24,18 @@ from datetime import datetime
 import grpc
 import grpc.aio
 
-from gateway.delivery.batches import chunks, refusal_code
-from gateway.delivery.dispatcher import PERMANENT_REFUSALS, refusal_reason
+from gateway.delivery.batches import chunks
 from gateway.delivery.inbound_retry import Failure, InboundFailures
 from gateway.delivery.outages import DependencyWatch
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import ReceiptSigner, envelope_digest
+from gateway.errors import (
+    PartnerRefused,
+    PartnerUnavailable,
+    PouchError,
+    from_call,
+    from_status,
+)
 from gateway.events import Event, emit
 from gateway.store.group_commit import GroupCommit
 from gateway.store.inbox import Inbox, OwedAcknowledgement
@@ -125,18 +131,21 @@ class Acknowledger:
         except grpc.aio.AioRpcError as e:
             if self._partners.batch_failed(sender, e.code()):
                 return any(await asyncio.gather(*(self._send_one(*item) for item in chunk)))
-            return await self._refused(sender, [o for o, _ in chunk], e.code(), refusal_reason(e))
+            return await self._refused(sender, [o for o, _ in chunk], from_call(e, who=sender))
         if len(answer.results) != len(chunk):
             return await self._refused(
-                sender, [o for o, _ in chunk], grpc.StatusCode.UNKNOWN, "BATCH_ANSWER_INVALID"
+                sender,
+                [o for o, _ in chunk],
+                PartnerUnavailable("the answer is invalid", reason="BATCH_ANSWER_INVALID"),
             )
         taken: list[OwedAcknowledgement] = []
         failed: list[Failure] = []
         for (owed, _), result in zip(chunk, answer.results, strict=True):
             if result.HasField("refusal"):
-                code = refusal_code(result.refusal)
-                reason = f"PARTNER_{result.refusal.reason or code.name}"
-                failed.append(Failure(owed, reason, permanent=code in PERMANENT_REFUSALS))
+                refusal = from_status(result.refusal.code, result.refusal.reason, who=sender)
+                failed.append(
+                    Failure(owed, refusal.reason, permanent=isinstance(refusal, PartnerRefused))
+                )
             else:
                 taken.append(owed)
         if taken:
@@ -153,7 +162,9 @@ class Acknowledger:
                 peer_pb2.AcknowledgeRequest(receipt=receipt), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as e:
-            return await self._refused(owed.sender_state, [owed], e.code(), refusal_reason(e))
+            return await self._refused(
+                owed.sender_state, [owed], from_call(e, who=owed.sender_state)
+            )
         self.watch(owed.sender_state).succeeded()
         await self._taken(owed)
         return True
@@ -162,12 +173,12 @@ class Acknowledger:
         self,
         sender: str,
         owed: list[OwedAcknowledgement],
-        code: grpc.StatusCode,
-        reason: str,
+        refusal: PouchError,
     ) -> bool:
         """The sender did not take ``owed``: given up if it refused them for good, else
         tried again later; True if any was given up."""
-        failed = [Failure(o, reason, permanent=code in PERMANENT_REFUSALS) for o in owed]
+        permanent = isinstance(refusal, PartnerRefused)
+        failed = [Failure(o, refusal.reason, permanent=permanent) for o in owed]
         self._watch_failed(sender, failed)
         return await self._failures.record(failed) > 0
 

@@ -40,9 +40,14 @@ import grpc.aio
 
 from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.agreements.hash_key import HASH_KEY_MISMATCH, HashKeyMismatch, Mismatch
-from gateway.delivery.dispatcher import refusal_reason
 from gateway.delivery.partners import PartnerChannels
-from gateway.errors import AgreementRejected, NotFound, PartnerUnavailable, unexpected_summary
+from gateway.errors import (
+    AgreementRejected,
+    NotFound,
+    PartnerUnavailable,
+    from_call,
+    unexpected_summary,
+)
 from pouch.v1 import common_pb2, peer_pb2
 
 log = logging.getLogger(__name__)
@@ -108,7 +113,7 @@ class AgreementConfirmation:
                 _request(agreement), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as e:
-            reason = refusal_reason(e)
+            reason = from_call(e, who=f"partner {partner}").reason
             if reason == f"PARTNER_{HASH_KEY_MISMATCH}":
                 self._gate.registry.hash_keys.record_mismatch(_mismatch(agreement, True))
                 raise self._gate.registry.hash_keys.refusal(agreement.id, agreement.version) from e
@@ -202,12 +207,13 @@ class AgreementConfirmation:
             )
         except grpc.aio.AioRpcError as e:
             # HASH_KEY_MISMATCH is the expected answer: the partner now holds it too.
-            if refusal_reason(e) != f"PARTNER_{HASH_KEY_MISMATCH}":
+            reason = from_call(e, who=f"partner {mismatch.partner_state}").reason
+            if reason != f"PARTNER_{HASH_KEY_MISMATCH}":
                 log.warning(
                     "could not tell %s of the hashing-key mismatch on %s: %s",
                     mismatch.partner_state,
                     mismatch.agreement_id,
-                    refusal_reason(e),
+                    reason,
                 )
         except AgreementRejected as e:
             log.warning("hashing-key mismatch on %s not told: %s", mismatch.agreement_id, e.reason)

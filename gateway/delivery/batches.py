@@ -42,8 +42,6 @@ SEND_SINGLY = frozenset(
 """Codes of a whole batch call (to a partner, or ``ApplyCivilUpdates`` to the registry)
 after which its items are sent again one call each."""
 
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
 T = TypeVar("T")
 
 
@@ -105,10 +103,3 @@ async def answer_each(
 async def refused(error: Exception) -> NoReturn:
     """An item already refused before its handling, for :func:`answer_each`."""
     raise error
-
-
-def refusal_code(refusal: peer_pb2.ItemRefusal) -> grpc.StatusCode:
-    """The status code of an item's refusal; UNKNOWN for a number gRPC does not define
-    (or OK, which a refusal never is)."""
-    code = _CODES.get(refusal.code, grpc.StatusCode.UNKNOWN)
-    return grpc.StatusCode.UNKNOWN if code is grpc.StatusCode.OK else code

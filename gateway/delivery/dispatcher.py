@@ -49,8 +49,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 import grpc.aio
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import Connection
 
 from gateway.agreements.gate import AgreementGate
@@ -58,7 +56,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.config import DeliverySection
 from gateway.delivery.backoff import delivery_backoff
-from gateway.delivery.batches import chunks, refusal_code
+from gateway.delivery.batches import chunks
 from gateway.delivery.outages import DependencyWatch
 from gateway.delivery.partners import PartnerChannels
 from gateway.delivery.polling import pause
@@ -69,7 +67,15 @@ from gateway.envelope import (
     verify_receipt,
 )
 from gateway.envelope.header import datetime_of
-from gateway.errors import AgreementRejected, PouchError, Unavailable, unexpected_summary
+from gateway.errors import (
+    PERMANENT_REFUSALS,
+    AgreementRejected,
+    PouchError,
+    Unavailable,
+    from_call,
+    from_status,
+    unexpected_summary,
+)
 from gateway.events import Event, emit
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
@@ -81,20 +87,6 @@ if TYPE_CHECKING:
     from gateway.delivery.agreement_confirmation import AgreementConfirmation
 
 log = logging.getLogger(__name__)
-
-# The partner said no for good: trying again cannot change its answer. UNAUTHENTICATED
-# is left out on purpose: a refused signature or certificate is what a key rotation or a
-# CRL update in flight looks like, so it is retried until the message's deadline.
-PERMANENT_REFUSALS = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -128,21 +120,11 @@ proves the delivery stays a receipt."""
 
 
 def _refused(result: peer_pb2.DeliveryResult) -> _Refused:
-    refusal = result.refusal
-    code = refusal_code(refusal)
-    return _Refused(code, f"PARTNER_{refusal.reason or code.name}")
+    return _refusal(from_status(result.refusal.code, result.refusal.reason, who="the partner"))
 
 
-def refusal_reason(error: grpc.aio.AioRpcError) -> str:
-    """The partner's stable reason code, from its ``google.rpc.ErrorInfo``."""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                return f"PARTNER_{info.reason}"
-    return f"PARTNER_{error.code().name}"
+def _refusal(error: PouchError) -> _Refused:
+    return _Refused(error.partner_code or grpc.StatusCode.UNKNOWN, error.reason)
 
 
 class Dispatcher:
@@ -321,7 +303,7 @@ class Dispatcher:
             if self._partners.batch_failed(partner, e.code()):
                 await asyncio.gather(*(self._send_one(o) for o in chunk))
                 return
-            refused = _Refused(e.code(), refusal_reason(e))
+            refused = _refusal(from_call(e, who=f"partner {partner}"))
             await asyncio.gather(*(self._settle(o, refused) for o in chunk))
             return
         if len(answer.results) != len(chunk):
@@ -348,7 +330,8 @@ class Dispatcher:
                 timeout=self._settings.call_timeout_seconds,
             )
         except grpc.aio.AioRpcError as e:
-            await self._settle(outgoing, _Refused(e.code(), refusal_reason(e)))
+            refused = _refusal(from_call(e, who=f"partner {message.recipient_state}"))
+            await self._settle(outgoing, refused)
             return
         await self._settle(outgoing, self._checked(outgoing, answer.receipt))
 

@@ -30,7 +30,6 @@ from sqlalchemy import Connection
 from gateway.agreements.gate import AgreementGate, AgreementInForce
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
-from gateway.delivery.dispatcher import PERMANENT_REFUSALS, refusal_reason
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import (
     EnvelopeSigner,
@@ -39,10 +38,12 @@ from gateway.envelope import (
 from gateway.errors import (
     DeadlineExceeded,
     NotFound,
+    PartnerRefused,
     PartnerUnavailable,
     PouchError,
     Rejected,
     Unavailable,
+    from_call,
 )
 from gateway.events import REQUEST_ID, REQUEST_ID_HEADER, Event, emit
 from gateway.exchanges.identity_validation import ValidIdentityQuery, validate_query
@@ -65,12 +66,6 @@ from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, peer_pb2
 EXCHANGE: Final = "identity_confirmation"
 # Time kept back from the caller's own deadline, so the caller hears why, not just "late".
 CALLER_MARGIN_S = 0.05
-
-
-class PartnerRefused(Rejected):
-    """The partner gateway refused the query for good; the reason is the partner's code."""
-
-    reason = "PARTNER_REFUSED"
 
 
 class CaseOfState(Protocol):
@@ -379,11 +374,10 @@ def _query_failure(
     partner: str, wait_s: float, error: grpc.aio.AioRpcError
 ) -> tuple[PouchError, str]:
     """What the caller is told when the partner's ``Query`` failed, and the reason recorded."""
-    code = error.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        failure: PouchError = DeadlineExceeded(f"{partner} did not answer within {wait_s:.1f} s")
+    failure = from_call(error, who=partner)
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        late = DeadlineExceeded(f"{partner} did not answer within {wait_s:.1f} s")
+        return late, late.reason
+    if isinstance(failure, PartnerRefused):
         return failure, failure.reason
-    if code in PERMANENT_REFUSALS:
-        reason = refusal_reason(error)
-        return PartnerRefused(f"{partner} refused the query ({reason})", reason=reason), reason
-    return PartnerUnavailable(f"{partner} could not answer ({code.name})"), f"PARTNER_{code.name}"
+    return PartnerUnavailable(f"{partner} could not answer ({error.code().name})"), failure.reason

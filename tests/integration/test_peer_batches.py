@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 import grpc
 import pytest
 
-from gateway.delivery.batches import MAX_ITEMS, refusal_code
+from gateway.delivery.batches import MAX_ITEMS
 from gateway.envelope import ReceiptSigner, envelope_digest
 from gateway.envelope import verify_receipt as check_receipt
+from gateway.errors import status_code
 from gateway.exchanges.payload import encode_payload
 from gateway.pki.bundle import load_trust_bundle
 from gateway.server.app import Gateway
@@ -94,7 +95,7 @@ def test_each_envelope_of_a_batch_is_answered_in_order_as_alone(
         (answer.results[3], from_at(be_only, agreement_id="at-be-nothing-agreed")),
     ]:
         refusal = result.refusal
-        assert (refusal_code(refusal).name, refusal.reason) == _single_refusal(as_at, again)
+        assert (status_code(refusal.code).name, refusal.reason) == _single_refusal(as_at, again)
         assert refusal.message
         assert "Someone-Else" not in refusal.message
 
@@ -151,10 +152,10 @@ def test_each_acknowledgement_of_a_batch_is_answered_as_alone(
         assert result.HasField("refusal")
         with pytest.raises(grpc.RpcError) as alone:
             as_at.stub.Acknowledge(peer_pb2.AcknowledgeRequest(receipt=receipt), timeout=TIMEOUT_S)
-        assert refusal_code(result.refusal) == alone.value.code()
+        assert status_code(result.refusal.code) == alone.value.code()
         assert result.refusal.reason == error_reason(alone.value)
-    assert refusal_code(answer.results[0].refusal) == grpc.StatusCode.NOT_FOUND
-    assert refusal_code(answer.results[1].refusal) == grpc.StatusCode.UNAUTHENTICATED
+    assert status_code(answer.results[0].refusal.code) == grpc.StatusCode.NOT_FOUND
+    assert status_code(answer.results[1].refusal.code) == grpc.StatusCode.UNAUTHENTICATED
 
 
 @pytest.mark.parametrize("count", [0, MAX_ITEMS + 1])

@@ -8,6 +8,7 @@ from google.rpc import error_details_pb2, status_pb2
 from gateway.errors import (
     AuthenticationRejected,
     FieldViolation,
+    PartnerRefused,
     PartnerUnavailable,
     PolicyRejected,
     QuotaRejected,
@@ -15,7 +16,9 @@ from gateway.errors import (
     ReplayRejected,
     Unavailable,
     ValidationRejected,
+    from_status,
     internal_error,
+    status_code,
     to_status,
 )
 
@@ -98,3 +101,40 @@ def test_validation_without_violations_is_a_bug() -> None:
     except ValueError:
         return
     raise AssertionError("an empty validation rejection was accepted")
+
+
+def test_a_partners_permanent_refusal_is_read_as_refused_with_its_reason() -> None:
+    error = from_status(grpc.StatusCode.INVALID_ARGUMENT, "REPLAY", who="partner BE")
+    assert isinstance(error, PartnerRefused)
+    assert (error.reason, error.partner_code) == (
+        "PARTNER_REPLAY",
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+def test_a_partners_passing_failure_is_read_as_unavailable_named_by_its_code() -> None:
+    error = from_status(grpc.StatusCode.UNAVAILABLE, who="partner BE")
+    assert isinstance(error, PartnerUnavailable)
+    assert error.reason == "PARTNER_UNAVAILABLE"
+    registry = from_status(
+        grpc.StatusCode.NOT_FOUND,
+        who="registry",
+        prefix="REGISTRY",
+        refusals=frozenset({grpc.StatusCode.NOT_FOUND}),
+    )
+    assert isinstance(registry, PartnerRefused) and registry.reason == "REGISTRY_NOT_FOUND"
+
+
+def test_a_status_number_grpc_does_not_define_or_ok_is_unknown() -> None:
+    assert status_code(5) is grpc.StatusCode.NOT_FOUND
+    assert status_code(0) is grpc.StatusCode.UNKNOWN
+    assert status_code(999) is grpc.StatusCode.UNKNOWN
+    assert from_status(999, "X", who="partner BE").reason == "PARTNER_X"
+
+
+def test_what_to_status_sends_from_status_reads_back() -> None:
+    sent = to_status(PartnerUnavailable("busy", reason="STORAGE_LOCKED"))
+    (info, *_) = details(sent)
+    assert isinstance(info, error_details_pb2.ErrorInfo)
+    read = from_status(sent.code, info.reason, who="partner BE")
+    assert (type(read), read.reason) == (PartnerUnavailable, "PARTNER_STORAGE_LOCKED")
