@@ -9,10 +9,10 @@ from gateway.cli.agreement import agreement
 from gateway.cli.agreement_lifecycle import suspend, terminate
 from gateway.cli.audit import audit
 from gateway.cli.db import db
+from gateway.cli.demo import demo
 from gateway.cli.pki import pki
 from gateway.cli.serve import serve
 from gateway.cli.token import token
-from pouch_devtools.demo.run import demo
 
 
 @click.group()

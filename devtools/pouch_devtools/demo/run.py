@@ -6,6 +6,9 @@ AT -> BE, identity confirmations AT -> BE, a representation case LU -> BE from
 request to completion with a cost claim, refusals by policy, and AT's audit log
 cosigned by BE and verified offline. The exit status is 0 only if every step behaved
 as expected.
+
+The ``pouch demo`` command of the gateway (``gateway/cli/demo.py``) imports this module
+only when it runs, so a gateway installed without the development tools has none of it.
 """
 
 from __future__ import annotations
@@ -107,15 +110,10 @@ def _how_to_call(sites: dict[str, Site], running: Sequence[int], console: Consol
     )
 
 
-@click.command()
-@click.option(
-    "--workdir",
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Where to create the states' files (default: a new temporary directory).",
-)
-@click.option("--keep", is_flag=True, help="Leave the gateways running and say how to call them.")
-def demo(workdir: Path | None, keep: bool) -> None:
-    """Three states' gateways and registries on loopback, and every kind of exchange."""
+def run_demo(workdir: Path | None, keep: bool) -> None:
+    """What ``pouch demo`` runs: the states in ``workdir`` (a new temporary directory
+    without it), every step, and the report; :class:`click.ClickException` when a step
+    did not behave as expected. ``keep`` leaves the processes running."""
     console = Console(width=max(Console().width, 140))
     root = workdir or Path(tempfile.mkdtemp(prefix="pouch-demo-"))
     root.mkdir(parents=True, exist_ok=True)
