@@ -20,8 +20,6 @@ from typing import Any
 
 import rfc8785
 
-from gateway import jcs
-
 SIGNATURES_KEY = "signatures"
 
 
@@ -53,7 +51,7 @@ def canonical_document(document: Mapping[str, Any]) -> dict[str, Any]:
 def canonical_bytes(document: Mapping[str, Any]) -> bytes:
     """RFC 8785 bytes of :func:`canonical_document`."""
     try:
-        return jcs.dumps(canonical_document(document))
+        return rfc8785.dumps(canonical_document(document))
     except rfc8785.CanonicalizationError as e:
         raise CanonicalFormError(f"no canonical JSON form: {e}") from e
 

@@ -38,7 +38,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import jcs
+import rfc8785
+
 from gateway.errors import FieldViolation, ValidationRejected
 
 MAX_DEPTH = 16
@@ -73,7 +74,7 @@ def encode_payload(tree: Mapping[str, Any]) -> bytes:
     """The RFC 8785 bytes of ``tree``, or :class:`ValidationRejected` as decoding would."""
     document = dict(tree)
     _check_tree(document)
-    return bytes(jcs.dumps(document))
+    return rfc8785.dumps(document)
 
 
 def decode_payload(data: bytes) -> dict[str, Any]:
