@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
-from google.protobuf.json_format import ParseError
+from google.protobuf.json_format import ParseDict, ParseError
 from sqlalchemy import Connection
 
 from adapters.base import (
@@ -42,7 +42,6 @@ from gateway.errors import NotFound, PouchError, StorageUnavailable
 from gateway.events import Event, emit
 from gateway.exchanges.payload import decode_payload
 from gateway.pki.bundle import TrustBundle
-from gateway.protojson import parse_dict
 from gateway.store.group_commit import GroupCommit, WriteUnit
 from gateway.store.inbox import Inbox, InboxEntry
 from gateway.store.outbox import Outbox
@@ -159,7 +158,7 @@ class RegistryHandover:
             return "PAYLOAD_PURGED"
         envelope = envelope_pb2.Envelope.FromString(entry.envelope)
         try:
-            update = parse_dict(decode_payload(envelope.payload), civil_pb2.CivilRecordUpdate)
+            update = ParseDict(decode_payload(envelope.payload), civil_pb2.CivilRecordUpdate())
         except (ParseError, PouchError):
             return "PAYLOAD_NOT_A_CIVIL_RECORD"
         handed = InboundUpdate(
