@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -237,7 +238,28 @@ class AgreementGate:
             agreement, self._lifecycle.status_within(conn, agreement.id, agreement.version)
         )
 
-    def take_quota_within(
+    def commit_exchange(
+        self,
+        conn: Connection,
+        exchange: ExchangeUnit,
+        *,
+        record: Callable[[], bool],
+        evidence: Callable[[bool], None],
+    ) -> bool:
+        """The write unit every exchange is committed in, in the caller's transaction
+        ``conn``: the agreement confirmed still in force (:meth:`confirm_within`), the
+        exchange recorded (``record`` is False for one already held: a duplicate takes
+        nothing), one unit of the purpose's daily quota taken for a new one (none when
+        ``exchange.minimised`` is ``None``), and its evidence (``evidence`` is told whether
+        it was new). All of it commits together, or none of it; True if it was new."""
+        self.confirm_within(conn, exchange.agreement)
+        fresh = record()
+        if fresh and exchange.minimised is not None:
+            self._take_quota(conn, exchange.agreement, exchange.minimised, what=exchange.what)
+        evidence(fresh)
+        return fresh
+
+    def _take_quota(
         self,
         conn: Connection,
         agreement: AgreementInForce,
@@ -258,6 +280,17 @@ class AgreementGate:
             limit=agreement.daily_quota(policy, minimised.exchange_type, minimised.purpose),
             what=what,
         )
+
+
+@dataclass(frozen=True)
+class ExchangeUnit:
+    """What :meth:`AgreementGate.commit_exchange` commits an exchange under: the
+    agreement, the minimised payload whose purpose's quota it takes (``None``: it takes
+    none), and the name of the unit in a quota refusal."""
+
+    agreement: AgreementInForce
+    minimised: MinimisedPayload | None
+    what: str
 
 
 def _refuse_ended(agreement: AgreementInForce, record: LifecycleRecord | None) -> None:

@@ -36,7 +36,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate
+from gateway.agreements.gate import AgreementGate, ExchangeUnit
 from gateway.agreements.notices import AgreementNotices
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
@@ -222,14 +222,14 @@ class InboundReceiver:
         def store(conn: Connection) -> bool:
             # Inbox row, quota and evidence commit together, and only while the agreement
             # is in force; a duplicate takes no quota.
-            self._gate.confirm_within(conn, agreement)
-            stored = self._inbox.accept_once_within(conn, message)
-            if stored:
-                self._gate.take_quota_within(
-                    conn, agreement, minimised, what="civil-record updates"
-                )
-            self._audit_received(verified, "civil_record", peer_state, stored, conn)
-            return stored
+            return self._gate.commit_exchange(
+                conn,
+                ExchangeUnit(agreement, minimised, "civil-record updates"),
+                record=lambda: self._inbox.accept_once_within(conn, message),
+                evidence=lambda stored: self._audit_received(
+                    verified, "civil_record", peer_state, stored, conn
+                ),
+            )
 
         return store
 

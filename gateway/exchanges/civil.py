@@ -30,10 +30,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate
+from gateway.agreements.gate import AgreementGate, ExchangeUnit
 from gateway.audit.recorder import AuditRecorder
+from gateway.audit.refusals import RefusalContext, audit_refusals
 from gateway.envelope import EnvelopeSigner
-from gateway.errors import PouchError, Rejected
+from gateway.errors import Rejected
 from gateway.events import REQUEST_ID, Event, emit
 from gateway.exchanges.civil_validation import ValidCivilSubmission, validate_submission
 from gateway.exchanges.payload import encode_payload
@@ -87,25 +88,11 @@ class CivilRecordSender:
         The stages compute on the event loop and only the write leaves it, so updates
         reach the group committer in the order they were submitted.
         """
-        try:
+        context = RefusalContext(
+            "civil_record", principal.subject, request.recipient_state, request.agreement_id
+        )
+        async with audit_refusals(self._audit, context):
             return await self._submit(principal, request)
-        except PouchError as e:
-            await asyncio.to_thread(
-                self._audit.refused,
-                e,
-                exchange_type="civil_record",
-                peer_state=request.recipient_state,
-                principal=principal.subject,
-                agreement_id=request.agreement_id,
-            )
-            emit(
-                Event.REFUSED,
-                agreement_id=request.agreement_id,
-                partner=request.recipient_state,
-                exchange_type="civil_record",
-                reason=e.reason,
-            )
-            raise
 
     async def _submit(
         self, principal: Principal, request: civil_pb2.SubmitUpdateRequest
@@ -114,6 +101,7 @@ class CivilRecordSender:
         submission = validate_submission(request, sender_state=self._state, today=now.date())
         try:
             store, version = self._sign(principal, submission, now)
+            submitted = await self._group.write(store)
         except Rejected:
             # A retried update queued before its agreement or policy changed keeps its id.
             earlier = await asyncio.to_thread(
@@ -124,7 +112,6 @@ class CivilRecordSender:
             if earlier is not None:
                 return Submitted(earlier, created=False)
             raise
-        submitted = await self._group.write(store)
         if submitted.created:
             emit(
                 Event.SUBMITTED,
@@ -177,30 +164,36 @@ class CivilRecordSender:
         )
 
         def store(conn: Connection) -> Submitted:
-            # A reference already queued (by this caller before, or by another replica a
-            # moment ago) keeps the row from being stored: it is answered with its message
-            # and takes nothing. Otherwise the outbox row, quota and evidence commit
-            # together, only while the agreement is in force: the caller's answer means
-            # all three happened.
-            if not self._outbox.enqueue_within(conn, [item]):
-                queued = self._outbox.message_id_for_reference_within(
-                    conn, principal.subject, submission.client_reference
-                )
-                if queued is None:
-                    raise RuntimeError("outbox refused a new message id without a prior submission")
-                return Submitted(queued, created=False)
-            self._gate.confirm_within(conn, agreement)
-            self._gate.take_quota_within(conn, agreement, minimised, what="civil-record updates")
-            self._audit.submitted(
-                message_id=header.message_id,
-                agreement_id=agreement.id,
-                agreement_version=agreement.version,
-                peer_state=agreement.partner_state,
-                principal=principal.subject,
-                payload=payload,
-                minimised=minimised,
-                conn=conn,
+            # The outbox row, quota and evidence commit together, only while the agreement
+            # is in force: the caller's answer means all three happened. A reference
+            # already queued (by this caller before, or by another replica a moment ago)
+            # keeps the row from being stored: it is answered with its message and takes
+            # nothing.
+            def evidence(fresh: bool) -> None:
+                if fresh:
+                    self._audit.submitted(
+                        message_id=header.message_id,
+                        agreement_id=agreement.id,
+                        agreement_version=agreement.version,
+                        peer_state=agreement.partner_state,
+                        principal=principal.subject,
+                        payload=payload,
+                        minimised=minimised,
+                        conn=conn,
+                    )
+
+            unit = ExchangeUnit(agreement, minimised, "civil-record updates")
+
+            def enqueue() -> bool:
+                return self._outbox.enqueue_within(conn, [item]) == 1
+
+            if self._gate.commit_exchange(conn, unit, record=enqueue, evidence=evidence):
+                return Submitted(header.message_id, created=True)
+            queued = self._outbox.message_id_for_reference_within(
+                conn, principal.subject, submission.client_reference
             )
-            return Submitted(header.message_id, created=True)
+            if queued is None:
+                raise RuntimeError("outbox refused a new message id without a prior submission")
+            return Submitted(queued, created=False)
 
         return store, agreement.version

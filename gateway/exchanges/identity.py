@@ -27,9 +27,10 @@ import grpc
 import grpc.aio
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate, AgreementInForce
+from gateway.agreements.gate import AgreementGate, AgreementInForce, ExchangeUnit
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
+from gateway.audit.refusals import RefusalContext, audit_refusals
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import (
     EnvelopeSigner,
@@ -41,8 +42,6 @@ from gateway.errors import (
     PartnerRefused,
     PartnerUnavailable,
     PouchError,
-    Rejected,
-    Unavailable,
     from_call,
 )
 from gateway.events import REQUEST_ID, REQUEST_ID_HEADER, Event, emit
@@ -133,7 +132,10 @@ class IdentityRequester:
     ) -> identity_pb2.ConfirmIdentityResponse:
         # The stages are computation and run on the event loop; only the writes leave it,
         # to the group committer (and a named case's look-ups, to a worker thread).
-        try:
+        context = RefusalContext(
+            EXCHANGE, principal.subject, request.partner_state, request.agreement_id
+        )
+        async with audit_refusals(self._audit, context):
             now = self._clock()
             query = validate_query(request, requester_state=self._state, today=now.date())
             agreement = self._gate.prepare(query.agreement_id, query.partner_state)
@@ -153,28 +155,6 @@ class IdentityRequester:
             await self._group.write(record)
             self._event(Event.ANSWERED, signed)
             return response
-        except Rejected as e:
-            self._refused(request, e)
-            await asyncio.to_thread(
-                self._audit.refused,
-                e,
-                exchange_type=EXCHANGE,
-                peer_state=request.partner_state,
-                principal=principal.subject,
-                agreement_id=request.agreement_id,
-            )
-            raise
-        except Unavailable as e:
-            self._refused(request, e)
-            await asyncio.to_thread(
-                self._audit.record,
-                EventKind.FAILED,
-                Decision.FAILED,
-                exchange_type=EXCHANGE,
-                principal=principal.subject,
-                reason_code=e.reason,
-            )
-            raise
 
     @staticmethod
     def _event(event: Event, signed: SignedQuery) -> None:
@@ -185,16 +165,6 @@ class IdentityRequester:
             agreement_version=signed.agreement.version,
             partner=signed.agreement.partner_state,
             exchange_type=EXCHANGE,
-        )
-
-    @staticmethod
-    def _refused(request: identity_pb2.ConfirmIdentityRequest, error: PouchError) -> None:
-        emit(
-            Event.REFUSED,
-            agreement_id=request.agreement_id,
-            partner=request.partner_state,
-            exchange_type=EXCHANGE,
-            reason=error.reason,
         )
 
     # -- stages up to the signed query ------------------------------------------------------
@@ -243,21 +213,26 @@ class IdentityRequester:
         )
 
         def store(conn: Connection) -> None:
-            # The quota, the record of the query and its evidence: together or not at all,
+            # The record of the query, the quota and its evidence: together or not at all,
             # and only while the agreement is in force.
-            self._gate.confirm_within(conn, agreement)
-            self._gate.take_quota_within(conn, agreement, minimised, what="identity confirmations")
-            self._queries.record_outbound_within(conn, record)
-            self._audit.submitted(
-                message_id=header.message_id,
-                agreement_id=agreement.id,
-                agreement_version=agreement.version,
-                peer_state=agreement.partner_state,
-                principal=principal.subject,
-                payload=payload,
-                minimised=minimised,
-                conn=conn,
-            )
+            def recorded() -> bool:
+                self._queries.record_outbound_within(conn, record)
+                return True
+
+            def evidence(fresh: bool) -> None:
+                self._audit.submitted(
+                    message_id=header.message_id,
+                    agreement_id=agreement.id,
+                    agreement_version=agreement.version,
+                    peer_state=agreement.partner_state,
+                    principal=principal.subject,
+                    payload=payload,
+                    minimised=minimised,
+                    conn=conn,
+                )
+
+            unit = ExchangeUnit(agreement, minimised, "identity confirmations")
+            self._gate.commit_exchange(conn, unit, record=recorded, evidence=evidence)
 
         wait_s = response_deadline_s(agreement.outbound)
         if time_left_s is not None:

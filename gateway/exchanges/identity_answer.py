@@ -33,7 +33,7 @@ from typing import Any, Final
 from sqlalchemy import Connection
 
 from adapters.base import IdentitySource, RegistryDeadlineExceeded
-from gateway.agreements.gate import AgreementGate, AgreementInForce
+from gateway.agreements.gate import AgreementGate, AgreementInForce, ExchangeUnit
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import EnvelopeHeader, EnvelopeSigner, EnvelopeVerifier, utc_millis
@@ -246,21 +246,26 @@ class IdentityResponder:
         def admit(conn: Connection) -> None:
             # The replay guard, the quota and the evidence: together or not at all, and
             # only while the agreement is in force.
-            self._gate.confirm_within(conn, agreement)
-            self._queries.admit_inbound_within(conn, record)
-            self._gate.take_quota_within(conn, agreement, minimised, what="identity confirmations")
-            self._audit.record(
-                EventKind.RECEIVED,
-                Decision.ACCEPTED,
-                message_id=header.message_id,
-                agreement_id=agreement.id,
-                agreement_version=agreement.version,
-                exchange_type=EXCHANGE,
-                purpose=minimised.purpose,
-                peer_state=peer_state,
-                payload=verified.payload,
-                conn=conn,
-            )
+            def admitted() -> bool:
+                self._queries.admit_inbound_within(conn, record)  # a replay is refused
+                return True
+
+            def evidence(fresh: bool) -> None:
+                self._audit.record(
+                    EventKind.RECEIVED,
+                    Decision.ACCEPTED,
+                    message_id=header.message_id,
+                    agreement_id=agreement.id,
+                    agreement_version=agreement.version,
+                    exchange_type=EXCHANGE,
+                    purpose=minimised.purpose,
+                    peer_state=peer_state,
+                    payload=verified.payload,
+                    conn=conn,
+                )
+
+            unit = ExchangeUnit(agreement, minimised, "identity confirmations")
+            self._gate.commit_exchange(conn, unit, record=admitted, evidence=evidence)
 
         wait_s = response_deadline_s(agreement.inbound)
         if time_left_s is not None:

@@ -20,6 +20,7 @@ The dispatcher delivers the message; the partner applies it to its copy of the c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -27,11 +28,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate, AgreementInForce
+from gateway.agreements.gate import AgreementGate, AgreementInForce, ExchangeUnit
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
+from gateway.audit.refusals import RefusalContext, audit_refusals
 from gateway.envelope import EnvelopeSigner
-from gateway.errors import NotFound, PermissionRejected, PouchError
+from gateway.errors import NotFound, PermissionRejected
 from gateway.events import REQUEST_ID, Event, emit
 from gateway.exchanges import case_machine
 from gateway.exchanges.case_change import (
@@ -226,14 +228,16 @@ class RepresentationDesk:
         def open_case(write: CaseWrite) -> CaseRecord | None:
             # The case, its quota, its first message and the evidence commit together, and
             # only while the agreement is in force; a reference already used takes nothing.
-            self._gate.confirm_within(write.conn, agreement)
-            if not write.insert_case(case):
-                return None
-            self._gate.take_quota_within(write.conn, agreement, minimised, what="cases")
-            change = CaseChange(message, minimised, "submitted")
-            self._commit(write, agreement, case, change, now, request_id)
-            self._audit_sent(principal, case, message, write.conn)
-            return case
+            def evidence(fresh: bool) -> None:
+                if fresh:
+                    change = CaseChange(message, minimised, "submitted")
+                    self._commit(write, agreement, case, change, now, request_id)
+                    self._audit_sent(principal, case, message, write.conn)
+
+            unit = ExchangeUnit(agreement, minimised, "cases")
+            inserted = functools.partial(write.insert_case, case)
+            fresh = self._gate.commit_exchange(write.conn, unit, record=inserted, evidence=evidence)
+            return case if fresh else None
 
         winner = self._cases.write(open_case)
         if winner is not None:
@@ -406,41 +410,6 @@ class RepresentationDesk:
 
     def _refusals_audited(
         self, principal: Principal, peer_state: str | None, agreement_id: str | None
-    ) -> _RefusalAudit:
-        return _RefusalAudit(self._audit, principal, peer_state, agreement_id)
-
-
-class _RefusalAudit:
-    """Audits a refusal (reason code only) on its way to the caller."""
-
-    def __init__(
-        self,
-        audit: AuditRecorder,
-        principal: Principal,
-        peer_state: str | None,
-        agreement_id: str | None,
-    ) -> None:
-        self._audit = audit
-        self._principal = principal
-        self._peer_state = peer_state
-        self._agreement_id = agreement_id
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
-        if isinstance(error, PouchError):
-            emit(
-                Event.REFUSED,
-                agreement_id=self._agreement_id,
-                partner=self._peer_state,
-                exchange_type=EXCHANGE,
-                reason=error.reason,
-            )
-            self._audit.refused(
-                error,
-                exchange_type=EXCHANGE,
-                peer_state=self._peer_state,
-                principal=self._principal.subject,
-                agreement_id=self._agreement_id,
-            )
+    ) -> audit_refusals:
+        context = RefusalContext(EXCHANGE, principal.subject, peer_state, agreement_id)
+        return audit_refusals(self._audit, context)

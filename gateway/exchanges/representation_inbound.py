@@ -30,7 +30,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate, AgreementInForce
+from gateway.agreements.gate import AgreementGate, AgreementInForce, ExchangeUnit
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.recorder import AuditRecorder
 from gateway.envelope import VerifiedEnvelope
@@ -128,44 +128,48 @@ class CaseInbound:
         def accept(write: CaseWrite) -> bool:
             # The inbox row, the case's change, a new case's quota and the evidence commit
             # together, and only while the agreement is in force; a duplicate changes nothing.
-            self._gate.confirm_within(write.conn, agreement)
-            stored = self._inbox.accept_once_within(
-                write.conn,
-                InboundMessage(
-                    message_id=header.message_id,
-                    sender_state=peer_state,
-                    agreement_id=agreement.id,
-                    exchange_type=EXCHANGE,
-                    envelope=envelope,
-                    kind=case.kind,
-                    purpose=case.purpose,
-                    request_digest=verified.digest,
-                ),
-                applied=True,
-            )
-            if received is not None:
-                received(write.conn, stored)
-            if not stored:
-                return False
-            if message.action == "open":
-                if not write.insert_case(case):
+            def stored() -> bool:
+                fresh = self._inbox.accept_once_within(
+                    write.conn,
+                    InboundMessage(
+                        message_id=header.message_id,
+                        sender_state=peer_state,
+                        agreement_id=agreement.id,
+                        exchange_type=EXCHANGE,
+                        envelope=envelope,
+                        kind=case.kind,
+                        purpose=case.purpose,
+                        request_digest=verified.digest,
+                    ),
+                    applied=True,
+                )
+                if received is not None:
+                    received(write.conn, fresh)
+                if fresh and message.action == "open" and not write.insert_case(case):
                     raise ReplayRejected("a case with this id is already held")
-                self._gate.take_quota_within(write.conn, agreement, minimised, what="cases")
-            self._apply(write, agreement, peer_state, case.case_id, change, header.message_id)
-            self._audit.record(
-                EventKind.CASE_TRANSITION,
-                Decision.ACCEPTED,
-                message_id=header.message_id,
-                agreement_id=agreement.id,
-                agreement_version=agreement.version,
-                exchange_type=EXCHANGE,
-                purpose=case.purpose,
-                peer_state=peer_state,
-                principal=f"state:{peer_state}",
-                reason_code=f"CASE_{change.event_kind.upper()}",
-                conn=write.conn,
-            )
-            return True
+                return fresh
+
+            def evidence(fresh: bool) -> None:
+                if not fresh:
+                    return
+                self._apply(write, agreement, peer_state, case.case_id, change, header.message_id)
+                self._audit.record(
+                    EventKind.CASE_TRANSITION,
+                    Decision.ACCEPTED,
+                    message_id=header.message_id,
+                    agreement_id=agreement.id,
+                    agreement_version=agreement.version,
+                    exchange_type=EXCHANGE,
+                    purpose=case.purpose,
+                    peer_state=peer_state,
+                    principal=f"state:{peer_state}",
+                    reason_code=f"CASE_{change.event_kind.upper()}",
+                    conn=write.conn,
+                )
+
+            # Only the message that opens a case takes a unit of the quota.
+            unit = ExchangeUnit(agreement, minimised if message.action == "open" else None, "cases")
+            return self._gate.commit_exchange(write.conn, unit, record=stored, evidence=evidence)
 
         return self._cases.write(accept)
 
