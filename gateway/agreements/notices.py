@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import Engine
+
 from gateway.agreements.hash_key import Mismatch
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.audit.entry import Decision, EventKind
@@ -32,6 +34,7 @@ from gateway.envelope import EnvelopeHeader, EnvelopeSigner, VerifiedEnvelope, u
 from gateway.errors import AgreementRejected, FieldViolation, NotFound, ValidationRejected
 from gateway.events import Event, emit
 from gateway.policy.rules import PolicySection
+from gateway.store.engine import write_transaction
 from gateway.store.inbox import Inbox
 from gateway.store.lifecycle import AgreementLifecycleStore
 from gateway.store.outbox import Outbox, OutboxItem
@@ -56,6 +59,7 @@ class AgreementNotices:
     def __init__(
         self,
         *,
+        engine: Engine,
         state: str,
         registry: AgreementRegistry[PolicySection],
         lifecycle: AgreementLifecycleStore,
@@ -70,6 +74,7 @@ class AgreementNotices:
     ) -> None:
         """``fingerprint_of`` is our hashing-key fingerprint for an agreement, ``None``
         without a key (then notices carry none, and those received are not compared)."""
+        self._engine = engine
         self._fingerprint_of = fingerprint_of
         self._audit = audit
         self._also_purge = tuple(also_purge)
@@ -177,20 +182,20 @@ class AgreementNotices:
             loaded, action, self._state, reason_code, header.message_id, principal=principal
         )
         envelope, digest = self._signer.sign_with_digest(header, notice.SerializeToString())
-        self._outbox.enqueue(
-            OutboxItem(
-                message_id=header.message_id,
-                agreement_id=loaded.id,
-                agreement_version=loaded.version,
-                exchange_type="agreement_notice",
-                recipient_state=partner,
-                purpose=NOTICE_PURPOSE,
-                envelope=envelope.SerializeToString(),
-                deadline_at=now + self._deadline,
-                kind=_ACTIONS[action],
-                envelope_digest=digest,
-            )
+        queued = OutboxItem(
+            message_id=header.message_id,
+            agreement_id=loaded.id,
+            agreement_version=loaded.version,
+            exchange_type="agreement_notice",
+            recipient_state=partner,
+            purpose=NOTICE_PURPOSE,
+            envelope=envelope.SerializeToString(),
+            deadline_at=now + self._deadline,
+            kind=_ACTIONS[action],
+            envelope_digest=digest,
         )
+        with write_transaction(self._engine) as conn:
+            self._outbox.enqueue_within(conn, [queued])
         return NoticeOutcome(loaded, _ACTIONS[action], purged)
 
     def receive(self, peer_state: str, verified: VerifiedEnvelope) -> None:

@@ -163,7 +163,7 @@ class CivilRecordService(civil_pb2_grpc.CivilRecordServiceServicer):
         size = request.page_size or 100
         principal = current_principal().subject
         messages = await asyncio.to_thread(
-            self._outbox.list,
+            self._outbox.page,
             recipient_state=request.recipient_state or None,
             principal=principal,
             exchange_type="civil_record",

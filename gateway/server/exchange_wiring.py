@@ -49,6 +49,7 @@ from gateway.exchanges.case_deadlines import DeadlineWatcher
 from gateway.exchanges.civil import CivilRecordSender
 from gateway.exchanges.identity import IdentityRequester
 from gateway.exchanges.identity_answer import IdentityResponder
+from gateway.exchanges.payload import encode_payload
 from gateway.exchanges.representation import RepresentationDesk
 from gateway.exchanges.representation_inbound import CaseInbound
 from gateway.metrics import GatewayMetrics
@@ -130,6 +131,7 @@ class Exchanges:
         self.cases = CaseStore(
             engine,
             clock=clock,
+            encode_content=encode_payload,
             sealer=sealer,
             on_event=self.case_signal.fire,
             group=self.group_commit,
@@ -144,6 +146,7 @@ class Exchanges:
         signer = EnvelopeSigner.from_state_directory(pki)
         receipts = ReceiptSigner.from_state_directory(pki)
         self.notices = AgreementNotices(
+            engine=engine,
             state=state,
             registry=self.registry,
             lifecycle=self.lifecycle,

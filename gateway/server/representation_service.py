@@ -234,7 +234,7 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
             else None
         )
         records = await asyncio.to_thread(
-            self._cases.list,
+            self._cases.page,
             state=state,
             kind=kind,
             deadline_before=before,

@@ -19,13 +19,15 @@ Guarantees:
   states and events stay as evidence.
 * :meth:`CaseStore.link_identity_confirmation` is idempotent.
 
+The person, summary and note trees are stored as the bytes ``encode_content`` makes of
+them (the exchanges' payload encoding, handed in: the store knows no payload format).
+
 Every method blocks; the async server calls them through ``asyncio.to_thread``.
 Database failures leave as :class:`gateway.errors.StorageUnavailable`.
 """
 
 from __future__ import annotations
 
-import builtins
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +49,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 
-from gateway.exchanges.payload import encode_payload
 from gateway.pki.sealing import PayloadSealer
 from gateway.store.engine import insert_unless_present, read_transaction, write_transaction
 from gateway.store.group_commit import GroupCommit
@@ -263,12 +264,14 @@ class CaseStore:
         engine: Engine,
         *,
         clock: Callable[[], datetime],
+        encode_content: Callable[[Mapping[str, Any]], bytes],
         sealer: PayloadSealer | None = None,
         on_event: Callable[[], None] = lambda: None,
         group: GroupCommit | None = None,
     ) -> None:
         self.engine = engine
         self._clock = clock
+        self._encode_content = encode_content
         self._sealer = sealer
         self._on_event = on_event
         self._group = group
@@ -340,7 +343,7 @@ class CaseStore:
             row = conn.execute(query).mappings().one_or_none()
         return None if row is None else self.record(row)
 
-    def list(
+    def page(
         self,
         *,
         state: CaseStatus | None,
@@ -348,7 +351,7 @@ class CaseStore:
         deadline_before: datetime | None,
         limit: int,
         after: tuple[datetime, str] | None,
-    ) -> builtins.list[CaseRecord]:
+    ) -> list[CaseRecord]:
         """One page of cases matching every filter, ordered by ``(created_at, case_id)``."""
         if not 1 <= limit <= MAX_PAGE + 1:
             raise ValueError(f"limit must be 1 to {MAX_PAGE + 1}")
@@ -369,9 +372,7 @@ class CaseStore:
             rows = conn.execute(query).mappings().all()
         return [self.record(row) for row in rows]
 
-    def events_after(
-        self, case_id: str, after_seq: int, limit: int = 100
-    ) -> builtins.list[CaseEvent]:
+    def events_after(self, case_id: str, after_seq: int, limit: int = 100) -> list[CaseEvent]:
         query = (
             select(case_events)
             .where(case_events.c.case_id == case_id, case_events.c.seq > after_seq)
@@ -384,7 +385,7 @@ class CaseStore:
 
     # -- deadlines and the registry --------------------------------------------
 
-    def due_deadlines(self, now: datetime, limit: int) -> builtins.list[CaseRecord]:
+    def due_deadlines(self, now: datetime, limit: int) -> list[CaseRecord]:
         c = representation_cases.c
         query = (
             select(representation_cases)
@@ -398,7 +399,7 @@ class CaseStore:
             rows = conn.execute(query).mappings().all()
         return [self.record(row) for row in rows]
 
-    def pending_registry_events(self, limit: int) -> builtins.list[CaseEvent]:
+    def pending_registry_events(self, limit: int) -> list[CaseEvent]:
         query = (
             select(case_events)
             .where(
@@ -509,7 +510,7 @@ class CaseStore:
         return plain if self._sealer is None else self._sealer.seal(plain, aad=aad)
 
     def seal_tree(self, tree: Mapping[str, Any] | None, aad: str) -> bytes | None:
-        return None if tree is None else self.seal(encode_payload(tree), aad)
+        return None if tree is None else self.seal(self._encode_content(tree), aad)
 
     def _open(self, sealed: Any, aad: str) -> bytes | None:
         if sealed is None:

@@ -2,11 +2,13 @@
 
 Guarantees:
 
-* :meth:`Inbox.accept_once` stores a message and commits before it returns, and is
-  atomic: of any number of concurrent deliveries of one message id (a dispatcher's
-  retry racing its own earlier attempt, or two replicas receiving both), exactly one
-  gets ``True`` and hands the message on; the others get ``False``, and the sender is
-  told it was already received. A duplicate is an outcome, not an error.
+* A mutator named ``*_within`` writes on the caller's connection, inside the caller's
+  write transaction; nothing it wrote is durable before that transaction commits.
+* :meth:`Inbox.accept_once_within` stores a message, and is atomic: of any number of
+  concurrent deliveries of one message id (a dispatcher's retry racing its own earlier
+  attempt, or two replicas receiving both), exactly one gets ``True`` and hands the
+  message on; the others get ``False``, and the sender is told it was already
+  received. A duplicate is an outcome, not an error.
 * A message id already stored for a *different* sender state is refused with
   :class:`gateway.errors.ReplayRejected`: one partner must not be able to pre-empt,
   and so silently suppress, another partner's message.
@@ -14,7 +16,7 @@ Guarantees:
   transition that does not apply (unknown id, wrong state) reports ``False``. The
   registry's answer (applied, or rejected with a reason) is recorded once, either with
   the hand-over or afterwards (:meth:`Inbox.record_outcome`); the signed
-  acknowledgement carrying it is then owed to the sender until :meth:`Inbox.mark_ack_sent`.
+  acknowledgement carrying it is then owed to the sender until :meth:`Inbox.mark_ack_sent_within`.
 * After a crash, :meth:`Inbox.pending_handover` lists what still has to reach the
   registry and :meth:`Inbox.unacknowledged` what still has to be acknowledged, both
   oldest first, so nothing accepted is lost between the stages.
@@ -49,7 +51,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -223,15 +225,10 @@ class Inbox:
             columns=inbox.c.keys(),
         )
 
-    def accept_once(self, message: InboundMessage) -> bool:
-        """Store ``message`` if its id is new (``True``); ``False`` if already stored."""
-        with write_transaction(self._engine) as conn:
-            return self.accept_once_within(conn, message)
-
     def accept_once_within(
         self, conn: Connection, message: InboundMessage, *, applied: bool = False
     ) -> bool:
-        """:meth:`accept_once` on ``conn``, inside the caller's transaction.
+        """Store ``message`` if its id is new (``True``); ``False`` if already stored.
 
         With ``applied`` the message is stored as already handed over and applied: the
         caller applied it in the same transaction (a representation case's message).
@@ -242,26 +239,9 @@ class Inbox:
             "registry_outcome": RegistryOutcome.APPLIED.value,
             "handed_over_at": now,
         }
-        row: dict[str, Any] = {
-            "message_id": message.message_id,
-            "sender_state": message.sender_state,
-            "agreement_id": message.agreement_id,
-            "exchange_type": message.exchange_type,
-            "received_at": now,
-            "envelope": self._stored_envelope(message),
-            "status": InboxStatus.RECEIVED.value,
-            "registry_outcome": None,
-            "kind": message.kind,
-            "purpose": message.purpose,
-            "registry_reason": None,
-            "handed_over_at": None,
-            "ack_sent": False,
-            "payload_purged_at": None,
-            "request_digest": message.request_digest,
-            "attempts": 0,
-            "next_attempt_at": None,
-            "dead_reason": None,
-        }
+        row = dict(_UNHANDLED)
+        row.update({name: getattr(message, name) for name in _MESSAGE_COLUMNS})
+        row.update(received_at=now, envelope=self._stored_envelope(message))
         if applied:
             row.update(handed_over)
         if self._accept.rows(conn, row):
@@ -272,18 +252,6 @@ class Inbox:
             raise ReplayRejected("message id already used by another sender state")
         return False
 
-    def mark_handed_over(
-        self, message_id: str, *, applied: bool | None = None, reason: str | None = None
-    ) -> bool:
-        """Record that the registry adapter has the message; ``False`` if not applicable.
-
-        ``applied`` is the registry's answer when it gave one at once, and ``reason``
-        its reason code. Leave both out when the answer comes later through
-        :meth:`record_outcome`.
-        """
-        with write_transaction(self._engine) as conn:
-            return self.mark_handed_over_within(conn, message_id, applied=applied, reason=reason)
-
     def mark_handed_over_within(
         self,
         conn: Connection,
@@ -292,7 +260,12 @@ class Inbox:
         applied: bool | None = None,
         reason: str | None = None,
     ) -> bool:
-        """:meth:`mark_handed_over` in the caller's write transaction (a group commit's unit)."""
+        """Record that the registry adapter has the message; ``False`` if not applicable.
+
+        ``applied`` is the registry's answer when it gave one at once, and ``reason``
+        its reason code. Leave both out when the answer comes later through
+        :meth:`record_outcome`.
+        """
         answer: dict[str, Any] = {}
         if applied is not None:
             outcome = RegistryOutcome.APPLIED if applied else RegistryOutcome.REJECTED
@@ -324,13 +297,8 @@ class Inbox:
             registry_outcome=outcome,
         )
 
-    def mark_ack_sent(self, message_id: str) -> bool:
-        """Record that the signed acknowledgement went back; ``False`` if not applicable."""
-        with write_transaction(self._engine) as conn:
-            return self.mark_ack_sent_within(conn, message_id)
-
     def mark_ack_sent_within(self, conn: Connection, message_id: str) -> bool:
-        """:meth:`mark_ack_sent` in the caller's write transaction (a group commit's unit)."""
+        """Record that the signed acknowledgement went back; ``False`` if not applicable."""
         return self._update_within(
             conn,
             "answered_unacknowledged",
@@ -548,6 +516,17 @@ _WHEN: dict[str, ColumnElement[bool]] = {
 _ACKNOWLEDGEABLE = or_(inbox.c.request_digest.is_not(None), inbox.c.envelope.is_not(None))
 """Whether a receipt can still be bound to the message: its digest was kept, or its
 envelope (stored before digests were kept) was not purged."""
+
+
+_MESSAGE_COLUMNS = tuple(f.name for f in fields(InboundMessage) if f.name in inbox.c)
+"""The fields of :class:`InboundMessage` stored as they are, in the column of their name."""
+_UNHANDLED: dict[str, object] = dict.fromkeys(inbox.c.keys()) | {
+    "status": InboxStatus.RECEIVED.value,
+    "ack_sent": False,
+    "attempts": 0,
+}
+"""A message just received: nothing done with it yet, and every column the message
+does not give empty (NULL) until a later stage sets it."""
 
 
 def _row_identity(message_id: str) -> str:

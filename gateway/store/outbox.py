@@ -2,11 +2,13 @@
 
 Guarantees:
 
-* :meth:`Outbox.enqueue` returns only after the message is committed; that commit is
-  the point at which a civil-record update is acknowledged to the caller, and it
-  survives ``kill -9`` on either engine. :meth:`Outbox.enqueue_many` commits a whole
-  batch or nothing. Enqueuing an id that is already queued changes nothing and is
-  reported, not raised: a resubmission is an outcome, not an error.
+* A mutator named ``*_within`` writes on the caller's connection, inside the caller's
+  write transaction, and nothing it wrote is durable before that transaction commits.
+  :meth:`Outbox.enqueue_within` stores a batch of messages: the commit of the caller's
+  transaction is the point at which a civil-record update is acknowledged to the
+  caller, it covers the whole batch or nothing, and it survives ``kill -9`` on either
+  engine. Enqueuing an id that is already queued changes nothing and is reported (it
+  is not counted as new), not raised: a resubmission is an outcome, not an error.
 * :meth:`Outbox.claim_due` hands each due message to exactly one worker at a time, as a
   lease. On PostgreSQL claimers skip rows another claimer has locked
   (``FOR UPDATE SKIP LOCKED``); on SQLite the claim runs under ``BEGIN IMMEDIATE``, so
@@ -42,11 +44,10 @@ leave as :class:`gateway.errors.StorageUnavailable`.
 
 from __future__ import annotations
 
-import builtins
 import functools
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,7 +98,7 @@ __all__ = ["Outbox", "OutboxItem", "OutboxMessage", "OutboxStatus", "RegistryOut
 _STATE_CODE = re.compile(r"[A-Z]{2}")
 # Rows per INSERT in enqueue_many; keeps bound parameters well under SQLite's limit.
 _BATCH_ROWS = 500
-# Largest page :meth:`Outbox.list` returns.
+# Largest page :meth:`Outbox.page` returns.
 MAX_PAGE = 1000
 PURGED_REASON = "PAYLOAD_PURGED"
 """Why an undelivered message was dead-lettered by :meth:`Outbox.purge_payloads`."""
@@ -239,21 +240,6 @@ class Outbox:
             columns=outbox.c.keys(),
         )
 
-    def enqueue(self, item: OutboxItem) -> bool:
-        """Store ``item`` durably; ``True`` if new.
-
-        ``False`` if its id, or its principal's client reference, was already queued.
-        """
-        return self.enqueue_many([item]) == 1
-
-    def enqueue_many(self, items: Iterable[OutboxItem]) -> int:
-        """Store all ``items`` in one transaction; return how many were new."""
-        items = builtins.list(items)
-        if not items:
-            return 0
-        with write_transaction(self._engine) as conn:
-            return self.enqueue_within(conn, items)
-
     def enqueue_within(self, conn: Connection, items: Iterable[OutboxItem]) -> int:
         """Store ``items`` on ``conn``, inside the caller's transaction; how many were new.
 
@@ -272,9 +258,7 @@ class Outbox:
             stored += len(conn.execute(statement.returning(outbox.c.message_id)).all())
         return stored
 
-    def claim_due(
-        self, worker_id: str, *, limit: int, lease_s: float
-    ) -> builtins.list[OutboxMessage]:
+    def claim_due(self, worker_id: str, *, limit: int, lease_s: float) -> list[OutboxMessage]:
         """Lease up to ``limit`` due messages to ``worker_id`` for ``lease_s`` seconds.
 
         Due means pending with ``next_attempt_at`` reached, or in flight with a lapsed
@@ -302,13 +286,8 @@ class Outbox:
         claimed = [self._message(row) for row in rows]
         return sorted(claimed, key=lambda m: (m.next_attempt_at, m.message_id))
 
-    def mark_delivered(self, message_id: str, worker_id: str) -> bool:
-        """Record delivery; ``False`` if ``worker_id`` does not hold the lease."""
-        with write_transaction(self._engine) as conn:
-            return self.mark_delivered_within(conn, message_id, worker_id)
-
     def mark_delivered_within(self, conn: Connection, message_id: str, worker_id: str) -> bool:
-        """:meth:`mark_delivered` in the caller's write transaction (a group commit's unit)."""
+        """Record delivery; ``False`` if ``worker_id`` does not hold the lease."""
         now = self._now()
         return self._transition_within(
             conn,
@@ -321,15 +300,6 @@ class Outbox:
             updated_at=now,
         )
 
-    def schedule_retry(
-        self, message_id: str, worker_id: str, *, next_attempt_at: datetime, reason: str
-    ) -> bool:
-        """Put the message back to pending until ``next_attempt_at``; ``False`` without lease."""
-        with write_transaction(self._engine) as conn:
-            return self.schedule_retry_within(
-                conn, message_id, worker_id, next_attempt_at=next_attempt_at, reason=reason
-            )
-
     def schedule_retry_within(
         self,
         conn: Connection,
@@ -339,7 +309,7 @@ class Outbox:
         next_attempt_at: datetime,
         reason: str,
     ) -> bool:
-        """:meth:`schedule_retry` in the caller's write transaction (a group commit's unit)."""
+        """Put the message back to pending until ``next_attempt_at``; ``False`` without lease."""
         _require_aware("next_attempt_at", next_attempt_at)
         now = self._now()
         return self._transition_within(
@@ -368,25 +338,13 @@ class Outbox:
             updated_at=now,
         )
 
-    def record_receipt(self, message_id: str, receipt: bytes) -> bool:
-        """Keep the partner's signed delivery receipt; ``False`` if one is already kept."""
-        with write_transaction(self._engine) as conn:
-            return self.record_receipt_within(conn, message_id, receipt)
-
     def record_receipt_within(self, conn: Connection, message_id: str, receipt: bytes) -> bool:
-        """:meth:`record_receipt` in the caller's write transaction (a group commit's unit)."""
+        """Keep the partner's signed delivery receipt; ``False`` if one is already kept."""
         if not receipt:
             raise ValueError("receipt must not be empty")
         values = {"receipt": receipt, "updated_at": self._now()}
         parameters = keyed_update_parameters(message_id, values)
         return _RECORD_RECEIPT.execute(conn, parameters) == 1
-
-    def record_outcome(
-        self, message_id: str, *, outcome: RegistryOutcome | str, reason: str | None
-    ) -> bool:
-        """Record the partner registry's answer; ``False`` if one is already recorded."""
-        with write_transaction(self._engine) as conn:
-            return self.record_outcome_within(conn, message_id, outcome=outcome, reason=reason)
 
     def record_outcome_within(
         self,
@@ -396,7 +354,7 @@ class Outbox:
         outcome: RegistryOutcome | str,
         reason: str | None,
     ) -> bool:
-        """:meth:`record_outcome` in the caller's write transaction (a group commit's unit)."""
+        """Record the partner registry's answer; ``False`` if one is already recorded."""
         outcome = RegistryOutcome(outcome)
         now = self._now()
         values = {
@@ -522,16 +480,7 @@ class Outbox:
             rows = conn.execute(query).all()
         return [StageBacklog(*row) for row in rows]
 
-    def count_by_status(self) -> dict[str, int]:
-        """How many messages are in each status; every status is present, zero included."""
-        counts = dict.fromkeys((s.value for s in OutboxStatus), 0)
-        query = select(outbox.c.status, func.count()).group_by(outbox.c.status)
-        with read_transaction(self._engine) as conn:
-            for status, count in conn.execute(query):
-                counts[status] = count
-        return counts
-
-    def list(
+    def page(
         self,
         *,
         status: OutboxStatus | str | None = None,
@@ -540,7 +489,7 @@ class Outbox:
         exchange_type: str | None = None,
         limit: int,
         after_message_id: str | None = None,
-    ) -> builtins.list[OutboxMessage]:
+    ) -> list[OutboxMessage]:
         """One page of the messages that match every filter given, oldest first.
 
         Messages are ordered by ``(created_at, message_id)``.
@@ -687,35 +636,23 @@ def _row_identity(message_id: str) -> str:
 
 
 def _new_row(item: OutboxItem, now: datetime, envelope: bytes) -> dict[str, object]:
-    return {
-        "message_id": item.message_id,
-        "agreement_id": item.agreement_id,
-        "agreement_version": item.agreement_version,
-        "exchange_type": item.exchange_type,
-        "recipient_state": item.recipient_state,
-        "purpose": item.purpose,
-        "envelope": envelope,
-        "status": OutboxStatus.PENDING.value,
-        "attempts": 0,
-        "next_attempt_at": item.not_before or now,
-        "deadline_at": item.deadline_at,
-        "claimed_by": None,
-        "lease_until": None,
-        "last_error_reason": None,
-        "created_at": now,
-        "updated_at": now,
-        "delivered_at": None,
-        "client_reference": item.client_reference,
-        "principal": item.principal,
-        "kind": item.kind,
-        "outcome": None,
-        "outcome_reason": None,
-        "outcome_at": None,
-        "receipt": None,
-        "payload_purged_at": None,
-        "envelope_digest": item.envelope_digest,
-        "request_id": item.request_id,
-    }
+    """The row queuing ``item``: the item's fields that are columns, and the state of a
+    message never tried (:data:`_UNTRIED`)."""
+    row = dict(_UNTRIED)
+    row.update({name: getattr(item, name) for name in _ITEM_COLUMNS})
+    row.update(envelope=envelope, next_attempt_at=item.not_before or now)
+    row.update(created_at=now, updated_at=now)
+    return row
+
+
+_ITEM_COLUMNS = tuple(f.name for f in fields(OutboxItem) if f.name in outbox.c)
+"""The fields of :class:`OutboxItem` stored as they are, in the column of their name."""
+_UNTRIED: dict[str, object] = dict.fromkeys(outbox.c.keys()) | {
+    "status": OutboxStatus.PENDING.value,
+    "attempts": 0,
+}
+"""A message never tried: pending, no attempt, and every column its item does not give
+empty (NULL) until a later stage sets it."""
 
 
 def _require_text(name: str, value: str, max_length: int) -> None:

@@ -2,7 +2,7 @@
 
 Guarantees:
 
-* :meth:`QuotaLedger.consume` is one statement, ``INSERT ... ON CONFLICT DO UPDATE SET
+* :meth:`QuotaLedger.consume_within` is one statement, ``INSERT ... ON CONFLICT DO UPDATE SET
   used = used + :amount WHERE used + :amount <= :limit RETURNING used``, on both
   engines. The database decides, not the process: however many threads, processes or
   replicas consume against one database, the units allowed on one day never add up to
@@ -89,15 +89,6 @@ class QuotaLedger:
         self._clock = clock
         self._take_statement = Prepared(_take_statement(is_postgresql(engine)))
 
-    def consume(
-        self, agreement_id: str, direction: str, purpose: str, *, limit: int, amount: int = 1
-    ) -> QuotaDecision:
-        """Take ``amount`` units of today's ``limit`` if they fit; otherwise take nothing."""
-        with write_transaction(self._engine) as conn:
-            return self.consume_within(
-                conn, agreement_id, direction, purpose, limit=limit, amount=amount
-            )
-
     def consume_within(
         self,
         conn: Connection,
@@ -108,7 +99,8 @@ class QuotaLedger:
         limit: int,
         amount: int = 1,
     ) -> QuotaDecision:
-        """:meth:`consume` in the caller's write transaction (a group commit's unit)."""
+        """Take ``amount`` units of today's ``limit`` if they fit, on ``conn`` inside the
+        caller's write transaction (a group commit's unit); otherwise take nothing."""
         key = _Key(agreement_id, direction, purpose)
         if limit < 0:
             raise ValueError("limit must not be negative")

@@ -13,14 +13,15 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import make_url
 
-from gateway.store.engine import create_engine
+from gateway.store.engine import create_engine, write_transaction
 from gateway.store.inbox import InboundMessage
 from gateway.store.migrate import upgrade_to_head
 from gateway.store.outbox import OutboxItem
@@ -44,6 +45,14 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         with self._lock:
             self._now += timedelta(seconds=seconds)
+
+
+@contextmanager
+def within(engine: Engine) -> Iterator[Connection]:
+    """The write transaction a test calls a store's ``*_within`` methods in, as their
+    production callers do; committed when the block ends without error."""
+    with write_transaction(engine) as conn:
+        yield conn
 
 
 @pytest.fixture(

@@ -12,7 +12,7 @@ from gateway.store.backlog import InboxStage, StageBacklog
 from gateway.store.inbox import InboundMessage, Inbox
 from gateway.store.outbox import Outbox, OutboxItem
 
-from .conftest import START, FakeClock
+from .conftest import START, FakeClock, within
 
 
 def _by_key(rows: list[StageBacklog]) -> dict[tuple[str, str], tuple[int, datetime]]:
@@ -27,12 +27,15 @@ def test_the_outbox_counts_what_is_not_delivered_per_partner_and_status(
     outbox = Outbox(migrated_engine, clock=clock)
     assert outbox.backlog() == []
     for number in range(5):
-        outbox.enqueue(make_item(f"m-de-{number}"))
+        with within(migrated_engine) as conn:
+            outbox.enqueue_within(conn, [make_item(f"m-de-{number}")])
         clock.advance(10)
-    outbox.enqueue(make_item("m-it-0", recipient_state="IT"))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-it-0", recipient_state="IT")])
     claimed = outbox.claim_due("w1", limit=3, lease_s=60)  # the three oldest to Germany
     assert [m.message_id for m in claimed] == ["m-de-0", "m-de-1", "m-de-2"]
-    assert outbox.mark_delivered("m-de-0", "w1")
+    with within(migrated_engine) as conn:
+        assert outbox.mark_delivered_within(conn, "m-de-0", "w1")
     assert outbox.mark_dead("m-de-1", "w1", reason="DEADLINE")
 
     assert _by_key(outbox.backlog()) == {
@@ -53,7 +56,8 @@ def test_the_inbox_counts_each_unfinished_stage_per_sender(
         message = make_inbound(message_id, sender_state=sender_state)
         if digest:
             message = replace(message, request_digest="sha256:" + "ab" * 32)
-        assert inbox.accept_once(message)
+        with within(migrated_engine) as conn:
+            assert inbox.accept_once_within(conn, message)
         clock.advance(1)
         return message_id
 
@@ -63,10 +67,13 @@ def test_the_inbox_counts_each_unfinished_stage_per_sender(
     settled = received("m-settled")
     older = received("m-older", sender_state="IT", digest=False)  # before digests were kept
     received("m-waiting-it", sender_state="IT")
-    assert inbox.mark_handed_over(unanswered)
+    with within(migrated_engine) as conn:
+        assert inbox.mark_handed_over_within(conn, unanswered)
     for message_id in (owed, settled, older):
-        assert inbox.mark_handed_over(message_id, applied=True)
-    assert inbox.mark_ack_sent(settled)
+        with within(migrated_engine) as conn:
+            assert inbox.mark_handed_over_within(conn, message_id, applied=True)
+    with within(migrated_engine) as conn:
+        assert inbox.mark_ack_sent_within(conn, settled)
     assert inbox.purge_payloads("FR-DE/civil-records") == 6  # every one of them
 
     assert _by_key(inbox.backlog()) == {
@@ -86,7 +93,13 @@ def test_an_older_row_whose_envelope_is_kept_can_still_be_acknowledged(
     migrated_engine: Engine, clock: FakeClock, make_inbound: Callable[..., InboundMessage]
 ) -> None:
     inbox = Inbox(migrated_engine, clock=clock)
-    assert inbox.accept_once(make_inbound("m-older"))  # no digest, envelope still there
-    assert inbox.mark_handed_over("m-older", applied=False, reason="UNKNOWN_RECORD")
+    with within(migrated_engine) as conn:
+        assert inbox.accept_once_within(
+            conn, make_inbound("m-older")
+        )  # no digest, envelope still there
+    with within(migrated_engine) as conn:
+        assert inbox.mark_handed_over_within(
+            conn, "m-older", applied=False, reason="UNKNOWN_RECORD"
+        )
 
     assert _by_key(inbox.backlog()) == {("FR", InboxStage.ACKNOWLEDGEMENT.value): (1, START)}

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from gateway.errors import ReplayRejected
 from gateway.store.inbox import InboundMessage, Inbox, InboxMessage, InboxStatus
 
-from .conftest import START, FakeClock
+from .conftest import START, FakeClock, within
 
 MakeInbound = Callable[..., InboundMessage]
 
@@ -25,10 +25,13 @@ def inbox(migrated_engine: Engine, clock: FakeClock) -> Inbox:
     return Inbox(migrated_engine, clock=clock)
 
 
-def test_new_message_is_stored_as_received(inbox: Inbox, make_inbound: MakeInbound) -> None:
+def test_new_message_is_stored_as_received(
+    inbox: Inbox, make_inbound: MakeInbound, migrated_engine: Engine
+) -> None:
     message = make_inbound("m-1")
 
-    assert inbox.accept_once(message) is True
+    with within(migrated_engine) as conn:
+        assert inbox.accept_once_within(conn, message) is True
 
     entry = inbox.get("m-1")
     assert entry is not None
@@ -41,12 +44,14 @@ def test_new_message_is_stored_as_received(inbox: Inbox, make_inbound: MakeInbou
 
 
 def test_redelivered_message_is_a_duplicate_not_an_error(
-    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
-    inbox.accept_once(make_inbound("m-1"))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-1"))
     clock.advance(60)
 
-    assert inbox.accept_once(make_inbound("m-1")) is False
+    with within(migrated_engine) as conn:
+        assert inbox.accept_once_within(conn, make_inbound("m-1")) is False
 
     entry = inbox.get("m-1")
     assert entry is not None
@@ -54,12 +59,13 @@ def test_redelivered_message_is_a_duplicate_not_an_error(
 
 
 def test_message_id_held_by_another_sender_is_refused(
-    inbox: Inbox, make_inbound: MakeInbound
+    inbox: Inbox, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
-    inbox.accept_once(make_inbound("m-1", sender_state="FR"))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-1", sender_state="FR"))
 
-    with pytest.raises(ReplayRejected):
-        inbox.accept_once(make_inbound("m-1", sender_state="IT"))
+    with pytest.raises(ReplayRejected), within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-1", sender_state="IT"))
 
     entry = inbox.get("m-1")
     assert entry is not None
@@ -67,7 +73,7 @@ def test_message_id_held_by_another_sender_is_refused(
 
 
 def test_inbox_accepts_message_id_once_even_under_concurrency(
-    inbox: Inbox, make_inbound: MakeInbound
+    inbox: Inbox, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
     receivers = 6
     message_ids = [f"m-{i}" for i in range(12)]
@@ -78,7 +84,9 @@ def test_inbox_accepts_message_id_once_even_under_concurrency(
         for message_id in message_ids:
             # Every receiver delivers the same id at the same moment.
             in_step.wait(timeout=10)
-            if inbox.accept_once(make_inbound(message_id)):
+            with within(migrated_engine) as conn:
+                stored = inbox.accept_once_within(conn, make_inbound(message_id))
+            if stored:
                 accepted.append(message_id)
         return accepted
 
@@ -89,12 +97,17 @@ def test_inbox_accepts_message_id_once_even_under_concurrency(
     assert accepted == Counter(message_ids)
 
 
-def test_message_moves_forward_only(inbox: Inbox, make_inbound: MakeInbound) -> None:
-    inbox.accept_once(make_inbound("m-1"))
+def test_message_moves_forward_only(
+    inbox: Inbox, make_inbound: MakeInbound, migrated_engine: Engine
+) -> None:
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-1"))
 
     assert inbox.record_outcome("m-1", "applied") is False
-    assert inbox.mark_handed_over("m-1") is True
-    assert inbox.mark_handed_over("m-1") is False
+    with within(migrated_engine) as conn:
+        assert inbox.mark_handed_over_within(conn, "m-1") is True
+    with within(migrated_engine) as conn:
+        assert inbox.mark_handed_over_within(conn, "m-1") is False
     assert inbox.record_outcome("m-1", "rejected: unknown birth record") is True
     assert inbox.record_outcome("m-1", "applied") is False
 
@@ -102,13 +115,17 @@ def test_message_moves_forward_only(inbox: Inbox, make_inbound: MakeInbound) -> 
     assert entry is not None
     assert entry.status is InboxStatus.ACKNOWLEDGED
     assert entry.registry_outcome == "rejected: unknown birth record"
-    assert inbox.mark_handed_over("no-such-message") is False
+    with within(migrated_engine) as conn:
+        assert inbox.mark_handed_over_within(conn, "no-such-message") is False
 
 
 def test_kind_and_purpose_are_stored_with_the_message(
-    inbox: Inbox, make_inbound: MakeInbound
+    inbox: Inbox, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
-    inbox.accept_once(replace(make_inbound("m-1"), kind="birth", purpose="civil-status-update"))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(
+            conn, replace(make_inbound("m-1"), kind="birth", purpose="civil-status-update")
+        )
 
     entry = inbox.get("m-1")
     assert entry is not None
@@ -122,14 +139,19 @@ def test_kind_and_purpose_are_stored_with_the_message(
 
 
 def test_pending_handover_lists_received_messages_oldest_first(
-    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
-    inbox.accept_once(make_inbound("m-c"))
-    inbox.accept_once(make_inbound("m-b"))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-c"))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-b"))
     clock.advance(1)
-    inbox.accept_once(make_inbound("m-a"))
-    inbox.accept_once(make_inbound("m-handed"))
-    inbox.mark_handed_over("m-handed", applied=True)
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-a"))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-handed"))
+    with within(migrated_engine) as conn:
+        inbox.mark_handed_over_within(conn, "m-handed", applied=True)
 
     pending = inbox.pending_handover(10)
 
@@ -141,15 +163,21 @@ def test_pending_handover_lists_received_messages_oldest_first(
 
 
 def test_handover_records_the_registry_answer_once(
-    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
-    inbox.accept_once(make_inbound("m-1"))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-1"))
     clock.advance(5)
 
-    with pytest.raises(ValueError, match="reason"):
-        inbox.mark_handed_over("m-1", reason="UNKNOWN_RECORD")
-    assert inbox.mark_handed_over("m-1", applied=False, reason="UNKNOWN_RECORD") is True
-    assert inbox.mark_handed_over("m-1", applied=True) is False
+    with pytest.raises(ValueError, match="reason"), within(migrated_engine) as conn:
+        inbox.mark_handed_over_within(conn, "m-1", reason="UNKNOWN_RECORD")
+    with within(migrated_engine) as conn:
+        assert (
+            inbox.mark_handed_over_within(conn, "m-1", applied=False, reason="UNKNOWN_RECORD")
+            is True
+        )
+    with within(migrated_engine) as conn:
+        assert inbox.mark_handed_over_within(conn, "m-1", applied=True) is False
     assert inbox.record_outcome("m-1", "applied") is False
 
     entry = inbox.get("m-1")
@@ -160,23 +188,31 @@ def test_handover_records_the_registry_answer_once(
 
 
 def test_unacknowledged_lists_answers_whose_ack_is_owed(
-    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
     for message_id in ("m-1", "m-2", "m-3", "m-4"):
-        inbox.accept_once(make_inbound(message_id))
+        with within(migrated_engine) as conn:
+            inbox.accept_once_within(conn, make_inbound(message_id))
         clock.advance(1)
-    inbox.mark_handed_over("m-1", applied=True)
-    inbox.mark_handed_over("m-2")  # the registry answers later
-    inbox.mark_handed_over("m-3")
+    with within(migrated_engine) as conn:
+        inbox.mark_handed_over_within(conn, "m-1", applied=True)
+    with within(migrated_engine) as conn:
+        inbox.mark_handed_over_within(conn, "m-2")  # the registry answers later
+    with within(migrated_engine) as conn:
+        inbox.mark_handed_over_within(conn, "m-3")
     inbox.record_outcome("m-3", "applied")
 
     assert [m.message_id for m in inbox.unacknowledged(10)] == ["m-1", "m-3"]
 
     # No acknowledgement without an answer to carry.
-    assert inbox.mark_ack_sent("m-2") is False
-    assert inbox.mark_ack_sent("m-4") is False
-    assert inbox.mark_ack_sent("m-1") is True
-    assert inbox.mark_ack_sent("m-1") is False
+    with within(migrated_engine) as conn:
+        assert inbox.mark_ack_sent_within(conn, "m-2") is False
+    with within(migrated_engine) as conn:
+        assert inbox.mark_ack_sent_within(conn, "m-4") is False
+    with within(migrated_engine) as conn:
+        assert inbox.mark_ack_sent_within(conn, "m-1") is True
+    with within(migrated_engine) as conn:
+        assert inbox.mark_ack_sent_within(conn, "m-1") is False
     assert [m.message_id for m in inbox.unacknowledged(10)] == ["m-3"]
     entry = inbox.get("m-1")
     assert entry is not None
@@ -184,13 +220,15 @@ def test_unacknowledged_lists_answers_whose_ack_is_owed(
 
 
 def test_purged_payload_keeps_the_inbox_row(
-    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound
+    inbox: Inbox, clock: FakeClock, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
     other = replace(make_inbound("m-other"), agreement_id="FR-IT/civil-records")
     done_with_digest = replace(make_inbound("m-done"), request_digest="sha256:" + "cd" * 32)
     for message in (done_with_digest, make_inbound("m-waiting"), other):
-        inbox.accept_once(message)
-    inbox.mark_handed_over("m-done", applied=True)
+        with within(migrated_engine) as conn:
+            inbox.accept_once_within(conn, message)
+    with within(migrated_engine) as conn:
+        inbox.mark_handed_over_within(conn, "m-done", applied=True)
     clock.advance(60)
 
     assert inbox.purge_payloads("FR-DE/civil-records") == 2
@@ -210,17 +248,21 @@ def test_purged_payload_keeps_the_inbox_row(
         ("m-waiting", True),
     ]
     # A redelivery of a purged message is still recognised as a duplicate.
-    assert inbox.accept_once(make_inbound("m-waiting")) is False
+    with within(migrated_engine) as conn:
+        assert inbox.accept_once_within(conn, make_inbound("m-waiting")) is False
 
 
 def test_an_owed_acknowledgement_carries_the_stored_digest_and_no_envelope(
-    inbox: Inbox, make_inbound: MakeInbound
+    inbox: Inbox, make_inbound: MakeInbound, migrated_engine: Engine
 ) -> None:
     digest = "sha256:" + "ab" * 32
-    inbox.accept_once(replace(make_inbound("m-new"), request_digest=digest))
-    inbox.accept_once(make_inbound("m-old"))  # stored before digests were kept
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, replace(make_inbound("m-new"), request_digest=digest))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, make_inbound("m-old"))  # stored before digests were kept
     for message_id in ("m-new", "m-old"):
-        inbox.mark_handed_over(message_id, applied=False, reason="UNKNOWN_RECORD")
+        with within(migrated_engine) as conn:
+            inbox.mark_handed_over_within(conn, message_id, applied=False, reason="UNKNOWN_RECORD")
 
     owed = {m.message_id: m for m in inbox.unacknowledged(10)}
 

@@ -10,13 +10,14 @@ from threading import Barrier
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
 from gateway.store.outbox import PURGED_REASON, Outbox, OutboxItem, OutboxStatus, RegistryOutcome
+from gateway.store.tables import outbox as outbox_table
 
-from .conftest import START, FakeClock
+from .conftest import START, FakeClock, within
 
 MakeItem = Callable[..., OutboxItem]
 
@@ -26,10 +27,13 @@ def outbox(migrated_engine: Engine, clock: FakeClock) -> Outbox:
     return Outbox(migrated_engine, clock=clock)
 
 
-def test_enqueued_message_is_pending_and_due_at_once(outbox: Outbox, make_item: MakeItem) -> None:
+def test_enqueued_message_is_pending_and_due_at_once(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
     item = make_item("m-1")
 
-    assert outbox.enqueue(item) is True
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [item]) == 1
 
     stored = outbox.get("m-1")
     assert stored is not None
@@ -42,28 +46,47 @@ def test_enqueued_message_is_pending_and_due_at_once(outbox: Outbox, make_item: 
     assert stored.lease_until is None
 
 
-def test_resubmitted_message_id_changes_nothing(outbox: Outbox, make_item: MakeItem) -> None:
-    outbox.enqueue(make_item("m-1"))
+def test_resubmitted_message_id_changes_nothing(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
     first = outbox.get("m-1")
 
-    assert outbox.enqueue(make_item("m-1", recipient_state="IT")) is False
-    assert outbox.enqueue_many([make_item("m-1"), make_item("m-2"), make_item("m-2")]) == 1
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [make_item("m-1", recipient_state="IT")]) == 0
+    with within(migrated_engine) as conn:
+        assert (
+            outbox.enqueue_within(conn, [make_item("m-1"), make_item("m-2"), make_item("m-2")]) == 1
+        )
 
     assert outbox.get("m-1") == first
-    assert outbox.count_by_status()["pending"] == 2
+    assert _count_by_status(migrated_engine)["pending"] == 2
 
 
-def test_enqueue_many_stores_a_large_batch(outbox: Outbox, make_item: MakeItem) -> None:
+def test_enqueue_many_stores_a_large_batch(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
     # More rows than one INSERT carries, so the batch spans several statements.
-    assert outbox.enqueue_many(make_item(f"m-{i:05d}") for i in range(1200)) == 1200
-    assert outbox.enqueue_many([]) == 0
-    assert outbox.count_by_status() == {"pending": 1200, "in_flight": 0, "delivered": 0, "dead": 0}
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, (make_item(f"m-{i:05d}") for i in range(1200))) == 1200
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, []) == 0
+    assert _count_by_status(migrated_engine) == {
+        "pending": 1200,
+        "in_flight": 0,
+        "delivered": 0,
+        "dead": 0,
+    }
 
 
-def test_timestamps_come_back_as_aware_utc(outbox: Outbox, make_item: MakeItem) -> None:
+def test_timestamps_come_back_as_aware_utc(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
     paris_winter = timezone(timedelta(hours=1))
     deadline = datetime(2024, 12, 1, 18, 0, 0, 250000, tzinfo=paris_winter)
-    outbox.enqueue(make_item("m-1", deadline_at=deadline))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1", deadline_at=deadline)])
 
     stored = outbox.get("m-1")
 
@@ -73,13 +96,17 @@ def test_timestamps_come_back_as_aware_utc(outbox: Outbox, make_item: MakeItem) 
     assert stored.created_at.tzinfo is UTC
 
 
-def test_naive_datetimes_are_refused(outbox: Outbox, make_item: MakeItem) -> None:
+def test_naive_datetimes_are_refused(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         make_item("m-1", deadline_at=datetime(2024, 12, 1))
-    outbox.enqueue(make_item("m-1"))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
     (claimed,) = outbox.claim_due("worker-a", limit=1, lease_s=30)
-    with pytest.raises(ValueError, match="timezone-aware"):
-        outbox.schedule_retry(
+    with pytest.raises(ValueError, match="timezone-aware"), within(migrated_engine) as conn:
+        outbox.schedule_retry_within(
+            conn,
             claimed.message_id,
             "worker-a",
             next_attempt_at=datetime(2024, 12, 1),
@@ -88,10 +115,12 @@ def test_naive_datetimes_are_refused(outbox: Outbox, make_item: MakeItem) -> Non
 
 
 def test_message_is_not_claimed_before_its_time(
-    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
-    outbox.enqueue(make_item("later", not_before=START + timedelta(minutes=5)))
-    outbox.enqueue(make_item("now"))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("later", not_before=START + timedelta(minutes=5))])
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("now")])
 
     def claim() -> list[str]:
         return [m.message_id for m in outbox.claim_due("worker-a", limit=10, lease_s=3600)]
@@ -104,10 +133,13 @@ def test_message_is_not_claimed_before_its_time(
 
 
 def test_claim_leases_oldest_due_first_and_counts_the_attempt(
-    outbox: Outbox, make_item: MakeItem
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
     for minutes_ago, message_id in [(1, "m-young"), (9, "m-old"), (5, "m-mid")]:
-        outbox.enqueue(make_item(message_id, not_before=START - timedelta(minutes=minutes_ago)))
+        with within(migrated_engine) as conn:
+            outbox.enqueue_within(
+                conn, [make_item(message_id, not_before=START - timedelta(minutes=minutes_ago))]
+            )
 
     claimed = outbox.claim_due("worker-a", limit=2, lease_s=30)
 
@@ -121,10 +153,15 @@ def test_claim_leases_oldest_due_first_and_counts_the_attempt(
 
 
 def test_concurrent_claimers_never_get_the_same_message(
-    database_url: str, outbox: Outbox, clock: FakeClock, make_item: MakeItem
+    database_url: str,
+    outbox: Outbox,
+    clock: FakeClock,
+    make_item: MakeItem,
+    migrated_engine: Engine,
 ) -> None:
     all_ids = {f"m-{i:04d}" for i in range(300)}
-    outbox.enqueue_many(make_item(message_id) for message_id in sorted(all_ids))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item(message_id) for message_id in sorted(all_ids)])
     starting_line = Barrier(2)
 
     def dispatcher(worker_id: str) -> list[str]:
@@ -147,7 +184,7 @@ def test_concurrent_claimers_never_get_the_same_message(
     assert set(got_a).isdisjoint(got_b)
     assert len(got_a) + len(got_b) == len(all_ids)
     assert set(got_a) | set(got_b) == all_ids
-    assert outbox.count_by_status()["in_flight"] == len(all_ids)
+    assert _count_by_status(migrated_engine)["in_flight"] == len(all_ids)
     for message_id in got_a[:5] + got_b[:5]:
         message = outbox.get(message_id)
         assert message is not None
@@ -155,8 +192,11 @@ def test_concurrent_claimers_never_get_the_same_message(
         assert message.claimed_by == ("worker-a" if message_id in got_a else "worker-b")
 
 
-def test_expired_lease_is_reclaimed(outbox: Outbox, clock: FakeClock, make_item: MakeItem) -> None:
-    outbox.enqueue(make_item("m-1"))
+def test_expired_lease_is_reclaimed(
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
+) -> None:
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
     assert len(outbox.claim_due("worker-a", limit=10, lease_s=30)) == 1
 
     clock.advance(29)
@@ -171,27 +211,41 @@ def test_expired_lease_is_reclaimed(outbox: Outbox, clock: FakeClock, make_item:
 
 
 def test_worker_without_lease_cannot_complete_message(
-    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
-    outbox.enqueue(make_item("m-1"))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
     outbox.claim_due("worker-a", limit=1, lease_s=30)
     later = clock() + timedelta(minutes=1)
 
     # A worker that never held the lease.
-    assert outbox.mark_delivered("m-1", "worker-b") is False
-    assert outbox.schedule_retry("m-1", "worker-b", next_attempt_at=later, reason="x") is False
+    with within(migrated_engine) as conn:
+        assert outbox.mark_delivered_within(conn, "m-1", "worker-b") is False
+    with within(migrated_engine) as conn:
+        assert (
+            outbox.schedule_retry_within(conn, "m-1", "worker-b", next_attempt_at=later, reason="x")
+            is False
+        )
     assert outbox.mark_dead("m-1", "worker-b", reason="x") is False
 
     # A worker whose lease lapsed, before and after another worker reclaimed it.
     clock.advance(31)
-    assert outbox.mark_delivered("m-1", "worker-a") is False
+    with within(migrated_engine) as conn:
+        assert outbox.mark_delivered_within(conn, "m-1", "worker-a") is False
     outbox.claim_due("worker-b", limit=1, lease_s=30)
-    assert outbox.mark_delivered("m-1", "worker-a") is False
-    assert outbox.schedule_retry("m-1", "worker-a", next_attempt_at=later, reason="x") is False
+    with within(migrated_engine) as conn:
+        assert outbox.mark_delivered_within(conn, "m-1", "worker-a") is False
+    with within(migrated_engine) as conn:
+        assert (
+            outbox.schedule_retry_within(conn, "m-1", "worker-a", next_attempt_at=later, reason="x")
+            is False
+        )
     assert outbox.mark_dead("m-1", "worker-a", reason="x") is False
 
-    assert outbox.mark_delivered("m-1", "worker-b") is True
-    assert outbox.mark_delivered("m-1", "worker-b") is False
+    with within(migrated_engine) as conn:
+        assert outbox.mark_delivered_within(conn, "m-1", "worker-b") is True
+    with within(migrated_engine) as conn:
+        assert outbox.mark_delivered_within(conn, "m-1", "worker-b") is False
     message = outbox.get("m-1")
     assert message is not None
     assert message.status is OutboxStatus.DELIVERED
@@ -199,20 +253,23 @@ def test_worker_without_lease_cannot_complete_message(
     assert message.claimed_by == "worker-b"
 
 
-def test_unknown_message_cannot_be_completed(outbox: Outbox) -> None:
-    assert outbox.mark_delivered("no-such-message", "worker-a") is False
+def test_unknown_message_cannot_be_completed(outbox: Outbox, migrated_engine: Engine) -> None:
+    with within(migrated_engine) as conn:
+        assert outbox.mark_delivered_within(conn, "no-such-message", "worker-a") is False
 
 
 def test_retry_returns_message_to_pending_until_its_time(
-    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
-    outbox.enqueue(make_item("m-1"))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
     outbox.claim_due("worker-a", limit=1, lease_s=30)
     retry_at = clock() + timedelta(seconds=40)
 
-    assert outbox.schedule_retry(
-        "m-1", "worker-a", next_attempt_at=retry_at, reason="PARTNER_UNAVAILABLE"
-    )
+    with within(migrated_engine) as conn:
+        assert outbox.schedule_retry_within(
+            conn, "m-1", "worker-a", next_attempt_at=retry_at, reason="PARTNER_UNAVAILABLE"
+        )
 
     message = outbox.get("m-1")
     assert message is not None
@@ -227,9 +284,10 @@ def test_retry_returns_message_to_pending_until_its_time(
 
 
 def test_dead_message_is_never_claimed_again(
-    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
-    outbox.enqueue(make_item("m-1"))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
     outbox.claim_due("worker-a", limit=1, lease_s=30)
 
     assert outbox.mark_dead("m-1", "worker-a", reason="DEADLINE_EXCEEDED")
@@ -240,15 +298,21 @@ def test_dead_message_is_never_claimed_again(
     assert message is not None
     assert message.status is OutboxStatus.DEAD
     assert message.last_error_reason == "DEADLINE_EXCEEDED"
-    assert outbox.count_by_status() == {"pending": 0, "in_flight": 0, "delivered": 0, "dead": 1}
+    assert _count_by_status(migrated_engine) == {
+        "pending": 0,
+        "in_flight": 0,
+        "delivered": 0,
+        "dead": 1,
+    }
 
 
 def test_enqueued_message_survives_new_engine(
-    database_url: str, clock: FakeClock, make_item: MakeItem
+    database_url: str, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
     engine = create_engine(database_url)
     upgrade_to_head(engine)
-    Outbox(engine, clock=clock).enqueue(make_item("m-1"))
+    with within(migrated_engine) as conn:
+        Outbox(engine, clock=clock).enqueue_within(conn, [make_item("m-1")])
     before = Outbox(engine, clock=clock).get("m-1")
     engine.dispose()
 
@@ -262,26 +326,39 @@ def test_enqueued_message_survives_new_engine(
     assert after == before
 
 
-def test_message_repr_leaves_out_the_envelope(outbox: Outbox, make_item: MakeItem) -> None:
-    outbox.enqueue(make_item("m-1"))
+def test_message_repr_leaves_out_the_envelope(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
     assert "signed envelope" not in repr(outbox.get("m-1"))
     assert "signed envelope" not in repr(make_item("m-1"))
 
 
-def test_client_reference_is_unique_per_principal(outbox: Outbox, make_item: MakeItem) -> None:
+def test_client_reference_is_unique_per_principal(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
     def submitted(message_id: str, principal: str | None, reference: str | None) -> OutboxItem:
         return replace(make_item(message_id), principal=principal, client_reference=reference)
 
-    assert outbox.enqueue(submitted("m-1", "consul@paris", "req-7"))
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [submitted("m-1", "consul@paris", "req-7")]) == 1
     # The same request resubmitted under a fresh message id is not queued twice.
-    assert not outbox.enqueue(submitted("m-2", "consul@paris", "req-7"))
-    assert outbox.enqueue_many([submitted("m-3", "consul@paris", "req-7")]) == 0
+    with within(migrated_engine) as conn:
+        assert not outbox.enqueue_within(conn, [submitted("m-2", "consul@paris", "req-7")])
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [submitted("m-3", "consul@paris", "req-7")]) == 0
     # Another principal may use the same reference; submissions without one never clash.
-    assert outbox.enqueue(submitted("m-4", "consul@lyon", "req-7"))
-    assert outbox.enqueue(submitted("m-5", "consul@paris", "req-8"))
-    assert outbox.enqueue(submitted("m-6", "consul@paris", None))
-    assert outbox.enqueue(submitted("m-7", "consul@paris", None))
-    assert outbox.enqueue(submitted("m-8", None, None))
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [submitted("m-4", "consul@lyon", "req-7")]) == 1
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [submitted("m-5", "consul@paris", "req-8")]) == 1
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [submitted("m-6", "consul@paris", None)]) == 1
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [submitted("m-7", "consul@paris", None)]) == 1
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [submitted("m-8", None, None)]) == 1
 
     assert outbox.get("m-2") is None
     assert outbox.get("m-3") is None
@@ -297,12 +374,18 @@ def test_client_reference_is_unique_per_principal(outbox: Outbox, make_item: Mak
         submitted("m-9", None, "req-9")
 
 
-def test_receipt_is_recorded_once(outbox: Outbox, make_item: MakeItem) -> None:
-    outbox.enqueue(make_item("m-1"))
+def test_receipt_is_recorded_once(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
 
-    assert outbox.record_receipt("m-1", b"signed receipt 1") is True
-    assert outbox.record_receipt("m-1", b"signed receipt 2") is False
-    assert outbox.record_receipt("no-such-message", b"signed receipt") is False
+    with within(migrated_engine) as conn:
+        assert outbox.record_receipt_within(conn, "m-1", b"signed receipt 1") is True
+    with within(migrated_engine) as conn:
+        assert outbox.record_receipt_within(conn, "m-1", b"signed receipt 2") is False
+    with within(migrated_engine) as conn:
+        assert outbox.record_receipt_within(conn, "no-such-message", b"signed receipt") is False
 
     message = outbox.get("m-1")
     assert message is not None
@@ -310,33 +393,54 @@ def test_receipt_is_recorded_once(outbox: Outbox, make_item: MakeItem) -> None:
     assert "signed receipt" not in repr(message)
 
 
-def test_outcome_is_recorded_once(outbox: Outbox, clock: FakeClock, make_item: MakeItem) -> None:
-    outbox.enqueue(make_item("m-1"))
+def test_outcome_is_recorded_once(
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
+) -> None:
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-1")])
     clock.advance(10)
 
-    assert outbox.record_outcome("m-1", outcome="rejected", reason="UNKNOWN_RECORD") is True
+    with within(migrated_engine) as conn:
+        assert (
+            outbox.record_outcome_within(conn, "m-1", outcome="rejected", reason="UNKNOWN_RECORD")
+            is True
+        )
     clock.advance(10)
-    assert outbox.record_outcome("m-1", outcome=RegistryOutcome.APPLIED, reason=None) is False
-    assert outbox.record_outcome("no-such-message", outcome="applied", reason=None) is False
+    with within(migrated_engine) as conn:
+        assert (
+            outbox.record_outcome_within(conn, "m-1", outcome=RegistryOutcome.APPLIED, reason=None)
+            is False
+        )
+    with within(migrated_engine) as conn:
+        assert (
+            outbox.record_outcome_within(conn, "no-such-message", outcome="applied", reason=None)
+            is False
+        )
 
     message = outbox.get("m-1")
     assert message is not None
     assert message.outcome is RegistryOutcome.REJECTED
     assert message.outcome_reason == "UNKNOWN_RECORD"
     assert message.outcome_at == START + timedelta(seconds=10)
-    with pytest.raises(ValueError, match="maybe"):
-        outbox.record_outcome("m-1", outcome="maybe", reason=None)
+    with pytest.raises(ValueError, match="maybe"), within(migrated_engine) as conn:
+        outbox.record_outcome_within(conn, "m-1", outcome="maybe", reason=None)
 
 
 def test_purged_payload_keeps_row_and_receipt(
-    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
     other_agreement = replace(make_item("m-other"), agreement_id="FR-IT/civil-records")
-    outbox.enqueue_many([make_item("m-delivered"), make_item("m-pending"), other_agreement])
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(
+            conn, [make_item("m-delivered"), make_item("m-pending"), other_agreement]
+        )
     outbox.claim_due("worker-a", limit=1, lease_s=30)
-    outbox.record_receipt("m-delivered", b"signed receipt")
-    outbox.record_outcome("m-delivered", outcome="applied", reason=None)
-    outbox.mark_delivered("m-delivered", "worker-a")
+    with within(migrated_engine) as conn:
+        outbox.record_receipt_within(conn, "m-delivered", b"signed receipt")
+    with within(migrated_engine) as conn:
+        outbox.record_outcome_within(conn, "m-delivered", outcome="applied", reason=None)
+    with within(migrated_engine) as conn:
+        outbox.mark_delivered_within(conn, "m-delivered", "worker-a")
     clock.advance(60)
 
     assert outbox.purge_payloads("FR-DE/civil-records") == 2
@@ -362,16 +466,18 @@ def test_purged_payload_keeps_row_and_receipt(
 
 
 def test_list_pages_through_messages_in_creation_order(
-    outbox: Outbox, clock: FakeClock, make_item: MakeItem
+    outbox: Outbox, clock: FakeClock, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
     mine = replace(make_item("m-b"), principal="consul@paris")
-    outbox.enqueue_many([mine, make_item("m-a", recipient_state="IT")])
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [mine, make_item("m-a", recipient_state="IT")])
     clock.advance(1)
-    outbox.enqueue_many([make_item("m-d"), make_item("m-c")])
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-d"), make_item("m-c")])
     outbox.claim_due("worker-a", limit=1, lease_s=30)
 
     def page(**filters: Any) -> list[str]:
-        return [m.message_id for m in outbox.list(**filters)]
+        return [m.message_id for m in outbox.page(**filters)]
 
     assert page(limit=10) == ["m-a", "m-b", "m-c", "m-d"]
     assert page(limit=2) == ["m-a", "m-b"]
@@ -389,14 +495,17 @@ def test_list_pages_through_messages_in_creation_order(
     ]
     assert page(limit=10, exchange_type="agreement_notice") == []
     with pytest.raises(ValueError, match="limit"):
-        outbox.list(limit=0)
+        outbox.page(limit=0)
 
 
-def test_new_fields_are_stored_with_the_message(outbox: Outbox, make_item: MakeItem) -> None:
+def test_new_fields_are_stored_with_the_message(
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
+) -> None:
     item = replace(
         make_item("m-1"), principal="consul@paris", client_reference="req-1", kind="birth"
     )
-    outbox.enqueue(item)
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [item])
 
     stored = outbox.get("m-1")
     assert stored is not None
@@ -410,11 +519,13 @@ def test_new_fields_are_stored_with_the_message(outbox: Outbox, make_item: MakeI
 
 
 def test_the_envelope_digest_is_kept_through_claims_and_purges(
-    outbox: Outbox, make_item: MakeItem
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
     digest = "sha256:" + "5e" * 32
-    outbox.enqueue(replace(make_item("m-1"), envelope_digest=digest))
-    outbox.enqueue(make_item("m-2"))
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [replace(make_item("m-1"), envelope_digest=digest)])
+    with within(migrated_engine) as conn:
+        outbox.enqueue_within(conn, [make_item("m-2")])
 
     claimed = {m.message_id: m for m in outbox.claim_due("worker-a", limit=2, lease_s=30)}
     assert (claimed["m-1"].envelope_digest, claimed["m-2"].envelope_digest) == (digest, None)
@@ -431,11 +542,22 @@ def test_a_malformed_envelope_digest_is_refused(make_item: MakeItem, digest: str
 
 
 def test_the_id_for_a_client_reference_is_found_without_the_envelope(
-    outbox: Outbox, make_item: MakeItem
+    outbox: Outbox, make_item: MakeItem, migrated_engine: Engine
 ) -> None:
     item = replace(make_item("m-ref"), principal="consul@paris", client_reference="req-9")
-    assert outbox.enqueue(item)
+    with within(migrated_engine) as conn:
+        assert outbox.enqueue_within(conn, [item]) == 1
 
     assert outbox.message_id_for_reference("consul@paris", "req-9") == "m-ref"
     assert outbox.message_id_for_reference("consul@nice", "req-9") is None
     assert outbox.message_id_for_reference("consul@paris", "req-10") is None
+
+
+def _count_by_status(engine: Engine) -> dict[str, int]:
+    """How many messages are in each status; every status is present, zero included."""
+    counts = dict.fromkeys((s.value for s in OutboxStatus), 0)
+    query = select(outbox_table.c.status, func.count()).group_by(outbox_table.c.status)
+    with engine.connect() as conn:
+        for status, count in conn.execute(query):
+            counts[status] = count
+    return counts

@@ -20,7 +20,7 @@ from gateway.store.inbox import InboundMessage, Inbox
 from pouch.v1 import envelope_pb2, peer_pb2
 from tests.unit.envelope import SENDER, make_pki
 
-from .conftest import FakeClock
+from .conftest import FakeClock, within
 
 
 @dataclass
@@ -104,10 +104,16 @@ def test_each_decision_binds_the_kept_digest_or_one_recomputed_for_older_rows(
     pki = make_pki(tmp_path)
     inbox = Inbox(migrated_engine, clock=clock)
     kept, older = pki.envelope(), pki.envelope(agreement_id="be-fr-older")
-    inbox.accept_once(_inbound(kept, envelope_digest(kept)))
-    inbox.accept_once(_inbound(older, None))  # stored before digests were kept
-    inbox.mark_handed_over(kept.message_id, applied=True)
-    inbox.mark_handed_over(older.message_id, applied=False, reason="UNKNOWN_RECORD")
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, _inbound(kept, envelope_digest(kept)))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, _inbound(older, None))  # stored before digests were kept
+    with within(migrated_engine) as conn:
+        inbox.mark_handed_over_within(conn, kept.message_id, applied=True)
+    with within(migrated_engine) as conn:
+        inbox.mark_handed_over_within(
+            conn, older.message_id, applied=False, reason="UNKNOWN_RECORD"
+        )
     assert inbox.purge_payloads(kept.agreement.id) == 1  # the digest outlives the payload
     sender = _Sender()
     taken = _acknowledge_once(
@@ -134,11 +140,16 @@ def test_a_purged_row_without_a_kept_digest_does_not_hold_back_the_acknowledgeme
     pki = make_pki(tmp_path)
     inbox = Inbox(migrated_engine, clock=clock)
     lost, kept = pki.envelope(agreement_id="be-fr-ended"), pki.envelope()
-    inbox.accept_once(_inbound(lost, None))  # stored before digests were kept, and older
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(
+            conn, _inbound(lost, None)
+        )  # stored before digests were kept, and older
     clock.advance(1)
-    inbox.accept_once(_inbound(kept, envelope_digest(kept)))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, _inbound(kept, envelope_digest(kept)))
     for envelope in (lost, kept):
-        inbox.mark_handed_over(envelope.message_id, applied=True)
+        with within(migrated_engine) as conn:
+            inbox.mark_handed_over_within(conn, envelope.message_id, applied=True)
     assert inbox.purge_payloads(lost.agreement.id) == 1  # nothing left says what was signed
 
     assert [owed.message_id for owed in inbox.unacknowledged(10)] == [kept.message_id]
@@ -167,20 +178,24 @@ def test_a_row_whose_receipt_cannot_be_made_is_skipped_and_the_others_are_acknow
     inbox = Inbox(migrated_engine, clock=clock)
     broken, kept = pki.envelope(), pki.envelope()
     unreadable = _inbound(broken, None)  # no kept digest, and an envelope that does not parse
-    inbox.accept_once(
-        InboundMessage(
-            message_id=unreadable.message_id,
-            sender_state=unreadable.sender_state,
-            agreement_id=unreadable.agreement_id,
-            exchange_type=unreadable.exchange_type,
-            envelope=b"\xff\xff\xff",
-            request_digest=None,
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(
+            conn,
+            InboundMessage(
+                message_id=unreadable.message_id,
+                sender_state=unreadable.sender_state,
+                agreement_id=unreadable.agreement_id,
+                exchange_type=unreadable.exchange_type,
+                envelope=b"\xff\xff\xff",
+                request_digest=None,
+            ),
         )
-    )
     clock.advance(1)
-    inbox.accept_once(_inbound(kept, envelope_digest(kept)))
+    with within(migrated_engine) as conn:
+        inbox.accept_once_within(conn, _inbound(kept, envelope_digest(kept)))
     for envelope in (broken, kept):
-        inbox.mark_handed_over(envelope.message_id, applied=True)
+        with within(migrated_engine) as conn:
+            inbox.mark_handed_over_within(conn, envelope.message_id, applied=True)
 
     sender = _Sender()
     taken = _acknowledge_once(

@@ -17,7 +17,7 @@ from gateway.store.engine import create_engine
 from gateway.store.quota import QuotaDecision, QuotaLedger
 from gateway.store.tables import quota_usage
 
-from .conftest import START, FakeClock
+from .conftest import START, FakeClock, within
 
 AGREEMENT = "AT-BE/identity"
 DIRECTION = "AT->BE"
@@ -30,8 +30,13 @@ def ledger(migrated_engine: Engine, clock: FakeClock) -> QuotaLedger:
     return QuotaLedger(migrated_engine, clock=clock)
 
 
-def test_consumed_units_are_counted_until_the_limit(ledger: QuotaLedger) -> None:
-    decisions = [ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=3) for _ in range(4)]
+def test_consumed_units_are_counted_until_the_limit(
+    ledger: QuotaLedger, migrated_engine: Engine
+) -> None:
+    decisions = []
+    for _ in range(4):
+        with within(migrated_engine) as conn:
+            decisions.append(ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=3))
 
     assert decisions == [
         QuotaDecision(allowed=True, used=1, limit=3, day=TODAY),
@@ -45,33 +50,46 @@ def test_consumed_units_are_counted_until_the_limit(ledger: QuotaLedger) -> None
 def test_quota_exhausted_refuses_without_writing(
     ledger: QuotaLedger, migrated_engine: Engine
 ) -> None:
-    assert ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=5, amount=4).allowed
+    with within(migrated_engine) as conn:
+        assert ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=5, amount=4).allowed
 
     # Units that do not fit are not taken at all, not even partly.
-    refused = ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=5, amount=2)
+    with within(migrated_engine) as conn:
+        refused = ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=5, amount=2)
     assert (refused.allowed, refused.used) == (False, 4)
     assert ledger.usage(AGREEMENT, DIRECTION, PURPOSE) == 4
 
     # A first request larger than the whole quota, or any request under a zero quota,
     # must not even create the day's counter.
-    assert not ledger.consume(AGREEMENT, DIRECTION, "emergency-travel", limit=2, amount=3).allowed
-    assert not ledger.consume(AGREEMENT, DIRECTION, "detention-visit", limit=0).allowed
+    with within(migrated_engine) as conn:
+        assert not ledger.consume_within(
+            conn, AGREEMENT, DIRECTION, "emergency-travel", limit=2, amount=3
+        ).allowed
+    with within(migrated_engine) as conn:
+        assert not ledger.consume_within(
+            conn, AGREEMENT, DIRECTION, "detention-visit", limit=0
+        ).allowed
     with migrated_engine.connect() as conn:
         rows = conn.execute(select(func.count()).select_from(quota_usage)).scalar_one()
     assert rows == 1
 
 
-def test_quota_resets_next_day(ledger: QuotaLedger, clock: FakeClock) -> None:
+def test_quota_resets_next_day(
+    ledger: QuotaLedger, clock: FakeClock, migrated_engine: Engine
+) -> None:
     for _ in range(2):
-        ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=2)
-    assert not ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=2).allowed
+        with within(migrated_engine) as conn:
+            ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=2)
+    with within(migrated_engine) as conn:
+        assert not ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=2).allowed
 
     midnight = datetime.combine(TODAY + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
     clock.advance((midnight - clock()).total_seconds())
 
-    assert ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=2) == QuotaDecision(
-        allowed=True, used=1, limit=2, day=TODAY + timedelta(days=1)
-    )
+    with within(migrated_engine) as conn:
+        assert ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=2) == QuotaDecision(
+            allowed=True, used=1, limit=2, day=TODAY + timedelta(days=1)
+        )
     assert ledger.usage(AGREEMENT, DIRECTION, PURPOSE, day=TODAY) == 2
 
 
@@ -82,25 +100,40 @@ def test_quota_day_is_the_utc_day(migrated_engine: Engine) -> None:
         migrated_engine, clock=lambda: datetime(2024, 7, 2, 1, 30, tzinfo=vienna_summer)
     )
 
-    assert ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=1).day == date(2024, 7, 1)
+    with within(migrated_engine) as conn:
+        assert ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=1).day == date(
+            2024, 7, 1
+        )
 
     naive = QuotaLedger(migrated_engine, clock=lambda: datetime(2024, 7, 2, 1, 30))
-    with pytest.raises(ValueError, match="timezone-aware"):
-        naive.consume(AGREEMENT, DIRECTION, PURPOSE, limit=1)
+    with pytest.raises(ValueError, match="timezone-aware"), within(migrated_engine) as conn:
+        naive.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=1)
 
 
-def test_each_direction_and_purpose_has_its_own_quota(ledger: QuotaLedger) -> None:
-    assert ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=1).allowed
-    assert ledger.consume(AGREEMENT, "BE->AT", PURPOSE, limit=1).allowed
-    assert ledger.consume(AGREEMENT, DIRECTION, "emergency-travel", limit=1).allowed
-    assert ledger.consume("AT-BE/representation", DIRECTION, PURPOSE, limit=1).allowed
-    assert not ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=1).allowed
+def test_each_direction_and_purpose_has_its_own_quota(
+    ledger: QuotaLedger, migrated_engine: Engine
+) -> None:
+    with within(migrated_engine) as conn:
+        assert ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=1).allowed
+    with within(migrated_engine) as conn:
+        assert ledger.consume_within(conn, AGREEMENT, "BE->AT", PURPOSE, limit=1).allowed
+    with within(migrated_engine) as conn:
+        assert ledger.consume_within(
+            conn, AGREEMENT, DIRECTION, "emergency-travel", limit=1
+        ).allowed
+    with within(migrated_engine) as conn:
+        assert ledger.consume_within(
+            conn, "AT-BE/representation", DIRECTION, PURPOSE, limit=1
+        ).allowed
+    with within(migrated_engine) as conn:
+        assert not ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=1).allowed
 
 
 def test_released_unit_returns_to_the_day_it_was_taken_from(
-    ledger: QuotaLedger, clock: FakeClock
+    ledger: QuotaLedger, clock: FakeClock, migrated_engine: Engine
 ) -> None:
-    taken = ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=1)
+    with within(migrated_engine) as conn:
+        taken = ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=1)
     clock.advance(24 * 3600)
 
     assert ledger.release(AGREEMENT, DIRECTION, PURPOSE, day=taken.day) is True
@@ -112,16 +145,16 @@ def test_released_unit_returns_to_the_day_it_was_taken_from(
     assert ledger.usage(AGREEMENT, DIRECTION, PURPOSE, day=taken.day) == 0
 
 
-def test_malformed_quota_requests_are_refused(ledger: QuotaLedger) -> None:
+def test_malformed_quota_requests_are_refused(ledger: QuotaLedger, migrated_engine: Engine) -> None:
     for direction in ("AT-BE", "at->be", "AT->", ""):
-        with pytest.raises(ValueError, match="direction"):
-            ledger.consume(AGREEMENT, direction, PURPOSE, limit=1)
-    with pytest.raises(ValueError, match="amount"):
-        ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=1, amount=0)
-    with pytest.raises(ValueError, match="limit"):
-        ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=-1)
-    with pytest.raises(ValueError, match="purpose"):
-        ledger.consume(AGREEMENT, DIRECTION, "", limit=1)
+        with pytest.raises(ValueError, match="direction"), within(migrated_engine) as conn:
+            ledger.consume_within(conn, AGREEMENT, direction, PURPOSE, limit=1)
+    with pytest.raises(ValueError, match="amount"), within(migrated_engine) as conn:
+        ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=1, amount=0)
+    with pytest.raises(ValueError, match="limit"), within(migrated_engine) as conn:
+        ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=-1)
+    with pytest.raises(ValueError, match="purpose"), within(migrated_engine) as conn:
+        ledger.consume_within(conn, AGREEMENT, DIRECTION, "", limit=1)
 
 
 def test_concurrent_consumers_never_exceed_limit(
@@ -138,7 +171,7 @@ def test_concurrent_consumers_never_exceed_limit(
             replica = QuotaLedger(engine, clock=clock)
             starting_line.wait(timeout=10)
             allowed = 0
-            while replica.consume(AGREEMENT, DIRECTION, PURPOSE, limit=limit).allowed:
+            while _consume(engine, replica, limit):
                 allowed += 1
             return allowed
         finally:
@@ -188,10 +221,16 @@ def _consume_in_process(
         ledger.usage(AGREEMENT, DIRECTION, PURPOSE)
         starting_line.wait(timeout=30)
         allowed = 0
-        while ledger.consume(AGREEMENT, DIRECTION, PURPOSE, limit=limit).allowed:
+        while _consume(engine, ledger, limit):
             allowed += 1
             # Requests arrive apart, not back to back: let the other process in.
             time.sleep(0.002)
         results.put(allowed)
     finally:
         engine.dispose()
+
+
+def _consume(engine: Engine, ledger: QuotaLedger, limit: int) -> bool:
+    """Whether one more unit fits, taken in its own transaction, as one request takes it."""
+    with within(engine) as conn:
+        return ledger.consume_within(conn, AGREEMENT, DIRECTION, PURPOSE, limit=limit).allowed

@@ -21,7 +21,7 @@ from gateway.store.outbox import (
 )
 from gateway.store.retention import RetentionPurger
 
-from .conftest import START, FakeClock
+from .conftest import START, FakeClock, within
 
 MakeItem = Callable[..., OutboxItem]
 MakeInbound = Callable[..., InboundMessage]
@@ -36,33 +36,43 @@ class Store:
 
     def __init__(self, engine: Engine, clock: FakeClock) -> None:
         sealer = PayloadSealer(SealingKeys(secrets.token_bytes(KEY_BYTES)))
+        self.engine = engine
         self.outbox = Outbox(engine, clock=clock, sealer=sealer)
         self.inbox = Inbox(engine, clock=clock, sealer=sealer)
         self.purger = RetentionPurger(engine, self.outbox, self.inbox, clock=clock)
 
     def delivered(self, item: OutboxItem, *, outcome: bool = True) -> None:
-        self.outbox.enqueue(item)
+        with within(self.engine) as conn:
+            self.outbox.enqueue_within(conn, [item])
         self.outbox.claim_due(WORKER, limit=1000, lease_s=60)
-        assert self.outbox.mark_delivered(item.message_id, WORKER)
-        assert self.outbox.record_receipt(item.message_id, b"signed receipt")
+        with within(self.engine) as conn:
+            assert self.outbox.mark_delivered_within(conn, item.message_id, WORKER)
+        with within(self.engine) as conn:
+            assert self.outbox.record_receipt_within(conn, item.message_id, b"signed receipt")
         if outcome:
-            self.outbox.record_outcome(
-                item.message_id, outcome=RegistryOutcome.APPLIED, reason=None
-            )
+            with within(self.engine) as conn:
+                self.outbox.record_outcome_within(
+                    conn, item.message_id, outcome=RegistryOutcome.APPLIED, reason=None
+                )
 
     def dead(self, item: OutboxItem) -> None:
-        self.outbox.enqueue(item)
+        with within(self.engine) as conn:
+            self.outbox.enqueue_within(conn, [item])
         self.outbox.claim_due(WORKER, limit=1000, lease_s=60)
         assert self.outbox.mark_dead(item.message_id, WORKER, reason="DEADLINE_PASSED")
 
     def acknowledged(self, message: InboundMessage, *, later_answer: bool = False) -> None:
-        assert self.inbox.accept_once(message)
+        with within(self.engine) as conn:
+            assert self.inbox.accept_once_within(conn, message)
         if later_answer:
-            assert self.inbox.mark_handed_over(message.message_id)
+            with within(self.engine) as conn:
+                assert self.inbox.mark_handed_over_within(conn, message.message_id)
             assert self.inbox.record_outcome(message.message_id, "applied")
         else:
-            assert self.inbox.mark_handed_over(message.message_id, applied=True)
-        assert self.inbox.mark_ack_sent(message.message_id)
+            with within(self.engine) as conn:
+                assert self.inbox.mark_handed_over_within(conn, message.message_id, applied=True)
+        with within(self.engine) as conn:
+            assert self.inbox.mark_ack_sent_within(conn, message.message_id)
 
     def outbox_envelope(self, message_id: str) -> bytes | None:
         message = self.outbox.get(message_id)
@@ -129,18 +139,34 @@ def test_retention_purges_finished_payloads_after_the_agreement_period(
 
 
 def test_retention_never_purges_messages_in_flight(
-    store: Store, clock: FakeClock, make_item: MakeItem, make_inbound: MakeInbound
+    store: Store,
+    clock: FakeClock,
+    make_item: MakeItem,
+    make_inbound: MakeInbound,
+    migrated_engine: Engine,
 ) -> None:
     store.delivered(make_item("out-awaiting-outcome"), outcome=False)
-    store.outbox.enqueue(make_item("out-in-flight"))
+    with within(migrated_engine) as conn:
+        store.outbox.enqueue_within(conn, [make_item("out-in-flight")])
     store.outbox.claim_due(WORKER, limit=1, lease_s=400 * DAY)
-    store.outbox.enqueue(make_item("out-pending"))
-    store.outbox.enqueue(make_item("out-later", not_before=START + timedelta(days=5)))
-    store.inbox.accept_once(make_inbound("in-received"))
-    store.inbox.accept_once(make_inbound("in-handed-over"))
-    store.inbox.mark_handed_over("in-handed-over")
-    store.inbox.accept_once(make_inbound("in-answered"))
-    store.inbox.mark_handed_over("in-answered", applied=False, reason="UNKNOWN_PERSON")
+    with within(migrated_engine) as conn:
+        store.outbox.enqueue_within(conn, [make_item("out-pending")])
+    with within(migrated_engine) as conn:
+        store.outbox.enqueue_within(
+            conn, [make_item("out-later", not_before=START + timedelta(days=5))]
+        )
+    with within(migrated_engine) as conn:
+        store.inbox.accept_once_within(conn, make_inbound("in-received"))
+    with within(migrated_engine) as conn:
+        store.inbox.accept_once_within(conn, make_inbound("in-handed-over"))
+    with within(migrated_engine) as conn:
+        store.inbox.mark_handed_over_within(conn, "in-handed-over")
+    with within(migrated_engine) as conn:
+        store.inbox.accept_once_within(conn, make_inbound("in-answered"))
+    with within(migrated_engine) as conn:
+        store.inbox.mark_handed_over_within(
+            conn, "in-answered", applied=False, reason="UNKNOWN_PERSON"
+        )
 
     clock.advance(365 * DAY)
     report = store.purger.purge_expired({AGREEMENT: 1})
@@ -166,7 +192,8 @@ def test_retention_never_purges_messages_in_flight(
         assert entry.payload_purged_at is None
 
     # Once the acknowledgement owed went back, the message is finished and purged.
-    assert store.inbox.mark_ack_sent("in-answered")
+    with within(migrated_engine) as conn:
+        assert store.inbox.mark_ack_sent_within(conn, "in-answered")
     assert store.purger.purge_expired({AGREEMENT: 1}).inbox_purged == {AGREEMENT: 1}
     assert store.inbox_envelope("in-answered") is None
 

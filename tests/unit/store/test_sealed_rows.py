@@ -13,7 +13,7 @@ from gateway.store.inbox import InboundMessage, Inbox
 from gateway.store.outbox import Outbox, OutboxItem
 from gateway.store.tables import inbox, outbox
 
-from .conftest import FakeClock
+from .conftest import FakeClock, within
 
 MakeItem = Callable[..., OutboxItem]
 MakeInbound = Callable[..., InboundMessage]
@@ -50,8 +50,10 @@ def test_stored_envelope_is_not_readable_without_the_key(
     item = make_item("m-1")
     inbound = make_inbound("m-2")
 
-    assert box.enqueue(item)
-    assert received.accept_once(inbound)
+    with within(migrated_engine) as conn:
+        assert box.enqueue_within(conn, [item]) == 1
+    with within(migrated_engine) as conn:
+        assert received.accept_once_within(conn, inbound)
 
     for table_name, message_id in (("outbox", "m-1"), ("inbox", "m-2")):
         stored = raw_envelope(migrated_engine, table_name, message_id)
@@ -71,12 +73,15 @@ def test_every_read_opens_the_envelope(
     sealer = PayloadSealer(SealingKeys(new_key()))
     box = Outbox(migrated_engine, clock=clock, sealer=sealer)
     received = Inbox(migrated_engine, clock=clock, sealer=sealer)
-    box.enqueue_many([make_item("m-1"), make_item("m-2")])
-    received.accept_once(make_inbound("m-3"))
+    with within(migrated_engine) as conn:
+        box.enqueue_within(conn, [make_item("m-1"), make_item("m-2")])
+    with within(migrated_engine) as conn:
+        received.accept_once_within(conn, make_inbound("m-3"))
     # A duplicate delivery is compared with the stored (opened) payload, not the sealed one.
-    assert received.accept_once(make_inbound("m-3")) is False
+    with within(migrated_engine) as conn:
+        assert received.accept_once_within(conn, make_inbound("m-3")) is False
 
-    (listed,) = box.list(limit=1)
+    (listed,) = box.page(limit=1)
     claimed = box.claim_due("worker-1", limit=10, lease_s=30)
     (pending,) = received.pending_handover(10)
 
@@ -84,7 +89,8 @@ def test_every_read_opens_the_envelope(
     assert [m.envelope for m in claimed] == [make_item(f"m-{i}").envelope for i in (1, 2)]
     assert pending.envelope == make_inbound("m-3").envelope
     # An acknowledgement owed for a row without a stored digest reads the envelope opened.
-    received.mark_handed_over("m-3", applied=True)
+    with within(migrated_engine) as conn:
+        received.mark_handed_over_within(conn, "m-3", applied=True)
     (owed,) = received.unacknowledged(10)
     assert (owed.request_digest, owed.envelope) == (None, make_inbound("m-3").envelope)
 
@@ -100,9 +106,12 @@ def test_sealed_envelope_copied_to_another_row_is_refused(
     sealer = PayloadSealer(SealingKeys(new_key()))
     box = Outbox(migrated_engine, clock=clock, sealer=sealer)
     received = Inbox(migrated_engine, clock=clock, sealer=sealer)
-    box.enqueue_many([make_item("m-1"), make_item("m-2")])
-    received.accept_once(make_inbound("m-1"))
-    received.accept_once(make_inbound("m-2"))
+    with within(migrated_engine) as conn:
+        box.enqueue_within(conn, [make_item("m-1"), make_item("m-2")])
+    with within(migrated_engine) as conn:
+        received.accept_once_within(conn, make_inbound("m-1"))
+    with within(migrated_engine) as conn:
+        received.accept_once_within(conn, make_inbound("m-2"))
 
     moved = raw_envelope(migrated_engine, table_name, "m-1")
     set_raw_envelope(migrated_engine, table_name, "m-2", moved)
@@ -123,14 +132,22 @@ def test_rotated_key_still_opens_older_rows_and_new_rows_use_the_new_key(
 ) -> None:
     old, new = new_key(), new_key()
     before = PayloadSealer(SealingKeys(old))
-    Outbox(migrated_engine, clock=clock, sealer=before).enqueue(make_item("m-old"))
-    Inbox(migrated_engine, clock=clock, sealer=before).accept_once(make_inbound("m-old"))
+    with within(migrated_engine) as conn:
+        Outbox(migrated_engine, clock=clock, sealer=before).enqueue_within(
+            conn, [make_item("m-old")]
+        )
+    with within(migrated_engine) as conn:
+        Inbox(migrated_engine, clock=clock, sealer=before).accept_once_within(
+            conn, make_inbound("m-old")
+        )
 
     after = PayloadSealer(SealingKeys(new, (old,)))
     box = Outbox(migrated_engine, clock=clock, sealer=after)
     received = Inbox(migrated_engine, clock=clock, sealer=after)
-    box.enqueue(make_item("m-new"))
-    received.accept_once(make_inbound("m-new"))
+    with within(migrated_engine) as conn:
+        box.enqueue_within(conn, [make_item("m-new")])
+    with within(migrated_engine) as conn:
+        received.accept_once_within(conn, make_inbound("m-new"))
 
     for message_id in ("m-old", "m-new"):
         message, entry = box.get(message_id), received.get(message_id)
@@ -148,7 +165,8 @@ def test_tampered_stored_envelope_is_refused(
     migrated_engine: Engine, clock: FakeClock, make_item: MakeItem
 ) -> None:
     box = Outbox(migrated_engine, clock=clock, sealer=PayloadSealer(SealingKeys(new_key())))
-    box.enqueue(make_item("m-1"))
+    with within(migrated_engine) as conn:
+        box.enqueue_within(conn, [make_item("m-1")])
     stored = bytearray(raw_envelope(migrated_engine, "outbox", "m-1"))
     stored[-20] ^= 0x80
     set_raw_envelope(migrated_engine, "outbox", "m-1", bytes(stored))
@@ -161,7 +179,8 @@ def test_plaintext_row_is_not_taken_for_a_sealed_one(
     migrated_engine: Engine, clock: FakeClock, make_inbound: MakeInbound
 ) -> None:
     # The sealer is required from a database's first message: an unsealed row is refused.
-    Inbox(migrated_engine, clock=clock).accept_once(make_inbound("m-1"))
+    with within(migrated_engine) as conn:
+        Inbox(migrated_engine, clock=clock).accept_once_within(conn, make_inbound("m-1"))
     sealed_inbox = Inbox(migrated_engine, clock=clock, sealer=PayloadSealer(SealingKeys(new_key())))
 
     with pytest.raises(SealingError):
@@ -174,8 +193,10 @@ def test_purged_sealed_row_reads_as_no_envelope(
     sealer = PayloadSealer(SealingKeys(new_key()))
     box = Outbox(migrated_engine, clock=clock, sealer=sealer)
     received = Inbox(migrated_engine, clock=clock, sealer=sealer)
-    box.enqueue(make_item("m-1"))
-    received.accept_once(make_inbound("m-1"))
+    with within(migrated_engine) as conn:
+        box.enqueue_within(conn, [make_item("m-1")])
+    with within(migrated_engine) as conn:
+        received.accept_once_within(conn, make_inbound("m-1"))
 
     assert box.purge_payloads("FR-DE/civil-records") == 1
     assert received.purge_payloads("FR-DE/civil-records") == 1
