@@ -49,7 +49,7 @@ from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory, state_of_ca
 from gateway.pki.keys import load_certificate, load_certificates_pem, load_private_key
-from gateway.pki.sealing import load_sealing_keys
+from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.pki.tokens import JwksKeys
 from gateway.server.exclusive_ports import PortTaken, require_free
 from gateway.store.engine import open_engine, redact_url
@@ -123,9 +123,17 @@ def database_engine(settings: Settings) -> Engine:
 def migrate_existing(engine: Engine, settings: Settings) -> None:
     """Apply pending migrations to the Pouch database ``engine`` reaches, and only to one."""
     url = settings.gateway.database_url
+    storage = settings.storage
+    sealer = (
+        None
+        if storage is None
+        else PayloadSealer(
+            load_sealing_keys(storage.sealing_key_file, storage.previous_sealing_key_files)
+        )
+    )
     try:
         require_pouch_database(engine, url, init_hint=init_hint(settings))
-        upgrade_to_head(engine)
+        upgrade_to_head(engine, sealer=sealer)
     except StorageUnavailable as e:
         raise _fail("gateway.database_url", redact_url(url), e.message) from e
 

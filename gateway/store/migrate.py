@@ -27,6 +27,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, func, select
 
+from gateway.pki.sealing import PayloadSealer
 from gateway.store.engine import is_postgresql, read_transaction, write_transaction
 from gateway.store.tables import VERSION_TABLE, metadata
 
@@ -37,8 +38,13 @@ SCRIPT_LOCATION = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK_CLASS = 0x506F7563
 
 
-def upgrade_to_head(engine: Engine) -> None:
-    """Apply every migration not yet applied; do nothing if the schema is at head."""
+def upgrade_to_head(engine: Engine, *, sealer: PayloadSealer | None = None) -> None:
+    """Apply every migration not yet applied; do nothing if the schema is at head.
+
+    ``sealer`` opens stored payloads for a migration that reads them (0010 computes the
+    request digests of inbox rows stored before they were kept); without it such a
+    migration stops at the first sealed payload it needs, and nothing is applied.
+    """
     with write_transaction(engine) as conn:
         if is_postgresql(engine):
             conn.execute(
@@ -48,7 +54,9 @@ def upgrade_to_head(engine: Engine) -> None:
                     )
                 )
             )
-        command.upgrade(_config(conn), "head")
+        config = _config(conn)
+        config.attributes["sealer"] = sealer
+        command.upgrade(config, "head")
 
 
 def current_revision(engine: Engine) -> str | None:

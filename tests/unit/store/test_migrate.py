@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from threading import Barrier
 
 import pytest
@@ -12,6 +14,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, String, column, exc, insert, inspect, select, table, text
 
+from gateway.envelope import envelope_digest
+from gateway.pki.sealing import KEY_BYTES, PayloadSealer, SealingKeys
 from gateway.store import tables
 from gateway.store.engine import create_engine, write_transaction
 from gateway.store.inbox import Inbox, InboxStatus
@@ -24,6 +28,7 @@ from gateway.store.migrate import (
 )
 from gateway.store.outbox import Outbox, OutboxStatus
 from gateway.store.tables import VERSION_TABLE
+from tests.unit.envelope import make_pki
 
 from .conftest import START, FakeClock
 
@@ -34,14 +39,14 @@ def test_migrations_apply_from_empty_database_and_are_idempotent(engine: Engine)
     upgrade_to_head(engine)
     upgrade_to_head(engine)
 
-    assert current_revision(engine) == head_revision() == "0009"
+    assert current_revision(engine) == head_revision() == "0010"
     tables = set(inspect(engine).get_table_names())
     assert {"outbox", "inbox", "quota_usage", "agreement_lifecycle", VERSION_TABLE} <= tables
     assert set(_AUDIT_TABLES) <= tables
     with engine.connect() as conn:
         query = select(column("version_num", String)).select_from(table(VERSION_TABLE))
         versions = conn.execute(query).scalars().all()
-    assert versions == ["0009"]
+    assert versions == ["0010"]
 
 
 def test_migrated_schema_matches_table_definitions(migrated_engine: Engine) -> None:
@@ -186,3 +191,51 @@ def _alembic(engine: Engine, step: Callable[[Config, str], None], revision: str)
         config.set_main_option("path_separator", "os")
         config.attributes["connection"] = conn
         step(config, revision)
+
+
+def test_0010_fills_the_request_digest_of_rows_stored_before_it_was_kept(
+    engine: Engine, tmp_path: Path
+) -> None:
+    envelope = make_pki(tmp_path).envelope()
+    sealer = PayloadSealer(SealingKeys(secrets.token_bytes(KEY_BYTES)))
+    _alembic(engine, command.upgrade, "0009")
+    stored = sealer.seal(envelope.SerializeToString(), aad=f"inbox:{envelope.message_id}")
+    with write_transaction(engine) as conn:
+        conn.execute(
+            insert(tables.inbox).values(
+                {**_INBOX_0001_ROW, "message_id": envelope.message_id, "envelope": stored}
+            )
+        )
+        purged = {**_INBOX_0001_ROW, "message_id": "m-purged", "envelope": None}
+        conn.execute(insert(tables.inbox).values(purged))
+
+    upgrade_to_head(engine, sealer=sealer)
+
+    received = Inbox(engine, clock=FakeClock(START), sealer=sealer)
+    kept = received.get(envelope.message_id)
+    assert kept is not None
+    assert kept.request_digest == envelope_digest(envelope)
+    assert kept.dead_reason is None
+    lost = received.get("m-purged")
+    assert lost is not None
+    assert (lost.request_digest, lost.dead_reason) == (None, "REQUEST_DIGEST_LOST")
+
+
+def test_0010_without_the_sealing_keys_stops_and_changes_nothing(
+    engine: Engine, tmp_path: Path
+) -> None:
+    envelope = make_pki(tmp_path).envelope()
+    sealer = PayloadSealer(SealingKeys(secrets.token_bytes(KEY_BYTES)))
+    _alembic(engine, command.upgrade, "0009")
+    stored = sealer.seal(envelope.SerializeToString(), aad=f"inbox:{envelope.message_id}")
+    with write_transaction(engine) as conn:
+        conn.execute(
+            insert(tables.inbox).values(
+                {**_INBOX_0001_ROW, "message_id": envelope.message_id, "envelope": stored}
+            )
+        )
+
+    with pytest.raises(RuntimeError, match="sealing keys"):
+        upgrade_to_head(engine)
+
+    assert current_revision(engine) == "0009"
