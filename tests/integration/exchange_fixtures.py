@@ -49,7 +49,7 @@ from gateway.envelope import (
     envelope_digest,
     utc_millis,
 )
-from gateway.exchanges.payload import decode_payload, encode_payload
+from gateway.envelope.payload import decode_payload, encode_payload
 from gateway.server.app import Gateway
 from gateway.store.inbox import InboxEntry
 from gateway.store.outbox import OutboxMessage

@@ -73,6 +73,16 @@ class AuditTrail:
 
 @pytest.fixture(scope="module")
 def trail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuditTrail]:
+    """AT, BE and CH with two settled, published exchanges, shared by the module's tests
+    (made once: 2.2 s to set up and wait for the checkpoint, plus three gateways' stop,
+    for each of 11 tests if it were per test).
+
+    Sharing is safe: tests look up the two exchanges by their message ids, and what
+    else they assert holds of any log (proofs verify between two checkpoints each test
+    reads itself; a new checkpoint is at least as large). The traffic some tests add
+    (a refused submission under AT–BE) is of the AT–BE partnership, which is what BE's
+    auditor may see, and grows the log, which no test bounds from above.
+    """
     root = tmp_path_factory.mktemp("audit-trail")
     sites = prepare_sites(
         root,

@@ -405,7 +405,7 @@ class Deployment:
     gateways: dict[str, GatewayProcess]
 
 
-@pytest.fixture(scope="module", params=["text", "json"])
+@pytest.fixture(params=["text", "json"])
 def deployment(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[Deployment]:

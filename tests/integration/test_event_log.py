@@ -55,7 +55,7 @@ class Deployment:
     gateways: dict[str, GatewayProcess]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("event-log")
     sites = prepare_sites(

@@ -89,6 +89,14 @@ class _Tracebacks(logging.Handler):
 
 @pytest.fixture(scope="module")
 def be_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateways]:
+    """BE's gateway alone, shared by the module's tests (made once: 0.5 s to set
+    up, plus its stop, for each of 3 tests if it were per test).
+
+    Sharing is safe: tests run one at a time; nothing but a test's own synchronous calls
+    reaches BE (AT is not running, so no partner traffic arrives unasked), and each test
+    compares the stored row counts with those it read itself before each refused call,
+    and its own traceback collector is per test.
+    """
     with be_alone(tmp_path_factory.mktemp("network-fuzz"), ["AT", "BE", "CH"]) as running:
         yield running
 
@@ -243,13 +251,15 @@ def _healthy(channel: grpc.Channel) -> None:
 
 @pytest.fixture(scope="module")
 def local(be_only: RunningGateways) -> Iterator[grpc.Channel]:
-    """One channel for every call of the module: a handshake per input would dominate."""
+    """One channel for every call of the module: a handshake per input would dominate
+    (hundreds of inputs per test). A channel holds no state a call could leave behind."""
     with local_channel(be_only.sites["BE"]) as channel:
         yield channel
 
 
 @pytest.fixture(scope="module")
 def peer(be_only: RunningGateways) -> Iterator[grpc.Channel]:
+    """As ``local``, to the peer API as AT's gateway."""
     with peer_channel(be_only) as channel:
         yield channel
 

@@ -23,6 +23,8 @@ _PLACEHOLDERS = {
 def at_be(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[StateDirectory, StateDirectory]]:
+    """AT's and BE's PKIs, made once and only read (about 60 ms; for each of 9 tests if it
+    were per test). Agreements are written and signed under each test's ``tmp_path``."""
     root = tmp_path_factory.mktemp("pki")
     yield make_state("AT", root / "at"), make_state("BE", root / "be")
 
