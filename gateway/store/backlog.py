@@ -32,7 +32,11 @@ OUTBOX_STAGES = (OutboxStatus.PENDING, OutboxStatus.IN_FLIGHT, OutboxStatus.DEAD
 
 
 class InboxStage(StrEnum):
-    """Where a received message that is not finished stands."""
+    """Where a received message that is not finished stands.
+
+    ``acknowledgement_impossible`` (a message stored before digests were kept whose
+    payload was purged) is no longer produced: migration 0010 gave every such message
+    still owed an acknowledgement up as a dead letter (``acknowledgement_dead``)."""
 
     HANDOVER = "handover"
     """Received, not yet handed to the registry."""
@@ -40,9 +44,6 @@ class InboxStage(StrEnum):
     """Handed over; the registry's business answer has not come."""
     ACKNOWLEDGEMENT = "acknowledgement"
     """Answered; the signed acknowledgement is owed to the sender."""
-    ACKNOWLEDGEMENT_IMPOSSIBLE = "acknowledgement_impossible"
-    """Answered, but stored before digests were kept and purged since: no receipt can be
-    bound to it, so it stays owed until an operator settles it with the sender."""
     HANDOVER_DEAD = "handover_dead"
     """Given up before the registry took it: the registry failed past the deadline."""
     ACKNOWLEDGEMENT_DEAD = "acknowledgement_dead"

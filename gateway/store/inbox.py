@@ -22,8 +22,8 @@ Guarantees:
   oldest first, so nothing accepted is lost between the stages.
 * A message is stored with the digest its receipt binds (``request_digest``), which
   outlives a purged payload, so its acknowledgement binds the same digest without the
-  envelope being read again; rows stored before the digest was kept carry their
-  envelope instead, for it to be recomputed.
+  envelope being read again (migration 0010 gave it to the rows stored before it was
+  kept, or gave up those it could not be computed for).
 * :meth:`Inbox.purge_payloads` drops the envelopes stored under an agreement (when it
   is terminated) and keeps every row as evidence. A purged message not yet handed over
   is still listed for hand-over, with no envelope, so that the deliverer can close it
@@ -59,11 +59,8 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    case,
     false,
     func,
-    not_,
-    null,
     or_,
     select,
     true,
@@ -190,9 +187,7 @@ InboxMessage = InboxEntry
 class OwedAcknowledgement:
     """What the acknowledgement owed for one answered message is made of.
 
-    ``request_digest`` is the digest stored with the message. A row stored before the
-    digest was kept has ``None`` there and carries its opened ``envelope`` instead
-    (``None`` too once purged), from which the digest is recomputed.
+    ``request_digest`` is the digest stored with the message, which the receipt binds.
     """
 
     message_id: str
@@ -203,8 +198,7 @@ class OwedAcknowledgement:
     attempts: int
     registry_outcome: str
     registry_reason: str | None
-    request_digest: str | None
-    envelope: bytes | None = field(repr=False)
+    request_digest: str
 
 
 class Inbox:
@@ -334,10 +328,7 @@ class Inbox:
     def unacknowledged(self, limit: int) -> list[OwedAcknowledgement]:
         """Messages with the registry's answer whose acknowledgement is owed, oldest first.
 
-        Envelopes are read (and opened) only for rows without a stored digest. A row
-        stored before digests were kept whose payload was purged since is left out:
-        nothing left says what its sender signed, so no receipt can be bound to it, and
-        it must not hold back the acknowledgements behind it.
+        The envelope is not read: the stored digest is what the receipt binds.
         """
         _check_limit(limit)
         query = (
@@ -351,11 +342,8 @@ class Inbox:
                 inbox.c.registry_outcome,
                 inbox.c.registry_reason,
                 inbox.c.request_digest,
-                case((inbox.c.request_digest.is_(None), inbox.c.envelope), else_=null()).label(
-                    "envelope"
-                ),
             )
-            .where(_WHEN["answered_unacknowledged"], _ACKNOWLEDGEABLE, self._due())
+            .where(_WHEN["answered_unacknowledged"], self._due())
             .order_by(inbox.c.received_at, inbox.c.message_id)
             .limit(limit)
         )
@@ -372,19 +360,16 @@ class Inbox:
                 registry_outcome=row.registry_outcome,
                 registry_reason=row.registry_reason,
                 request_digest=row.request_digest,
-                envelope=self._opened(row.message_id, row.envelope),
             )
             for row in rows
         ]
 
     def backlog(self) -> list[StageBacklog]:
         """Messages not finished, per sender state and stage (see :mod:`.backlog`)."""
-        owed = _WHEN["answered_unacknowledged"]
         stages = (
             (InboxStage.HANDOVER, _WHEN["received"]),
             (InboxStage.REGISTRY_ANSWER, _WHEN["handed_over_unanswered"]),
-            (InboxStage.ACKNOWLEDGEMENT, owed & _ACKNOWLEDGEABLE),
-            (InboxStage.ACKNOWLEDGEMENT_IMPOSSIBLE, owed & not_(_ACKNOWLEDGEABLE)),
+            (InboxStage.ACKNOWLEDGEMENT, _WHEN["answered_unacknowledged"]),
             (InboxStage.HANDOVER_DEAD, _DEAD & (inbox.c.status == InboxStatus.RECEIVED.value)),
             (
                 InboxStage.ACKNOWLEDGEMENT_DEAD,
@@ -512,11 +497,6 @@ _WHEN: dict[str, ColumnElement[bool]] = {
     ),
 }
 """The states a message must be in for each kind of update."""
-
-_ACKNOWLEDGEABLE = or_(inbox.c.request_digest.is_not(None), inbox.c.envelope.is_not(None))
-"""Whether a receipt can still be bound to the message: its digest was kept, or its
-envelope (stored before digests were kept) was not purged."""
-
 
 _MESSAGE_COLUMNS = tuple(f.name for f in fields(InboundMessage) if f.name in inbox.c)
 """The fields of :class:`InboundMessage` stored as they are, in the column of their name."""

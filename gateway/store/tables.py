@@ -192,8 +192,8 @@ inbox = Table(
     # Whether the signed business acknowledgement went back to the sender.
     Column("ack_sent", Boolean, nullable=False, server_default=false()),
     Column("payload_purged_at", UTCDateTime, nullable=True),
-    # The digest of the envelope as first stored, which the acknowledgement binds; NULL
-    # on rows stored before it was kept (it is then recomputed from the envelope).
+    # The digest of the envelope as first stored, which the acknowledgement binds. NULL
+    # only on rows finished before it was kept, whose payload was purged (0010).
     Column("request_digest", String(DIGEST_LENGTH), nullable=True),
     # Failed tries of the current stage (hand-over, then acknowledgement), when the
     # next is due, and why the message was given up at that stage (a dead letter).

@@ -52,10 +52,9 @@ def test_the_inbox_counts_each_unfinished_stage_per_sender(
     inbox = Inbox(migrated_engine, clock=clock)
     assert inbox.backlog() == []
 
-    def received(message_id: str, *, sender_state: str = "FR", digest: bool = True) -> str:
+    def received(message_id: str, *, sender_state: str = "FR") -> str:
         message = make_inbound(message_id, sender_state=sender_state)
-        if digest:
-            message = replace(message, request_digest="sha256:" + "ab" * 32)
+        message = replace(message, request_digest="sha256:" + "ab" * 32)
         with within(migrated_engine) as conn:
             assert inbox.accept_once_within(conn, message)
         clock.advance(1)
@@ -65,7 +64,7 @@ def test_the_inbox_counts_each_unfinished_stage_per_sender(
     unanswered = received("m-unanswered")
     owed = received("m-owed")
     settled = received("m-settled")
-    older = received("m-older", sender_state="IT", digest=False)  # before digests were kept
+    older = received("m-older", sender_state="IT")
     received("m-waiting-it", sender_state="IT")
     with within(migrated_engine) as conn:
         assert inbox.mark_handed_over_within(conn, unanswered)
@@ -80,26 +79,7 @@ def test_the_inbox_counts_each_unfinished_stage_per_sender(
         ("FR", InboxStage.HANDOVER.value): (1, START),
         ("FR", InboxStage.REGISTRY_ANSWER.value): (1, START + timedelta(seconds=1)),
         ("FR", InboxStage.ACKNOWLEDGEMENT.value): (1, START + timedelta(seconds=2)),
-        # Purged, and no digest kept: no receipt can be made for it any more.
-        ("IT", InboxStage.ACKNOWLEDGEMENT_IMPOSSIBLE.value): (
-            1,
-            START + timedelta(seconds=4),
-        ),
+        # Purged, and the digest kept: its receipt can still be made.
+        ("IT", InboxStage.ACKNOWLEDGEMENT.value): (1, START + timedelta(seconds=4)),
         ("IT", InboxStage.HANDOVER.value): (1, START + timedelta(seconds=5)),
     }
-
-
-def test_an_older_row_whose_envelope_is_kept_can_still_be_acknowledged(
-    migrated_engine: Engine, clock: FakeClock, make_inbound: Callable[..., InboundMessage]
-) -> None:
-    inbox = Inbox(migrated_engine, clock=clock)
-    with within(migrated_engine) as conn:
-        assert inbox.accept_once_within(
-            conn, make_inbound("m-older")
-        )  # no digest, envelope still there
-    with within(migrated_engine) as conn:
-        assert inbox.mark_handed_over_within(
-            conn, "m-older", applied=False, reason="UNKNOWN_RECORD"
-        )
-
-    assert _by_key(inbox.backlog()) == {("FR", InboxStage.ACKNOWLEDGEMENT.value): (1, START)}

@@ -79,18 +79,15 @@ def _acknowledge_once(
 ) -> bool:
     group = GroupCommit(engine)
     acknowledger = Acknowledger(
-        inbox=inbox,
-        signer=signer,
-        partners=_Partners(sender),  # type: ignore[arg-type]
-        clock=lambda: now,
-        batch_size=batch_size,
-        call_timeout_s=1.0,
-        group=group,
-        failures=InboundFailures(
+        InboundFailures(
             inbox=inbox,
             policy=RetryPolicy.from_settings(DeliverySection(), inbox_clock or (lambda: now)),
             group=group,
         ),
+        signer,
+        _Partners(sender),  # type: ignore[arg-type]
+        DeliverySection(batch_size=batch_size, call_timeout_seconds=1.0),
+        lambda: now,
     )
     try:
         return asyncio.run(acknowledger.run_once())
@@ -98,7 +95,7 @@ def _acknowledge_once(
         group.close()
 
 
-def test_each_decision_binds_the_kept_digest_or_one_recomputed_for_older_rows(
+def test_each_decision_binds_the_kept_digest(
     tmp_path: Path, migrated_engine: Engine, clock: FakeClock
 ) -> None:
     pki = make_pki(tmp_path)
@@ -107,7 +104,7 @@ def test_each_decision_binds_the_kept_digest_or_one_recomputed_for_older_rows(
     with within(migrated_engine) as conn:
         inbox.accept_once_within(conn, _inbound(kept, envelope_digest(kept)))
     with within(migrated_engine) as conn:
-        inbox.accept_once_within(conn, _inbound(older, None))  # stored before digests were kept
+        inbox.accept_once_within(conn, _inbound(older, envelope_digest(older)))
     with within(migrated_engine) as conn:
         inbox.mark_handed_over_within(conn, kept.message_id, applied=True)
     with within(migrated_engine) as conn:
@@ -132,87 +129,3 @@ def test_each_decision_binds_the_kept_digest_or_one_recomputed_for_older_rows(
         )
     assert decisions[older.message_id].reason_code == "UNKNOWN_RECORD"
     assert inbox.unacknowledged(10) == []
-
-
-def test_a_purged_row_without_a_kept_digest_does_not_hold_back_the_acknowledgements_behind_it(
-    tmp_path: Path, migrated_engine: Engine, clock: FakeClock
-) -> None:
-    pki = make_pki(tmp_path)
-    inbox = Inbox(migrated_engine, clock=clock)
-    lost, kept = pki.envelope(agreement_id="be-fr-ended"), pki.envelope()
-    with within(migrated_engine) as conn:
-        inbox.accept_once_within(
-            conn, _inbound(lost, None)
-        )  # stored before digests were kept, and older
-    clock.advance(1)
-    with within(migrated_engine) as conn:
-        inbox.accept_once_within(conn, _inbound(kept, envelope_digest(kept)))
-    for envelope in (lost, kept):
-        with within(migrated_engine) as conn:
-            inbox.mark_handed_over_within(conn, envelope.message_id, applied=True)
-    assert inbox.purge_payloads(lost.agreement.id) == 1  # nothing left says what was signed
-
-    assert [owed.message_id for owed in inbox.unacknowledged(10)] == [kept.message_id]
-    sender = _Sender()
-    # One row a round: the older, unacknowledgeable one would take the only place.
-    taken = _acknowledge_once(
-        inbox, migrated_engine, pki.own.receipts, sender, batch_size=1, now=pki.now
-    )
-
-    assert taken is True
-    assert [receipt.message_id for receipt in sender.taken] == [kept.message_id]
-    verify_receipt(
-        sender.taken[0],
-        receiver_bundle=pki.own.bundle,
-        expected_message_id=kept.message_id,
-        expected_request_digest=envelope_digest(kept),
-        now=pki.now,
-    )
-    assert inbox.unacknowledged(10) == []
-
-
-def test_a_row_whose_receipt_cannot_be_made_is_skipped_and_the_others_are_acknowledged(
-    tmp_path: Path, migrated_engine: Engine, clock: FakeClock
-) -> None:
-    pki = make_pki(tmp_path)
-    inbox = Inbox(migrated_engine, clock=clock)
-    broken, kept = pki.envelope(), pki.envelope()
-    unreadable = _inbound(broken, None)  # no kept digest, and an envelope that does not parse
-    with within(migrated_engine) as conn:
-        inbox.accept_once_within(
-            conn,
-            InboundMessage(
-                message_id=unreadable.message_id,
-                sender_state=unreadable.sender_state,
-                agreement_id=unreadable.agreement_id,
-                exchange_type=unreadable.exchange_type,
-                envelope=b"\xff\xff\xff",
-                request_digest=None,
-            ),
-        )
-    clock.advance(1)
-    with within(migrated_engine) as conn:
-        inbox.accept_once_within(conn, _inbound(kept, envelope_digest(kept)))
-    for envelope in (broken, kept):
-        with within(migrated_engine) as conn:
-            inbox.mark_handed_over_within(conn, envelope.message_id, applied=True)
-
-    sender = _Sender()
-    taken = _acknowledge_once(
-        inbox,
-        migrated_engine,
-        pki.own.receipts,
-        sender,
-        batch_size=10,
-        now=pki.now,
-        inbox_clock=clock,
-    )
-
-    assert taken is True
-    assert [receipt.message_id for receipt in sender.taken] == [kept.message_id]
-    # The broken one is still owed, tried again after the backoff; it was not marked as sent.
-    entry = inbox.get(broken.message_id)
-    assert entry is not None and not entry.ack_sent and entry.dead_reason is None
-    assert entry.attempts == 1
-    clock.advance(DeliverySection().backoff_max_seconds * 2)
-    assert [owed.message_id for owed in inbox.unacknowledged(10)] == [broken.message_id]
