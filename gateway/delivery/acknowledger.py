@@ -28,7 +28,7 @@ from gateway.delivery.batches import chunks
 from gateway.delivery.inbound_retry import Failure, InboundFailures
 from gateway.delivery.outages import DependencyWatch
 from gateway.delivery.partners import PartnerChannels
-from gateway.envelope import ReceiptSigner, envelope_digest
+from gateway.envelope import ReceiptSigner
 from gateway.errors import (
     PartnerRefused,
     PartnerUnavailable,
@@ -101,14 +101,9 @@ class Acknowledger:
     def _receipt(self, owed: OwedAcknowledgement) -> envelope_pb2.Receipt:
         """The registry's decision on ``owed``'s message, signed for its sender."""
         applied = owed.registry_outcome == "applied"
-        digest = owed.request_digest
-        if digest is None:  # stored before digests were kept: recomputed from the envelope
-            if owed.envelope is None:
-                raise ValueError("the message's payload is purged and no digest was kept")
-            digest = envelope_digest(envelope_pb2.Envelope.FromString(owed.envelope))
         return self._signer.sign_receipt(
             message_id=owed.message_id,
-            request_digest=digest,
+            request_digest=owed.request_digest,
             outcome=(
                 envelope_pb2.RECEIPT_OUTCOME_APPLIED
                 if applied
