@@ -237,27 +237,37 @@ def _age_unknown(
 
     The sender holds the whole record, so a missing date is unknown there. A receiver
     reads a missing date as unknown only where the ordinary rules would have let its
-    year cross: where they keep it back, the sender alone could decide.
+    year cross, and a person without a role as possibly concerned only where they would
+    have let the role cross: where they keep either back, the sender alone could decide.
     """
     ordinary = exchange.tree("standard", category)
     for concerned in exchange.concerned_steps:
-        if received and not _keeps_year(ordinary, concerned.node + concerned.birth_date):
+        if received and not _keeps(ordinary, (*concerned.node, *concerned.birth_date, _YEAR)):
             continue
         person = concerned.person
+        role_crosses = person.role_key is None or _keeps(
+            ordinary, (*concerned.node, (person.role_key, False))
+        )
         for node in _values_at(payload, concerned.node):
             if not isinstance(node, Mapping):
                 continue  # the walk refuses it as off the schema
             role = node.get(person.role_key) if person.role_key is not None else None
             if role is not None and role not in person.roles:
                 continue
+            if role is None and received and not role_crosses:
+                continue
             if next(_values_at(node, concerned.birth_date), None) is None:
                 return True
     return False
 
 
-def _keeps_year(tree: BranchRule | None, steps: tuple[Step, ...]) -> bool:
+_YEAR: Step = ("year", False)
+
+
+def _keeps(tree: BranchRule | None, steps: tuple[Step, ...]) -> bool:
+    """Whether ``tree`` lets the value at ``steps`` cross as it is."""
     node: BranchRule | LeafRule | None = tree
-    for key, _repeated in (*steps, ("year", False)):
+    for key, _repeated in steps:
         node = node.children.get(key) if isinstance(node, BranchRule) else None
     return isinstance(node, LeafRule) and node.op is Op.KEEP
 

@@ -252,7 +252,8 @@ def _date_part_kept(by_path: Mapping[str, str], birth_date: str, part: str) -> b
         return False
     action = by_path[candidate]
     if candidate.endswith(f".{part}"):
-        return action == "allow"
+        # A rule on the part itself: only denying or hashing it keeps it from being read.
+        return action not in ("deny", "hash")
     return part in _DATE_PARTS_KEPT.get(action, frozenset())
 
 

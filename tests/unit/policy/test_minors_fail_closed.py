@@ -149,6 +149,38 @@ def test_a_party_whose_role_did_not_cross_counts_as_a_person_concerned() -> None
     assert_strict(civil(record("death", party(None, None)), "death"))
 
 
+def test_a_receiver_without_the_role_leaves_the_decision_to_the_sender_who_saw_it() -> None:
+    # The ordinary rules keep the role back: the receiver cannot tell a declarant of
+    # unknown age (ordinary rules, the sender's reading) from a subject of unknown age.
+    fields = {k: v for k, v in CIVIL_FIELDS.items() if k != "parties[].role"}
+    minor_fields = {k: v for k, v in CIVIL_MINOR_FIELDS.items() if k != "parties[].role"}
+    rules: dict[str, Any] = {
+        "purposes": ["registry_update"],
+        "kinds": ["death"],
+        "fields": fields,
+        "minors": {"fields": minor_fields},
+    }
+    policy = _policy("civil_record", rules)
+    sent = civil(
+        record("death", party("SUBJECT", ADULT), party("DECLARANT", None)), "death", policy
+    )
+    assert_ordinary(sent)
+    assert all("role" not in p for p in sent.payload["parties"])
+    received = evaluate(
+        policy,
+        exchange_type="civil_record",
+        purpose="registry_update",
+        kind="death",
+        payload=sent.payload,
+        legal_basis=LegalBasisFlags(),
+        today=TODAY,
+        hash_key=KEY,
+        strict_receiver=True,
+    )
+    assert received.applied_rule_set == "standard"
+    assert received.payload == sent.payload
+
+
 def test_parents_and_declarants_of_unknown_age_do_not_make_the_record_a_minors() -> None:
     declared = record("death", party("SUBJECT", ADULT), party("DECLARANT", None))
     assert_ordinary(civil(declared, "death"))
@@ -249,6 +281,10 @@ def test_year_beyond_the_schemas_integer_range_is_refused(year: int) -> None:
         {
             "parties[].person.date_of_birth": "allow",
             "parties[].person.date_of_birth.year": "deny",
+        },
+        {
+            "parties[].person.date_of_birth": "deny",
+            "parties[].person.date_of_birth.month": {"generalize": "month"},
         },
     ],
 )
