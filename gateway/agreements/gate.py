@@ -150,7 +150,7 @@ class AgreementGate:
         hash_keys_dir: Path,
     ) -> None:
         self.registry = registry
-        self._lifecycle = lifecycle
+        self.lifecycle = lifecycle
         self._quota = quota
         self._own_state = own_state
         self._hash_keys_dir = hash_keys_dir
@@ -179,7 +179,7 @@ class AgreementGate:
     def in_force(self, agreement_id: str, partner_state: str) -> AgreementInForce:
         """The agreement, or :class:`AgreementRejected` with the reason it may not be used."""
         agreement = self.prepare(agreement_id, partner_state)
-        _refuse_ended(agreement, self._lifecycle.status_of(agreement.id, agreement.version))
+        _refuse_ended(agreement, self.lifecycle.status_of(agreement.id, agreement.version))
         return agreement
 
     def prepare(self, agreement_id: str, partner_state: str) -> AgreementInForce:
@@ -235,7 +235,7 @@ class AgreementGate:
     def confirm_within(self, conn: Connection, agreement: AgreementInForce) -> None:
         """The lifecycle stage of :meth:`prepare`, in the caller's write transaction."""
         _refuse_ended(
-            agreement, self._lifecycle.status_within(conn, agreement.id, agreement.version)
+            agreement, self.lifecycle.status_within(conn, agreement.id, agreement.version)
         )
 
     def commit_exchange(

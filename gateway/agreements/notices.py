@@ -20,23 +20,20 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from gateway.agreements.hash_key import Mismatch
-from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
+from gateway.agreements.registry import LoadedAgreement
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.recorder import AuditRecorder
-from gateway.envelope import EnvelopeHeader, EnvelopeSigner, VerifiedEnvelope, utc_millis
+from gateway.delivery.context import ExchangeContext
+from gateway.envelope import EnvelopeHeader, VerifiedEnvelope, utc_millis
 from gateway.errors import AgreementRejected, FieldViolation, NotFound, ValidationRejected
 from gateway.events import Event, emit
 from gateway.policy.rules import PolicySection
 from gateway.store.engine import write_transaction
-from gateway.store.inbox import Inbox
-from gateway.store.lifecycle import AgreementLifecycleStore
 from gateway.store.outbox import Outbox, OutboxItem
 from pouch.v1 import agreement_pb2, common_pb2
 
@@ -58,34 +55,26 @@ class NoticeOutcome:
 class AgreementNotices:
     def __init__(
         self,
-        *,
+        context: ExchangeContext,
         engine: Engine,
-        state: str,
-        registry: AgreementRegistry[PolicySection],
-        lifecycle: AgreementLifecycleStore,
         outbox: Outbox,
-        inbox: Inbox,
-        signer: EnvelopeSigner,
-        clock: Callable[[], datetime],
-        delivery_deadline: timedelta,
-        audit: AuditRecorder,
-        also_purge: Sequence[Callable[[str], int]] = (),
-        fingerprint_of: Callable[[LoadedAgreement[PolicySection]], str | None] = lambda _: None,
+        purge: Callable[[str], int],
     ) -> None:
-        """``fingerprint_of`` is our hashing-key fingerprint for an agreement, ``None``
-        without a key (then notices carry none, and those received are not compared)."""
+        """``purge`` drops every payload stored under a terminated agreement
+        (:meth:`~gateway.store.retention.RetentionPurger.purge_agreement`). Notices carry
+        our hashing-key fingerprint of the agreement, none without a key (then those
+        received are not compared)."""
         self._engine = engine
-        self._fingerprint_of = fingerprint_of
-        self._audit = audit
-        self._also_purge = tuple(also_purge)
-        self._state = state
-        self._registry = registry
-        self._lifecycle = lifecycle
+        self._fingerprint_of = context.gate.fingerprint_of
+        self._audit = context.audit
+        self._purge = purge
+        self._state = context.state
+        self._registry = context.gate.registry
+        self._lifecycle = context.gate.lifecycle
         self._outbox = outbox
-        self._inbox = inbox
-        self._signer = signer
-        self._clock = clock
-        self._deadline = delivery_deadline
+        self._signer = context.signer
+        self._clock = context.clock
+        self._deadline = context.delivery_deadline
 
     def _ours(self, agreement_id: str) -> LoadedAgreement[PolicySection]:
         loaded = self._registry.get(agreement_id)
@@ -142,13 +131,6 @@ class AgreementNotices:
             by="own" if by_state == self._state else "partner",
         )
         return purged + self._purge(loaded.id) if terminated else 0
-
-    def _purge(self, agreement_id: str) -> int:
-        purged = self._outbox.purge_payloads(agreement_id) + self._inbox.purge_payloads(
-            agreement_id
-        )
-        # Other stores holding payloads under the agreement (representation cases).
-        return purged + sum(purge(agreement_id) for purge in self._also_purge)
 
     def declare(
         self, agreement_id: str, action: int, reason_code: str, *, principal: str

@@ -24,6 +24,7 @@ from datetime import datetime
 import grpc
 import grpc.aio
 
+from gateway.config import DeliverySection
 from gateway.delivery.batches import chunks
 from gateway.delivery.inbound_retry import Failure, InboundFailures
 from gateway.delivery.outages import DependencyWatch
@@ -37,8 +38,7 @@ from gateway.errors import (
     from_status,
 )
 from gateway.events import Event, emit
-from gateway.store.group_commit import GroupCommit
-from gateway.store.inbox import Inbox, OwedAcknowledgement
+from gateway.store.inbox import OwedAcknowledgement
 from pouch.v1 import envelope_pb2, peer_pb2
 
 _Signed = tuple[OwedAcknowledgement, envelope_pb2.Receipt]
@@ -47,23 +47,21 @@ _Signed = tuple[OwedAcknowledgement, envelope_pb2.Receipt]
 class Acknowledger:
     def __init__(
         self,
-        *,
-        inbox: Inbox,
-        signer: ReceiptSigner,
-        partners: PartnerChannels,
-        clock: Callable[[], datetime],
-        batch_size: int,
-        call_timeout_s: float,
-        group: GroupCommit,
         failures: InboundFailures,
+        receipts: ReceiptSigner,
+        partners: PartnerChannels,
+        delivery: DeliverySection,
+        clock: Callable[[], datetime],
     ) -> None:
-        self._group = group
-        self._inbox = inbox
-        self._signer = signer
+        """Owed acknowledgements are read from, and settled in, ``failures``' inbox,
+        through its group committer; ``delivery`` gives the batch size and call timeout."""
+        self._group = failures.group
+        self._inbox = failures.inbox
+        self._signer = receipts
         self._partners = partners
         self._clock = clock
-        self._batch = batch_size
-        self._timeout = call_timeout_s
+        self._batch = delivery.batch_size
+        self._timeout = delivery.call_timeout_seconds
         self._failures = failures
         self._watches: dict[str, DependencyWatch] = {}
 

@@ -41,8 +41,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import random
-from collections.abc import Callable, Iterable, Mapping
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -51,17 +53,14 @@ import grpc
 import grpc.aio
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.recorder import AuditRecorder
-from gateway.config import DeliverySection
 from gateway.delivery.backoff import delivery_backoff
 from gateway.delivery.batches import chunks
+from gateway.delivery.context import ExchangeContext
 from gateway.delivery.outages import DependencyWatch
 from gateway.delivery.partners import PartnerChannels
 from gateway.delivery.polling import pause
 from gateway.envelope import (
-    EnvelopeSigner,
     header_from_envelope,
     utc_millis,
     verify_receipt,
@@ -77,9 +76,6 @@ from gateway.errors import (
     unexpected_summary,
 )
 from gateway.events import Event, emit
-from gateway.metrics import GatewayMetrics
-from gateway.pki.bundle import TrustBundle
-from gateway.store.group_commit import GroupCommit
 from gateway.store.outbox import Outbox, OutboxMessage
 from pouch.v1 import envelope_pb2, peer_pb2
 
@@ -132,35 +128,26 @@ class Dispatcher:
 
     def __init__(
         self,
-        *,
-        worker_id: str,
+        context: ExchangeContext,
         outbox: Outbox,
-        gate: AgreementGate,
-        signer: EnvelopeSigner,
         partners: PartnerChannels,
-        bundles: Mapping[str, TrustBundle],
-        settings: DeliverySection,
-        metrics: GatewayMetrics,
-        clock: Callable[[], datetime],
-        audit: AuditRecorder,
-        group: GroupCommit,
-        rng: random.Random | None = None,
         confirmation: AgreementConfirmation | None = None,
     ) -> None:
         self._confirmation = confirmation
-        self._audit = audit
-        self._group = group
-        self._worker = worker_id
+        self._audit = context.audit
+        self._group = context.group
+        # One id per dispatcher: a lease names the worker that holds it.
+        self._worker = f"{context.state}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._outbox = outbox
-        self._gate = gate
-        self._signer = signer
+        self._gate = context.gate
+        self._signer = context.signer
         self._partners = partners
-        self._bundles = dict(bundles)
-        self._settings = settings
-        self._metrics = metrics
-        self._clock = clock
-        self._rng = rng or random.SystemRandom()
-        self._backoff = delivery_backoff(settings)
+        self._bundles = partners.bundles
+        self._settings = context.delivery
+        self._metrics = context.metrics
+        self._clock = context.clock
+        self._rng = random.SystemRandom()
+        self._backoff = delivery_backoff(context.delivery)
         self._watches: dict[str, DependencyWatch] = {}
         self.wake = asyncio.Event()
 

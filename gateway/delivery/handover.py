@@ -20,8 +20,7 @@ partner's signing key and the digest of what was delivered, and records it once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 
 from google.protobuf.json_format import ParseDict, ParseError
 from sqlalchemy import Connection
@@ -33,16 +32,16 @@ from adapters.base import (
     RegistryUnavailable,
 )
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.acknowledger import Acknowledger
+from gateway.delivery.context import ExchangeContext
 from gateway.delivery.inbound_retry import Failure, InboundFailures
 from gateway.delivery.outages import DependencyWatch
 from gateway.envelope import verify_receipt
+from gateway.envelope.payload import decode_payload
 from gateway.errors import NotFound, PouchError, StorageUnavailable
 from gateway.events import Event, emit
-from gateway.exchanges.payload import decode_payload
 from gateway.pki.bundle import TrustBundle
-from gateway.store.group_commit import GroupCommit, WriteUnit
+from gateway.store.group_commit import WriteUnit
 from gateway.store.inbox import Inbox, InboxEntry
 from gateway.store.outbox import Outbox
 from pouch.v1 import civil_pb2, envelope_pb2
@@ -63,19 +62,16 @@ class RegistryHandover:
 
     def __init__(
         self,
-        *,
+        context: ExchangeContext,
         inbox: Inbox,
         adapter: RegistryAdapter,
-        batch_size: int,
-        audit: AuditRecorder,
-        group: GroupCommit,
         failures: InboundFailures,
     ) -> None:
-        self._audit = audit
+        self._batch = context.delivery.batch_size
+        self._audit = context.audit
         self._inbox = inbox
         self._adapter = adapter
-        self._batch = batch_size
-        self._group = group
+        self._group = context.group
         self._failures = failures
         self.watch = DependencyWatch("registry", activity="handover")
 
@@ -202,18 +198,15 @@ class OutcomeRecorder:
 
     def __init__(
         self,
-        *,
+        context: ExchangeContext,
         outbox: Outbox,
         bundles: Mapping[str, TrustBundle],
-        clock: Callable[[], datetime],
-        audit: AuditRecorder,
-        group: GroupCommit,
     ) -> None:
-        self._audit = audit
-        self._group = group
+        self._audit = context.audit
+        self._group = context.group
         self._outbox = outbox
         self._bundles = dict(bundles)
-        self._clock = clock
+        self._clock = context.clock
 
     async def acknowledge(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
         """Verify the partner's decision on the event loop; record it in one unit."""

@@ -87,9 +87,9 @@ class InboundFailures:
     """Records failed tries of received messages' stages."""
 
     def __init__(self, *, inbox: Inbox, policy: RetryPolicy, group: GroupCommit) -> None:
-        self._inbox = inbox
+        self.inbox = inbox
         self._policy = policy
-        self._group = group
+        self.group = group
 
     async def record(self, failures: Sequence[Failure]) -> int:
         """Schedule or give up each; returns how many were given up."""
@@ -109,9 +109,9 @@ class InboundFailures:
                 else self._policy.next_attempt(attempts, message.received_at)
             )
             if when is None:
-                self._inbox.mark_dead_within(conn, message.message_id, reason=dead_reason)
+                self.inbox.mark_dead_within(conn, message.message_id, reason=dead_reason)
             else:
-                self._inbox.schedule_retry_within(
+                self.inbox.schedule_retry_within(
                     conn, message.message_id, attempts=attempts, next_attempt_at=when
                 )
             return when
@@ -119,7 +119,7 @@ class InboundFailures:
         dead_reason = (
             failure.reason if failure.permanent else f"DEADLINE_PASSED_AFTER_{failure.reason}"
         )
-        when = await self._group.write(store)
+        when = await self.group.write(store)
         emit(
             Event.RETRY_SCHEDULED if when is not None else Event.DEAD_LETTERED,
             message_id=message.message_id,

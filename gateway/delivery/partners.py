@@ -16,16 +16,23 @@ import grpc.aio
 
 from gateway.connect import ClientIdentity, secure_channel
 from gateway.delivery.batches import SEND_SINGLY
+from gateway.pki.bundle import TrustBundle
+from gateway.pki.crl import CrlWatcher
+from gateway.pki.keys import certificate_pem
 from pouch.v1 import peer_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PartnerEndpoint:
+class Partner:
+    """A partner state as this gateway holds it at run time: its pinned trust bundle,
+    the address of its peer API, and its revocation list (``None``: none configured)."""
+
     state: str
-    target: str
-    ca_pem: bytes
+    bundle: TrustBundle
+    endpoint: str
+    crl: CrlWatcher | None = None
 
 
 class PartnerChannels:
@@ -33,12 +40,12 @@ class PartnerChannels:
 
     def __init__(
         self,
-        endpoints: Mapping[str, PartnerEndpoint],
+        partners: Mapping[str, Partner],
         *,
         certificate_chain: bytes,
         private_key: bytes,
     ) -> None:
-        self._endpoints = dict(endpoints)
+        self._partners = dict(partners)
         self._chain = certificate_chain
         self._key = private_key
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -48,16 +55,27 @@ class PartnerChannels:
     def peer(self, state: str) -> peer_pb2_grpc.PeerServiceAsyncStub:
         stub = self._stubs.get(state)
         if stub is None:
-            endpoint = self._endpoints.get(state)
-            if endpoint is None:
+            partner = self._partners.get(state)
+            if partner is None:
                 raise KeyError(f"no peer endpoint configured for {state}")
             identity = ClientIdentity(
-                trusted_ca=endpoint.ca_pem, certificate_chain=self._chain, private_key=self._key
+                trusted_ca=certificate_pem(partner.bundle.ca_certificate),
+                certificate_chain=self._chain,
+                private_key=self._key,
             )
-            channel = secure_channel(endpoint.target, identity)
+            channel = secure_channel(partner.endpoint, identity)
             self._channels[state] = channel
             stub = self._stubs[state] = peer_pb2_grpc.PeerServiceStub(channel)
         return stub
+
+    def bundle(self, state: str) -> TrustBundle:
+        """``state``'s pinned trust bundle; KeyError for a state that is no partner."""
+        return self._partners[state].bundle
+
+    @property
+    def bundles(self) -> dict[str, TrustBundle]:
+        """Each partner's pinned trust bundle, by state."""
+        return {state: p.bundle for state, p in self._partners.items()}
 
     def takes_batches(self, state: str) -> bool:
         """Whether ``state``'s gateway is sent batch calls (until it shows it has none)."""

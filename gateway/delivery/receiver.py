@@ -5,14 +5,16 @@
     hash key  -> the same key        (the fingerprint the sender stated for the agreement
                                       equals ours, else HASH_KEY_MISMATCH, and the
                                       agreement leaves force on both sides)
+    (then, by exchange type, in the stage that knows it:)
     agreement -> AgreementInForce    (signed by both, and the same text: digest pinned)
-    payload   -> strict JSON         (gateway.exchanges.payload: no duplicate keys, NaN,
+    payload   -> strict JSON         (gateway.envelope.payload: no duplicate keys, NaN,
                                       lone surrogates, unsafe integers or deep nesting)
     policy    -> MinimisedPayload    (re-evaluated: a field we should not hold is refused)
     fields    -> the sender's rules  (what the payload carries holds to the rules the
                                       sender's local API applies: real dates, plausible
                                       years, string and list limits)
-    (a representation case's message takes the same stages in
+    (a civil-record update in :class:`~gateway.exchanges.civil_inbound.CivilInbound`; a
+    representation case's message in
     :class:`~gateway.exchanges.representation_inbound.CaseInbound`, which also applies
     it to our copy of the case in the transaction that stores it)
     inbox     -> stored exactly once (atomic on the message id), in one group-committed
@@ -32,26 +34,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate, ExchangeUnit
 from gateway.agreements.notices import AgreementNotices
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.agreement_confirmation import AgreementConfirmation
+from gateway.delivery.context import ExchangeContext
 from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
+from gateway.envelope.names import exchange_name
 from gateway.errors import PouchError, Rejected, ReplayRejected
 from gateway.events import Event, emit
-from gateway.exchanges.civil_validation import validate_received_update
-from gateway.exchanges.names import exchange_name
-from gateway.exchanges.payload import decode_payload
-from gateway.exchanges.representation_inbound import CaseInbound
-from gateway.policy.catalogue import kind_name
-from gateway.policy.evaluate import LegalBasisFlags, evaluate
-from gateway.store.group_commit import GroupCommit, WriteUnit
-from gateway.store.inbox import InboundMessage, Inbox
+from gateway.store.group_commit import WriteUnit
+from gateway.store.inbox import Inbox
 from pouch.v1 import common_pb2, envelope_pb2
 
 
@@ -63,38 +60,69 @@ def _payload_hash(envelope_bytes: bytes) -> bytes:
     return hashlib.sha256(envelope_pb2.Envelope.FromString(envelope_bytes).payload).digest()
 
 
+class CivilMessages(Protocol):
+    """Takes a partner's verified civil-record update (see ``exchanges.civil_inbound``)."""
+
+    def admit(
+        self,
+        peer_state: str,
+        verified: VerifiedEnvelope,
+        envelope: bytes,
+        *,
+        received: Callable[[Connection, bool], None],
+    ) -> WriteUnit[bool]: ...
+
+
+class CaseMessages(Protocol):
+    """Takes a partner's verified case message (see ``exchanges.representation_inbound``)."""
+
+    def receive(
+        self,
+        peer_state: str,
+        verified: VerifiedEnvelope,
+        envelope: bytes,
+        *,
+        received: Callable[[Connection, bool], None] | None = None,
+    ) -> bool: ...
+
+
+@dataclass(frozen=True)
+class InboundRoutes:
+    """Where a partner's verified message goes besides the inbox: its agreement notices,
+    its case messages (``None``: this gateway takes none), the hashing-key confirmation,
+    and ``arrived``, called on the event loop once an update is newly stored or a case
+    message taken, so the loop that hands them on need not wait for its next poll."""
+
+    notices: AgreementNotices
+    civil: CivilMessages
+    cases: CaseMessages | None = None
+    confirmation: AgreementConfirmation | None = None
+    arrived: Callable[[], object] = lambda: None
+
+
 class InboundReceiver:
     """The peer listener's ``Deliver``: from a partner's envelope to our signed receipt."""
 
     def __init__(
         self,
-        *,
+        context: ExchangeContext,
         verifier: EnvelopeVerifier,
-        gate: AgreementGate,
-        notices: AgreementNotices,
+        receipts: ReceiptSigner,
         inbox: Inbox,
-        signer: ReceiptSigner,
-        clock: Callable[[], datetime],
-        audit: AuditRecorder,
-        group: GroupCommit,
-        cases: CaseInbound | None = None,
-        arrived: Callable[[], object] = lambda: None,
-        confirmation: AgreementConfirmation | None = None,
+        routes: InboundRoutes,
     ) -> None:
-        """``arrived`` is called on the event loop once a civil-record update is newly
-        stored or a case message taken: the loop that hands them on need not wait for
-        its next poll."""
-        self._arrived = arrived
-        self.confirmation = confirmation
-        self._audit = audit
-        self._group = group
-        self._cases = cases
+        self._arrived = routes.arrived
+        self.confirmation = routes.confirmation
+        self._audit = context.audit
+        self._group = context.group
+        self._cases = routes.cases
+        self._civil = routes.civil
         self._verifier = verifier
-        self._gate = gate
-        self._notices = notices
+        self._gate = context.gate
+        self._notices = routes.notices
         self._inbox = inbox
-        self._signer = signer
-        self._clock = clock
+        self._signer = receipts
+        self._clock = context.clock
 
     async def receive(
         self,
@@ -167,7 +195,13 @@ class InboundReceiver:
             return receipt
         if header.exchange_type != common_pb2.EXCHANGE_TYPE_CIVIL_RECORD:
             raise UnsupportedExchange("this exchange type is not delivered through Deliver")
-        store = self._admit_civil(peer_state, verified, envelope)
+
+        def received(conn: Connection, stored: bool) -> None:
+            self._audit_received(verified, "civil_record", peer_state, stored, conn)
+
+        store = self._civil.admit(
+            peer_state, verified, envelope.SerializeToString(), received=received
+        )
         if await self._group.write(store):
             self._delivered(peer_state, verified, "civil_record")
             self._arrived()
@@ -186,52 +220,6 @@ class InboundReceiver:
             peer_state, verified, envelope.SerializeToString(), received=received
         )
         return self._receipted(verified, envelope, stored)
-
-    def _admit_civil(
-        self, peer_state: str, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope
-    ) -> WriteUnit[bool]:
-        """The agreement and policy stages of a civil-record update; the unit storing it."""
-        header = verified.header
-        agreement = self._gate.prepare(header.agreement_id, peer_state)
-        agreement.require_digest(header.agreement_version, header.agreement_digest)
-        tree = decode_payload(verified.payload)
-        kind = kind_name("civil_record", tree.get("event_type", "")) or ""
-        minimised = evaluate(
-            agreement.inbound,
-            exchange_type="civil_record",
-            purpose=header.purpose,
-            kind=kind,
-            payload=tree,
-            legal_basis=LegalBasisFlags(),
-            today=self._clock().date(),
-            hash_key=agreement.hash_key,
-            strict_receiver=True,
-        )
-        validate_received_update(minimised.payload, today=self._clock().date())
-        message = InboundMessage(
-            message_id=header.message_id,
-            sender_state=peer_state,
-            agreement_id=agreement.id,
-            exchange_type="civil_record",
-            envelope=envelope.SerializeToString(),
-            kind=minimised.kind,
-            purpose=minimised.purpose,
-            request_digest=verified.digest,
-        )
-
-        def store(conn: Connection) -> bool:
-            # Inbox row, quota and evidence commit together, and only while the agreement
-            # is in force; a duplicate takes no quota.
-            return self._gate.commit_exchange(
-                conn,
-                ExchangeUnit(agreement, minimised, "civil-record updates"),
-                record=lambda: self._inbox.accept_once_within(conn, message),
-                evidence=lambda stored: self._audit_received(
-                    verified, "civil_record", peer_state, stored, conn
-                ),
-            )
-
-        return store
 
     def _audit_received(
         self,

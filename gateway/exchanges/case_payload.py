@@ -1,6 +1,6 @@
 """What one representation-case message carries: strict case metadata, governed content.
 
-The envelope payload is RFC 8785 JSON (:mod:`gateway.exchanges.payload`) of::
+The envelope payload is RFC 8785 JSON (:mod:`gateway.envelope.payload`) of::
 
     {"case": {...metadata...}, "content": {...}}
 
@@ -28,9 +28,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from gateway.envelope.payload import decode_payload, encode_payload
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.exchanges.iso4217 import is_currency_code
-from gateway.exchanges.payload import decode_payload, encode_payload
 from gateway.store.tables import CaseStatus
 
 CaseAction = Literal["open", "transition", "note", "claim_costs", "acknowledge_costs"]

@@ -24,23 +24,21 @@ update queued before its agreement ended), so a retried call never sends twice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate, ExchangeUnit
-from gateway.audit.recorder import AuditRecorder
+from gateway.agreements.gate import ExchangeUnit
 from gateway.audit.refusals import RefusalContext, audit_refusals
-from gateway.envelope import EnvelopeSigner
+from gateway.delivery.context import ExchangeContext
+from gateway.envelope.payload import encode_payload
 from gateway.errors import Rejected
 from gateway.events import REQUEST_ID, Event, emit
 from gateway.exchanges.civil_validation import ValidCivilSubmission, validate_submission
-from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import civil_record_payload
 from gateway.policy.evaluate import evaluate
-from gateway.store.group_commit import GroupCommit, WriteUnit
+from gateway.store.group_commit import WriteUnit
 from gateway.store.outbox import Outbox, OutboxItem
 from gateway.trust.principal import Principal
 from pouch.v1 import civil_pb2, common_pb2
@@ -61,24 +59,17 @@ class CivilRecordSender:
 
     def __init__(
         self,
-        *,
-        state: str,
-        gate: AgreementGate,
-        signer: EnvelopeSigner,
+        context: ExchangeContext,
         outbox: Outbox,
-        clock: Callable[[], datetime],
-        delivery_deadline: timedelta,
-        audit: AuditRecorder,
-        group: GroupCommit,
     ) -> None:
-        self._audit = audit
-        self._group = group
-        self._state = state
-        self._gate = gate
-        self._signer = signer
+        self._deadline = context.delivery_deadline
+        self._audit = context.audit
+        self._group = context.group
+        self._state = context.state
+        self._gate = context.gate
+        self._signer = context.signer
         self._outbox = outbox
-        self._clock = clock
-        self._deadline = delivery_deadline
+        self._clock = context.clock
 
     async def submit(
         self, principal: Principal, request: civil_pb2.SubmitUpdateRequest

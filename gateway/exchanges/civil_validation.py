@@ -39,9 +39,9 @@ from typing import Any, TypeAlias, TypeVar
 from google.protobuf.json_format import ParseDict, ParseError
 from google.protobuf.message import Message
 
+from gateway.envelope.payload import MALFORMED
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.exchanges.iso3166 import is_state_code
-from gateway.exchanges.payload import MALFORMED
 from gateway.policy.evaluate import LegalBasisFlags as PolicyLegalBasis
 from pouch.v1 import civil_pb2, common_pb2
 

@@ -18,7 +18,6 @@ never a guess; a partner that refuses is reported with its reason code.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Protocol
@@ -27,15 +26,15 @@ import grpc
 import grpc.aio
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate, AgreementInForce, ExchangeUnit
+from gateway.agreements.gate import AgreementInForce, ExchangeUnit
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.recorder import AuditRecorder
 from gateway.audit.refusals import RefusalContext, audit_refusals
+from gateway.delivery.context import ExchangeContext
 from gateway.delivery.partners import PartnerChannels
 from gateway.envelope import (
-    EnvelopeSigner,
     EnvelopeVerifier,
 )
+from gateway.envelope.payload import encode_payload
 from gateway.errors import (
     DeadlineExceeded,
     NotFound,
@@ -54,10 +53,9 @@ from gateway.exchanges.identity_wire import (
     response_deadline_s,
 )
 from gateway.exchanges.name_matching import normalise_name
-from gateway.exchanges.payload import encode_payload
 from gateway.policy.catalogue import identity_payload
 from gateway.policy.evaluate import MinimisedPayload, evaluate
-from gateway.store.group_commit import GroupCommit, WriteUnit
+from gateway.store.group_commit import WriteUnit
 from gateway.store.identity_queries import IdentityQueries, IdentityQuery
 from gateway.trust.principal import Principal
 from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, peer_pb2
@@ -100,27 +98,21 @@ class IdentityRequester:
 
     def __init__(
         self,
-        *,
-        state: str,
-        gate: AgreementGate,
-        signer: EnvelopeSigner,
+        context: ExchangeContext,
         verifier: EnvelopeVerifier,
         queries: IdentityQueries,
-        group: GroupCommit,
         partners: PartnerChannels,
-        clock: Callable[[], datetime],
-        audit: AuditRecorder,
         cases: CaseLinks | None = None,
     ) -> None:
-        self._group = group
-        self._state = state
-        self._gate = gate
-        self._signer = signer
+        self._group = context.group
+        self._state = context.state
+        self._gate = context.gate
+        self._signer = context.signer
         self._verifier = verifier
         self._queries = queries
         self._partners = partners
-        self._clock = clock
-        self._audit = audit
+        self._clock = context.clock
+        self._audit = context.audit
         self._cases = cases
 
     async def confirm(

@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import Connection
 
 from adapters.base import IdentitySource, RegistryDeadlineExceeded
-from gateway.agreements.gate import AgreementGate, AgreementInForce, ExchangeUnit
+from gateway.agreements.gate import AgreementInForce, ExchangeUnit
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.recorder import AuditRecorder
-from gateway.envelope import EnvelopeHeader, EnvelopeSigner, EnvelopeVerifier, utc_millis
+from gateway.delivery.context import ExchangeContext
+from gateway.envelope import EnvelopeHeader, EnvelopeVerifier, utc_millis
+from gateway.envelope.payload import decode_payload
 from gateway.envelope.verify import VerifiedEnvelope
 from gateway.errors import FieldViolation, PouchError, Rejected, ValidationRejected
 from gateway.events import Event, emit
@@ -53,12 +53,11 @@ from gateway.exchanges.identity_wire import (
     response_deadline_s,
 )
 from gateway.exchanges.name_matching import NameComparison, normalise_name
-from gateway.exchanges.payload import decode_payload
 from gateway.policy.catalogue import catalogue_for, identity_payload, kind_name
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.evaluate import LegalBasisFlags, MinimisedPayload, evaluate, minimise_like
 from gateway.policy.transforms import is_hash_token
-from gateway.store.group_commit import GroupCommit, WriteUnit
+from gateway.store.group_commit import WriteUnit
 from gateway.store.identity_queries import IdentityQueries, IdentityQuery
 from pouch.v1 import common_pb2, envelope_pb2, identity_pb2, registry_pb2
 
@@ -117,26 +116,20 @@ class IdentityResponder:
 
     def __init__(
         self,
-        *,
-        state: str,
+        context: ExchangeContext,
         verifier: EnvelopeVerifier,
-        gate: AgreementGate,
         queries: IdentityQueries,
-        group: GroupCommit,
-        signer: EnvelopeSigner,
         registry: IdentitySource | None,
-        clock: Callable[[], datetime],
-        audit: AuditRecorder,
     ) -> None:
-        self._state = state
+        self._state = context.state
         self._verifier = verifier
-        self._gate = gate
+        self._gate = context.gate
         self._queries = queries
-        self._group = group
-        self._signer = signer
+        self._group = context.group
+        self._signer = context.signer
         self._registry = registry
-        self._clock = clock
-        self._audit = audit
+        self._clock = context.clock
+        self._audit = context.audit
 
     async def answer(
         self,

@@ -16,10 +16,10 @@ from __future__ import annotations
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 
 from gateway.agreements.gate import AgreementInForce
+from gateway.envelope.payload import decode_payload, encode_payload
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.exchanges.identity_match import COMPARED_FIELDS
 from gateway.exchanges.name_matching import NameComparison
-from gateway.exchanges.payload import decode_payload, encode_payload
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.rules import IdentityConfirmationRules
 from pouch.v1 import identity_pb2

@@ -22,17 +22,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate, AgreementInForce, ExchangeUnit
+from gateway.agreements.gate import AgreementInForce, ExchangeUnit
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.recorder import AuditRecorder
 from gateway.audit.refusals import RefusalContext, audit_refusals
-from gateway.envelope import EnvelopeSigner
+from gateway.delivery.context import ExchangeContext
 from gateway.errors import NotFound, PermissionRejected
 from gateway.events import REQUEST_ID, Event, emit
 from gateway.exchanges import case_machine
@@ -78,24 +77,18 @@ class RepresentationDesk:
 
     def __init__(
         self,
-        *,
-        state: str,
-        gate: AgreementGate,
-        signer: EnvelopeSigner,
+        context: ExchangeContext,
         outbox: Outbox,
         cases: CaseStore,
-        clock: Callable[[], datetime],
-        delivery_deadline: timedelta,
-        audit: AuditRecorder,
     ) -> None:
-        self._state = state
-        self._gate = gate
-        self._signer = signer
+        self._deadline = context.delivery_deadline
+        self._state = context.state
+        self._gate = context.gate
+        self._signer = context.signer
         self._outbox = outbox
         self._cases = cases
-        self._clock = clock
-        self._deadline = delivery_deadline
-        self._audit = audit
+        self._clock = context.clock
+        self._audit = context.audit
 
     # -- the actions (blocking: call them from a worker thread) ------------
 

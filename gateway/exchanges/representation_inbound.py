@@ -30,9 +30,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
-from gateway.agreements.gate import AgreementGate, AgreementInForce, ExchangeUnit
+from gateway.agreements.gate import AgreementInForce, ExchangeUnit
 from gateway.audit.entry import Decision, EventKind
-from gateway.audit.recorder import AuditRecorder
+from gateway.delivery.context import ExchangeContext
 from gateway.envelope import VerifiedEnvelope
 from gateway.errors import (
     FieldViolation,
@@ -72,20 +72,16 @@ class CaseInbound:
 
     def __init__(
         self,
-        *,
-        state: str,
-        gate: AgreementGate,
+        context: ExchangeContext,
         inbox: Inbox,
         cases: CaseStore,
-        clock: Callable[[], datetime],
-        audit: AuditRecorder,
     ) -> None:
-        self._state = state
-        self._gate = gate
+        self._state = context.state
+        self._gate = context.gate
         self._inbox = inbox
         self._cases = cases
-        self._clock = clock
-        self._audit = audit
+        self._clock = context.clock
+        self._audit = context.audit
 
     def receive(
         self,

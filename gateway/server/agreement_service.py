@@ -13,8 +13,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.agreements.notices import AgreementNotices
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
+from gateway.envelope.names import EXCHANGE_TYPES
 from gateway.errors import FieldViolation, NotFound, ValidationRejected
-from gateway.exchanges.names import EXCHANGE_TYPES
 from gateway.policy.rules import PolicySection
 from gateway.server.caller import current_principal
 from gateway.store.lifecycle import AgreementLifecycleStore

@@ -21,7 +21,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import Settings
+from gateway.delivery.partners import Partner
 from gateway.metrics import (
     BacklogCollector,
     CrlCollector,
@@ -39,7 +39,7 @@ from gateway.metrics import (
     MetricsEndpoint,
     StorageFaultCollector,
 )
-from gateway.pki.bundle import TrustBundle, load_trust_bundle
+from gateway.pki.bundle import load_trust_bundle
 from gateway.pki.crl import CrlOwner, CrlWatcher
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import (
@@ -54,7 +54,7 @@ from gateway.server.agreement_service import AgreementService
 from gateway.server.audit_service import AuditService
 from gateway.server.civil_service import CivilRecordService
 from gateway.server.conformance import GatewayHealth, enable_reflection
-from gateway.server.exchange_wiring import Exchanges, PartnerView
+from gateway.server.exchange_wiring import BackgroundLoops, ExchangeComponents, build_exchanges
 from gateway.server.guard import ListenerGuard
 from gateway.server.identity_service import IdentityService
 from gateway.server.local_api import GatewayInfoService, LocalAuthenticator
@@ -97,16 +97,6 @@ WRITE_SERVICES = (
     identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
 )
 """The health service names that go NOT_SERVING while a storage fault refuses writes."""
-
-
-@dataclass(frozen=True)
-class Partner:
-    """A partner state as pinned by this gateway."""
-
-    state: str
-    bundle: TrustBundle
-    endpoint: str
-    crl: CrlWatcher | None
 
 
 def _load_partners(settings: Settings, clock: Callable[[], datetime]) -> dict[str, Partner]:
@@ -178,21 +168,21 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.metrics.registry.register(CrlCollector(self.crl_watchers))
         self.engine = database_engine(settings)
-        self.exchanges: Exchanges | None = None
+        self.exchanges: ExchangeComponents | None = None
+        self._loops: BackgroundLoops | None = None
         if settings.agreements is not None:
             try:
                 own_bundle = load_trust_bundle(self.pki.bundle)
-                self.exchanges = Exchanges(
+                self.exchanges = build_exchanges(
                     settings,
                     engine=self.engine,
                     pki=self.pki,
                     own_bundle=own_bundle,
-                    partners={
-                        s: PartnerView(p.bundle, p.endpoint) for s, p in self.partners.items()
-                    },
+                    partners=self.partners,
                     metrics=self.metrics,
                     clock=clock,
                 )
+                self._loops = BackgroundLoops(self.exchanges, settings)
             except (OSError, ValueError) as e:
                 raise StartupError(f"agreements: cannot load: {e}") from e
             self.metrics.registry.register(
@@ -418,7 +408,8 @@ class Gateway:
         self._expiry_task = asyncio.create_task(self._refresh_expiry_forever())
         if self.exchanges is not None:
             await asyncio.to_thread(self.exchanges.record_start, self._certificates_in_use())
-            self.exchanges.start()
+            assert self._loops is not None
+            self._loops.start()
         await self._health.serving(self._local_services)
         if self.exchanges is not None:
             self._loop = asyncio.get_running_loop()
@@ -466,8 +457,8 @@ class Gateway:
                 await self._expiry_task
         servers = [s for s in (self._local, self._peer) if s is not None]
         await asyncio.gather(*(s.stop(grace) for s in servers))
-        if self.exchanges is not None:
-            await self.exchanges.stop()
+        if self._loops is not None:
+            await self._loops.stop()
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.close()
         self.engine.dispose()

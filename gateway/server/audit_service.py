@@ -21,8 +21,8 @@ from gateway.audit.bundle import iter_bundle
 from gateway.audit.checkpoints_store import CheckpointStore
 from gateway.audit.entry import EventKind
 from gateway.audit.log import AuditLog, AuditRecord
+from gateway.envelope.names import EXCHANGE_NAMES, EXCHANGE_TYPES
 from gateway.errors import FieldViolation, NotFound, PermissionRejected, ValidationRejected
-from gateway.exchanges.names import EXCHANGE_NAMES, EXCHANGE_TYPES
 from gateway.server import page_tokens
 from gateway.server.caller import current_principal
 from pouch.v1 import audit_pb2, audit_pb2_grpc, common_pb2

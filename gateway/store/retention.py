@@ -22,11 +22,12 @@ Every method blocks; the server runs the purger through ``asyncio.to_thread``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select, union
 
+from gateway.store.cases import CaseStore
 from gateway.store.engine import read_transaction
 from gateway.store.inbox import Inbox
 from gateway.store.outbox import Outbox
@@ -42,27 +43,53 @@ class PurgeReport:
     outbox_purged: Mapping[str, int]
     inbox_purged: Mapping[str, int]
     without_retention: tuple[str, ...]
+    cases_purged: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
-        return sum(self.outbox_purged.values()) + sum(self.inbox_purged.values())
+        return sum(
+            sum(purged.values())
+            for purged in (self.outbox_purged, self.inbox_purged, self.cases_purged)
+        )
+
+    def agreements(self) -> list[str]:
+        """The agreements under which anything was purged, in order."""
+        return sorted(
+            agreement_id
+            for agreement_id in {*self.outbox_purged, *self.inbox_purged, *self.cases_purged}
+            if self.outbox_purged.get(agreement_id)
+            or self.inbox_purged.get(agreement_id)
+            or self.cases_purged.get(agreement_id)
+        )
 
 
 class RetentionPurger:
-    """Purges the payloads of finished messages whose agreement's retention has passed."""
+    """Every purge of what crossed: the payloads of finished messages and cases whose
+    agreement's retention has passed, and all of an agreement's on its termination."""
 
     def __init__(
         self,
         engine: Engine,
         outbox: Outbox,
         inbox: Inbox,
+        cases: CaseStore | None = None,
         *,
         clock: Callable[[], datetime],
     ) -> None:
         self._engine = engine
         self._outbox = outbox
         self._inbox = inbox
+        self._cases = cases
         self._clock = clock
+
+    def purge_agreement(self, agreement_id: str) -> int:
+        """Drop every payload stored under ``agreement_id`` (it was terminated): the
+        outbox's and inbox's envelopes and the cases' contents; how many were dropped."""
+        purged = self._outbox.purge_payloads(agreement_id)
+        purged += self._inbox.purge_payloads(agreement_id)
+        if self._cases is not None:
+            purged += self._cases.purge_payloads(agreement_id)
+        return purged
 
     def purge_expired(self, retention_days_by_agreement: Mapping[str, int]) -> PurgeReport:
         """Purge what each agreement's retention (in days) no longer allows to keep."""
@@ -74,8 +101,13 @@ class RetentionPurger:
             raise ValueError("clock() must return a timezone-aware datetime")
         outbox_purged: dict[str, int] = {}
         inbox_purged: dict[str, int] = {}
+        cases_purged: dict[str, int] = {}
         for agreement_id, days in sorted(retention_days_by_agreement.items()):
             cutoff = now - timedelta(days=days)
+            if self._cases is not None:
+                cases_purged[agreement_id] = self._cases.purge_finished_payloads(
+                    agreement_id, updated_before=cutoff
+                )
             outbox_purged[agreement_id] = self._outbox.purge_finished_payloads(
                 agreement_id, created_before=cutoff
             )
@@ -87,6 +119,7 @@ class RetentionPurger:
             outbox_purged=outbox_purged,
             inbox_purged=inbox_purged,
             without_retention=tuple(sorted(stored - retention_days_by_agreement.keys())),
+            cases_purged=cases_purged,
         )
 
     def _agreements_holding_payloads(self) -> set[str]:

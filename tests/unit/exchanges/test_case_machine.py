@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gateway.envelope.payload import encode_payload
 from gateway.errors import ValidationRejected
 from gateway.exchanges.case_deadlines import step_deadline
 from gateway.exchanges.case_machine import (
@@ -17,7 +18,6 @@ from gateway.exchanges.case_machine import (
     check_transition,
 )
 from gateway.exchanges.case_payload import CaseMessage, decode_case_payload, encode_case_payload
-from gateway.exchanges.payload import encode_payload
 from gateway.policy.rules import RepresentationRules
 
 S, REQ, REP = CaseStatus, CaseRole.REQUESTING, CaseRole.REPRESENTING

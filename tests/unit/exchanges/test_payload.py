@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from gateway.envelope.payload import MAX_DEPTH, decode_payload, encode_payload
 from gateway.errors import ValidationRejected
-from gateway.exchanges.payload import MAX_DEPTH, decode_payload, encode_payload
 
 
 def _nested(levels: int, *, in_lists: bool, leaf: Any = "leaf") -> dict[str, Any]:

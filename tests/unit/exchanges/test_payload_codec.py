@@ -16,13 +16,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.errors import ValidationRejected
-from gateway.exchanges.payload import (
+from gateway.envelope.payload import (
     MAX_DEPTH,
     MAX_SAFE_INTEGER,
     decode_payload,
     encode_payload,
 )
+from gateway.errors import ValidationRejected
 from tests.fuzz_budget import examples
 
 BUDGET = settings(max_examples=examples(300))
