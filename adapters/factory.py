@@ -1,4 +1,5 @@
-"""The ``[registry]`` settings, one model per kind of adapter, and the one place adapters are built.
+"""The one place registry adapters are built, from their ``[registry]`` settings
+(:mod:`adapters.settings`).
 
 ``kind`` chooses the adapter; every other key belongs to that kind, and an unknown key
 is an error naming it. Paths are used as given: the configuration loader anchors
@@ -25,103 +26,20 @@ from __future__ import annotations
 import ssl
 import stat
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
-
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from adapters.base import RegistryAdapter
-from adapters.grpc_registry import LOOPBACK_HOSTS, GrpcRegistryAdapter, target_host
+from adapters.grpc_registry import GrpcRegistryAdapter
+from adapters.settings import (
+    AdapterSettings,
+    GrpcAdapterSettings,
+    SqlAdapterSettings,
+    WebhookAdapterSettings,
+)
 from adapters.spool import SpoolAdapter
 from adapters.sql_table import SqlTableAdapter
 from adapters.webhook import MIN_SECRET_BYTES, WebhookAdapter
 from gateway.connect import ClientIdentity
 from gateway.store.engine import create_engine, redact_url
-
-# TOML gives paths as strings; everything else must already have its type.
-FilePath = Annotated[Path, Field(strict=False)]
-Timeout = Annotated[float, Field(gt=0, le=300)]
-
-
-class _Kind(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class GrpcAdapterSettings(_Kind):
-    """Call the registry's ``RegistryService`` over mutual TLS."""
-
-    kind: Literal["grpc"]
-    target: str
-    tls_ca: FilePath | None = None
-    tls_cert: FilePath | None = None
-    tls_key: FilePath | None = None
-    # Plaintext, allowed only to 127.0.0.1 or localhost, and only when named here.
-    insecure_loopback: bool = False
-    timeout_seconds: Timeout = 10.0
-
-    @field_validator("target")
-    @classmethod
-    def _host_and_port(cls, value: str) -> str:
-        target_host(value)
-        return value
-
-    @model_validator(mode="after")
-    def _tls_or_loopback(self) -> GrpcAdapterSettings:
-        files = (self.tls_ca, self.tls_cert, self.tls_key)
-        if any(f is not None for f in files) and not all(f is not None for f in files):
-            raise ValueError("tls_ca, tls_cert and tls_key go together")
-        if self.insecure_loopback:
-            if self.tls_ca is not None:
-                raise ValueError("insecure_loopback excludes tls_ca, tls_cert and tls_key")
-            if target_host(self.target) not in LOOPBACK_HOSTS:
-                raise ValueError("insecure_loopback needs a target on 127.0.0.1 or localhost")
-        elif self.tls_ca is None:
-            raise ValueError("tls_ca, tls_cert and tls_key are required (mutual TLS)")
-        return self
-
-
-class WebhookAdapterSettings(_Kind):
-    """POST each update, signed with HMAC-SHA256 under the secret in ``secret_file``."""
-
-    kind: Literal["webhook"]
-    url: str
-    secret_file: FilePath
-    # Trust only this CA for the webhook's certificate, instead of the system's.
-    tls_ca: FilePath | None = None
-    timeout_seconds: Timeout = 10.0
-
-    @field_validator("url")
-    @classmethod
-    def _secure_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "https" and parts.hostname:
-            return value
-        if parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
-            return value
-        raise ValueError("must be an https:// URL (http:// only to 127.0.0.1 or localhost)")
-
-
-class SqlAdapterSettings(_Kind):
-    """Write updates into ``pouch_inbound_updates`` in the registry's database."""
-
-    kind: Literal["sql"]
-    database_url: str = Field(min_length=1)
-
-
-class SpoolAdapterSettings(_Kind):
-    """Drop one file per update into a directory the registry collects from."""
-
-    kind: Literal["spool"]
-    directory: FilePath
-
-
-AdapterSettings = Annotated[
-    GrpcAdapterSettings | WebhookAdapterSettings | SqlAdapterSettings | SpoolAdapterSettings,
-    Field(discriminator="kind"),
-]
-
-adapter_settings: TypeAdapter[AdapterSettings] = TypeAdapter(AdapterSettings)
-"""Validates a ``[registry]`` table on its own, e.g. ``adapter_settings.validate_python``."""
 
 
 def build_adapter(settings: AdapterSettings) -> RegistryAdapter:

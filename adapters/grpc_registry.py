@@ -21,7 +21,6 @@ left for the answer: a registry past it is :class:`RegistryDeadlineExceeded`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import grpc
@@ -34,14 +33,10 @@ from adapters.base import (
     RegistryOutcome,
     RegistryUnavailable,
 )
+from adapters.settings import LOOPBACK_HOSTS, target_host
 from gateway.connect import ClientIdentity, secure_channel
-from gateway.delivery.batches import SEND_SINGLY
-from gateway.errors import PartnerRefused, from_call
+from gateway.errors import SEND_SINGLY, PartnerRefused, from_call
 from pouch.v1 import registry_pb2, registry_pb2_grpc, representation_pb2
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
-
-_TARGET = re.compile(r"^(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-]+):(?P<port>[0-9]{1,5})$")
 
 _REFUSALS = frozenset(
     {
@@ -66,14 +61,6 @@ def _request(item: InboundUpdate) -> registry_pb2.ApplyCivilUpdateRequest:
         purpose=item.purpose,
         update=item.update,
     )
-
-
-def target_host(target: str) -> str:
-    """The host of a ``HOST:PORT`` target; :class:`ValueError` for any other form."""
-    match = _TARGET.fullmatch(target)
-    if match is None or not 0 < int(match["port"]) < 65536:
-        raise ValueError(f"registry target must be HOST:PORT, not {target!r}")
-    return match["host"]
 
 
 class GrpcRegistryAdapter:

@@ -46,7 +46,7 @@ Example::
     commit_delay_ms = 8                # under sustained load, wait for more writes per commit
 
     [registry]                         # how inbound updates reach the registry
-    kind = "grpc"                      # grpc | webhook | sql | spool (adapters.factory)
+    kind = "grpc"                      # grpc | webhook | sql | spool (adapters.settings)
     target = "registry.at.example:7000"
     tls_ca = "certs/AT/ca.crt"
     tls_cert = "certs/AT/clients/registry-adapter.crt"
@@ -73,7 +73,7 @@ from pydantic import (
     model_validator,
 )
 
-from adapters.factory import AdapterSettings
+from adapters.settings import AdapterSettings
 from gateway.bounded_text import TextRefused
 from gateway.config_file import describe_validation, read_document
 
@@ -241,7 +241,7 @@ class Settings(_Section):
     storage: StorageSection | None = None
     delivery: DeliverySection = DeliverySection()
     audit: AuditSection = AuditSection()
-    # How inbound updates reach the national registry (adapters.factory).
+    # How inbound updates reach the national registry (adapters.settings).
     registry: AdapterSettings | None = None
     partners: tuple[PartnerSection, ...] = ()
     source: Path | None = None

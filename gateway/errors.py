@@ -232,6 +232,16 @@ PERMANENT_REFUSALS = frozenset(
     }
 )
 
+SEND_SINGLY = frozenset(
+    {
+        grpc.StatusCode.UNIMPLEMENTED,  # the other side's release has no batch method
+        grpc.StatusCode.INVALID_ARGUMENT,  # it allows fewer items per call than we sent
+        grpc.StatusCode.RESOURCE_EXHAUSTED,  # its message size limit is lower than ours
+    }
+)
+"""Codes of a whole batch call (to a partner, or ``ApplyCivilUpdates`` to the registry)
+after which its items are sent again one call each."""
+
 _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 

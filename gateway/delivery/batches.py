@@ -8,7 +8,7 @@ ended with. One call instead of one per item is most of what the sender saves; w
 is stored, audited and signed is the same.
 
 A partner that does not serve the batch methods (an older release), or refuses a
-batch's shape, is sent the same items one call each: see :data:`SEND_SINGLY`.
+batch's shape, is sent the same items one call each: see :data:`gateway.errors.SEND_SINGLY`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import NoReturn, TypeVar
 
-import grpc
-
-from gateway.errors import FieldViolation, PouchError, ValidationRejected, unexpected_summary
+from gateway.errors import (
+    FieldViolation,
+    PouchError,
+    ValidationRejected,
+    unexpected_summary,
+)
 from pouch.v1 import peer_pb2
 
 log = logging.getLogger(__name__)
@@ -31,16 +34,6 @@ MAX_ITEMS = 64
 MAX_BYTES = 1024 * 1024
 """A sender closes a batch before its items pass this size, well under the 4 MiB a
 gateway accepts by default; an item larger than this goes in a batch of its own."""
-
-SEND_SINGLY = frozenset(
-    {
-        grpc.StatusCode.UNIMPLEMENTED,  # the other side's release has no batch method
-        grpc.StatusCode.INVALID_ARGUMENT,  # it allows fewer items per call than we sent
-        grpc.StatusCode.RESOURCE_EXHAUSTED,  # its message size limit is lower than ours
-    }
-)
-"""Codes of a whole batch call (to a partner, or ``ApplyCivilUpdates`` to the registry)
-after which its items are sent again one call each."""
 
 T = TypeVar("T")
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 
 from adapters.base import CaseEventSink, RegistryUnavailable
+from gateway.delivery.case_wire import case_message
 from gateway.delivery.inbound_retry import RetryPolicy
 from gateway.delivery.outages import DependencyWatch
 from gateway.events import Event, emit
-from gateway.server.representation_service import case_message
 from gateway.store.cases import CaseEvent, CaseStore
 
 __all__ = ["CaseEventHandover", "CaseEventSink"]

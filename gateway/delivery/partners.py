@@ -15,7 +15,7 @@ import grpc
 import grpc.aio
 
 from gateway.connect import ClientIdentity, secure_channel
-from gateway.delivery.batches import SEND_SINGLY
+from gateway.errors import SEND_SINGLY
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.keys import certificate_pem

@@ -33,6 +33,7 @@ from google.protobuf import timestamp_pb2
 
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.pki.identity import validate_state_code
+from gateway.store.tables import DIGEST_PATTERN
 from pouch.v1 import common_pb2, envelope_pb2
 
 SIGNING_INPUT_VERSION: Final = 1
@@ -41,7 +42,6 @@ MAX_PURPOSE_CHARS: Final = 128
 MAX_AGREEMENT_ID_CHARS: Final = 128
 MAX_PAYLOAD_TYPE_CHARS: Final = 256
 
-DIGEST_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # Printable ASCII without spaces: identifiers, never prose (and never personal data).
 _TOKEN = re.compile(r"[\x21-\x7e]+")

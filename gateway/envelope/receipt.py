@@ -35,7 +35,6 @@ import grpc
 import rfc8785
 
 from gateway.envelope.header import (
-    DIGEST_PATTERN,
     SIGNING_INPUT_VERSION,
     datetime_of,
     is_canonical_uuid,
@@ -46,6 +45,7 @@ from gateway.envelope.header import (
 from gateway.envelope.jws import RECEIPT_TYP, SignatureRefused, StateSigningKey, verify_detached
 from gateway.errors import AuthenticationRejected, FieldViolation, Rejected, ValidationRejected
 from gateway.pki.bundle import TrustBundle
+from gateway.store.tables import DIGEST_PATTERN
 from pouch.v1 import envelope_pb2
 
 MALFORMED_RECEIPT: Final = "MALFORMED_RECEIPT"

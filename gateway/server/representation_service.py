@@ -11,7 +11,6 @@ and a poll interval catches what other replicas wrote.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -19,26 +18,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc.aio
-from google.protobuf.json_format import ParseDict
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.delivery.case_wire import (
+    STATES,
+    case_message,
+    claim_message,
+    note_message,
+    timestamp,
+)
 from gateway.errors import FieldViolation, NotFound, ValidationRejected
 from gateway.exchanges.representation import RepresentationDesk
 from gateway.exchanges.representation_validation import validate_case_id
 from gateway.policy.catalogue import kind_name
 from gateway.server import page_tokens
 from gateway.server.caller import current_principal
-from gateway.store.cases import MAX_PAGE, CaseStore, CaseView, CostClaimRecord, NoteRecord
-from gateway.store.tables import CaseStatus
+from gateway.store.cases import MAX_PAGE, CaseStore, CaseView
 from pouch.v1 import representation_pb2, representation_pb2_grpc
 
 WATCH_POLL_S = 1.0
-_STATES = {
-    number: CaseStatus(name.removeprefix("CASE_STATE_").lower())
-    for name, number in representation_pb2.CaseState.items()
-    if number
-}
-_STATE_NUMBERS = {state: number for number, state in _STATES.items()}
 
 
 class CaseSignal:
@@ -66,65 +63,6 @@ class CaseSignal:
         finally:
             with self._lock:
                 self._waiters.discard(entry)
-
-
-def _timestamp(moment: datetime | None) -> Timestamp | None:
-    if moment is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
-def note_message(note: NoteRecord) -> representation_pb2.CaseNote:
-    message = representation_pb2.CaseNote(
-        note_id=note.note_id, author_state=note.author_state, created_at=_timestamp(note.created_at)
-    )
-    if note.content:
-        (crossed,) = note.content.get("notes", [{}])
-        message.text = crossed.get("text", "")
-        for attachment in crossed.get("attachments", []):
-            message.attachments.add(
-                file_name=attachment.get("file_name", ""),
-                media_type=attachment.get("media_type", ""),
-                content=base64.b64decode(attachment.get("content", "")),
-            )
-    return message
-
-
-def claim_message(claim: CostClaimRecord) -> representation_pb2.CostClaim:
-    return representation_pb2.CostClaim(
-        claim_id=claim.claim_id,
-        currency=claim.currency,
-        amount_minor=claim.amount_minor,
-        description=claim.description or "",
-        acknowledged=claim.acknowledged_at is not None,
-    )
-
-
-def case_message(view: CaseView) -> representation_pb2.RepresentationCase:
-    record = view.record
-    case = representation_pb2.RepresentationCase(
-        case_id=record.case_id,
-        requesting_state=record.requesting_state,
-        representing_state=record.representing_state,
-        mission_country=record.mission_country,
-        kind=representation_pb2.AssistanceKind.Value(f"ASSISTANCE_KIND_{record.kind.upper()}"),
-        state=_STATE_NUMBERS[record.state],
-        agreement_id=record.agreement_id,
-        purpose=record.purpose,
-        notes=[note_message(n) for n in view.notes],
-        cost_claims=[claim_message(c) for c in view.claims],
-        identity_confirmations=view.identity_confirmations,
-        created_at=_timestamp(record.created_at),
-        updated_at=_timestamp(record.updated_at),
-        next_deadline=_timestamp(record.next_deadline),
-    )
-    person = (record.content or {}).get("person")
-    if isinstance(person, dict):
-        # Masked or generalised values are still of the field's type; a hashed name is text.
-        ParseDict(person, case.person, ignore_unknown_fields=False)
-    return case
 
 
 class RepresentationService(representation_pb2_grpc.RepresentationServiceServicer):
@@ -171,7 +109,7 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
         request: representation_pb2.TransitionCaseRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> representation_pb2.TransitionCaseResponse:
-        target = _STATES.get(request.target_state)
+        target = STATES.get(request.target_state)
         view = await asyncio.to_thread(
             self._desk.transition, current_principal(), request.case_id, target, request.reason
         )
@@ -225,7 +163,7 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
         kind = kind_name("representation", request.kind) if request.kind else None
         if request.kind and kind is None:
             raise ValidationRejected([FieldViolation("kind", "must be a known assistance kind")])
-        state = _STATES.get(request.state) if request.state else None
+        state = STATES.get(request.state) if request.state else None
         if request.state and state is None:
             raise ValidationRejected([FieldViolation("state", "must be a known case state")])
         before = (
@@ -264,7 +202,7 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
             yield representation_pb2.WatchCaseResponse(
                 event_kind="current",
                 case=case_message(view),
-                occurred_at=_timestamp(view.record.updated_at),
+                occurred_at=timestamp(view.record.updated_at),
             )
             while True:
                 woken.clear()
@@ -276,7 +214,7 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
                         yield representation_pb2.WatchCaseResponse(
                             event_kind=event.event_kind,
                             case=case_message(view),
-                            occurred_at=_timestamp(event.occurred_at),
+                            occurred_at=timestamp(event.occurred_at),
                         )
                     continue
                 with contextlib.suppress(TimeoutError):

@@ -68,7 +68,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 
-from gateway.envelope.header import DIGEST_PATTERN
 from gateway.errors import ReplayRejected
 from gateway.pki.sealing import PayloadSealer
 from gateway.store.backlog import InboxStage, StageBacklog
@@ -82,6 +81,7 @@ from gateway.store.engine import (
 from gateway.store.prepared import Prepared
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
+    DIGEST_PATTERN,
     EXCHANGE_TYPE_LENGTH,
     KIND_LENGTH,
     MESSAGE_ID_LENGTH,

@@ -67,7 +67,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql.dml import ReturningUpdate
 
-from gateway.envelope.header import DIGEST_PATTERN
 from gateway.pki.sealing import PayloadSealer
 from gateway.store.backlog import OUTBOX_STAGES, StageBacklog
 from gateway.store.engine import (
@@ -81,6 +80,7 @@ from gateway.store.prepared import Prepared
 from gateway.store.tables import (
     AGREEMENT_ID_LENGTH,
     CLIENT_REFERENCE_LENGTH,
+    DIGEST_PATTERN,
     EXCHANGE_TYPE_LENGTH,
     KIND_LENGTH,
     MESSAGE_ID_LENGTH,

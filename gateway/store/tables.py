@@ -12,8 +12,10 @@ stores no offset; PostgreSQL answers in the session's time zone).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Final
 
 from sqlalchemy import (
     CHAR,
@@ -67,6 +69,8 @@ AUDIT_REASON_CODE_LENGTH = 128
 HASH_LENGTH = 32
 DIGEST_LENGTH = 71
 """A ``sha256:`` digest in hex."""
+DIGEST_PATTERN: Final = re.compile(r"sha256:[0-9a-f]{64}")
+"""The form of every digest stored and sent: ``sha256:`` and 64 lowercase hex."""
 REQUEST_ID_LENGTH = 128
 """Longest request id a caller may give (``gateway.events``)."""
 

@@ -35,7 +35,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import func, select
 
-from adapters.factory import SpoolAdapterSettings
+from adapters.settings import SpoolAdapterSettings
 from adapters.spool import SpoolAdapter
 from gateway.agreements.hash_key import hash_key_fingerprint
 from gateway.agreements.loader import load_agreement, sign_agreement

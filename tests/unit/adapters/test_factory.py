@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from adapters.factory import adapter_settings, build_adapter
+from adapters.factory import build_adapter
 from adapters.grpc_registry import GrpcRegistryAdapter
+from adapters.settings import adapter_settings
 from adapters.spool import SpoolAdapter
 from adapters.sql_table import SqlTableAdapter
 from adapters.webhook import WebhookAdapter
