@@ -23,16 +23,17 @@ Guarantees, so that nothing else needs to know:
 An insert is compiled for the columns its rows name (``columns``): a column left out
 gets its server default, never a Python-side one, and the tables used here have none.
 
-Measured (``bench/fast_paths.py``, 2026-12-03, 2-core AMD EPYC, inside one
-transaction, commits left out): against ``Connection.execute`` of the same statement,
-an audit-entry insert 1.5x faster on SQLite (saving 18-24 µs), an identity-query
-insert 1.9-2.1x (11-14 µs), the lifecycle read 5.3-6x (14-16 µs); on PostgreSQL
-1.2x, 1.2x and 2.3x (30-75 µs of 130-200). An identity confirmation runs about a
-dozen of these statements across both gateways, some 150-200 µs of the roughly 3,000
-µs of gateway CPU it costs (``bench/README.md``): about 5 %. That is below the bar of
-#22 (a gain material in the end-to-end figures), so this module is due to give way to
-SQLAlchemy's own execution; it stays until its call sites in ``gateway/store`` can be
-changed together.
+Why it is kept, measured (``bench/fast_paths.py``, 2026-12-03, 2-core AMD EPYC, inside
+one transaction, commits left out): against ``Connection.execute`` of the same
+statement, an audit-entry insert is 1.5x faster on SQLite (saving 18-24 µs), an
+identity-query insert 1.9-2.1x (11-14 µs), the lifecycle read 5.3-6x (14-16 µs); on
+PostgreSQL 1.2x, 1.2x and 2.3x (30-75 µs of 130-200). An identity confirmation runs
+about a dozen of these statements across both gateways: some 150-200 µs of the roughly
+3,000 µs of gateway CPU it costs (``bench/README.md``), about 5 %, the largest of the
+three hand-written paths measured there, and the identity-32 throughput is bound by
+that CPU. Unlike the canonical JSON the signatures cover (one canonicaliser,
+``rfc8785``, and no fast path beside it), nothing here is evidence: the rows are the
+ones SQLAlchemy writes, and ``tests/unit/store/test_prepared.py`` holds them equal.
 """
 
 from __future__ import annotations
