@@ -1,24 +1,8 @@
 """The one place registry adapters are built, from their ``[registry]`` settings
 (:mod:`adapters.settings`).
 
-``kind`` chooses the adapter; every other key belongs to that kind, and an unknown key
-is an error naming it. Paths are used as given: the configuration loader anchors
-relative ones to the configuration file before :func:`build_adapter` sees them.
-
-Examples::
-
-    [registry]
-    kind = "grpc"
-    target = "registry.internal:7500"
-    tls_ca = "certs/registry-ca.pem"
-    tls_cert = "certs/gateway-to-registry.pem"
-    tls_key = "certs/gateway-to-registry.key"
-    timeout_seconds = 10
-
-    [registry]
-    kind = "webhook"
-    url = "https://registry.internal/pouch/updates"
-    secret_file = "secrets/webhook.key"     # readable by its owner only
+Paths are used as given: the configuration loader anchors relative ones to the
+configuration file before :func:`build_adapter` sees them.
 """
 
 from __future__ import annotations
