@@ -5,14 +5,13 @@
 Three pairs, each on the inputs the gateway gives it on every exchange, each timed in
 the bench process (best of five runs of ``--count`` calls, microseconds per call):
 
-* canonical JSON: ``rfc8785.dumps``, which every signed byte comes from, against the
-  standard library's ``json`` with sorted keys (what the removed ``gateway/jcs.py``
-  used wherever the two agree) on an envelope's signing input, a receipt's signing
-  input, an audit entry's document and an identity claim's and a civil-record
-  update's minimised payload tree;
+* canonical JSON: ``rfc8785.dumps`` against :func:`gateway.jcs.dumps`, the one writer of
+  every signed byte, on an envelope's signing input, a receipt's signing input, an
+  audit entry's document and an identity claim's and a civil-record update's
+  minimised payload tree;
 * JSON trees of protobuf messages: ``json_format.MessageToDict`` and ``ParseDict``
-  alone (the removed ``gateway/protojson.py`` has no counterpart left to time) on an
-  identity claim, an identity answer and a civil-record update;
+  against :mod:`gateway.protojson` on an identity claim, an identity answer and a
+  civil-record update;
 * statements: :class:`gateway.store.prepared.Prepared` against SQLAlchemy Core's
   ``Connection.execute`` of the same statement with the same values, inside one
   transaction rolled back at the end (so commits, equal for both, are left out), on an
@@ -43,6 +42,7 @@ from google.protobuf.message import Message
 from sqlalchemy import Connection, Engine
 
 from bench.confirmations import claim
+from gateway import jcs, protojson
 from gateway.audit.log import _INSERT_ENTRIES, _row
 from gateway.envelope.header import EnvelopeHeader, signing_input
 from gateway.envelope.receipt import _receipt_signing_input
@@ -124,27 +124,17 @@ def canonical_documents() -> dict[str, Any]:
     }
 
 
-_SORTED = json.JSONEncoder(
-    ensure_ascii=False, check_circular=False, allow_nan=False, sort_keys=True, separators=(",", ":")
-)
-
-
-def sorted_json(document: Any) -> bytes:
-    """The standard library's bytes, equal to RFC 8785's for these documents."""
-    return _SORTED.encode(document).encode("utf-8")
-
-
 def bench_canonical(count: int) -> None:
-    print("canonical JSON (rfc8785.dumps against the standard library's json, keys sorted)")
+    print("canonical JSON (rfc8785.dumps against gateway.jcs.dumps)")
     for name, document in canonical_documents().items():
-        assert sorted_json(document) == rfc8785.dumps(document)
+        assert jcs.dumps(document) == rfc8785.dumps(document)
         line(name, *_canonical_costs(document, count))
 
 
 def _canonical_costs(document: Any, count: int) -> tuple[float, float]:
     return (
         per_call_us(count, lambda: rfc8785.dumps(document)),
-        per_call_us(count, lambda: sorted_json(document)),
+        per_call_us(count, lambda: jcs.dumps(document)),
     )
 
 
@@ -172,7 +162,7 @@ def protojson_messages() -> dict[str, list[Message]]:
 
 
 def bench_protojson(count: int) -> None:
-    print("protobuf JSON trees (google.protobuf.json_format)")
+    print("protobuf JSON trees (google.protobuf.json_format against gateway.protojson)")
     for name, messages in protojson_messages().items():
         _protojson_costs(name, messages, count)
 
@@ -181,15 +171,22 @@ def _protojson_costs(name: str, messages: Sequence[Message], count: int) -> None
     kind = type(messages[0])
     trees = [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
     next_message, next_tree = cycling(messages), cycling(trees)
-
-    def write() -> object:
-        return json_format.MessageToDict(next_message(), preserving_proto_field_name=True)
-
-    def read() -> object:
-        return json_format.ParseDict(next_tree(), kind())
-
-    written, parsed = per_call_us(count, write), per_call_us(count, read)
-    print(f"  {name:<44} message to tree {written:8.2f} µs   tree to message {parsed:8.2f} µs")
+    for message, tree in zip(messages, trees, strict=True):
+        assert protojson.message_to_dict(message) == tree
+        assert protojson.parse_dict(tree, kind) == json_format.ParseDict(tree, kind())
+    line(
+        f"{name}: message to tree",
+        per_call_us(
+            count,
+            lambda: json_format.MessageToDict(next_message(), preserving_proto_field_name=True),
+        ),
+        per_call_us(count, lambda: protojson.message_to_dict(next_message())),
+    )
+    line(
+        f"{name}: tree to message",
+        per_call_us(count, lambda: json_format.ParseDict(next_tree(), kind())),
+        per_call_us(count, lambda: protojson.parse_dict(next_tree(), kind)),
+    )
 
 
 # --- statements --------------------------------------------------------------------

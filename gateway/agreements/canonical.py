@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-import rfc8785
+from gateway import jcs
 
 SIGNATURES_KEY = "signatures"
 
@@ -51,8 +51,8 @@ def canonical_document(document: Mapping[str, Any]) -> dict[str, Any]:
 def canonical_bytes(document: Mapping[str, Any]) -> bytes:
     """RFC 8785 bytes of :func:`canonical_document`."""
     try:
-        return rfc8785.dumps(canonical_document(document))
-    except rfc8785.CanonicalizationError as e:
+        return jcs.dumps(canonical_document(document))
+    except jcs.NotCanonical as e:
         raise CanonicalFormError(f"no canonical JSON form: {e}") from e
 
 

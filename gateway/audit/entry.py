@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import rfc8785
+from gateway import jcs
 
 ENCODING_VERSION = 1
 _STATE = re.compile(r"^[A-Z]{2}$")
@@ -116,4 +116,4 @@ class AuditEvent:
 
     def canonical(self) -> bytes:
         """The bytes the Merkle leaf covers."""
-        return rfc8785.dumps(self.as_document())
+        return bytes(jcs.dumps(self.as_document()))

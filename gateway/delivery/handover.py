@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 
-from google.protobuf.json_format import ParseDict, ParseError
+from google.protobuf.json_format import ParseError
 from sqlalchemy import Connection
 
 from adapters.base import (
@@ -41,6 +41,7 @@ from gateway.envelope.payload import decode_payload
 from gateway.errors import NotFound, PouchError, StorageUnavailable
 from gateway.events import Event, emit
 from gateway.pki.bundle import TrustBundle
+from gateway.protojson import parse_dict
 from gateway.store.group_commit import WriteUnit
 from gateway.store.inbox import Inbox, InboxEntry
 from gateway.store.outbox import Outbox
@@ -154,7 +155,7 @@ class RegistryHandover:
             return "PAYLOAD_PURGED"
         envelope = envelope_pb2.Envelope.FromString(entry.envelope)
         try:
-            update = ParseDict(decode_payload(envelope.payload), civil_pb2.CivilRecordUpdate())
+            update = parse_dict(decode_payload(envelope.payload), civil_pb2.CivilRecordUpdate)
         except (ParseError, PouchError):
             return "PAYLOAD_NOT_A_CIVIL_RECORD"
         handed = InboundUpdate(

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-import rfc8785
 from google.protobuf import timestamp_pb2
 
+from gateway import jcs
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.pki.identity import validate_state_code
 from gateway.store.tables import DIGEST_PATTERN
@@ -194,7 +194,7 @@ class EnvelopeHeader:
 
 def signing_input(header: EnvelopeHeader, payload: bytes) -> bytes:
     """The RFC 8785 canonical JSON the envelope's signature covers."""
-    return rfc8785.dumps(
+    return jcs.dumps(
         {
             "v": SIGNING_INPUT_VERSION,
             "message_id": header.message_id,

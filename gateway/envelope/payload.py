@@ -16,10 +16,14 @@ signs) refuse with :class:`~gateway.errors.ValidationRejected`, reason
 * containers nested more than :data:`MAX_DEPTH` levels (the top object is one),
   found by a scan of the brackets outside strings *before* the parser recurses;
 * a key repeated in one object (parsers disagree on which one wins);
-* ``NaN``, ``Infinity`` or a number too large for a double;
+* a number that is not an integer (``1.5``, ``1e2``, ``NaN``, ``Infinity``): the
+  contract has no fractional field, and :mod:`gateway.jcs` writes none;
 * an integer outside ±(2**53 - 1), refused by the length of its digits before any
   is converted, so thousands of digits cost nothing;
 * a lone surrogate in a key or a string (it has no UTF-8 form);
+* a key with a character beyond the Basic Multilingual Plane (RFC 8785 orders keys by
+  UTF-16 code units; :mod:`gateway.jcs` writes only keys where that is code point
+  order, and a field name never needs more);
 * on encoding, a value of another type than JSON's.
 
 Which fields a payload may have, and of what type, is for the policy stage
@@ -38,8 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import rfc8785
-
+from gateway import jcs
 from gateway.errors import FieldViolation, ValidationRejected
 
 MAX_DEPTH = 16
@@ -48,6 +51,8 @@ MALFORMED = "MALFORMED_PAYLOAD"
 
 _INTEGER_RULE = f"must be an integer from -{MAX_SAFE_INTEGER} to {MAX_SAFE_INTEGER}"
 _NUMBER_RULE = "must be a finite number"
+_FRACTION_RULE = "must be an integer"
+_KEY_RULE = "must have keys within the Basic Multilingual Plane"
 _SURROGATE_RULE = "must not contain a lone surrogate"
 _DUPLICATE_RULE = "must not repeat a key of its object"
 _DEPTH_RULE = f"must nest at most {MAX_DEPTH} levels"
@@ -74,7 +79,7 @@ def encode_payload(tree: Mapping[str, Any]) -> bytes:
     """The RFC 8785 bytes of ``tree``, or :class:`ValidationRejected` as decoding would."""
     document = dict(tree)
     _check_tree(document)
-    return rfc8785.dumps(document)
+    return jcs.dumps(document)
 
 
 def decode_payload(data: bytes) -> dict[str, Any]:
@@ -133,9 +138,8 @@ def _integer(digits: str) -> int | _Refused:
     return value if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER else _Refused(_INTEGER_RULE)
 
 
-def _number(text: str) -> float | _Refused:
-    value = float(text)
-    return value if math.isfinite(value) else _Refused(_NUMBER_RULE)
+def _number(text: str) -> _Refused:
+    return _Refused(_FRACTION_RULE if math.isfinite(float(text)) else _NUMBER_RULE)
 
 
 def _constant(_name: str) -> _Refused:
@@ -158,8 +162,7 @@ def _check_tree(tree: Any) -> None:
             if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
                 raise _malformed(path, _INTEGER_RULE)
         elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise _malformed(path, _NUMBER_RULE)
+            raise _malformed(path, _FRACTION_RULE if math.isfinite(value) else _NUMBER_RULE)
         elif isinstance(value, (dict, list, tuple)):
             if depth > MAX_DEPTH:
                 raise _malformed("payload", _DEPTH_RULE)
@@ -177,6 +180,8 @@ def _children(path: str, value: Any, depth: int) -> list[tuple[str, Any, int]]:
             raise _malformed(path, "must have text keys")
         if _SURROGATE.search(key):
             raise _malformed(_join(path, key), _SURROGATE_RULE)
+        if not key.isascii() and max(map(ord, key)) > 0xFFFF:
+            raise _malformed(path, _KEY_RULE)
         children.append((_join(path, key), item, depth + 1))
     return children
 

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from typing import Final
 
 import grpc
-import rfc8785
 
+from gateway import jcs
 from gateway.envelope.header import (
     SIGNING_INPUT_VERSION,
     datetime_of,
@@ -119,7 +119,7 @@ def _receipt_signing_input(
     outcome: int,
     reason_code: str,
 ) -> bytes:
-    return rfc8785.dumps(
+    return jcs.dumps(
         {
             "v": SIGNING_INPUT_VERSION,
             "receipt_id": receipt_id,

@@ -36,13 +36,14 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeAlias, TypeVar
 
-from google.protobuf.json_format import ParseDict, ParseError
+from google.protobuf.json_format import ParseError
 from google.protobuf.message import Message
 
 from gateway.envelope.payload import MALFORMED
 from gateway.errors import FieldViolation, ValidationRejected
 from gateway.exchanges.iso3166 import is_state_code
 from gateway.policy.evaluate import LegalBasisFlags as PolicyLegalBasis
+from gateway.protojson import parse_dict
 from pouch.v1 import civil_pb2, common_pb2
 
 MAX_PARTIES = 10
@@ -233,7 +234,7 @@ M = TypeVar("M", bound=Message)
 def received_message(tree: Mapping[str, Any], message_class: type[M]) -> M:
     """A partner's payload tree as ``message_class``, or MALFORMED_PAYLOAD."""
     try:
-        return ParseDict(dict(tree), message_class())
+        return parse_dict(dict(tree), message_class)
     except (ParseError, ValueError, TypeError) as e:
         name = message_class.DESCRIPTOR.full_name
         raise ValidationRejected(

@@ -13,7 +13,7 @@ an unknown result or status, or a binding to another query is refused.
 
 from __future__ import annotations
 
-from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from google.protobuf.json_format import ParseError
 
 from gateway.agreements.gate import AgreementInForce
 from gateway.envelope.payload import decode_payload, encode_payload
@@ -22,6 +22,7 @@ from gateway.exchanges.identity_match import COMPARED_FIELDS
 from gateway.exchanges.name_matching import NameComparison
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.rules import IdentityConfirmationRules
+from gateway.protojson import message_to_dict, parse_dict
 from pouch.v1 import identity_pb2
 
 CLAIM_PAYLOAD_TYPE = identity_pb2.IdentityClaim.DESCRIPTOR.full_name
@@ -48,7 +49,7 @@ def response_deadline_s(policy: CompiledPolicy) -> float:
 
 
 def encode_answer(answer: identity_pb2.IdentityAnswer) -> bytes:
-    return encode_payload(MessageToDict(answer, preserving_proto_field_name=True))
+    return encode_payload(message_to_dict(answer))
 
 
 def decode_answer(
@@ -56,7 +57,7 @@ def decode_answer(
 ) -> identity_pb2.IdentityAnswer:
     """The partner's answer to our query, or :class:`ValidationRejected`."""
     try:
-        answer = ParseDict(decode_payload(payload), identity_pb2.IdentityAnswer())
+        answer = parse_dict(decode_payload(payload), identity_pb2.IdentityAnswer)
     except ParseError as e:
         raise ValidationRejected(
             [FieldViolation("payload", "must be a pouch.v1.IdentityAnswer")],

@@ -43,12 +43,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import rfc8785
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from gateway import jcs
 from gateway.pki.authority import StateAuthority
 from gateway.pki.directory import state_of_ca
 from gateway.pki.identity import audit_uri, signing_uri, validate_state_code
@@ -114,7 +114,7 @@ class TrustBundle:
         }
 
     def canonical_body(self) -> bytes:
-        return rfc8785.dumps(self.body())
+        return jcs.dumps(self.body())
 
     @property
     def digest(self) -> str:
@@ -291,7 +291,7 @@ def load_trust_bundle(source: Path | bytes) -> TrustBundle:
     if not isinstance(ca_key, ec.EllipticCurvePublicKey):
         raise BundleError("CA certificate key must be ECDSA P-256")
     try:
-        ca_key.verify(_unb64url(signature), rfc8785.dumps(body), ec.ECDSA(hashes.SHA256()))
+        ca_key.verify(_unb64url(signature), jcs.dumps(body), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature as e:
         raise BundleError("trust bundle signature does not verify with its CA") from e
     try:

@@ -35,9 +35,9 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from gateway.protojson import message_to_dict
 from pouch.v1 import civil_pb2, common_pb2, identity_pb2, representation_pb2
 
 ExchangeType = Literal["civil_record", "identity_confirmation", "representation"]
@@ -392,7 +392,7 @@ def kind_name(exchange_type: ExchangeType, enum_value: int | str) -> str | None:
 
 def payload_tree(message: Message) -> dict[str, Any]:
     """A message as the dict tree the policy walks (proto field names, defaults omitted)."""
-    return MessageToDict(message, preserving_proto_field_name=True)
+    return message_to_dict(message)
 
 
 def civil_record_payload(update: civil_pb2.CivilRecordUpdate) -> dict[str, Any]:

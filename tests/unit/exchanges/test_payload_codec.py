@@ -129,14 +129,32 @@ def test_the_sender_cannot_encode_what_the_receiver_refuses(tree: dict[str, Any]
 
 
 def test_encoding_is_rfc8785() -> None:
-    assert encode_payload({"b": [1, "é"], "a": None, "c": 1.5}) == (
-        '{"a":null,"b":[1,"é"],"c":1.5}'.encode()
+    assert encode_payload({"b": [1, "é"], "a": None, "c": -7}) == (
+        '{"a":null,"b":[1,"é"],"c":-7}'.encode()
     )
+
+
+@pytest.mark.parametrize(
+    ("tree", "data"),
+    [
+        ({"a": 1.5}, b'{"a":1.5}'),
+        ({"a": 1.0}, b'{"a":1e2}'),
+        ({"\U0001f600": 1}, '{"\U0001f600":1}'.encode()),
+    ],
+)
+def test_a_fraction_or_a_key_beyond_the_bmp_is_refused_both_ways(
+    tree: dict[str, Any], data: bytes
+) -> None:
+    # Nothing in the contract needs either, and the canonical writer writes neither.
+    for attempt in (lambda: encode_payload(tree), lambda: decode_payload(data)):
+        with pytest.raises(ValidationRejected) as refused:
+            attempt()
+        assert refused.value.reason == "MALFORMED_PAYLOAD"
 
 
 # -- properties ------------------------------------------------------------------
 
-_KEYS = st.text(st.characters(codec="utf-8"), max_size=6)
+_KEYS = st.text(st.characters(codec="utf-8", max_codepoint=0xFFFF), max_size=6)
 _SCALARS = (
     st.none()
     | st.booleans()
