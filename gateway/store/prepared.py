@@ -31,9 +31,9 @@ PostgreSQL 1.2x, 1.2x and 2.3x (30-75 µs of 130-200). An identity confirmation 
 about a dozen of these statements across both gateways: some 150-200 µs of the roughly
 3,000 µs of gateway CPU it costs (``bench/README.md``), about 5 %, the largest of the
 three hand-written paths measured there, and the identity-32 throughput is bound by
-that CPU. Unlike the canonical JSON the signatures cover (one canonicaliser,
-``rfc8785``, and no fast path beside it), nothing here is evidence: the rows are the
-ones SQLAlchemy writes, and ``tests/unit/store/test_prepared.py`` holds them equal.
+that CPU (as :mod:`gateway.jcs` and :mod:`gateway.protojson` are, for the same
+reason). Nothing here is evidence: the rows are the ones SQLAlchemy writes, and
+``tests/unit/store/test_prepared.py`` holds them equal.
 """
 
 from __future__ import annotations
