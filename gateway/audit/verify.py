@@ -6,13 +6,18 @@
 1. Format: one JSON object of that format, with exactly the known members and no
    member twice at any depth.
 2. Keys: the log key (vkey, type 0x01) and the cosigner keys (type 0x04). An auditor
-   passes the keys they hold out of band; then the bundle's keys must equal them and
-   only the trusted ones are used. Without them the keys are taken from the bundle
-   itself, which shows the bundle is consistent, not whose it is; the report says so.
+   passes the keys they hold out of band (or the trust bundles they pinned); the
+   bundle's keys must equal them and only the trusted ones are used. Nothing verifies
+   without trust: with no trusted log key, or no trusted cosigner key, the checks still
+   run on the bundle's own keys (which shows the bundle is consistent, not whose it
+   is) and the report fails, saying which key was missing. A cosigner key the bundle
+   carries but the auditor does not trust is left out, with a note.
 3. Checkpoint: its note is signed by the log key (every line of that key verifies),
    its body is a checkpoint of the bundle's origin, every line of a known cosigner
-   verifies over this very checkpoint, and at least one does (else it is not
-   published). Lines of unknown keys are ignored, as signed notes require.
+   verifies over this very checkpoint, and the required cosigners did: every trusted
+   cosigner, or at least ``quorum`` of them when a quorum is given (and at least one in
+   any case: else it is not published). Lines of unknown keys are ignored, as signed
+   notes require.
 4. Entries: each decodes to a canonical v1 entry (exactly the expected fields, each
    of its kind, in RFC 8785 form); its leaf hash and inclusion proof reproduce the
    checkpoint root; indexes are unique and below the tree size; a bundle that says it
@@ -37,14 +42,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.audit.bundle import ENTRIES, FORMAT, BundleFormatError, read_members
-from gateway.audit.checkpoint import Checkpoint, MalformedCheckpoint, audit_origin
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    MalformedCheckpoint,
+    audit_key_name,
+    audit_origin,
+)
 from gateway.audit.cosignature import Cosignature, CosignatureVerifier, verify_cosignature
 from gateway.audit.entry import ENCODING_VERSION, AuditEvent, Decision, EventKind
 from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.audit.note import Ed25519NoteVerifier, MalformedNote, Note, parse_note
 from gateway.errors import Rejected
 
-__all__ = ["VerificationReport", "verify_bundle"]
+__all__ = ["VerificationReport", "bundle_state", "verify_bundle"]
 
 _HEADER = frozenset({"format", "state", "origin", "log_key", "cosigner_keys", "checkpoint"})
 _REQUIRED = _HEADER | {"complete", "range"}
@@ -134,18 +144,40 @@ def verify_bundle(
     *,
     trusted_log_vkey: str | None = None,
     trusted_cosigner_vkeys: Mapping[str, str] | None = None,
+    quorum: int | None = None,
 ) -> VerificationReport:
-    """Check the bundle ``data`` offline; see the module docstring for what is checked."""
+    """Check the bundle ``data`` offline; see the module docstring for what is checked.
+
+    ``quorum``: how many of the trusted cosigners must have cosigned (default: all)."""
     trusted_log = None if trusted_log_vkey is None else _trusted_log_key(trusted_log_vkey)
     trusted_cosigners = (
         None if trusted_cosigner_vkeys is None else _trusted_cosigners(trusted_cosigner_vkeys)
     )
-    run = _Run(trusted_log, trusted_cosigners)
+    if quorum is not None and not 1 <= quorum <= len(trusted_cosigners or {}):
+        raise ValueError(
+            f"quorum {quorum}: from 1 to the number of trusted cosigners "
+            f"({len(trusted_cosigners or {})})"
+        )
+    run = _Run(trusted_log, trusted_cosigners, quorum)
     try:
         run.read(data)
     except BundleFormatError as e:
         run.fail(f"bundle: {e}")
     return run.report()
+
+
+def bundle_state(data: bytes) -> str | None:
+    """The state whose log the bundle ``data`` says it holds, read from its header
+    alone; ``None`` if the header does not name one before its entries."""
+    try:
+        for name, value in read_members(data.decode("utf-8")):
+            if name == "state":
+                return value if isinstance(value, str) else None
+            if name == ENTRIES:
+                return None
+    except (UnicodeDecodeError, BundleFormatError):
+        return None
+    return None
 
 
 def _trusted_log_key(vkey: str) -> Ed25519NoteVerifier:
@@ -161,9 +193,16 @@ def _trusted_cosigners(vkeys: Mapping[str, str]) -> dict[str, CosignatureVerifie
         if _STATE.fullmatch(state) is None:
             raise ValueError(f"trusted cosigner key: {state!r} is not a state code")
         try:
-            keys[state] = CosignatureVerifier.from_vkey(vkey.strip())
+            key = CosignatureVerifier.from_vkey(vkey.strip())
         except ValueError as e:
             raise ValueError(f"trusted cosigner key of {state}: {e}") from e
+        # A key names its state: one state's key offered as another's is refused.
+        if key.key_name != audit_key_name(state):
+            raise ValueError(
+                f"trusted cosigner key of {state}: it is {key.key_name}'s key, "
+                f"not {audit_key_name(state)}'s"
+            )
+        keys[state] = key
     return keys
 
 
@@ -206,6 +245,7 @@ class _SignedCheckpoint:
 class _Run:
     trusted_log: Ed25519NoteVerifier | None
     trusted_cosigners: dict[str, CosignatureVerifier] | None
+    quorum: int | None = None
     failures: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     header: dict[str, Any] = field(default_factory=dict)
@@ -311,28 +351,30 @@ class _Run:
             for state in sorted(cosigners.keys() | self.trusted_cosigners.keys()):
                 ours, theirs = cosigners.get(state), self.trusted_cosigners.get(state)
                 if theirs is None:
-                    self.fail(f"cosigner key of {state}: in the bundle but not trusted")
+                    self.notices.append(
+                        f"cosigner key of {state}: in the bundle but not trusted; "
+                        "its cosignatures are not counted"
+                    )
                 elif ours is None:
-                    self.fail(f"cosigner key of {state}: trusted but absent from the bundle")
+                    self.notices.append(
+                        f"cosigner key of {state}: trusted but absent from the bundle"
+                    )
                 elif ours != theirs:
                     self.fail(
                         f"cosigner key of {state}: the bundle's {_key_label(ours)} is not "
                         f"the trusted key {_key_label(theirs)}"
                     )
             cosigners = dict(self.trusted_cosigners)
-        untrusted = [
-            name
-            for name, trusted in (
-                ("log key", self.trusted_log),
-                ("cosigner keys", self.trusted_cosigners),
+        if self.trusted_log is None:
+            self.fail(
+                "log key: none trusted; the checks used the bundle's own key, which shows "
+                "the bundle is consistent, not whose it is (give --log-key or --bundle)"
             )
-            if trusted is None
-        ]
-        if untrusted:
-            self.notices.append(
-                f"keys: {' and '.join(untrusted)} taken from the bundle itself, which shows "
-                "the bundle is consistent, not whose it is; pass the keys you hold to "
-                "verify against them"
+        if self.trusted_cosigners is None:
+            self.fail(
+                "cosigner keys: none trusted; the checks used the bundle's own keys, which "
+                "show the bundle is consistent, not who published it (give --cosigner-key "
+                "or --bundle)"
             )
         return _Keys(log, cosigners)
 
@@ -373,7 +415,22 @@ class _Run:
                 cosigned_by.append(state)
         if not cosigned_by:
             self.fail(f"{label}: not published: no valid cosignature")
+        elif self.trusted_cosigners:
+            self.check_required(label, cosigned_by)
         return _SignedCheckpoint(checkpoint, signed, tuple(cosigned_by))
+
+    def check_required(self, label: str, cosigned_by: list[str]) -> None:
+        """The trusted cosigners that had to cosign did: all, or ``quorum`` of them."""
+        assert self.trusted_cosigners
+        missing = sorted(self.trusted_cosigners.keys() - set(cosigned_by))
+        if self.quorum is None:
+            if missing:
+                self.fail(f"{label}: not cosigned by {', '.join(missing)}, whose key is trusted")
+        elif len(cosigned_by) < self.quorum:
+            self.fail(
+                f"{label}: cosigned by {len(cosigned_by)} of the trusted cosigners, "
+                f"fewer than the quorum of {self.quorum}"
+            )
 
     def check_log_signature(self, note: Note, label: str) -> bool:
         assert self.keys is not None

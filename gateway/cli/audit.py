@@ -3,8 +3,10 @@
 ``pouch audit verify BUNDLE`` needs no gateway, no database and no network: it checks
 the bundle with :func:`gateway.audit.verify.verify_bundle` and exits 0 only if every
 check passed, 1 if any failed (2 for a usage error, as click does). The keys an
-auditor holds out of band are given as vkey files; without them the report says the
-keys were taken from the bundle itself.
+auditor trusts come from the states' trust bundles they pinned (``--bundle``: the log's
+state gives the log key, every other state its cosigner key) or from vkey files
+(``--log-key``, ``--cosigner-key``); without a trusted log key and a trusted cosigner
+key nothing is VERIFIED.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from gateway.audit.verify import VerificationReport, verify_bundle
+from gateway.audit.checkpoint import partner_log_key
+from gateway.audit.cosignature import partner_cosigner
+from gateway.audit.verify import VerificationReport, bundle_state, verify_bundle
+from gateway.pki.bundle import BundleError, TrustBundle, load_trust_bundle
 
 _COSIGNER = re.compile(r"([A-Z]{2})=(.+)")
 _MAX_LISTED = 200
@@ -69,29 +74,78 @@ def audit() -> None:
     metavar="STATE=VKEY_FILE",
     help="A cosigner's vkey file, as you hold it (repeatable).",
 )
+@click.option(
+    "--bundle",
+    "trust_bundles",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="TRUST_BUNDLE",
+    help="A state's signed trust bundle, as you pinned it (repeatable): the log's state "
+    "gives the log key, every other state its cosigner key.",
+)
+@click.option(
+    "--quorum",
+    type=click.IntRange(min=1),
+    help="How many of the trusted cosigners must have cosigned (default: all of them).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_command(
-    bundle: Path, log_key: Path | None, cosigner_keys: tuple[str, ...], as_json: bool
+    bundle: Path,
+    log_key: Path | None,
+    cosigner_keys: tuple[str, ...],
+    trust_bundles: tuple[Path, ...],
+    quorum: int | None,
+    as_json: bool,
 ) -> None:
     """Verify the audit bundle BUNDLE offline; exit 0 only if every check passes."""
-    trusted_log = None if log_key is None else _read_vkey(log_key, "--log-key")
-    trusted_cosigners = _cosigner_keys(cosigner_keys)
     try:
         data = bundle.read_bytes()
     except OSError as e:
         raise click.ClickException(f"cannot read {bundle}: {e}") from e
+    pinned = _trust_bundles(trust_bundles)
+    state = bundle_state(data)
+    trusted_log = None if log_key is None else _read_vkey(log_key, "--log-key")
+    if trusted_log is None and state in pinned:
+        trusted_log = str(partner_log_key(pinned[state]).vkey)
+    trusted_cosigners = {
+        s: str(partner_cosigner(b).vkey) for s, b in pinned.items() if s != state
+    } | (_cosigner_keys(cosigner_keys) or {})
     try:
         report = verify_bundle(
-            data, trusted_log_vkey=trusted_log, trusted_cosigner_vkeys=trusted_cosigners
+            data,
+            trusted_log_vkey=trusted_log,
+            trusted_cosigner_vkeys=trusted_cosigners or None,
+            quorum=quorum,
         )
-    except ValueError as e:  # only the keys given on the command line raise
+    except ValueError as e:  # only the keys and the quorum given on the command line raise
         raise click.BadParameter(str(e)) from e
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
     else:
-        _print(report, Console(highlight=False, soft_wrap=True))
+        console = Console(highlight=False, soft_wrap=True)
+        for pinned_state, trust in sorted(pinned.items()):
+            console.print(
+                Text(f"trust bundle {pinned_state}: {trust.digest} (the digest you pinned?)")
+            )
+        _print(report, console)
     if not report.ok:
         raise click.exceptions.Exit(1)
+
+
+def _trust_bundles(paths: tuple[Path, ...]) -> dict[str, TrustBundle]:
+    """Each trust bundle given, fully verified against its own CA, by state."""
+    pinned: dict[str, TrustBundle] = {}
+    for path in paths:
+        try:
+            trust = load_trust_bundle(path)
+        except (OSError, BundleError) as e:
+            raise click.BadParameter(f"{path}: {e}", param_hint="--bundle") from e
+        if trust.state in pinned:
+            raise click.BadParameter(
+                f"{path}: a second bundle for {trust.state}", param_hint="--bundle"
+            )
+        pinned[trust.state] = trust
+    return pinned
 
 
 def _print(report: VerificationReport, console: Console) -> None:

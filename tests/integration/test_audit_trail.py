@@ -455,6 +455,42 @@ def test_exported_bundle_verifies_offline_with_pouch_audit_verify(
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
 
 
+def test_a_partners_auditor_verifies_with_the_trust_bundles_it_pinned(
+    trail: AuditTrail, tmp_path: Path
+) -> None:
+    # BE's auditor holds AT's and BE's trust bundles; AT has two partners, and CH's
+    # cosigner key in the export is one BE's auditor does not hold.
+    at, be = trail.site("AT"), trail.site("BE")
+    with Auditor(at) as auditor:
+        published_note(auditor)
+        path = tmp_path / "at-audit.bundle.json"
+        path.write_bytes(auditor.export())
+    pinned = [be.root / "partners" / "AT" / "bundle.json", be.pki.bundle]
+
+    def verify(*bundles: Path, extra: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "gateway", "audit", "verify", str(path), *extra]
+        for bundle in bundles:
+            command += ["--bundle", str(bundle)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    done = verify(*pinned)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "VERIFIED" in done.stdout and "NOT VERIFIED" not in done.stdout
+    assert "note: cosigner key of CH: in the bundle but not trusted" in done.stdout
+    for bundle in pinned:
+        assert load_trust_bundle(bundle).digest in done.stdout  # to compare with the pin
+
+    # With CH's bundle too, both must have cosigned; the same export shows they did.
+    both = verify(*pinned, at.root / "partners" / "CH" / "bundle.json", extra=["--json"])
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert sorted(json.loads(both.stdout)["cosigned_by"]) == ["BE", "CH"]
+
+    # Without the log's own bundle there is no trusted log key: not verified.
+    without_log = verify(be.pki.bundle)
+    assert without_log.returncode == 1
+    assert "FAIL: log key: none trusted" in without_log.stdout
+
+
 def test_partner_auditor_sees_only_its_partnership(trail: AuditTrail) -> None:
     at = trail.site("AT")
     with Auditor(at) as everything, Auditor(at, partner_state="BE") as be_auditor:

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from gateway.audit.checkpoint import audit_key_name
+from gateway.audit.cosignature import CosignatureSigner
 from gateway.cli.audit import audit
+from gateway.pki.ed25519_notes import Ed25519Signer
 from tests.unit.audit import make_event
 from tests.unit.audit import test_bundle_verify as bundle_fixtures
 from tests.unit.audit.test_bundle_verify import Deployment
@@ -55,22 +58,27 @@ def test_untouched_bundle_verifies_with_the_keys_the_auditor_holds(
     assert "yes, cosigned by DE" in output
 
 
-def test_without_keys_the_report_says_they_came_from_the_bundle(files: dict[str, Path]) -> None:
+def test_a_bundle_checked_without_trusted_keys_is_not_verified(files: dict[str, Path]) -> None:
+    # A script that checks the exit status must not be told an untrusted bundle is good.
     code, output = run(str(files["bundle"]))
 
-    assert code == 0
+    assert code == 1
     assert "[trusted: given]" not in output
-    assert "keys: log key and cosigner keys taken from the bundle itself" in output
+    assert "FAIL: log key: none trusted" in output
+    assert "FAIL: cosigner keys: none trusted" in output
+    assert "NOT VERIFIED: 2 failures" in output
+    assert "9 of 9 verified" in output  # what could be checked is still said
 
 
-def test_keys_the_auditor_lacks_are_marked_as_the_bundles(files: dict[str, Path]) -> None:
+def test_a_trusted_log_key_alone_does_not_verify_who_published(files: dict[str, Path]) -> None:
     code, output = run(str(files["bundle"]), "--log-key", str(files["log"]))
 
-    assert code == 0
+    assert code == 1
     log_line = next(line for line in output.splitlines() if line.startswith("log key"))
     cosigner_line = next(line for line in output.splitlines() if line.startswith("cosigner DE"))
     assert log_line.endswith("[trusted: given]")
     assert cosigner_line.endswith("[taken from the bundle]")
+    assert "FAIL: cosigner keys: none trusted" in output
 
 
 def test_altered_entry_fails_with_exit_code_one(
@@ -115,14 +123,39 @@ def test_json_report_of_a_bundle_that_fails(files: dict[str, Path]) -> None:
     assert "bundle: member 'checkpoint' is missing" in report["failures"]
 
 
-def test_other_state_keys_are_reported(files: dict[str, Path]) -> None:
+def test_one_states_key_offered_as_anothers_is_refused(files: dict[str, Path]) -> None:
     code, output = run(
         str(files["bundle"]), "--log-key", str(files["log"]), "--cosigner-key", f"BE={files['de']}"
     )
 
+    assert code == 2
+    assert "it is pouch-de-audit's key, not pouch-be-audit's" in output
+
+
+def test_a_cosigner_the_auditor_does_not_trust_is_not_counted(
+    deployment: Deployment, files: dict[str, Path], tmp_path: Path
+) -> None:
+    be = CosignatureSigner(audit_key_name("BE"), Ed25519Signer.generate()).verifier()
+    be_key = tmp_path / "be.vkey"
+    be_key.write_text(str(be.vkey) + "\n")
+
+    code, output = run(
+        str(files["bundle"]), "--log-key", str(files["log"]), "--cosigner-key", f"BE={be_key}"
+    )
+
     assert code == 1
-    assert "cosigner key of BE: trusted but absent from the bundle" in output
-    assert "cosigner key of DE: in the bundle but not trusted" in output
+    assert "note: cosigner key of BE: trusted but absent from the bundle" in output
+    assert "note: cosigner key of DE: in the bundle but not trusted" in output
+    assert "FAIL: checkpoint: not published: no valid cosignature" in output
+
+
+def test_a_quorum_larger_than_the_trusted_cosigners_is_a_usage_error(
+    files: dict[str, Path],
+) -> None:
+    code, output = run(str(files["bundle"]), *trusted(files), "--quorum", "2")
+
+    assert code == 2, output
+    assert "quorum 2" in output
 
 
 @pytest.mark.parametrize(
