@@ -56,7 +56,47 @@ def _cosigner_keys(values: tuple[str, ...]) -> dict[str, str] | None:
 
 @click.group(name="audit")
 def audit() -> None:
-    """The audit log: verify an exported bundle offline."""
+    """The audit log: verify an exported bundle offline, and the keys it needs."""
+
+
+@audit.command(name="keys")
+@click.option(
+    "--bundle",
+    "trust_bundles",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="TRUST_BUNDLE",
+    help="A state's signed trust bundle, as you pinned it (repeatable).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write <state>-log.vkey and <state>-witness.vkey files into this directory.",
+)
+def keys_command(trust_bundles: tuple[Path, ...], out: Path | None) -> None:
+    """Print each state's log key and witness (cosigner) key, as C2SP vkeys, from its
+    trust bundle: what --log-key and --cosigner-key take."""
+    pinned = _trust_bundles(trust_bundles)
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise click.ClickException(f"cannot make {out}: {e}") from e
+    for state, trust in sorted(pinned.items()):
+        vkeys = {
+            "log": str(partner_log_key(trust).vkey),
+            "witness": str(partner_cosigner(trust).vkey),
+        }
+        click.echo(f"{state}  trust bundle {trust.digest}")
+        for role, vkey in vkeys.items():
+            click.echo(f"  {role} key: {vkey}")
+            if out is not None:
+                target = out / f"{state.lower()}-{role}.vkey"
+                try:
+                    target.write_text(vkey + "\n", encoding="utf-8")
+                except OSError as e:
+                    raise click.ClickException(f"cannot write {target}: {e}") from e
 
 
 @audit.command(name="verify")

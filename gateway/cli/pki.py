@@ -15,7 +15,9 @@ from pathlib import Path
 
 import click
 
-from gateway.pki.bundle import load_trust_bundle
+from gateway.audit.checkpoint import partner_log_key
+from gateway.audit.cosignature import partner_cosigner
+from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import refresh_crl, revoke
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_fingerprint, load_certificate
@@ -108,6 +110,7 @@ def init_command(
         bundle = load_trust_bundle(directory.bundle)
     click.echo(f"state directory: {directory.root}")
     click.echo(f"CA fingerprint: {certificate_fingerprint(bundle.ca_certificate)}")
+    _echo_keys(bundle)
     click.echo(f"trust bundle: {directory.bundle}")
     click.echo(f"bundle digest: {bundle.digest}")
 
@@ -200,3 +203,13 @@ def show_bundle_command(path: Path) -> None:
     click.echo(f"issued at: {_show_time(bundle.issued_at)}")
     click.echo(f"expires: {_show_time(bundle.expires_at)}{' (EXPIRED)' if expired else ''}")
     click.echo(f"CA fingerprint: {certificate_fingerprint(bundle.ca_certificate)}")
+    _echo_keys(bundle)
+
+
+def _echo_keys(bundle: TrustBundle) -> None:
+    """The bundle's signing and audit certificates by fingerprint, and the audit keys as
+    the C2SP vkeys an auditor passes to ``pouch audit verify``."""
+    click.echo(f"signing certificate: {certificate_fingerprint(bundle.signing_certificate)}")
+    click.echo(f"audit certificate: {certificate_fingerprint(bundle.audit_certificate)}")
+    click.echo(f"log key (vkey): {partner_log_key(bundle).vkey}")
+    click.echo(f"witness key (vkey): {partner_cosigner(bundle).vkey}")

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
+from gateway.audit.checkpoint import partner_log_key
+from gateway.audit.cosignature import partner_cosigner
+from gateway.cli.audit import audit
 from gateway.cli.pki import pki
 from gateway.pki import (
     RevocationList,
@@ -15,6 +18,7 @@ from gateway.pki import (
     load_certificate,
     load_trust_bundle,
 )
+from gateway.pki.keys import certificate_fingerprint
 
 
 def _run(*args: str) -> Result:
@@ -185,6 +189,27 @@ def test_cli_show_bundle_prints_state_endpoint_digest_expiry(fr_dir: StateDirect
     assert "endpoint: gw.example:8443" in result.output
     assert f"digest: {bundle.digest}" in result.output
     assert f"expires: {bundle.expires_at.strftime('%Y-%m-%dT%H:%M:%SZ')}" in result.output
+
+
+def test_cli_show_bundle_lists_the_log_and_witness_keys_with_fingerprints(
+    fr_dir: StateDirectory, tmp_path: Path
+) -> None:
+    result = _ok("show-bundle", str(fr_dir.bundle))
+    bundle = load_trust_bundle(fr_dir.bundle)
+    log, witness = partner_log_key(bundle).vkey, partner_cosigner(bundle).vkey
+    assert f"log key (vkey): {log}" in result.output
+    assert f"witness key (vkey): {witness}" in result.output
+    assert f"audit certificate: {certificate_fingerprint(bundle.audit_certificate)}" in (
+        result.output
+    )
+    # The same keys an auditor passes to pouch audit verify, and writes with audit keys.
+    keys = CliRunner().invoke(
+        audit, ["keys", "--bundle", str(fr_dir.bundle), "--out", str(tmp_path / "keys")]
+    )
+    assert keys.exit_code == 0, keys.output
+    assert f"log key: {log}" in keys.output and f"witness key: {witness}" in keys.output
+    assert (tmp_path / "keys" / "fr-log.vkey").read_text() == f"{log}\n"
+    assert (tmp_path / "keys" / "fr-witness.vkey").read_text() == f"{witness}\n"
 
 
 def test_cli_show_bundle_refuses_tampered_bundle(fr_dir: StateDirectory) -> None:
