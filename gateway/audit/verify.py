@@ -23,7 +23,11 @@
    checkpoint root; indexes are unique and below the tree size; a bundle that says it
    is complete for a range misses no index of it.
 5. Consistency: each earlier checkpoint bundled is signed and cosigned like the main
-   one and its consistency proof to the main checkpoint verifies.
+   one and its consistency proof to the main checkpoint verifies. Given the checkpoint
+   the auditor saw at their last audit (``since``, a signed note they kept), the
+   bundle must prove the log only grew from it: its checkpoint is that one, or the
+   bundle carries that very checkpoint (same size, same root) with a verified
+   consistency proof; a log rewritten and regrown since fails, naming the size.
 
 Nothing raises for a bad bundle: every failed check is one line of the report naming
 the entry or the signature at fault, and the report is ``ok`` only without any. Only
@@ -102,6 +106,8 @@ class VerificationReport:
     consistent_with: tuple[int, ...]
     failures: tuple[str, ...]
     notices: tuple[str, ...]
+    checkpoint_note: str | None = None
+    """The bundle's checkpoint note as it came, for the auditor to keep (``--since``)."""
 
     @property
     def ok(self) -> bool:
@@ -145,10 +151,13 @@ def verify_bundle(
     trusted_log_vkey: str | None = None,
     trusted_cosigner_vkeys: Mapping[str, str] | None = None,
     quorum: int | None = None,
+    since: str | None = None,
 ) -> VerificationReport:
     """Check the bundle ``data`` offline; see the module docstring for what is checked.
 
-    ``quorum``: how many of the trusted cosigners must have cosigned (default: all)."""
+    ``quorum``: how many of the trusted cosigners must have cosigned (default: all).
+    ``since``: the checkpoint note the auditor kept from their last audit."""
+    seen = None if since is None else _seen_checkpoint(since)
     trusted_log = None if trusted_log_vkey is None else _trusted_log_key(trusted_log_vkey)
     trusted_cosigners = (
         None if trusted_cosigner_vkeys is None else _trusted_cosigners(trusted_cosigner_vkeys)
@@ -163,7 +172,18 @@ def verify_bundle(
         run.read(data)
     except BundleFormatError as e:
         run.fail(f"bundle: {e}")
+    if seen is not None:
+        run.check_since(seen)
     return run.report()
+
+
+def _seen_checkpoint(note_text: str) -> tuple[Checkpoint, Note]:
+    """The checkpoint an auditor kept, as a parsed note; ValueError if it is none."""
+    try:
+        note = parse_note(note_text)
+        return Checkpoint.parse(note.text), note
+    except (MalformedNote, MalformedCheckpoint) as e:
+        raise ValueError(f"the checkpoint you kept is not a signed checkpoint: {e.message}") from e
 
 
 def bundle_state(data: bytes) -> str | None:
@@ -256,6 +276,7 @@ class _Run:
     entries: int = 0
     entries_verified: int = 0
     consistent_with: list[int] = field(default_factory=list)
+    earlier_roots: dict[int, bytes] = field(default_factory=dict)
     prepared: bool = False
 
     def fail(self, message: str) -> None:
@@ -572,6 +593,42 @@ class _Run:
                 )
             else:
                 self.consistent_with.append(size)
+                self.earlier_roots[size] = earlier.checkpoint.root_hash
+
+    def check_since(self, seen: tuple[Checkpoint, Note]) -> None:
+        """The log grew from the checkpoint the auditor saw, and nothing in it changed."""
+        checkpoint, note = seen
+        size = checkpoint.size
+        label = f"since: the checkpoint you saw at size {size}"
+        if self.main is None or self.keys is None:
+            self.fail(f"{label}: not checked: the bundle has no readable checkpoint")
+            return
+        if checkpoint.origin != self.main.checkpoint.origin:
+            self.fail(f"{label}: is of {checkpoint.origin!r}, not of this log")
+            return
+        if not self.check_log_signature(note, label):
+            return
+        later = self.main.checkpoint
+        if size > later.size:
+            self.fail(
+                f"{label}: the bundle's checkpoint {later.size} is older: the log shrank "
+                f"(restored or rolled back) after {later.size}"
+            )
+        elif size == later.size:
+            if checkpoint.root_hash != later.root_hash:
+                self.fail(f"{label}: the log holds other entries at {size}: it was rewritten")
+        elif size not in self.earlier_roots:
+            self.fail(
+                f"{label}: the bundle carries no consistency proof from it (export with "
+                f"since_tree_size {size})"
+            )
+        elif self.earlier_roots[size] != checkpoint.root_hash:
+            self.fail(
+                f"{label}: not an extension of it: the log was rewritten at or before "
+                f"{size} and regrown"
+            )
+        else:
+            self.notices.append(f"{label}: the log only grew from it, to {later.size}")
 
     def report(self) -> VerificationReport:
         main = self.main
@@ -597,6 +654,9 @@ class _Run:
             consistent_with=tuple(self.consistent_with),
             failures=tuple(self.failures),
             notices=tuple(self.notices),
+            checkpoint_note=self.header.get("checkpoint")
+            if isinstance(self.header.get("checkpoint"), str)
+            else None,
         )
 
 

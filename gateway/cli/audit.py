@@ -128,6 +128,21 @@ def keys_command(trust_bundles: tuple[Path, ...], out: Path | None) -> None:
     type=click.IntRange(min=1),
     help="How many of the trusted cosigners must have cosigned (default: all of them).",
 )
+@click.option(
+    "--since",
+    "since_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    metavar="CHECKPOINT_FILE",
+    help="The checkpoint you kept from your last audit: the bundle must prove the log "
+    "only grew from it (export with since_tree_size set to its size).",
+)
+@click.option(
+    "--save-checkpoint",
+    "save_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="CHECKPOINT_FILE",
+    help="Once VERIFIED, keep the bundle's checkpoint here, for --since next time.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_command(
     bundle: Path,
@@ -135,6 +150,8 @@ def verify_command(
     cosigner_keys: tuple[str, ...],
     trust_bundles: tuple[Path, ...],
     quorum: int | None,
+    since_file: Path | None,
+    save_file: Path | None,
     as_json: bool,
 ) -> None:
     """Verify the audit bundle BUNDLE offline; exit 0 only if every check passes."""
@@ -150,12 +167,14 @@ def verify_command(
     trusted_cosigners = {
         s: str(partner_cosigner(b).vkey) for s, b in pinned.items() if s != state
     } | (_cosigner_keys(cosigner_keys) or {})
+    since = None if since_file is None else _read_text(since_file, "--since")
     try:
         report = verify_bundle(
             data,
             trusted_log_vkey=trusted_log,
             trusted_cosigner_vkeys=trusted_cosigners or None,
             quorum=quorum,
+            since=since,
         )
     except ValueError as e:  # only the keys and the quorum given on the command line raise
         raise click.BadParameter(str(e)) from e
@@ -170,6 +189,18 @@ def verify_command(
         _print(report, console)
     if not report.ok:
         raise click.exceptions.Exit(1)
+    if save_file is not None and report.checkpoint_note is not None:
+        try:
+            save_file.write_text(report.checkpoint_note, encoding="utf-8")
+        except OSError as e:
+            raise click.ClickException(f"cannot write {save_file}: {e}") from e
+
+
+def _read_text(path: Path, hint: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}", param_hint=hint) from e
 
 
 def _trust_bundles(paths: tuple[Path, ...]) -> dict[str, TrustBundle]:

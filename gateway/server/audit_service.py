@@ -187,6 +187,22 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         size, published = await self._publish()
         return audit_pb2.PublishCheckpointResponse(tree_size=size, published=published)
 
+    def _earlier_sizes(self, since_tree_size: int) -> list[int]:
+        """The checkpoint the auditor last saw, to prove consistency from: none when it
+        is the latest published one (nothing grew since)."""
+        if since_tree_size == 0:
+            return []
+        latest = self._checkpoints.latest(published_only=True)
+        if latest is None or since_tree_size > latest.tree_size:
+            raise ValidationRejected(
+                [
+                    FieldViolation(
+                        "since_tree_size", "must not exceed the latest published checkpoint"
+                    )
+                ]
+            )
+        return [] if since_tree_size == latest.tree_size else [since_tree_size]
+
     async def ExportBundle(
         self, request: audit_pb2.ExportBundleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[audit_pb2.ExportBundleResponse]:
@@ -194,6 +210,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         if visible is not None and request.agreement_id and request.agreement_id not in visible:
             raise PermissionRejected("that agreement is not visible to this auditor")
         log_vkey, cosigners = self._bundle_keys()
+        earlier = await asyncio.to_thread(self._earlier_sizes, request.since_tree_size)
         chunks = iter_bundle(
             self._log,
             self._checkpoints,
@@ -204,6 +221,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             until=_moment(request.until),
             agreement_id=request.agreement_id or None,
             agreement_ids=visible,
+            earlier_sizes=earlier,
         )
         sentinel = object()
         while (chunk := await asyncio.to_thread(next, chunks, sentinel)) is not sentinel:

@@ -292,7 +292,13 @@ class ExportBundleRequest(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     UNTIL_FIELD_NUMBER: _builtins.int
     AGREEMENT_ID_FIELD_NUMBER: _builtins.int
+    SINCE_TREE_SIZE_FIELD_NUMBER: _builtins.int
     agreement_id: _builtins.str
+    since_tree_size: _builtins.int
+    """The size of the checkpoint the auditor saw at their last audit (0: none). The
+    bundle then carries that checkpoint, as this gateway recorded it, with the
+    consistency proof from it to the exported one (`pouch audit verify --since`).
+    """
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -303,10 +309,11 @@ class ExportBundleRequest(_message.Message):
         since: _timestamp_pb2.Timestamp | None = ...,
         until: _timestamp_pb2.Timestamp | None = ...,
         agreement_id: _builtins.str = ...,
+        since_tree_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_id", b"agreement_id", "since", b"since", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_id", b"agreement_id", "since", b"since", "since_tree_size", b"since_tree_size", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -184,8 +184,10 @@ class Auditor:
         answer = self.stub.GetConsistencyProof(request, metadata=self.metadata, timeout=TIMEOUT_S)
         return list(answer.hashes)
 
-    def export(self, agreement_id: str = "") -> bytes:
-        request = audit_pb2.ExportBundleRequest(agreement_id=agreement_id)
+    def export(self, agreement_id: str = "", since_tree_size: int = 0) -> bytes:
+        request = audit_pb2.ExportBundleRequest(
+            agreement_id=agreement_id, since_tree_size=since_tree_size
+        )
         chunks = self.stub.ExportBundle(request, metadata=self.metadata, timeout=TIMEOUT_S)
         return b"".join(answer.chunk for answer in chunks)
 
@@ -489,6 +491,57 @@ def test_a_partners_auditor_verifies_with_the_trust_bundles_it_pinned(
     without_log = verify(be.pki.bundle)
     assert without_log.returncode == 1
     assert "FAIL: log key: none trusted" in without_log.stdout
+
+
+def test_an_auditor_proves_the_log_only_grew_between_two_audits(
+    trail: AuditTrail, tmp_path: Path
+) -> None:
+    at, be = trail.site("AT"), trail.site("BE")
+    pinned = [be.root / "partners" / "AT" / "bundle.json", be.pki.bundle]
+    kept = tmp_path / "at-last-audit.checkpoint"
+
+    def verify(bundle: bytes, *extra: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "at-audit.bundle.json"
+        path.write_bytes(bundle)
+        command = [sys.executable, "-m", "gateway", "audit", "verify", str(path), *extra]
+        for trust in pinned:
+            command += ["--bundle", str(trust)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    with Auditor(at) as auditor:
+        first = open_as_auditor(trail, published_note(auditor)).checkpoint
+        done = verify(auditor.export(), "--save-checkpoint", str(kept))
+        assert done.returncode == 0, done.stdout + done.stderr
+        seen = Checkpoint.parse(kept.read_text().split("\n\n", 1)[0] + "\n")
+        assert seen.size >= first.size
+    # The log grows (a refused submission is evidence too) and a later checkpoint is out.
+    refused_request = submission(
+        death_update(datetime.now(UTC).date()),
+        agreement_id=AT_BE,
+        recipient_state="BE",
+        reference=unique_reference("grows"),
+        purpose="marketing",
+    )
+    with LocalCaller(at, ["civil:submit"]) as clerk, pytest.raises(grpc.RpcError):
+        clerk.submit(refused_request)
+    with Auditor(at, scopes=("admin",)) as operator:
+        operator.stub.PublishCheckpoint(
+            audit_pb2.PublishCheckpointRequest(), metadata=operator.metadata, timeout=30
+        )
+    with Auditor(at) as auditor:
+        published_note(auditor, larger_than=seen.size)
+        later = auditor.export(since_tree_size=seen.size)
+
+    grown = verify(later, "--since", str(kept))
+    assert grown.returncode == 0, grown.stdout + grown.stderr
+    assert f"the checkpoint you saw at size {seen.size}: the log only grew from it" in (
+        grown.stdout
+    )
+    # A bundle exported without the proof cannot show it.
+    with Auditor(at) as auditor:
+        unproven = verify(auditor.export(), "--since", str(kept))
+    assert unproven.returncode == 1
+    assert "carries no consistency proof from it" in unproven.stdout
 
 
 def test_partner_auditor_sees_only_its_partnership(trail: AuditTrail) -> None:

@@ -559,3 +559,103 @@ def test_earlier_checkpoint_must_be_earlier(deployment: Deployment) -> None:
         deployment.export(earlier_sizes=[3])
     stamp = NOW + timedelta(days=1)
     assert deployment.verify(deployment.export(until=stamp)).entries == 3
+
+
+# -- since: the checkpoint the auditor kept ------------------------------------------
+
+
+def kept_note(deployment: Deployment, size: int) -> str:
+    """The checkpoint note of ``size`` as an auditor keeps it from a verified bundle."""
+    report = deployment.verify(deployment.export(tree_size=size))
+    assert report.ok and report.checkpoint_note is not None
+    return report.checkpoint_note
+
+
+def test_a_log_that_only_grew_since_the_last_audit_verifies_with_since(
+    deployment: Deployment,
+) -> None:
+    deployment.append(5)
+    deployment.publish()
+    seen = kept_note(deployment, 5)
+    deployment.append(4)
+    deployment.publish()
+
+    report = verify_bundle(
+        deployment.export(earlier_sizes=[5]),
+        trusted_log_vkey=deployment.log_vkey,
+        trusted_cosigner_vkeys=deployment.cosigner_vkeys,
+        since=seen,
+    )
+
+    assert report.ok, report.failures
+    assert "since: the checkpoint you saw at size 5: the log only grew from it, to 9" in (
+        report.notices
+    )
+
+
+def test_a_log_truncated_and_regrown_since_the_last_audit_fails_naming_the_size(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    deployment.append(5)
+    deployment.publish()
+    seen = kept_note(deployment, 5)
+    # Whoever holds the gateway's keys rebuilds the log: the first three entries again,
+    # two others in place of entries 3 and 4, then more; every checkpoint re-signed and
+    # cosigned. The bundle is consistent with itself.
+    engine = create_engine(f"sqlite:///{tmp_path / 'regrown.db'}")
+    upgrade_to_head(engine)
+    clock = FakeClock(START)
+    regrown = Deployment(
+        engine=engine,
+        log=AuditLog(engine, clock=clock),
+        checkpoints=CheckpointStore(engine, clock=clock),
+        signer=deployment.signer,
+        witness=deployment.witness,
+    )
+    try:
+        regrown.append(3)
+        regrown.append(2, message_id="m-rewritten")
+        regrown.publish()
+        regrown.append(4)
+        regrown.publish()
+        bundle = regrown.export(earlier_sizes=[5])
+        assert deployment.verify(bundle).ok  # nothing in it betrays the rewrite
+
+        report = verify_bundle(
+            bundle,
+            trusted_log_vkey=deployment.log_vkey,
+            trusted_cosigner_vkeys=deployment.cosigner_vkeys,
+            since=seen,
+        )
+    finally:
+        engine.dispose()
+
+    assert report.failures == (
+        "since: the checkpoint you saw at size 5: not an extension of it: the log was "
+        "rewritten at or before 5 and regrown",
+    )
+
+
+def test_without_a_proof_from_the_kept_checkpoint_since_fails(deployment: Deployment) -> None:
+    deployment.append(5)
+    deployment.publish()
+    seen = kept_note(deployment, 5)
+    deployment.append(4)
+    deployment.publish()
+
+    report = verify_bundle(
+        deployment.export(),
+        trusted_log_vkey=deployment.log_vkey,
+        trusted_cosigner_vkeys=deployment.cosigner_vkeys,
+        since=seen,
+    )
+
+    assert report.failures == (
+        "since: the checkpoint you saw at size 5: the bundle carries no consistency proof "
+        "from it (export with since_tree_size 5)",
+    )
+
+
+def test_a_kept_checkpoint_that_is_not_a_signed_checkpoint_is_refused() -> None:
+    with pytest.raises(ValueError, match="the checkpoint you kept is not a signed checkpoint"):
+        verify_bundle(b"{}", since="not a note")
