@@ -78,8 +78,13 @@ def audit_origin(state: str) -> str:
 
 
 def audit_key_name(state: str) -> str:
-    """The note key name of ``state``'s audit key: ``pouch-<cc>-audit``."""
+    """The note key name of ``state``'s audit (log-signing) key: ``pouch-<cc>-audit``."""
     return f"pouch-{validate_state_code(state).lower()}-audit"
+
+
+def witness_key_name(state: str) -> str:
+    """The note key name of ``state``'s witness (cosigning) key: ``pouch-<cc>-witness``."""
+    return f"pouch-{validate_state_code(state).lower()}-witness"
 
 
 def _is_line(value: str) -> bool:

@@ -29,8 +29,8 @@ import grpc
 from gateway.audit.checkpoint import (
     Checkpoint,
     MalformedCheckpoint,
-    audit_key_name,
     open_checkpoint,
+    witness_key_name,
 )
 from gateway.audit.note import (
     MalformedNote,
@@ -49,10 +49,10 @@ from gateway.pki.ed25519_notes import (
     SIGNATURE_SIZE,
     SIGNATURE_TYPE_COSIGNATURE_V1,
     Ed25519Signer,
-    audit_public_key,
-    load_audit_signer,
+    load_witness_signer,
     note_key_id,
     verify_ed25519,
+    witness_public_key,
 )
 from gateway.pki.keys import PrivateKey, as_utc
 
@@ -188,8 +188,8 @@ class CosignatureSigner:
 
     @classmethod
     def for_state(cls, directory: StateDirectory) -> CosignatureSigner:
-        """This state as cosigner, with the key in its ``audit.key``."""
-        return cls(audit_key_name(directory.state), load_audit_signer(directory))
+        """This state as cosigner (witness), with the key in its ``witness.key``."""
+        return cls(witness_key_name(directory.state), load_witness_signer(directory))
 
     @property
     def key_name(self) -> str:
@@ -267,5 +267,6 @@ def open_published_checkpoint(
 
 
 def partner_cosigner(bundle: TrustBundle) -> CosignatureVerifier:
-    """The partner as cosigner of our checkpoints, from its trust bundle's audit certificate."""
-    return CosignatureVerifier(audit_key_name(bundle.state), audit_public_key(bundle))
+    """The partner as cosigner of our checkpoints, from its trust bundle's witness
+    certificate (never its audit-log key: one key, one role)."""
+    return CosignatureVerifier(witness_key_name(bundle.state), witness_public_key(bundle))

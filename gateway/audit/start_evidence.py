@@ -42,7 +42,9 @@ def record_start(
     seen = last_keys(log)
     for role, der in sorted(certificates.items()):
         emit(
-            Event.KEY_LOADED if role in {"signing", "audit"} else Event.CERTIFICATE_LOADED,
+            Event.KEY_LOADED
+            if role in {"signing", "audit", "witness"}
+            else Event.CERTIFICATE_LOADED,
             kind=role,
         )
         if seen.get(role) != payload_digest(der):

@@ -51,6 +51,7 @@ from gateway.audit.checkpoint import (
     MalformedCheckpoint,
     audit_key_name,
     audit_origin,
+    witness_key_name,
 )
 from gateway.audit.cosignature import Cosignature, CosignatureVerifier, verify_cosignature
 from gateway.audit.entry import ENCODING_VERSION, AuditEvent, Decision, EventKind
@@ -216,11 +217,12 @@ def _trusted_cosigners(vkeys: Mapping[str, str]) -> dict[str, CosignatureVerifie
             key = CosignatureVerifier.from_vkey(vkey.strip())
         except ValueError as e:
             raise ValueError(f"trusted cosigner key of {state}: {e}") from e
-        # A key names its state: one state's key offered as another's is refused.
-        if key.key_name != audit_key_name(state):
+        # A key names its state and role: another state's key, or a log key offered as
+        # a witness key, is refused.
+        if key.key_name != witness_key_name(state):
             raise ValueError(
                 f"trusted cosigner key of {state}: it is {key.key_name}'s key, "
-                f"not {audit_key_name(state)}'s"
+                f"not {witness_key_name(state)}'s"
             )
         keys[state] = key
     return keys
@@ -386,6 +388,18 @@ class _Run:
                         f"the trusted key {_key_label(theirs)}"
                     )
             cosigners = dict(self.trusted_cosigners)
+        state = self.header.get("state")
+        if log is not None and isinstance(state, str) and log.key_name != audit_key_name(state):
+            self.fail(
+                f"log key: {log.key_name} is not {audit_key_name(state)}, the key that signs "
+                f"this state's log (a witness key is never a log key)"
+            )
+        for cosigner_state, key in sorted(cosigners.items()):
+            if log is not None and key.public_key == log.public_key:
+                self.fail(
+                    f"cosigner key of {cosigner_state}: the log's own key in the witness role "
+                    "(one key, one role)"
+                )
         if self.trusted_log is None:
             self.fail(
                 "log key: none trusted; the checks used the bundle's own key, which shows "

@@ -38,6 +38,7 @@ from gateway.pki.identity import (
     signing_uri,
     validate_client_name,
     validate_state_code,
+    witness_uri,
 )
 from gateway.pki.keys import (
     PrivateKey,
@@ -303,13 +304,15 @@ class StateAuthority:
         )
 
     def issue_audit_certificate(
-        self, *, now: datetime, validity_days: int = LEAF_VALIDITY_DAYS
+        self, *, now: datetime, validity_days: int = LEAF_VALIDITY_DAYS, witness: bool = False
     ) -> IssuedCertificate:
-        """A new Ed25519 audit-log key and its certificate."""
+        """A new Ed25519 key and its certificate: the audit log's (it signs the state's
+        checkpoints) or, with ``witness``, the witness's (it cosigns partners'
+        checkpoints). The two are never one key."""
         key = generate_ed25519_key()
         issued = self.issue_certificate(
-            common_name=f"Pouch audit log {self.state}",
-            san_uris=[audit_uri(self.state)],
+            common_name=f"Pouch {'witness' if witness else 'audit log'} {self.state}",
+            san_uris=[witness_uri(self.state) if witness else audit_uri(self.state)],
             server_auth=False,
             client_auth=False,
             now=now,

@@ -1,10 +1,11 @@
 """State trust bundles: what a state hands a partner out of band, signed by its CA.
 
-File format (``pouch.trust-bundle/v1``)::
+File format (``pouch.trust-bundle/v2``)::
 
-    {"format": "pouch.trust-bundle/v1",
+    {"format": "pouch.trust-bundle/v2",
      "body": {"state": "FR", "ca_certificate": "<PEM>", "signing_certificate": "<PEM>",
-              "audit_certificate": "<PEM>", "peer_endpoint": "host:port",
+              "audit_certificate": "<PEM>", "witness_certificate": "<PEM>",
+              "peer_endpoint": "host:port",
               "crl_location": "...", "issued_at": "2025-01-31T12:00:00Z"},
      "signature": "<base64url, unpadded, DER ECDSA P-256/SHA-256 signature by the CA
                    over the RFC 8785 canonical JSON of body>"}
@@ -21,9 +22,12 @@ naming the check):
   :attr:`TrustBundle.digest`, the value agreements pin;
 * the signature verifies with the CA certificate in the body;
 * that CA is self-signed, a CA, ECDSA P-256, and its subject ``C=`` is the state;
-* the signing (ECDSA P-256) and audit (Ed25519) certificates are end-entity
-  certificates issued by that CA whose only SAN URI is the state's signing,
-  respectively audit, URI.
+* the signing (ECDSA P-256), audit and witness (Ed25519) certificates are end-entity
+  certificates issued by that CA whose only SAN URI is the state's signing, audit,
+  respectively witness, URI, and the audit (log-signing) and witness (cosigning) keys
+  are two keys: one key in both roles is refused;
+* a ``pouch.trust-bundle/v1`` bundle, whose one audit key signed the log and cosigned
+  partners', is refused by name: its state issues a v2 bundle to be pinned instead.
 
 The bundle's signature proves integrity relative to the CA inside it; trust in
 that CA comes from the out-of-band exchange and the digest pinned in the agreement.
@@ -47,14 +51,16 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway import jcs
 from gateway.pki.authority import StateAuthority
 from gateway.pki.directory import state_of_ca
-from gateway.pki.identity import audit_uri, signing_uri, validate_state_code
+from gateway.pki.identity import audit_uri, signing_uri, validate_state_code, witness_uri
 from gateway.pki.keys import as_utc, certificate_pem, load_certificates_pem
 
-FORMAT = "pouch.trust-bundle/v1"
+FORMAT = "pouch.trust-bundle/v2"
+RETIRED_FORMATS = frozenset({"pouch.trust-bundle/v1"})
 CRL_OUT_OF_BAND = "out-of-band"
 
 _BODY_FIELDS = frozenset(
@@ -63,6 +69,7 @@ _BODY_FIELDS = frozenset(
         "ca_certificate",
         "signing_certificate",
         "audit_certificate",
+        "witness_certificate",
         "peer_endpoint",
         "crl_location",
         "issued_at",
@@ -97,6 +104,7 @@ class TrustBundle:
     ca_certificate: x509.Certificate
     signing_certificate: x509.Certificate
     audit_certificate: x509.Certificate
+    witness_certificate: x509.Certificate
     peer_endpoint: str
     crl_location: str
     issued_at: datetime
@@ -108,6 +116,7 @@ class TrustBundle:
             "ca_certificate": certificate_pem(self.ca_certificate).decode("ascii"),
             "signing_certificate": certificate_pem(self.signing_certificate).decode("ascii"),
             "audit_certificate": certificate_pem(self.audit_certificate).decode("ascii"),
+            "witness_certificate": certificate_pem(self.witness_certificate).decode("ascii"),
             "peer_endpoint": self.peer_endpoint,
             "crl_location": self.crl_location,
             "issued_at": as_utc(self.issued_at).strftime(_TIME_FORMAT),
@@ -126,7 +135,12 @@ class TrustBundle:
         """When the first of the bundle's certificates expires."""
         return min(
             c.not_valid_after_utc
-            for c in (self.ca_certificate, self.signing_certificate, self.audit_certificate)
+            for c in (
+                self.ca_certificate,
+                self.signing_certificate,
+                self.audit_certificate,
+                self.witness_certificate,
+            )
         )
 
 
@@ -208,6 +222,19 @@ def _check_bundle(bundle: TrustBundle) -> None:
         audit_uri(bundle.state),
         ed25519.Ed25519PublicKey,
     )
+    _check_issued(
+        "witness",
+        bundle.witness_certificate,
+        ca,
+        witness_uri(bundle.state),
+        ed25519.Ed25519PublicKey,
+    )
+    if _raw_public_key(bundle.audit_certificate) == _raw_public_key(bundle.witness_certificate):
+        raise BundleError("the audit and witness certificates hold one key: two roles need two")
+
+
+def _raw_public_key(certificate: x509.Certificate) -> bytes:
+    return certificate.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def _b64url(data: bytes) -> str:
@@ -228,6 +255,7 @@ def sign_bundle(
     *,
     signing_certificate: x509.Certificate,
     audit_certificate: x509.Certificate,
+    witness_certificate: x509.Certificate,
     peer_endpoint: str,
     crl_location: str,
     issued_at: datetime,
@@ -238,6 +266,7 @@ def sign_bundle(
         ca_certificate=authority.ca_cert,
         signing_certificate=signing_certificate,
         audit_certificate=audit_certificate,
+        witness_certificate=witness_certificate,
         peer_endpoint=peer_endpoint,
         crl_location=crl_location,
         issued_at=as_utc(issued_at).replace(microsecond=0),
@@ -266,6 +295,12 @@ def _parse_document(data: bytes) -> tuple[dict[str, str], str]:
         raise BundleError("trust bundle is not valid JSON") from e
     if not isinstance(document, dict) or set(document) != {"format", "body", "signature"}:
         raise BundleError("trust bundle must be an object with exactly format, body, signature")
+    if document["format"] in RETIRED_FORMATS:
+        raise BundleError(
+            f"trust bundle format {document['format']!r} is retired: its one audit key both "
+            "signed the log and cosigned; ask its state for its current bundle "
+            f"({FORMAT}, with a separate witness key) and pin that"
+        )
     if document["format"] != FORMAT:
         raise BundleError(f"unsupported trust bundle format {document['format']!r}")
     body, signature = document["body"], document["signature"]
@@ -303,6 +338,7 @@ def load_trust_bundle(source: Path | bytes) -> TrustBundle:
         ca_certificate=ca,
         signing_certificate=_single_certificate(body, "signing_certificate"),
         audit_certificate=_single_certificate(body, "audit_certificate"),
+        witness_certificate=_single_certificate(body, "witness_certificate"),
         peer_endpoint=body["peer_endpoint"],
         crl_location=body["crl_location"],
         issued_at=issued_at,

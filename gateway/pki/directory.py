@@ -10,7 +10,8 @@ Layout::
     ca.crt ca.key                 the state's root CA
     gateway.crt gateway.key       gateway TLS certificate (server and client use)
     signing.crt signing.key       message-signing key (ECDSA P-256, JWS ES256)
-    audit.crt audit.key           audit-log key (Ed25519)
+    audit.crt audit.key           audit-log key (Ed25519): signs this state's checkpoints
+    witness.crt witness.key       witness key (Ed25519): cosigns partners' checkpoints
     crl.pem                       the CA's CRL
     bundle.json                   the signed trust bundle handed to partners
     clients/<name>.crt|.key       local callers' client certificates
@@ -71,6 +72,14 @@ class StateDirectory:
     @property
     def audit_key(self) -> Path:
         return self.root / "audit.key"
+
+    @property
+    def witness_cert(self) -> Path:
+        return self.root / "witness.crt"
+
+    @property
+    def witness_key(self) -> Path:
+        return self.root / "witness.key"
 
     @property
     def crl(self) -> Path:

@@ -120,3 +120,13 @@ def audit_public_key(bundle: TrustBundle) -> bytes:
 def load_audit_signer(directory: StateDirectory) -> Ed25519Signer:
     """Our audit-log key, from the state directory's ``audit.key``."""
     return Ed25519Signer(load_private_key(directory.audit_key))
+
+
+def witness_public_key(bundle: TrustBundle) -> bytes:
+    """The partner's raw witness (cosigning) public key, from its witness certificate."""
+    return ed25519_public_key_of(bundle.witness_certificate)
+
+
+def load_witness_signer(directory: StateDirectory) -> Ed25519Signer:
+    """Our witness (cosigning) key, from the state directory's ``witness.key``."""
+    return Ed25519Signer(load_private_key(directory.witness_key))

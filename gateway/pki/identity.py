@@ -56,6 +56,10 @@ def audit_uri(state: str) -> str:
     return f"{_PREFIX}{validate_state_code(state)}:audit"
 
 
+def witness_uri(state: str) -> str:
+    return f"{_PREFIX}{validate_state_code(state)}:witness"
+
+
 def state_of_uri(uri: str) -> str | None:
     """The state a ``urn:pouch:state:<CC>:...`` URI claims, or None if it is not one."""
     if not uri.startswith(_PREFIX):

@@ -88,12 +88,15 @@ def init_state(
     _write_issued(directory.signing_cert, directory.signing_key, signing)
     audit = authority.issue_audit_certificate(now=now)
     _write_issued(directory.audit_cert, directory.audit_key, audit)
+    witness = authority.issue_audit_certificate(now=now, witness=True)
+    _write_issued(directory.witness_cert, directory.witness_key, witness)
 
     write_public_file(directory.crl, crl_pem(build_crl(authority, (), now=now)))
     bundle = sign_bundle(
         authority,
         signing_certificate=signing.certificate,
         audit_certificate=audit.certificate,
+        witness_certificate=witness.certificate,
         peer_endpoint=peer_endpoint,
         crl_location=crl_location if crl_location is not None else CRL_OUT_OF_BAND,
         issued_at=now,

@@ -360,6 +360,7 @@ class Gateway:
             "gateway_tls": self.pki.gateway_cert,
             "signing": self.pki.signing_cert,
             "audit": self.pki.audit_cert,
+            "witness": self.pki.witness_cert,
             "state_ca": self.pki.ca_cert,
         }
         return {role: certificate_der(load_certificate(path)) for role, path in roles.items()}

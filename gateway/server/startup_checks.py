@@ -158,9 +158,18 @@ def _check_pki(settings: Settings, now: datetime) -> StateDirectory:
         (pki.gateway_cert, pki.gateway_key),
         (pki.signing_cert, pki.signing_key),
         (pki.audit_cert, pki.audit_key),
+        (pki.witness_cert, pki.witness_key),
     ):
         _check_key_pair("pki.dir", _certificate("pki.dir", certificate, now), certificate, key)
         _check_issued("pki.dir", certificate, ca, pki.ca_cert)
+    audit, witness = load_certificate(pki.audit_cert), load_certificate(pki.witness_cert)
+    if audit.public_key() == witness.public_key():
+        raise _fail(
+            "pki.dir",
+            pki.witness_cert,
+            "the witness key is the audit key: the key that cosigns partners' checkpoints "
+            "must not be the one that signs this state's log",
+        )
     _check_crl("pki.dir", pki.crl, ca)
     return pki
 

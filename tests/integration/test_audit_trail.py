@@ -343,8 +343,8 @@ def test_checkpoint_is_cosigned_by_the_partner_and_published(trail: AuditTrail) 
     assert by_be.checkpoint == by_ch.checkpoint
     assert by_be.checkpoint.origin == "pouch.gateway/AT/audit"
     assert by_be.checkpoint.size > 0
-    assert by_be.cosignature.key_name == "pouch-be-audit"
-    assert by_ch.cosignature.key_name == "pouch-ch-audit"
+    assert by_be.cosignature.key_name == "pouch-be-witness"
+    assert by_ch.cosignature.key_name == "pouch-ch-witness"
     assert by_be.log_signature.key_name == "pouch-at-audit"
     signature_lines = [line for line in note.split("\n\n", 1)[1].split("\n") if line]
     assert len(signature_lines) == 3  # AT's own signature and two cosignatures
@@ -352,7 +352,7 @@ def test_checkpoint_is_cosigned_by_the_partner_and_published(trail: AuditTrail) 
     without_be = "".join(
         f"{line}\n" if line else "\n"
         for line in note.split("\n")[:-1]
-        if "pouch-be-audit" not in line
+        if "pouch-be-witness" not in line
     )
     with pytest.raises(UnverifiedNote):
         open_as_auditor(trail, without_be, cosigner="BE")

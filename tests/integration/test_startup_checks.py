@@ -82,6 +82,18 @@ def test_gateway_key_not_matching_its_certificate_is_refused_naming_both(tmp_pat
     )
 
 
+def test_the_audit_key_in_the_witness_role_is_refused(tmp_path: Path) -> None:
+    # One key both signing the state's log and cosigning partners': refused at start.
+    at = deployment(tmp_path)["AT"]
+    assert_passes(at)
+    at.pki.witness_cert.write_bytes(at.pki.audit_cert.read_bytes())
+    at.pki.witness_key.write_bytes(at.pki.audit_key.read_bytes())
+    assert refusal(at) == (
+        f"Error: pki.dir: {at.pki.witness_cert}: the witness key is the audit key: the key "
+        "that cosigns partners' checkpoints must not be the one that signs this state's log"
+    )
+
+
 def test_gateway_certificate_from_another_state_ca_is_refused(tmp_path: Path) -> None:
     sites = deployment(tmp_path)
     at, be = sites["AT"], sites["BE"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from gateway.audit.checkpoint import audit_key_name
+from gateway.audit.checkpoint import witness_key_name
 from gateway.audit.cosignature import CosignatureSigner
 from gateway.cli.audit import audit
 from gateway.pki.ed25519_notes import Ed25519Signer
@@ -129,13 +129,13 @@ def test_one_states_key_offered_as_anothers_is_refused(files: dict[str, Path]) -
     )
 
     assert code == 2
-    assert "it is pouch-de-audit's key, not pouch-be-audit's" in output
+    assert "it is pouch-de-witness's key, not pouch-be-witness's" in output
 
 
 def test_a_cosigner_the_auditor_does_not_trust_is_not_counted(
     deployment: Deployment, files: dict[str, Path], tmp_path: Path
 ) -> None:
-    be = CosignatureSigner(audit_key_name("BE"), Ed25519Signer.generate()).verifier()
+    be = CosignatureSigner(witness_key_name("BE"), Ed25519Signer.generate()).verifier()
     be_key = tmp_path / "be.vkey"
     be_key.write_text(str(be.vkey) + "\n")
 

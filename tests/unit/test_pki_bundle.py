@@ -26,6 +26,7 @@ from gateway.pki import (
     load_trust_bundle,
     sign_bundle,
 )
+from gateway.pki.identity import witness_uri
 
 NOW = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -35,6 +36,7 @@ class State:
     authority: StateAuthority
     signing: x509.Certificate
     audit: x509.Certificate
+    witness: x509.Certificate
     bundle: bytes
 
 
@@ -42,15 +44,17 @@ def _state(code: str) -> State:
     authority = StateAuthority.create(code, now=NOW)
     signing = authority.issue_signing_certificate(now=NOW).certificate
     audit = authority.issue_audit_certificate(now=NOW).certificate
+    witness = authority.issue_audit_certificate(now=NOW, witness=True).certificate
     bundle = sign_bundle(
         authority,
         signing_certificate=signing,
         audit_certificate=audit,
+        witness_certificate=witness,
         peer_endpoint=f"gw.{code.lower()}.example:8443",
         crl_location=f"https://pki.{code.lower()}.example/crl.pem",
         issued_at=NOW,
     )
-    return State(authority, signing, audit, bundle)
+    return State(authority, signing, audit, witness, bundle)
 
 
 @pytest.fixture
@@ -89,10 +93,11 @@ def test_signed_bundle_loads_with_every_field(fr: State) -> None:
     assert bundle.ca_certificate == fr.authority.ca_cert
     assert bundle.signing_certificate == fr.signing
     assert bundle.audit_certificate == fr.audit
+    assert bundle.witness_certificate == fr.witness
     assert bundle.peer_endpoint == "gw.fr.example:8443"
     assert bundle.crl_location == "https://pki.fr.example/crl.pem"
     assert bundle.issued_at == NOW
-    assert json.loads(fr.bundle)["format"] == "pouch.trust-bundle/v1"
+    assert json.loads(fr.bundle)["format"] == "pouch.trust-bundle/v2"
 
 
 def test_bundle_digest_is_sha256_of_the_canonical_body(fr: State) -> None:
@@ -238,9 +243,38 @@ def test_bundle_with_missing_field_is_refused(fr: State) -> None:
 
 def test_bundle_of_unknown_format_is_refused(fr: State) -> None:
     document = json.loads(fr.bundle)
-    document["format"] = "pouch.trust-bundle/v2"
+    document["format"] = "pouch.trust-bundle/v3"
     with pytest.raises(BundleError, match="unsupported trust bundle format"):
         load_trust_bundle(json.dumps(document).encode())
+
+
+def test_a_bundle_of_the_retired_one_key_format_is_refused_by_name(fr: State) -> None:
+    document = json.loads(fr.bundle)
+    document["format"] = "pouch.trust-bundle/v1"
+    with pytest.raises(BundleError, match="is retired: its one audit key both signed the log"):
+        load_trust_bundle(json.dumps(document).encode())
+
+
+def test_a_bundle_offering_the_audit_key_as_witness_key_is_refused(fr: State) -> None:
+    # One key in both roles: the mistake key separation exists to prevent.
+    with pytest.raises(BundleError, match="audit and witness certificates hold one key"):
+        sign_bundle(
+            fr.authority,
+            signing_certificate=fr.signing,
+            audit_certificate=fr.audit,
+            witness_certificate=fr.authority.issue_certificate(
+                common_name="Pouch witness FR",
+                san_uris=[witness_uri("FR")],
+                server_auth=False,
+                client_auth=False,
+                now=NOW,
+                validity_days=30,
+                public_key=fr.audit.public_key(),  # type: ignore[arg-type]
+            ).certificate,
+            peer_endpoint="gw.fr.example:8443",
+            crl_location="x",
+            issued_at=NOW,
+        )
 
 
 @pytest.mark.parametrize("signature", ["", "AAAA====", "not base64!", "AAAA"])
@@ -267,6 +301,7 @@ def test_sign_bundle_refuses_what_load_would_refuse(fr: State, de: State) -> Non
             fr.authority,
             signing_certificate=fr.signing,
             audit_certificate=fr.audit,
+            witness_certificate=fr.witness,
             peer_endpoint="gw.fr.example",
             crl_location="x",
             issued_at=NOW,
@@ -276,6 +311,7 @@ def test_sign_bundle_refuses_what_load_would_refuse(fr: State, de: State) -> Non
             fr.authority,
             signing_certificate=de.signing,
             audit_certificate=fr.audit,
+            witness_certificate=fr.witness,
             peer_endpoint="gw.fr.example:8443",
             crl_location="x",
             issued_at=NOW,

@@ -48,7 +48,7 @@ async def _run_all(sites: dict[str, Site], console: Console) -> list[Step]:
     steps += report.identity_steps(identity, a.state, b.state)
     case = await run_representation_scenario(lu, b)
     steps += report.representation_steps(case)
-    audit = await run_audit_scenario(a, b, [lu])
+    audit = await run_audit_scenario(a, b)
     steps += report.audit_steps(audit, a.state, b.state)
     console.print(report.steps_table(steps))
     for table in (

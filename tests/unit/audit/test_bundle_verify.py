@@ -21,17 +21,24 @@ from sqlalchemy import Engine, text
 
 from gateway.audit import merkle
 from gateway.audit.bundle import FORMAT, BundleFormatError, iter_bundle, read_members
-from gateway.audit.checkpoint import Checkpoint, CheckpointSigner, audit_key_name, audit_origin
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    CheckpointSigner,
+    audit_key_name,
+    audit_origin,
+    witness_key_name,
+)
 from gateway.audit.checkpoints_store import CheckpointStore
 from gateway.audit.cosignature import CosignatureSigner
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog
+from gateway.audit.note import Note, NoteSignature, parse_note
 from gateway.audit.verify import VerificationReport, entry_problem, verify_bundle
 from gateway.audit.witness import CHECKPOINT_INCONSISTENT, CheckpointRefused, cosign
 from gateway.errors import NotFound
 from gateway.pki import init_state
 from gateway.pki.directory import StateDirectory
-from gateway.pki.ed25519_notes import Ed25519Signer
+from gateway.pki.ed25519_notes import Ed25519Signer, load_witness_signer
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
 from tests.unit.audit import make_event
@@ -193,7 +200,7 @@ def test_bundle_format_carries_both_signatures_in_one_note(deployment: Deploymen
     body, _, signatures = bundle["checkpoint"].partition("\n\n")
     assert Checkpoint.parse(body + "\n").size == 3
     lines = signatures.splitlines()
-    assert [line.split(" ")[1] for line in lines] == [audit_key_name("FR"), audit_key_name("DE")]
+    assert [line.split(" ")[1] for line in lines] == [audit_key_name("FR"), witness_key_name("DE")]
     entry = bundle["entries"][1]
     record = deployment.log.entry(1)
     assert record is not None
@@ -376,7 +383,7 @@ def test_bundle_keys_differing_from_trusted_keys_are_reported(
         log=deployment.log,
         checkpoints=deployment.checkpoints,
         signer=CheckpointSigner(audit_origin("FR"), audit_key_name("FR"), Ed25519Signer.generate()),
-        witness=CosignatureSigner(audit_key_name("DE"), Ed25519Signer.generate()),
+        witness=CosignatureSigner(witness_key_name("DE"), Ed25519Signer.generate()),
     )
     forger.publish()
     forged = forger.export()
@@ -546,7 +553,7 @@ def test_entries_written_before_the_checkpoint_still_verify(deployment: Deployme
 def test_trusted_keys_must_be_keys() -> None:
     with pytest.raises(ValueError, match="trusted log key"):
         verify_bundle(b"{}", trusted_log_vkey="not a key")
-    cosigner = str(CosignatureSigner("pouch-de-audit", Ed25519Signer.generate()).verifier().vkey)
+    cosigner = str(CosignatureSigner("pouch-de-witness", Ed25519Signer.generate()).verifier().vkey)
     with pytest.raises(ValueError, match="trusted cosigner key"):
         verify_bundle(b"{}", trusted_cosigner_vkeys={"de": cosigner})
     assert not verify_bundle(b"{}", trusted_cosigner_vkeys={"DE": cosigner}).ok
@@ -659,3 +666,59 @@ def test_without_a_proof_from_the_kept_checkpoint_since_fails(deployment: Deploy
 def test_a_kept_checkpoint_that_is_not_a_signed_checkpoint_is_refused() -> None:
     with pytest.raises(ValueError, match="the checkpoint you kept is not a signed checkpoint"):
         verify_bundle(b"{}", since="not a note")
+
+
+# -- one key, one role ----------------------------------------------------------------
+
+
+def test_a_cosignature_relabelled_as_the_log_signature_is_refused(
+    deployment: Deployment,
+) -> None:
+    deployment.append(3)
+    deployment.publish()
+    bundle = document(deployment.export())
+    note = parse_note(bundle["checkpoint"])
+    log = deployment.signer.verifier()
+    (cosigned,) = [s for s in note.signatures if s.key_name == witness_key_name("DE")]
+    # The witness's signature, presented under the log key's name and id.
+    relabelled = NoteSignature(log.key_name, log.key_id, cosigned.signature)
+    bundle["checkpoint"] = Note(note.text, (relabelled, cosigned)).serialize()
+
+    report = deployment.verify(json.dumps(bundle).encode())
+
+    assert not report.ok
+    assert (
+        f"checkpoint: signature by the log key {log.key_name}+{log.key_id:08x} does not verify"
+        in report.failures
+    )
+
+
+def test_a_witness_key_offered_as_the_log_key_is_refused(
+    deployment: Deployment, states: tuple[StateDirectory, StateDirectory]
+) -> None:
+    france, _ = states
+    deployment.append(3)
+    # France's witness key signs France's log under a log-key type: the wrong role.
+    wrong_role = CheckpointSigner(
+        audit_origin("FR"), witness_key_name("FR"), load_witness_signer(france)
+    )
+    forger = Deployment(
+        engine=deployment.engine,
+        log=deployment.log,
+        checkpoints=deployment.checkpoints,
+        signer=wrong_role,
+        witness=deployment.witness,
+    )
+    forger.publish()
+
+    report = verify_bundle(
+        forger.export(),
+        trusted_log_vkey=forger.log_vkey,
+        trusted_cosigner_vkeys=forger.cosigner_vkeys,
+    )
+
+    assert not report.ok
+    assert (
+        "log key: pouch-fr-witness is not pouch-fr-audit, the key that signs this state's log "
+        "(a witness key is never a log key)" in report.failures
+    )

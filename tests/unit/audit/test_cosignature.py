@@ -201,9 +201,9 @@ def test_cosigner_keys_come_from_state_directory_and_partner_bundle(tmp_path: Pa
     cosigner = CosignatureSigner.for_state(directory)
     bundle = load_trust_bundle(directory.bundle)
     assert partner_cosigner(bundle) == cosigner.verifier()
-    assert cosigner.key_name == "pouch-de-audit"
-    # One audit key, one name, two roles told apart by the type byte in the key ID.
-    assert partner_cosigner(bundle).public_key == partner_log_key(bundle).public_key
-    assert partner_cosigner(bundle).key_id != partner_log_key(bundle).key_id
+    assert cosigner.key_name == "pouch-de-witness"
+    # Two roles, two keys: the witness key is not the key that signs the state's log.
+    assert partner_cosigner(bundle).public_key != partner_log_key(bundle).public_key
+    assert partner_cosigner(bundle).key_name != partner_log_key(bundle).key_name
     cosignature = cosigner.cosign(CHECKPOINT, NOW)
     assert verify_cosignature(CHECKPOINT, cosignature, partner_cosigner(bundle))
