@@ -21,7 +21,7 @@ from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import refresh_crl, revoke
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_fingerprint, load_certificate
-from gateway.pki.layout import init_state, issue_client
+from gateway.pki.layout import add_witness, init_state, issue_client
 
 _SERIAL = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 
@@ -187,6 +187,27 @@ def refresh_crl_command(state_dir: Path) -> None:
 
 def _show_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pki.command(name="add-witness")
+@click.option(
+    "--state-dir",
+    "state_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The state directory made before witness keys (it has no witness.key).",
+)
+def add_witness_command(state_dir: Path) -> None:
+    """Give an older state directory its witness key (which cosigns partners' logs, apart
+    from the audit key that signs this state's) and sign its trust bundle again in the
+    current format; hand the new bundle to partners and have them pin its digest."""
+    with _operator_errors():
+        directory = add_witness(state_dir, now=datetime.now(UTC))
+        bundle = load_trust_bundle(directory.bundle)
+    click.echo(f"witness certificate: {directory.witness_cert}")
+    _echo_keys(bundle)
+    click.echo(f"trust bundle: {directory.bundle}")
+    click.echo(f"bundle digest: {bundle.digest} (partners pin this one now)")
 
 
 @pki.command(name="show-bundle")

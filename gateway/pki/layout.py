@@ -15,6 +15,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -31,9 +32,14 @@ from gateway.pki.bundle import CRL_OUT_OF_BAND, sign_bundle, validate_peer_endpo
 from gateway.pki.crl import build_crl, crl_pem
 from gateway.pki.directory import StateDirectory
 from gateway.pki.identity import validate_client_name, validate_state_code
-from gateway.pki.keys import certificate_pem, write_private_key, write_public_file
+from gateway.pki.keys import (
+    certificate_pem,
+    load_certificate,
+    write_private_key,
+    write_public_file,
+)
 
-__all__ = ["StateDirectory", "init_state", "issue_client"]
+__all__ = ["StateDirectory", "add_witness", "init_state", "issue_client"]
 
 
 def _write_issued(
@@ -129,3 +135,44 @@ def issue_client(
     issued = authority.issue_client_certificate(name, now=now, validity_days=validity_days)
     _write_issued(cert_path, key_path, issued, overwrite=replace)
     return cert_path, key_path
+
+
+def add_witness(state_dir: Path | str, *, now: datetime) -> StateDirectory:
+    """Give a state directory made before the witness key its witness key, and sign its
+    trust bundle again in the current format with the same certificates, endpoint and
+    CRL location; partners then pin the new bundle's digest.
+
+    :class:`FileExistsError` if the directory already has a witness key (nothing is
+    written), :class:`ValueError` if its bundle cannot be read back.
+    """
+    directory = StateDirectory(Path(state_dir))
+    for existing in (directory.witness_cert, directory.witness_key):
+        if existing.exists():
+            raise FileExistsError(f"{existing} already exists: this state has its witness key")
+    authority = StateAuthority.load(directory.root)
+    peer_endpoint, crl_location = _bundle_settings(directory)
+    witness = authority.issue_audit_certificate(now=now, witness=True)
+    bundle = sign_bundle(
+        authority,
+        signing_certificate=load_certificate(directory.signing_cert),
+        audit_certificate=load_certificate(directory.audit_cert),
+        witness_certificate=witness.certificate,
+        peer_endpoint=peer_endpoint,
+        crl_location=crl_location,
+        issued_at=now,
+    )
+    _write_issued(directory.witness_cert, directory.witness_key, witness, overwrite=False)
+    write_public_file(directory.bundle, bundle)
+    return directory
+
+
+def _bundle_settings(directory: StateDirectory) -> tuple[str, str]:
+    """The peer endpoint and CRL location the state's current bundle names (of any
+    format: this state's own file, read to carry its settings over)."""
+    try:
+        body = json.loads(directory.bundle.read_bytes())["body"]
+        return str(body["peer_endpoint"]), str(body["crl_location"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(
+            f"{directory.bundle}: cannot read the peer endpoint and CRL location"
+        ) from e

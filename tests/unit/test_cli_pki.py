@@ -229,3 +229,31 @@ def test_cli_errors_on_missing_state_directory_files(tmp_path: Path) -> None:
 def test_cli_is_a_click_group_named_pki() -> None:
     assert pki.name == "pki"
     assert {"init", "issue-client", "revoke", "show-bundle"} <= set(pki.commands)
+
+
+def test_an_older_state_directory_gets_its_witness_key_and_a_current_bundle(
+    fr_dir: StateDirectory,
+) -> None:
+    # As a directory made before witness keys: no witness files, a v1 bundle whose one
+    # audit key served both roles.
+    before = load_trust_bundle(fr_dir.bundle)
+    document = json.loads(fr_dir.bundle.read_bytes())
+    del document["body"]["witness_certificate"]
+    document["format"] = "pouch.trust-bundle/v1"
+    fr_dir.bundle.write_text(json.dumps(document))
+    fr_dir.witness_cert.unlink()
+    fr_dir.witness_key.unlink()
+
+    result = _ok("add-witness", "--state-dir", str(fr_dir.root))
+
+    after = load_trust_bundle(fr_dir.bundle)
+    assert after.witness_certificate == load_certificate(fr_dir.witness_cert)
+    assert (after.audit_certificate, after.signing_certificate) == (
+        before.audit_certificate,
+        before.signing_certificate,
+    )
+    assert (after.peer_endpoint, after.crl_location) == (before.peer_endpoint, before.crl_location)
+    assert f"bundle digest: {after.digest}" in result.output
+    assert f"witness key (vkey): {partner_cosigner(after).vkey}" in result.output
+    again = _refused("add-witness", "--state-dir", str(fr_dir.root))
+    assert "already exists: this state has its witness key" in again.output
