@@ -288,6 +288,12 @@ class AgreementRegistry(Generic[ExchangesT]):
         entries = self._entries
         return tuple(self._assess(e, today) for _, e in sorted(entries.items()))
 
+    def ids_with(self, partner_state: str) -> frozenset[str]:
+        """Ids of the agreements loaded here that ``partner_state`` is a party to."""
+        return frozenset(
+            loaded.id for loaded in self.list() if partner_state in loaded.agreement.parties
+        )
+
     def active_for(self, agreement_id: str, partner_state: str) -> LoadedAgreement[ExchangesT]:
         """The agreement, if it is in force between this state and ``partner_state``."""
         entry = self._entry(agreement_id)

@@ -263,7 +263,7 @@ class Gateway:
                 AuditService(
                     audit_log=x.audit_log,
                     checkpoints=x.checkpoints,
-                    agreements_with=x.agreements_with,
+                    agreements_with=x.registry.ids_with,
                     bundle_keys=x.bundle_keys,
                     publish=x.publisher.publish_now,
                     state=self.state,

@@ -132,14 +132,6 @@ class ExchangeComponents:
         }
         return str(self.log_signer.verifier().vkey), cosigners
 
-    def agreements_with(self, partner_state: str) -> frozenset[str]:
-        """Ids of the agreements this state holds with ``partner_state``."""
-        return frozenset(
-            loaded.id
-            for loaded in self.registry.list()
-            if partner_state in loaded.agreement.parties
-        )
-
     def purge_expired_payloads(self) -> PurgeReport:
         """One retention run, with each agreement's retention as the registry holds it."""
         return self.retention.purge_expired(
@@ -234,7 +226,6 @@ def build_exchanges(
     retry = RetryPolicy.from_settings(delivery, clock)
     failures = InboundFailures(inbox=inbox, policy=retry, group=group)
     log_signer = CheckpointSigner.for_state(pki)
-    agreements_with = _agreements_with(registry)
     return ExchangeComponents(
         context=context,
         registry=registry,
@@ -292,7 +283,7 @@ def build_exchanges(
             audit_log=audit_log,
             store=checkpoints,
             signer=log_signer,
-            witnesses=lambda: {s: b for s, b in channels.bundles.items() if agreements_with(s)},
+            witnesses=lambda: {s: b for s, b in channels.bundles.items() if registry.ids_with(s)},
             channels=channels,
             watch=CosigningWatch(
                 CosigningRetry(
@@ -315,25 +306,13 @@ def build_exchanges(
     )
 
 
-def _agreements_with(
-    registry: AgreementRegistry[PolicySection],
-) -> Callable[[str], frozenset[str]]:
-    def agreements_with(partner_state: str) -> frozenset[str]:
-        return frozenset(
-            loaded.id for loaded in registry.list() if partner_state in loaded.agreement.parties
-        )
-
-    return agreements_with
-
-
 class BackgroundLoops:
     """The loops that run beside the listeners, started and stopped together."""
 
     def __init__(self, components: ExchangeComponents, settings: Settings) -> None:
         self._x = components
-        self._retention_interval_s = (
-            settings.storage.retention_interval_seconds if settings.storage else 3600.0
-        )
+        assert settings.storage is not None  # build_exchanges refused a gateway without it
+        self._retention_interval_s = settings.storage.retention_interval_seconds
         self._checkpoint_interval_s = settings.audit.checkpoint_interval_seconds
         self._poll_s = settings.delivery.poll_interval_seconds
         self._stopping = asyncio.Event()
