@@ -17,6 +17,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection
 
+from gateway.agreements.gate import AgreementInForce
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.errors import PouchError
 from gateway.policy.evaluate import MinimisedPayload
@@ -92,14 +93,14 @@ class AuditRecorder:
         self,
         *,
         message_id: str,
-        agreement_id: str,
-        agreement_version: int,
-        peer_state: str,
+        agreement: AgreementInForce,
         principal: str,
         payload: bytes,
         minimised: MinimisedPayload,
         conn: Connection | None = None,
     ) -> None:
+        """A local caller's exchange signed under ``agreement``, with the paths the
+        policy removed or transformed."""
         self._append(
             conn,
             [
@@ -108,11 +109,11 @@ class AuditRecorder:
                     event_kind=EventKind.SUBMITTED,
                     decision=Decision.ACCEPTED,
                     message_id=message_id,
-                    agreement_id=agreement_id,
-                    agreement_version=agreement_version,
+                    agreement_id=agreement.id,
+                    agreement_version=agreement.version,
                     exchange_type=minimised.exchange_type,
                     purpose=minimised.purpose,
-                    peer_state=peer_state,
+                    peer_state=agreement.partner_state,
                     principal=principal,
                     payload_digest=payload_digest(payload),
                     removed_paths=minimised.removed_paths,

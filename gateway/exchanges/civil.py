@@ -164,9 +164,7 @@ class CivilRecordSender:
                 if fresh:
                     self._audit.submitted(
                         message_id=header.message_id,
-                        agreement_id=agreement.id,
-                        agreement_version=agreement.version,
-                        peer_state=agreement.partner_state,
+                        agreement=agreement,
                         principal=principal.subject,
                         payload=payload,
                         minimised=minimised,

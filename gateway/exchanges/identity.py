@@ -214,9 +214,7 @@ class IdentityRequester:
             def evidence(fresh: bool) -> None:
                 self._audit.submitted(
                     message_id=header.message_id,
-                    agreement_id=agreement.id,
-                    agreement_version=agreement.version,
-                    peer_state=agreement.partner_state,
+                    agreement=agreement,
                     principal=principal.subject,
                     payload=payload,
                     minimised=minimised,
