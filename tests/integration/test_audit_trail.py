@@ -544,6 +544,23 @@ def test_an_auditor_proves_the_log_only_grew_between_two_audits(
     assert "carries no consistency proof from it" in unproven.stdout
 
 
+def test_an_export_since_a_checkpoint_the_log_never_published_is_refused(
+    trail: AuditTrail,
+) -> None:
+    with Auditor(trail.site("AT")) as auditor:
+        published_note(auditor)
+        with pytest.raises(grpc.RpcError) as beyond:
+            auditor.export(since_tree_size=2**40)
+        with pytest.raises(grpc.RpcError) as unrecorded:
+            auditor.export(since_tree_size=1)  # no checkpoint was ever made at size 1
+    assert beyond.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "since_tree_size" in (beyond.value.details() or "")
+    assert_safe_message(beyond.value)
+    assert unrecorded.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(unrecorded.value) == "NOT_FOUND"
+    assert_safe_message(unrecorded.value)
+
+
 def test_partner_auditor_sees_only_its_partnership(trail: AuditTrail) -> None:
     at = trail.site("AT")
     with Auditor(at) as everything, Auditor(at, partner_state="BE") as be_auditor:
