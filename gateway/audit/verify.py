@@ -187,16 +187,23 @@ def _seen_checkpoint(note_text: str) -> tuple[Checkpoint, Note]:
         raise ValueError(f"the checkpoint you kept is not a signed checkpoint: {e.message}") from e
 
 
+_HEADER_OPENING = 64 * 1024
+"""How much of a bundle :func:`bundle_state` reads: the exporter writes ``state``
+second, after ``format``; a bundle that names it later is read as naming none."""
+
+
 def bundle_state(data: bytes) -> str | None:
-    """The state whose log the bundle ``data`` says it holds, read from its header
-    alone; ``None`` if the header does not name one before its entries."""
+    """The state whose log the bundle ``data`` says it holds, read from the opening of
+    its header only (a bundle can be gigabytes); ``None`` if it does not name one
+    there, which leaves its log key untrusted."""
+    opening = data[:_HEADER_OPENING].decode("utf-8", errors="replace")
     try:
-        for name, value in read_members(data.decode("utf-8")):
+        for name, value in read_members(opening):
             if name == "state":
                 return value if isinstance(value, str) else None
             if name == ENTRIES:
                 return None
-    except (UnicodeDecodeError, BundleFormatError):
+    except BundleFormatError:  # cut short before the state: it was not named early
         return None
     return None
 
