@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 
 from gateway.agreements.gate import AgreementInForce
 from gateway.audit.entry import AuditEvent, Decision, EventKind
+from gateway.envelope import VerifiedEnvelope
 from gateway.errors import PouchError
 from gateway.policy.evaluate import MinimisedPayload
 
@@ -120,6 +121,32 @@ class AuditRecorder:
                     transformed_paths=minimised.transformed_paths,
                 )
             ],
+        )
+
+    def received(
+        self,
+        verified: VerifiedEnvelope,
+        *,
+        exchange_type: str,
+        peer_state: str,
+        duplicate: bool = False,
+        conn: Connection | None = None,
+    ) -> None:
+        """A partner's message taken in, as its verified header names it (a duplicate
+        of one already held: reason ``DUPLICATE``), in the unit that stores it."""
+        header = verified.header
+        self.record(
+            EventKind.RECEIVED,
+            Decision.ACCEPTED,
+            message_id=header.message_id,
+            agreement_id=header.agreement_id,
+            agreement_version=header.agreement_version,
+            exchange_type=exchange_type,
+            purpose=header.purpose,
+            peer_state=peer_state,
+            payload=verified.payload,
+            reason_code="DUPLICATE" if duplicate else None,
+            conn=conn,
         )
 
     def refused(

@@ -40,7 +40,6 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from gateway.agreements.notices import AgreementNotices
-from gateway.audit.entry import Decision, EventKind
 from gateway.delivery.agreement_confirmation import AgreementConfirmation
 from gateway.delivery.context import ExchangeContext
 from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
@@ -195,10 +194,12 @@ class InboundReceiver:
             return receipt
         if header.exchange_type != common_pb2.EXCHANGE_TYPE_CIVIL_RECORD:
             raise UnsupportedExchange("this exchange type is not delivered through Deliver")
+        return await self._civil_update(peer_state, verified, envelope)
 
-        def received(conn: Connection, stored: bool) -> None:
-            self._audit_received(verified, "civil_record", peer_state, stored, conn)
-
+    async def _civil_update(
+        self, peer_state: str, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope
+    ) -> envelope_pb2.Receipt:
+        received = self._evidence(verified, "civil_record", peer_state)
         store = self._civil.admit(
             peer_state, verified, envelope.SerializeToString(), received=received
         )
@@ -212,38 +213,28 @@ class InboundReceiver:
         self, peer_state: str, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope
     ) -> envelope_pb2.Receipt:
         assert self._cases is not None
-
-        def received(conn: Connection, stored: bool) -> None:
-            self._audit_received(verified, "representation", peer_state, stored, conn)
-
+        received = self._evidence(verified, "representation", peer_state)
         stored = self._cases.receive(
             peer_state, verified, envelope.SerializeToString(), received=received
         )
         return self._receipted(verified, envelope, stored)
 
-    def _audit_received(
-        self,
-        verified: VerifiedEnvelope,
-        exchange_type: str,
-        peer_state: str,
-        stored: bool,
-        conn: Connection,
-    ) -> None:
-        """The RECEIVED entry, in the unit that stores the message."""
-        header = verified.header
-        self._audit.record(
-            EventKind.RECEIVED,
-            Decision.ACCEPTED,
-            message_id=header.message_id,
-            agreement_id=header.agreement_id,
-            agreement_version=header.agreement_version,
-            exchange_type=exchange_type,
-            purpose=header.purpose,
-            peer_state=peer_state,
-            payload=verified.payload,
-            reason_code=None if stored else "DUPLICATE",
-            conn=conn,
-        )
+    def _evidence(
+        self, verified: VerifiedEnvelope, exchange_type: str, peer_state: str
+    ) -> Callable[[Connection, bool], None]:
+        """The RECEIVED entry, written in the unit that stores the message (told
+        whether it was new)."""
+
+        def received(conn: Connection, stored: bool) -> None:
+            self._audit.received(
+                verified,
+                exchange_type=exchange_type,
+                peer_state=peer_state,
+                duplicate=not stored,
+                conn=conn,
+            )
+
+        return received
 
     def _receipted(
         self, verified: VerifiedEnvelope, envelope: envelope_pb2.Envelope, stored: bool

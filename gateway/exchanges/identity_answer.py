@@ -244,17 +244,8 @@ class IdentityResponder:
                 return True
 
             def evidence(fresh: bool) -> None:
-                self._audit.record(
-                    EventKind.RECEIVED,
-                    Decision.ACCEPTED,
-                    message_id=header.message_id,
-                    agreement_id=agreement.id,
-                    agreement_version=agreement.version,
-                    exchange_type=EXCHANGE,
-                    purpose=minimised.purpose,
-                    peer_state=peer_state,
-                    payload=verified.payload,
-                    conn=conn,
+                self._audit.received(
+                    verified, exchange_type=EXCHANGE, peer_state=peer_state, conn=conn
                 )
 
             unit = ExchangeUnit(agreement, minimised, "identity confirmations")
