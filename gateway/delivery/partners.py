@@ -68,10 +68,6 @@ class PartnerChannels:
             stub = self._stubs[state] = peer_pb2_grpc.PeerServiceStub(channel)
         return stub
 
-    def bundle(self, state: str) -> TrustBundle:
-        """``state``'s pinned trust bundle; KeyError for a state that is no partner."""
-        return self._partners[state].bundle
-
     @property
     def bundles(self) -> dict[str, TrustBundle]:
         """Each partner's pinned trust bundle, by state."""
