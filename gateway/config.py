@@ -20,6 +20,7 @@ Example::
 
     [peer_api]
     listen = "127.0.0.1:7444"
+    require_hybrid_key_exchange = false  # true: refuse partners without X25519MLKEM768
 
     [tokens]
     issuer = "https://idp.at.example"
@@ -129,6 +130,15 @@ class ListenerSection(_Section):
     listen: ListenAddress
 
 
+class PeerApiSection(ListenerSection):
+    # Refuse a partner's call whose TLS connection negotiated no post-quantum hybrid
+    # key exchange (gateway.trust.key_exchange), with KEY_EXCHANGE_NOT_HYBRID. Off by
+    # default so that partners whose TLS stack predates hybrid groups can still deliver:
+    # they negotiate a classical group. A ministry turns it on once every partner
+    # negotiates X25519MLKEM768, as pouch_peer_key_exchange_total shows.
+    require_hybrid_key_exchange: bool = False
+
+
 class TokensSection(_Section):
     issuer: str = Field(min_length=1)
     audience: str = Field(min_length=1)
@@ -234,7 +244,7 @@ class Settings(_Section):
     gateway: GatewaySection
     pki: PkiSection
     local_api: ListenerSection
-    peer_api: ListenerSection
+    peer_api: PeerApiSection
     tokens: TokensSection
     metrics: MetricsSection | None = None
     agreements: AgreementsSection | None = None

@@ -3,6 +3,12 @@
 A channel trusts exactly one CA (the state whose gateway it calls) and presents
 exactly one client certificate. The TLS target name is checked against the
 server certificate's DNS or IP names, as gRPC does for any secure channel.
+
+gRPC's TLS offers the post-quantum hybrid key exchange X25519MLKEM768 first, so a
+channel to a current gateway negotiates it. Which group a channel's connection did
+negotiate cannot be read here: grpc Python gives a client call no auth context (that
+is the server's alone), and no way to choose the groups offered. The partner's peer
+listener counts it (``pouch_peer_key_exchange_total`` on its side).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Prometheus metrics of one gateway, on a registry of its own.
 
 Labels carry only operational names (listener, service, method, status code,
-reason code, certificate role, state code, stage); never anything about a person. Each
-gateway owns its registry, so several gateways can live in one process (tests, the
-demo) without colliding.
+reason code, certificate role, state code, stage, TLS key-exchange group); never
+anything about a person. Each gateway owns its registry, so several gateways can live
+in one process (tests, the demo) without colliding.
 """
 
 from __future__ import annotations
@@ -61,6 +61,16 @@ class GatewayMetrics:
             "Calls refused by the gateway, by listener and stable reason code (an attack "
             "shows here by its reason: SAN_MISMATCH, REPLAY, SIGNATURE_INVALID, ...).",
             ["listener", "reason"],
+            registry=self.registry,
+        )
+        # The share of X25519MLKEM768 is the share of partner traffic safe from "harvest
+        # now, decrypt later"; a connection carrying many calls counts many times.
+        self.peer_key_exchange = Counter(
+            "pouch_peer_key_exchange",
+            "Peer API requests by the key-exchange group their TLS connection negotiated "
+            "(X25519MLKEM768: post-quantum hybrid; X25519, prime256v1: classical; unknown: "
+            "none reported). Counted per request, as gRPC Python has no hook per connection.",
+            ["group"],
             registry=self.registry,
         )
         self.deliveries = Counter(

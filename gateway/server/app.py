@@ -295,7 +295,11 @@ class Gateway:
         evidence = PeerRefusalEvidence(self.exchanges.audit) if self.exchanges is not None else None
         guard = ListenerGuard(
             "peer",
-            PeerAuthenticator(identifier),
+            PeerAuthenticator(
+                identifier,
+                self.metrics,
+                require_hybrid_key_exchange=self.settings.peer_api.require_hybrid_key_exchange,
+            ),
             self.metrics,
             evidence,
             max_message_bytes=self.settings.gateway.max_message_bytes,

@@ -1,7 +1,9 @@
 """The peer API: partner gateways only.
 
 TLS admits any certificate chaining to one of the pinned partner CAs; the guard's
-authentication stage (:class:`PeerAuthenticator`) then names the one state that
+authentication stage (:class:`PeerAuthenticator`) counts the key-exchange group the
+connection negotiated (and, where ``[peer_api] require_hybrid_key_exchange`` is on,
+refuses one that is not post-quantum hybrid), then names the one state that
 certificate may speak for, by its issuing CA, and refuses a SAN that disagrees.
 """
 
@@ -29,9 +31,11 @@ from gateway.errors import (
     ValidationRejected,
 )
 from gateway.exchanges.identity_answer import IdentityResponder
+from gateway.metrics import GatewayMetrics
 from gateway.pki.keys import certificate_fingerprint, load_certificates_pem
 from gateway.server.caller import authenticated_peer, set_peer
 from gateway.server.registration import register_methods
+from gateway.trust.key_exchange import KeyExchangeNotHybrid, negotiated_group, require_hybrid
 from gateway.trust.peer import CertificateIdentifier
 from pouch.v1 import peer_pb2
 
@@ -39,13 +43,32 @@ MAX_NONCE_LENGTH = 128
 
 
 class PeerAuthenticator:
-    """The peer listener's authentication stage."""
+    """The peer listener's authentication stage: the connection, then the certificate.
 
-    def __init__(self, identifier: CertificateIdentifier) -> None:
+    Every call counts its connection's key-exchange group in
+    ``pouch_peer_key_exchange_total``, refused or not. With
+    ``require_hybrid_key_exchange``, a call whose connection negotiated no post-quantum
+    hybrid group is refused (``KEY_EXCHANGE_NOT_HYBRID``) before its certificate is read.
+    """
+
+    def __init__(
+        self,
+        identifier: CertificateIdentifier,
+        metrics: GatewayMetrics,
+        *,
+        require_hybrid_key_exchange: bool,
+    ) -> None:
         self._identifier = identifier
+        self._metrics = metrics
+        self._require_hybrid = require_hybrid_key_exchange
 
     def __call__(self, context: grpc.aio.ServicerContext[Any, Any], method: str) -> None:
-        values = list(context.auth_context().get("x509_pem_cert", ()))
+        auth = context.auth_context()
+        group = negotiated_group(auth)
+        self._metrics.peer_key_exchange.labels(group).inc()
+        if self._require_hybrid:
+            require_hybrid(group)
+        values = list(auth.get("x509_pem_cert", ()))
         set_peer(self._identifier.identify_gateway(values[0] if values else None))
 
 
@@ -56,9 +79,10 @@ class PeerRefusalEvidence:
     replayed or forged envelope, the witness an inconsistent checkpoint). What reaches
     this is refused before or around them: a certificate TLS admitted (it chains to a
     pinned partner CA) used for what it may not do, such as speaking for another state,
-    or a request that is malformed, oversized or an oversized batch. The entry records
-    the reason and the certificate's SHA-256 fingerprint as the acting principal, and
-    the partner's state once it is known; nothing the request or certificate claims.
+    a connection whose key exchange is not hybrid where one is required, or a request
+    that is malformed, oversized or an oversized batch. The entry records the reason and
+    the certificate's SHA-256 fingerprint as the acting principal, and the partner's
+    state once it is known; nothing the request or certificate claims.
     """
 
     def __init__(self, audit: AuditRecorder) -> None:
@@ -72,7 +96,9 @@ class PeerRefusalEvidence:
             if certificates
             else None
         )
-        peer = None if isinstance(error, AuthenticationRejected) else authenticated_peer()
+        # Refused before the certificate named a state: no peer was set for the call.
+        before_peer = isinstance(error, AuthenticationRejected | KeyExchangeNotHybrid)
+        peer = None if before_peer else authenticated_peer()
         await asyncio.to_thread(
             self._audit.refused,
             error,

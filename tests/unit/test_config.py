@@ -103,3 +103,30 @@ def test_resigning_later_than_the_clock_window_is_refused(tmp_path: Path) -> Non
     text = VALID + "\n[delivery]\nclock_window_seconds = 120\nresign_after_seconds = 120\n"
     message = error_for(tmp_path, text)
     assert "delivery: resign_after_seconds: must be less than clock_window_seconds" in message
+
+
+def test_hybrid_key_exchange_is_not_required_unless_turned_on(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, VALID)).peer_api.require_hybrid_key_exchange is False
+    text = VALID.replace(
+        'listen = "127.0.0.1:7444"',
+        'listen = "127.0.0.1:7444"\nrequire_hybrid_key_exchange = true',
+    )
+    assert load_settings(write(tmp_path, text)).peer_api.require_hybrid_key_exchange is True
+
+
+def test_require_hybrid_key_exchange_that_is_not_a_boolean_is_named(tmp_path: Path) -> None:
+    text = VALID.replace(
+        'listen = "127.0.0.1:7444"',
+        'listen = "127.0.0.1:7444"\nrequire_hybrid_key_exchange = "yes"',
+    )
+    message = error_for(tmp_path, text)
+    assert "peer_api.require_hybrid_key_exchange: Input should be a valid boolean" in message
+    assert len(message.splitlines()) == 1
+
+
+def test_require_hybrid_key_exchange_belongs_to_the_peer_api_alone(tmp_path: Path) -> None:
+    text = VALID.replace(
+        'listen = "127.0.0.1:7443"',
+        'listen = "127.0.0.1:7443"\nrequire_hybrid_key_exchange = true',
+    )
+    assert "local_api.require_hybrid_key_exchange: unknown key" in error_for(tmp_path, text)
