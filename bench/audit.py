@@ -40,7 +40,7 @@ from gateway.audit.checkpoints_store import CheckpointStore
 from gateway.audit.cosignature import CosignatureSigner
 from gateway.audit.log import AuditLog, _row
 from gateway.audit.verify import verify_bundle
-from gateway.pki.ed25519_notes import Ed25519Signer
+from gateway.pki.note_keys import Ed25519Signer
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
 from tests.unit.audit import make_event

@@ -1,15 +1,17 @@
-"""The self-contained audit bundle, format ``pouch.audit-bundle/v1``: export and reading.
+"""The self-contained audit bundle, format ``pouch.audit-bundle/v2``: export and reading.
 
 A bundle is what an auditor takes away and checks offline with ``pouch audit verify``
 (:mod:`gateway.audit.verify`): one JSON object whose members are written in this
 order (a reader must not rely on the order)::
 
-    format         "pouch.audit-bundle/v1"
+    format         "pouch.audit-bundle/v2"
     state          the log's state; origin is pouch.gateway/<CC>/audit
     origin
-    log_key        the vkey of the log's checkpoint key (signature type 0x01)
-    cosigner_keys  {state: vkey of its cosigner key (type 0x04)}
-    checkpoint     the checkpoint's signed note: the log's signature line followed by
+    log_keys       [vkeys of the log's keys: Ed25519 (signature type 0x01) and
+                    ML-DSA-44 (type 0x06)]
+    cosigner_keys  {state: [vkeys of its cosigner keys: Ed25519 (type 0x04) and
+                    ML-DSA-44 (type 0x06)]}
+    checkpoint     the checkpoint's signed note: the log's signature lines followed by
                    every stored cosignature line (C2SP signed-note, one body)
     selection      the filters that chose the entries (says what was asked, proves nothing)
     complete       true only when every entry with an index in ``range`` is included
@@ -17,6 +19,9 @@ order (a reader must not rely on the order)::
     consistency    [{"checkpoint": signed note of an earlier checkpoint,
                      "proof": [base64 hash] | null}]  from that checkpoint to this one
     entries        [{"index": i, "canonical": base64, "proof": [base64 hash] | null}]
+
+Bundles of format ``pouch.audit-bundle/v1`` (before post-quantum keys: ``log_key``,
+one vkey, and ``cosigner_keys`` of one vkey each) are still read by the verifier.
 
 Guarantees of :func:`iter_bundle` (join its chunks for the whole bundle):
 
@@ -49,7 +54,8 @@ from gateway.audit.checkpoints_store import CheckpointStore
 from gateway.audit.cosignature import CosignatureVerifier
 from gateway.audit.entry import EventKind
 from gateway.audit.log import MAX_PAGE, AuditLog, AuditLogCorrupted, AuditRecord
-from gateway.audit.note import Ed25519NoteVerifier, parse_note, parse_signature_line
+from gateway.audit.log_signing import log_key_of
+from gateway.audit.note import parse_note, parse_signature_line
 from gateway.errors import NotFound
 from gateway.pki.identity import validate_state_code
 
@@ -61,7 +67,8 @@ __all__ = [
     "read_members",
 ]
 
-FORMAT = "pouch.audit-bundle/v1"
+FORMAT = "pouch.audit-bundle/v2"
+FORMAT_V1 = "pouch.audit-bundle/v1"
 ENTRIES = "entries"
 
 # Proofs of entries that share an aligned block of 2^10 leaves share every element
@@ -89,8 +96,8 @@ def iter_bundle(
     checkpoints: CheckpointStore,
     *,
     state: str,
-    log_vkey: str,
-    cosigner_vkeys: Mapping[str, str],
+    log_vkeys: Sequence[str],
+    cosigner_vkeys: Mapping[str, Sequence[str]],
     since: datetime | None = None,
     until: datetime | None = None,
     agreement_id: str | None = None,
@@ -116,10 +123,12 @@ def iter_bundle(
     run each ``next`` off its event loop.
     """
     origin = audit_origin(state)
-    Ed25519NoteVerifier.from_vkey(log_vkey)
-    cosigners = {validate_state_code(s): key for s, key in sorted(cosigner_vkeys.items())}
-    for key in cosigners.values():
-        CosignatureVerifier.from_vkey(key)
+    for vkey in log_vkeys:
+        log_key_of(vkey)
+    cosigners = {validate_state_code(s): list(keys) for s, keys in sorted(cosigner_vkeys.items())}
+    for keys in cosigners.values():
+        for key in keys:
+            CosignatureVerifier.from_vkey(key)
     filters: dict[str, Any] = {
         "since": since,
         "until": until,
@@ -137,7 +146,7 @@ def iter_bundle(
         "format": FORMAT,
         "state": validate_state_code(state),
         "origin": origin,
-        "log_key": log_vkey,
+        "log_keys": list(log_vkeys),
         "cosigner_keys": cosigners,
     }
     return _chunks(log, checkpoints, header, filters, after_idx, tree_size, earlier)
@@ -200,7 +209,8 @@ def _cosigned_note(checkpoints: CheckpointStore, checkpoint: StoredCheckpoint) -
     """The log's note with every stored cosignature line added: one body, more signatures."""
     lines = [
         parse_signature_line(line)
-        for _, line in sorted(checkpoints.cosignatures(checkpoint.tree_size).items())
+        for _, text in sorted(checkpoints.cosignatures(checkpoint.tree_size).items())
+        for line in text.splitlines()
     ]
     return parse_note(checkpoint.note).with_signatures(lines).serialize()
 

@@ -7,22 +7,21 @@ Body (c2sp.org/tlog-checkpoint v1.0.0), every line ending in a newline::
     CsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=  base64 RFC 6962 root hash
     <extension lines>                             optional, opaque, non-empty
 
-Naming. A state's log has origin ``pouch.gateway/<CC>/audit`` (:func:`audit_origin`)
-and its audit key signs under the key name ``pouch-<cc>-audit``
-(:func:`audit_key_name`). The specification says the log's key name SHOULD match
-its origin; Pouch departs from that because the one audit key of a state signs
-under the one name in two roles: type 0x01 signatures on its own checkpoints and
-type 0x04 cosignatures on the partner's (c2sp.org/tlog-cosignature). The type byte
-in the key ID keeps the two apart, and the origin never begins with
-``cosignature/``, so no checkpoint we sign can be read as a cosignature.
+Naming. A state's log has origin ``pouch.gateway/<CC>/audit`` (:func:`audit_origin`);
+its audit keys sign under the key name ``pouch-<cc>-audit`` (:func:`audit_key_name`)
+and its witness keys cosign partners' logs under ``pouch-<cc>-witness``
+(:func:`witness_key_name`). Each role has its own keys, so a name says the role
+(:mod:`gateway.audit.log_signing` signs). The origin never begins with
+``cosignature/``, so no checkpoint can be read as an Ed25519 cosigned message.
 
 Guarantees:
 
 * :meth:`Checkpoint.parse` accepts exactly the format above with a 32-byte
   (SHA-256) root hash and canonical base64, else :class:`MalformedCheckpoint`;
   ``Checkpoint.parse(c.body()) == c``.
-* :func:`open_checkpoint` returns a :class:`SignedCheckpoint` only if the log's own
-  key signed it (other known keys are not enough) and its origin is the log's.
+* :func:`open_checkpoint` returns a :class:`SignedCheckpoint` only if every one of
+  the log's own keys signed it (other known keys are not enough) and its origin is
+  the log's.
 """
 
 from __future__ import annotations
@@ -35,21 +34,14 @@ from dataclasses import dataclass
 import grpc
 
 from gateway.audit.note import (
-    Ed25519NoteSigner,
-    Ed25519NoteVerifier,
     NoteVerifier,
     UnverifiedNote,
     VerifiedNote,
     decode_canonical_base64,
     open_note,
-    sign_note,
 )
 from gateway.errors import Rejected
-from gateway.pki.bundle import TrustBundle
-from gateway.pki.directory import StateDirectory
-from gateway.pki.ed25519_notes import Ed25519Signer, audit_public_key, load_audit_signer
 from gateway.pki.identity import validate_state_code
-from gateway.pki.keys import PrivateKey
 
 ROOT_HASH_SIZE = 32
 MAX_TREE_SIZE = 2**64 - 1
@@ -150,21 +142,24 @@ def open_checkpoint(
     note_text: str | bytes,
     *,
     origin: str,
-    log_key: NoteVerifier,
+    log_keys: Sequence[NoteVerifier],
     other_keys: Sequence[NoteVerifier] = (),
 ) -> SignedCheckpoint:
-    """Verify a checkpoint note of the log ``origin`` signed by ``log_key``.
+    """Verify a checkpoint note of the log ``origin`` signed by each of ``log_keys``.
 
     ``other_keys`` (witnesses) are verified too when their lines are present, but
-    only ``log_key``'s signature makes the note a checkpoint of the log. Raises
+    only the log's own signatures make the note a checkpoint of the log. Raises
     :class:`~gateway.audit.note.MalformedNote`, :class:`~gateway.audit.note.UnverifiedNote`,
     :class:`MalformedCheckpoint` or :class:`ForeignCheckpoint`.
     """
-    note = open_note(note_text, [log_key, *other_keys])
-    if not note.signed_by(log_key):
-        raise UnverifiedNote(
-            f"checkpoint is not signed by log key {log_key.key_name}+{log_key.key_id:08x}"
-        )
+    if not log_keys:
+        raise ValueError("a checkpoint is opened with the log's keys")
+    note = open_note(note_text, [*log_keys, *other_keys])
+    for log_key in log_keys:
+        if not note.signed_by(log_key):
+            raise UnverifiedNote(
+                f"checkpoint is not signed by log key {log_key.key_name}+{log_key.key_id:08x}"
+            )
     checkpoint = Checkpoint.parse(note.text)
     if checkpoint.origin != origin:
         raise ForeignCheckpoint(
@@ -173,43 +168,8 @@ def open_checkpoint(
     return SignedCheckpoint(checkpoint, note)
 
 
-class CheckpointSigner:
-    """Signs this state's checkpoints: ``sign(checkpoint)`` gives the signed note text."""
-
-    def __init__(self, origin: str, key_name: str, private_key: PrivateKey | Ed25519Signer) -> None:
-        if not _is_line(origin) or origin.startswith(_COSIGNATURE_PREFIX):
-            raise ValueError(f"origin {origin!r} is not a line or is reserved for cosignatures")
-        key = private_key if isinstance(private_key, Ed25519Signer) else Ed25519Signer(private_key)
-        self._origin = origin
-        self._signer = Ed25519NoteSigner(key_name, key)
-
-    @classmethod
-    def for_state(cls, directory: StateDirectory) -> CheckpointSigner:
-        """The signer of the state's log, with the key in its ``audit.key``."""
-        state = directory.state
-        return cls(audit_origin(state), audit_key_name(state), load_audit_signer(directory))
-
-    @property
-    def origin(self) -> str:
-        return self._origin
-
-    @property
-    def key_name(self) -> str:
-        return self._signer.key_name
-
-    @property
-    def key_id(self) -> int:
-        return self._signer.key_id
-
-    def verifier(self) -> Ed25519NoteVerifier:
-        return self._signer.verifier()
-
-    def sign(self, checkpoint: Checkpoint) -> str:
-        if checkpoint.origin != self._origin:
-            raise ValueError(f"this signer signs checkpoints of {self._origin!r} only")
-        return sign_note(checkpoint.body(), self._signer).serialize()
-
-
-def partner_log_key(bundle: TrustBundle) -> Ed25519NoteVerifier:
-    """The partner's log key, from the audit certificate of its trust bundle."""
-    return Ed25519NoteVerifier(audit_key_name(bundle.state), audit_public_key(bundle))
+def check_origin(origin: str) -> str:
+    """``origin`` if a log may sign checkpoints under it: one line, and not reserved."""
+    if not _is_line(origin) or origin.startswith(_COSIGNATURE_PREFIX):
+        raise ValueError(f"origin {origin!r} is not a line or is reserved for cosignatures")
+    return origin

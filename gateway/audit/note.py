@@ -39,7 +39,8 @@ from typing import Protocol
 import grpc
 
 from gateway.errors import Rejected
-from gateway.pki.ed25519_notes import (
+from gateway.pki.note_keys import (
+    ED25519,
     PUBLIC_KEY_SIZE,
     SIGNATURE_TYPE_ED25519,
     Ed25519Signer,
@@ -282,6 +283,10 @@ class Ed25519NoteVerifier:
             raise ValueError("an Ed25519 public key is 32 bytes")
         key_id = note_key_id(self.key_name, SIGNATURE_TYPE_ED25519, self.public_key)
         object.__setattr__(self, "key_id", key_id)
+
+    @property
+    def algorithm(self) -> str:
+        return ED25519
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         return verify_ed25519(self.public_key, text, signature)

@@ -23,18 +23,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 import grpc
 import grpc.aio
 
-from gateway.audit.checkpoint import Checkpoint, CheckpointSigner, audit_origin, partner_log_key
+from gateway.audit.checkpoint import Checkpoint, audit_origin
 from gateway.audit.checkpoints_store import CheckpointStore, SeenCheckpoint, WitnessStore
-from gateway.audit.cosignature import CosignatureSigner, partner_cosigner, verify_cosignature
+from gateway.audit.cosignature import CosignatureSigner, partner_cosigners, verify_cosignatures
 from gateway.audit.cosigning import AuditLogRollback, CosigningWatch
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog
+from gateway.audit.log_signing import CheckpointSigner, partner_log_keys
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.witness import CheckpointRefused, cosign
 from gateway.delivery.partners import PartnerChannels
@@ -75,7 +76,8 @@ class CheckpointPublisher:
             checkpoint = Checkpoint(
                 origin=self._signer.origin, size=size, root_hash=self._log.root(size)
             )
-            self._store.record_checkpoint(size, checkpoint.root_hash, self._signer.sign(checkpoint))
+            note = self._signer.sign(checkpoint, self._retry.clock())
+            self._store.record_checkpoint(size, checkpoint.root_hash, note)
         return size
 
     async def publish_now(self) -> tuple[int, bool]:
@@ -178,10 +180,13 @@ class CheckpointPublisher:
             return failure.reason, isinstance(failure, PartnerRefused)
         checkpoint = Checkpoint(origin=self._signer.origin, size=size, root_hash=root)
         try:
-            verify_cosignature(checkpoint, answer.cosignature, partner_cosigner(bundle))
+            cosignatures = verify_cosignatures(
+                checkpoint, answer.cosignature, partner_cosigners(bundle)
+            )
         except PouchError as e:
             return f"COSIGNATURE_{e.reason}", True
-        await asyncio.to_thread(self._store.add_cosignature, size, state, answer.cosignature)
+        lines = "".join(c.line for c in cosignatures)
+        await asyncio.to_thread(self._store.add_cosignature, size, state, lines)
         return None
 
     async def run(self, stopping: asyncio.Event, interval_s: float) -> None:
@@ -205,13 +210,13 @@ class CheckpointWitness:
         self,
         *,
         store: WitnessStore,
-        signer: CosignatureSigner,
+        signers: Sequence[CosignatureSigner],
         partners: Mapping[str, TrustBundle],
         audit: AuditRecorder,
         clock: Callable[[], datetime],
     ) -> None:
         self._store = store
-        self._signer = signer
+        self._signers = tuple(signers)
         self._partners = dict(partners)
         self._audit = audit
         self._clock = clock
@@ -223,7 +228,8 @@ class CheckpointWitness:
         return self._store.last_seen(peer_state)
 
     def cosign(self, peer_state: str, note: str, proof: list[bytes]) -> str:
-        """Blocking: the cosignature line, or :class:`CheckpointRefused` (audited)."""
+        """Blocking: our cosignature lines (Ed25519, then ML-DSA-44), or
+        :class:`CheckpointRefused` (audited)."""
         bundle = self._partners[peer_state]
         for _ in range(WITNESS_ATTEMPTS):
             last = self._store.last_seen(peer_state)
@@ -232,9 +238,9 @@ class CheckpointWitness:
                     note,
                     proof,
                     origin=audit_origin(peer_state),
-                    log_key=partner_log_key(bundle),
+                    log_keys=partner_log_keys(bundle),
                     last_seen=(last.tree_size, last.root_hash) if last else None,
-                    own_key=self._signer,
+                    own_keys=self._signers,
                     now=self._clock(),
                 )
             except CheckpointRefused as e:
@@ -253,7 +259,7 @@ class CheckpointWitness:
                 e.audited = True
                 raise
             if last is not None and cosigned.checkpoint.size == last.tree_size:
-                return cosigned.cosignature_line  # the same checkpoint offered again
+                return cosigned.lines  # the same checkpoint offered again
             if self._store.advance_seen(
                 peer_state,
                 from_size=last.tree_size if last else None,
@@ -261,5 +267,5 @@ class CheckpointWitness:
                 root_hash=cosigned.checkpoint.root_hash,
                 note=cosigned.note_text,
             ):
-                return cosigned.cosignature_line
+                return cosigned.lines
         raise StorageUnavailable("checkpoints arrived concurrently; try again", retry_after_s=1.0)

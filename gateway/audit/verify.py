@@ -1,23 +1,27 @@
 """Offline verification of an audit bundle: what an auditor runs, away from the gateway.
 
-:func:`verify_bundle` reads a ``pouch.audit-bundle/v1`` document
-(:mod:`gateway.audit.bundle`) and checks, with no network and no database:
+:func:`verify_bundle` reads a ``pouch.audit-bundle/v2`` document, or a ``v1`` one
+made before post-quantum keys (:mod:`gateway.audit.bundle`), and checks, with no
+network and no database:
 
 1. Format: one JSON object of that format, with exactly the known members and no
    member twice at any depth.
-2. Keys: the log key (vkey, type 0x01) and the cosigner keys (type 0x04). An auditor
-   passes the keys they hold out of band (or the trust bundles they pinned); the
-   bundle's keys must equal them and only the trusted ones are used. Nothing verifies
-   without trust: with no trusted log key, or no trusted cosigner key, the checks still
-   run on the bundle's own keys (which shows the bundle is consistent, not whose it
-   is) and the report fails, saying which key was missing. A cosigner key the bundle
-   carries but the auditor does not trust is left out, with a note.
-3. Checkpoint: its note is signed by the log key (every line of that key verifies),
-   its body is a checkpoint of the bundle's origin, every line of a known cosigner
-   verifies over this very checkpoint, and the required cosigners did: every trusted
-   cosigner, or at least ``quorum`` of them when a quorum is given (and at least one in
-   any case: else it is not published). Lines of unknown keys are ignored, as signed
-   notes require.
+2. Keys: the log keys (vkeys: Ed25519 type 0x01, ML-DSA-44 type 0x06) and the cosigner
+   keys (Ed25519 type 0x04, ML-DSA-44 type 0x06). An auditor passes the keys they hold
+   out of band (or the trust bundles they pinned); the bundle's keys must equal them
+   and only the trusted ones are used. Nothing verifies without trust: with no trusted
+   log key, or no trusted cosigner key, the checks still run on the bundle's own keys
+   (which shows the bundle is consistent, not whose it is) and the report fails,
+   saying which key was missing. A cosigner key the bundle carries but the auditor
+   does not trust is left out, with a note. A key named for another role (a witness
+   key offered as a log key, or the reverse) or one key in both roles fails.
+3. Checkpoint: its note is signed by the log's key of each required algorithm
+   (``require``: Ed25519 and ML-DSA-44 unless told otherwise; every line of a trusted
+   log key verifies), its body is a checkpoint of the bundle's origin, every line of a
+   known cosigner verifies over this very checkpoint, and the required cosigners did,
+   in each required algorithm: every trusted cosigner, or at least ``quorum`` of them
+   when a quorum is given (and at least one in any case: else it is not published).
+   Lines of unknown keys are ignored, as signed notes require.
 4. Entries: each decodes to a canonical v1 entry (exactly the expected fields, each
    of its kind, in RFC 8785 form); its leaf hash and inclusion proof reproduce the
    checkpoint root; indexes are unique and below the tree size; a bundle that says it
@@ -40,12 +44,12 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.audit.bundle import ENTRIES, FORMAT, BundleFormatError, read_members
+from gateway.audit.bundle import ENTRIES, FORMAT, FORMAT_V1, BundleFormatError, read_members
 from gateway.audit.checkpoint import (
     Checkpoint,
     MalformedCheckpoint,
@@ -55,15 +59,19 @@ from gateway.audit.checkpoint import (
 )
 from gateway.audit.cosignature import Cosignature, CosignatureVerifier, verify_cosignature
 from gateway.audit.entry import ENCODING_VERSION, AuditEvent, Decision, EventKind
+from gateway.audit.log_signing import LogKey, log_key_of
 from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
-from gateway.audit.note import Ed25519NoteVerifier, MalformedNote, Note, parse_note
+from gateway.audit.note import MalformedNote, Note, parse_note
 from gateway.errors import Rejected
+from gateway.pki.note_keys import ALGORITHMS
 
 __all__ = ["VerificationReport", "bundle_state", "verify_bundle"]
 
-_HEADER = frozenset({"format", "state", "origin", "log_key", "cosigner_keys", "checkpoint"})
-_REQUIRED = _HEADER | {"complete", "range"}
-_MEMBERS = _REQUIRED | {"selection", "consistency", ENTRIES}
+_REQUIRED = frozenset(
+    {"format", "state", "origin", "cosigner_keys", "checkpoint", "complete", "range"}
+)
+_LOG_KEYS = {FORMAT: "log_keys", FORMAT_V1: "log_key"}
+_MEMBERS = _REQUIRED | {"selection", "consistency", ENTRIES, *_LOG_KEYS.values()}
 _ENTRY_MEMBERS = frozenset({"index", "canonical", "proof"})
 _STATE = re.compile(r"[A-Z]{2}")
 # Canonical standard base64 of 32 bytes: 43 characters, the last with its two low bits
@@ -94,8 +102,9 @@ class VerificationReport:
     origin: str | None
     tree_size: int | None
     root_hash: bytes | None
-    log_key: str | None
-    cosigner_keys: dict[str, str]
+    log_keys: tuple[str, ...]
+    cosigner_keys: dict[str, tuple[str, ...]]
+    required_algorithms: tuple[str, ...]
     log_key_trusted: bool
     """True if the auditor's log key was used; False if the bundle's own was."""
     cosigner_keys_trusted: bool
@@ -127,9 +136,10 @@ class VerificationReport:
             "tree_size": self.tree_size,
             "root_hash": None if self.root_hash is None else _b64(self.root_hash),
             "keys": {
-                "log": self.log_key,
+                "log": list(self.log_keys),
                 "log_source": "trusted" if self.log_key_trusted else "bundle",
-                "cosigners": dict(self.cosigner_keys),
+                "cosigners": {s: list(k) for s, k in self.cosigner_keys.items()},
+                "required_algorithms": list(self.required_algorithms),
                 "cosigners_source": "trusted" if self.cosigner_keys_trusted else "bundle",
             },
             "published": self.published,
@@ -149,17 +159,23 @@ class VerificationReport:
 def verify_bundle(
     data: bytes,
     *,
-    trusted_log_vkey: str | None = None,
-    trusted_cosigner_vkeys: Mapping[str, str] | None = None,
+    trusted_log_vkeys: Sequence[str] | None = None,
+    trusted_cosigner_vkeys: Mapping[str, Sequence[str]] | None = None,
     quorum: int | None = None,
     since: str | None = None,
+    require: Collection[str] = ALGORITHMS,
 ) -> VerificationReport:
     """Check the bundle ``data`` offline; see the module docstring for what is checked.
 
     ``quorum``: how many of the trusted cosigners must have cosigned (default: all).
-    ``since``: the checkpoint note the auditor kept from their last audit."""
+    ``since``: the checkpoint note the auditor kept from their last audit.
+    ``require``: the algorithms whose signatures and cosignatures must be present
+    (``Ed25519``, ``ML-DSA-44``; default both)."""
+    required = tuple(a for a in ALGORITHMS if a in set(require))
+    if not required or set(require) - set(ALGORITHMS):
+        raise ValueError(f"require: one or more of {', '.join(ALGORITHMS)}")
     seen = None if since is None else _seen_checkpoint(since)
-    trusted_log = None if trusted_log_vkey is None else _trusted_log_key(trusted_log_vkey)
+    trusted_log = None if trusted_log_vkeys is None else _trusted_log_keys(trusted_log_vkeys)
     trusted_cosigners = (
         None if trusted_cosigner_vkeys is None else _trusted_cosigners(trusted_cosigner_vkeys)
     )
@@ -168,7 +184,7 @@ def verify_bundle(
             f"quorum {quorum}: from 1 to the number of trusted cosigners "
             f"({len(trusted_cosigners or {})})"
         )
-    run = _Run(trusted_log, trusted_cosigners, quorum)
+    run = _Run(trusted_log, trusted_cosigners, required, quorum)
     try:
         run.read(data)
     except BundleFormatError as e:
@@ -208,30 +224,39 @@ def bundle_state(data: bytes) -> str | None:
     return None
 
 
-def _trusted_log_key(vkey: str) -> Ed25519NoteVerifier:
-    try:
-        return Ed25519NoteVerifier.from_vkey(vkey.strip())
-    except ValueError as e:
-        raise ValueError(f"trusted log key: {e}") from e
+def _trusted_log_keys(vkeys: Sequence[str]) -> list[LogKey]:
+    keys: list[LogKey] = []
+    for vkey in vkeys:
+        try:
+            key = log_key_of(vkey.strip())
+        except ValueError as e:
+            raise ValueError(f"trusted log key: {e}") from e
+        if any(k.algorithm == key.algorithm for k in keys):
+            raise ValueError(f"trusted log key: two {key.algorithm} keys given")
+        keys.append(key)
+    return keys
 
 
-def _trusted_cosigners(vkeys: Mapping[str, str]) -> dict[str, CosignatureVerifier]:
-    keys = {}
-    for state, vkey in vkeys.items():
+def _trusted_cosigners(vkeys: Mapping[str, Sequence[str]]) -> dict[str, list[CosignatureVerifier]]:
+    keys: dict[str, list[CosignatureVerifier]] = {}
+    for state, state_vkeys in vkeys.items():
         if _STATE.fullmatch(state) is None:
             raise ValueError(f"trusted cosigner key: {state!r} is not a state code")
-        try:
-            key = CosignatureVerifier.from_vkey(vkey.strip())
-        except ValueError as e:
-            raise ValueError(f"trusted cosigner key of {state}: {e}") from e
-        # A key names its state and role: another state's key, or a log key offered as
-        # a witness key, is refused.
-        if key.key_name != witness_key_name(state):
-            raise ValueError(
-                f"trusted cosigner key of {state}: it is {key.key_name}'s key, "
-                f"not {witness_key_name(state)}'s"
-            )
-        keys[state] = key
+        for vkey in state_vkeys:
+            try:
+                key = CosignatureVerifier.from_vkey(vkey.strip())
+            except ValueError as e:
+                raise ValueError(f"trusted cosigner key of {state}: {e}") from e
+            # A key names its state and role: another state's key, or a log key offered
+            # as a witness key, is refused.
+            if key.key_name != witness_key_name(state):
+                raise ValueError(
+                    f"trusted cosigner key of {state}: it is {key.key_name}'s key, "
+                    f"not {witness_key_name(state)}'s"
+                )
+            if any(k.algorithm == key.algorithm for k in keys.get(state, [])):
+                raise ValueError(f"trusted cosigner key of {state}: two {key.algorithm} keys")
+            keys.setdefault(state, []).append(key)
     return keys
 
 
@@ -239,7 +264,7 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-def _key_label(key: Ed25519NoteVerifier | CosignatureVerifier) -> str:
+def _key_label(key: LogKey) -> str:
     return f"{key.key_name}+{key.key_id:08x}"
 
 
@@ -257,8 +282,8 @@ def _hashes(value: Any) -> list[bytes] | None:
 class _Keys:
     """The keys checks are made with: the auditor's if given, else the bundle's."""
 
-    log: Ed25519NoteVerifier | None
-    cosigners: dict[str, CosignatureVerifier]
+    log: list[LogKey]
+    cosigners: dict[str, list[CosignatureVerifier]]
 
 
 @dataclass(frozen=True)
@@ -272,8 +297,9 @@ class _SignedCheckpoint:
 
 @dataclass
 class _Run:
-    trusted_log: Ed25519NoteVerifier | None
-    trusted_cosigners: dict[str, CosignatureVerifier] | None
+    trusted_log: list[LogKey] | None
+    trusted_cosigners: dict[str, list[CosignatureVerifier]] | None
+    required: tuple[str, ...]
     quorum: int | None = None
     failures: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
@@ -327,17 +353,23 @@ class _Run:
         header = self.header
         for name in sorted(_REQUIRED - header.keys()):
             self.fail(f"bundle: member {name!r} is missing")
-        if header.get("format") != FORMAT:
+        log_member = _LOG_KEYS.get(str(header.get("format")))
+        if log_member is None:
             if "format" in header:
                 self.fail(f"bundle: format {header['format']!r} is not {FORMAT!r}")
             return
+        for other in sorted(set(_LOG_KEYS.values()) - {log_member}):
+            if other in header:
+                self.fail(f"bundle: member {other!r} does not belong to {header['format']}")
+        if log_member not in header:
+            self.fail(f"bundle: member {log_member!r} is missing")
         state = header.get("state")
         if not isinstance(state, str) or _STATE.fullmatch(state) is None:
             self.fail(f"bundle: state {state!r} is not a state code")
             return
         if header.get("origin") != audit_origin(state):
             self.fail(f"bundle: origin {header.get('origin')!r} is not {audit_origin(state)!r}")
-        self.keys = self.check_keys(header.get("log_key"), header.get("cosigner_keys"))
+        self.keys = self.check_keys(header.get(log_member), header.get("cosigner_keys"))
         if not isinstance(header.get("checkpoint"), str):
             self.fail("checkpoint: not a signed note")
         else:
@@ -347,66 +379,45 @@ class _Run:
         if selection is not None and not isinstance(selection, dict):
             self.fail("bundle: selection is not an object")
 
-    def check_keys(self, log_vkey: Any, cosigner_vkeys: Any) -> _Keys:
-        log = None
-        if isinstance(log_vkey, str):
-            try:
-                log = Ed25519NoteVerifier.from_vkey(log_vkey)
-            except ValueError as e:
-                self.fail(f"log key: {log_vkey!r} is not an Ed25519 note key: {e}")
-        else:
-            self.fail("log key: not a vkey string")
-        cosigners: dict[str, CosignatureVerifier] = {}
-        if not isinstance(cosigner_vkeys, dict):
-            self.fail("cosigner keys: not an object of state: vkey")
-            cosigner_vkeys = {}
-        for state, vkey in sorted(cosigner_vkeys.items()):
-            if _STATE.fullmatch(state) is None:
-                self.fail(f"cosigner keys: {state!r} is not a state code")
-                continue
-            try:
-                if not isinstance(vkey, str):
-                    raise ValueError("not a string")
-                cosigners[state] = CosignatureVerifier.from_vkey(vkey)
-            except ValueError as e:
-                self.fail(f"cosigner key of {state}: {vkey!r} is not a cosignature key: {e}")
+    def check_keys(self, log_vkeys: Any, cosigner_vkeys: Any) -> _Keys:
+        log = self.bundle_log_keys(log_vkeys)
+        cosigners = self.bundle_cosigner_keys(cosigner_vkeys)
         if self.trusted_log is not None:
-            if log is not None and log != self.trusted_log:
-                self.fail(
-                    f"log key: the bundle's {_key_label(log)} is not the trusted key "
-                    f"{_key_label(self.trusted_log)}"
-                )
-            log = self.trusted_log
+            self.compare("log key", log, self.trusted_log)
+            log = list(self.trusted_log)
         if self.trusted_cosigners is not None:
             for state in sorted(cosigners.keys() | self.trusted_cosigners.keys()):
-                ours, theirs = cosigners.get(state), self.trusted_cosigners.get(state)
+                theirs = self.trusted_cosigners.get(state)
                 if theirs is None:
                     self.notices.append(
                         f"cosigner key of {state}: in the bundle but not trusted; "
                         "its cosignatures are not counted"
                     )
-                elif ours is None:
-                    self.notices.append(
-                        f"cosigner key of {state}: trusted but absent from the bundle"
-                    )
-                elif ours != theirs:
-                    self.fail(
-                        f"cosigner key of {state}: the bundle's {_key_label(ours)} is not "
-                        f"the trusted key {_key_label(theirs)}"
-                    )
-            cosigners = dict(self.trusted_cosigners)
-        state = self.header.get("state")
-        if log is not None and isinstance(state, str) and log.key_name != audit_key_name(state):
-            self.fail(
-                f"log key: {log.key_name} is not {audit_key_name(state)}, the key that signs "
-                f"this state's log (a witness key is never a log key)"
-            )
-        for cosigner_state, key in sorted(cosigners.items()):
-            if log is not None and key.public_key == log.public_key:
+                else:
+                    self.compare(f"cosigner key of {state}", cosigners.get(state, []), theirs)
+            cosigners = {s: list(k) for s, k in self.trusted_cosigners.items()}
+        log_state = self.header.get("state")
+        for key in log:
+            if isinstance(log_state, str) and key.key_name != audit_key_name(log_state):
+                self.fail(
+                    f"log key: {key.key_name} is not {audit_key_name(log_state)}, the key that "
+                    "signs this state's log (a witness key is never a log key)"
+                )
+        log_public = {k.public_key for k in log}
+        for cosigner_state, keys in sorted(cosigners.items()):
+            if any(key.public_key in log_public for key in keys):
                 self.fail(
                     f"cosigner key of {cosigner_state}: the log's own key in the witness role "
                     "(one key, one role)"
                 )
+            for algorithm in self.required:
+                if self.trusted_cosigners is not None and not any(
+                    k.algorithm == algorithm for k in keys
+                ):
+                    self.fail(
+                        f"cosigner key of {cosigner_state}: no {algorithm} key trusted, and "
+                        f"{algorithm} cosignatures are required (give it, or --require)"
+                    )
         if self.trusted_log is None:
             self.fail(
                 "log key: none trusted; the checks used the bundle's own key, which shows "
@@ -419,6 +430,62 @@ class _Run:
                 "or --bundle)"
             )
         return _Keys(log, cosigners)
+
+    def bundle_log_keys(self, value: Any) -> list[LogKey]:
+        """The log keys the bundle names: a list of vkeys (v2) or one vkey (v1)."""
+        vkeys = [value] if isinstance(value, str) else value
+        if not isinstance(vkeys, list) or not all(isinstance(v, str) for v in vkeys):
+            self.fail("log key: not a vkey string or a list of them")
+            return []
+        keys: list[LogKey] = []
+        for vkey in vkeys:
+            try:
+                key = log_key_of(vkey)
+            except ValueError as e:
+                self.fail(f"log key: {vkey!r} is not a log key: {e}")
+                continue
+            if any(k.algorithm == key.algorithm for k in keys):
+                self.fail(f"log key: two {key.algorithm} keys")
+                continue
+            keys.append(key)
+        return keys
+
+    def bundle_cosigner_keys(self, value: Any) -> dict[str, list[CosignatureVerifier]]:
+        """The cosigner keys the bundle names: ``{state: [vkey]}`` (v2), ``{state: vkey}``
+        (v1)."""
+        if not isinstance(value, dict):
+            self.fail("cosigner keys: not an object of state: vkeys")
+            return {}
+        cosigners: dict[str, list[CosignatureVerifier]] = {}
+        for state, vkeys in sorted(value.items()):
+            if _STATE.fullmatch(state) is None:
+                self.fail(f"cosigner keys: {state!r} is not a state code")
+                continue
+            for vkey in [vkeys] if isinstance(vkeys, str) else vkeys:
+                try:
+                    if not isinstance(vkey, str):
+                        raise ValueError("not a string")
+                    key = CosignatureVerifier.from_vkey(vkey)
+                except (ValueError, TypeError) as e:
+                    self.fail(f"cosigner key of {state}: {vkey!r} is not a cosignature key: {e}")
+                    continue
+                cosigners.setdefault(state, []).append(key)
+        return cosigners
+
+    def compare(self, what: str, ours: Sequence[LogKey], trusted: Sequence[LogKey]) -> None:
+        """The bundle's keys of ``what`` against the trusted ones, algorithm by algorithm."""
+        by_algorithm = {k.algorithm: k for k in ours}
+        for key in trusted:
+            found = by_algorithm.pop(key.algorithm, None)
+            if found is None:
+                self.notices.append(f"{what}: trusted {key.algorithm} key absent from the bundle")
+            elif found != key:
+                self.fail(
+                    f"{what}: the bundle's {_key_label(found)} is not the trusted "
+                    f"{key.algorithm} key {_key_label(key)}"
+                )
+        for algorithm in sorted(by_algorithm):
+            self.notices.append(f"{what}: the bundle's {algorithm} key is not trusted; unused")
 
     def check_note(self, text: str, label: str) -> _SignedCheckpoint | None:
         """Check a checkpoint note's signatures; ``None`` if it is not a checkpoint note."""
@@ -433,28 +500,40 @@ class _Run:
         if checkpoint.origin != origin:
             self.fail(f"{label}: origin {checkpoint.origin!r} is not the bundle's {origin!r}")
         signed = self.check_log_signature(note, label)
-        cosigned_by: list[str] = []
-        by_key = {(k.key_name, k.key_id): state for state, k in self.keys.cosigners.items()}
-        log = self.keys.log
+        verified: dict[str, set[str]] = {}
+        by_key = {
+            (k.key_name, k.key_id): (state, k)
+            for state, keys in self.keys.cosigners.items()
+            for k in keys
+        }
+        log_lines = {(k.key_name, k.key_id) for k in self.keys.log}
         for line in note.signatures:
             pair = (line.key_name, line.key_id)
-            if log is not None and pair == (log.key_name, log.key_id):
+            if pair in log_lines:
                 continue
-            state = by_key.get(pair)
-            if state is None:
+            known = by_key.get(pair)
+            if known is None:
                 self.notices.append(
                     f"{label}: ignored a signature line by unknown key "
                     f"{line.key_name}+{line.key_id:08x}"
                 )
                 continue
+            state, key = known
             try:
                 cosignature = Cosignature.from_note_signature(line)
-                verify_cosignature(checkpoint, cosignature, self.keys.cosigners[state])
+                verify_cosignature(checkpoint, cosignature, key)
             except (Rejected, ValueError):
-                self.fail(f"{label}: cosignature by {state} does not verify")
+                self.fail(f"{label}: {key.algorithm} cosignature by {state} does not verify")
                 continue
-            if state not in cosigned_by:
-                cosigned_by.append(state)
+            verified.setdefault(state, set()).add(key.algorithm)
+        cosigned_by = [
+            state
+            for state in sorted(verified)
+            if all(algorithm in verified[state] for algorithm in self.required)
+        ]
+        for state in sorted(set(verified) - set(cosigned_by)):
+            lacking = sorted(set(self.required) - verified[state])
+            self.notices.append(f"{label}: {state} did not cosign with {', '.join(lacking)}")
         if not cosigned_by:
             self.fail(f"{label}: not published: no valid cosignature")
         elif self.trusted_cosigners:
@@ -475,20 +554,38 @@ class _Run:
             )
 
     def check_log_signature(self, note: Note, label: str) -> bool:
+        """The log signed ``note`` in each required algorithm, and every line of a log key
+        verifies."""
         assert self.keys is not None
-        log = self.keys.log
-        if log is None:
+        if not self.keys.log:
             self.fail(f"{label}: signature not checked: no usable log key")
             return False
-        lines = [s for s in note.signatures if (s.key_name, s.key_id) == (log.key_name, log.key_id)]
-        if not lines:
-            self.fail(f"{label}: not signed by the log key {_key_label(log)}")
-            return False
         body = note.text.encode("utf-8")
-        if not all(log.verify(body, line.signature) for line in lines):
-            self.fail(f"{label}: signature by the log key {_key_label(log)} does not verify")
-            return False
-        return True
+        ok = True
+        for key in self.keys.log:
+            lines = [
+                s for s in note.signatures if (s.key_name, s.key_id) == (key.key_name, key.key_id)
+            ]
+            if not lines:
+                if key.algorithm in self.required:
+                    self.fail(
+                        f"{label}: not signed by the {key.algorithm} log key {_key_label(key)}"
+                    )
+                    ok = False
+            elif not all(key.verify(body, line.signature) for line in lines):
+                self.fail(
+                    f"{label}: signature by the {key.algorithm} log key {_key_label(key)} "
+                    "does not verify"
+                )
+                ok = False
+        for algorithm in self.required:
+            if not any(k.algorithm == algorithm for k in self.keys.log):
+                self.fail(
+                    f"{label}: no {algorithm} log key to check the log's {algorithm} signature "
+                    "with (give it, or --require)"
+                )
+                ok = False
+        return ok
 
     def check_range(self, complete: Any, bounds: Any) -> tuple[int, int] | None:
         if complete is False:
@@ -661,10 +758,11 @@ class _Run:
             origin=None if main is None else main.checkpoint.origin,
             tree_size=None if main is None else main.checkpoint.size,
             root_hash=None if main is None else main.checkpoint.root_hash,
-            log_key=None if keys is None or keys.log is None else str(keys.log.vkey),
+            log_keys=() if keys is None else tuple(str(k.vkey) for k in keys.log),
             cosigner_keys={}
             if keys is None
-            else {s: str(k.vkey) for s, k in keys.cosigners.items()},
+            else {s: tuple(str(k.vkey) for k in ks) for s, ks in keys.cosigners.items()},
+            required_algorithms=self.required,
             log_key_trusted=self.trusted_log is not None,
             cosigner_keys_trusted=self.trusted_cosigners is not None,
             published=main is not None and main.signed and bool(main.cosigned_by),

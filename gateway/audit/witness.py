@@ -12,8 +12,9 @@ carrying its reason code:
 
 1. ``CHECKPOINT_MALFORMED``: the note or its body is not a signed note holding a
    checkpoint (or the proof is not a list of at most 63 SHA-256 hashes).
-2. ``CHECKPOINT_SIGNATURE``: the partner's log key did not sign it, a signature
-   line of that key is invalid, or it names another log's origin. Lines of unknown
+2. ``CHECKPOINT_SIGNATURE``: one of the partner's log keys (Ed25519 and ML-DSA-44)
+   did not sign it, a signature line of those keys is invalid, or it names another
+   log's origin. Lines of unknown
    keys are ignored and never count.
 3. ``CHECKPOINT_ROLLBACK``: its tree is smaller than the last one we cosigned.
 4. ``CHECKPOINT_INCONSISTENT``: same size but another root (a fork), or the
@@ -38,7 +39,7 @@ from gateway.audit.checkpoint import (
     MalformedCheckpoint,
     open_checkpoint,
 )
-from gateway.audit.cosignature import Cosignature, CosignatureSigner
+from gateway.audit.cosignature import Cosignature, CosignatureSigner, cosign_all
 from gateway.audit.merkle import verify_consistency
 from gateway.audit.note import MalformedNote, NoteVerifier, UnverifiedNote
 from gateway.errors import Rejected
@@ -68,16 +69,20 @@ class CheckpointRefused(Rejected):
 
 @dataclass(frozen=True)
 class Cosigned:
-    """A checkpoint we cosigned and the cosignature line to send back.
+    """A checkpoint we cosigned and the cosignature lines to send back (one per key).
 
-    ``note_text`` is the checkpoint with the partner log's verified signature and our
-    cosignature: the published form. Lines of unknown keys are not carried over.
+    ``note_text`` is the checkpoint with the partner log's verified signatures and our
+    cosignatures: the published form. Lines of unknown keys are not carried over.
     """
 
     checkpoint: Checkpoint
-    cosignature_line: str
-    cosignature: Cosignature
+    cosignatures: tuple[Cosignature, ...]
     note_text: str
+
+    @property
+    def lines(self) -> str:
+        """Our cosignature lines, each ending in a newline: a witness's answer."""
+        return "".join(c.line for c in self.cosignatures)
 
 
 def cosign(
@@ -85,14 +90,15 @@ def cosign(
     consistency_proof: Sequence[bytes],
     *,
     origin: str,
-    log_key: NoteVerifier,
+    log_keys: Sequence[NoteVerifier],
     last_seen: tuple[int, bytes] | None,
-    own_key: CosignatureSigner,
+    own_keys: Sequence[CosignatureSigner],
     now: datetime,
 ) -> Cosigned:
     """Cosign the partner's checkpoint if it extends ``last_seen``; see the module docstring.
 
-    ``origin`` is the partner log's origin and ``log_key`` its key;
+    ``origin`` is the partner log's origin and ``log_keys`` its keys (each must have
+    signed); ``own_keys`` are our witness keys, each of which cosigns;
     ``last_seen`` is ``(size, root_hash)`` of the last checkpoint of that log we
     cosigned, or ``None`` if we never did.
     """
@@ -101,7 +107,7 @@ def cosign(
         if last_size < 0 or len(last_root) != HASH_SIZE:
             raise ValueError("last_seen is (tree size >= 0, 32-byte root hash)")
     try:
-        signed = open_checkpoint(note_text, origin=origin, log_key=log_key)
+        signed = open_checkpoint(note_text, origin=origin, log_keys=log_keys)
     except (MalformedNote, MalformedCheckpoint) as e:
         raise CheckpointRefused(CHECKPOINT_MALFORMED, e.message) from e
     except (UnverifiedNote, ForeignCheckpoint) as e:
@@ -117,13 +123,13 @@ def cosign(
         )
     if last_seen is not None:
         _check_extends(checkpoint, proof, *last_seen)
-    cosignature = own_key.cosign(checkpoint, now)
-    log_lines = "".join(s.line for s in signed.note.signatures_of(log_key))
+    cosignatures = cosign_all(own_keys, checkpoint, now)
+    log_lines = "".join(s.line for key in log_keys for s in signed.note.signatures_of(key))
+    ours = "".join(c.line for c in cosignatures)
     return Cosigned(
         checkpoint=checkpoint,
-        cosignature_line=cosignature.line,
-        cosignature=cosignature,
-        note_text=f"{checkpoint.body()}\n{log_lines}{cosignature.line}",
+        cosignatures=cosignatures,
+        note_text=f"{checkpoint.body()}\n{log_lines}{ours}",
     )
 
 

@@ -4,9 +4,10 @@
 the bundle with :func:`gateway.audit.verify.verify_bundle` and exits 0 only if every
 check passed, 1 if any failed (2 for a usage error, as click does). The keys an
 auditor trusts come from the states' trust bundles they pinned (``--bundle``: the log's
-state gives the log key, every other state its cosigner key) or from vkey files
-(``--log-key``, ``--cosigner-key``); without a trusted log key and a trusted cosigner
-key nothing is VERIFIED.
+state gives the log keys, every other state its cosigner keys) or from vkey files
+(``--log-key``, ``--cosigner-key``; a file holds one vkey per line); without a trusted
+log key and a trusted cosigner key nothing is VERIFIED. Ed25519 and ML-DSA-44
+signatures are both required unless ``--require`` names one.
 """
 
 from __future__ import annotations
@@ -20,37 +21,40 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from gateway.audit.checkpoint import partner_log_key
-from gateway.audit.cosignature import partner_cosigner
+from gateway.audit.cosignature import partner_cosigners
+from gateway.audit.log_signing import LogKey, partner_log_keys
 from gateway.audit.verify import VerificationReport, bundle_state, verify_bundle
 from gateway.pki.bundle import BundleError, TrustBundle, load_trust_bundle
+from gateway.pki.note_keys import ALGORITHMS
 
 _COSIGNER = re.compile(r"([A-Z]{2})=(.+)")
 _MAX_LISTED = 200
+_REQUIRE = {"both": ALGORITHMS, "ed25519": ALGORITHMS[:1], "ml-dsa-44": ALGORITHMS[1:]}
 
 
-def _read_vkey(path: Path, hint: str) -> str:
+def _read_vkeys(path: Path, hint: str) -> list[str]:
+    """The vkeys in ``path``, one per line (blank lines skipped)."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise click.BadParameter(f"cannot read {path}: {e}", param_hint=hint) from e
+    vkeys = [line.strip() for line in lines if line.strip()]
+    if not vkeys:
+        raise click.BadParameter(f"{path} holds no vkey", param_hint=hint)
+    return vkeys
 
 
-def _cosigner_keys(values: tuple[str, ...]) -> dict[str, str] | None:
-    if not values:
-        return None
-    keys: dict[str, str] = {}
+def _cosigner_keys(values: tuple[str, ...]) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
     for value in values:
         match = _COSIGNER.fullmatch(value)
         if match is None:
             raise click.BadParameter(
-                f"{value!r}: write STATE=VKEY_FILE, e.g. DE=de-audit.vkey",
+                f"{value!r}: write STATE=VKEY_FILE, e.g. DE=de-witness.vkey",
                 param_hint="--cosigner-key",
             )
         state, path = match.groups()
-        if state in keys:
-            raise click.BadParameter(f"{state} given twice", param_hint="--cosigner-key")
-        keys[state] = _read_vkey(Path(path), "--cosigner-key")
+        keys.setdefault(state, []).extend(_read_vkeys(Path(path), "--cosigner-key"))
     return keys
 
 
@@ -72,11 +76,12 @@ def audit() -> None:
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Also write <state>-log.vkey and <state>-witness.vkey files into this directory.",
+    help="Also write <state>-log.vkey and <state>-witness.vkey files (one vkey per line) "
+    "into this directory.",
 )
 def keys_command(trust_bundles: tuple[Path, ...], out: Path | None) -> None:
-    """Print each state's log key and witness (cosigner) key, as C2SP vkeys, from its
-    trust bundle: what --log-key and --cosigner-key take."""
+    """Print each state's log keys and witness (cosigner) keys, Ed25519 and ML-DSA-44, as
+    C2SP vkeys, from its trust bundle: what --log-key and --cosigner-key take."""
     pinned = _trust_bundles(trust_bundles)
     if out is not None:
         try:
@@ -84,17 +89,18 @@ def keys_command(trust_bundles: tuple[Path, ...], out: Path | None) -> None:
         except OSError as e:
             raise click.ClickException(f"cannot make {out}: {e}") from e
     for state, trust in sorted(pinned.items()):
-        vkeys = {
-            "log": str(partner_log_key(trust).vkey),
-            "witness": str(partner_cosigner(trust).vkey),
+        roles: dict[str, tuple[LogKey, ...]] = {
+            "log": partner_log_keys(trust),
+            "witness": partner_cosigners(trust),
         }
         click.echo(f"{state}  trust bundle {trust.digest}")
-        for role, vkey in vkeys.items():
-            click.echo(f"  {role} key: {vkey}")
+        for role, keys in roles.items():
+            for key in keys:
+                click.echo(f"  {role} key ({key.algorithm}): {key.vkey}")
             if out is not None:
                 target = out / f"{state.lower()}-{role}.vkey"
                 try:
-                    target.write_text(vkey + "\n", encoding="utf-8")
+                    target.write_text("".join(f"{k.vkey}\n" for k in keys), encoding="utf-8")
                 except OSError as e:
                     raise click.ClickException(f"cannot write {target}: {e}") from e
 
@@ -103,16 +109,17 @@ def keys_command(trust_bundles: tuple[Path, ...], out: Path | None) -> None:
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--log-key",
-    "log_key",
+    "log_keys",
+    multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File holding the log's vkey, as you hold it out of band.",
+    help="File holding the log's vkeys (one per line), as you hold them out of band (repeatable).",
 )
 @click.option(
     "--cosigner-key",
     "cosigner_keys",
     multiple=True,
     metavar="STATE=VKEY_FILE",
-    help="A cosigner's vkey file, as you hold it (repeatable).",
+    help="A cosigner's vkey file (one vkey per line), as you hold it (repeatable).",
 )
 @click.option(
     "--bundle",
@@ -127,6 +134,14 @@ def keys_command(trust_bundles: tuple[Path, ...], out: Path | None) -> None:
     "--quorum",
     type=click.IntRange(min=1),
     help="How many of the trusted cosigners must have cosigned (default: all of them).",
+)
+@click.option(
+    "--require",
+    type=click.Choice(sorted(_REQUIRE)),
+    default="both",
+    show_default=True,
+    help="Which signatures the log and each cosigner must have made: Ed25519 and "
+    "ML-DSA-44, or one of them (ed25519 for bundles made before post-quantum keys).",
 )
 @click.option(
     "--since",
@@ -146,10 +161,11 @@ def keys_command(trust_bundles: tuple[Path, ...], out: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify_command(
     bundle: Path,
-    log_key: Path | None,
+    log_keys: tuple[Path, ...],
     cosigner_keys: tuple[str, ...],
     trust_bundles: tuple[Path, ...],
     quorum: int | None,
+    require: str,
     since_file: Path | None,
     save_file: Path | None,
     as_json: bool,
@@ -161,20 +177,21 @@ def verify_command(
         raise click.ClickException(f"cannot read {bundle}: {e}") from e
     pinned = _trust_bundles(trust_bundles)
     state = bundle_state(data)
-    trusted_log = None if log_key is None else _read_vkey(log_key, "--log-key")
+    trusted_log = [vkey for path in log_keys for vkey in _read_vkeys(path, "--log-key")] or None
     if trusted_log is None and state in pinned:
-        trusted_log = str(partner_log_key(pinned[state]).vkey)
+        trusted_log = [str(key.vkey) for key in partner_log_keys(pinned[state])]
     trusted_cosigners = {
-        s: str(partner_cosigner(b).vkey) for s, b in pinned.items() if s != state
-    } | (_cosigner_keys(cosigner_keys) or {})
+        s: [str(key.vkey) for key in partner_cosigners(b)] for s, b in pinned.items() if s != state
+    } | _cosigner_keys(cosigner_keys)
     since = None if since_file is None else _read_text(since_file, "--since")
     try:
         report = verify_bundle(
             data,
-            trusted_log_vkey=trusted_log,
+            trusted_log_vkeys=trusted_log,
             trusted_cosigner_vkeys=trusted_cosigners or None,
             quorum=quorum,
             since=since,
+            require=_REQUIRE[require],
         )
     except ValueError as e:  # only the keys and the quorum given on the command line raise
         raise click.BadParameter(str(e)) from e
@@ -232,9 +249,12 @@ def _print(report: VerificationReport, console: Console) -> None:
     if report.tree_size is not None and report.root_hash is not None:
         root = base64.b64encode(report.root_hash).decode("ascii")  # as the note writes it
         line("checkpoint", f"tree size {report.tree_size}, root {root}")
-    line("log key", f"{report.log_key or '-'}  {source(report.log_key_trusted)}")
-    for state, key in sorted(report.cosigner_keys.items()):
-        line(f"cosigner {state}", f"{key}  {source(report.cosigner_keys_trusted)}")
+    for key in report.log_keys or ("-",):
+        line("log key", f"{_short(key)}  {source(report.log_key_trusted)}")
+    for state, keys in sorted(report.cosigner_keys.items()):
+        for key in keys:
+            line(f"cosigner {state}", f"{_short(key)}  {source(report.cosigner_keys_trusted)}")
+    line("required", " and ".join(report.required_algorithms))
     published = "yes, cosigned by " + ", ".join(report.cosigned_by)
     line("published", published if report.published else "no", "" if report.published else "red")
     scope = (
@@ -257,3 +277,11 @@ def _print(report: VerificationReport, console: Console) -> None:
         console.print(Text("VERIFIED", style="bold green"))
     else:
         console.print(Text(f"NOT VERIFIED: {len(report.failures)} failures", style="bold red"))
+
+
+def _short(vkey: str) -> str:
+    """A vkey as a person compares it: name, key ID and the opening of the key; an
+    ML-DSA-44 key's 1,752 characters are cut (``--json`` shows every key whole)."""
+    name, _, rest = vkey.partition("+")
+    key_id, _, material = rest.partition("+")
+    return vkey if len(material) <= 64 else f"{name}+{key_id}+{material[:16]}..."

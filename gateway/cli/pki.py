@@ -15,13 +15,13 @@ from pathlib import Path
 
 import click
 
-from gateway.audit.checkpoint import partner_log_key
-from gateway.audit.cosignature import partner_cosigner
+from gateway.audit.cosignature import partner_cosigners
+from gateway.audit.log_signing import partner_log_keys
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import refresh_crl, revoke
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_fingerprint, load_certificate
-from gateway.pki.layout import add_witness, init_state, issue_client
+from gateway.pki.layout import init_state, issue_client, upgrade_state
 
 _SERIAL = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 
@@ -189,22 +189,24 @@ def _show_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@pki.command(name="add-witness")
+@pki.command(name="upgrade")
 @click.option(
     "--state-dir",
     "state_dir",
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    help="The state directory made before witness keys (it has no witness.key).",
+    help="A state directory made by an earlier release.",
 )
-def add_witness_command(state_dir: Path) -> None:
-    """Give an older state directory its witness key (which cosigns partners' logs, apart
-    from the audit key that signs this state's) and sign its trust bundle again in the
+def upgrade_command(state_dir: Path) -> None:
+    """Give an older state directory the keys it lacks (the witness key that cosigns
+    partners' logs apart from the audit key that signs this state's; the post-quantum
+    ML-DSA-44 audit, witness and signing keys) and sign its trust bundle again in the
     current format; hand the new bundle to partners and have them pin its digest."""
     with _operator_errors():
-        directory = add_witness(state_dir, now=datetime.now(UTC))
+        directory, written = upgrade_state(state_dir, now=datetime.now(UTC))
         bundle = load_trust_bundle(directory.bundle)
-    click.echo(f"witness certificate: {directory.witness_cert}")
+    for key in written:
+        click.echo(f"new key: {key}")
     _echo_keys(bundle)
     click.echo(f"trust bundle: {directory.bundle}")
     click.echo(f"bundle digest: {bundle.digest} (partners pin this one now)")
@@ -228,9 +230,21 @@ def show_bundle_command(path: Path) -> None:
 
 
 def _echo_keys(bundle: TrustBundle) -> None:
-    """The bundle's signing and audit certificates by fingerprint, and the audit keys as
-    the C2SP vkeys an auditor passes to ``pouch audit verify``."""
-    click.echo(f"signing certificate: {certificate_fingerprint(bundle.signing_certificate)}")
-    click.echo(f"audit certificate: {certificate_fingerprint(bundle.audit_certificate)}")
-    click.echo(f"log key (vkey): {partner_log_key(bundle).vkey}")
-    click.echo(f"witness key (vkey): {partner_cosigner(bundle).vkey}")
+    """The bundle's key certificates by fingerprint, and the audit keys as the C2SP
+    vkeys an auditor passes to ``pouch audit verify``."""
+    certificates = {
+        "signing certificate": bundle.signing_certificate,
+        "signing certificate (ML-DSA-44)": bundle.signing_pq_certificate,
+        "audit certificate": bundle.audit_certificate,
+        "audit certificate (ML-DSA-44)": bundle.audit_pq_certificate,
+        "witness certificate": bundle.witness_certificate,
+        "witness certificate (ML-DSA-44)": bundle.witness_pq_certificate,
+    }
+    click.echo(f"signature algorithms: {' '.join(bundle.signature_algorithms)}")
+    for label, certificate in certificates.items():
+        if certificate is not None:
+            click.echo(f"{label}: {certificate_fingerprint(certificate)}")
+    for key in partner_log_keys(bundle):
+        click.echo(f"log key ({key.algorithm}, vkey): {key.vkey}")
+    for key in partner_cosigners(bundle):
+        click.echo(f"witness key ({key.algorithm}, vkey): {key.vkey}")

@@ -45,6 +45,7 @@ from gateway.pki.keys import (
     PublicKey,
     as_utc,
     generate_ed25519_key,
+    generate_mldsa44_key,
     generate_p256_key,
     load_certificate,
     load_private_key,
@@ -291,27 +292,42 @@ class StateAuthority:
         )
 
     def issue_signing_certificate(
-        self, *, now: datetime, validity_days: int = LEAF_VALIDITY_DAYS
+        self,
+        *,
+        now: datetime,
+        validity_days: int = LEAF_VALIDITY_DAYS,
+        post_quantum: bool = False,
     ) -> IssuedCertificate:
-        """The message-signing key's certificate (no TLS EKU: it cannot authenticate TLS)."""
-        return self.issue_certificate(
-            common_name=f"Pouch message signing {self.state}",
+        """The message-signing key's certificate (no TLS EKU: it cannot authenticate TLS);
+        with ``post_quantum``, a new ML-DSA-44 key's, for hybrid signatures."""
+        key = generate_mldsa44_key() if post_quantum else None
+        issued = self.issue_certificate(
+            common_name=f"Pouch message signing{' ML-DSA-44' if post_quantum else ''} {self.state}",
             san_uris=[signing_uri(self.state)],
             server_auth=False,
             client_auth=False,
             now=now,
             validity_days=validity_days,
+            public_key=None if key is None else key.public_key(),
         )
+        return issued if key is None else IssuedCertificate(issued.certificate, key)
 
     def issue_audit_certificate(
-        self, *, now: datetime, validity_days: int = LEAF_VALIDITY_DAYS, witness: bool = False
+        self,
+        *,
+        now: datetime,
+        validity_days: int = LEAF_VALIDITY_DAYS,
+        witness: bool = False,
+        post_quantum: bool = False,
     ) -> IssuedCertificate:
-        """A new Ed25519 key and its certificate: the audit log's (it signs the state's
+        """A new key and its certificate: the audit log's (it signs the state's
         checkpoints) or, with ``witness``, the witness's (it cosigns partners'
-        checkpoints). The two are never one key."""
-        key = generate_ed25519_key()
+        checkpoints). The two are never one key. Ed25519, or ML-DSA-44 with
+        ``post_quantum``."""
+        key: PrivateKey = generate_mldsa44_key() if post_quantum else generate_ed25519_key()
+        role = "witness" if witness else "audit log"
         issued = self.issue_certificate(
-            common_name=f"Pouch {'witness' if witness else 'audit log'} {self.state}",
+            common_name=f"Pouch {role}{' ML-DSA-44' if post_quantum else ''} {self.state}",
             san_uris=[witness_uri(self.state) if witness else audit_uri(self.state)],
             server_auth=False,
             client_auth=False,

@@ -1,10 +1,13 @@
 """State trust bundles: what a state hands a partner out of band, signed by its CA.
 
-File format (``pouch.trust-bundle/v2``)::
+File format (``pouch.trust-bundle/v3``)::
 
-    {"format": "pouch.trust-bundle/v2",
-     "body": {"state": "FR", "ca_certificate": "<PEM>", "signing_certificate": "<PEM>",
-              "audit_certificate": "<PEM>", "witness_certificate": "<PEM>",
+    {"format": "pouch.trust-bundle/v3",
+     "body": {"state": "FR", "ca_certificate": "<PEM>",
+              "signing_certificate": "<PEM>", "signing_pq_certificate": "<PEM>",
+              "signature_algorithms": "ES256 ML-DSA-44",
+              "audit_certificate": "<PEM>", "audit_pq_certificate": "<PEM>",
+              "witness_certificate": "<PEM>", "witness_pq_certificate": "<PEM>",
               "peer_endpoint": "host:port",
               "crl_location": "...", "issued_at": "2025-01-31T12:00:00Z"},
      "signature": "<base64url, unpadded, DER ECDSA P-256/SHA-256 signature by the CA
@@ -22,12 +25,17 @@ naming the check):
   :attr:`TrustBundle.digest`, the value agreements pin;
 * the signature verifies with the CA certificate in the body;
 * that CA is self-signed, a CA, ECDSA P-256, and its subject ``C=`` is the state;
-* the signing (ECDSA P-256), audit and witness (Ed25519) certificates are end-entity
-  certificates issued by that CA whose only SAN URI is the state's signing, audit,
-  respectively witness, URI, and the audit (log-signing) and witness (cosigning) keys
-  are two keys: one key in both roles is refused;
-* a ``pouch.trust-bundle/v1`` bundle, whose one audit key signed the log and cosigned
-  partners', is refused by name: its state issues a v2 bundle to be pinned instead.
+* the signing (ECDSA P-256), audit and witness (Ed25519) certificates, and their
+  post-quantum twins (ML-DSA-44), are end-entity certificates issued by that CA whose
+  only SAN URI is the state's signing, audit, respectively witness, URI; the audit
+  (log-signing) and witness (cosigning) keys are distinct keys in each algorithm: one
+  key in both roles is refused;
+* ``signature_algorithms`` names the algorithms the state signs messages with:
+  ``ES256`` alone, or ``ES256 ML-DSA-44``, in which case (and only then) the bundle
+  carries ``signing_pq_certificate`` and hybrid envelope signatures can be asked of it;
+* a ``pouch.trust-bundle/v1`` bundle (one audit key signed the log and cosigned
+  partners') and a ``v2`` one (no post-quantum keys) are refused by name: their state
+  issues a current bundle to be pinned instead (``pouch pki upgrade``).
 
 The bundle's signature proves integrity relative to the CA inside it; trust in
 that CA comes from the out-of-band exchange and the digest pinned in the agreement.
@@ -50,7 +58,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from gateway import jcs
@@ -59,22 +67,35 @@ from gateway.pki.directory import state_of_ca
 from gateway.pki.identity import audit_uri, signing_uri, validate_state_code, witness_uri
 from gateway.pki.keys import as_utc, certificate_pem, load_certificates_pem
 
-FORMAT = "pouch.trust-bundle/v2"
-RETIRED_FORMATS = frozenset({"pouch.trust-bundle/v1"})
+FORMAT = "pouch.trust-bundle/v3"
+RETIRED_FORMATS = {
+    "pouch.trust-bundle/v1": "its one audit key both signed the log and cosigned",
+    "pouch.trust-bundle/v2": "it holds no post-quantum (ML-DSA-44) audit and witness keys",
+}
 CRL_OUT_OF_BAND = "out-of-band"
+
+ES256 = "ES256"
+MLDSA44 = "ML-DSA-44"
+CLASSICAL_SIGNING = (ES256,)
+HYBRID_SIGNING = (ES256, MLDSA44)
+_SIGNATURE_ALGORITHMS = {" ".join(CLASSICAL_SIGNING), " ".join(HYBRID_SIGNING)}
 
 _BODY_FIELDS = frozenset(
     {
         "state",
         "ca_certificate",
         "signing_certificate",
+        "signature_algorithms",
         "audit_certificate",
+        "audit_pq_certificate",
         "witness_certificate",
+        "witness_pq_certificate",
         "peer_endpoint",
         "crl_location",
         "issued_at",
     }
 )
+_OPTIONAL_FIELDS = frozenset({"signing_pq_certificate"})
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
@@ -105,22 +126,37 @@ class TrustBundle:
     signing_certificate: x509.Certificate
     audit_certificate: x509.Certificate
     witness_certificate: x509.Certificate
+    audit_pq_certificate: x509.Certificate
+    witness_pq_certificate: x509.Certificate
+    signing_pq_certificate: x509.Certificate | None
     peer_endpoint: str
     crl_location: str
     issued_at: datetime
 
+    @property
+    def signature_algorithms(self) -> tuple[str, ...]:
+        """The algorithms the state signs messages with: ES256, and ML-DSA-44 if it has
+        a post-quantum signing key."""
+        return CLASSICAL_SIGNING if self.signing_pq_certificate is None else HYBRID_SIGNING
+
     def body(self) -> dict[str, str]:
         """The signed body, as it appears in the file."""
-        return {
+        body = {
             "state": self.state,
-            "ca_certificate": certificate_pem(self.ca_certificate).decode("ascii"),
-            "signing_certificate": certificate_pem(self.signing_certificate).decode("ascii"),
-            "audit_certificate": certificate_pem(self.audit_certificate).decode("ascii"),
-            "witness_certificate": certificate_pem(self.witness_certificate).decode("ascii"),
+            "ca_certificate": _pem(self.ca_certificate),
+            "signing_certificate": _pem(self.signing_certificate),
+            "signature_algorithms": " ".join(self.signature_algorithms),
+            "audit_certificate": _pem(self.audit_certificate),
+            "audit_pq_certificate": _pem(self.audit_pq_certificate),
+            "witness_certificate": _pem(self.witness_certificate),
+            "witness_pq_certificate": _pem(self.witness_pq_certificate),
             "peer_endpoint": self.peer_endpoint,
             "crl_location": self.crl_location,
             "issued_at": as_utc(self.issued_at).strftime(_TIME_FORMAT),
         }
+        if self.signing_pq_certificate is not None:
+            body["signing_pq_certificate"] = _pem(self.signing_pq_certificate)
+        return body
 
     def canonical_body(self) -> bytes:
         return jcs.dumps(self.body())
@@ -140,8 +176,15 @@ class TrustBundle:
                 self.signing_certificate,
                 self.audit_certificate,
                 self.witness_certificate,
+                self.audit_pq_certificate,
+                self.witness_pq_certificate,
+                *([] if self.signing_pq_certificate is None else [self.signing_pq_certificate]),
             )
         )
+
+
+def _pem(certificate: x509.Certificate) -> str:
+    return certificate_pem(certificate).decode("ascii")
 
 
 def _check_issued(
@@ -149,7 +192,9 @@ def _check_issued(
     cert: x509.Certificate,
     ca: x509.Certificate,
     uri: str,
-    key_type: type[ec.EllipticCurvePublicKey] | type[ed25519.Ed25519PublicKey],
+    key_type: type[ec.EllipticCurvePublicKey]
+    | type[ed25519.Ed25519PublicKey]
+    | type[mldsa.MLDSA44PublicKey],
 ) -> None:
     try:
         cert.verify_directly_issued_by(ca)
@@ -229,12 +274,51 @@ def _check_bundle(bundle: TrustBundle) -> None:
         witness_uri(bundle.state),
         ed25519.Ed25519PublicKey,
     )
+    _check_issued(
+        "post-quantum audit",
+        bundle.audit_pq_certificate,
+        ca,
+        audit_uri(bundle.state),
+        mldsa.MLDSA44PublicKey,
+    )
+    _check_issued(
+        "post-quantum witness",
+        bundle.witness_pq_certificate,
+        ca,
+        witness_uri(bundle.state),
+        mldsa.MLDSA44PublicKey,
+    )
+    if bundle.signing_pq_certificate is not None:
+        _check_issued(
+            "post-quantum signing",
+            bundle.signing_pq_certificate,
+            ca,
+            signing_uri(bundle.state),
+            mldsa.MLDSA44PublicKey,
+        )
     if _raw_public_key(bundle.audit_certificate) == _raw_public_key(bundle.witness_certificate):
         raise BundleError("the audit and witness certificates hold one key: two roles need two")
+    pq_keys = [
+        _raw_public_key(c)
+        for c in (
+            bundle.audit_pq_certificate,
+            bundle.witness_pq_certificate,
+            bundle.signing_pq_certificate,
+        )
+        if c is not None
+    ]
+    if len(set(pq_keys)) != len(pq_keys):
+        raise BundleError(
+            "two post-quantum certificates hold one key: the audit, witness and signing "
+            "roles need one key each"
+        )
 
 
 def _raw_public_key(certificate: x509.Certificate) -> bytes:
-    return certificate.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key = certificate.public_key()
+    if isinstance(key, mldsa.MLDSA44PublicKey):
+        return key.public_bytes_raw()
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def _b64url(data: bytes) -> str:
@@ -256,6 +340,9 @@ def sign_bundle(
     signing_certificate: x509.Certificate,
     audit_certificate: x509.Certificate,
     witness_certificate: x509.Certificate,
+    audit_pq_certificate: x509.Certificate,
+    witness_pq_certificate: x509.Certificate,
+    signing_pq_certificate: x509.Certificate | None,
     peer_endpoint: str,
     crl_location: str,
     issued_at: datetime,
@@ -267,6 +354,9 @@ def sign_bundle(
         signing_certificate=signing_certificate,
         audit_certificate=audit_certificate,
         witness_certificate=witness_certificate,
+        audit_pq_certificate=audit_pq_certificate,
+        witness_pq_certificate=witness_pq_certificate,
+        signing_pq_certificate=signing_pq_certificate,
         peer_endpoint=peer_endpoint,
         crl_location=crl_location,
         issued_at=as_utc(issued_at).replace(microsecond=0),
@@ -297,9 +387,9 @@ def _parse_document(data: bytes) -> tuple[dict[str, str], str]:
         raise BundleError("trust bundle must be an object with exactly format, body, signature")
     if document["format"] in RETIRED_FORMATS:
         raise BundleError(
-            f"trust bundle format {document['format']!r} is retired: its one audit key both "
-            "signed the log and cosigned; ask its state for its current bundle "
-            f"({FORMAT}, with a separate witness key) and pin that"
+            f"trust bundle format {document['format']!r} is retired: "
+            f"{RETIRED_FORMATS[document['format']]}; ask its state for its current bundle "
+            f"({FORMAT}, made with pouch pki upgrade) and pin that"
         )
     if document["format"] != FORMAT:
         raise BundleError(f"unsupported trust bundle format {document['format']!r}")
@@ -308,8 +398,9 @@ def _parse_document(data: bytes) -> tuple[dict[str, str], str]:
         raise BundleError("signature must be a string")
     if not isinstance(body, dict):
         raise BundleError("body must be an object")
-    if set(body) != _BODY_FIELDS:
-        missing, extra = sorted(_BODY_FIELDS - set(body)), sorted(set(body) - _BODY_FIELDS)
+    if not _BODY_FIELDS <= set(body) <= _BODY_FIELDS | _OPTIONAL_FIELDS:
+        missing = sorted(_BODY_FIELDS - set(body))
+        extra = sorted(set(body) - _BODY_FIELDS - _OPTIONAL_FIELDS)
         raise BundleError(f"body fields wrong: missing {missing}, unexpected {extra}")
     for key, value in body.items():
         if not isinstance(value, str):
@@ -333,16 +424,33 @@ def load_trust_bundle(source: Path | bytes) -> TrustBundle:
         issued_at = datetime.strptime(body["issued_at"], _TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError as e:
         raise BundleError("issued_at must be RFC 3339 UTC, YYYY-MM-DDTHH:MM:SSZ") from e
+    if body["signature_algorithms"] not in _SIGNATURE_ALGORITHMS:
+        raise BundleError(
+            f"signature_algorithms {body['signature_algorithms']!r} is not one of "
+            f"{sorted(_SIGNATURE_ALGORITHMS)}"
+        )
     bundle = TrustBundle(
         state=body["state"],
         ca_certificate=ca,
         signing_certificate=_single_certificate(body, "signing_certificate"),
         audit_certificate=_single_certificate(body, "audit_certificate"),
         witness_certificate=_single_certificate(body, "witness_certificate"),
+        audit_pq_certificate=_single_certificate(body, "audit_pq_certificate"),
+        witness_pq_certificate=_single_certificate(body, "witness_pq_certificate"),
+        signing_pq_certificate=(
+            _single_certificate(body, "signing_pq_certificate")
+            if "signing_pq_certificate" in body
+            else None
+        ),
         peer_endpoint=body["peer_endpoint"],
         crl_location=body["crl_location"],
         issued_at=issued_at,
     )
+    if body["signature_algorithms"] != " ".join(bundle.signature_algorithms):
+        raise BundleError(
+            "signature_algorithms names ML-DSA-44 exactly when the bundle carries "
+            "signing_pq_certificate"
+        )
     _check_bundle(bundle)
     if bundle.body() != body:
         # Non-canonical PEM or time would give the file and the object different digests.

@@ -12,6 +12,10 @@ Layout::
     signing.crt signing.key       message-signing key (ECDSA P-256, JWS ES256)
     audit.crt audit.key           audit-log key (Ed25519): signs this state's checkpoints
     witness.crt witness.key       witness key (Ed25519): cosigns partners' checkpoints
+    audit-pq.crt audit-pq.key     post-quantum audit-log key (ML-DSA-44)
+    witness-pq.crt witness-pq.key post-quantum witness key (ML-DSA-44)
+    signing-pq.crt signing-pq.key post-quantum message-signing key (ML-DSA-44), for
+                                  agreements that ask for hybrid signatures
     crl.pem                       the CA's CRL
     bundle.json                   the signed trust bundle handed to partners
     clients/<name>.crt|.key       local callers' client certificates
@@ -80,6 +84,30 @@ class StateDirectory:
     @property
     def witness_key(self) -> Path:
         return self.root / "witness.key"
+
+    @property
+    def audit_pq_cert(self) -> Path:
+        return self.root / "audit-pq.crt"
+
+    @property
+    def audit_pq_key(self) -> Path:
+        return self.root / "audit-pq.key"
+
+    @property
+    def witness_pq_cert(self) -> Path:
+        return self.root / "witness-pq.crt"
+
+    @property
+    def witness_pq_key(self) -> Path:
+        return self.root / "witness-pq.key"
+
+    @property
+    def signing_pq_cert(self) -> Path:
+        return self.root / "signing-pq.crt"
+
+    @property
+    def signing_pq_key(self) -> Path:
+        return self.root / "signing-pq.key"
 
     @property
     def crl(self) -> Path:

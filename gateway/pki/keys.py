@@ -9,7 +9,7 @@ Guarantees:
 * Public files (certificates, CRLs, bundles) are written the same atomic way with
   mode 0644 regardless of the process umask.
 * Only the algorithms Pouch uses are accepted when loading a private key: ECDSA
-  P-256 and Ed25519. Anything else is refused with :class:`ValueError`.
+  P-256, Ed25519 and ML-DSA-44. Anything else is refused with :class:`ValueError`.
 * Times are timezone-aware: a naive ``datetime`` is a bug and is refused.
 """
 
@@ -24,10 +24,10 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | mldsa.MLDSA44PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | mldsa.MLDSA44PublicKey
 
 PRIVATE_FILE_MODE = 0o600
 PUBLIC_FILE_MODE = 0o644
@@ -39,8 +39,13 @@ def generate_p256_key() -> ec.EllipticCurvePrivateKey:
 
 
 def generate_ed25519_key() -> ed25519.Ed25519PrivateKey:
-    """A fresh Ed25519 key: the audit-log key."""
+    """A fresh Ed25519 key: the audit-log and witness keys."""
     return ed25519.Ed25519PrivateKey.generate()
+
+
+def generate_mldsa44_key() -> mldsa.MLDSA44PrivateKey:
+    """A fresh ML-DSA-44 key: the post-quantum audit-log, witness and signing keys."""
+    return mldsa.MLDSA44PrivateKey.generate()
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -126,17 +131,19 @@ def certificate_pem(cert: x509.Certificate) -> bytes:
 
 
 def load_private_key(path: Path) -> PrivateKey:
-    """Read an unencrypted PEM private key; only ECDSA P-256 and Ed25519 are accepted."""
+    """Read an unencrypted PEM private key; only ECDSA P-256, Ed25519 and ML-DSA-44."""
     data = Path(path).read_bytes()
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{path}: not an unencrypted PEM private key") from e
-    if isinstance(key, ed25519.Ed25519PrivateKey):
+    if isinstance(key, ed25519.Ed25519PrivateKey | mldsa.MLDSA44PrivateKey):
         return key
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
         return key
-    raise ValueError(f"{path}: private key algorithm not allowed (need ECDSA P-256 or Ed25519)")
+    raise ValueError(
+        f"{path}: private key algorithm not allowed (need ECDSA P-256, Ed25519 or ML-DSA-44)"
+    )
 
 
 def load_certificates_pem(data: bytes) -> list[x509.Certificate]:

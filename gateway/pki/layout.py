@@ -16,7 +16,7 @@ Guarantees:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from gateway.pki.authority import (
     parse_ip_address,
     validate_dns_name,
 )
-from gateway.pki.bundle import CRL_OUT_OF_BAND, sign_bundle, validate_peer_endpoint
+from gateway.pki.bundle import CRL_OUT_OF_BAND, FORMAT, sign_bundle, validate_peer_endpoint
 from gateway.pki.crl import build_crl, crl_pem
 from gateway.pki.directory import StateDirectory
 from gateway.pki.identity import validate_client_name, validate_state_code
@@ -39,7 +39,7 @@ from gateway.pki.keys import (
     write_public_file,
 )
 
-__all__ = ["StateDirectory", "add_witness", "init_state", "issue_client"]
+__all__ = ["StateDirectory", "init_state", "issue_client", "upgrade_state"]
 
 
 def _write_issued(
@@ -62,7 +62,8 @@ def init_state(
     crl_location: str | None,
     now: datetime,
 ) -> StateDirectory:
-    """Create a state's CA, gateway, signing and audit keys, an empty CRL and its bundle.
+    """Create a state's CA, its gateway, signing, audit and witness keys (each signing
+    key with its post-quantum twin), an empty CRL and its bundle.
 
     ``crl_location`` None means the CRL travels with the bundle
     (:data:`gateway.pki.bundle.CRL_OUT_OF_BAND`).
@@ -92,20 +93,18 @@ def init_state(
     _write_issued(directory.gateway_cert, directory.gateway_key, gateway)
     signing = authority.issue_signing_certificate(now=now)
     _write_issued(directory.signing_cert, directory.signing_key, signing)
+    for cert_path, key_path, issue in _post_quantum_and_witness_keys(directory, authority, now):
+        _write_issued(cert_path, key_path, issue())
     audit = authority.issue_audit_certificate(now=now)
     _write_issued(directory.audit_cert, directory.audit_key, audit)
-    witness = authority.issue_audit_certificate(now=now, witness=True)
-    _write_issued(directory.witness_cert, directory.witness_key, witness)
 
     write_public_file(directory.crl, crl_pem(build_crl(authority, (), now=now)))
-    bundle = sign_bundle(
+    bundle = _sign_directory_bundle(
+        directory,
         authority,
-        signing_certificate=signing.certificate,
-        audit_certificate=audit.certificate,
-        witness_certificate=witness.certificate,
         peer_endpoint=peer_endpoint,
         crl_location=crl_location if crl_location is not None else CRL_OUT_OF_BAND,
-        issued_at=now,
+        now=now,
     )
     write_public_file(directory.bundle, bundle)
     return directory
@@ -137,33 +136,97 @@ def issue_client(
     return cert_path, key_path
 
 
-def add_witness(state_dir: Path | str, *, now: datetime) -> StateDirectory:
-    """Give a state directory made before the witness key its witness key, and sign its
-    trust bundle again in the current format with the same certificates, endpoint and
-    CRL location; partners then pin the new bundle's digest.
+def _post_quantum_and_witness_keys(
+    directory: StateDirectory, authority: StateAuthority, now: datetime
+) -> list[tuple[Path, Path, Callable[[], IssuedCertificate]]]:
+    """The keys a state directory holds besides its CA, gateway, signing and audit keys:
+    the witness key and the post-quantum twins, as (certificate, key, issue)."""
+    return [
+        (
+            directory.witness_cert,
+            directory.witness_key,
+            lambda: authority.issue_audit_certificate(now=now, witness=True),
+        ),
+        (
+            directory.audit_pq_cert,
+            directory.audit_pq_key,
+            lambda: authority.issue_audit_certificate(now=now, post_quantum=True),
+        ),
+        (
+            directory.witness_pq_cert,
+            directory.witness_pq_key,
+            lambda: authority.issue_audit_certificate(now=now, witness=True, post_quantum=True),
+        ),
+        (
+            directory.signing_pq_cert,
+            directory.signing_pq_key,
+            lambda: authority.issue_signing_certificate(now=now, post_quantum=True),
+        ),
+    ]
 
-    :class:`FileExistsError` if the directory already has a witness key (nothing is
-    written), :class:`ValueError` if its bundle cannot be read back.
-    """
-    directory = StateDirectory(Path(state_dir))
-    for existing in (directory.witness_cert, directory.witness_key):
-        if existing.exists():
-            raise FileExistsError(f"{existing} already exists: this state has its witness key")
-    authority = StateAuthority.load(directory.root)
-    peer_endpoint, crl_location = _bundle_settings(directory)
-    witness = authority.issue_audit_certificate(now=now, witness=True)
-    bundle = sign_bundle(
+
+def _sign_directory_bundle(
+    directory: StateDirectory,
+    authority: StateAuthority,
+    *,
+    peer_endpoint: str,
+    crl_location: str,
+    now: datetime,
+) -> bytes:
+    """The state's trust bundle in the current format, from the certificates on disk."""
+    return sign_bundle(
         authority,
         signing_certificate=load_certificate(directory.signing_cert),
         audit_certificate=load_certificate(directory.audit_cert),
-        witness_certificate=witness.certificate,
+        witness_certificate=load_certificate(directory.witness_cert),
+        audit_pq_certificate=load_certificate(directory.audit_pq_cert),
+        witness_pq_certificate=load_certificate(directory.witness_pq_cert),
+        signing_pq_certificate=load_certificate(directory.signing_pq_cert),
         peer_endpoint=peer_endpoint,
         crl_location=crl_location,
         issued_at=now,
     )
-    _write_issued(directory.witness_cert, directory.witness_key, witness, overwrite=False)
+
+
+def upgrade_state(state_dir: Path | str, *, now: datetime) -> tuple[StateDirectory, list[Path]]:
+    """Bring a state directory made by an earlier release to the current format: issue
+    the keys it lacks (the witness key, the post-quantum audit, witness and signing
+    keys) and sign its trust bundle again with the same endpoint and CRL location;
+    partners then pin the new bundle's digest. Returns the key files written.
+
+    :class:`FileExistsError` if nothing is missing (nothing is written),
+    :class:`ValueError` if its bundle cannot be read back. A key is written only with
+    its certificate, and the bundle last, so a failure leaves a directory that the next
+    run completes.
+    """
+    directory = StateDirectory(Path(state_dir))
+    authority = StateAuthority.load(directory.root)
+    peer_endpoint, crl_location = _bundle_settings(directory)
+    missing = [
+        (cert_path, key_path, issue)
+        for cert_path, key_path, issue in _post_quantum_and_witness_keys(directory, authority, now)
+        if not (cert_path.exists() and key_path.exists())
+    ]
+    current = _bundle_format(directory) == FORMAT
+    if not missing and current:
+        raise FileExistsError(f"{directory.root} already holds every key and a {FORMAT} bundle")
+    written = []
+    for cert_path, key_path, issue in missing:
+        _write_issued(cert_path, key_path, issue())
+        written.append(key_path)
+    bundle = _sign_directory_bundle(
+        directory, authority, peer_endpoint=peer_endpoint, crl_location=crl_location, now=now
+    )
     write_public_file(directory.bundle, bundle)
-    return directory
+    return directory, written
+
+
+def _bundle_format(directory: StateDirectory) -> str | None:
+    try:
+        value = json.loads(directory.bundle.read_bytes()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _bundle_settings(directory: StateDirectory) -> tuple[str, str]:

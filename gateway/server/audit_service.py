@@ -71,7 +71,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         audit_log: AuditLog,
         checkpoints: CheckpointStore,
         agreements_with: Callable[[str], frozenset[str]],
-        bundle_keys: Callable[[], tuple[str, dict[str, str]]],
+        bundle_keys: Callable[[], tuple[list[str], dict[str, list[str]]]],
         publish: Callable[[], Awaitable[tuple[int, bool]]],
         state: str,
     ) -> None:
@@ -209,13 +209,13 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         visible = self._visible_agreements()
         if visible is not None and request.agreement_id and request.agreement_id not in visible:
             raise PermissionRejected("that agreement is not visible to this auditor")
-        log_vkey, cosigners = self._bundle_keys()
+        log_vkeys, cosigners = self._bundle_keys()
         earlier = await asyncio.to_thread(self._earlier_sizes, request.since_tree_size)
         chunks = iter_bundle(
             self._log,
             self._checkpoints,
             state=self._state,
-            log_vkey=log_vkey,
+            log_vkeys=log_vkeys,
             cosigner_vkeys=cosigners,
             since=_moment(request.since),
             until=_moment(request.until),

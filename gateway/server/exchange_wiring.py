@@ -25,12 +25,12 @@ from gateway.agreements.gate import AgreementGate
 from gateway.agreements.model import EXCHANGES_VALIDATOR
 from gateway.agreements.notices import AgreementNotices
 from gateway.agreements.registry import AgreementRegistry
-from gateway.audit.checkpoint import CheckpointSigner
 from gateway.audit.checkpoints_store import CheckpointStore, WitnessStore
-from gateway.audit.cosignature import CosignatureSigner, partner_cosigner
+from gateway.audit.cosignature import partner_cosigners, witness_signers
 from gateway.audit.cosigning import CosigningRetry, CosigningWatch
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog, GroupCommittedLog
+from gateway.audit.log_signing import CheckpointSigner
 from gateway.audit.publication import CheckpointPublisher, CheckpointWitness
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.start_evidence import record_start
@@ -124,13 +124,14 @@ class ExchangeComponents:
         """Blocking. The start's evidence (:func:`~gateway.audit.start_evidence.record_start`)."""
         record_start(self.audit, self.audit_log, self.registry.list(), certificates)
 
-    def bundle_keys(self) -> tuple[str, dict[str, str]]:
-        """Our log's key and our partners' cosigner keys, in signed-note vkey form."""
+    def bundle_keys(self) -> tuple[list[str], dict[str, list[str]]]:
+        """Our log's keys and our partners' cosigner keys (Ed25519, then ML-DSA-44), in
+        signed-note vkey form."""
         cosigners = {
-            state: str(partner_cosigner(bundle).vkey)
+            state: [str(key.vkey) for key in partner_cosigners(bundle)]
             for state, bundle in self.channels.bundles.items()
         }
-        return str(self.log_signer.verifier().vkey), cosigners
+        return [str(key.vkey) for key in self.log_signer.verifiers()], cosigners
 
     def purge_expired_payloads(self) -> PurgeReport:
         """One retention run, with each agreement's retention as the registry holds it."""
@@ -297,7 +298,7 @@ def build_exchanges(
         ),
         witness=CheckpointWitness(
             store=WitnessStore(engine, clock=clock),
-            signer=CosignatureSigner.for_state(pki),
+            signers=witness_signers(pki),
             partners=channels.bundles,
             audit=context.audit,
             clock=clock,

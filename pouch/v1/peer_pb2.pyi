@@ -466,7 +466,10 @@ class CosignCheckpointResponse(_message.Message):
 
     COSIGNATURE_FIELD_NUMBER: _builtins.int
     cosignature: _builtins.str
-    """The partner's C2SP tlog-cosignature line over the checkpoint."""
+    """The partner's C2SP tlog-cosignature lines over the checkpoint, one per witness
+    key (Ed25519, then ML-DSA-44), each ending in a newline, as a C2SP tlog-witness
+    answers add-checkpoint.
+    """
     def __init__(
         self,
         *,

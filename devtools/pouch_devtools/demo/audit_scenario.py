@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
-from gateway.audit.checkpoint import partner_log_key
-from gateway.audit.cosignature import partner_cosigner
+from gateway.audit.cosignature import partner_cosigners
+from gateway.audit.log_signing import partner_log_keys
 from gateway.audit.verify import verify_bundle
 from gateway.connect import bearer, secure_channel
 from gateway.pki.bundle import load_trust_bundle
@@ -92,9 +92,9 @@ async def run_audit_scenario(a: Site, b: Site) -> AuditOutcome:
     bundle = b"".join(chunks)
     report = verify_bundle(
         bundle,
-        trusted_log_vkey=str(partner_log_key(load_trust_bundle(a.pki.bundle)).vkey),
+        trusted_log_vkeys=[str(k.vkey) for k in partner_log_keys(load_trust_bundle(a.pki.bundle))],
         trusted_cosigner_vkeys={
-            b.state: str(partner_cosigner(load_trust_bundle(b.pki.bundle)).vkey)
+            b.state: [str(k.vkey) for k in partner_cosigners(load_trust_bundle(b.pki.bundle))]
         },
     )
     return AuditOutcome(
