@@ -12,9 +12,13 @@ It prints:
 - root / inclusion / consistency: mean and p99 milliseconds per call at that size,
   each call reading its O(log n) stored nodes in its own read transaction, plus the
   cost of verifying a proof (pure hashing);
+- signatures: per checkpoint, mean microseconds to sign it (the log's Ed25519 note
+  signature and its ML-DSA-44 cosignature), to cosign it (a witness, each algorithm),
+  and to verify a published note (log and one witness, both algorithms), each
+  algorithm apart, with the sizes of a signature line;
 - export / verify: the time to export that log as an audit bundle against a cosigned
   checkpoint (streamed to a file), and of :func:`gateway.audit.verify.verify_bundle`
-  (what ``pouch audit verify`` runs) on it.
+  (what ``pouch audit verify`` runs) on it, requiring both algorithms and Ed25519 only.
 """
 
 from __future__ import annotations
@@ -35,12 +39,20 @@ from sqlalchemy import Engine
 
 from gateway.audit import merkle
 from gateway.audit.bundle import iter_bundle
-from gateway.audit.checkpoint import Checkpoint, CheckpointSigner, audit_key_name, audit_origin
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    audit_key_name,
+    audit_origin,
+    open_checkpoint,
+    witness_key_name,
+)
 from gateway.audit.checkpoints_store import CheckpointStore
 from gateway.audit.cosignature import CosignatureSigner
 from gateway.audit.log import AuditLog, _row
+from gateway.audit.log_signing import CheckpointSigner
+from gateway.audit.note import Ed25519NoteSigner, sign_note
 from gateway.audit.verify import verify_bundle
-from gateway.pki.note_keys import Ed25519Signer
+from gateway.pki.note_keys import ALGORITHMS, ED25519, Ed25519Signer, MLDSA44Signer
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
 from tests.unit.audit import make_event
@@ -129,45 +141,115 @@ def measure_proofs(log: AuditLog, calls: int) -> None:
     assert merkle.verify_inclusion(leaf, index, size, proof, root)
 
 
+def _signers() -> tuple[CheckpointSigner, CosignatureSigner, CosignatureSigner]:
+    """A log (FR) and a witness (DE) with keys made up here, both algorithms."""
+    log = CheckpointSigner(
+        audit_origin("FR"), audit_key_name("FR"), Ed25519Signer.generate(), MLDSA44Signer.generate()
+    )
+    name = witness_key_name("DE")
+    return (
+        log,
+        CosignatureSigner(name, Ed25519Signer.generate()),
+        CosignatureSigner(name, MLDSA44Signer.generate()),
+    )
+
+
+def _mean_us(action: Callable[[], object], rounds: int) -> float:
+    started = time.perf_counter()
+    for _ in range(rounds):
+        action()
+    return (time.perf_counter() - started) / rounds * 1e6
+
+
+def measure_signatures(rounds: int) -> None:
+    """Sign, cosign and verify one checkpoint, Ed25519 and ML-DSA-44 apart."""
+    log, witness_ed, witness_pq = _signers()
+    checkpoint = Checkpoint(log.origin, 1_000_000, bytes(range(32)))
+    now = START
+    ed_only = Ed25519NoteSigner(log.key_name, Ed25519Signer.generate())
+    log_ed, log_pq = log.verifiers()
+    note = log.sign(checkpoint, now)
+    published = note + "".join(
+        c.line for c in (witness_ed.cosign(checkpoint, now), witness_pq.cosign(checkpoint, now))
+    )
+    lines = {
+        "Ed25519 cosignature": len(witness_ed.cosign(checkpoint, now).line),
+        "ML-DSA-44 cosignature": len(witness_pq.cosign(checkpoint, now).line),
+    }
+    body = checkpoint.body()
+    figures = {
+        "sign, Ed25519 note signature only": _mean_us(lambda: sign_note(body, ed_only), rounds),
+        "sign, Ed25519 + ML-DSA-44 (as published)": _mean_us(
+            lambda: log.sign(checkpoint, now), rounds
+        ),
+        "cosign, Ed25519": _mean_us(lambda: witness_ed.cosign(checkpoint, now), rounds),
+        "cosign, ML-DSA-44": _mean_us(lambda: witness_pq.cosign(checkpoint, now), rounds),
+        "verify note, log Ed25519 only": _mean_us(
+            lambda: open_checkpoint(note, origin=log.origin, log_keys=[log_ed]), rounds
+        ),
+        "verify note, log both algorithms": _mean_us(
+            lambda: open_checkpoint(note, origin=log.origin, log_keys=[log_ed, log_pq]), rounds
+        ),
+        "verify published note, log + witness, both algorithms": _mean_us(
+            lambda: open_checkpoint(
+                published,
+                origin=log.origin,
+                log_keys=[log_ed, log_pq],
+                other_keys=[witness_ed.verifier(), witness_pq.verifier()],
+            ),
+            rounds,
+        ),
+    }
+    for label, micros in figures.items():
+        print(f"signatures: {label}: {micros:,.0f} us (mean of {rounds})")
+    for label, length in lines.items():
+        print(f"signatures: {label} line: {length:,} characters")
+    print(f"signatures: published note, 4 lines: {len(published):,} characters")
+
+
 def measure_verify(engine: Engine, workdir: Path) -> str:
     """Export the large log as a bundle against a cosigned checkpoint; time ``verify_bundle``.
 
     The keys are made up here (no PKI needed): the checkpoint is signed by a log key and
-    cosigned by a witness key, as published. The export streams to a file in
-    ``workdir``; the verifier reads it whole, as ``pouch audit verify`` does.
+    cosigned by a witness key, both algorithms, as published. The export streams to a
+    file in ``workdir``; the verifier reads it whole, as ``pouch audit verify`` does.
     """
     clock = FakeClock(START)
     log = AuditLog(engine, clock=clock)
     checkpoints = CheckpointStore(engine, clock=clock)
-    signer = CheckpointSigner(audit_origin("FR"), audit_key_name("FR"), Ed25519Signer.generate())
-    witness = CosignatureSigner(audit_key_name("DE"), Ed25519Signer.generate())
+    signer, witness_ed, witness_pq = _signers()
     size = log.size()
     checkpoint = Checkpoint(signer.origin, size, log.root(size))
-    checkpoints.record_checkpoint(size, checkpoint.root_hash, signer.sign(checkpoint))
-    checkpoints.add_cosignature(size, "DE", witness.cosign(checkpoint, START).line)
+    checkpoints.record_checkpoint(size, checkpoint.root_hash, signer.sign(checkpoint, START))
+    lines = "".join(w.cosign(checkpoint, START).line for w in (witness_ed, witness_pq))
+    checkpoints.add_cosignature(size, "DE", lines)
     checkpoints.mark_published(size)
-    log_vkey = str(signer.verifier().vkey)
-    cosigners = {"DE": str(witness.verifier().vkey)}
+    log_vkeys = [str(k.vkey) for k in signer.verifiers()]
+    cosigners = {"DE": [str(w.verifier().vkey) for w in (witness_ed, witness_pq)]}
 
     path = workdir / "bundle.json"
     started = time.perf_counter()
     with path.open("wb") as out:
         for chunk in iter_bundle(
-            log, checkpoints, state="FR", log_vkey=log_vkey, cosigner_vkeys=cosigners
+            log, checkpoints, state="FR", log_vkeys=log_vkeys, cosigner_vkeys=cosigners
         ):
             out.write(chunk)
     exported = time.perf_counter() - started
     data = path.read_bytes()
-    started = time.perf_counter()
-    report = verify_bundle(data, trusted_log_vkey=log_vkey, trusted_cosigner_vkeys=cosigners)
-    verified = time.perf_counter() - started
-    if not report.ok:
-        return f"verify: FAILED at {size:,} entries: {report.failures[:3]}"
-    return (
-        f"export: {size:,} entries in {exported:.1f} s ({len(data) / 1e6:,.0f} MB bundle)\n"
-        f"verify: {report.entries_verified:,} entries in {verified:.1f} s "
-        f"({report.entries_verified / verified:,.0f} entries/s)"
-    )
+    lines_out = [f"export: {size:,} entries in {exported:.1f} s ({len(data) / 1e6:,.0f} MB bundle)"]
+    for require in (ALGORITHMS, (ED25519,)):
+        started = time.perf_counter()
+        report = verify_bundle(
+            data, trusted_log_vkeys=log_vkeys, trusted_cosigner_vkeys=cosigners, require=require
+        )
+        verified = time.perf_counter() - started
+        if not report.ok:
+            return f"verify: FAILED at {size:,} entries: {report.failures[:3]}"
+        lines_out.append(
+            f"verify ({' + '.join(require)}): {report.entries_verified:,} entries in "
+            f"{verified:.1f} s ({report.entries_verified / verified:,.0f} entries/s)"
+        )
+    return "\n".join(lines_out)
 
 
 def main() -> None:
@@ -175,10 +257,12 @@ def main() -> None:
     parser.add_argument("--appends", type=int, default=20_000)
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--proofs", type=int, default=2_000)
+    parser.add_argument("--signatures", type=int, default=200, help="rounds per signature figure")
     parser.add_argument("--keep", action="store_true", help="keep the databases")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="pouch-bench-audit-"))
     try:
+        measure_signatures(args.signatures)
         measure_appends(workdir, args.appends)
         engine, log = build_log(workdir, args.entries)
         try:
