@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pouch.v1 import common_pb2 as pouch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pouch/v1/envelope.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\"\xa2\x02\n\x08\x45nvelope\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12)\n\tagreement\x18\x02 \x01(\x0b\x32\x16.pouch.v1.AgreementRef\x12-\n\rexchange_type\x18\x03 \x01(\x0e\x32\x16.pouch.v1.ExchangeType\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x14\n\x0csender_state\x18\x05 \x01(\t\x12\x17\n\x0frecipient_state\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\t \x01(\t\x12\x11\n\tsignature\x18\n \x01(\t\"\xe3\x01\n\x07Receipt\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x16\n\x0erequest_digest\x18\x03 \x01(\t\x12\x16\n\x0ereceiver_state\x18\x04 \x01(\t\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07outcome\x18\x06 \x01(\x0e\x32\x18.pouch.v1.ReceiptOutcome\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x11\n\tsignature\x18\x08 \x01(\t*\x8a\x01\n\x0eReceiptOutcome\x12\x1f\n\x1bRECEIPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18RECEIPT_OUTCOME_ACCEPTED\x10\x01\x12\x1b\n\x17RECEIPT_OUTCOME_APPLIED\x10\x02\x12\x1c\n\x18RECEIPT_OUTCOME_REJECTED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17pouch/v1/envelope.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\"\xb8\x02\n\x08\x45nvelope\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12)\n\tagreement\x18\x02 \x01(\x0b\x32\x16.pouch.v1.AgreementRef\x12-\n\rexchange_type\x18\x03 \x01(\x0e\x32\x16.pouch.v1.ExchangeType\x12\x0f\n\x07purpose\x18\x04 \x01(\t\x12\x14\n\x0csender_state\x18\x05 \x01(\t\x12\x17\n\x0frecipient_state\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07payload\x18\x08 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\t \x01(\t\x12\x11\n\tsignature\x18\n \x01(\t\x12\x14\n\x0cpq_signature\x18\x0b \x01(\t\"\xf9\x01\n\x07Receipt\x12\x12\n\nreceipt_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x16\n\x0erequest_digest\x18\x03 \x01(\t\x12\x16\n\x0ereceiver_state\x18\x04 \x01(\t\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07outcome\x18\x06 \x01(\x0e\x32\x18.pouch.v1.ReceiptOutcome\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x11\n\tsignature\x18\x08 \x01(\t\x12\x14\n\x0cpq_signature\x18\t \x01(\t*\x8a\x01\n\x0eReceiptOutcome\x12\x1f\n\x1bRECEIPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18RECEIPT_OUTCOME_ACCEPTED\x10\x01\x12\x1b\n\x17RECEIPT_OUTCOME_APPLIED\x10\x02\x12\x1c\n\x18RECEIPT_OUTCOME_REJECTED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pouch.v1.envelope_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECEIPTOUTCOME']._serialized_start=617
-  _globals['_RECEIPTOUTCOME']._serialized_end=755
+  _globals['_RECEIPTOUTCOME']._serialized_start=661
+  _globals['_RECEIPTOUTCOME']._serialized_end=799
   _globals['_ENVELOPE']._serialized_start=94
-  _globals['_ENVELOPE']._serialized_end=384
-  _globals['_RECEIPT']._serialized_start=387
-  _globals['_RECEIPT']._serialized_end=614
+  _globals['_ENVELOPE']._serialized_end=406
+  _globals['_RECEIPT']._serialized_start=409
+  _globals['_RECEIPT']._serialized_end=658
 # @@protoc_insertion_point(module_scope)

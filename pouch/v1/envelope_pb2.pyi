@@ -63,6 +63,7 @@ class Envelope(_message.Message):
     PAYLOAD_FIELD_NUMBER: _builtins.int
     PAYLOAD_TYPE_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    PQ_SIGNATURE_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """Unique per message (UUID); the receiver refuses an id it has already seen."""
     exchange_type: _common_pb2.ExchangeType.ValueType
@@ -75,7 +76,13 @@ class Envelope(_message.Message):
     payload_type: _builtins.str
     """The fully qualified protobuf type of payload, e.g. "pouch.v1.CivilRecordUpdate"."""
     signature: _builtins.str
-    """Compact JWS with detached payload over the envelope's signing input."""
+    """Compact JWS with detached payload over the envelope's signing input (ES256)."""
+    pq_signature: _builtins.str
+    """The same signing input signed again with the sender's ML-DSA-44 key, as a compact
+    JWS with detached payload ("alg": "ML-DSA-44"). Required under an agreement with
+    hybrid message signatures; both signatures must verify. Like `signature`, it is
+    not part of the signing input nor of the digest a receipt binds.
+    """
     @_builtins.property
     def agreement(self) -> _common_pb2.AgreementRef: ...
     @_builtins.property
@@ -93,10 +100,11 @@ class Envelope(_message.Message):
         payload: _builtins.bytes = ...,
         payload_type: _builtins.str = ...,
         signature: _builtins.str = ...,
+        pq_signature: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "created_at", b"created_at", "exchange_type", b"exchange_type", "message_id", b"message_id", "payload", b"payload", "payload_type", b"payload_type", "purpose", b"purpose", "recipient_state", b"recipient_state", "sender_state", b"sender_state", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "created_at", b"created_at", "exchange_type", b"exchange_type", "message_id", b"message_id", "payload", b"payload", "payload_type", b"payload_type", "pq_signature", b"pq_signature", "purpose", b"purpose", "recipient_state", b"recipient_state", "sender_state", b"sender_state", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -116,6 +124,7 @@ class Receipt(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     REASON_CODE_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    PQ_SIGNATURE_FIELD_NUMBER: _builtins.int
     receipt_id: _builtins.str
     message_id: _builtins.str
     request_digest: _builtins.str
@@ -125,7 +134,11 @@ class Receipt(_message.Message):
     reason_code: _builtins.str
     """Stable machine-readable reason when rejected; never personal data."""
     signature: _builtins.str
-    """Compact JWS with detached payload by the receiver's signing key."""
+    """Compact JWS with detached payload by the receiver's signing key (ES256)."""
+    pq_signature: _builtins.str
+    """The same signing input signed with the receiver's ML-DSA-44 key, for a message
+    under an agreement with hybrid message signatures; not part of the signing input.
+    """
     @_builtins.property
     def issued_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -139,10 +152,11 @@ class Receipt(_message.Message):
         outcome: Global___ReceiptOutcome.ValueType = ...,
         reason_code: _builtins.str = ...,
         signature: _builtins.str = ...,
+        pq_signature: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "message_id", b"message_id", "outcome", b"outcome", "reason_code", b"reason_code", "receipt_id", b"receipt_id", "receiver_state", b"receiver_state", "request_digest", b"request_digest", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at", "message_id", b"message_id", "outcome", b"outcome", "pq_signature", b"pq_signature", "reason_code", b"reason_code", "receipt_id", b"receipt_id", "receiver_state", b"receiver_state", "request_digest", b"request_digest", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
