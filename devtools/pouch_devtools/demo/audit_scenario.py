@@ -6,19 +6,27 @@ exports a bundle and verifies it offline with the keys from the trust bundles an
 auditor pins (AT's for the log, BE's for the witness that must have cosigned), exactly
 as ``pouch audit verify --bundle`` does. AT's other partner, LU, holds no agreement
 with AT and cosigns nothing of its log: its key in the export is noted, not required.
+
+It also shows what makes the evidence last: each signature line of the published
+checkpoint (the log's Ed25519 and ML-DSA-44 signatures, BE's cosignatures of both
+kinds), each checked against the pinned keys, and the TLS key-exchange group each
+partner's peer listener saw AT's gateway negotiate (from its metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from dataclasses import dataclass
 
 import grpc
 import grpc.aio
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.audit.cosignature import partner_cosigners
-from gateway.audit.log_signing import partner_log_keys
+from gateway.audit.log_signing import LogKey, partner_log_keys
+from gateway.audit.note import parse_note
 from gateway.audit.verify import verify_bundle
 from gateway.connect import bearer, secure_channel
 from gateway.pki.bundle import load_trust_bundle
@@ -55,6 +63,51 @@ class AuditOutcome:
     bundle_bytes: int
     verified: bool
     failures: tuple[str, ...]
+    # signer, role, algorithm, key ID, whether it verified with the pinned key
+    signatures: tuple[tuple[str, str, str, str, str], ...] = ()
+    # (listener's state, group its peer listener counted) for each partner
+    key_exchange: tuple[tuple[str, str], ...] = ()
+
+
+def signature_rows(
+    note_text: str, log_keys: tuple[LogKey, ...], witness_keys: tuple[LogKey, ...]
+) -> tuple[tuple[str, str, str, str, str], ...]:
+    """Each signature line of a checkpoint note, named by the pinned key it belongs to."""
+    note = parse_note(note_text)
+    known = {(k.key_name, k.key_id): ("log", k) for k in log_keys}
+    known |= {(k.key_name, k.key_id): ("witness", k) for k in witness_keys}
+    body = note.text.encode("utf-8")
+    rows = []
+    for line in note.signatures:
+        role, key = known.get((line.key_name, line.key_id), ("unknown", None))
+        rows.append(
+            (
+                line.key_name,
+                role,
+                "-" if key is None else key.algorithm,
+                f"{line.key_id:08x}",
+                "not pinned"
+                if key is None
+                else "yes"
+                if key.verify(body, line.signature)
+                else "NO",
+            )
+        )
+    return tuple(rows)
+
+
+def key_exchange_groups(site: Site) -> tuple[str, ...]:
+    """The key-exchange groups ``site``'s peer listener counted, from its metrics."""
+    url = f"http://127.0.0.1:{site.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=CALL_TIMEOUT_S) as answer:
+        text = answer.read().decode("utf-8")
+    groups = set()
+    for family in text_string_to_metric_families(text):
+        if family.name == "pouch_peer_key_exchange":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.value > 0:
+                    groups.add(sample.labels["group"])
+    return tuple(sorted(groups))
 
 
 async def run_audit_scenario(a: Site, b: Site) -> AuditOutcome:
@@ -90,13 +143,14 @@ async def run_audit_scenario(a: Site, b: Site) -> AuditOutcome:
             )
         ]
     bundle = b"".join(chunks)
+    log_keys = partner_log_keys(load_trust_bundle(a.pki.bundle))
+    witness_keys = partner_cosigners(load_trust_bundle(b.pki.bundle))
     report = verify_bundle(
         bundle,
-        trusted_log_vkeys=[str(k.vkey) for k in partner_log_keys(load_trust_bundle(a.pki.bundle))],
-        trusted_cosigner_vkeys={
-            b.state: [str(k.vkey) for k in partner_cosigners(load_trust_bundle(b.pki.bundle))]
-        },
+        trusted_log_vkeys=[str(k.vkey) for k in log_keys],
+        trusted_cosigner_vkeys={b.state: [str(k.vkey) for k in witness_keys]},
     )
+    groups = await asyncio.to_thread(key_exchange_groups, b)
     return AuditOutcome(
         entries=tuple(entry_row(e) for e in listing.entries),
         tree_size=covered,
@@ -105,4 +159,8 @@ async def run_audit_scenario(a: Site, b: Site) -> AuditOutcome:
         bundle_bytes=len(bundle),
         verified=report.ok,
         failures=tuple(report.failures),
+        signatures=()
+        if report.checkpoint_note is None
+        else signature_rows(report.checkpoint_note, log_keys, witness_keys),
+        key_exchange=tuple((b.state, group) for group in groups),
     )

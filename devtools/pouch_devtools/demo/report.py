@@ -192,3 +192,18 @@ def audit_table(outcome: AuditOutcome, a: str) -> Table:
     for entry in outcome.entries:
         table.add_row(*entry)
     return table
+
+
+def evidence_table(outcome: AuditOutcome, a: str, b: str) -> Table:
+    """The signatures on ``a``'s published checkpoint, and the TLS groups seen."""
+    title = (
+        f"{a}'s published checkpoint {outcome.tree_size}: its signatures, checked with pinned keys"
+    )
+    groups = ", ".join(group for _, group in outcome.key_exchange) or "none counted"
+    table = Table(title=title, caption=f"TLS key exchange {a} to {b} (seen by {b}): {groups}")
+    for column in ("signed by", "role", "algorithm", "key ID", "verified"):
+        table.add_column(column)
+    for signer, role, algorithm, key_id, verified in outcome.signatures:
+        style = "green" if verified == "yes" else "bold red"
+        table.add_row(signer, role, algorithm, key_id, f"[{style}]{verified}")
+    return table

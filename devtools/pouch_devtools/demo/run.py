@@ -56,6 +56,7 @@ async def _run_all(sites: dict[str, Site], console: Console) -> list[Step]:
         report.identity_table(identity, a.state, b.state),
         report.representation_table(case, lu.state),
         report.audit_table(audit, a.state),
+        report.evidence_table(audit, a.state, b.state),
     ):
         console.print(table)
     return steps
