@@ -49,6 +49,13 @@ def test_pouch_demo_runs_on_a_fresh_directory_and_reports_every_step(tmp_path: P
     _row(out, "│ LU ", "COMPLETED", "EUR 120.00 acknowledged", "costs_claimed")
     _row(out, "│ BE ", "COMPLETED", "EUR 120.00 acknowledged", "costs_acknowledged")
     _row(out, "ExportBundle, verified offline", "verified (", "cosigned by BE")
+    # The published checkpoint carries post-quantum signatures, each checked with the
+    # pinned keys, and the partners' TLS negotiated the hybrid group.
+    _row(out, "│ pouch-at-audit ", "log", "Ed25519", "yes")
+    _row(out, "│ pouch-at-audit ", "log", "ML-DSA-44", "yes")
+    _row(out, "│ pouch-be-witness ", "witness", "Ed25519", "yes")
+    _row(out, "│ pouch-be-witness ", "witness", "ML-DSA-44", "yes")
+    assert "TLS key exchange AT to BE (seen by BE): X25519MLKEM768" in out
     assert "Traceback" not in out + result.stderr
     # The demo's gateways were stopped cleanly, and left no running process behind.
     for state in ("AT", "BE", "LU"):
