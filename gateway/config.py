@@ -30,6 +30,10 @@ Example::
     [metrics]
     listen = "127.0.0.1:9464"
 
+    [witness_http]                     # optional: c2sp.org/tlog-witness for partners' logs
+    listen = "127.0.0.1:7445"          # HTTPS with the gateway's TLS certificate and key
+    prefix = ""                        # POST <prefix>/add-checkpoint
+
     [[partners]]
     state = "BE"
     bundle = "partners/BE/bundle.json"
@@ -56,6 +60,12 @@ Example::
     [delivery]                         # optional; DeliverySection lists every key
     backoff_initial_seconds = 1.0
     deadline_seconds = 1209600
+
+    [[audit.witnesses]]                # optional: external C2SP witnesses of our log
+    name = "witness.example.org/w1"    # the witness's key name
+    url = "https://witness.example.org/"   # its submission prefix
+    vkeys = ["witness.example.org/w1+…"]   # its cosigner keys (types 0x04, 0x06)
+    ca_file = "witnesses/w1-ca.pem"    # optional: the CA its TLS certificate chains to
 """
 
 from __future__ import annotations
@@ -98,6 +108,11 @@ def _listen_address(value: str) -> str:
         raise ValueError("must be HOST:PORT with a port from 1 to 65535")
     return value
 
+
+# https anywhere, http to this host only (a witness on loopback, as in tests).
+_WITNESS_URL = (
+    r"^(https://[^\s/?#]+|http://(127\.[0-9.]+|localhost|\[::1\])(:[0-9]{1,5})?)(/[^\s?#]*)?$"
+)
 
 StateCode = Annotated[str, AfterValidator(_state_code)]
 ListenAddress = Annotated[str, AfterValidator(_listen_address)]
@@ -219,9 +234,43 @@ class DeliverySection(_Section):
         return self
 
 
+class ExternalWitnessSection(_Section):
+    """A C2SP tlog-witness that cosigns our checkpoints besides the partners.
+
+    Its vkeys are checked when the gateway starts (gateway.audit.external_witness):
+    cosigner keys only (type 0x04 Ed25519, 0x06 ML-DSA-44), each named ``name``.
+    Every key listed must cosign each checkpoint before it counts as published.
+    """
+
+    name: str = Field(min_length=1, max_length=255)
+    # The witness's submission prefix: <url>add-checkpoint is posted to. https, or http
+    # to a loopback address only.
+    url: str = Field(pattern=_WITNESS_URL)
+    vkeys: tuple[str, ...] = Field(min_length=1)
+    ca_file: Path | None = None
+
+
 class AuditSection(_Section):
     # How often a checkpoint of a grown log is signed and offered for cosignature.
     checkpoint_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
+    witnesses: tuple[ExternalWitnessSection, ...] = ()
+
+    @field_validator("witnesses")
+    @classmethod
+    def _distinct_witnesses(
+        cls, value: tuple[ExternalWitnessSection, ...]
+    ) -> tuple[ExternalWitnessSection, ...]:
+        names = [w.name for w in value]
+        if len(names) != len(set(names)):
+            raise ValueError("each witness name may appear only once")
+        return value
+
+
+class WitnessHttpSection(ListenerSection):
+    """The c2sp.org/tlog-witness HTTP endpoint for partners' logs (gateway.server.witness_http)."""
+
+    # Path before /add-checkpoint: empty, or /segments without a trailing slash.
+    prefix: str = Field(default="", pattern=r"^(/[A-Za-z0-9._~\-]+)*$")
 
 
 class PartnerSection(_Section):
@@ -247,6 +296,7 @@ class Settings(_Section):
     peer_api: PeerApiSection
     tokens: TokensSection
     metrics: MetricsSection | None = None
+    witness_http: WitnessHttpSection | None = None
     agreements: AgreementsSection | None = None
     storage: StorageSection | None = None
     delivery: DeliverySection = DeliverySection()
@@ -270,6 +320,11 @@ class Settings(_Section):
             raise ValueError(
                 "storage.sealing_key_file: required key is missing: with [agreements], "
                 "payloads are stored sealed and need a [storage] section naming the key"
+            )
+        if self.witness_http is not None and self.agreements is None:
+            raise ValueError(
+                "witness_http.listen: needs [agreements]: the witness keeps its record of "
+                "each partner's log in the exchange database"
             )
         return self
 
@@ -305,6 +360,8 @@ def parse_settings(raw: dict[str, Any], path: Path) -> Settings:
         if isinstance(previous, list):
             as_paths = tuple(Path(p) if isinstance(p, str) else p for p in previous)
             raw = {**raw, "storage": {**raw["storage"], "previous_sealing_key_files": as_paths}}
+    if isinstance(raw.get("audit"), dict) and isinstance(raw["audit"].get("witnesses"), list):
+        raw = {**raw, "audit": {**raw["audit"], "witnesses": _witness_tables(raw["audit"])}}
     raw = _paths_as_paths(raw)
     if isinstance(raw.get("registry"), dict):
         raw = {**raw, "registry": _anchor_registry_paths(raw["registry"], base)}
@@ -341,6 +398,19 @@ def _paths_as_paths(raw: dict[str, Any]) -> dict[str, Any]:
                 for item in value
             )
     return out
+
+
+def _witness_tables(audit: dict[str, Any]) -> tuple[Any, ...]:
+    """Arrays as tuples and ``ca_file`` as a path, as strict mode wants them."""
+    tables = []
+    for item in audit["witnesses"]:
+        if isinstance(item, dict):
+            if isinstance(item.get("vkeys"), list):
+                item = {**item, "vkeys": tuple(item["vkeys"])}
+            if isinstance(item.get("ca_file"), str):
+                item = {**item, "ca_file": Path(item["ca_file"])}
+        tables.append(item)
+    return tuple(tables)
 
 
 _REGISTRY_PATH_KEYS = ("tls_ca", "tls_cert", "tls_key", "secret_file", "directory")
@@ -387,8 +457,17 @@ def _anchor(settings: Settings, base: Path) -> Settings:
                 ),
             }
         )
+    audit = settings.audit.model_copy(
+        update={
+            "witnesses": tuple(
+                w.model_copy(update={"ca_file": absolute(w.ca_file) if w.ca_file else None})
+                for w in settings.audit.witnesses
+            )
+        }
+    )
     return settings.model_copy(
         update={
+            "audit": audit,
             "agreements": agreements,
             "storage": storage,
             "gateway": settings.gateway.model_copy(update={"database_url": database_url}),

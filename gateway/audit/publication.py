@@ -11,11 +11,13 @@ and nothing is signed or offered (:class:`~gateway.audit.cosigning.AuditLogRollb
 A partner that fails or refuses is asked again with the ``[delivery]`` backoff until
 its deadline (:class:`~gateway.audit.cosigning.CosigningWatch`).
 
-:class:`CheckpointWitness` (a partner's log) is the peer API's ``CosignCheckpoint``:
-it verifies the partner's signature and the consistency with the last checkpoint of
-that partner we cosigned, refuses (and audits and logs the refusal of) anything else, and
-moves its record forward only from exactly the checkpoint it checked, so concurrent
-requests cannot roll it back.
+:class:`CheckpointWitness` (a partner's log) answers the peer API's
+``CosignCheckpoint`` and the HTTP ``add-checkpoint`` of c2sp.org/tlog-witness
+(:mod:`gateway.server.witness_http`), one decision and one record per partner log for
+both: it verifies the partner's signature and the consistency with the last checkpoint
+of that partner we cosigned, refuses (and audits and logs the refusal of) anything
+else, and moves its record forward only from exactly the checkpoint it checked, so
+concurrent requests cannot roll it back.
 """
 
 from __future__ import annotations
@@ -221,15 +223,30 @@ class CheckpointWitness:
         self._audit = audit
         self._clock = clock
 
+    @property
+    def partner_states(self) -> tuple[str, ...]:
+        """The partners whose logs we witness."""
+        return tuple(sorted(self._partners))
+
+    def state_of_origin(self, origin: str) -> str | None:
+        """The partner whose log has ``origin``, or ``None`` if we witness no such log."""
+        for state in self._partners:
+            if audit_origin(state) == origin:
+                return state
+        return None
+
     def last_cosigned(self, peer_state: str) -> SeenCheckpoint | None:
         """Blocking: the last checkpoint of ``peer_state``'s log we cosigned."""
         if peer_state not in self._partners:
             return None
         return self._store.last_seen(peer_state)
 
-    def cosign(self, peer_state: str, note: str, proof: list[bytes]) -> str:
+    def cosign(
+        self, peer_state: str, note: str, proof: list[bytes], *, old_size: int | None = None
+    ) -> str:
         """Blocking: our cosignature lines (Ed25519, then ML-DSA-44), or
-        :class:`CheckpointRefused` (audited)."""
+        :class:`CheckpointRefused` (audited). ``old_size`` is what an ``add-checkpoint``
+        client says we last cosigned (:func:`~gateway.audit.witness.cosign` checks it)."""
         bundle = self._partners[peer_state]
         for _ in range(WITNESS_ATTEMPTS):
             last = self._store.last_seen(peer_state)
@@ -242,6 +259,7 @@ class CheckpointWitness:
                     last_seen=(last.tree_size, last.root_hash) if last else None,
                     own_keys=self._signers,
                     now=self._clock(),
+                    old_size=old_size,
                 )
             except CheckpointRefused as e:
                 log.warning(

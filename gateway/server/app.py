@@ -67,6 +67,7 @@ from gateway.server.peer_api import (
 )
 from gateway.server.representation_service import RepresentationService
 from gateway.server.startup_checks import StartupError, database_engine, migrate_existing
+from gateway.server.witness_http import WitnessEndpoint, WitnessListener
 from gateway.store.dead_letters import DeadLetter, dead_letters
 from gateway.store.engine import redact_url
 from gateway.store.migrate import current_revision
@@ -200,12 +201,14 @@ class Gateway:
         self._local: grpc.aio.Server | None = None
         self._peer: grpc.aio.Server | None = None
         self._metrics_endpoint: MetricsEndpoint | None = None
+        self._witness_http: WitnessListener | None = None
         self._health = GatewayHealth()
         self._local_services: tuple[str, ...] = ()
         self._expiry_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.local_port = 0
         self.peer_port = 0
+        self.witness_port = 0
 
     # -- assembly ---------------------------------------------------------
 
@@ -407,6 +410,7 @@ class Gateway:
             await self._local.start()
             await self._peer.start()
             self._metrics_endpoint = ports.metrics_endpoint(self.metrics, self.settings)
+            await self._start_witness_http()
         except ports.PortTaken as e:
             raise StartupError(str(e)) from e
         self.refresh_expiry_metrics()
@@ -426,6 +430,24 @@ class Gateway:
             self.peer_port,
             redact_url(self.settings.gateway.database_url),
         )
+
+    async def _start_witness_http(self) -> None:
+        section = self.settings.witness_http
+        if section is None or self.exchanges is None:  # the settings require [agreements]
+            return
+        sock = ports.bound_socket(self.settings, "witness")
+        self._witness_http = WitnessListener(
+            WitnessEndpoint(self.exchanges.witness, prefix=section.prefix),
+            certificate=self.pki.gateway_cert,
+            key=self.pki.gateway_key,
+        )
+        try:
+            await self._witness_http.start(sock, self.settings.gateway.shutdown_grace_seconds)
+        except (OSError, ValueError) as e:
+            sock.close()
+            raise StartupError(f"witness_http.listen: {section.listen}: cannot serve: {e}") from e
+        self.witness_port = self._witness_http.port
+        log.info("witness endpoint (c2sp.org/tlog-witness) on port %d", self.witness_port)
 
     def _storage_fault_changed(self, _reason: str | None) -> None:
         # Told on the committer's thread; the health servicer lives on the event loop.
@@ -461,7 +483,8 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry_task
         servers = [s for s in (self._local, self._peer) if s is not None]
-        await asyncio.gather(*(s.stop(grace) for s in servers))
+        witness = [self._witness_http.stop()] if self._witness_http is not None else []
+        await asyncio.gather(*(s.stop(grace) for s in servers), *witness)
         if self._loops is not None:
             await self._loops.stop()
         if self._metrics_endpoint is not None:

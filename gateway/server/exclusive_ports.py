@@ -52,13 +52,15 @@ class PortTaken(OSError):
 
 
 def listeners_of(settings: Settings) -> tuple[Listener, ...]:
-    """The local, peer and (if configured) metrics listeners, in that order."""
+    """The local, peer and (if configured) metrics and witness listeners, in that order."""
     found = [
         Listener("local", "local_api.listen", settings.local_api.listen),
         Listener("peer", "peer_api.listen", settings.peer_api.listen),
     ]
     if settings.metrics is not None:
         found.append(Listener("metrics", "metrics.listen", settings.metrics.listen))
+    if settings.witness_http is not None:
+        found.append(Listener("witness", "witness_http.listen", settings.witness_http.listen))
     return tuple(found)
 
 
@@ -94,6 +96,26 @@ def metrics_endpoint(metrics: GatewayMetrics, settings: Settings) -> MetricsEndp
         return MetricsEndpoint(metrics, *listener.host_and_port)
     except OSError as e:
         raise _refusal(listener, e) from e
+
+
+def bound_socket(settings: Settings, name: str) -> socket.socket:
+    """A listening-ready socket bound to the listener called ``name`` (no SO_REUSEPORT)."""
+    listener = _named(settings, name)
+    host, port = listener.host_and_port
+    try:
+        (family, kind, protocol, _, address), *_ = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as e:
+        raise PortTaken(listener, "the host name does not resolve") from e
+    sock = socket.socket(family, kind, protocol)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise _refusal(listener, e) from e
+    return sock
 
 
 def _named(settings: Settings, name: str) -> Listener:
