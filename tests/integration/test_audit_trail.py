@@ -24,14 +24,11 @@ from typing import Any, TypeVar
 import grpc
 import pytest
 
-from gateway.audit.checkpoint import Checkpoint, audit_origin, partner_log_key
-from gateway.audit.cosignature import (
-    PublishedCheckpoint,
-    open_published_checkpoint,
-    partner_cosigner,
-)
+from gateway.audit.checkpoint import Checkpoint, audit_origin, open_checkpoint
+from gateway.audit.cosignature import partner_cosigners
+from gateway.audit.log_signing import LogKey, partner_log_keys
 from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
-from gateway.audit.note import UnverifiedNote, parse_note
+from gateway.audit.note import NoteSignature, UnverifiedNote, parse_note
 from gateway.connect import bearer
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.idp import mint_token
@@ -206,14 +203,31 @@ def held_bundle(holder: Site, state: str) -> TrustBundle:
     return load_trust_bundle(holder.root / "partners" / state / "bundle.json")
 
 
+@dataclass(frozen=True)
+class PublishedCheckpoint:
+    """A checkpoint whose log signatures and one cosigner's cosignatures all verified."""
+
+    checkpoint: Checkpoint
+    log_signatures: tuple[NoteSignature, ...]
+    cosignatures: tuple[NoteSignature, ...]
+
+
 def open_as_auditor(trail: AuditTrail, note: str, *, cosigner: str = "BE") -> PublishedCheckpoint:
-    """AT's checkpoint, checked with AT's key as ``cosigner`` holds it and the
-    cosigner's key as AT holds it: the keys come from the trust bundles."""
-    return open_published_checkpoint(
-        note,
-        origin=audit_origin("AT"),
-        log_key=partner_log_key(held_bundle(trail.site(cosigner), "AT")),
-        cosigner=partner_cosigner(held_bundle(trail.site("AT"), cosigner)),
+    """AT's checkpoint, checked with AT's keys as ``cosigner`` holds them and the
+    cosigner's keys as AT holds them (the keys come from the trust bundles): signed by
+    both of AT's log keys and cosigned with both of the cosigner's witness keys."""
+    log_keys = partner_log_keys(held_bundle(trail.site(cosigner), "AT"))
+    cosigners = partner_cosigners(held_bundle(trail.site("AT"), cosigner))
+    signed = open_checkpoint(
+        note, origin=audit_origin("AT"), log_keys=log_keys, other_keys=cosigners
+    )
+    for key in cosigners:
+        if not signed.note.signed_by(key):
+            raise UnverifiedNote(f"checkpoint is not cosigned by {key.key_name} ({key.algorithm})")
+    return PublishedCheckpoint(
+        signed.checkpoint,
+        tuple(s for key in log_keys for s in signed.note.signatures_of(key)),
+        tuple(s for key in cosigners for s in signed.note.signatures_of(key)),
     )
 
 
@@ -343,11 +357,12 @@ def test_checkpoint_is_cosigned_by_the_partner_and_published(trail: AuditTrail) 
     assert by_be.checkpoint == by_ch.checkpoint
     assert by_be.checkpoint.origin == "pouch.gateway/AT/audit"
     assert by_be.checkpoint.size > 0
-    assert by_be.cosignature.key_name == "pouch-be-witness"
-    assert by_ch.cosignature.key_name == "pouch-ch-witness"
-    assert by_be.log_signature.key_name == "pouch-at-audit"
+    # Each signature twice over: Ed25519 and ML-DSA-44.
+    assert [s.key_name for s in by_be.cosignatures] == ["pouch-be-witness"] * 2
+    assert [s.key_name for s in by_ch.cosignatures] == ["pouch-ch-witness"] * 2
+    assert [s.key_name for s in by_be.log_signatures] == ["pouch-at-audit"] * 2
     signature_lines = [line for line in note.split("\n\n", 1)[1].split("\n") if line]
-    assert len(signature_lines) == 3  # AT's own signature and two cosignatures
+    assert len(signature_lines) == 6  # AT's own two and two cosignatures from each partner
     # A note that lacks the partner's cosignature is not published.
     without_be = "".join(
         f"{line}\n" if line else "\n"
@@ -407,15 +422,15 @@ def test_exported_bundle_verifies_offline_with_pouch_audit_verify(
     path = tmp_path / "at-audit.bundle.json"
     path.write_bytes(bundle)
     # The keys an auditor holds out of band: from the trust bundles, not the export.
-    keys = {
-        "log": partner_log_key(held_bundle(trail.site("BE"), "AT")).vkey,
-        "BE": partner_cosigner(held_bundle(at, "BE")).vkey,
-        "CH": partner_cosigner(held_bundle(at, "CH")).vkey,
+    keys: dict[str, tuple[LogKey, ...]] = {
+        "log": partner_log_keys(held_bundle(trail.site("BE"), "AT")),
+        "BE": partner_cosigners(held_bundle(at, "BE")),
+        "CH": partner_cosigners(held_bundle(at, "CH")),
     }
     files = {}
-    for name, vkey in keys.items():
+    for name, vkeys in keys.items():
         files[name] = tmp_path / f"{name.lower()}.vkey"
-        files[name].write_text(f"{vkey}\n", encoding="utf-8")
+        files[name].write_text("".join(f"{k.vkey}\n" for k in vkeys), encoding="utf-8")
     command = [
         sys.executable,
         "-m",
