@@ -43,7 +43,7 @@ def record_start(
     for role, der in sorted(certificates.items()):
         emit(
             Event.KEY_LOADED
-            if role in {"signing", "audit", "witness"}
+            if role in {"signing", "audit", "witness", "signing_pq", "audit_pq", "witness_pq"}
             else Event.CERTIFICATE_LOADED,
             kind=role,
         )

@@ -368,9 +368,16 @@ class Gateway:
             "signing": self.pki.signing_cert,
             "audit": self.pki.audit_cert,
             "witness": self.pki.witness_cert,
+            "signing_pq": self.pki.signing_pq_cert,
+            "audit_pq": self.pki.audit_pq_cert,
+            "witness_pq": self.pki.witness_pq_cert,
             "state_ca": self.pki.ca_cert,
         }
-        return {role: certificate_der(load_certificate(path)) for role, path in roles.items()}
+        return {
+            role: certificate_der(load_certificate(path))
+            for role, path in roles.items()
+            if path.exists() or role != "signing_pq"  # hybrid signing is optional
+        }
 
     def crl_watchers(self) -> list[CrlWatcher]:
         partners = [p.crl for p in self.partners.values() if p.crl is not None]

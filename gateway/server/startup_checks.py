@@ -43,6 +43,7 @@ from gateway.agreements.gate import MIN_HASH_KEY_BYTES, load_hash_key
 from gateway.agreements.model import EXCHANGES_VALIDATOR
 from gateway.agreements.registry import AgreementRegistry, explain
 from gateway.agreements.yaml_tree import AgreementFileError
+from gateway.audit.external_witness import configured_witnesses
 from gateway.config import PartnerSection, Settings
 from gateway.errors import AgreementRejected, StorageUnavailable
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
@@ -91,6 +92,10 @@ def check_startup(
         _check_registry_tls(settings)
         own_bundle = _load_bundle("pki.dir", pki.bundle)
         warnings = _check_agreements(settings, [own_bundle, *partners], clock)
+    try:
+        configured_witnesses(settings.audit.witnesses)
+    except ValueError as e:
+        raise StartupError(str(e)) from e
     try:
         require_free(settings)
     except PortTaken as e:
@@ -154,22 +159,39 @@ def _check_pki(settings: Settings, now: datetime) -> StateDirectory:
             pki.ca_cert,
             f"the state CA is {state}'s, but gateway.state is {settings.gateway.state}",
         )
-    for certificate, key in (
+    for path in (pki.witness_cert, pki.audit_pq_cert, pki.witness_pq_cert):
+        if not path.exists():
+            raise _fail(
+                "pki.dir",
+                path,
+                "missing: this state directory was made by an earlier release; run "
+                f"pouch pki upgrade --state-dir {pki.root} and have partners pin the new "
+                "bundle",
+            )
+    pairs = [
         (pki.gateway_cert, pki.gateway_key),
         (pki.signing_cert, pki.signing_key),
         (pki.audit_cert, pki.audit_key),
         (pki.witness_cert, pki.witness_key),
-    ):
+        (pki.audit_pq_cert, pki.audit_pq_key),
+        (pki.witness_pq_cert, pki.witness_pq_key),
+    ]
+    if pki.signing_pq_cert.exists():  # hybrid envelope signatures are optional
+        pairs.append((pki.signing_pq_cert, pki.signing_pq_key))
+    for certificate, key in pairs:
         _check_key_pair("pki.dir", _certificate("pki.dir", certificate, now), certificate, key)
         _check_issued("pki.dir", certificate, ca, pki.ca_cert)
-    audit, witness = load_certificate(pki.audit_cert), load_certificate(pki.witness_cert)
-    if audit.public_key() == witness.public_key():
-        raise _fail(
-            "pki.dir",
-            pki.witness_cert,
-            "the witness key is the audit key: the key that cosigns partners' checkpoints "
-            "must not be the one that signs this state's log",
-        )
+    for audit_path, witness_path in (
+        (pki.audit_cert, pki.witness_cert),
+        (pki.audit_pq_cert, pki.witness_pq_cert),
+    ):
+        if load_certificate(audit_path).public_key() == load_certificate(witness_path).public_key():
+            raise _fail(
+                "pki.dir",
+                witness_path,
+                "the witness key is the audit key: the key that cosigns partners' checkpoints "
+                "must not be the one that signs this state's log",
+            )
     _check_crl("pki.dir", pki.crl, ca)
     return pki
 
@@ -196,7 +218,9 @@ def _check_key_pair(key: str, certificate: x509.Certificate, cert_path: Path, pa
     except OSError as e:
         raise _fail(key, path, _unreadable(e)) from e
     except ValueError as e:
-        raise _fail(key, path, "not an unencrypted PEM private key (P-256 or Ed25519)") from e
+        raise _fail(
+            key, path, "not an unencrypted PEM private key (P-256, Ed25519 or ML-DSA-44)"
+        ) from e
     if private.public_key() != certificate.public_key():
         raise _fail(key, path, f"the private key does not match the certificate {cert_path}")
 

@@ -94,6 +94,37 @@ def test_the_audit_key_in_the_witness_role_is_refused(tmp_path: Path) -> None:
     )
 
 
+def test_the_post_quantum_audit_key_in_the_witness_role_is_refused(tmp_path: Path) -> None:
+    at = deployment(tmp_path)["AT"]
+    at.pki.witness_pq_cert.write_bytes(at.pki.audit_pq_cert.read_bytes())
+    at.pki.witness_pq_key.write_bytes(at.pki.audit_pq_key.read_bytes())
+    assert refusal(at) == (
+        f"Error: pki.dir: {at.pki.witness_pq_cert}: the witness key is the audit key: the "
+        "key that cosigns partners' checkpoints must not be the one that signs this state's log"
+    )
+
+
+def test_a_state_directory_without_post_quantum_keys_is_refused_naming_the_upgrade(
+    tmp_path: Path,
+) -> None:
+    at = deployment(tmp_path)["AT"]
+    at.pki.audit_pq_cert.unlink()
+    assert refusal(at) == (
+        f"Error: pki.dir: {at.pki.audit_pq_cert}: missing: this state directory was made "
+        f"by an earlier release; run pouch pki upgrade --state-dir {at.pki.root} and have "
+        "partners pin the new bundle"
+    )
+
+
+def test_a_post_quantum_key_not_matching_its_certificate_is_refused(tmp_path: Path) -> None:
+    at = deployment(tmp_path)["AT"]
+    at.pki.audit_pq_key.write_bytes(at.pki.witness_pq_key.read_bytes())
+    assert refusal(at) == (
+        f"Error: pki.dir: {at.pki.audit_pq_key}: the private key does not match the "
+        f"certificate {at.pki.audit_pq_cert}"
+    )
+
+
 def test_gateway_certificate_from_another_state_ca_is_refused(tmp_path: Path) -> None:
     sites = deployment(tmp_path)
     at, be = sites["AT"], sites["BE"]
