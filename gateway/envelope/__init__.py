@@ -4,7 +4,9 @@ Every envelope a state sends is signed by its message-signing key as a compact J
 with detached payload (ES256) over the RFC 8785 canonical form of its header and
 the payload's SHA-256, independently of TLS, so the evidence outlives the
 connection. Every receipt is signed by the receiver and binds the request's
-digest (:func:`envelope_digest`).
+digest (:func:`envelope_digest`). Under an agreement with hybrid message signatures
+both carry a second signature, ML-DSA-44 over the same signing input
+(``pq_signature``), and each is valid only if both verify.
 
 Stages: :class:`EnvelopeHeader` → :meth:`EnvelopeSigner.sign` → wire →
 :meth:`EnvelopeVerifier.verify` → :class:`VerifiedEnvelope` →
@@ -27,10 +29,16 @@ from gateway.envelope.header import (
     signing_input,
     utc_millis,
 )
-from gateway.envelope.jws import ENVELOPE_TYP, RECEIPT_TYP, StateSigningKey
+from gateway.envelope.jws import (
+    ENVELOPE_TYP,
+    RECEIPT_TYP,
+    PostQuantumSigningKey,
+    StateSigningKey,
+)
 from gateway.envelope.receipt import (
     MALFORMED_RECEIPT,
     RECEIPT_MISMATCH,
+    RECEIPT_PQ_SIGNATURE,
     RECEIPT_SIGNATURE,
     ReceiptMismatch,
     ReceiptSigner,
@@ -40,6 +48,7 @@ from gateway.envelope.receipt import (
 from gateway.envelope.signing import EnvelopeSigner
 from gateway.envelope.verify import (
     CLOCK_WINDOW,
+    ENVELOPE_PQ_SIGNATURE,
     ENVELOPE_SIGNATURE,
     MISDIRECTED,
     SENDER_MISMATCH,
@@ -52,12 +61,14 @@ from gateway.envelope.verify import (
 
 __all__ = [
     "CLOCK_WINDOW",
+    "ENVELOPE_PQ_SIGNATURE",
     "ENVELOPE_SIGNATURE",
     "ENVELOPE_TYP",
     "MALFORMED_ENVELOPE",
     "MALFORMED_RECEIPT",
     "MISDIRECTED",
     "RECEIPT_MISMATCH",
+    "RECEIPT_PQ_SIGNATURE",
     "RECEIPT_SIGNATURE",
     "RECEIPT_TYP",
     "SENDER_MISMATCH",
@@ -66,6 +77,7 @@ __all__ = [
     "EnvelopeSigner",
     "EnvelopeVerifier",
     "MisdirectedEnvelope",
+    "PostQuantumSigningKey",
     "ReceiptMismatch",
     "ReceiptSigner",
     "StaleEnvelope",

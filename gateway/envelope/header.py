@@ -13,9 +13,11 @@ Guarantees:
   :class:`~gateway.errors.ValidationRejected` with reason ``MALFORMED_ENVELOPE``,
   naming fields, never echoing their values.
 * :func:`signing_input` is the RFC 8785 canonical JSON of ``{"v": 1}``, every header
-  field and ``payload_sha256``. Every field of the protobuf envelope except
-  ``signature`` is covered by it: a timestamp finer than a millisecond would carry
-  bits the signature does not cover, so it is refused rather than rounded.
+  field and ``payload_sha256``. Every field of the protobuf envelope except the
+  signatures (``signature``, ``pq_signature``) is covered by it: a timestamp finer
+  than a millisecond would carry bits the signature does not cover, so it is refused
+  rather than rounded. Both signatures cover the same input, so neither is part of
+  what the other signs nor of the digest a receipt binds.
 * :func:`envelope_digest` is recomputed from the envelope's fields, never taken
   from anything the sender states, so a receipt binds exactly what was signed.
 """

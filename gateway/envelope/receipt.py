@@ -1,9 +1,12 @@
 """Receipts: the receiving state's signed answer, bound to the request it answers.
 
 A receipt's signing input is the RFC 8785 canonical JSON of ``{"v": 1}`` and
-every receipt field except ``signature`` (``issued_at`` as RFC 3339 with
-milliseconds and ``Z``, ``outcome`` by enum name), signed as a compact detached
-JWS with ``typ`` ``pouch-receipt+jws`` by the receiver's message-signing key.
+every receipt field except ``signature`` and ``pq_signature`` (``issued_at`` as RFC
+3339 with milliseconds and ``Z``, ``outcome`` by enum name), signed as a compact
+detached JWS with ``typ`` ``pouch-receipt+jws`` by the receiver's message-signing
+key; a receipt for a message under an agreement with hybrid message signatures
+carries the same signing input signed with the receiver's ML-DSA-44 key too, in
+``pq_signature``.
 
 Guarantees:
 
@@ -14,7 +17,11 @@ Guarantees:
 * :func:`verify_receipt` checks, in order: structure (``MALFORMED_RECEIPT``,
   :class:`~gateway.errors.ValidationRejected`), then the signature under the
   receiver's bundle signing certificate (``RECEIPT_SIGNATURE``,
-  :class:`~gateway.errors.AuthenticationRejected`), then that the receipt answers
+  :class:`~gateway.errors.AuthenticationRejected`), then the ML-DSA-44 signature
+  under the bundle's ML-DSA-44 signing certificate (``RECEIPT_PQ_SIGNATURE``,
+  AuthenticationRejected): required with ``hybrid``, and checked wherever it is
+  present (one that does not verify, or that the bundle holds no key for, is
+  refused), then that the receipt answers
   this request: the expected message id, the expected request digest and the
   bundle's state as receiver (``RECEIPT_MISMATCH``, :class:`ReceiptMismatch`). A
   receipt for another request, even one genuinely signed, never counts.
@@ -42,7 +49,14 @@ from gateway.envelope.header import (
     rfc3339_millis,
     timestamp_of,
 )
-from gateway.envelope.jws import RECEIPT_TYP, SignatureRefused, StateSigningKey, verify_detached
+from gateway.envelope.jws import (
+    ALGORITHM,
+    PQ_ALGORITHM,
+    RECEIPT_TYP,
+    SignatureRefused,
+    StateSigningKey,
+    verify_detached,
+)
 from gateway.errors import AuthenticationRejected, FieldViolation, Rejected, ValidationRejected
 from gateway.pki.bundle import TrustBundle
 from gateway.store.tables import DIGEST_PATTERN
@@ -50,6 +64,7 @@ from pouch.v1 import envelope_pb2
 
 MALFORMED_RECEIPT: Final = "MALFORMED_RECEIPT"
 RECEIPT_SIGNATURE: Final = "RECEIPT_SIGNATURE"
+RECEIPT_PQ_SIGNATURE: Final = "RECEIPT_PQ_SIGNATURE"
 RECEIPT_MISMATCH: Final = "RECEIPT_MISMATCH"
 _REASON_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
@@ -72,6 +87,8 @@ class VerifiedReceipt:
     issued_at: datetime
     outcome: envelope_pb2.ReceiptOutcome.ValueType
     reason_code: str
+    #: The algorithms whose signatures verified: ES256, and ML-DSA-44 for a hybrid one.
+    signature_algorithms: tuple[str, ...]
 
 
 def _outcome_name(outcome: int) -> str | None:
@@ -145,10 +162,13 @@ class ReceiptSigner(StateSigningKey):
         reason_code: str,
         issued_at: datetime,
         new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+        hybrid: bool = False,
     ) -> envelope_pb2.Receipt:
         """A signed receipt for the request ``message_id`` whose digest is ``request_digest``.
 
-        ``issued_at`` must be aware; it is truncated to the millisecond.
+        ``issued_at`` must be aware; it is truncated to the millisecond. ``hybrid`` (the
+        request's agreement asks for hybrid message signatures) adds the ML-DSA-44
+        signature; without an ML-DSA-44 key that is a :class:`ValueError`.
         """
         receipt_id = str(new_id())
         violations = _receipt_violations(
@@ -181,6 +201,7 @@ class ReceiptSigner(StateSigningKey):
             outcome=outcome,
             reason_code=reason_code,
             signature=self.sign_detached(RECEIPT_TYP, canonical),
+            pq_signature=self.sign_pq_detached(RECEIPT_TYP, canonical) if hybrid else "",
         )
 
 
@@ -191,11 +212,13 @@ def verify_receipt(
     expected_message_id: str,
     expected_request_digest: str,
     now: datetime | None = None,
+    hybrid: bool = False,
 ) -> VerifiedReceipt:
     """Check ``receipt`` is ``receiver_bundle``'s state's answer to this very request.
 
     ``now`` (aware; default the system clock) is when the receiver's signing
-    certificate must be valid.
+    certificates must be valid. ``hybrid`` (the request's agreement asks for hybrid
+    message signatures) requires the ML-DSA-44 signature as well.
     """
     violations = _receipt_violations(
         receipt_id=receipt.receipt_id,
@@ -223,18 +246,23 @@ def verify_receipt(
         outcome=receipt.outcome,
         reason_code=receipt.reason_code,
     )
+    moment = now if now is not None else datetime.now(UTC)
     try:
         verify_detached(
             receipt.signature,
             signing_input=canonical,
             certificate=receiver_bundle.signing_certificate,
             typ=RECEIPT_TYP,
-            now=now if now is not None else datetime.now(UTC),
+            now=moment,
         )
     except SignatureRefused as e:
         raise AuthenticationRejected(
             f"receipt signature refused: {e}", reason=RECEIPT_SIGNATURE
         ) from e
+    algorithms: tuple[str, ...] = (ALGORITHM,)
+    if receipt.pq_signature or hybrid:
+        _verify_pq(receipt.pq_signature, canonical, receiver_bundle, moment)
+        algorithms = (ALGORITHM, PQ_ALGORITHM)
     if receipt.receiver_state != receiver_bundle.state:
         raise ReceiptMismatch(
             f"receipt is from {receipt.receiver_state}, expected {receiver_bundle.state}"
@@ -251,4 +279,34 @@ def verify_receipt(
         issued_at=issued_at,
         outcome=receipt.outcome,
         reason_code=receipt.reason_code,
+        signature_algorithms=algorithms,
     )
+
+
+def _verify_pq(token: str, canonical: bytes, bundle: TrustBundle, now: datetime) -> None:
+    """The receipt's ML-DSA-44 signature, by the receiver's bundle key, or a refusal."""
+    if not token:
+        raise AuthenticationRejected(
+            "receipt post-quantum signature refused: the agreement asks for hybrid "
+            "signatures and the receipt carries no ML-DSA-44 signature",
+            reason=RECEIPT_PQ_SIGNATURE,
+        )
+    if bundle.signing_pq_certificate is None:
+        raise AuthenticationRejected(
+            f"receipt post-quantum signature refused: the trust bundle of {bundle.state} "
+            "names no ML-DSA-44 signing key",
+            reason=RECEIPT_PQ_SIGNATURE,
+        )
+    try:
+        verify_detached(
+            token,
+            signing_input=canonical,
+            certificate=bundle.signing_pq_certificate,
+            typ=RECEIPT_TYP,
+            now=now,
+            alg=PQ_ALGORITHM,
+        )
+    except SignatureRefused as e:
+        raise AuthenticationRejected(
+            f"receipt post-quantum signature refused: {e}", reason=RECEIPT_PQ_SIGNATURE
+        ) from e

@@ -10,6 +10,10 @@ Guarantees:
   :func:`~gateway.envelope.header.signing_input` of exactly the header and payload
   it carries, so :func:`~gateway.envelope.header.envelope_digest` of the result is
   the digest a receipt for it must bind.
+* Signed ``hybrid`` (an agreement with ``message_signatures: hybrid``), its
+  ``pq_signature`` is the ML-DSA-44 token over the very same signing input; otherwise
+  ``pq_signature`` is empty. A signer without an ML-DSA-44 key refuses to sign hybrid
+  (:class:`ValueError`) rather than send a classical envelope the partner must refuse.
 * A signer holds no mutable state; signing is CPU work and may run on worker
   threads (``asyncio.to_thread``) concurrently with one shared instance.
 """
@@ -24,12 +28,15 @@ from pouch.v1 import common_pb2, envelope_pb2
 class EnvelopeSigner(StateSigningKey):
     """Signs envelopes as ``state``; build with :meth:`from_state_directory` in production."""
 
-    def sign(self, header: EnvelopeHeader, payload: bytes) -> envelope_pb2.Envelope:
-        """The signed envelope carrying ``payload`` under ``header``."""
-        return self.sign_with_digest(header, payload)[0]
+    def sign(
+        self, header: EnvelopeHeader, payload: bytes, *, hybrid: bool = False
+    ) -> envelope_pb2.Envelope:
+        """The signed envelope carrying ``payload`` under ``header``; ``hybrid`` adds the
+        ML-DSA-44 signature its agreement asks for."""
+        return self.sign_with_digest(header, payload, hybrid=hybrid)[0]
 
     def sign_with_digest(
-        self, header: EnvelopeHeader, payload: bytes
+        self, header: EnvelopeHeader, payload: bytes, *, hybrid: bool = False
     ) -> tuple[envelope_pb2.Envelope, str]:
         """:meth:`sign`, and the envelope's digest (what :func:`envelope_digest` would
         recompute from it, and a receipt binds), from the signing input just made."""
@@ -55,5 +62,6 @@ class EnvelopeSigner(StateSigningKey):
             payload=payload,
             payload_type=header.payload_type,
             signature=self.sign_detached(ENVELOPE_TYP, canonical),
+            pq_signature=self.sign_pq_detached(ENVELOPE_TYP, canonical) if hybrid else "",
         )
         return envelope, digest_of(canonical)

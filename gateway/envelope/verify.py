@@ -19,10 +19,21 @@ wins:
    under the sender's bundle signing certificate (``kid`` is its fingerprint), the
    certificate valid now, and the signature valid over the signing input
    recomputed from the protobuf fields. Any field changed after signing
-   (payload, purpose, states, agreement, time, type, id) fails here.
+   (payload, purpose, states, agreement, time, type, id) fails here;
+7. ``ENVELOPE_PQ_SIGNATURE`` (AuthenticationRejected): a ``pq_signature``, where
+   there is one, must be ML-DSA-44 under the sender's bundle ML-DSA-44 signing
+   certificate, over the same signing input. One that does not verify, or that the
+   sender's bundle holds no key to check, is refused, whatever the agreement says:
+   nothing unverified is carried along as if it were evidence.
 
 Only a :class:`VerifiedEnvelope` leaves this module, so later stages cannot be
 handed an unchecked envelope.
+
+The :class:`VerifiedEnvelope` names the algorithms whose signatures verified. Whether
+the agreement asks for both is the agreement stage's question, since only it knows the
+agreement: :meth:`VerifiedEnvelope.require_hybrid` refuses a classical envelope under
+an agreement with hybrid message signatures (``ENVELOPE_PQ_SIGNATURE``), so an
+attacker who strips the ML-DSA-44 signature gains nothing.
 
 Not checked here, by design: whether the message id was seen before. Replay
 protection needs "check and record" to be one atomic step, so the inbox does it
@@ -49,7 +60,13 @@ from gateway.envelope.header import (
     is_state_code,
     signing_input,
 )
-from gateway.envelope.jws import ENVELOPE_TYP, SignatureRefused, verify_detached
+from gateway.envelope.jws import (
+    ALGORITHM,
+    ENVELOPE_TYP,
+    PQ_ALGORITHM,
+    SignatureRefused,
+    verify_detached,
+)
 from gateway.errors import AuthenticationRejected, FieldViolation, Rejected, ValidationRejected
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.keys import as_utc
@@ -60,6 +77,7 @@ SENDER_MISMATCH: Final = "SENDER_MISMATCH"
 UNKNOWN_SENDER: Final = "UNKNOWN_SENDER"
 CLOCK_WINDOW: Final = "CLOCK_WINDOW"
 ENVELOPE_SIGNATURE: Final = "ENVELOPE_SIGNATURE"
+ENVELOPE_PQ_SIGNATURE: Final = "ENVELOPE_PQ_SIGNATURE"
 
 
 class MisdirectedEnvelope(Rejected):
@@ -84,6 +102,19 @@ class VerifiedEnvelope:
     payload: bytes
     #: ``sha256:`` hex of the signing input: what this state's receipt will bind.
     digest: str
+    #: The algorithms whose signatures verified: ES256, and ML-DSA-44 for a hybrid one.
+    signature_algorithms: tuple[str, ...]
+
+    def require_hybrid(self) -> None:
+        """:class:`~gateway.errors.AuthenticationRejected` (``ENVELOPE_PQ_SIGNATURE``)
+        unless an ML-DSA-44 signature verified beside the ES256 one: what an agreement
+        with hybrid message signatures asks of every envelope made under it."""
+        if PQ_ALGORITHM not in self.signature_algorithms:
+            raise AuthenticationRejected(
+                "the agreement asks for hybrid signatures and the envelope carries no "
+                "ML-DSA-44 signature",
+                reason=ENVELOPE_PQ_SIGNATURE,
+            )
 
 
 class EnvelopeVerifier:
@@ -170,6 +201,36 @@ class EnvelopeVerifier:
             raise AuthenticationRejected(
                 f"envelope signature refused: {e}", reason=ENVELOPE_SIGNATURE
             ) from e
+        algorithms: tuple[str, ...] = (ALGORITHM,)
+        if envelope.pq_signature:
+            _verify_pq(envelope.pq_signature, canonical, bundle, now)
+            algorithms = (ALGORITHM, PQ_ALGORITHM)
         return VerifiedEnvelope(
-            header=header, payload=envelope.payload, digest=digest_of(canonical)
+            header=header,
+            payload=envelope.payload,
+            digest=digest_of(canonical),
+            signature_algorithms=algorithms,
         )
+
+
+def _verify_pq(token: str, canonical: bytes, bundle: TrustBundle, now: datetime) -> None:
+    """The envelope's ML-DSA-44 signature, by the sender's bundle key, or a refusal."""
+    if bundle.signing_pq_certificate is None:
+        raise AuthenticationRejected(
+            f"envelope post-quantum signature refused: the trust bundle of "
+            f"{bundle.state} names no ML-DSA-44 signing key",
+            reason=ENVELOPE_PQ_SIGNATURE,
+        )
+    try:
+        verify_detached(
+            token,
+            signing_input=canonical,
+            certificate=bundle.signing_pq_certificate,
+            typ=ENVELOPE_TYP,
+            now=now,
+            alg=PQ_ALGORITHM,
+        )
+    except SignatureRefused as e:
+        raise AuthenticationRejected(
+            f"envelope post-quantum signature refused: {e}", reason=ENVELOPE_PQ_SIGNATURE
+        ) from e

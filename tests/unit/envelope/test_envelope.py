@@ -54,6 +54,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(Path(tmp_path_factory.mktemp("envelope-pki")))
 
 
+def _es256_key(signer: EnvelopeSigner) -> ec.EllipticCurvePrivateKey:
+    """The signer's ES256 key, typed as pyjwt takes it."""
+    assert isinstance(signer.private_key, ec.EllipticCurvePrivateKey)
+    return signer.private_key
+
+
 def _refused(pki: Pki, envelope: envelope_pb2.Envelope, *, peer: str = SENDER) -> str:
     """The reason code FR's verifier gives for refusing ``envelope``."""
     with pytest.raises(AuthenticationRejected) as refusal:
@@ -76,7 +82,8 @@ def test_valid_envelope_round_trips(pki: Pki) -> None:
 
 
 def test_signed_envelope_has_every_field_and_the_documented_jws_header(pki: Pki) -> None:
-    envelope = pki.envelope()
+    assert pki.envelope().pq_signature == ""  # a classical envelope: ES256 alone
+    envelope = pki.sender.signer.sign(pki.header(), b"\x0a\x05birth", hybrid=True)
     for field in envelope_pb2.Envelope.DESCRIPTOR.fields:
         if field.message_type is not None:
             assert envelope.HasField(field.name), field.name  # type: ignore[arg-type]
@@ -89,6 +96,14 @@ def test_signed_envelope_has_every_field_and_the_documented_jws_header(pki: Pki)
         "b64": False,
         "crit": ["b64"],
         "kid": certificate_fingerprint(pki.sender.bundle.signing_certificate),
+        "typ": "pouch-envelope+jws",
+    }
+    assert pki.sender.bundle.signing_pq_certificate is not None
+    assert protected_header(envelope.pq_signature) == {
+        "alg": "ML-DSA-44",
+        "b64": False,
+        "crit": ["b64"],
+        "kid": certificate_fingerprint(pki.sender.bundle.signing_pq_certificate),
         "typ": "pouch-envelope+jws",
     }
 
@@ -114,7 +129,7 @@ def test_envelope_signed_by_another_states_key_is_refused(pki: Pki, claimed_kid:
     envelope = pki.envelope()
     envelope.signature = jwt.api_jws.encode(
         signing_input(header, envelope.payload),
-        attacker.private_key,
+        _es256_key(attacker),
         algorithm="ES256",
         headers={"kid": kid, "typ": "pouch-envelope+jws", "b64": False, "crit": ["b64"]},
         is_payload_detached=True,
@@ -196,7 +211,7 @@ def test_alg_none_or_hmac_signature_is_refused(pki: Pki, attack: str) -> None:
         # A genuine ES256 signature, but in attached form with the payload inside.
         envelope.signature = jwt.api_jws.encode(
             canonical,
-            pki.sender.signer.private_key,
+            _es256_key(pki.sender.signer),
             algorithm="ES256",
             headers={"kid": kid, "typ": "pouch-envelope+jws"},
         )
@@ -317,7 +332,7 @@ def test_signatures_interoperate_with_an_independent_jws_implementation(pki: Pki
     # ...and a token pyjwt wrote, its header JSON spelt its own way, verifies here.
     envelope.signature = jwt.api_jws.encode(
         canonical,
-        signer.private_key,
+        _es256_key(signer),
         algorithm="ES256",
         headers={"typ": "pouch-envelope+jws", "kid": signer.kid, "crit": ["b64"], "b64": False},
         is_payload_detached=True,
