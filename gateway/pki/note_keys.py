@@ -27,6 +27,7 @@ Guarantees:
 from __future__ import annotations
 
 import hashlib
+from typing import ClassVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -67,19 +68,43 @@ def note_key_id(key_name: str, signature_type: int, public_key: bytes) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
-class Ed25519Signer:
-    """An Ed25519 private key that signs bytes and shows only its raw public key."""
+class _NoteKeySigner:
+    """A private key that signs bytes and shows only its raw public key."""
 
     __slots__ = ("_key", "_public_key")
+    algorithm: ClassVar[str]
+
+    def __init__(self, key: ed25519.Ed25519PrivateKey | mldsa.MLDSA44PrivateKey) -> None:
+        self._key = key
+        self._public_key = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    @property
+    def public_key(self) -> bytes:
+        """The raw public key: 32 bytes (Ed25519) or 1312 bytes (ML-DSA-44)."""
+        return self._public_key
+
+    def sign(self, message: bytes) -> bytes:
+        """The signature of ``message``: 64 bytes (RFC 8032), or 2420 bytes (FIPS 204,
+        hedged, empty context)."""
+        return self._key.sign(message)
+
+    def __repr__(self) -> str:
+        # Never show key material, not even through a debugger or a log line.
+        return f"{type(self).__name__}(public_key={self._public_key[:32].hex()})"
+
+
+class Ed25519Signer(_NoteKeySigner):
+    """An Ed25519 private key that signs bytes and shows only its raw public key."""
+
+    __slots__ = ()
     algorithm = ED25519
 
     def __init__(self, key: PrivateKey) -> None:
         if not isinstance(key, ed25519.Ed25519PrivateKey):
             raise ValueError("audit notes are signed with Ed25519 keys only")
-        self._key = key
-        self._public_key = key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        super().__init__(key)
 
     @classmethod
     def from_seed(cls, seed: bytes) -> Ed25519Signer:
@@ -92,42 +117,17 @@ class Ed25519Signer:
     def generate(cls) -> Ed25519Signer:
         return cls(ed25519.Ed25519PrivateKey.generate())
 
-    @property
-    def public_key(self) -> bytes:
-        """The raw 32-byte public key."""
-        return self._public_key
 
-    def sign(self, message: bytes) -> bytes:
-        """The 64-byte RFC 8032 signature of ``message``."""
-        return self._key.sign(message)
-
-    def __repr__(self) -> str:
-        # Never show key material, not even through a debugger or a log line.
-        return f"Ed25519Signer(public_key={self._public_key.hex()})"
-
-
-def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
-    if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
-        return False
-    try:
-        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-class MLDSA44Signer:
+class MLDSA44Signer(_NoteKeySigner):
     """An ML-DSA-44 private key that signs bytes and shows only its raw public key."""
 
-    __slots__ = ("_key", "_public_key")
+    __slots__ = ()
     algorithm = MLDSA44
 
     def __init__(self, key: PrivateKey) -> None:
         if not isinstance(key, mldsa.MLDSA44PrivateKey):
             raise ValueError("this audit key is an ML-DSA-44 key")
-        self._key = key
-        self._public_key = key.public_key().public_bytes_raw()
+        super().__init__(key)
 
     @classmethod
     def from_seed(cls, seed: bytes) -> MLDSA44Signer:
@@ -140,17 +140,16 @@ class MLDSA44Signer:
     def generate(cls) -> MLDSA44Signer:
         return cls(mldsa.MLDSA44PrivateKey.generate())
 
-    @property
-    def public_key(self) -> bytes:
-        """The raw 1312-byte public key."""
-        return self._public_key
 
-    def sign(self, message: bytes) -> bytes:
-        """The 2420-byte FIPS 204 signature of ``message`` (hedged, empty context)."""
-        return self._key.sign(message)
-
-    def __repr__(self) -> str:
-        return f"MLDSA44Signer(public_key={self._public_key[:16].hex()}...)"
+def verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is a valid Ed25519 signature of ``message`` by ``public_key``."""
+    if len(public_key) != PUBLIC_KEY_SIZE or len(signature) != SIGNATURE_SIZE:
+        return False
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 NoteKeySigner = Ed25519Signer | MLDSA44Signer
