@@ -96,9 +96,9 @@ class GatewayMetrics:
         )
         self.checkpoint_cosigning = Gauge(
             "pouch_checkpoint_cosigning",
-            "1 for the state cosigning of our checkpoints by each partner is in: ok, "
-            "retrying (backoff), failed (deadline passed), refused (the partner refuses "
-            "the checkpoint) or rollback.",
+            "1 for the state cosigning of our checkpoints by each partner (by state) or "
+            "external witness (by name) is in: ok, retrying (backoff), failed (deadline "
+            "passed), refused (it refuses the checkpoint) or rollback.",
             ["partner", "state"],
             registry=self.registry,
         )

@@ -5,8 +5,9 @@ Guarantees:
 * :class:`CheckpointStore` keeps one checkpoint per tree size, never two: recording a
   second, different root for a size that already has one raises
   :class:`ForkedCheckpoint` (our own log would have forked), while recording the same
-  one again changes nothing. A cosignature is kept once per witness state, the first
-  one staying. A checkpoint is marked published only once it holds a cosignature.
+  one again changes nothing. A cosignature is kept once per witness state (or per
+  external witness, by its key name), the first one staying. A checkpoint is marked
+  published only once it holds a partner's cosignature.
 * :class:`WitnessStore` keeps, per partner state, the latest checkpoint of the
   partner's log that we cosigned, and only ever moves it forward. Each move is one
   statement, so concurrent cosign requests cannot move it backwards:
@@ -39,7 +40,12 @@ from gateway.store.engine import (
     read_transaction,
     write_transaction,
 )
-from gateway.store.tables import audit_checkpoints, audit_cosignatures, witnessed_checkpoints
+from gateway.store.tables import (
+    audit_checkpoints,
+    audit_cosignatures,
+    audit_witness_cosignatures,
+    witnessed_checkpoints,
+)
 
 __all__ = [
     "Checkpoint",
@@ -51,6 +57,7 @@ __all__ = [
 ]
 
 _STATE_CODE = re.compile(r"[A-Z]{2}")
+MAX_WITNESS_NAME_BYTES = 255
 
 
 class ForkedCheckpoint(RuntimeError):
@@ -164,6 +171,51 @@ class CheckpointStore:
         )
         with read_transaction(self._engine) as conn:
             return {state: text for state, text in conn.execute(query)}
+
+    def add_witness_cosignature(self, size: int, witness_name: str, cosignature: str) -> bool:
+        """Keep an external witness's cosignature lines of checkpoint ``size``; ``True``
+        if new. A second answer of the same witness for the same checkpoint changes
+        nothing."""
+        if not 1 <= len(witness_name.encode("utf-8")) <= MAX_WITNESS_NAME_BYTES:
+            raise ValueError(f"a witness name is 1 to {MAX_WITNESS_NAME_BYTES} bytes")
+        if not cosignature:
+            raise ValueError("a cosignature must not be empty")
+        row = {
+            "tree_size": size,
+            "witness_name": witness_name,
+            "cosignature": cosignature,
+            "received_at": self._now(),
+        }
+        statement = insert_unless_present(self._engine, audit_witness_cosignatures).values(row)
+        t = audit_witness_cosignatures.c
+        with write_transaction(self._engine) as conn:
+            known = conn.execute(
+                select(audit_checkpoints.c.tree_size).where(audit_checkpoints.c.tree_size == size)
+            ).first()
+            if known is None:
+                raise ValueError(f"no checkpoint of tree size {size} was recorded")
+            return conn.execute(statement.returning(t.tree_size)).first() is not None
+
+    def witness_cosignatures(self, size: int) -> dict[str, str]:
+        """The external witnesses' cosignature lines of checkpoint ``size``, by name."""
+        t = audit_witness_cosignatures.c
+        query = select(t.witness_name, t.cosignature).where(t.tree_size == size)
+        with read_transaction(self._engine) as conn:
+            return {name: text for name, text in conn.execute(query)}
+
+    def last_cosigned_by_witness(self, witness_name: str) -> CosignedCheckpoint | None:
+        """The largest checkpoint the external witness ``witness_name`` cosigned."""
+        t = audit_witness_cosignatures.c
+        query = (
+            select(audit_checkpoints.c.tree_size, audit_checkpoints.c.root_hash)
+            .join(audit_witness_cosignatures, t.tree_size == audit_checkpoints.c.tree_size)
+            .where(t.witness_name == witness_name)
+            .order_by(audit_checkpoints.c.tree_size.desc())
+            .limit(1)
+        )
+        with read_transaction(self._engine) as conn:
+            row = conn.execute(query).first()
+        return None if row is None else CosignedCheckpoint(int(row[0]), bytes(row[1]))
 
     def mark_published(self, size: int) -> bool:
         """Mark checkpoint ``size`` published; ``True`` if this call did, ``False`` if done.

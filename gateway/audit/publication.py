@@ -11,6 +11,14 @@ and nothing is signed or offered (:class:`~gateway.audit.cosigning.AuditLogRollb
 A partner that fails or refuses is asked again with the ``[delivery]`` backoff until
 its deadline (:class:`~gateway.audit.cosigning.CosigningWatch`).
 
+Each external witness (``[[audit.witnesses]]``, :mod:`gateway.audit.external_witness`)
+is offered the checkpoint over c2sp.org/tlog-witness ``add-checkpoint``, with the old
+size it last cosigned and the consistency proof from it; told another size (409), the
+publisher offers once more from that size. Its cosignature lines are verified with its
+configured keys and kept beside the partners'; it is watched and retried the same way,
+under its name. A checkpoint is published only once every partner and every external
+witness cosigned it.
+
 :class:`CheckpointWitness` (a partner's log) answers the peer API's
 ``CosignCheckpoint`` and the HTTP ``add-checkpoint`` of c2sp.org/tlog-witness
 (:mod:`gateway.server.witness_http`), one decision and one record per partner log for
@@ -32,14 +40,17 @@ import grpc
 import grpc.aio
 
 from gateway.audit.checkpoint import Checkpoint, audit_origin
+from gateway.audit.checkpoints_store import Checkpoint as StoredCheckpoint
 from gateway.audit.checkpoints_store import CheckpointStore, SeenCheckpoint, WitnessStore
 from gateway.audit.cosignature import CosignatureSigner, partner_cosigners, verify_cosignatures
-from gateway.audit.cosigning import AuditLogRollback, CosigningWatch
+from gateway.audit.cosigning import AUDIT_LOG_ROLLBACK, AuditLogRollback, CosigningWatch
 from gateway.audit.entry import Decision, EventKind
+from gateway.audit.external_witness import WitnessClient, WitnessUnreachable
 from gateway.audit.log import AuditLog
 from gateway.audit.log_signing import CheckpointSigner, partner_log_keys
 from gateway.audit.recorder import AuditRecorder
 from gateway.audit.witness import CheckpointRefused, cosign
+from gateway.audit.witness_protocol import AddCheckpoint, parse_size_body
 from gateway.delivery.partners import PartnerChannels
 from gateway.errors import PartnerRefused, PouchError, StorageUnavailable, from_call
 from gateway.pki.bundle import TrustBundle
@@ -60,6 +71,7 @@ class CheckpointPublisher:
         witnesses: Callable[[], Mapping[str, TrustBundle]],
         channels: PartnerChannels,
         watch: CosigningWatch,
+        external: Sequence[WitnessClient] = (),
     ) -> None:
         self._log = audit_log
         self._store = store
@@ -68,6 +80,7 @@ class CheckpointPublisher:
         self._channels = channels
         self._watch = watch
         self._retry = watch.retry
+        self._external = tuple(external)
 
     def sign_current(self) -> int:
         """Sign a checkpoint of the current tree if none exists for its size; its size."""
@@ -136,13 +149,93 @@ class CheckpointPublisher:
         else:
             for state in reachable:
                 self._watch.succeeded(state)
+        await self._offer_external(stored, everyone=everyone)
         if stored.published:
             return True
         have = await asyncio.to_thread(self._store.cosignatures, size)
-        if witnesses and all(state in have for state in witnesses):
+        external = await asyncio.to_thread(self._store.witness_cosignatures, size)
+        if (
+            witnesses
+            and all(state in have for state in witnesses)
+            and all(client.witness.name in external for client in self._external)
+        ):
             await asyncio.to_thread(self._store.mark_published, size)
             return True
         return False
+
+    async def _offer_external(self, stored: StoredCheckpoint, *, everyone: bool) -> None:
+        """Offer checkpoint ``stored`` to each due external witness that has not cosigned it."""
+        if not self._external:
+            return
+        have = await asyncio.to_thread(self._store.witness_cosignatures, stored.tree_size)
+        now = self._retry.clock()
+        for client in self._external:
+            name = client.witness.name
+            if name in have:
+                self._watch.succeeded(name)
+                continue
+            if not (everyone or self._watch.due(name, now, stored.tree_size)):
+                continue
+            failure = await self._ask_external(client, stored)
+            if failure is None:
+                self._watch.succeeded(name)
+            else:
+                reason, refused = failure
+                self._watch.failed(
+                    name, self._retry.clock(), stored.tree_size, reason, refused=refused
+                )
+
+    async def _ask_external(
+        self, client: WitnessClient, stored: StoredCheckpoint
+    ) -> tuple[str, bool] | None:
+        """``None`` once the witness's cosignature is kept, else the reason and whether
+        it refused. A 409 tells the size it last cosigned: offered again once from it."""
+        size, name = stored.tree_size, client.witness.name
+        last = await asyncio.to_thread(self._store.last_cosigned_by_witness, name)
+        old = 0 if last is None else last.tree_size
+        for _ in range(2):
+            proof: list[bytes] = []
+            if 0 < old < size:
+                proof = await asyncio.to_thread(self._log.consistency_proof, old, size)
+            try:
+                answer = await client.add_checkpoint(AddCheckpoint(old, tuple(proof), stored.note))
+            except WitnessUnreachable as e:
+                return e.reason, False
+            if answer.status != 409:
+                break
+            try:
+                told = parse_size_body(answer.body)
+            except ValueError:
+                return "WITNESS_ANSWER_MALFORMED", True
+            if told > size:
+                log.error(
+                    "witness %s cosigned a checkpoint of %d entries of this log, which holds "
+                    "%d: the database was replaced or restored from an old backup, or the "
+                    "witness is wrong",
+                    name,
+                    told,
+                    size,
+                )
+                return AUDIT_LOG_ROLLBACK, True
+            old = told
+        if answer.status != 200:
+            return f"WITNESS_HTTP_{answer.status}", 400 <= answer.status < 500
+        checkpoint = Checkpoint(origin=self._signer.origin, size=size, root_hash=stored.root_hash)
+        try:
+            text = answer.body.decode("utf-8")
+            cosignatures = verify_cosignatures(checkpoint, text, client.witness.cosigners)
+        except UnicodeDecodeError:
+            return "COSIGNATURE_MALFORMED", True
+        except PouchError as e:
+            return f"COSIGNATURE_{e.reason}", True
+        lines = "".join(c.line for c in cosignatures)
+        await asyncio.to_thread(self._store.add_witness_cosignature, size, name, lines)
+        return None
+
+    async def aclose(self) -> None:
+        """Close the connections to external witnesses."""
+        for client in self._external:
+            await client.aclose()
 
     async def _check_not_rolled_back(self, state: str, size: int) -> None:
         """:class:`AuditLogRollback` if ``state`` cosigned a checkpoint our log does not

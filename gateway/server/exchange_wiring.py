@@ -29,6 +29,7 @@ from gateway.audit.checkpoints_store import CheckpointStore, WitnessStore
 from gateway.audit.cosignature import partner_cosigners, witness_signers
 from gateway.audit.cosigning import CosigningRetry, CosigningWatch
 from gateway.audit.entry import Decision, EventKind
+from gateway.audit.external_witness import ExternalWitness, WitnessClient, configured_witnesses
 from gateway.audit.log import AuditLog, GroupCommittedLog
 from gateway.audit.log_signing import CheckpointSigner
 from gateway.audit.publication import CheckpointPublisher, CheckpointWitness
@@ -61,6 +62,7 @@ from gateway.pki.directory import StateDirectory
 from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.policy.rules import PolicySection
 from gateway.server.representation_service import CaseSignal
+from gateway.server.startup_checks import StartupError
 from gateway.store.cases import CaseStore
 from gateway.store.group_commit import GroupCommit
 from gateway.store.identity_queries import IdentityQueries
@@ -104,6 +106,7 @@ class ExchangeComponents:
     deadlines: DeadlineWatcher
     case_handover: CaseEventHandover | None
     log_signer: CheckpointSigner
+    external_witnesses: tuple[ExternalWitness, ...]
     publisher: CheckpointPublisher
     witness: CheckpointWitness
     inbound_wake: asyncio.Event
@@ -132,6 +135,10 @@ class ExchangeComponents:
             for state, bundle in self.channels.bundles.items()
         }
         return [str(key.vkey) for key in self.log_signer.verifiers()], cosigners
+
+    def witness_keys(self) -> dict[str, list[str]]:
+        """Each external witness's cosigner keys, as configured, by its name."""
+        return {w.name: w.vkeys for w in self.external_witnesses}
 
     def purge_expired_payloads(self) -> PurgeReport:
         """One retention run, with each agreement's retention as the registry holds it."""
@@ -227,6 +234,10 @@ def build_exchanges(
     retry = RetryPolicy.from_settings(delivery, clock)
     failures = InboundFailures(inbox=inbox, policy=retry, group=group)
     log_signer = CheckpointSigner.for_state(pki)
+    try:
+        external = configured_witnesses(settings.audit.witnesses)
+    except ValueError as e:
+        raise StartupError(str(e)) from e
     return ExchangeComponents(
         context=context,
         registry=registry,
@@ -280,6 +291,7 @@ def build_exchanges(
             else None
         ),
         log_signer=log_signer,
+        external_witnesses=external,
         publisher=CheckpointPublisher(
             audit_log=audit_log,
             store=checkpoints,
@@ -295,6 +307,7 @@ def build_exchanges(
                 ),
                 metrics,
             ),
+            external=[WitnessClient(w, timeout_s=delivery.call_timeout_seconds) for w in external],
         ),
         witness=CheckpointWitness(
             store=WitnessStore(engine, clock=clock),
@@ -386,6 +399,7 @@ class BackgroundLoops:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
         await self._x.channels.close()
+        await self._x.publisher.aclose()
         if self._x.adapter is not None:
             await self._x.adapter.close()
         await asyncio.to_thread(self._x.group_commit.close)

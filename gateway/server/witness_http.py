@@ -120,7 +120,7 @@ class WitnessEndpoint:
                 size = 0 if seen is None else seen.tree_size
             return PlainTextResponse(size_body(size), 409, media_type=SIZE_CONTENT_TYPE)
         except Unavailable as e:
-            retry = getattr(e, "retry_after_s", None) or 1.0
+            retry = e.retry_after_s or 1.0
             answer = _line(503, e.message)
             answer.headers["Retry-After"] = str(max(1, round(retry)))
             return answer

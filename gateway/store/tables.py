@@ -311,6 +311,24 @@ audit_cosignatures = Table(
     Index(None, "witness_state", "tree_size"),
 )
 
+audit_witness_cosignatures = Table(
+    "audit_witness_cosignatures",
+    metadata,
+    Column(
+        "tree_size",
+        BigInteger,
+        ForeignKey("audit_checkpoints.tree_size"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    # An external witness (c2sp.org/tlog-witness), by its key name.
+    Column("witness_name", String(255), primary_key=True),
+    # Its cosignature lines, one per key configured for it.
+    Column("cosignature", Text, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index(None, "witness_name", "tree_size"),
+)
+
 witnessed_checkpoints = Table(
     "witnessed_checkpoints",
     metadata,

@@ -39,14 +39,14 @@ def test_migrations_apply_from_empty_database_and_are_idempotent(engine: Engine)
     upgrade_to_head(engine)
     upgrade_to_head(engine)
 
-    assert current_revision(engine) == head_revision() == "0010"
+    assert current_revision(engine) == head_revision() == "0011"
     tables = set(inspect(engine).get_table_names())
     assert {"outbox", "inbox", "quota_usage", "agreement_lifecycle", VERSION_TABLE} <= tables
     assert set(_AUDIT_TABLES) <= tables
     with engine.connect() as conn:
         query = select(column("version_num", String)).select_from(table(VERSION_TABLE))
         versions = conn.execute(query).scalars().all()
-    assert versions == ["0010"]
+    assert versions == ["0011"]
 
 
 def test_migrated_schema_matches_table_definitions(migrated_engine: Engine) -> None:
