@@ -11,8 +11,11 @@ order (a reader must not rely on the order)::
                     ML-DSA-44 (type 0x06)]
     cosigner_keys  {state: [vkeys of its cosigner keys: Ed25519 (type 0x04) and
                     ML-DSA-44 (type 0x06)]}
+    witness_keys   {name: [vkeys of an external witness's cosigner keys]}; present only
+                   when external witnesses (c2sp.org/tlog-witness) cosign the log
     checkpoint     the checkpoint's signed note: the log's signature lines followed by
-                   every stored cosignature line (C2SP signed-note, one body)
+                   every stored cosignature line, the partners' then the external
+                   witnesses' (C2SP signed-note, one body)
     selection      the filters that chose the entries (says what was asked, proves nothing)
     complete       true only when every entry with an index in ``range`` is included
     range          {"start": s, "end": e}, indexes s <= i < e, or null
@@ -98,6 +101,7 @@ def iter_bundle(
     state: str,
     log_vkeys: Sequence[str],
     cosigner_vkeys: Mapping[str, Sequence[str]],
+    witness_vkeys: Mapping[str, Sequence[str]] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     agreement_id: str | None = None,
@@ -126,7 +130,8 @@ def iter_bundle(
     for vkey in log_vkeys:
         log_key_of(vkey)
     cosigners = {validate_state_code(s): list(keys) for s, keys in sorted(cosigner_vkeys.items())}
-    for keys in cosigners.values():
+    witnesses = {name: list(keys) for name, keys in sorted((witness_vkeys or {}).items())}
+    for keys in [*cosigners.values(), *witnesses.values()]:
         for key in keys:
             CosignatureVerifier.from_vkey(key)
     filters: dict[str, Any] = {
@@ -148,6 +153,7 @@ def iter_bundle(
         "origin": origin,
         "log_keys": list(log_vkeys),
         "cosigner_keys": cosigners,
+        **({"witness_keys": witnesses} if witnesses else {}),
     }
     return _chunks(log, checkpoints, header, filters, after_idx, tree_size, earlier)
 
@@ -206,12 +212,14 @@ def _chunks(
 
 
 def _cosigned_note(checkpoints: CheckpointStore, checkpoint: StoredCheckpoint) -> str:
-    """The log's note with every stored cosignature line added: one body, more signatures."""
-    lines = [
-        parse_signature_line(line)
-        for _, text in sorted(checkpoints.cosignatures(checkpoint.tree_size).items())
-        for line in text.splitlines()
+    """The log's note with every stored cosignature line added (the partners', then the
+    external witnesses'): one body, more signatures."""
+    size = checkpoint.tree_size
+    stored = [
+        *sorted(checkpoints.cosignatures(size).items()),
+        *sorted(checkpoints.witness_cosignatures(size).items()),
     ]
+    lines = [parse_signature_line(line) for _, text in stored for line in text.splitlines()]
     return parse_note(checkpoint.note).with_signatures(lines).serialize()
 
 

@@ -22,6 +22,12 @@ network and no database:
    in each required algorithm: every trusted cosigner, or at least ``quorum`` of them
    when a quorum is given (and at least one in any case: else it is not published).
    Lines of unknown keys are ignored, as signed notes require.
+   External witnesses (c2sp.org/tlog-witness; the bundle's optional ``witness_keys``,
+   by key name) are checked the same way with the keys the auditor trusts for them
+   (``trusted_witness_vkeys``): every line of such a key verifies, and each trusted
+   witness cosigned in each required algorithm. ``quorum`` counts partner cosigners
+   only: an external witness the auditor names is always required, since naming one
+   says whose independent view the auditor relies on.
 4. Entries: each decodes to a canonical v1 entry (exactly the expected fields, each
    of its kind, in RFC 8785 form); its leaf hash and inclusion proof reproduce the
    checkpoint root; indexes are unique and below the tree size; a bundle that says it
@@ -71,7 +77,14 @@ _REQUIRED = frozenset(
     {"format", "state", "origin", "cosigner_keys", "checkpoint", "complete", "range"}
 )
 _LOG_KEYS = {FORMAT: "log_keys", FORMAT_V1: "log_key"}
-_MEMBERS = _REQUIRED | {"selection", "consistency", ENTRIES, *_LOG_KEYS.values()}
+_WITNESS_KEYS = "witness_keys"
+_MEMBERS = _REQUIRED | {
+    "selection",
+    "consistency",
+    _WITNESS_KEYS,
+    ENTRIES,
+    *_LOG_KEYS.values(),
+}
 _ENTRY_MEMBERS = frozenset({"index", "canonical", "proof"})
 _STATE = re.compile(r"[A-Z]{2}")
 # Canonical standard base64 of 32 bytes: 43 characters, the last with its two low bits
@@ -118,6 +131,8 @@ class VerificationReport:
     notices: tuple[str, ...]
     checkpoint_note: str | None = None
     """The bundle's checkpoint note as it came, for the auditor to keep (``--since``)."""
+    witnessed_by: tuple[str, ...] = ()
+    """The external witnesses whose cosignatures verified in every required algorithm."""
 
     @property
     def ok(self) -> bool:
@@ -144,6 +159,7 @@ class VerificationReport:
             },
             "published": self.published,
             "cosigned_by": list(self.cosigned_by),
+            "witnessed_by": list(self.witnessed_by),
             "entries": {"total": self.entries, "verified": self.entries_verified},
             "complete_range": (
                 None
@@ -164,13 +180,16 @@ def verify_bundle(
     quorum: int | None = None,
     since: str | None = None,
     require: Collection[str] = ALGORITHMS,
+    trusted_witness_vkeys: Mapping[str, Sequence[str]] | None = None,
 ) -> VerificationReport:
     """Check the bundle ``data`` offline; see the module docstring for what is checked.
 
     ``quorum``: how many of the trusted cosigners must have cosigned (default: all).
     ``since``: the checkpoint note the auditor kept from their last audit.
     ``require``: the algorithms whose signatures and cosignatures must be present
-    (``Ed25519``, ``ML-DSA-44``; default both)."""
+    (``Ed25519``, ``ML-DSA-44``; default both).
+    ``trusted_witness_vkeys``: external witnesses' keys by witness name, each of which
+    must have cosigned (whatever ``quorum`` says)."""
     required = tuple(a for a in ALGORITHMS if a in set(require))
     if not required or set(require) - set(ALGORITHMS):
         raise ValueError(f"require: one or more of {', '.join(ALGORITHMS)}")
@@ -185,6 +204,9 @@ def verify_bundle(
             f"({len(trusted_cosigners or {})})"
         )
     run = _Run(trusted_log, trusted_cosigners, required, quorum)
+    run.trusted_witnesses = (
+        None if trusted_witness_vkeys is None else _trusted_witnesses(trusted_witness_vkeys)
+    )
     try:
         run.read(data)
     except BundleFormatError as e:
@@ -260,6 +282,26 @@ def _trusted_cosigners(vkeys: Mapping[str, Sequence[str]]) -> dict[str, list[Cos
     return keys
 
 
+def _trusted_witnesses(
+    vkeys: Mapping[str, Sequence[str]],
+) -> dict[str, list[CosignatureVerifier]]:
+    keys: dict[str, list[CosignatureVerifier]] = {}
+    for name, name_vkeys in vkeys.items():
+        for vkey in name_vkeys:
+            try:
+                key = CosignatureVerifier.from_vkey(vkey.strip())
+            except ValueError as e:
+                raise ValueError(f"trusted witness key of {name}: {e}") from e
+            if key.key_name != name:
+                raise ValueError(f"trusted witness key of {name}: it is {key.key_name}'s key")
+            if any(k.algorithm == key.algorithm for k in keys.get(name, [])):
+                raise ValueError(f"trusted witness key of {name}: two {key.algorithm} keys")
+            keys.setdefault(name, []).append(key)
+        if name not in keys:
+            raise ValueError(f"trusted witness key of {name}: no key given")
+    return keys
+
+
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
@@ -284,6 +326,7 @@ class _Keys:
 
     log: list[LogKey]
     cosigners: dict[str, list[CosignatureVerifier]]
+    witnesses: dict[str, list[CosignatureVerifier]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -293,6 +336,7 @@ class _SignedCheckpoint:
     checkpoint: Checkpoint
     signed: bool
     cosigned_by: tuple[str, ...]
+    witnessed_by: tuple[str, ...] = ()
 
 
 @dataclass
@@ -301,6 +345,7 @@ class _Run:
     trusted_cosigners: dict[str, list[CosignatureVerifier]] | None
     required: tuple[str, ...]
     quorum: int | None = None
+    trusted_witnesses: dict[str, list[CosignatureVerifier]] | None = None
     failures: list[str] = field(default_factory=list)
     notices: list[str] = field(default_factory=list)
     header: dict[str, Any] = field(default_factory=dict)
@@ -370,6 +415,7 @@ class _Run:
         if header.get("origin") != audit_origin(state):
             self.fail(f"bundle: origin {header.get('origin')!r} is not {audit_origin(state)!r}")
         self.keys = self.check_keys(header.get(log_member), header.get("cosigner_keys"))
+        self.keys.witnesses.update(self.check_witness_keys(header.get(_WITNESS_KEYS)))
         if not isinstance(header.get("checkpoint"), str):
             self.fail("checkpoint: not a signed note")
         else:
@@ -430,6 +476,46 @@ class _Run:
                 "or --bundle)"
             )
         return _Keys(log, cosigners)
+
+    def check_witness_keys(self, value: Any) -> dict[str, list[CosignatureVerifier]]:
+        """The external witnesses' keys to check lines with: the trusted ones if given
+        (compared with the bundle's), else the bundle's, which count for nothing."""
+        ours: dict[str, list[CosignatureVerifier]] = {}
+        if value is not None and not isinstance(value, dict):
+            self.fail(f"bundle: {_WITNESS_KEYS} is not an object of name: vkeys")
+        for name, vkeys in sorted((value or {}).items()) if isinstance(value, dict) else ():
+            for vkey in vkeys if isinstance(vkeys, list) else [vkeys]:
+                try:
+                    if not isinstance(vkey, str):
+                        raise ValueError("not a string")
+                    key = CosignatureVerifier.from_vkey(vkey)
+                except ValueError as e:
+                    self.fail(f"witness key of {name}: {vkey!r} is not a cosignature key: {e}")
+                    continue
+                if key.key_name != name:
+                    self.fail(f"witness key of {name}: it is {key.key_name}'s key")
+                    continue
+                ours.setdefault(name, []).append(key)
+        if self.trusted_witnesses is None:
+            return ours
+        for name in sorted(ours.keys() - self.trusted_witnesses.keys()):
+            self.notices.append(
+                f"witness key of {name}: in the bundle but not trusted; its cosignatures "
+                "are not counted"
+            )
+        for name, theirs in sorted(self.trusted_witnesses.items()):
+            self.compare(f"witness key of {name}", ours.get(name, []), theirs)
+            for algorithm in self.required:
+                if not any(k.algorithm == algorithm for k in theirs):
+                    self.fail(
+                        f"witness key of {name}: no {algorithm} key trusted, and {algorithm} "
+                        "cosignatures are required (give it, or --require)"
+                    )
+        log_public = {k.public_key for k in self.keys.log} if self.keys else set()
+        for name, theirs in sorted(self.trusted_witnesses.items()):
+            if any(k.public_key in log_public for k in theirs):
+                self.fail(f"witness key of {name}: the log's own key (one key, one role)")
+        return {n: list(k) for n, k in self.trusted_witnesses.items()}
 
     def bundle_log_keys(self, value: Any) -> list[LogKey]:
         """The log keys the bundle names: a list of vkeys (v2) or one vkey (v1)."""
@@ -506,10 +592,29 @@ class _Run:
             for state, keys in self.keys.cosigners.items()
             for k in keys
         }
+        witness_keys = {
+            (k.key_name, k.key_id): (name, k)
+            for name, keys in self.keys.witnesses.items()
+            for k in keys
+        }
+        witnessed: dict[str, set[str]] = {}
         log_lines = {(k.key_name, k.key_id) for k in self.keys.log}
         for line in note.signatures:
             pair = (line.key_name, line.key_id)
             if pair in log_lines:
+                continue
+            if pair in witness_keys:
+                name, witness_key = witness_keys[pair]
+                try:
+                    line_cosignature = Cosignature.from_note_signature(line)
+                    verify_cosignature(checkpoint, line_cosignature, witness_key)
+                except (Rejected, ValueError):
+                    self.fail(
+                        f"{label}: {witness_key.algorithm} cosignature by witness {name} "
+                        "does not verify"
+                    )
+                    continue
+                witnessed.setdefault(name, set()).add(witness_key.algorithm)
                 continue
             known = by_key.get(pair)
             if known is None:
@@ -538,7 +643,19 @@ class _Run:
             self.fail(f"{label}: not published: no valid cosignature")
         elif self.trusted_cosigners:
             self.check_required(label, cosigned_by)
-        return _SignedCheckpoint(checkpoint, signed, tuple(cosigned_by))
+        witnessed_by = [
+            name
+            for name in sorted(witnessed)
+            if all(algorithm in witnessed[name] for algorithm in self.required)
+        ]
+        for name in sorted(self.trusted_witnesses or {}):
+            if name not in witnessed_by:
+                lacking = sorted(set(self.required) - witnessed.get(name, set()))
+                self.fail(
+                    f"{label}: not cosigned by witness {name} with {', '.join(lacking)}, "
+                    "whose key is trusted"
+                )
+        return _SignedCheckpoint(checkpoint, signed, tuple(cosigned_by), tuple(witnessed_by))
 
     def check_required(self, label: str, cosigned_by: list[str]) -> None:
         """The trusted cosigners that had to cosign did: all, or ``quorum`` of them."""
@@ -776,6 +893,7 @@ class _Run:
             checkpoint_note=self.header.get("checkpoint")
             if isinstance(self.header.get("checkpoint"), str)
             else None,
+            witnessed_by=() if main is None else main.witnessed_by,
         )
 
 

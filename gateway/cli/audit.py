@@ -58,6 +58,19 @@ def _cosigner_keys(values: tuple[str, ...]) -> dict[str, list[str]]:
     return keys
 
 
+def _witness_keys(values: tuple[str, ...]) -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for value in values:
+        name, equals, path = value.partition("=")
+        if not (name and equals and path):
+            raise click.BadParameter(
+                f"{value!r}: write NAME=VKEY_FILE, e.g. witness.example.org/w1=w1.vkey",
+                param_hint="--witness-key",
+            )
+        keys.setdefault(name, []).extend(_read_vkeys(Path(path), "--witness-key"))
+    return keys
+
+
 @click.group(name="audit")
 def audit() -> None:
     """The audit log: verify an exported bundle offline, and the keys it needs."""
@@ -131,9 +144,18 @@ def keys_command(trust_bundles: tuple[Path, ...], out: Path | None) -> None:
     "gives the log key, every other state its cosigner key.",
 )
 @click.option(
+    "--witness-key",
+    "witness_keys",
+    multiple=True,
+    metavar="NAME=VKEY_FILE",
+    help="An external witness's vkey file (one vkey per line), by its key name "
+    "(repeatable): that witness must have cosigned, whatever --quorum says.",
+)
+@click.option(
     "--quorum",
     type=click.IntRange(min=1),
-    help="How many of the trusted cosigners must have cosigned (default: all of them).",
+    help="How many of the trusted partner cosigners must have cosigned (default: all of "
+    "them); every --witness-key witness is required besides.",
 )
 @click.option(
     "--require",
@@ -164,6 +186,7 @@ def verify_command(
     log_keys: tuple[Path, ...],
     cosigner_keys: tuple[str, ...],
     trust_bundles: tuple[Path, ...],
+    witness_keys: tuple[str, ...],
     quorum: int | None,
     require: str,
     since_file: Path | None,
@@ -192,6 +215,7 @@ def verify_command(
             quorum=quorum,
             since=since,
             require=_REQUIRE[require],
+            trusted_witness_vkeys=_witness_keys(witness_keys) or None,
         )
     except ValueError as e:  # only the keys and the quorum given on the command line raise
         raise click.BadParameter(str(e)) from e
@@ -257,6 +281,8 @@ def _print(report: VerificationReport, console: Console) -> None:
     line("required", " and ".join(report.required_algorithms))
     published = "yes, cosigned by " + ", ".join(report.cosigned_by)
     line("published", published if report.published else "no", "" if report.published else "red")
+    if report.witnessed_by:
+        line("witnessed", "by " + ", ".join(report.witnessed_by))
     scope = (
         "filtered selection"
         if report.complete_range is None

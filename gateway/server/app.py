@@ -270,6 +270,7 @@ class Gateway:
                     bundle_keys=x.bundle_keys,
                     publish=x.publisher.publish_now,
                     state=self.state,
+                    witness_keys=x.witness_keys,
                 ),
                 server,
             )

@@ -74,8 +74,10 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
         bundle_keys: Callable[[], tuple[list[str], dict[str, list[str]]]],
         publish: Callable[[], Awaitable[tuple[int, bool]]],
         state: str,
+        witness_keys: Callable[[], dict[str, list[str]]] = dict,
     ) -> None:
         self._publish = publish
+        self._witness_keys = witness_keys
         self._log = audit_log
         self._checkpoints = checkpoints
         self._agreements_with = agreements_with
@@ -217,6 +219,7 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             state=self._state,
             log_vkeys=log_vkeys,
             cosigner_vkeys=cosigners,
+            witness_vkeys=self._witness_keys(),
             since=_moment(request.since),
             until=_moment(request.until),
             agreement_id=request.agreement_id or None,
