@@ -264,3 +264,32 @@ def test_a_witness_ahead_of_our_record_is_offered_again_from_the_size_it_names(
     assert w.witness.cosigned_size() == answer.tree_size
     stored = w.gateway.exchanges.checkpoints.witness_cosignatures(answer.tree_size)
     assert list(stored) == [WITNESS]
+
+
+def test_a_forged_witness_cosignature_fails_naming_the_witness(
+    witnessed: Witnessed, tmp_path: Path
+) -> None:
+    w = witnessed
+    document = json.loads(w.bundle.read_text(encoding="utf-8"))
+    lines = document["checkpoint"].split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"— {WITNESS} "))
+    # The key ID and timestamp stay; one signature character changes.
+    line = lines[at]
+    lines[at] = line[:-6] + ("A" if line[-6] != "A" else "B") + line[-5:]
+    document["checkpoint"] = "\n".join(lines)
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(document), encoding="utf-8")
+    code, output = verify(w, w.bundle, "--witness-key", f"{WITNESS}={w.witness.vkey_file}")
+    assert code == 0, output
+    code, output = verify(w, forged, "--witness-key", f"{WITNESS}={w.witness.vkey_file}")
+    assert code == 1, output
+    assert f"cosignature by witness {WITNESS} does not verify" in output
+
+
+def test_a_witness_key_given_under_another_name_is_refused(
+    witnessed: Witnessed,
+) -> None:
+    w = witnessed
+    code, output = verify(w, w.bundle, "--witness-key", f"witness.test/other={w.witness.vkey_file}")
+    assert code == 2, output
+    assert "trusted witness key of witness.test/other" in output
