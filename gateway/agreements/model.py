@@ -9,6 +9,9 @@ level, no silent coercion of numbers, strings or dates):
 * ``bundles`` pins a ``sha256:<64 hex>`` trust-bundle digest for each party and
   for nobody else;
 * ``retention_days`` is in 1..3650; ``onward_transfer`` is a closed choice;
+* ``message_signatures`` is ``classical`` (the default: envelopes and receipts are
+  signed ES256) or ``hybrid`` (ES256 and ML-DSA-44, both required at both ends). It
+  is part of what both parties sign, unlike ``signatures``;
 * ``signatures`` holds at most one ES256 signature per state; it is optional in
   the file, and an unsigned agreement is valid schema but never in force.
 
@@ -58,6 +61,17 @@ class OnwardTransfer(StrEnum):
 
     FORBIDDEN = "forbidden"
     ALLOWED_WITH_CONSENT = "allowed_with_consent"
+
+
+class MessageSignatures(StrEnum):
+    """How envelopes and receipts under the agreement are signed.
+
+    ``hybrid`` adds an ML-DSA-44 signature beside the ES256 one, for evidence meant to
+    outlast ECDSA; each party's pinned trust bundle must then name ML-DSA-44.
+    """
+
+    CLASSICAL = "classical"
+    HYBRID = "hybrid"
 
 
 def _slug(value: str) -> str:
@@ -146,6 +160,7 @@ class Agreement(_Strict):
     retention_days: Annotated[StrictInt, Field(ge=1, le=3650)]
     onward_transfer: OnwardTransfer
     exchanges: dict[StrictStr, Any]
+    message_signatures: MessageSignatures = MessageSignatures.CLASSICAL
     signatures: tuple[AgreementSignature, ...] = ()
 
     @field_validator("parties")
@@ -174,6 +189,19 @@ class Agreement(_Strict):
             )
         return bundles
 
+    @field_validator("signatures", mode="before")
+    @classmethod
+    def _a_list_of_signatures(cls, signatures: Any) -> Any:
+        # ``signatures`` is the parties' signatures, outside the signed text; a word
+        # there is most likely the algorithm choice, which must be signed.
+        if isinstance(signatures, str):
+            raise ValueError(
+                "must list the parties' signatures (pouch agreement sign adds them); "
+                "the algorithms messages are signed with are message_signatures: "
+                "classical or hybrid"
+            )
+        return signatures
+
     @field_validator("signatures")
     @classmethod
     def _one_signature_per_state(
@@ -184,6 +212,11 @@ class Agreement(_Strict):
         if repeated:
             raise ValueError(f"more than one signature by {', '.join(repeated)}")
         return signatures
+
+    @property
+    def hybrid_signatures(self) -> bool:
+        """Whether envelopes and receipts under it carry ML-DSA-44 signatures too."""
+        return self.message_signatures is MessageSignatures.HYBRID
 
     def partner_of(self, state: str) -> str:
         """The other party, for a party ``state``; :class:`ValueError` otherwise."""

@@ -9,6 +9,11 @@ this order) is :attr:`LoadedAgreement.inactive_reason`:
    pins for it, and that bundle is the party's (``BUNDLE_DIGEST_MISMATCH``);
 3. each party's signature verifies with the signing certificate of that bundle
    (``BAD_SIGNATURE``) and both parties signed (``MISSING_SIGNATURE``);
+3b. an agreement with ``message_signatures: hybrid`` can be honoured at both ends:
+   each party's pinned bundle names ML-DSA-44 in its ``signature_algorithms``
+   (``BUNDLE_WITHOUT_ML_DSA``), and this gateway holds an ML-DSA-44 signing key
+   (``NO_ML_DSA_SIGNING_KEY``; the registry is told what it signs with, and assumes
+   ES256 alone unless told otherwise);
 3a. the partner never showed a hashing-key fingerprint other than ours for this text
    (``HASH_KEY_MISMATCH``, see :mod:`gateway.agreements.hash_key`);
 4. the declared status is ``active`` (``TERMINATED``, ``SUSPENDED``);
@@ -28,7 +33,7 @@ kept in its previous form, so a broken edit cannot keep an old text in force.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
@@ -46,7 +51,7 @@ from gateway.agreements.loader import (
 from gateway.agreements.model import Agreement, DeclaredStatus
 from gateway.errors import AgreementRejected, NotFound
 from gateway.pki.agreement_signature import verify_agreement_signature
-from gateway.pki.bundle import TrustBundle
+from gateway.pki.bundle import CLASSICAL_SIGNING, MLDSA44, TrustBundle
 from gateway.pki.identity import validate_state_code
 from gateway.pki.keys import as_utc, certificate_fingerprint
 
@@ -65,6 +70,8 @@ class InactiveReason(StrEnum):
     BUNDLE_DIGEST_MISMATCH = "BUNDLE_DIGEST_MISMATCH"
     BAD_SIGNATURE = "BAD_SIGNATURE"
     MISSING_SIGNATURE = "MISSING_SIGNATURE"
+    BUNDLE_WITHOUT_ML_DSA = "BUNDLE_WITHOUT_ML_DSA"
+    NO_ML_DSA_SIGNING_KEY = "NO_ML_DSA_SIGNING_KEY"
     HASH_KEY_MISMATCH = "HASH_KEY_MISMATCH"
     TERMINATED = "TERMINATED"
     SUSPENDED = "SUSPENDED"
@@ -81,6 +88,14 @@ _EXPLANATIONS = {
     ),
     InactiveReason.BAD_SIGNATURE: "a party's signature does not verify",
     InactiveReason.MISSING_SIGNATURE: "it is not signed by both parties",
+    InactiveReason.BUNDLE_WITHOUT_ML_DSA: (
+        "it asks for hybrid message signatures and a party's pinned trust bundle names "
+        "no ML-DSA-44 signing key"
+    ),
+    InactiveReason.NO_ML_DSA_SIGNING_KEY: (
+        "it asks for hybrid message signatures and this gateway holds no ML-DSA-44 "
+        "signing key (signing-pq.key)"
+    ),
     InactiveReason.HASH_KEY_MISMATCH: "the partner holds another hashing key for it",
     InactiveReason.TERMINATED: "it is terminated",
     InactiveReason.SUSPENDED: "it is suspended",
@@ -129,6 +144,30 @@ def check_signatures(
     return tuple(verdicts)
 
 
+def check_message_signatures(
+    agreement_file: AgreementFile[Any],
+    bundles: Iterable[TrustBundle],
+    own_algorithms: Collection[str] | None = None,
+) -> frozenset[InactiveReason]:
+    """Why an agreement asking for hybrid message signatures cannot be honoured: a
+    party's pinned bundle (among ``bundles``) without ML-DSA-44, or, for a gateway that
+    signs with ``own_algorithms``, no ML-DSA-44 among them (``None``: not a gateway, as
+    for ``pouch agreement verify``). Empty for a classical agreement, and for a party
+    whose pinned bundle is not among ``bundles`` (that is ``BUNDLE_DIGEST_MISMATCH``)."""
+    agreement = agreement_file.agreement
+    if not agreement.hybrid_signatures:
+        return frozenset()
+    by_digest = {bundle.digest: bundle for bundle in bundles}
+    reasons = set()
+    for party in agreement.parties:
+        bundle = by_digest.get(agreement.bundles[party])
+        if bundle is not None and MLDSA44 not in bundle.signature_algorithms:
+            reasons.add(InactiveReason.BUNDLE_WITHOUT_ML_DSA)
+    if own_algorithms is not None and MLDSA44 not in own_algorithms:
+        reasons.add(InactiveReason.NO_ML_DSA_SIGNING_KEY)
+    return frozenset(reasons)
+
+
 @dataclass(frozen=True)
 class LoadedAgreement(Generic[ExchangesT]):
     """An agreement as this gateway holds it, and whether it is in force on ``as_of``."""
@@ -165,10 +204,13 @@ def assess(
     today: date,
     *,
     hash_key_mismatch: bool = False,
+    message_signature_gaps: Iterable[InactiveReason] = (),
 ) -> LoadedAgreement[ExchangesT]:
-    """Apply the activation rule to a file whose signatures were checked."""
+    """Apply the activation rule to a file whose signatures were checked;
+    ``message_signature_gaps`` is what :func:`check_message_signatures` found."""
     agreement = agreement_file.agreement
     reasons = {v.problem for v in signatures if v.problem is not None}
+    reasons.update(message_signature_gaps)
     if hash_key_mismatch:
         reasons.add(InactiveReason.HASH_KEY_MISMATCH)
     if agreement.status is DeclaredStatus.TERMINATED:
@@ -195,6 +237,7 @@ def assess(
 class _Entry(Generic[ExchangesT]):
     file: AgreementFile[ExchangesT]
     signatures: tuple[SignatureVerdict, ...]
+    message_signature_gaps: frozenset[InactiveReason]
 
 
 class AgreementRegistry(Generic[ExchangesT]):
@@ -209,15 +252,19 @@ class AgreementRegistry(Generic[ExchangesT]):
         clock: Callable[[], datetime],
         exchanges_validator: Callable[[Any], ExchangesT],
         hash_keys: HashKeyStanding | None = None,
+        own_signature_algorithms: Collection[str] = CLASSICAL_SIGNING,
     ) -> None:
         """Load every agreement; :class:`AgreementFileError` if any file is invalid.
 
         ``hash_keys`` records what partners showed of their hashing keys; a text found
-        mismatched is inactive from then on."""
+        mismatched is inactive from then on. ``own_signature_algorithms`` is what this
+        gateway's signing keys sign with (its signer's ``signature_algorithms``): an
+        agreement asking for hybrid message signatures is inactive without ML-DSA-44."""
         self.hash_keys = hash_keys if hash_keys is not None else HashKeyStanding()
         self._directory = Path(directory)
         self._own_state = validate_state_code(own_state)
         self._bundles = tuple(bundles)
+        self._own_algorithms = tuple(own_signature_algorithms)
         self._clock = clock
         self._validate_exchanges = exchanges_validator
         self._reload_lock = threading.Lock()
@@ -263,7 +310,11 @@ class AgreementRegistry(Generic[ExchangesT]):
                     ]
                     continue
                 (only,) = same_id
-                entries[agreement_id] = _Entry(only, check_signatures(only, self._bundles))
+                entries[agreement_id] = _Entry(
+                    only,
+                    check_signatures(only, self._bundles),
+                    check_message_signatures(only, self._bundles, self._own_algorithms),
+                )
             self._entries = entries
         if issues:
             raise AgreementFileError(issues)
@@ -280,7 +331,20 @@ class AgreementRegistry(Generic[ExchangesT]):
 
     def _assess(self, entry: _Entry[ExchangesT], today: date) -> LoadedAgreement[ExchangesT]:
         mismatch = self.hash_keys.mismatched(entry.file.agreement.id, entry.file.digest)
-        return assess(entry.file, entry.signatures, today, hash_key_mismatch=mismatch)
+        return assess(
+            entry.file,
+            entry.signatures,
+            today,
+            hash_key_mismatch=mismatch,
+            message_signature_gaps=entry.message_signature_gaps,
+        )
+
+    def hybrid_signatures(self, agreement_id: str) -> bool:
+        """Whether the agreement loaded as ``agreement_id`` asks for hybrid message
+        signatures (in force or not; False for none loaded): what our envelopes and
+        receipts under it carry, and what we require of the partner's."""
+        entry = self._entry(agreement_id)
+        return entry is not None and entry.file.agreement.hybrid_signatures
 
     def list(self) -> tuple[LoadedAgreement[ExchangesT], ...]:
         """Every loaded agreement with its standing today, by id."""

@@ -16,7 +16,12 @@ import click
 
 from gateway.agreements.loader import AgreementFileError, load_agreement, sign_agreement
 from gateway.agreements.model import EXCHANGES_VALIDATOR
-from gateway.agreements.registry import assess, check_signatures, explain
+from gateway.agreements.registry import (
+    assess,
+    check_message_signatures,
+    check_signatures,
+    explain,
+)
 from gateway.pki.bundle import load_trust_bundle
 
 _FILE = click.Path(path_type=Path, dir_okay=False)
@@ -111,7 +116,12 @@ def verify(file: Path, bundles: tuple[Path, ...], on: datetime | None) -> None:
             except ValueError as e:
                 raise ValueError(f"{bundle_path}: {e}") from e
     today = on.date() if on is not None else datetime.now(UTC).date()
-    result = assess(loaded, check_signatures(loaded, trust), today)
+    result = assess(
+        loaded,
+        check_signatures(loaded, trust),
+        today,
+        message_signature_gaps=check_message_signatures(loaded, trust),
+    )
     document = result.agreement
     click.echo(f"{file}: {document.id} version {document.version} {result.digest}")
     for verdict in result.signatures:

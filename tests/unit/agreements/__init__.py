@@ -7,7 +7,7 @@ and every agreement file a test changes is written under that test's ``tmp_path`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from gateway.agreements.loader import render_signatures
 from gateway.agreements.model import EXCHANGES_VALIDATOR, AgreementSignature
 from gateway.pki import StateDirectory, TrustBundle, init_state, load_trust_bundle
 from gateway.pki.agreement_signature import AgreementSigner
+from gateway.pki.bundle import CLASSICAL_SIGNING
 from gateway.policy.rules import PolicySection
 
 REPO = Path(__file__).resolve().parents[3]
@@ -163,6 +164,7 @@ def registry(
     *,
     own_state: str = "AT",
     clock: MovableClock | None = None,
+    own_signature_algorithms: Collection[str] = CLASSICAL_SIGNING,
 ) -> AgreementRegistry[PolicySection]:
     return AgreementRegistry(
         directory,
@@ -170,4 +172,5 @@ def registry(
         bundles=bundles,
         clock=clock if clock is not None else MovableClock(),
         exchanges_validator=EXCHANGES_VALIDATOR,
+        own_signature_algorithms=own_signature_algorithms,
     )
