@@ -14,11 +14,14 @@ An exchange that records itself in a group-commit unit takes the agreement with
 :meth:`AgreementGate.confirm_within`: the check and the record of the exchange are then
 one transaction, and a suspension that committed first refuses it.
 
-The receiving side additionally pins the digest named in the envelope:
-:meth:`AgreementInForce.require_digest` refuses a partner holding another text, and
-:meth:`AgreementGate.require_same_hash_key` a partner showing another hashing-key
-fingerprint (which holds the agreement out of force from then on, see
-:mod:`gateway.agreements.hash_key`).
+The receiving side additionally holds the envelope to the agreement:
+:meth:`AgreementInForce.require_envelope` refuses a partner holding another text
+(the digest named in the envelope is pinned), and an envelope without the ML-DSA-44
+signature an agreement with hybrid message signatures asks for; and
+:meth:`AgreementGate.require_same_hash_key` refuses a partner showing another
+hashing-key fingerprint (which holds the agreement out of force from then on, see
+:mod:`gateway.agreements.hash_key`). What we send and receipt under a hybrid agreement
+is signed hybrid (:attr:`AgreementInForce.hybrid_signatures`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from sqlalchemy import Connection
 from gateway.agreements.hash_key import hash_key_fingerprint
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.envelope.header import EnvelopeHeader, utc_millis
+from gateway.envelope.verify import VerifiedEnvelope
 from gateway.errors import AgreementRejected
 from gateway.policy.catalogue import ExchangeType
 from gateway.policy.compiled import CompiledPolicy
@@ -81,6 +85,11 @@ class AgreementInForce:
     def retention_days(self) -> int:
         return self.loaded.agreement.retention_days
 
+    @property
+    def hybrid_signatures(self) -> bool:
+        """Whether envelopes and receipts under it are signed ES256 and ML-DSA-44."""
+        return self.loaded.agreement.hybrid_signatures
+
     def daily_quota(
         self, policy: CompiledPolicy, exchange_type: ExchangeType, purpose: str
     ) -> int | None:
@@ -109,6 +118,15 @@ class AgreementInForce:
             created_at=utc_millis(created_at),
             payload_type=payload_type,
         )
+
+    def require_envelope(self, verified: VerifiedEnvelope) -> None:
+        """Refuse a partner's envelope made under another version or text of this
+        agreement (``AGREEMENT_DIGEST_MISMATCH``), or, under hybrid message signatures,
+        one without a verified ML-DSA-44 signature (``ENVELOPE_PQ_SIGNATURE``)."""
+        header = verified.header
+        self.require_digest(header.agreement_version, header.agreement_digest)
+        if self.hybrid_signatures:
+            verified.require_hybrid()
 
     def require_digest(self, version: int, digest: str) -> None:
         """Refuse a message made under another version or text of this agreement."""

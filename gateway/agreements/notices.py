@@ -163,7 +163,9 @@ class AgreementNotices:
         purged = self._apply(
             loaded, action, self._state, reason_code, header.message_id, principal=principal
         )
-        envelope, digest = self._signer.sign_with_digest(header, notice.SerializeToString())
+        envelope, digest = self._signer.sign_with_digest(
+            header, notice.SerializeToString(), hybrid=loaded.agreement.hybrid_signatures
+        )
         queued = OutboxItem(
             message_id=header.message_id,
             agreement_id=loaded.id,
@@ -209,6 +211,8 @@ class AgreementNotices:
                 "the notice names another version or text of the agreement",
                 reason="AGREEMENT_DIGEST_MISMATCH",
             )
+        if loaded.agreement.hybrid_signatures:
+            verified.require_hybrid()
         self._apply(
             loaded,
             notice.action,

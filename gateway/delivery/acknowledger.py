@@ -1,8 +1,9 @@
 """Sending our registry's decision on a partner's message back to the partner, bounded.
 
 :class:`Acknowledger` signs the registry's business decision (applied, or rejected with
-its reason) as a receipt and sends it to the sender; the decisions for one sender
-travel together in ``AcknowledgeBatch`` calls. It promises:
+its reason) as a receipt and sends it to the sender, signed as the message's agreement
+asks (:mod:`gateway.delivery.receipts`); the decisions for one sender travel together
+in ``AcknowledgeBatch`` calls. It promises:
 
 * a decision the sender took is recorded once (``acknowledged``);
 * a permanent refusal by the sender (``NOT_FOUND`` for a message it does not know, and
@@ -29,7 +30,7 @@ from gateway.delivery.batches import chunks
 from gateway.delivery.inbound_retry import Failure, InboundFailures
 from gateway.delivery.outages import DependencyWatch
 from gateway.delivery.partners import PartnerChannels
-from gateway.envelope import ReceiptSigner
+from gateway.delivery.receipts import AgreementReceipts
 from gateway.errors import (
     PartnerRefused,
     PartnerUnavailable,
@@ -48,7 +49,7 @@ class Acknowledger:
     def __init__(
         self,
         failures: InboundFailures,
-        receipts: ReceiptSigner,
+        receipts: AgreementReceipts,
         partners: PartnerChannels,
         delivery: DeliverySection,
         clock: Callable[[], datetime],
@@ -99,7 +100,8 @@ class Acknowledger:
     def _receipt(self, owed: OwedAcknowledgement) -> envelope_pb2.Receipt:
         """The registry's decision on ``owed``'s message, signed for its sender."""
         applied = owed.registry_outcome == "applied"
-        return self._signer.sign_receipt(
+        return self._signer.sign(
+            agreement_id=owed.agreement_id,
             message_id=owed.message_id,
             request_digest=owed.request_digest,
             outcome=(

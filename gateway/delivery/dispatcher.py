@@ -16,8 +16,10 @@ Guarantees:
   signing key rotated since the message was queued signs the retry. The partner's
   inbox recognises the id and never applies it twice.
 - A message counts as delivered only with the partner's signed receipt binding the
-  digest of what was sent. Anything less is retried with exponential backoff and
-  jitter until the message's deadline, then dead-lettered with a reason code.
+  digest of what was sent; under an agreement with hybrid message signatures, signed
+  ES256 and ML-DSA-44, as every attempt of the message is. Anything less is retried
+  with exponential backoff and jitter until the message's deadline, then
+  dead-lettered with a reason code.
 - A partner's permanent refusal (policy, agreement, validation, signature) is a
   dead letter at once, with the partner's reason code.
 - The messages of one claimed batch that go to one partner travel together in
@@ -141,6 +143,7 @@ class Dispatcher:
         self._outbox = outbox
         self._gate = context.gate
         self._signer = context.signer
+        self._hybrid_signatures = context.gate.registry.hybrid_signatures
         self._partners = partners
         self._bundles = partners.bundles
         self._settings = context.delivery
@@ -261,7 +264,9 @@ class Dispatcher:
         ):
             return _Outgoing(message, stored, message.envelope_digest, len(message.envelope))
         header = dataclasses.replace(header_from_envelope(stored), created_at=utc_millis(now))
-        envelope, digest = self._signer.sign_with_digest(header, stored.payload)
+        envelope, digest = self._signer.sign_with_digest(
+            header, stored.payload, hybrid=self._hybrid_signatures(message.agreement_id)
+        )
         return _Outgoing(message, envelope, digest, len(message.envelope))
 
     def _fresh(self, stored: envelope_pb2.Envelope, now: datetime) -> bool:
@@ -337,6 +342,7 @@ class Dispatcher:
                 expected_message_id=message.message_id,
                 expected_request_digest=outgoing.digest,
                 now=self._clock(),
+                hybrid=self._hybrid_signatures(message.agreement_id),
             )
         except PouchError as e:
             return _BadReceipt(e.reason)

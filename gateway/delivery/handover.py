@@ -14,7 +14,9 @@ crash at any moment only delays them:
   decision as a receipt and sends it to the sender, bounded the same way.
 
 On the sending gateway, :class:`OutcomeRecorder` checks such a receipt against the
-partner's signing key and the digest of what was delivered, and records it once.
+partner's signing keys and the digest of what was delivered, and records it once;
+for a message under an agreement with hybrid message signatures, only a receipt that
+carries the ML-DSA-44 signature as well (``RECEIPT_PQ_SIGNATURE``).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from gateway.delivery.acknowledger import Acknowledger
 from gateway.delivery.context import ExchangeContext
 from gateway.delivery.inbound_retry import Failure, InboundFailures
 from gateway.delivery.outages import DependencyWatch
-from gateway.envelope import verify_receipt
+from gateway.envelope import RECEIPT_PQ_SIGNATURE, verify_receipt
 from gateway.envelope.payload import decode_payload
-from gateway.errors import NotFound, PouchError, StorageUnavailable
+from gateway.errors import AuthenticationRejected, NotFound, PouchError, StorageUnavailable
 from gateway.events import Event, emit
 from gateway.pki.bundle import TrustBundle
 from gateway.protojson import parse_dict
@@ -208,6 +210,7 @@ class OutcomeRecorder:
         self._outbox = outbox
         self._bundles = dict(bundles)
         self._clock = context.clock
+        self._hybrid_signatures = context.gate.registry.hybrid_signatures
 
     async def acknowledge(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
         """Verify the partner's decision on the event loop; record it in one unit."""
@@ -215,7 +218,9 @@ class OutcomeRecorder:
         await self.record(peer_state, receipt)
 
     def verify(self, peer_state: str, receipt: envelope_pb2.Receipt) -> None:
-        """:class:`PouchError` unless ``receipt`` is a decision ``peer_state`` signed."""
+        """:class:`PouchError` unless ``receipt`` is a decision ``peer_state`` signed
+        (with an ML-DSA-44 signature, where it has one, that verifies too; whether its
+        message's agreement requires one, :meth:`record` asks)."""
         # The decision binds the digest of the attempt the partner stored first; after a
         # lost receipt our recorded delivery receipt may bind a later attempt of the same
         # message (same id and payload, fresh signature), so the id is what must match.
@@ -254,6 +259,13 @@ class OutcomeRecorder:
             message = self._outbox.heading_within(conn, receipt.message_id)
             if message is None or message.recipient_state != peer_state:
                 return NotFound("no message to this partner has that id")
+            if self._hybrid_signatures(message.agreement_id) and not receipt.pq_signature:
+                # verify() checked the ML-DSA-44 signature of a receipt that has one.
+                return AuthenticationRejected(
+                    "the agreement asks for hybrid signatures and the decision carries "
+                    "no ML-DSA-44 signature",
+                    reason=RECEIPT_PQ_SIGNATURE,
+                )
             if not message.receipted:
                 # Delivered, but our dispatcher has not recorded the delivery receipt yet.
                 return StorageUnavailable("delivery not yet recorded", retry_after_s=1.0)

@@ -6,7 +6,9 @@
                                       equals ours, else HASH_KEY_MISMATCH, and the
                                       agreement leaves force on both sides)
     (then, by exchange type, in the stage that knows it:)
-    agreement -> AgreementInForce    (signed by both, and the same text: digest pinned)
+    agreement -> AgreementInForce    (signed by both, and the same text: digest pinned;
+                                      under hybrid message signatures, the ML-DSA-44
+                                      signature there too, else ENVELOPE_PQ_SIGNATURE)
     payload   -> strict JSON         (gateway.envelope.payload: no duplicate keys, NaN,
                                       lone surrogates, unsafe integers or deep nesting)
     policy    -> MinimisedPayload    (re-evaluated: a field we should not hold is refused)
@@ -20,7 +22,8 @@
     inbox     -> stored exactly once (atomic on the message id), in one group-committed
                  transaction with the agreement's lifecycle (still in force here), the
                  purpose's daily allowance in our direction and the audit entry
-    receipt   -> signed by us, binding the request digest
+    receipt   -> signed by us, binding the request digest (and, under an agreement
+                 with hybrid message signatures, signed ML-DSA-44 too)
 
 Nothing is stored, receipted or counted against the quota unless every check passed;
 a refusal is audited with its reason. A message id seen before from the same
@@ -42,7 +45,8 @@ from sqlalchemy import Connection
 from gateway.agreements.notices import AgreementNotices
 from gateway.delivery.agreement_confirmation import AgreementConfirmation
 from gateway.delivery.context import ExchangeContext
-from gateway.envelope import EnvelopeVerifier, ReceiptSigner, VerifiedEnvelope
+from gateway.delivery.receipts import AgreementReceipts
+from gateway.envelope import EnvelopeVerifier, VerifiedEnvelope
 from gateway.envelope.names import exchange_name
 from gateway.errors import PouchError, Rejected, ReplayRejected
 from gateway.events import Event, emit
@@ -106,7 +110,7 @@ class InboundReceiver:
         self,
         context: ExchangeContext,
         verifier: EnvelopeVerifier,
-        receipts: ReceiptSigner,
+        receipts: AgreementReceipts,
         inbox: Inbox,
         routes: InboundRoutes,
     ) -> None:
@@ -254,7 +258,8 @@ class InboundReceiver:
             raise ReplayRejected("this message id was already used for another message")
 
     def _receipt(self, verified: VerifiedEnvelope, reason_code: str) -> envelope_pb2.Receipt:
-        return self._signer.sign_receipt(
+        return self._signer.sign(
+            agreement_id=verified.header.agreement_id,
             message_id=verified.header.message_id,
             request_digest=verified.digest,
             outcome=envelope_pb2.RECEIPT_OUTCOME_ACCEPTED,

@@ -137,7 +137,9 @@ class CivilRecordSender:
             payload_type=PAYLOAD_TYPE,
         )
         payload = encode_payload(minimised.payload)
-        envelope, digest = self._signer.sign_with_digest(header, payload)
+        envelope, digest = self._signer.sign_with_digest(
+            header, payload, hybrid=agreement.hybrid_signatures
+        )
         item = OutboxItem(
             message_id=header.message_id,
             agreement_id=agreement.id,

@@ -1,6 +1,7 @@
 """Receiving a partner's civil-record update, after the receiver verified its envelope.
 
-agreement -> AgreementInForce    (signed by both, and the same text: digest pinned)
+agreement -> AgreementInForce    (signed by both, and the same text: digest pinned;
+                                  both signatures present if it asks for hybrid)
 payload   -> strict JSON         (gateway.envelope.payload)
 policy    -> MinimisedPayload    (re-evaluated: a field we should not hold is refused)
 fields    -> the sender's rules  (real dates, plausible years, string and list limits)
@@ -46,7 +47,7 @@ class CivilInbound:
         evidence, told whether the update was new) with it. A refusal is raised before."""
         header = verified.header
         agreement = self._gate.prepare(header.agreement_id, peer_state)
-        agreement.require_digest(header.agreement_version, header.agreement_digest)
+        agreement.require_envelope(verified)
         tree = decode_payload(verified.payload)
         today = self._clock().date()
         minimised = evaluate(

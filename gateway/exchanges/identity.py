@@ -192,7 +192,9 @@ class IdentityRequester:
             payload_type=CLAIM_PAYLOAD_TYPE,
         )
         payload = encode_payload(minimised.payload)
-        envelope, digest = self._signer.sign_with_digest(header, payload)
+        envelope, digest = self._signer.sign_with_digest(
+            header, payload, hybrid=agreement.hybrid_signatures
+        )
         record = IdentityQuery(
             message_id=header.message_id,
             direction="outbound",
@@ -299,7 +301,7 @@ class IdentityRequester:
                 "the partner's answer is not an identity answer to this query",
                 reason="ANSWER_MISMATCH",
             )
-        agreement.require_digest(header.agreement_version, header.agreement_digest)
+        agreement.require_envelope(verified)
         answer = decode_answer(
             verified.payload,
             request_message_id=signed.envelope.message_id,

@@ -211,7 +211,7 @@ class IdentityResponder:
                 reason="EXCHANGE_NOT_SUPPORTED",
             )
         agreement = self._gate.prepare(header.agreement_id, peer_state)
-        agreement.require_digest(header.agreement_version, header.agreement_digest)
+        agreement.require_envelope(verified)
         tree = decode_payload(verified.payload)
         claim = tree.get("claim")
         stated = claim.get("document_type", "") if isinstance(claim, Mapping) else ""
@@ -335,7 +335,7 @@ class IdentityResponder:
             payload_type=ANSWER_PAYLOAD_TYPE,
         )
         payload = encode_answer(answer)
-        envelope = self._signer.sign(header, payload)
+        envelope = self._signer.sign(header, payload, hybrid=admitted.agreement.hybrid_signatures)
         result = identity_pb2.MatchResult.Name(verdict.result)
 
         def answered(conn: Connection) -> None:

@@ -313,7 +313,9 @@ class RepresentationDesk:
             payload_type=PAYLOAD_TYPE,
         )
         payload = encode_case_payload(message, change.minimised.payload)
-        envelope, digest = self._signer.sign_with_digest(header, payload)
+        envelope, digest = self._signer.sign_with_digest(
+            header, payload, hybrid=agreement.hybrid_signatures
+        )
         self._outbox.enqueue_within(
             write.conn,
             [

@@ -98,7 +98,7 @@ class CaseInbound:
         """
         header = verified.header
         agreement = self._gate.prepare(header.agreement_id, peer_state)
-        agreement.require_digest(header.agreement_version, header.agreement_digest)
+        agreement.require_envelope(verified)
         decoded = decode_case_payload(verified.payload)
         message = decoded.message
         now = self._clock()

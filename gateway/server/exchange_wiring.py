@@ -45,6 +45,7 @@ from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHan
 from gateway.delivery.inbound_retry import InboundFailures, RetryPolicy
 from gateway.delivery.partners import Partner, PartnerChannels
 from gateway.delivery.polling import pause
+from gateway.delivery.receipts import AgreementReceipts
 from gateway.delivery.receiver import InboundReceiver, InboundRoutes
 from gateway.envelope import EnvelopeSigner, EnvelopeVerifier, ReceiptSigner
 from gateway.envelope.payload import encode_payload
@@ -165,12 +166,15 @@ def build_exchanges(
     if storage is None:  # load_settings refuses this; a hand-built Settings may not
         raise ValueError("storage.sealing_key_file is required with [agreements]")
     bundles = [own_bundle, *(p.bundle for p in partners.values())]
+    signer = EnvelopeSigner.from_state_directory(pki)
     registry: AgreementRegistry[PolicySection] = AgreementRegistry(
         settings.agreements.dir,
         own_state=state,
         bundles=bundles,
         clock=clock,
         exchanges_validator=EXCHANGES_VALIDATOR,
+        # A hybrid agreement is in force only where there is an ML-DSA-44 key to sign with.
+        own_signature_algorithms=signer.signature_algorithms,
     )
     registry.hash_keys.listen(
         lambda m: metrics.hash_key_mismatch.labels(m.agreement_id, m.partner_state).set(1)
@@ -191,7 +195,7 @@ def build_exchanges(
     context = ExchangeContext(
         state=state,
         gate=gate,
-        signer=EnvelopeSigner.from_state_directory(pki),
+        signer=signer,
         clock=clock,
         audit=AuditRecorder(GroupCommittedLog(audit_log, group), clock=clock),
         group=group,
@@ -210,7 +214,9 @@ def build_exchanges(
         group=group,
     )
     retention = RetentionPurger(engine, outbox, inbox, cases, clock=clock)
-    receipts = ReceiptSigner.from_state_directory(pki)
+    receipts = AgreementReceipts(
+        ReceiptSigner.from_state_directory(pki), registry.hybrid_signatures
+    )
     channels = PartnerChannels(
         partners,
         certificate_chain=pki.gateway_cert.read_bytes(),

@@ -20,7 +20,10 @@ The checks, in order (the first failure stops them):
 ``storage``               sealing keys readable by their owner only, well formed
 ``registry``              TLS files readable, key matching certificate
 ``agreements``            every file loads; an agreement in force has a hash key of
-                          at least 32 bytes; one not in force is a warning
+                          at least 32 bytes; one not in force is a warning, except
+                          one asking for hybrid message signatures that this state
+                          or its partner cannot sign (no ML-DSA-44 signing key here,
+                          or a pinned bundle that names none), which is refused
 listeners                 every port free (:mod:`gateway.server.exclusive_ports`)
 ``gateway.database_url``  parses, reaches the database, which holds a Pouch schema
                           (:mod:`gateway.store.opening`)
@@ -41,12 +44,12 @@ from sqlalchemy import Engine
 
 from gateway.agreements.gate import MIN_HASH_KEY_BYTES, load_hash_key
 from gateway.agreements.model import EXCHANGES_VALIDATOR
-from gateway.agreements.registry import AgreementRegistry, explain
+from gateway.agreements.registry import AgreementRegistry, InactiveReason, explain
 from gateway.agreements.yaml_tree import AgreementFileError
 from gateway.audit.external_witness import configured_witnesses
 from gateway.config import PartnerSection, Settings
 from gateway.errors import AgreementRejected, StorageUnavailable
-from gateway.pki.bundle import TrustBundle, load_trust_bundle
+from gateway.pki.bundle import CLASSICAL_SIGNING, HYBRID_SIGNING, TrustBundle, load_trust_bundle
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory, state_of_ca
 from gateway.pki.keys import load_certificate, load_certificates_pem, load_private_key
@@ -91,7 +94,9 @@ def check_startup(
         _check_sealing_keys(settings)
         _check_registry_tls(settings)
         own_bundle = _load_bundle("pki.dir", pki.bundle)
-        warnings = _check_agreements(settings, [own_bundle, *partners], clock)
+        # _check_pki checked the ML-DSA-44 signing key against its certificate.
+        signs = HYBRID_SIGNING if pki.signing_pq_cert.exists() else CLASSICAL_SIGNING
+        warnings = _check_agreements(settings, [own_bundle, *partners], signs, clock)
     try:
         configured_witnesses(settings.audit.witnesses)
     except ValueError as e:
@@ -340,8 +345,14 @@ def _check_registry_tls(settings: Settings) -> None:
         _check_key_pair("registry.tls_key", certificate, cert, private)
 
 
+_HYBRID_GAPS = (InactiveReason.NO_ML_DSA_SIGNING_KEY, InactiveReason.BUNDLE_WITHOUT_ML_DSA)
+
+
 def _check_agreements(
-    settings: Settings, bundles: list[TrustBundle], clock: Callable[[], datetime]
+    settings: Settings,
+    bundles: list[TrustBundle],
+    signs: tuple[str, ...],
+    clock: Callable[[], datetime],
 ) -> tuple[str, ...]:
     agreements = settings.agreements
     assert agreements is not None
@@ -353,6 +364,7 @@ def _check_agreements(
             bundles=bundles,
             clock=clock,
             exchanges_validator=EXCHANGES_VALIDATOR,
+            own_signature_algorithms=signs,
         )
     except AgreementFileError as e:
         # Each issue already names the file, the line and the rule.
@@ -363,6 +375,13 @@ def _check_agreements(
     for loaded in registry.list():
         if own not in loaded.agreement.parties:
             continue
+        for gap in _HYBRID_GAPS:
+            if gap in loaded.inactive_reasons:
+                raise _fail(
+                    "agreements.dir",
+                    loaded.source,
+                    f"agreement {loaded.id} version {loaded.version} ({gap.value}): {explain(gap)}",
+                )
         if loaded.inactive_reason is not None:
             warnings.append(
                 f"agreement {loaded.id} version {loaded.version} is not in force "

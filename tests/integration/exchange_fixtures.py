@@ -214,14 +214,22 @@ def write_agreement(
     signers: Sequence[Site],
     retention_days: int = 90,
     daily_quota: int = 100_000,
+    message_signatures: str | None = None,
 ) -> Path:
     """The demo civil agreement under ``agreement_id``, signed by ``signers``, into
-    each holder's agreements directory, with a hashing key shared by both parties."""
+    each holder's agreements directory, with a hashing key shared by both parties;
+    ``message_signatures`` (``classical`` or ``hybrid``) is written when given."""
     text = civil_agreement_text(
         agreement_id, first.pki, second.pki, today=today, daily_quota=daily_quota
     )
     assert "\nretention_days: 90\n" in text
     text = text.replace("\nretention_days: 90\n", f"\nretention_days: {retention_days}\n")
+    if message_signatures is not None:
+        text = text.replace(
+            "\nonward_transfer: forbidden\n",
+            f"\nonward_transfer: forbidden\nmessage_signatures: {message_signatures}\n",
+        )
+        assert f"\nmessage_signatures: {message_signatures}\n" in text
     staging = holders[0].agreements_dir / f"{agreement_id}.yaml"
     staging.parent.mkdir(parents=True, exist_ok=True)
     staging.write_text(text, encoding="utf-8")

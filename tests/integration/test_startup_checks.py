@@ -279,6 +279,30 @@ def test_agreement_signed_by_one_party_starts_with_a_warning_naming_it(tmp_path:
     assert AGREEMENT not in result.stderr
 
 
+def test_hybrid_agreement_without_our_ml_dsa_signing_key_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    sites = deployment(tmp_path)
+    at, be = sites["AT"], sites["BE"]
+    path = write_agreement(
+        "at-be-hybrid",
+        at,
+        be,
+        today=date.today(),
+        holders=[at],
+        signers=[at, be],
+        message_signatures="hybrid",
+    )
+    assert_passes(at)
+    at.pki.signing_pq_key.unlink()
+    at.pki.signing_pq_cert.unlink()
+    assert refusal(at) == (
+        f"Error: agreements.dir: {path}: agreement at-be-hybrid version 1 "
+        "(NO_ML_DSA_SIGNING_KEY): it asks for hybrid message signatures and this gateway "
+        "holds no ML-DSA-44 signing key (signing-pq.key)"
+    )
+
+
 # -- the database ---------------------------------------------------------------
 
 

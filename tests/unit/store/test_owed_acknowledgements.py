@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from gateway.config import DeliverySection
 from gateway.delivery.handover import Acknowledger
 from gateway.delivery.inbound_retry import InboundFailures, RetryPolicy
+from gateway.delivery.receipts import AgreementReceipts
 from gateway.envelope import envelope_digest, verify_receipt
 from gateway.store.group_commit import GroupCommit
 from gateway.store.inbox import InboundMessage, Inbox
@@ -84,7 +85,7 @@ def _acknowledge_once(
             policy=RetryPolicy.from_settings(DeliverySection(), inbox_clock or (lambda: now)),
             group=group,
         ),
-        signer,
+        AgreementReceipts(signer, hybrid_signatures=lambda _agreement_id: False),
         _Partners(sender),  # type: ignore[arg-type]
         DeliverySection(batch_size=batch_size, call_timeout_seconds=1.0),
         lambda: now,
