@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from gateway.audit.checkpoint import partner_log_key
-from gateway.audit.cosignature import partner_cosigner
+from gateway.audit.cosignature import partner_cosigners
+from gateway.audit.log_signing import partner_log_keys
 from gateway.cli.audit import audit
 from gateway.cli.pki import pki
 from gateway.pki import (
@@ -89,6 +89,14 @@ def test_cli_pki_init_creates_state_directory(tmp_path: Path) -> None:
         directory.signing_key,
         directory.audit_cert,
         directory.audit_key,
+        directory.witness_cert,
+        directory.witness_key,
+        directory.audit_pq_cert,
+        directory.audit_pq_key,
+        directory.witness_pq_cert,
+        directory.witness_pq_key,
+        directory.signing_pq_cert,
+        directory.signing_pq_key,
         directory.crl,
         directory.bundle,
     ):
@@ -196,20 +204,37 @@ def test_cli_show_bundle_lists_the_log_and_witness_keys_with_fingerprints(
 ) -> None:
     result = _ok("show-bundle", str(fr_dir.bundle))
     bundle = load_trust_bundle(fr_dir.bundle)
-    log, witness = partner_log_key(bundle).vkey, partner_cosigner(bundle).vkey
-    assert f"log key (vkey): {log}" in result.output
-    assert f"witness key (vkey): {witness}" in result.output
-    assert f"audit certificate: {certificate_fingerprint(bundle.audit_certificate)}" in (
-        result.output
-    )
+    log_keys, witness_keys = partner_log_keys(bundle), partner_cosigners(bundle)
+    assert "signature algorithms: ES256 ML-DSA-44" in result.output
+    for key in log_keys:
+        assert f"log key ({key.algorithm}, vkey): {key.vkey}" in result.output
+    for witness in witness_keys:
+        assert f"witness key ({witness.algorithm}, vkey): {witness.vkey}" in result.output
+    for label, certificate in (
+        ("signing certificate", bundle.signing_certificate),
+        ("audit certificate", bundle.audit_certificate),
+        ("witness certificate", bundle.witness_certificate),
+        ("signing certificate (ML-DSA-44)", bundle.signing_pq_certificate),
+        ("audit certificate (ML-DSA-44)", bundle.audit_pq_certificate),
+        ("witness certificate (ML-DSA-44)", bundle.witness_pq_certificate),
+    ):
+        assert certificate is not None
+        assert f"{label}: {certificate_fingerprint(certificate)}" in result.output
     # The same keys an auditor passes to pouch audit verify, and writes with audit keys.
     keys = CliRunner().invoke(
         audit, ["keys", "--bundle", str(fr_dir.bundle), "--out", str(tmp_path / "keys")]
     )
     assert keys.exit_code == 0, keys.output
-    assert f"log key: {log}" in keys.output and f"witness key: {witness}" in keys.output
-    assert (tmp_path / "keys" / "fr-log.vkey").read_text() == f"{log}\n"
-    assert (tmp_path / "keys" / "fr-witness.vkey").read_text() == f"{witness}\n"
+    for key in log_keys:
+        assert f"log key ({key.algorithm}): {key.vkey}" in keys.output
+    for witness in witness_keys:
+        assert f"witness key ({witness.algorithm}): {witness.vkey}" in keys.output
+    assert (tmp_path / "keys" / "fr-log.vkey").read_text() == "".join(
+        f"{k.vkey}\n" for k in log_keys
+    )
+    assert (tmp_path / "keys" / "fr-witness.vkey").read_text() == "".join(
+        f"{k.vkey}\n" for k in witness_keys
+    )
 
 
 def test_cli_show_bundle_refuses_tampered_bundle(fr_dir: StateDirectory) -> None:
@@ -228,32 +253,126 @@ def test_cli_errors_on_missing_state_directory_files(tmp_path: Path) -> None:
 
 def test_cli_is_a_click_group_named_pki() -> None:
     assert pki.name == "pki"
-    assert {"init", "issue-client", "revoke", "show-bundle"} <= set(pki.commands)
+    assert {"init", "issue-client", "revoke", "show-bundle", "upgrade"} <= set(pki.commands)
+    assert "add-witness" not in pki.commands
+
+
+_POST_QUANTUM_FIELDS = ("audit_pq_certificate", "witness_pq_certificate", "signing_pq_certificate")
+
+
+def _as_older_release(directory: StateDirectory, format_: str, *drop: str) -> None:
+    """Rewrite the state's bundle as an earlier release wrote it: without ``drop``, in
+    ``format_`` (the CA signature is left as it was: upgrade reads its own state's file
+    for its settings only, and signs a new one)."""
+    document = json.loads(directory.bundle.read_bytes())
+    for field in drop:
+        del document["body"][field]
+    document["format"] = format_
+    directory.bundle.write_text(json.dumps(document))
 
 
 def test_an_older_state_directory_gets_its_witness_key_and_a_current_bundle(
     fr_dir: StateDirectory,
 ) -> None:
-    # As a directory made before witness keys: no witness files, a v1 bundle whose one
-    # audit key served both roles.
+    # As a directory made before witness keys: no witness or post-quantum files, a v1
+    # bundle whose one audit key served both roles.
     before = load_trust_bundle(fr_dir.bundle)
-    document = json.loads(fr_dir.bundle.read_bytes())
-    del document["body"]["witness_certificate"]
-    document["format"] = "pouch.trust-bundle/v1"
-    fr_dir.bundle.write_text(json.dumps(document))
-    fr_dir.witness_cert.unlink()
-    fr_dir.witness_key.unlink()
+    _as_older_release(
+        fr_dir,
+        "pouch.trust-bundle/v1",
+        "witness_certificate",
+        "signature_algorithms",
+        *_POST_QUANTUM_FIELDS,
+    )
+    for path in (
+        fr_dir.witness_cert,
+        fr_dir.witness_key,
+        fr_dir.audit_pq_cert,
+        fr_dir.audit_pq_key,
+        fr_dir.witness_pq_cert,
+        fr_dir.witness_pq_key,
+        fr_dir.signing_pq_cert,
+        fr_dir.signing_pq_key,
+    ):
+        path.unlink()
 
-    result = _ok("add-witness", "--state-dir", str(fr_dir.root))
+    result = _ok("upgrade", "--state-dir", str(fr_dir.root))
 
     after = load_trust_bundle(fr_dir.bundle)
     assert after.witness_certificate == load_certificate(fr_dir.witness_cert)
+    assert after.witness_certificate != before.witness_certificate  # a new key
     assert (after.audit_certificate, after.signing_certificate) == (
         before.audit_certificate,
         before.signing_certificate,
     )
     assert (after.peer_endpoint, after.crl_location) == (before.peer_endpoint, before.crl_location)
+    assert f"new key: {fr_dir.witness_key}" in result.output
     assert f"bundle digest: {after.digest}" in result.output
-    assert f"witness key (vkey): {partner_cosigner(after).vkey}" in result.output
-    again = _refused("add-witness", "--state-dir", str(fr_dir.root))
-    assert "already exists: this state has its witness key" in again.output
+    for witness in partner_cosigners(after):
+        assert f"witness key ({witness.algorithm}, vkey): {witness.vkey}" in result.output
+    again = _refused("upgrade", "--state-dir", str(fr_dir.root))
+    assert "already holds every key" in again.output
+
+
+def test_upgrade_gives_a_v2_state_directory_its_post_quantum_keys_and_a_v3_bundle(
+    fr_dir: StateDirectory,
+) -> None:
+    # As a directory made before post-quantum keys: no ML-DSA-44 files, a v2 bundle.
+    before = load_trust_bundle(fr_dir.bundle)
+    _as_older_release(
+        fr_dir, "pouch.trust-bundle/v2", "signature_algorithms", *_POST_QUANTUM_FIELDS
+    )
+    post_quantum_keys = [fr_dir.audit_pq_key, fr_dir.witness_pq_key, fr_dir.signing_pq_key]
+    for key in post_quantum_keys:
+        key.unlink()
+    for certificate in (fr_dir.audit_pq_cert, fr_dir.witness_pq_cert, fr_dir.signing_pq_cert):
+        certificate.unlink()
+    kept = {
+        path: path.read_bytes()
+        for path in (
+            fr_dir.ca_key,
+            fr_dir.gateway_key,
+            fr_dir.signing_key,
+            fr_dir.audit_key,
+            fr_dir.witness_key,
+        )
+    }
+    # A partner's gateway refuses the v2 bundle by name until the state upgrades.
+    refused = _refused("show-bundle", str(fr_dir.bundle))
+    assert "is retired" in refused.output
+
+    result = _ok("upgrade", "--state-dir", str(fr_dir.root))
+
+    assert json.loads(fr_dir.bundle.read_bytes())["format"] == "pouch.trust-bundle/v3"
+    after = load_trust_bundle(fr_dir.bundle)
+    # The three ML-DSA-44 keys, new, each with its certificate in the bundle ...
+    for key in post_quantum_keys:
+        assert f"new key: {key}" in result.output
+        assert key.is_file()
+    assert result.output.count("new key: ") == 3
+    assert after.audit_pq_certificate == load_certificate(fr_dir.audit_pq_cert)
+    assert after.witness_pq_certificate == load_certificate(fr_dir.witness_pq_cert)
+    assert after.signing_pq_certificate == load_certificate(fr_dir.signing_pq_cert)
+    assert after.audit_pq_certificate != before.audit_pq_certificate
+    assert after.signature_algorithms == ("ES256", "ML-DSA-44")
+    # ... beside every other key and certificate as they were.
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert (
+        after.ca_certificate,
+        after.signing_certificate,
+        after.audit_certificate,
+        after.witness_certificate,
+    ) == (
+        before.ca_certificate,
+        before.signing_certificate,
+        before.audit_certificate,
+        before.witness_certificate,
+    )
+    assert (after.peer_endpoint, after.crl_location) == (before.peer_endpoint, before.crl_location)
+    assert f"bundle digest: {after.digest}" in result.output
+    for log_key in partner_log_keys(after):
+        assert f"log key ({log_key.algorithm}, vkey): {log_key.vkey}" in result.output
+
+    again = _refused("upgrade", "--state-dir", str(fr_dir.root))
+    assert "already holds every key" in again.output
+    assert load_trust_bundle(fr_dir.bundle).digest == after.digest  # nothing rewritten

@@ -13,21 +13,22 @@ their tests. Budgets come from ``tests/fuzz_budget.py`` (``--fuzz-long`` for lon
 from __future__ import annotations
 
 import contextlib
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf import descriptor_pool
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.audit.checkpoint import Checkpoint, CheckpointSigner, open_checkpoint
+from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.log_signing import CheckpointSigner
 from gateway.envelope import verify_receipt
 from gateway.errors import Rejected, ValidationRejected
 from gateway.exchanges.mrz import parse_mrz
+from gateway.pki.note_keys import Ed25519Signer, MLDSA44Signer
 from gateway.server import page_tokens
 from gateway.server.local_api import METHOD_SCOPES
 from gateway.server.request_input import check_values, decode_request
@@ -241,8 +242,11 @@ def test_mutated_receipt_verifies_only_unchanged_or_is_refused(
 # -- signed notes and checkpoints --------------------------------------------------------
 
 ORIGIN = "pouch.gateway/FR/audit"
-_LOG = CheckpointSigner(ORIGIN, "pouch-fr-audit", ed25519.Ed25519PrivateKey.generate())
-_NOTE = _LOG.sign(Checkpoint(ORIGIN, 41, bytes(range(32))))
+_LOG = CheckpointSigner(
+    ORIGIN, "pouch-fr-audit", Ed25519Signer.generate(), MLDSA44Signer.generate()
+)
+# Signed with both of the log's keys: an Ed25519 line and an ML-DSA-44 cosignature line.
+_NOTE = _LOG.sign(Checkpoint(ORIGIN, 41, bytes(range(32))), datetime(2026, 6, 15, tzinfo=UTC))
 
 
 @pytest.mark.fuzz
@@ -250,7 +254,7 @@ _NOTE = _LOG.sign(Checkpoint(ORIGIN, 41, bytes(range(32))))
 @given(st.one_of(mutated(_NOTE.encode()), st.binary(max_size=400)))
 def test_mutated_signed_checkpoint_opens_only_unchanged_or_is_refused(data: bytes) -> None:
     try:
-        opened = open_checkpoint(data, origin=ORIGIN, log_key=_LOG.verifier())
+        opened = open_checkpoint(data, origin=ORIGIN, log_keys=_LOG.verifiers())
     except Rejected:
         return
     assert opened.checkpoint == Checkpoint(ORIGIN, 41, bytes(range(32)))
@@ -285,7 +289,7 @@ def test_fuzz_targets_start_from_inputs_that_are_accepted(pki: Pki) -> None:
     """The mutations start from genuine inputs: each of them passes unchanged."""
     envelope = pki.envelope(payload=b'{"event_type":"birth"}')
     assert pki.verifier().verify(envelope, peer_state="BE").header.sender_state == "BE"
-    assert open_checkpoint(_NOTE, origin=ORIGIN, log_key=_LOG.verifier()).checkpoint.size == 41
+    assert open_checkpoint(_NOTE, origin=ORIGIN, log_keys=_LOG.verifiers()).checkpoint.size == 41
     for specimen in _SPECIMENS:
         today = date.fromisoformat(specimen["today"])
         assert parse_mrz("\n".join(specimen["lines"]), today=today)

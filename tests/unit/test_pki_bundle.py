@@ -15,7 +15,7 @@ import pytest
 import rfc8785
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, mldsa
 
 from gateway.pki import (
     BundleError,
@@ -26,7 +26,8 @@ from gateway.pki import (
     load_trust_bundle,
     sign_bundle,
 )
-from gateway.pki.identity import witness_uri
+from gateway.pki.identity import audit_uri, signing_uri, witness_uri
+from gateway.pki.keys import PublicKey
 
 NOW = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
 
@@ -37,7 +38,22 @@ class State:
     signing: x509.Certificate
     audit: x509.Certificate
     witness: x509.Certificate
+    audit_pq: x509.Certificate
+    witness_pq: x509.Certificate
+    signing_pq: x509.Certificate
     bundle: bytes
+
+    def certificates(self, **replaced: x509.Certificate | None) -> dict[str, Any]:
+        """The keyword arguments of :func:`sign_bundle` for this state's certificates."""
+        return {
+            "signing_certificate": self.signing,
+            "audit_certificate": self.audit,
+            "witness_certificate": self.witness,
+            "audit_pq_certificate": self.audit_pq,
+            "witness_pq_certificate": self.witness_pq,
+            "signing_pq_certificate": self.signing_pq,
+            **replaced,
+        }
 
 
 def _state(code: str) -> State:
@@ -45,16 +61,38 @@ def _state(code: str) -> State:
     signing = authority.issue_signing_certificate(now=NOW).certificate
     audit = authority.issue_audit_certificate(now=NOW).certificate
     witness = authority.issue_audit_certificate(now=NOW, witness=True).certificate
+    audit_pq = authority.issue_audit_certificate(now=NOW, post_quantum=True).certificate
+    witness_pq = authority.issue_audit_certificate(
+        now=NOW, witness=True, post_quantum=True
+    ).certificate
+    signing_pq = authority.issue_signing_certificate(now=NOW, post_quantum=True).certificate
     bundle = sign_bundle(
         authority,
         signing_certificate=signing,
         audit_certificate=audit,
         witness_certificate=witness,
+        audit_pq_certificate=audit_pq,
+        witness_pq_certificate=witness_pq,
+        signing_pq_certificate=signing_pq,
         peer_endpoint=f"gw.{code.lower()}.example:8443",
         crl_location=f"https://pki.{code.lower()}.example/crl.pem",
         issued_at=NOW,
     )
-    return State(authority, signing, audit, witness, bundle)
+    return State(authority, signing, audit, witness, audit_pq, witness_pq, signing_pq, bundle)
+
+
+def _with_key(state: State, uri: str, public_key: PublicKey) -> x509.Certificate:
+    """A certificate of ``state``'s CA binding ``public_key`` to ``uri``: a key of one
+    role certified again for another."""
+    return state.authority.issue_certificate(
+        common_name=f"Pouch {uri}",
+        san_uris=[uri],
+        server_auth=False,
+        client_auth=False,
+        now=NOW,
+        validity_days=30,
+        public_key=public_key,
+    ).certificate
 
 
 @pytest.fixture
@@ -94,10 +132,58 @@ def test_signed_bundle_loads_with_every_field(fr: State) -> None:
     assert bundle.signing_certificate == fr.signing
     assert bundle.audit_certificate == fr.audit
     assert bundle.witness_certificate == fr.witness
+    assert bundle.audit_pq_certificate == fr.audit_pq
+    assert bundle.witness_pq_certificate == fr.witness_pq
+    assert bundle.signing_pq_certificate == fr.signing_pq
+    assert bundle.signature_algorithms == ("ES256", "ML-DSA-44")
     assert bundle.peer_endpoint == "gw.fr.example:8443"
     assert bundle.crl_location == "https://pki.fr.example/crl.pem"
     assert bundle.issued_at == NOW
-    assert json.loads(fr.bundle)["format"] == "pouch.trust-bundle/v2"
+    document = json.loads(fr.bundle)
+    assert document["format"] == "pouch.trust-bundle/v3"
+    assert document["body"]["signature_algorithms"] == "ES256 ML-DSA-44"
+    for field in ("audit_pq_certificate", "witness_pq_certificate", "signing_pq_certificate"):
+        assert isinstance(
+            x509.load_pem_x509_certificate(document["body"][field].encode()).public_key(),
+            mldsa.MLDSA44PublicKey,
+        )
+
+
+def test_a_bundle_without_a_post_quantum_signing_key_signs_es256_only(fr: State) -> None:
+    data = sign_bundle(
+        fr.authority,
+        **fr.certificates(signing_pq_certificate=None),
+        peer_endpoint="gw.fr.example:8443",
+        crl_location="x",
+        issued_at=NOW,
+    )
+    bundle = load_trust_bundle(data)
+    assert bundle.signing_pq_certificate is None
+    assert bundle.signature_algorithms == ("ES256",)
+    body = json.loads(data)["body"]
+    assert body["signature_algorithms"] == "ES256"
+    assert "signing_pq_certificate" not in body
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda body: body.update(signature_algorithms="ES256"), id="pq-key-unnamed"),
+        pytest.param(lambda body: body.pop("signing_pq_certificate"), id="named-without-pq-key"),
+        pytest.param(lambda body: body.update(signature_algorithms="ML-DSA-44"), id="pq-only"),
+        pytest.param(
+            lambda body: body.update(signature_algorithms="ML-DSA-44 ES256"), id="reordered"
+        ),
+    ],
+)
+def test_signature_algorithms_must_name_exactly_the_keys_the_bundle_holds(
+    fr: State, edit: Callable[[dict[str, Any]], None]
+) -> None:
+    # A partner asks for hybrid signatures from what this field says: it cannot claim a
+    # key the bundle lacks, nor hide one it holds.
+    forged = _edited(fr.bundle, edit, resign_with=fr.authority.ca_key)
+    with pytest.raises(BundleError, match="signature_algorithms"):
+        load_trust_bundle(forged)
 
 
 def test_bundle_digest_is_sha256_of_the_canonical_body(fr: State) -> None:
@@ -118,6 +204,18 @@ def test_bundle_loads_from_a_path(fr: State, tmp_path: Path) -> None:
 
 def test_bundle_expires_with_its_first_certificate(fr: State) -> None:
     assert load_trust_bundle(fr.bundle).expires_at == fr.signing.not_valid_after_utc
+    # A post-quantum certificate that expires first sets the bundle's expiry.
+    soon = fr.authority.issue_audit_certificate(
+        now=NOW - timedelta(days=300), validity_days=301, post_quantum=True
+    ).certificate
+    data = sign_bundle(
+        fr.authority,
+        **fr.certificates(audit_pq_certificate=soon),
+        peer_endpoint="gw.fr.example:8443",
+        crl_location="x",
+        issued_at=NOW,
+    )
+    assert load_trust_bundle(data).expires_at == soon.not_valid_after_utc
 
 
 @pytest.mark.parametrize(
@@ -243,7 +341,7 @@ def test_bundle_with_missing_field_is_refused(fr: State) -> None:
 
 def test_bundle_of_unknown_format_is_refused(fr: State) -> None:
     document = json.loads(fr.bundle)
-    document["format"] = "pouch.trust-bundle/v3"
+    document["format"] = "pouch.trust-bundle/v4"
     with pytest.raises(BundleError, match="unsupported trust bundle format"):
         load_trust_bundle(json.dumps(document).encode())
 
@@ -255,26 +353,112 @@ def test_a_bundle_of_the_retired_one_key_format_is_refused_by_name(fr: State) ->
         load_trust_bundle(json.dumps(document).encode())
 
 
+def test_a_bundle_of_the_retired_classical_format_is_refused_by_name(fr: State) -> None:
+    # As a state made before post-quantum keys wrote it: no ML-DSA-44 certificates, and
+    # genuinely signed by its CA.
+    def v2(body: dict[str, Any]) -> None:
+        for field in (
+            "audit_pq_certificate",
+            "witness_pq_certificate",
+            "signing_pq_certificate",
+            "signature_algorithms",
+        ):
+            del body[field]
+
+    document = json.loads(_edited(fr.bundle, v2, resign_with=fr.authority.ca_key))
+    document["format"] = "pouch.trust-bundle/v2"
+    with pytest.raises(BundleError, match="is retired: it holds no post-quantum") as refused:
+        load_trust_bundle(json.dumps(document).encode())
+    assert "pouch pki upgrade" in str(refused.value)
+
+
 def test_a_bundle_offering_the_audit_key_as_witness_key_is_refused(fr: State) -> None:
     # One key in both roles: the mistake key separation exists to prevent.
+    witness = _with_key(fr, witness_uri("FR"), fr.audit.public_key())  # type: ignore[arg-type]
     with pytest.raises(BundleError, match="audit and witness certificates hold one key"):
         sign_bundle(
             fr.authority,
-            signing_certificate=fr.signing,
-            audit_certificate=fr.audit,
-            witness_certificate=fr.authority.issue_certificate(
-                common_name="Pouch witness FR",
-                san_uris=[witness_uri("FR")],
-                server_auth=False,
-                client_auth=False,
-                now=NOW,
-                validity_days=30,
-                public_key=fr.audit.public_key(),  # type: ignore[arg-type]
-            ).certificate,
+            **fr.certificates(witness_certificate=witness),
             peer_endpoint="gw.fr.example:8443",
             crl_location="x",
             issued_at=NOW,
         )
+
+    # Nor does the loader take such a bundle, signed by the state's own CA.
+    def one_key(body: dict[str, Any]) -> None:
+        body["witness_certificate"] = _pem(witness)
+
+    with pytest.raises(BundleError, match="audit and witness certificates hold one key"):
+        load_trust_bundle(_edited(fr.bundle, one_key, resign_with=fr.authority.ca_key))
+
+
+# The SAN URI of each post-quantum certificate field's role.
+_PQ_ROLES = {
+    "audit_pq_certificate": audit_uri,
+    "witness_pq_certificate": witness_uri,
+    "signing_pq_certificate": signing_uri,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "owner"),
+    [
+        pytest.param("witness_pq_certificate", "audit_pq", id="audit-key-as-witness"),
+        pytest.param("audit_pq_certificate", "witness_pq", id="witness-key-as-audit"),
+        pytest.param("signing_pq_certificate", "audit_pq", id="audit-key-as-signing"),
+        pytest.param("signing_pq_certificate", "witness_pq", id="witness-key-as-signing"),
+    ],
+)
+def test_a_bundle_offering_one_post_quantum_key_in_two_roles_is_refused(
+    fr: State, field: str, owner: str
+) -> None:
+    # Certified again by the state's own CA with the other role's URI: only the key says
+    # it already serves a role.
+    key = getattr(fr, owner).public_key()
+    certificate = _with_key(fr, _PQ_ROLES[field]("FR"), key)
+    with pytest.raises(BundleError, match="two post-quantum certificates hold one key"):
+        sign_bundle(
+            fr.authority,
+            **fr.certificates(**{field: certificate}),
+            peer_endpoint="gw.fr.example:8443",
+            crl_location="x",
+            issued_at=NOW,
+        )
+
+    def one_key(body: dict[str, Any]) -> None:
+        body[field] = _pem(certificate)
+
+    with pytest.raises(BundleError, match="two post-quantum certificates hold one key"):
+        load_trust_bundle(_edited(fr.bundle, one_key, resign_with=fr.authority.ca_key))
+
+
+@pytest.mark.parametrize(
+    ("field", "other"),
+    [
+        pytest.param("audit_pq_certificate", "audit_certificate", id="classical-audit-as-pq"),
+        pytest.param("witness_pq_certificate", "witness_certificate", id="classical-witness-as-pq"),
+        pytest.param("audit_certificate", "audit_pq_certificate", id="pq-audit-as-classical"),
+        pytest.param("signing_pq_certificate", "signing_certificate", id="es256-as-pq-signing"),
+    ],
+)
+def test_a_bundle_with_a_key_of_the_wrong_algorithm_in_a_role_is_refused(
+    fr: State, field: str, other: str
+) -> None:
+    def swap(body: dict[str, Any]) -> None:
+        body[field] = body[other]
+
+    forged = _edited(fr.bundle, swap, resign_with=fr.authority.ca_key)
+    with pytest.raises(BundleError, match="wrong key type"):
+        load_trust_bundle(forged)
+
+
+def test_a_post_quantum_certificate_of_another_state_is_refused(fr: State, de: State) -> None:
+    def swap(body: dict[str, Any]) -> None:
+        body["witness_pq_certificate"] = _pem(de.witness_pq)
+
+    forged = _edited(fr.bundle, swap, resign_with=fr.authority.ca_key)
+    with pytest.raises(BundleError, match="post-quantum witness certificate is not issued"):
+        load_trust_bundle(forged)
 
 
 @pytest.mark.parametrize("signature", ["", "AAAA====", "not base64!", "AAAA"])
@@ -299,9 +483,7 @@ def test_sign_bundle_refuses_what_load_would_refuse(fr: State, de: State) -> Non
     with pytest.raises(BundleError, match="peer endpoint"):
         sign_bundle(
             fr.authority,
-            signing_certificate=fr.signing,
-            audit_certificate=fr.audit,
-            witness_certificate=fr.witness,
+            **fr.certificates(),
             peer_endpoint="gw.fr.example",
             crl_location="x",
             issued_at=NOW,
@@ -309,9 +491,15 @@ def test_sign_bundle_refuses_what_load_would_refuse(fr: State, de: State) -> Non
     with pytest.raises(BundleError, match="not issued by the bundle's CA"):
         sign_bundle(
             fr.authority,
-            signing_certificate=de.signing,
-            audit_certificate=fr.audit,
-            witness_certificate=fr.witness,
+            **fr.certificates(signing_certificate=de.signing),
+            peer_endpoint="gw.fr.example:8443",
+            crl_location="x",
+            issued_at=NOW,
+        )
+    with pytest.raises(BundleError, match="post-quantum audit certificate is not issued"):
+        sign_bundle(
+            fr.authority,
+            **fr.certificates(audit_pq_certificate=de.audit_pq),
             peer_endpoint="gw.fr.example:8443",
             crl_location="x",
             issued_at=NOW,
@@ -332,5 +520,10 @@ def test_bundle_written_by_init_state_matches_the_state_directory(tmp_path: Path
     assert bundle.ca_certificate == load_certificate(directory.ca_cert)
     assert bundle.signing_certificate == load_certificate(directory.signing_cert)
     assert bundle.audit_certificate == load_certificate(directory.audit_cert)
+    assert bundle.witness_certificate == load_certificate(directory.witness_cert)
+    assert bundle.audit_pq_certificate == load_certificate(directory.audit_pq_cert)
+    assert bundle.witness_pq_certificate == load_certificate(directory.witness_pq_cert)
+    assert bundle.signing_pq_certificate == load_certificate(directory.signing_pq_cert)
+    assert bundle.signature_algorithms == ("ES256", "ML-DSA-44")
     assert bundle.crl_location == "out-of-band"
     assert bundle.issued_at == NOW

@@ -1,16 +1,17 @@
 """The audit bundle against the attacks it exists to expose, verified offline.
 
 Each test runs a real audit log on an SQLite file, France's checkpoints signed with
-France's audit key and cosigned by Germany's gateway (the witness decision itself),
-keys made by ``init_state``. The attacker has the database: rows are changed with SQL,
-as someone bypassing the gateway would.
+France's audit keys (Ed25519 and ML-DSA-44) and cosigned by Germany's gateway with
+both of its witness keys (the witness decision itself), keys made by ``init_state``.
+The attacker has the database: rows are changed with SQL, as someone bypassing the
+gateway would.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,25 +21,37 @@ import pytest
 from sqlalchemy import Engine, text
 
 from gateway.audit import merkle
-from gateway.audit.bundle import FORMAT, BundleFormatError, iter_bundle, read_members
+from gateway.audit.bundle import FORMAT, FORMAT_V1, BundleFormatError, iter_bundle, read_members
 from gateway.audit.checkpoint import (
     Checkpoint,
-    CheckpointSigner,
     audit_key_name,
     audit_origin,
     witness_key_name,
 )
 from gateway.audit.checkpoints_store import CheckpointStore
-from gateway.audit.cosignature import CosignatureSigner
+from gateway.audit.cosignature import (
+    CosignatureSigner,
+    cosign_all,
+    witness_signers,
+)
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.log import AuditLog
+from gateway.audit.log_signing import CheckpointSigner, LogKey
 from gateway.audit.note import Note, NoteSignature, parse_note
 from gateway.audit.verify import VerificationReport, entry_problem, verify_bundle
 from gateway.audit.witness import CHECKPOINT_INCONSISTENT, CheckpointRefused, cosign
 from gateway.errors import NotFound
 from gateway.pki import init_state
 from gateway.pki.directory import StateDirectory
-from gateway.pki.ed25519_notes import Ed25519Signer, load_witness_signer
+from gateway.pki.note_keys import (
+    ALGORITHMS,
+    ED25519,
+    MLDSA44,
+    Ed25519Signer,
+    MLDSA44Signer,
+    load_audit_signers,
+    load_witness_signers,
+)
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
 from tests.unit.audit import make_event
@@ -59,6 +72,25 @@ def make_state(state: str, root: Path) -> StateDirectory:
     )
 
 
+def new_log_signer() -> CheckpointSigner:
+    """France's log as a forger signs it: the right names, keys of the forger's own."""
+    return CheckpointSigner(
+        audit_origin("FR"), audit_key_name("FR"), Ed25519Signer.generate(), MLDSA44Signer.generate()
+    )
+
+
+def new_witness_signers(state: str = "DE") -> tuple[CosignatureSigner, CosignatureSigner]:
+    name = witness_key_name(state)
+    return (
+        CosignatureSigner(name, Ed25519Signer.generate()),
+        CosignatureSigner(name, MLDSA44Signer.generate()),
+    )
+
+
+def label(key: LogKey) -> str:
+    return f"{key.key_name}+{key.key_id:08x}"
+
+
 @dataclass
 class Deployment:
     """France's audit log and checkpoints, with Germany as the witness."""
@@ -67,17 +99,23 @@ class Deployment:
     log: AuditLog
     checkpoints: CheckpointStore
     signer: CheckpointSigner
-    witness: CosignatureSigner
+    witnesses: tuple[CosignatureSigner, ...]
     witnessed: tuple[int, bytes] | None = None
     appended: int = field(default=0)
 
     @property
-    def log_vkey(self) -> str:
-        return str(self.signer.verifier().vkey)
+    def log_vkeys(self) -> list[str]:
+        """France's log keys, Ed25519 then ML-DSA-44."""
+        return [str(key.vkey) for key in self.signer.verifiers()]
 
     @property
-    def cosigner_vkeys(self) -> dict[str, str]:
-        return {"DE": str(self.witness.verifier().vkey)}
+    def cosigner_vkeys(self) -> dict[str, list[str]]:
+        """Germany's witness keys, Ed25519 then ML-DSA-44."""
+        return {"DE": [str(w.verifier().vkey) for w in self.witnesses]}
+
+    def signing_keys(self) -> list[LogKey]:
+        """Every key that signs a published checkpoint: the log's, then Germany's."""
+        return [*self.signer.verifiers(), *(w.verifier() for w in self.witnesses)]
 
     def append(self, count: int, **overrides: Any) -> None:
         self.log.append([make_event(self.appended + n, **overrides) for n in range(count)])
@@ -86,7 +124,8 @@ class Deployment:
     def sign(self, size: int | None = None) -> Checkpoint:
         size = self.log.size() if size is None else size
         checkpoint = Checkpoint(self.signer.origin, size, self.log.root(size))
-        self.checkpoints.record_checkpoint(size, checkpoint.root_hash, self.signer.sign(checkpoint))
+        note = self.signer.sign(checkpoint, NOW)
+        self.checkpoints.record_checkpoint(size, checkpoint.root_hash, note)
         return checkpoint
 
     def publish(self, size: int | None = None) -> Checkpoint:
@@ -103,13 +142,13 @@ class Deployment:
             stored.note,
             proof,
             origin=self.signer.origin,
-            log_key=self.signer.verifier(),
+            log_keys=self.signer.verifiers(),
             last_seen=self.witnessed,
-            own_key=self.witness,
+            own_keys=self.witnesses,
             now=NOW,
         )
         self.witnessed = (checkpoint.size, checkpoint.root_hash)
-        self.checkpoints.add_cosignature(checkpoint.size, "DE", cosigned.cosignature_line)
+        self.checkpoints.add_cosignature(checkpoint.size, "DE", cosigned.lines)
         self.checkpoints.mark_published(checkpoint.size)
         return checkpoint
 
@@ -118,16 +157,19 @@ class Deployment:
             self.log,
             self.checkpoints,
             state="FR",
-            log_vkey=self.log_vkey,
+            log_vkeys=self.log_vkeys,
             cosigner_vkeys=self.cosigner_vkeys,
             **selection,
         )
         return b"".join(chunks)
 
-    def verify(self, bundle: bytes) -> VerificationReport:
+    def verify(self, bundle: bytes, *, require: tuple[str, ...] = ALGORITHMS) -> VerificationReport:
         """Verify as an auditor holding France's and Germany's keys out of band."""
         return verify_bundle(
-            bundle, trusted_log_vkey=self.log_vkey, trusted_cosigner_vkeys=self.cosigner_vkeys
+            bundle,
+            trusted_log_vkeys=self.log_vkeys,
+            trusted_cosigner_vkeys=self.cosigner_vkeys,
+            require=require,
         )
 
     def sql(self, statement: str, **params: Any) -> None:
@@ -154,7 +196,7 @@ def deployment(
             log=AuditLog(engine, clock=clock),
             checkpoints=CheckpointStore(engine, clock=clock),
             signer=CheckpointSigner.for_state(france),
-            witness=CosignatureSigner.for_state(germany),
+            witnesses=witness_signers(germany),
         )
     finally:
         engine.dispose()
@@ -183,24 +225,33 @@ def test_untouched_log_verifies(deployment: Deployment) -> None:
     assert (report.entries, report.entries_verified) == (12, 12)
     assert report.complete_range == (0, 12)
     assert report.keys_trusted
-    assert report.log_key == deployment.log_vkey
-    assert report.cosigner_keys == deployment.cosigner_vkeys
+    assert report.log_keys == tuple(deployment.log_vkeys)
+    assert report.cosigner_keys == {"DE": tuple(deployment.cosigner_vkeys["DE"])}
+    assert report.required_algorithms == (ED25519, MLDSA44)
     assert json.loads(json.dumps(report.as_json()))["ok"] is True
 
 
-def test_bundle_format_carries_both_signatures_in_one_note(deployment: Deployment) -> None:
+def test_bundle_format_carries_every_signature_in_one_note(deployment: Deployment) -> None:
     deployment.append(3)
     deployment.publish()
 
     bundle = document(deployment.export())
 
-    assert bundle["format"] == FORMAT
-    assert bundle["log_key"] == deployment.log_vkey
+    assert bundle["format"] == FORMAT == "pouch.audit-bundle/v2"
+    assert bundle["log_keys"] == deployment.log_vkeys
     assert bundle["cosigner_keys"] == deployment.cosigner_vkeys
     body, _, signatures = bundle["checkpoint"].partition("\n\n")
     assert Checkpoint.parse(body + "\n").size == 3
-    lines = signatures.splitlines()
-    assert [line.split(" ")[1] for line in lines] == [audit_key_name("FR"), witness_key_name("DE")]
+    # The log's Ed25519 and ML-DSA-44 lines, then Germany's Ed25519 and ML-DSA-44 ones.
+    assert [(s.key_name, s.key_id) for s in parse_note(bundle["checkpoint"]).signatures] == [
+        (k.key_name, k.key_id) for k in deployment.signing_keys()
+    ]
+    assert [line.split(" ")[1] for line in signatures.splitlines()] == [
+        audit_key_name("FR"),
+        audit_key_name("FR"),
+        witness_key_name("DE"),
+        witness_key_name("DE"),
+    ]
     entry = bundle["entries"][1]
     record = deployment.log.entry(1)
     assert record is not None
@@ -302,9 +353,9 @@ def test_log_truncated_and_regrown_is_detected(deployment: Deployment) -> None:
             stored.note,
             deployment.log.consistency_proof(10, 14),
             origin=deployment.signer.origin,
-            log_key=deployment.signer.verifier(),
+            log_keys=deployment.signer.verifiers(),
             last_seen=(published.size, published.root_hash),
-            own_key=deployment.witness,
+            own_keys=deployment.witnesses,
             now=NOW,
         )
     assert refused.value.reason == CHECKPOINT_INCONSISTENT
@@ -336,37 +387,71 @@ def test_honest_growth_is_consistent_with_earlier_checkpoints(deployment: Deploy
     assert (report.tree_size, report.consistent_with) == (17, (5, 14))
 
 
+def record_signed_by(deployment: Deployment, signer: CheckpointSigner, size: int) -> None:
+    """A checkpoint of the log signed by ``signer``, cosigned by Germany, marked published."""
+    checkpoint = Checkpoint(signer.origin, size, deployment.log.root(size))
+    deployment.checkpoints.record_checkpoint(
+        size, checkpoint.root_hash, signer.sign(checkpoint, NOW)
+    )
+    lines = "".join(c.line for c in cosign_all(deployment.witnesses, checkpoint, NOW))
+    deployment.checkpoints.add_cosignature(size, "DE", lines)
+    deployment.checkpoints.mark_published(size)
+
+
 def test_checkpoint_signed_by_wrong_key_is_detected(deployment: Deployment) -> None:
     deployment.append(8)
-    impostor = CheckpointSigner(audit_origin("FR"), audit_key_name("FR"), Ed25519Signer.generate())
-    checkpoint = Checkpoint(impostor.origin, 8, deployment.log.root(8))
-    deployment.checkpoints.record_checkpoint(8, checkpoint.root_hash, impostor.sign(checkpoint))
-    line = deployment.witness.cosign(checkpoint, NOW).line
-    deployment.checkpoints.add_cosignature(8, "DE", line)
-    deployment.checkpoints.mark_published(8)
+    record_signed_by(deployment, new_log_signer(), 8)
 
     report = deployment.verify(deployment.export())
 
-    key = deployment.signer.verifier()
+    ed25519_key, mldsa_key = deployment.signer.verifiers()
     assert report.failures == (
-        f"checkpoint: not signed by the log key {key.key_name}+{key.key_id:08x}",
+        f"checkpoint: not signed by the Ed25519 log key {label(ed25519_key)}",
+        f"checkpoint: not signed by the ML-DSA-44 log key {label(mldsa_key)}",
     )
-    # Germany did cosign that tree, but a checkpoint the log key did not sign is no
+    # Germany did cosign that tree, but a checkpoint the log keys did not sign is no
     # checkpoint of France's log.
     assert report.cosigned_by == ("DE",) and not report.published
+
+
+@pytest.mark.parametrize("stolen", [ED25519, MLDSA44])
+def test_checkpoint_signed_with_one_stolen_log_key_is_detected(
+    deployment: Deployment, states: tuple[StateDirectory, StateDirectory], stolen: str
+) -> None:
+    # The forger holds one of France's log keys (the Ed25519 one broken by a quantum
+    # computer, or either one leaked) and signs the other line with a key of its own.
+    ed25519_key, mldsa_key = load_audit_signers(states[0])
+    forger = CheckpointSigner(
+        audit_origin("FR"),
+        audit_key_name("FR"),
+        ed25519_key if stolen == ED25519 else Ed25519Signer.generate(),
+        mldsa_key if stolen == MLDSA44 else MLDSA44Signer.generate(),
+    )
+    deployment.append(8)
+    record_signed_by(deployment, forger, 8)
+
+    report = deployment.verify(deployment.export())
+
+    (missing,) = [k for k in deployment.signer.verifiers() if k.algorithm != stolen]
+    assert report.failures == (
+        f"checkpoint: not signed by the {missing.algorithm} log key {label(missing)}",
+    )
+    assert not report.published
 
 
 def test_cosignature_over_different_tree_is_detected(deployment: Deployment) -> None:
     deployment.append(8)
     deployment.sign()
     other = Checkpoint(deployment.signer.origin, 7, deployment.log.root(7))
-    deployment.checkpoints.add_cosignature(8, "DE", deployment.witness.cosign(other, NOW).line)
+    lines = "".join(c.line for c in cosign_all(deployment.witnesses, other, NOW))
+    deployment.checkpoints.add_cosignature(8, "DE", lines)
     deployment.checkpoints.mark_published(8)
 
     report = deployment.verify(deployment.export())
 
     assert report.failures == (
-        "checkpoint: cosignature by DE does not verify",
+        "checkpoint: Ed25519 cosignature by DE does not verify",
+        "checkpoint: ML-DSA-44 cosignature by DE does not verify",
         "checkpoint: not published: no valid cosignature",
     )
     assert not report.published
@@ -382,8 +467,8 @@ def test_bundle_keys_differing_from_trusted_keys_are_reported(
         engine=deployment.engine,
         log=deployment.log,
         checkpoints=deployment.checkpoints,
-        signer=CheckpointSigner(audit_origin("FR"), audit_key_name("FR"), Ed25519Signer.generate()),
-        witness=CosignatureSigner(witness_key_name("DE"), Ed25519Signer.generate()),
+        signer=new_log_signer(),
+        witnesses=new_witness_signers(),
     )
     forger.publish()
     forged = forger.export()
@@ -394,17 +479,26 @@ def test_bundle_keys_differing_from_trusted_keys_are_reported(
     report = deployment.verify(forged)
 
     assert not report.ok and report.keys_trusted
-    signer, witness = deployment.signer.verifier(), deployment.witness.verifier()
-    impostor, impostor_witness = forger.signer.verifier(), forger.witness.verifier()
+    log_keys: tuple[LogKey, ...] = deployment.signer.verifiers()
+    impostors: tuple[LogKey, ...] = forger.signer.verifiers()
+    witnesses = [w.verifier() for w in deployment.witnesses]
+    impostor_witnesses = [w.verifier() for w in forger.witnesses]
     assert report.failures == (
-        f"log key: the bundle's {signer.key_name}+{impostor.key_id:08x} is not the trusted "
-        f"key {signer.key_name}+{signer.key_id:08x}",
-        f"cosigner key of DE: the bundle's {witness.key_name}+{impostor_witness.key_id:08x} "
-        f"is not the trusted key {witness.key_name}+{witness.key_id:08x}",
-        f"checkpoint: not signed by the log key {signer.key_name}+{signer.key_id:08x}",
+        *(
+            f"log key: the bundle's {label(impostor)} is not the trusted "
+            f"{key.algorithm} key {label(key)}"
+            for key, impostor in zip(log_keys, impostors, strict=True)
+        ),
+        *(
+            f"cosigner key of DE: the bundle's {label(impostor)} is not the trusted "
+            f"{key.algorithm} key {label(key)}"
+            for key, impostor in zip(witnesses, impostor_witnesses, strict=True)
+        ),
+        *(f"checkpoint: not signed by the {k.algorithm} log key {label(k)}" for k in log_keys),
         "checkpoint: not published: no valid cosignature",
     )
-    assert report.log_key == deployment.log_vkey  # what was checked: the trusted key
+    # What was checked: the trusted keys.
+    assert report.log_keys == tuple(deployment.log_vkeys)
 
 
 def test_filtered_bundle_verifies_with_inclusion_proofs(deployment: Deployment) -> None:
@@ -445,7 +539,7 @@ def test_bundle_streams_in_chunks_of_pages(deployment: Deployment) -> None:
             deployment.log,
             deployment.checkpoints,
             state="FR",
-            log_vkey=deployment.log_vkey,
+            log_vkeys=deployment.log_vkeys,
             cosigner_vkeys=deployment.cosigner_vkeys,
         )
     )
@@ -515,7 +609,8 @@ def test_entry_breaking_the_v1_encoding_is_named(deployment: Deployment) -> None
         pytest.param(lambda b: b[: len(b) // 2], id="truncated"),
         pytest.param(lambda b: b.replace(b'"format"', b'"origin":"x","format"', 1), id="twice"),
         pytest.param(lambda b: b + b"{}", id="trailing"),
-        pytest.param(lambda b: b.replace(FORMAT.encode(), b"pouch.audit-bundle/v2"), id="v2"),
+        pytest.param(lambda b: b.replace(FORMAT.encode(), b"pouch.audit-bundle/v3"), id="v3"),
+        pytest.param(lambda b: b.replace(FORMAT.encode(), FORMAT_V1.encode()), id="v2-as-v1"),
         pytest.param(lambda b: b.replace(b'"selection"', b'"extra":1,"selection"'), id="member"),
         pytest.param(lambda b: b"\xff" + b, id="not-utf8"),
     ],
@@ -552,11 +647,21 @@ def test_entries_written_before_the_checkpoint_still_verify(deployment: Deployme
 
 def test_trusted_keys_must_be_keys() -> None:
     with pytest.raises(ValueError, match="trusted log key"):
-        verify_bundle(b"{}", trusted_log_vkey="not a key")
-    cosigner = str(CosignatureSigner("pouch-de-witness", Ed25519Signer.generate()).verifier().vkey)
+        verify_bundle(b"{}", trusted_log_vkeys=["not a key"])
+    cosigners = [str(w.verifier().vkey) for w in new_witness_signers()]
     with pytest.raises(ValueError, match="trusted cosigner key"):
-        verify_bundle(b"{}", trusted_cosigner_vkeys={"de": cosigner})
-    assert not verify_bundle(b"{}", trusted_cosigner_vkeys={"DE": cosigner}).ok
+        verify_bundle(b"{}", trusted_cosigner_vkeys={"de": cosigners})
+    assert not verify_bundle(b"{}", trusted_cosigner_vkeys={"DE": cosigners}).ok
+    # One key per algorithm and role: a second one is ambiguous, not a spare.
+    log_keys = [str(k.vkey) for k in (*new_log_signer().verifiers(), *new_log_signer().verifiers())]
+    with pytest.raises(ValueError, match="two Ed25519 keys given"):
+        verify_bundle(b"{}", trusted_log_vkeys=log_keys)
+    with pytest.raises(ValueError, match="two ML-DSA-44 keys"):
+        verify_bundle(b"{}", trusted_cosigner_vkeys={"DE": [cosigners[1], cosigners[1]]})
+    with pytest.raises(ValueError, match="require"):
+        verify_bundle(b"{}", require=())
+    with pytest.raises(ValueError, match="require"):
+        verify_bundle(b"{}", require=("Ed448",))
 
 
 def test_earlier_checkpoint_must_be_earlier(deployment: Deployment) -> None:
@@ -589,7 +694,7 @@ def test_a_log_that_only_grew_since_the_last_audit_verifies_with_since(
 
     report = verify_bundle(
         deployment.export(earlier_sizes=[5]),
-        trusted_log_vkey=deployment.log_vkey,
+        trusted_log_vkeys=deployment.log_vkeys,
         trusted_cosigner_vkeys=deployment.cosigner_vkeys,
         since=seen,
     )
@@ -617,7 +722,7 @@ def test_a_log_truncated_and_regrown_since_the_last_audit_fails_naming_the_size(
         log=AuditLog(engine, clock=clock),
         checkpoints=CheckpointStore(engine, clock=clock),
         signer=deployment.signer,
-        witness=deployment.witness,
+        witnesses=deployment.witnesses,
     )
     try:
         regrown.append(3)
@@ -630,7 +735,7 @@ def test_a_log_truncated_and_regrown_since_the_last_audit_fails_naming_the_size(
 
         report = verify_bundle(
             bundle,
-            trusted_log_vkey=deployment.log_vkey,
+            trusted_log_vkeys=deployment.log_vkeys,
             trusted_cosigner_vkeys=deployment.cosigner_vkeys,
             since=seen,
         )
@@ -652,7 +757,7 @@ def test_without_a_proof_from_the_kept_checkpoint_since_fails(deployment: Deploy
 
     report = verify_bundle(
         deployment.export(),
-        trusted_log_vkey=deployment.log_vkey,
+        trusted_log_vkeys=deployment.log_vkeys,
         trusted_cosigner_vkeys=deployment.cosigner_vkeys,
         since=seen,
     )
@@ -671,25 +776,86 @@ def test_a_kept_checkpoint_that_is_not_a_signed_checkpoint_is_refused() -> None:
 # -- one key, one role ----------------------------------------------------------------
 
 
+def with_lines(
+    bundle: dict[str, Any],
+    edit: Callable[[tuple[NoteSignature, ...]], Iterable[NoteSignature]],
+) -> bytes:
+    """``bundle`` with its checkpoint's signature lines replaced by ``edit(lines)``."""
+    note = parse_note(bundle["checkpoint"])
+    bundle["checkpoint"] = Note(note.text, tuple(edit(note.signatures))).serialize()
+    return encode(bundle)
+
+
+def stripped(bundle: bytes, *keys: LogKey) -> bytes:
+    """``bundle`` with the lines of ``keys`` taken out of its checkpoint."""
+    gone = {(k.key_name, k.key_id) for k in keys}
+    return with_lines(
+        document(bundle), lambda lines: [s for s in lines if (s.key_name, s.key_id) not in gone]
+    )
+
+
+def line_of(note_text: str, key: LogKey) -> NoteSignature:
+    (line,) = [
+        s
+        for s in parse_note(note_text).signatures
+        if (s.key_name, s.key_id) == (key.key_name, key.key_id)
+    ]
+    return line
+
+
+@pytest.mark.parametrize("algorithm", [ED25519, MLDSA44])
 def test_a_cosignature_relabelled_as_the_log_signature_is_refused(
-    deployment: Deployment,
+    deployment: Deployment, algorithm: str
 ) -> None:
     deployment.append(3)
     deployment.publish()
     bundle = document(deployment.export())
-    note = parse_note(bundle["checkpoint"])
-    log = deployment.signer.verifier()
-    (cosigned,) = [s for s in note.signatures if s.key_name == witness_key_name("DE")]
-    # The witness's signature, presented under the log key's name and id.
+    assert deployment.verify(encode(bundle)).ok
+    (log,) = [k for k in deployment.signer.verifiers() if k.algorithm == algorithm]
+    (witness,) = [w.verifier() for w in deployment.witnesses if w.algorithm == algorithm]
+    cosigned = line_of(bundle["checkpoint"], witness)
+    # The witness's signature of this algorithm, in place of the log's, under the log
+    # key's name and id.
     relabelled = NoteSignature(log.key_name, log.key_id, cosigned.signature)
-    bundle["checkpoint"] = Note(note.text, (relabelled, cosigned)).serialize()
 
-    report = deployment.verify(json.dumps(bundle).encode())
+    report = deployment.verify(
+        with_lines(
+            bundle, lambda lines: [relabelled if s.key_id == log.key_id else s for s in lines]
+        )
+    )
 
-    assert not report.ok
-    assert (
-        f"checkpoint: signature by the log key {log.key_name}+{log.key_id:08x} does not verify"
-        in report.failures
+    assert report.failures == (
+        f"checkpoint: signature by the {algorithm} log key {label(log)} does not verify",
+    )
+    assert not report.published
+
+
+@pytest.mark.parametrize("algorithm", [ED25519, MLDSA44])
+def test_a_cosignature_made_with_the_log_key_itself_does_not_pass_for_its_log_signature(
+    deployment: Deployment, states: tuple[StateDirectory, StateDirectory], algorithm: str
+) -> None:
+    # Were one key to serve both roles, its cosignature would still sign other bytes than
+    # the log signature: Ed25519 cosignatures sign "cosignature/v1" and a time before the
+    # body, and an ML-DSA-44 cosignature commits to the cosigner's name.
+    deployment.append(3)
+    checkpoint = deployment.publish()
+    bundle = document(deployment.export())
+    (log,) = [k for k in deployment.signer.verifiers() if k.algorithm == algorithm]
+    (log_key,) = [k for k in load_audit_signers(states[0]) if k.algorithm == algorithm]
+    as_witness = CosignatureSigner(witness_key_name("DE"), log_key).cosign(checkpoint, NOW)
+    signature = as_witness.note_signature.signature
+    if algorithm == ED25519:
+        signature = signature[8:]  # a log signature carries no timestamp
+    relabelled = NoteSignature(log.key_name, log.key_id, signature)
+
+    report = deployment.verify(
+        with_lines(
+            bundle, lambda lines: [relabelled if s.key_id == log.key_id else s for s in lines]
+        )
+    )
+
+    assert report.failures == (
+        f"checkpoint: signature by the {algorithm} log key {label(log)} does not verify",
     )
 
 
@@ -698,27 +864,109 @@ def test_a_witness_key_offered_as_the_log_key_is_refused(
 ) -> None:
     france, _ = states
     deployment.append(3)
-    # France's witness key signs France's log under a log-key type: the wrong role.
+    # France's witness keys sign France's log under log-key types: the wrong role.
     wrong_role = CheckpointSigner(
-        audit_origin("FR"), witness_key_name("FR"), load_witness_signer(france)
+        audit_origin("FR"), witness_key_name("FR"), *load_witness_signers(france)
     )
     forger = Deployment(
         engine=deployment.engine,
         log=deployment.log,
         checkpoints=deployment.checkpoints,
         signer=wrong_role,
-        witness=deployment.witness,
+        witnesses=deployment.witnesses,
     )
     forger.publish()
 
     report = verify_bundle(
         forger.export(),
-        trusted_log_vkey=forger.log_vkey,
+        trusted_log_vkeys=forger.log_vkeys,
         trusted_cosigner_vkeys=forger.cosigner_vkeys,
     )
 
     assert not report.ok
+    # Once for each of the two keys, Ed25519 and ML-DSA-44.
+    assert (
+        report.failures.count(
+            "log key: pouch-fr-witness is not pouch-fr-audit, the key that signs this state's log "
+            "(a witness key is never a log key)"
+        )
+        == 2
+    )
+
+
+def trusted_with_witness_key(
+    deployment: Deployment, france: StateDirectory, algorithm: str
+) -> tuple[list[str], LogKey]:
+    """France's log vkeys with the one of ``algorithm`` replaced by France's witness key."""
+    (witness,) = [w.verifier() for w in witness_signers(france) if w.algorithm == algorithm]
+    trusted = [
+        str(k.vkey) if k.algorithm != algorithm else str(witness.vkey)
+        for k in deployment.signer.verifiers()
+    ]
+    return trusted, witness
+
+
+def test_an_ed25519_witness_vkey_trusted_as_a_log_key_is_refused(
+    deployment: Deployment, states: tuple[StateDirectory, StateDirectory]
+) -> None:
+    deployment.append(3)
+    deployment.publish()
+    bundle = deployment.export()
+    assert deployment.verify(bundle).ok
+    trusted, _ = trusted_with_witness_key(deployment, states[0], ED25519)
+
+    # An Ed25519 cosigner key has its own type (0x04): it is no log key at all.
+    with pytest.raises(ValueError, match="never a log key"):
+        verify_bundle(
+            bundle, trusted_log_vkeys=trusted, trusted_cosigner_vkeys=deployment.cosigner_vkeys
+        )
+
+
+def test_an_mldsa44_witness_vkey_trusted_as_a_log_key_is_refused(
+    deployment: Deployment, states: tuple[StateDirectory, StateDirectory]
+) -> None:
+    deployment.append(3)
+    deployment.publish()
+    bundle = deployment.export()
+    assert deployment.verify(bundle).ok
+    trusted, witness = trusted_with_witness_key(deployment, states[0], MLDSA44)
+
+    report = verify_bundle(
+        bundle, trusted_log_vkeys=trusted, trusted_cosigner_vkeys=deployment.cosigner_vkeys
+    )
+
+    # ML-DSA-44 log and cosigner keys share type 0x06: the name says the role.
+    assert not report.ok
     assert (
         "log key: pouch-fr-witness is not pouch-fr-audit, the key that signs this state's log "
         "(a witness key is never a log key)" in report.failures
+    )
+    assert f"checkpoint: not signed by the ML-DSA-44 log key {label(witness)}" in report.failures
+
+
+def test_the_log_key_offered_as_a_cosigner_key_is_refused(
+    deployment: Deployment, states: tuple[StateDirectory, StateDirectory]
+) -> None:
+    # France's log cosigns its own checkpoints under Germany's witness name: whoever
+    # holds the log's keys would then witness themselves.
+    name = witness_key_name("DE")
+    sham = tuple(CosignatureSigner(name, key) for key in load_audit_signers(states[0]))
+    forger = Deployment(
+        engine=deployment.engine,
+        log=deployment.log,
+        checkpoints=deployment.checkpoints,
+        signer=deployment.signer,
+        witnesses=sham,
+    )
+    forger.append(3)
+    forger.publish()
+
+    report = verify_bundle(
+        forger.export(),
+        trusted_log_vkeys=forger.log_vkeys,
+        trusted_cosigner_vkeys=forger.cosigner_vkeys,
+    )
+
+    assert report.failures == (
+        "cosigner key of DE: the log's own key in the witness role (one key, one role)",
     )

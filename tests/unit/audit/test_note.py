@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mldsa
 
 from gateway.audit.note import (
     MAX_NOTE_BYTES,
@@ -23,7 +23,17 @@ from gateway.audit.note import (
     sign_note,
 )
 from gateway.errors import Rejected
-from gateway.pki.ed25519_notes import Ed25519Signer, verify_ed25519
+from gateway.pki.note_keys import (
+    ED25519,
+    MLDSA44,
+    MLDSA44_PUBLIC_KEY_SIZE,
+    MLDSA44_SIGNATURE_SIZE,
+    Ed25519Signer,
+    MLDSA44Signer,
+    verify_ed25519,
+    verify_mldsa44,
+    verify_note_key,
+)
 from tests.vectors import load_vector
 
 TEXT = "pouch.gateway/FR/audit\n3\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n"
@@ -198,6 +208,29 @@ def test_sixteen_signatures_are_accepted() -> None:
 def test_audit_notes_refuse_an_ecdsa_key() -> None:
     with pytest.raises(ValueError, match="Ed25519"):
         Ed25519Signer(ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(ValueError, match="ML-DSA-44"):
+        MLDSA44Signer(ec.generate_private_key(ec.SECP256R1()))
+
+
+def test_each_note_key_holds_its_own_algorithm_only() -> None:
+    with pytest.raises(ValueError, match="Ed25519"):
+        Ed25519Signer(mldsa.MLDSA44PrivateKey.generate())
+    with pytest.raises(ValueError, match="ML-DSA-44"):
+        MLDSA44Signer(ed25519.Ed25519PrivateKey.generate())
+    assert (Ed25519Signer.algorithm, MLDSA44Signer.algorithm) == (ED25519, MLDSA44)
+
+
+def test_mldsa44_keys_from_a_seed_are_deterministic() -> None:
+    seed = bytes(range(32))
+    key = MLDSA44Signer.from_seed(seed)
+    assert key.public_key == MLDSA44Signer.from_seed(seed).public_key
+    assert len(key.public_key) == MLDSA44_PUBLIC_KEY_SIZE
+    assert len(key.sign(b"m")) == MLDSA44_SIGNATURE_SIZE
+    for wrong in (seed[:31], seed + b"\x00"):
+        with pytest.raises(ValueError, match="32 bytes"):
+            MLDSA44Signer.from_seed(wrong)
+        with pytest.raises(ValueError, match="32 bytes"):
+            Ed25519Signer.from_seed(wrong)
 
 
 def test_ed25519_verification_never_raises_on_hostile_input() -> None:
@@ -209,3 +242,27 @@ def test_ed25519_verification_never_raises_on_hostile_input() -> None:
     assert not verify_ed25519(key.public_key, b"m", signature[:63])
     assert not verify_ed25519(b"\xff" * 32, b"m", signature)
     assert "public_key" in repr(key) and key.public_key.hex() in repr(key)
+
+
+def test_mldsa44_verification_never_raises_on_hostile_input() -> None:
+    key = MLDSA44Signer.generate()
+    signature = key.sign(b"m")
+    assert verify_mldsa44(key.public_key, b"m", signature)
+    assert not verify_mldsa44(key.public_key, b"n", signature)
+    assert not verify_mldsa44(key.public_key[:-1], b"m", signature)
+    assert not verify_mldsa44(key.public_key, b"m", signature[:-1])
+    assert not verify_mldsa44(key.public_key, b"m", signature + b"\x00")
+    assert not verify_mldsa44(b"\xff" * MLDSA44_PUBLIC_KEY_SIZE, b"m", signature)
+    assert not verify_mldsa44(key.public_key, b"m", b"\xff" * MLDSA44_SIGNATURE_SIZE)
+    assert not verify_mldsa44(b"", b"m", b"")
+    assert repr(key).startswith("MLDSA44Signer(public_key=")
+
+
+def test_a_note_key_verifies_only_its_own_algorithms_signatures() -> None:
+    classical, post_quantum = Ed25519Signer.generate(), MLDSA44Signer.generate()
+    classical_signature, pq_signature = classical.sign(b"m"), post_quantum.sign(b"m")
+    assert verify_note_key(ED25519, classical.public_key, b"m", classical_signature)
+    assert verify_note_key(MLDSA44, post_quantum.public_key, b"m", pq_signature)
+    assert not verify_note_key(MLDSA44, classical.public_key, b"m", classical_signature)
+    assert not verify_note_key(ED25519, post_quantum.public_key, b"m", pq_signature)
+    assert not verify_note_key("Ed448", classical.public_key, b"m", classical_signature)

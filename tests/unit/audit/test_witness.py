@@ -13,13 +13,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.audit.checkpoint import Checkpoint, CheckpointSigner
-from gateway.audit.cosignature import (
-    CosignatureSigner,
-    open_published_checkpoint,
-    verify_cosignature,
-)
-from gateway.audit.note import Ed25519NoteSigner, NoteSignature, parse_note, sign_note
+from gateway.audit.checkpoint import Checkpoint, open_checkpoint
+from gateway.audit.cosignature import CosignatureSigner, verify_cosignatures
+from gateway.audit.log_signing import CheckpointSigner
+from gateway.audit.note import Ed25519NoteSigner, Note, NoteSignature, parse_note, sign_note
 from gateway.audit.witness import (
     CHECKPOINT_INCONSISTENT,
     CHECKPOINT_MALFORMED,
@@ -31,13 +28,17 @@ from gateway.audit.witness import (
     cosign,
 )
 from gateway.errors import Rejected
-from gateway.pki.ed25519_notes import Ed25519Signer
+from gateway.pki.note_keys import ED25519, MLDSA44, Ed25519Signer, MLDSA44Signer
 
 NOW = datetime(2026, 6, 15, 12, 0, 0, tzinfo=UTC)
 ORIGIN = "pouch.gateway/DE/audit"
 PARTNER_KEY = Ed25519Signer.generate()
-PARTNER_LOG = CheckpointSigner(ORIGIN, "pouch-de-audit", PARTNER_KEY)
-OWN_KEY = CosignatureSigner("pouch-fr-audit", Ed25519Signer.generate())
+PARTNER_PQ_KEY = MLDSA44Signer.generate()
+PARTNER_LOG = CheckpointSigner(ORIGIN, "pouch-de-audit", PARTNER_KEY, PARTNER_PQ_KEY)
+OWN_KEYS = (
+    CosignatureSigner("pouch-fr-witness", Ed25519Signer.generate()),
+    CosignatureSigner("pouch-fr-witness", MLDSA44Signer.generate()),
+)
 
 
 def _leaf(data: bytes) -> bytes:
@@ -88,7 +89,7 @@ def head(leaves: Sequence[bytes]) -> tuple[int, bytes]:
 
 
 def signed(leaves: Sequence[bytes], log: CheckpointSigner = PARTNER_LOG) -> str:
-    return log.sign(Checkpoint(log.origin, len(leaves), _root(leaves)))
+    return log.sign(Checkpoint(log.origin, len(leaves), _root(leaves)), NOW)
 
 
 def witness(
@@ -100,9 +101,9 @@ def witness(
         note_text,
         proof,
         origin=ORIGIN,
-        log_key=PARTNER_LOG.verifier(),
+        log_keys=PARTNER_LOG.verifiers(),
         last_seen=last_seen,
-        own_key=OWN_KEY,
+        own_keys=OWN_KEYS,
         now=NOW,
     )
 
@@ -121,16 +122,24 @@ def test_first_checkpoint_is_cosigned_and_published() -> None:
     leaves = tree(5)
     cosigned = witness(signed(leaves), [], None)
     assert cosigned.checkpoint == Checkpoint(ORIGIN, 5, _root(leaves))
-    assert cosigned.cosignature_line == cosigned.cosignature.line
-    assert cosigned.cosignature.timestamp == int(NOW.timestamp())
-    verify_cosignature(cosigned.checkpoint, cosigned.cosignature_line, OWN_KEY.verifier())
-    published = open_published_checkpoint(
+    # One cosignature per own key, Ed25519 then ML-DSA-44, all sent back as one answer.
+    assert [(c.key_name, c.key_id) for c in cosigned.cosignatures] == [
+        (k.key_name, k.key_id) for k in OWN_KEYS
+    ]
+    assert cosigned.lines == "".join(c.line for c in cosigned.cosignatures)
+    assert {c.timestamp for c in cosigned.cosignatures} == {int(NOW.timestamp())}
+    cosigners = [k.verifier() for k in OWN_KEYS]
+    assert verify_cosignatures(cosigned.checkpoint, cosigned.lines, cosigners) == (
+        cosigned.cosignatures
+    )
+    published = open_checkpoint(
         cosigned.note_text,
         origin=ORIGIN,
-        log_key=PARTNER_LOG.verifier(),
-        cosigner=OWN_KEY.verifier(),
+        log_keys=PARTNER_LOG.verifiers(),
+        other_keys=cosigners,
     )
     assert published.checkpoint == cosigned.checkpoint
+    assert all(published.note.signed_by(key) for key in cosigners)
 
 
 @pytest.mark.parametrize(("old", "new"), [(m, n) for n in range(1, 12) for m in range(n + 1)])
@@ -141,9 +150,35 @@ def test_consistent_growth_is_cosigned(old: int, new: int) -> None:
 
 
 def test_checkpoint_signed_by_wrong_key_is_refused() -> None:
-    forger = CheckpointSigner(ORIGIN, PARTNER_LOG.key_name, Ed25519Signer.generate())
+    forger = CheckpointSigner(
+        ORIGIN, PARTNER_LOG.key_name, Ed25519Signer.generate(), MLDSA44Signer.generate()
+    )
     refused = refusal(signed(tree(3), forger), [], None)
     assert refused.reason == CHECKPOINT_SIGNATURE
+
+
+@pytest.mark.parametrize("stolen", [ED25519, MLDSA44])
+def test_checkpoint_signed_with_only_one_of_the_partners_keys_is_refused(stolen: str) -> None:
+    forger = CheckpointSigner(
+        ORIGIN,
+        PARTNER_LOG.key_name,
+        PARTNER_KEY if stolen == ED25519 else Ed25519Signer.generate(),
+        PARTNER_PQ_KEY if stolen == MLDSA44 else MLDSA44Signer.generate(),
+    )
+    assert witness(signed(tree(3)), [], None).checkpoint.size == 3
+    refused = refusal(signed(tree(3), forger), [], None)
+    assert refused.reason == CHECKPOINT_SIGNATURE
+    assert "not signed by log key" in refused.message
+
+
+@pytest.mark.parametrize("algorithm", [ED25519, MLDSA44])
+def test_checkpoint_missing_one_of_the_partners_signatures_is_refused(algorithm: str) -> None:
+    note = parse_note(signed(tree(3)))
+    (gone,) = [k for k in PARTNER_LOG.verifiers() if k.algorithm == algorithm]
+    halved = Note(note.text, tuple(s for s in note.signatures if s.key_id != gone.key_id))
+    refused = refusal(halved.serialize(), [], None)
+    assert refused.reason == CHECKPOINT_SIGNATURE
+    assert f"{gone.key_name}+{gone.key_id:08x}" in refused.message
 
 
 def test_checkpoint_altered_after_signing_is_refused() -> None:
@@ -152,7 +187,9 @@ def test_checkpoint_altered_after_signing_is_refused() -> None:
 
 
 def test_checkpoint_of_another_log_is_refused() -> None:
-    other = CheckpointSigner("pouch.gateway/AT/audit", PARTNER_LOG.key_name, PARTNER_KEY)
+    other = CheckpointSigner(
+        "pouch.gateway/AT/audit", PARTNER_LOG.key_name, PARTNER_KEY, PARTNER_PQ_KEY
+    )
     assert refusal(signed(tree(3), other), [], None).reason == CHECKPOINT_SIGNATURE
 
 
@@ -172,7 +209,9 @@ def test_unknown_signature_lines_are_ignored_not_trusted() -> None:
     )
     cosigned = witness(mixed.serialize(), [], None)
     lines = parse_note(cosigned.note_text).signatures
-    assert [s.key_name for s in lines] == [PARTNER_LOG.key_name, OWN_KEY.key_name]
+    assert [(s.key_name, s.key_id) for s in lines] == [
+        (k.key_name, k.key_id) for k in (*PARTNER_LOG.verifiers(), *OWN_KEYS)
+    ]
 
 
 def test_rollback_to_smaller_tree_is_refused() -> None:
@@ -232,7 +271,21 @@ def test_malformed_note_is_refused(note_text: str) -> None:
 def test_signed_text_that_is_no_checkpoint_is_refused() -> None:
     key = Ed25519NoteSigner(PARTNER_LOG.key_name, PARTNER_KEY)
     note_text = sign_note("if this is a valid checkpoint then I'll eat my hat\n", key)
-    assert refusal(note_text.serialize(), [], None).reason == CHECKPOINT_MALFORMED
+    # Only a checkpoint can carry the log's ML-DSA-44 signature (it signs origin, size
+    # and root), so such a note lacks it ...
+    assert refusal(note_text.serialize(), [], None).reason == CHECKPOINT_SIGNATURE
+    # ... and a witness of an Ed25519-only log finds that it is no checkpoint.
+    with pytest.raises(CheckpointRefused) as refused:
+        cosign(
+            note_text.serialize(),
+            [],
+            origin=ORIGIN,
+            log_keys=[key.verifier()],
+            last_seen=None,
+            own_keys=OWN_KEYS,
+            now=NOW,
+        )
+    assert refused.value.reason == CHECKPOINT_MALFORMED
 
 
 @pytest.mark.parametrize(
@@ -258,9 +311,15 @@ def test_refusal_reason_codes_are_closed() -> None:
     assert CheckpointRefused(CHECKPOINT_ROLLBACK, "x").reason == CHECKPOINT_ROLLBACK
 
 
-def test_cosignature_line_is_the_only_new_signature() -> None:
-    cosigned = witness(signed(tree(2)), [], None)
+def test_cosignature_lines_are_the_only_new_signatures() -> None:
+    note_text = signed(tree(2))
+    cosigned = witness(note_text, [], None)
+    logged = parse_note(note_text).signatures
     note = parse_note(cosigned.note_text)
-    own = [s for s in note.signatures if s.key_name == OWN_KEY.key_name]
-    assert own == [NoteSignature(OWN_KEY.key_name, OWN_KEY.key_id, own[0].signature)]
-    assert own[0].line == cosigned.cosignature_line
+    # The partner's two lines carried over as they came, then ours, one per own key.
+    assert note.signatures[: len(logged)] == logged
+    new = note.signatures[len(logged) :]
+    assert new == tuple(
+        NoteSignature(k.key_name, k.key_id, s.signature) for k, s in zip(OWN_KEYS, new, strict=True)
+    )
+    assert "".join(s.line for s in new) == cosigned.lines
