@@ -47,6 +47,8 @@ class CheckpointSigner:
     def __init__(
         self, origin: str, key_name: str, ed25519_key: Ed25519Signer, mldsa_key: MLDSA44Signer
     ) -> None:
+        if ed25519_key.algorithm != ED25519 or mldsa_key.algorithm != MLDSA44:
+            raise ValueError("a checkpoint signer holds an Ed25519 key and an ML-DSA-44 key")
         self._origin = check_origin(origin)
         self._ed25519 = Ed25519NoteSigner(key_name, ed25519_key)
         self._mldsa = CosignatureSigner(key_name, mldsa_key)

@@ -69,7 +69,7 @@ from gateway.audit.log_signing import LogKey, log_key_of
 from gateway.audit.merkle import leaf_hash, verify_consistency, verify_inclusion
 from gateway.audit.note import MalformedNote, Note, parse_note
 from gateway.errors import Rejected
-from gateway.pki.note_keys import ALGORITHMS
+from gateway.pki.note_keys import ALGORITHMS, ED25519
 
 __all__ = ["VerificationReport", "bundle_state", "verify_bundle"]
 
@@ -416,6 +416,7 @@ class _Run:
             self.fail(f"bundle: origin {header.get('origin')!r} is not {audit_origin(state)!r}")
         self.keys = self.check_keys(header.get(log_member), header.get("cosigner_keys"))
         self.keys.witnesses.update(self.check_witness_keys(header.get(_WITNESS_KEYS)))
+        self.check_one_key_one_cosigner(self.keys)
         if not isinstance(header.get("checkpoint"), str):
             self.fail("checkpoint: not a signed note")
         else:
@@ -517,6 +518,22 @@ class _Run:
                 self.fail(f"witness key of {name}: the log's own key (one key, one role)")
         return {n: list(k) for n, k in self.trusted_witnesses.items()}
 
+    def check_one_key_one_cosigner(self, keys: _Keys) -> None:
+        """No public key stands for two cosigners (partner states or external witnesses):
+        an Ed25519 cosignature names no cosigner, so one line relabelled would count for
+        both."""
+        owners: dict[bytes, str] = {}
+        parties = [(f"cosigner key of {s}", ks) for s, ks in sorted(keys.cosigners.items())]
+        parties += [(f"witness key of {n}", ks) for n, ks in sorted(keys.witnesses.items())]
+        for label, party_keys in parties:
+            for key in party_keys:
+                other = owners.setdefault(key.public_key, label)
+                if other != label:
+                    self.fail(
+                        f"{label}: the same {key.algorithm} key as the {other} (one key, one "
+                        "cosigner: a cosignature would count for both)"
+                    )
+
     def bundle_log_keys(self, value: Any) -> list[LogKey]:
         """The log keys the bundle names: a list of vkeys (v2) or one vkey (v1)."""
         vkeys = [value] if isinstance(value, str) else value
@@ -586,6 +603,11 @@ class _Run:
         if checkpoint.origin != origin:
             self.fail(f"{label}: origin {checkpoint.origin!r} is not the bundle's {origin!r}")
         signed = self.check_log_signature(note, label)
+        if checkpoint.extensions and ED25519 not in self.required:
+            self.fail(
+                f"{label}: carries extension lines that no required signature covers (an "
+                "ML-DSA-44 cosignature signs none of them; require Ed25519)"
+            )
         verified: dict[str, set[str]] = {}
         by_key = {
             (k.key_name, k.key_id): (state, k)
@@ -639,7 +661,12 @@ class _Run:
         for state in sorted(set(verified) - set(cosigned_by)):
             lacking = sorted(set(self.required) - verified[state])
             self.notices.append(f"{label}: {state} did not cosign with {', '.join(lacking)}")
-        if not cosigned_by:
+        if not cosigned_by and verified:
+            self.fail(
+                f"{label}: not published: no cosigner cosigned with every required algorithm "
+                f"({', '.join(self.required)})"
+            )
+        elif not cosigned_by:
             self.fail(f"{label}: not published: no valid cosignature")
         elif self.trusted_cosigners:
             self.check_required(label, cosigned_by)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import pytest
 
 from gateway.audit.bundle import FORMAT_V1, iter_bundle
-from gateway.audit.cosignature import cosign_all
-from gateway.audit.note import Note, parse_note
+from gateway.audit.checkpoint import Checkpoint, audit_key_name, audit_origin
+from gateway.audit.cosignature import CosignatureVerifier, cosign_all
+from gateway.audit.log_signing import CheckpointSigner
+from gateway.audit.note import Note, NoteSignature, parse_note
 from gateway.audit.verify import VerificationReport, verify_bundle
-from gateway.pki.note_keys import ALGORITHMS, ED25519, MLDSA44
+from gateway.pki.note_keys import ALGORITHMS, ED25519, MLDSA44, Ed25519Signer, MLDSA44Signer
 from tests.unit.audit import test_bundle_verify as bundle_fixtures
 from tests.unit.audit.test_bundle_verify import (
     NOW,
@@ -112,7 +114,10 @@ def test_a_bundle_whose_only_partner_cosignature_of_one_algorithm_was_stripped_f
 
     report = deployment.verify(bundle)
 
-    assert report.failures == ("checkpoint: not published: no valid cosignature",)
+    assert report.failures == (
+        "checkpoint: not published: no cosigner cosigned with every required algorithm "
+        "(Ed25519, ML-DSA-44)",
+    )
     assert "checkpoint: DE did not cosign with ML-DSA-44" in report.notices
     assert deployment.verify(bundle, require=(ED25519,)).ok
 
@@ -200,3 +205,70 @@ def test_a_v1_bundle_still_verifies_with_ed25519_required(deployment: Deployment
         f"checkpoint: not signed by the ML-DSA-44 log key {label(deployment.signer.verifiers()[1])}"
         in default.failures
     )
+
+
+def test_one_cosignature_relabelled_for_a_second_cosigner_sharing_its_key_is_refused(
+    deployment: Deployment,
+) -> None:
+    """A second state's bundle certifying DE's witness key: DE's one Ed25519 cosignature,
+    which names no cosigner, would count for both under a quorum of two."""
+    deployment.append(4)
+    deployment.publish()
+    germany = deployment.cosigner_vkeys["DE"]
+    (ed25519_de,) = [w.verifier() for w in deployment.witnesses if w.algorithm == ED25519]
+    impostor = CosignatureVerifier("pouch-be-witness", ed25519_de.public_key, ED25519)
+    note = parse_note(document(deployment.export())["checkpoint"])
+    relabelled = [
+        NoteSignature(impostor.key_name, impostor.key_id, line.signature)
+        for line in note.signatures
+        if (line.key_name, line.key_id) == (ed25519_de.key_name, ed25519_de.key_id)
+    ]
+    bundle = document(deployment.export())
+    bundle["checkpoint"] = Note(note.text, note.signatures + tuple(relabelled)).serialize()
+
+    report = verify_bundle(
+        encode(bundle),
+        trusted_log_vkeys=deployment.log_vkeys,
+        trusted_cosigner_vkeys={"DE": germany, "BE": [str(impostor.vkey)]},
+        quorum=2,
+        require=(ED25519,),
+    )
+
+    assert not report.ok
+    assert (
+        "cosigner key of DE: the same Ed25519 key as the cosigner key of BE (one key, one "
+        "cosigner: a cosignature would count for both)"
+    ) in report.failures
+
+
+def test_extension_lines_no_required_signature_covers_fail(deployment: Deployment) -> None:
+    """An ML-DSA-44 cosignature signs origin, size and root only: required alone, it
+    leaves extension lines unauthenticated, so a checkpoint carrying them fails."""
+    deployment.append(4)
+    checkpoint = deployment.publish()
+    extended = Checkpoint(checkpoint.origin, checkpoint.size, checkpoint.root_hash, ("ext",))
+    lines = [
+        line
+        for line in parse_note(document(deployment.export())["checkpoint"]).signatures
+        if line.signature and len(line.signature) > 100  # the ML-DSA-44 lines
+    ]
+    bundle = document(deployment.export())
+    bundle["checkpoint"] = Note(extended.body(), tuple(lines)).serialize()
+
+    report = deployment.verify(encode(bundle), require=(MLDSA44,))
+
+    assert (
+        "checkpoint: carries extension lines that no required signature covers (an ML-DSA-44 "
+        "cosignature signs none of them; require Ed25519)"
+    ) in report.failures
+    assert "checkpoint: not signed by" not in " ".join(report.failures)  # the lines verify
+
+
+def test_a_checkpoint_signer_with_its_keys_swapped_is_refused() -> None:
+    with pytest.raises(ValueError, match="an Ed25519 key and an ML-DSA-44 key"):
+        CheckpointSigner(
+            audit_origin("FR"),
+            audit_key_name("FR"),
+            MLDSA44Signer.generate(),  # type: ignore[arg-type]
+            Ed25519Signer.generate(),  # type: ignore[arg-type]
+        )
