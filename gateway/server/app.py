@@ -450,7 +450,7 @@ class Gateway:
             key=self.pki.gateway_key,
         )
         try:
-            await self._witness_http.start(sock, self.settings.gateway.shutdown_grace_seconds)
+            await self._witness_http.start(sock)
         except (OSError, ValueError) as e:
             sock.close()
             raise StartupError(f"witness_http.listen: {section.listen}: cannot serve: {e}") from e
@@ -491,7 +491,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expiry_task
         servers = [s for s in (self._local, self._peer) if s is not None]
-        witness = [self._witness_http.stop()] if self._witness_http is not None else []
+        witness = [self._witness_http.stop(grace)] if self._witness_http is not None else []
         await asyncio.gather(*(s.stop(grace) for s in servers), *witness)
         if self._loops is not None:
             await self._loops.stop()

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import socket
 from collections.abc import Iterator
@@ -182,7 +183,7 @@ class WitnessListener:
         self._task: asyncio.Task[None] | None = None
         self.port = 0
 
-    async def start(self, sock: socket.socket, grace_s: float) -> None:
+    async def start(self, sock: socket.socket) -> None:
         config = uvicorn.Config(
             self._endpoint.app,
             ssl_certfile=str(self._certificate),
@@ -191,7 +192,6 @@ class WitnessListener:
             access_log=False,
             lifespan="off",
             server_header=False,
-            timeout_graceful_shutdown=max(1, round(grace_s)),
             limit_concurrency=256,
         )
         self._server = server = _EmbeddedServer(config)
@@ -206,9 +206,12 @@ class WitnessListener:
                 raise OSError("the witness listener did not start")
             await asyncio.sleep(0.01)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking requests; those in flight (and idle kept-alive TLS connections, which
+        wait for the client's close) get ``grace_s`` seconds."""
         if self._server is None or self._task is None:
             return
+        self._server.config.timeout_graceful_shutdown = math.ceil(grace_s)
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
