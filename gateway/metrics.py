@@ -73,6 +73,14 @@ class GatewayMetrics:
             ["group"],
             registry=self.registry,
         )
+        self.witness_http_requests = Counter(
+            "pouch_witness_http_requests",
+            "Requests to the c2sp.org/tlog-witness listener by endpoint (add-checkpoint, "
+            "checkpoint) and HTTP status (200; 400 malformed, 403 signature, 404 unknown "
+            "log, 409 old size, 422 inconsistent, 503 storage, 500 a bug).",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
         self.deliveries = Counter(
             "pouch_deliveries",
             "Outbox delivery attempts by partner state and result (delivered, retry, dead_letter).",

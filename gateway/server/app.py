@@ -445,7 +445,7 @@ class Gateway:
             return
         sock = ports.bound_socket(self.settings, "witness")
         self._witness_http = WitnessListener(
-            WitnessEndpoint(self.exchanges.witness, prefix=section.prefix),
+            WitnessEndpoint(self.exchanges.witness, prefix=section.prefix, metrics=self.metrics),
             certificate=self.pki.gateway_cert,
             key=self.pki.gateway_key,
         )

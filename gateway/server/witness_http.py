@@ -59,6 +59,7 @@ from gateway.audit.witness_protocol import (
     status_of,
 )
 from gateway.errors import Unavailable, unexpected_summary
+from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,14 @@ def _line(status: int, text: str) -> PlainTextResponse:
 
 
 class WitnessEndpoint:
-    """The HTTP handlers, over one :class:`CheckpointWitness`."""
+    """The HTTP handlers, over one :class:`CheckpointWitness`; each answer is counted in
+    ``pouch_witness_http_requests`` by endpoint and status."""
 
-    def __init__(self, witness: CheckpointWitness, *, prefix: str) -> None:
+    def __init__(
+        self, witness: CheckpointWitness, *, prefix: str, metrics: GatewayMetrics | None = None
+    ) -> None:
         self._witness = witness
+        self._metrics = metrics
         self.app = Starlette(
             routes=[
                 Route(f"{prefix}/{ADD_CHECKPOINT}", self.add_checkpoint, methods=["POST"]),
@@ -84,12 +89,21 @@ class WitnessEndpoint:
             ]
         )
 
+    def _counted(self, endpoint: str, answer: Response) -> Response:
+        if self._metrics is not None:
+            self._metrics.witness_http_requests.labels(endpoint, str(answer.status_code)).inc()
+        return answer
+
     async def add_checkpoint(self, request: Request) -> Response:
         try:
-            return await self._add_checkpoint(request)
+            answer = await self._add_checkpoint(request)
         except Exception as e:  # a bug: the client learns nothing of it
             log.error("witness add-checkpoint failed: %s", unexpected_summary(e))
-            return _line(500, "internal error")
+            answer = _line(500, "internal error")
+        return self._counted(ADD_CHECKPOINT, answer)
+
+    async def checkpoint(self, request: Request) -> Response:
+        return self._counted("checkpoint", await self._checkpoint(request))
 
     async def _add_checkpoint(self, request: Request) -> Response:
         body = await _bounded_body(request)
@@ -127,7 +141,7 @@ class WitnessEndpoint:
             return answer
         return PlainTextResponse(lines)
 
-    async def checkpoint(self, request: Request) -> Response:
+    async def _checkpoint(self, request: Request) -> Response:
         wanted = str(request.path_params["origin_hash"])
         if _ORIGIN_HASH.fullmatch(wanted) is None:
             return _line(404, "no such log")

@@ -125,6 +125,14 @@ def grow(w: Witnessing, client: httpx.Client, by: int = 1) -> tuple[int, httpx.R
     return size, client.post("/add-checkpoint", content=w.body(old, size))
 
 
+def witness_requests(w: Witnessing, status: str) -> float:
+    """``pouch_witness_http_requests_total`` for add-checkpoint answers of ``status``."""
+    value = w.gateway.metrics.registry.get_sample_value(
+        "pouch_witness_http_requests_total", {"endpoint": "add-checkpoint", "status": status}
+    )
+    return value or 0.0
+
+
 def assert_one_safe_line(answer: httpx.Response) -> None:
     assert answer.text.endswith("\n") and answer.text.count("\n") == 1, answer.text
     for marker in FORBIDDEN:
@@ -157,8 +165,10 @@ def test_an_old_size_other_than_the_one_cosigned_is_409_with_that_size(
     with w.client() as client:
         size, answer = grow(w, client)
         assert answer.status_code == 200, answer.text
+        conflicts = witness_requests(w, "409")
         refused = client.post("/add-checkpoint", content=w.body(0, size + 2))
         assert refused.status_code == 409
+        assert witness_requests(w, "409") == conflicts + 1  # the operator sees it
         assert refused.headers["content-type"].startswith(SIZE_CONTENT_TYPE)
         assert refused.text == f"{size}\n"
         # Told the size, the log offers from it and is cosigned.
