@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, exists, select, update
+from sqlalchemy import Engine, Table, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 
@@ -139,30 +139,31 @@ class CheckpointStore:
         return None if row is None else Checkpoint.from_row(row)
 
     def add_cosignature(self, size: int, witness_state: str, cosignature: str) -> bool:
-        """Keep ``witness_state``'s cosignature of checkpoint ``size``; ``True`` if new.
-
-        A second cosignature from the same state for the same checkpoint changes nothing.
-        """
+        """Keep ``witness_state``'s cosignature lines of checkpoint ``size``; ``True`` if
+        new. A second cosignature from the same state for the same checkpoint changes
+        nothing."""
         _check_state("witness_state", witness_state)
+        return self._keep(audit_cosignatures, {"witness_state": witness_state}, size, cosignature)
+
+    def _keep(self, table: Table, cosigner: dict[str, str], size: int, cosignature: str) -> bool:
+        """Insert one cosigner's lines of checkpoint ``size`` into ``table`` unless that
+        cosigner's are there already; the checkpoint must have been recorded."""
         if not cosignature:
             raise ValueError("a cosignature must not be empty")
         row = {
+            **cosigner,
             "tree_size": size,
-            "witness_state": witness_state,
             "cosignature": cosignature,
             "received_at": self._now(),
         }
-        statement = insert_unless_present(self._engine, audit_cosignatures).values(row)
+        statement = insert_unless_present(self._engine, table).values(row)
         with write_transaction(self._engine) as conn:
             known = conn.execute(
                 select(audit_checkpoints.c.tree_size).where(audit_checkpoints.c.tree_size == size)
             ).first()
             if known is None:
                 raise ValueError(f"no checkpoint of tree size {size} was recorded")
-            return (
-                conn.execute(statement.returning(audit_cosignatures.c.tree_size)).first()
-                is not None
-            )
+            return conn.execute(statement.returning(table.c.tree_size)).first() is not None
 
     def cosignatures(self, size: int) -> dict[str, str]:
         """The cosignatures of checkpoint ``size``, by witness state."""
@@ -178,23 +179,9 @@ class CheckpointStore:
         nothing."""
         if not 1 <= len(witness_name.encode("utf-8")) <= MAX_WITNESS_NAME_BYTES:
             raise ValueError(f"a witness name is 1 to {MAX_WITNESS_NAME_BYTES} bytes")
-        if not cosignature:
-            raise ValueError("a cosignature must not be empty")
-        row = {
-            "tree_size": size,
-            "witness_name": witness_name,
-            "cosignature": cosignature,
-            "received_at": self._now(),
-        }
-        statement = insert_unless_present(self._engine, audit_witness_cosignatures).values(row)
-        t = audit_witness_cosignatures.c
-        with write_transaction(self._engine) as conn:
-            known = conn.execute(
-                select(audit_checkpoints.c.tree_size).where(audit_checkpoints.c.tree_size == size)
-            ).first()
-            if known is None:
-                raise ValueError(f"no checkpoint of tree size {size} was recorded")
-            return conn.execute(statement.returning(t.tree_size)).first() is not None
+        return self._keep(
+            audit_witness_cosignatures, {"witness_name": witness_name}, size, cosignature
+        )
 
     def witness_cosignatures(self, size: int) -> dict[str, str]:
         """The external witnesses' cosignature lines of checkpoint ``size``, by name."""

@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from gateway.pki.bundle import CLASSICAL_SIGNING, ES256, HYBRID_SIGNING, MLDSA44
+from gateway.pki.bundle import CLASSICAL_SIGNING, ES256, HYBRID_SIGNING, MLDSA44, TrustBundle
 from gateway.pki.directory import StateDirectory
 from gateway.pki.identity import signing_uri, validate_state_code
 from gateway.pki.keys import (
@@ -306,3 +306,25 @@ def _check_header(protected: str, kid: str, typ: str, alg: str) -> None:
         raise SignatureRefused("JWS key id is not the expected signing certificate")
     if header != _protected_header(kid, typ, alg) or header["b64"] is not False:
         raise SignatureRefused(f"JWS protected header is not the {typ} header")
+
+
+def verify_post_quantum(
+    token: str, *, signing_input: bytes, bundle: TrustBundle, typ: str, now: datetime
+) -> None:
+    """Return if ``token`` is the ML-DSA-44 signature of ``bundle``'s state over
+    ``signing_input``: :class:`SignatureRefused` when it is absent, when the bundle names
+    no ML-DSA-44 signing key to check it with (fail closed), or when it does not verify."""
+    if not token:
+        raise SignatureRefused(
+            "the agreement asks for hybrid signatures and it carries no ML-DSA-44 signature"
+        )
+    if bundle.signing_pq_certificate is None:
+        raise SignatureRefused(f"the trust bundle of {bundle.state} names no ML-DSA-44 signing key")
+    verify_detached(
+        token,
+        signing_input=signing_input,
+        certificate=bundle.signing_pq_certificate,
+        typ=typ,
+        now=now,
+        alg=PQ_ALGORITHM,
+    )

@@ -56,6 +56,7 @@ from gateway.envelope.jws import (
     SignatureRefused,
     StateSigningKey,
     verify_detached,
+    verify_post_quantum,
 )
 from gateway.errors import AuthenticationRejected, FieldViolation, Rejected, ValidationRejected
 from gateway.pki.bundle import TrustBundle
@@ -261,7 +262,18 @@ def verify_receipt(
         ) from e
     algorithms: tuple[str, ...] = (ALGORITHM,)
     if receipt.pq_signature or hybrid:
-        _verify_pq(receipt.pq_signature, canonical, receiver_bundle, moment)
+        try:
+            verify_post_quantum(
+                receipt.pq_signature,
+                signing_input=canonical,
+                bundle=receiver_bundle,
+                typ=RECEIPT_TYP,
+                now=moment,
+            )
+        except SignatureRefused as e:
+            raise AuthenticationRejected(
+                f"receipt post-quantum signature refused: {e}", reason=RECEIPT_PQ_SIGNATURE
+            ) from e
         algorithms = (ALGORITHM, PQ_ALGORITHM)
     if receipt.receiver_state != receiver_bundle.state:
         raise ReceiptMismatch(
@@ -281,32 +293,3 @@ def verify_receipt(
         reason_code=receipt.reason_code,
         signature_algorithms=algorithms,
     )
-
-
-def _verify_pq(token: str, canonical: bytes, bundle: TrustBundle, now: datetime) -> None:
-    """The receipt's ML-DSA-44 signature, by the receiver's bundle key, or a refusal."""
-    if not token:
-        raise AuthenticationRejected(
-            "receipt post-quantum signature refused: the agreement asks for hybrid "
-            "signatures and the receipt carries no ML-DSA-44 signature",
-            reason=RECEIPT_PQ_SIGNATURE,
-        )
-    if bundle.signing_pq_certificate is None:
-        raise AuthenticationRejected(
-            f"receipt post-quantum signature refused: the trust bundle of {bundle.state} "
-            "names no ML-DSA-44 signing key",
-            reason=RECEIPT_PQ_SIGNATURE,
-        )
-    try:
-        verify_detached(
-            token,
-            signing_input=canonical,
-            certificate=bundle.signing_pq_certificate,
-            typ=RECEIPT_TYP,
-            now=now,
-            alg=PQ_ALGORITHM,
-        )
-    except SignatureRefused as e:
-        raise AuthenticationRejected(
-            f"receipt post-quantum signature refused: {e}", reason=RECEIPT_PQ_SIGNATURE
-        ) from e

@@ -66,6 +66,7 @@ from gateway.envelope.jws import (
     PQ_ALGORITHM,
     SignatureRefused,
     verify_detached,
+    verify_post_quantum,
 )
 from gateway.errors import AuthenticationRejected, FieldViolation, Rejected, ValidationRejected
 from gateway.pki.bundle import TrustBundle
@@ -203,7 +204,18 @@ class EnvelopeVerifier:
             ) from e
         algorithms: tuple[str, ...] = (ALGORITHM,)
         if envelope.pq_signature:
-            _verify_pq(envelope.pq_signature, canonical, bundle, now)
+            try:
+                verify_post_quantum(
+                    envelope.pq_signature,
+                    signing_input=canonical,
+                    bundle=bundle,
+                    typ=ENVELOPE_TYP,
+                    now=now,
+                )
+            except SignatureRefused as e:
+                raise AuthenticationRejected(
+                    f"envelope post-quantum signature refused: {e}", reason=ENVELOPE_PQ_SIGNATURE
+                ) from e
             algorithms = (ALGORITHM, PQ_ALGORITHM)
         return VerifiedEnvelope(
             header=header,
@@ -211,26 +223,3 @@ class EnvelopeVerifier:
             digest=digest_of(canonical),
             signature_algorithms=algorithms,
         )
-
-
-def _verify_pq(token: str, canonical: bytes, bundle: TrustBundle, now: datetime) -> None:
-    """The envelope's ML-DSA-44 signature, by the sender's bundle key, or a refusal."""
-    if bundle.signing_pq_certificate is None:
-        raise AuthenticationRejected(
-            f"envelope post-quantum signature refused: the trust bundle of "
-            f"{bundle.state} names no ML-DSA-44 signing key",
-            reason=ENVELOPE_PQ_SIGNATURE,
-        )
-    try:
-        verify_detached(
-            token,
-            signing_input=canonical,
-            certificate=bundle.signing_pq_certificate,
-            typ=ENVELOPE_TYP,
-            now=now,
-            alg=PQ_ALGORITHM,
-        )
-    except SignatureRefused as e:
-        raise AuthenticationRejected(
-            f"envelope post-quantum signature refused: {e}", reason=ENVELOPE_PQ_SIGNATURE
-        ) from e
