@@ -10,8 +10,8 @@ Messages are written for the caller: they name the field and the rule, and never
 carry a stack trace, key material or personal data of the people concerned.
 :func:`to_status` is the single map to gRPC status codes, with ``google.rpc``
 details (``ErrorInfo`` with a stable reason code, ``BadRequest`` field violations,
-``RetryInfo``); :func:`from_call` and :func:`from_status` are its inverse, the single
-reading of a partner's (or the registry's) status.
+``RetryInfo``); :func:`from_call`, :func:`from_status` and :func:`status_details` are its
+inverse, the single reading of a partner's (or the registry's, or a gateway's) status.
 """
 
 from __future__ import annotations
@@ -276,6 +276,41 @@ def from_status(
     return error
 
 
+@dataclass(frozen=True)
+class StatusDetails:
+    """What a failed call's ``google.rpc`` details say, as :func:`to_status` writes them:
+    the stable reason code (empty when it sent no ``ErrorInfo``), the field violations
+    and the delay it asked for before a retry."""
+
+    reason: str = ""
+    violations: tuple[FieldViolation, ...] = ()
+    retry_after_s: float | None = None
+
+
+def status_details(error: grpc.aio.AioRpcError) -> StatusDetails:
+    """The ``google.rpc`` details of a failed call; empty ones when it sent none."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    if status is None:
+        return StatusDetails()
+    reason = ""
+    violations: list[FieldViolation] = []
+    retry_after_s: float | None = None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR) and not reason:
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after_s = retry.retry_delay.ToMilliseconds() / 1000
+    return StatusDetails(reason, tuple(violations), retry_after_s)
+
+
 def from_call(
     error: grpc.aio.AioRpcError,
     *,
@@ -285,13 +320,5 @@ def from_call(
 ) -> PartnerRefused | PartnerUnavailable:
     """:func:`from_status` of a failed call, with the reason code from its
     ``google.rpc.ErrorInfo`` when it sent one (as :func:`to_status` does)."""
-    reason = ""
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    if status is not None:
-        for detail in status.details:
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                reason = info.reason
-                break
+    reason = status_details(error).reason
     return from_status(error.code(), reason, who=who, prefix=prefix, refusals=refusals)

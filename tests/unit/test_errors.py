@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+import grpc.aio
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway.errors import (
@@ -14,11 +15,13 @@ from gateway.errors import (
     QuotaRejected,
     Rejected,
     ReplayRejected,
+    StatusDetails,
     Unavailable,
     ValidationRejected,
     from_status,
     internal_error,
     status_code,
+    status_details,
     to_status,
 )
 
@@ -138,3 +141,30 @@ def test_what_to_status_sends_from_status_reads_back() -> None:
     assert isinstance(info, error_details_pb2.ErrorInfo)
     read = from_status(sent.code, info.reason, who="partner BE")
     assert (type(read), read.reason) == (PartnerUnavailable, "PARTNER_STORAGE_LOCKED")
+
+
+def _failed_call(status: grpc.Status) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        status.code,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(*status.trailing_metadata),
+        details=status.details,
+    )
+
+
+def test_status_details_read_back_reason_violations_and_retry_delay() -> None:
+    refused = ValidationRejected(
+        [FieldViolation("update.event_date", "must not be in the future")], reason="INVALID_DATE"
+    )
+    read = status_details(_failed_call(to_status(refused)))
+    assert read.reason == "INVALID_DATE"
+    assert read.violations == (FieldViolation("update.event_date", "must not be in the future"),)
+    busy = status_details(_failed_call(to_status(Unavailable("busy", retry_after_s=1.5))))
+    assert (busy.reason, busy.violations, busy.retry_after_s) == ("UNAVAILABLE", (), 1.5)
+
+
+def test_a_status_without_details_reads_as_no_reason() -> None:
+    bare = grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="down"
+    )
+    assert status_details(bare) == StatusDetails()
