@@ -149,6 +149,7 @@ def _failed_call(status: grpc.Status) -> grpc.aio.AioRpcError:
         grpc.aio.Metadata(),
         grpc.aio.Metadata(*status.trailing_metadata),
         details=status.details,
+        debug_error_string="",
     )
 
 
@@ -165,6 +166,6 @@ def test_status_details_read_back_reason_violations_and_retry_delay() -> None:
 
 def test_a_status_without_details_reads_as_no_reason() -> None:
     bare = grpc.aio.AioRpcError(
-        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="down"
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "down", ""
     )
     assert status_details(bare) == StatusDetails()
