@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,58 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DiagnosticStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DiagnosticStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DiagnosticStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DIAGNOSTIC_STATUS_UNSPECIFIED: _DiagnosticStatus.ValueType  # 0
+    DIAGNOSTIC_STATUS_OK: _DiagnosticStatus.ValueType  # 1
+    """The check passed."""
+    DIAGNOSTIC_STATUS_WARN: _DiagnosticStatus.ValueType  # 2
+    """Works now but not for long (expiry within 30 days, a CRL in its grace), or could
+    not be told from here.
+    """
+    DIAGNOSTIC_STATUS_FAIL: _DiagnosticStatus.ValueType  # 3
+    """Does not work; remedy says what to do."""
+
+class DiagnosticStatus(_DiagnosticStatus, metaclass=_DiagnosticStatusEnumTypeWrapper): ...
+
+DIAGNOSTIC_STATUS_UNSPECIFIED: DiagnosticStatus.ValueType  # 0
+DIAGNOSTIC_STATUS_OK: DiagnosticStatus.ValueType  # 1
+"""The check passed."""
+DIAGNOSTIC_STATUS_WARN: DiagnosticStatus.ValueType  # 2
+"""Works now but not for long (expiry within 30 days, a CRL in its grace), or could
+not be told from here.
+"""
+DIAGNOSTIC_STATUS_FAIL: DiagnosticStatus.ValueType  # 3
+"""Does not work; remedy says what to do."""
+Global___DiagnosticStatus: _TypeAlias = DiagnosticStatus  # noqa: Y015
+
+class _Reachability:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReachabilityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Reachability.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REACHABILITY_UNSPECIFIED: _Reachability.ValueType  # 0
+    """No call to the partner since this gateway started."""
+    REACHABILITY_REACHABLE: _Reachability.ValueType  # 1
+    """The last call reached the partner's gateway, whatever it answered."""
+    REACHABILITY_UNREACHABLE: _Reachability.ValueType  # 2
+    """The last call did not (unavailable, or no answer within its deadline)."""
+
+class Reachability(_Reachability, metaclass=_ReachabilityEnumTypeWrapper): ...
+
+REACHABILITY_UNSPECIFIED: Reachability.ValueType  # 0
+"""No call to the partner since this gateway started."""
+REACHABILITY_REACHABLE: Reachability.ValueType  # 1
+"""The last call reached the partner's gateway, whatever it answered."""
+REACHABILITY_UNREACHABLE: Reachability.ValueType  # 2
+"""The last call did not (unavailable, or no answer within its deadline)."""
+Global___Reachability: _TypeAlias = Reachability  # noqa: Y015
 
 @_typing.final
 class GetGatewayInfoRequest(_message.Message):
@@ -201,3 +254,103 @@ class ListDeadLettersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class RunDiagnosticsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunDiagnosticsRequest: _TypeAlias = RunDiagnosticsRequest  # noqa: Y015
+
+@_typing.final
+class DiagnosticFinding(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHECK_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    REMEDY_FIELD_NUMBER: _builtins.int
+    status: Global___DiagnosticStatus.ValueType
+    check: _builtins.str
+    """What was checked, e.g. "certificate gateway_tls", "crl partner BE", "partner BE"."""
+    detail: _builtins.str
+    """What was found, with dates where they matter."""
+    remedy: _builtins.str
+    """What to do; always set for a failure."""
+    def __init__(
+        self,
+        *,
+        status: Global___DiagnosticStatus.ValueType = ...,
+        check: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        remedy: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "detail", b"detail", "remedy", b"remedy", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiagnosticFinding: _TypeAlias = DiagnosticFinding  # noqa: Y015
+
+@_typing.final
+class PartnerHealth(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    LAST_CONTACT_FIELD_NUMBER: _builtins.int
+    REACHABILITY_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    reachability: Global___Reachability.ValueType
+    @_builtins.property
+    def last_contact(self) -> _timestamp_pb2.Timestamp:
+        """The last time a call (delivery, cosigning, ping…) reached the partner; unset when
+        none did since this gateway started.
+        """
+
+    def __init__(
+        self,
+        *,
+        state: _builtins.str = ...,
+        last_contact: _timestamp_pb2.Timestamp | None = ...,
+        reachability: Global___Reachability.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_contact", b"last_contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_contact", b"last_contact", "reachability", b"reachability", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartnerHealth: _TypeAlias = PartnerHealth  # noqa: Y015
+
+@_typing.final
+class RunDiagnosticsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    PARTNERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___DiagnosticFinding]: ...
+    @_builtins.property
+    def partners(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartnerHealth]: ...
+    def __init__(
+        self,
+        *,
+        findings: _abc.Iterable[Global___DiagnosticFinding] | None = ...,
+        partners: _abc.Iterable[Global___PartnerHealth] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["findings", b"findings", "partners", b"partners"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunDiagnosticsResponse: _TypeAlias = RunDiagnosticsResponse  # noqa: Y015

@@ -45,6 +45,11 @@ class GatewayServiceStub:
                 request_serializer=pouch_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.RunDiagnostics = channel.unary_unary(
+                '/pouch.v1.GatewayService/RunDiagnostics',
+                request_serializer=pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -68,6 +73,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunDiagnostics(self, request, context):
+        """Every check `pouch doctor` makes (files, PKI, expiry, CRLs, agreements with the
+        partner's view, database, listeners, partners, registry), run by this gateway with
+        its own clock, revocation lists, agreement standing and partner channels; and what
+        real traffic showed of each partner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +95,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListDeadLetters,
                     request_deserializer=pouch_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'RunDiagnostics': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunDiagnostics,
+                    request_deserializer=pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +157,33 @@ class GatewayService:
             '/pouch.v1.GatewayService/ListDeadLetters',
             pouch_dot_v1_dot_gateway__pb2.ListDeadLettersRequest.SerializeToString,
             pouch_dot_v1_dot_gateway__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunDiagnostics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.GatewayService/RunDiagnostics',
+            pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsRequest.SerializeToString,
+            pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsResponse.FromString,
             options,
             channel_credentials,
             insecure,

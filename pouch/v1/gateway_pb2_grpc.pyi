@@ -41,6 +41,12 @@ class GatewayServiceStub:
     took (handover), whose decision the partner never took (acknowledgement), or case
     events our case system never heard of (case_event). Newest first.
     """
+    RunDiagnostics: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.RunDiagnosticsRequest, _gateway_pb2.RunDiagnosticsResponse]
+    """Every check `pouch doctor` makes (files, PKI, expiry, CRLs, agreements with the
+    partner's view, database, listeners, partners, registry), run by this gateway with
+    its own clock, revocation lists, agreement standing and partner channels; and what
+    real traffic showed of each partner.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -54,6 +60,12 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     messages the partner never took (delivery), and partners' messages our registry never
     took (handover), whose decision the partner never took (acknowledgement), or case
     events our case system never heard of (case_event). Newest first.
+    """
+    RunDiagnostics: _aio.UnaryUnaryMultiCallable[_gateway_pb2.RunDiagnosticsRequest, _gateway_pb2.RunDiagnosticsResponse]  # type: ignore[assignment]
+    """Every check `pouch doctor` makes (files, PKI, expiry, CRLs, agreements with the
+    partner's view, database, listeners, partners, registry), run by this gateway with
+    its own clock, revocation lists, agreement standing and partner channels; and what
+    real traffic showed of each partner.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -77,6 +89,18 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         messages the partner never took (delivery), and partners' messages our registry never
         took (handover), whose decision the partner never took (acknowledgement), or case
         events our case system never heard of (case_event). Newest first.
+        """
+
+    @_abc_1.abstractmethod
+    def RunDiagnostics(
+        self,
+        request: _gateway_pb2.RunDiagnosticsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.RunDiagnosticsResponse, _abc.Awaitable[_gateway_pb2.RunDiagnosticsResponse]]:
+        """Every check `pouch doctor` makes (files, PKI, expiry, CRLs, agreements with the
+        partner's view, database, listeners, partners, registry), run by this gateway with
+        its own clock, revocation lists, agreement standing and partner channels; and what
+        real traffic showed of each partner.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
