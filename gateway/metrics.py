@@ -116,6 +116,20 @@ class GatewayMetrics:
             ["role", "state"],
             registry=self.registry,
         )
+        self.partner_last_contact = Gauge(
+            "pouch_partner_last_contact_seconds",
+            "Unix time of the last call (delivery, acknowledgement, query, cosigning, "
+            "ping…) that reached each partner's gateway, whatever it answered.",
+            ["partner"],
+            registry=self.registry,
+        )
+        self.partner_reachable = Gauge(
+            "pouch_partner_reachable",
+            "1 if the last call to the partner's gateway reached it, 0 if it was "
+            "unavailable or gave no answer within its deadline; absent before any call.",
+            ["partner"],
+            registry=self.registry,
+        )
 
 
 def _readable() -> GaugeMetricFamily:
