@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
-from gateway.connect import ClientIdentity, secure_channel
+from gateway.connect import RECONNECT_OPTIONS, ClientIdentity
+from gateway.delivery.partner_contact import PartnerContacts
 from gateway.errors import SEND_SINGLY
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.crl import CrlWatcher
@@ -36,7 +37,8 @@ class Partner:
 
 
 class PartnerChannels:
-    """Opens and caches one mutual-TLS channel per partner state."""
+    """Opens and caches one mutual-TLS channel per partner state; every call on them is
+    recorded in ``contacts`` (:mod:`gateway.delivery.partner_contact`)."""
 
     def __init__(
         self,
@@ -44,8 +46,10 @@ class PartnerChannels:
         *,
         certificate_chain: bytes,
         private_key: bytes,
+        contacts: PartnerContacts | None = None,
     ) -> None:
         self._partners = dict(partners)
+        self.contacts = contacts if contacts is not None else PartnerContacts()
         self._chain = certificate_chain
         self._key = private_key
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -63,10 +67,19 @@ class PartnerChannels:
                 certificate_chain=self._chain,
                 private_key=self._key,
             )
-            channel = secure_channel(partner.endpoint, identity)
+            channel = grpc.aio.secure_channel(
+                partner.endpoint,
+                identity.credentials(),
+                options=RECONNECT_OPTIONS,
+                interceptors=[self.contacts.interceptor(state)],
+            )
             self._channels[state] = channel
             stub = self._stubs[state] = peer_pb2_grpc.PeerServiceStub(channel)
         return stub
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return tuple(sorted(self._partners))
 
     @property
     def bundles(self) -> dict[str, TrustBundle]:

@@ -43,6 +43,7 @@ from gateway.delivery.context import ExchangeContext
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
 from gateway.delivery.inbound_retry import InboundFailures, RetryPolicy
+from gateway.delivery.partner_contact import PartnerContacts
 from gateway.delivery.partners import Partner, PartnerChannels
 from gateway.delivery.polling import pause
 from gateway.delivery.receipts import AgreementReceipts
@@ -221,6 +222,7 @@ def build_exchanges(
         partners,
         certificate_chain=pki.gateway_cert.read_bytes(),
         private_key=pki.gateway_key.read_bytes(),
+        contacts=PartnerContacts(metrics, clock=clock),
     )
     confirmation = AgreementConfirmation(
         gate=gate, channels=channels, call_timeout_s=delivery.call_timeout_seconds
