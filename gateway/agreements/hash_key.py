@@ -25,17 +25,46 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.errors import AgreementRejected
+from gateway.pki.keys import write_secret_file
 
 log = logging.getLogger(__name__)
 
 HASH_KEY_MISMATCH = "HASH_KEY_MISMATCH"
 FINGERPRINT_LABEL = b"pouch hash-key fingerprint v1"
 FINGERPRINT_HEX_LENGTH = 64
+NEW_KEY_BYTES = 32
+_KEY_ID_LABEL = b"pouch hash-key id v1\x00"
+_KEY_TEXT = re.compile(r"(?:[0-9a-fA-F]{2}){32,}")
+
+
+def hash_key_id(hash_key: bytes) -> str:
+    """``sha256:`` and 32 hex digits naming a hashing key without revealing it, bound to no
+    agreement: what the two operators read to each other after handing the key over."""
+    return "sha256:" + hashlib.sha256(_KEY_ID_LABEL + hash_key).hexdigest()[:32]
+
+
+def parse_hash_key(text: str) -> bytes:
+    """A hashing key file's text: 32 or more bytes as hex, surrounding whitespace aside."""
+    stripped = text.strip()
+    if _KEY_TEXT.fullmatch(stripped) is None:
+        raise ValueError(f"a hashing key is {NEW_KEY_BYTES} or more random bytes written as hex")
+    return bytes.fromhex(stripped)
+
+
+def generate_hash_key(path: Path) -> str:
+    """Write a fresh hashing key to ``path`` (mode 0600 from creation, atomically, never
+    over an existing file) and return its :func:`hash_key_id`."""
+    key = secrets.token_bytes(NEW_KEY_BYTES)
+    write_secret_file(Path(path), (key.hex() + "\n").encode("ascii"), overwrite=False)
+    return hash_key_id(key)
 
 
 def hash_key_fingerprint(hash_key: bytes, agreement_digest: str) -> str:

@@ -10,6 +10,7 @@ from gateway.cli.agreement_lifecycle import suspend, terminate
 from gateway.cli.audit import audit
 from gateway.cli.db import db
 from gateway.cli.demo import demo
+from gateway.cli.keys import keys
 from gateway.cli.pki import pki
 from gateway.cli.serve import serve
 from gateway.cli.token import token
@@ -22,6 +23,7 @@ def cli() -> None:
 
 
 cli.add_command(pki)
+cli.add_command(keys)
 agreement.add_command(suspend)
 agreement.add_command(terminate)
 cli.add_command(agreement)

@@ -1,4 +1,9 @@
-"""``pouch pki``: create a state's PKI, issue local clients, revoke, inspect bundles.
+"""``pouch pki``: create a state's PKI, issue local clients and servers, revoke, inspect
+bundles.
+
+With ``init --offline-ca`` the CA key is written outside the state directory; every
+command that signs (issue-client, issue-server, revoke, refresh-crl, upgrade) then takes
+it with ``--ca-key FILE``.
 
 This is the clock's edge: commands read ``datetime.now(UTC)`` once and pass it
 down. Every failure is a :class:`click.ClickException` with a message that names
@@ -21,7 +26,7 @@ from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import refresh_crl, revoke
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_fingerprint, load_certificate
-from gateway.pki.layout import init_state, issue_client, upgrade_state
+from gateway.pki.layout import init_state, issue_client, issue_server, upgrade_state
 
 _SERIAL = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 
@@ -39,6 +44,15 @@ def _operator_errors() -> Iterator[None]:
         raise click.ClickException(f"permission denied: {e.filename}") from e
     except (ValueError, OSError) as e:
         raise click.ClickException(str(e)) from e
+
+
+_ca_key_option = click.option(
+    "--ca-key",
+    "ca_key",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The CA key, when it is kept outside the state directory (offline CA).",
+)
 
 
 def _serial_hex(serial: int) -> str:
@@ -59,8 +73,9 @@ def _parse_serial(text: str) -> int:
 
 def _known_certificates(directory: StateDirectory) -> dict[int, Path]:
     paths = [directory.gateway_cert, directory.signing_cert, directory.audit_cert]
-    if directory.clients.is_dir():
-        paths += sorted(directory.clients.glob("*.crt"))
+    for issued in (directory.clients, directory.servers):
+        if issued.is_dir():
+            paths += sorted(issued.glob("*.crt"))
     known: dict[int, Path] = {}
     for path in paths:
         try:
@@ -88,6 +103,17 @@ def pki() -> None:
 @click.option("--ip", "ip_addresses", multiple=True, help="IP address of the gateway (repeatable).")
 @click.option("--peer-endpoint", required=True, help="HOST:PORT partners connect to.")
 @click.option("--crl-location", default=None, help="Where partners fetch the CRL (URL).")
+@click.option(
+    "--offline-ca",
+    is_flag=True,
+    help="Keep the CA key out of the state directory (needs --ca-key-out).",
+)
+@click.option(
+    "--ca-key-out",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --offline-ca: the directory that receives ca.key (removable media).",
+)
 def init_command(
     state: str,
     out: Path,
@@ -95,8 +121,12 @@ def init_command(
     ip_addresses: tuple[str, ...],
     peer_endpoint: str,
     crl_location: str | None,
+    offline_ca: bool,
+    ca_key_out: Path | None,
 ) -> None:
     """Create a state's root CA, gateway/signing/audit keys, CRL and trust bundle."""
+    if offline_ca != (ca_key_out is not None):
+        raise click.UsageError("--offline-ca and --ca-key-out DIR go together")
     with _operator_errors():
         directory = init_state(
             state,
@@ -106,9 +136,15 @@ def init_command(
             peer_endpoint=peer_endpoint,
             crl_location=crl_location,
             now=datetime.now(UTC),
+            ca_key_out=ca_key_out,
         )
         bundle = load_trust_bundle(directory.bundle)
     click.echo(f"state directory: {directory.root}")
+    if ca_key_out is not None:
+        click.echo(
+            f"CA key: {ca_key_out / 'ca.key'} (offline: keep it off the gateway; give it "
+            "with --ca-key to issue, revoke and refresh the CRL)"
+        )
     click.echo(f"CA fingerprint: {certificate_fingerprint(bundle.ca_certificate)}")
     _echo_keys(bundle)
     click.echo(f"trust bundle: {directory.bundle}")
@@ -124,11 +160,59 @@ def init_command(
 @click.option("--name", required=True, help="Client name: [a-z0-9][a-z0-9-]{0,62}.")
 @click.option("--days", default=397, show_default=True, type=click.IntRange(min=1))
 @click.option("--replace", is_flag=True, help="Replace an existing certificate of that name.")
-def issue_client_command(state_dir: Path, name: str, days: int, replace: bool) -> None:
+@_ca_key_option
+def issue_client_command(
+    state_dir: Path, name: str, days: int, replace: bool, ca_key: Path | None
+) -> None:
     """Issue a client certificate for a local caller."""
     with _operator_errors():
         cert_path, key_path = issue_client(
-            state_dir, name, now=datetime.now(UTC), validity_days=days, replace=replace
+            state_dir,
+            name,
+            now=datetime.now(UTC),
+            validity_days=days,
+            replace=replace,
+            ca_key=ca_key,
+        )
+        serial = load_certificate(cert_path).serial_number
+    click.echo(f"certificate: {cert_path}")
+    click.echo(f"key: {key_path}")
+    click.echo(f"serial: {_serial_hex(serial)}")
+
+
+@pki.command(name="issue-server")
+@click.option(
+    "--state-dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--name", required=True, help="Server name: [a-z0-9][a-z0-9-]{0,62}.")
+@click.option("--dns", "dns_names", multiple=True, help="DNS name it serves (repeatable).")
+@click.option("--ip", "ip_addresses", multiple=True, help="IP address it serves (repeatable).")
+@click.option("--days", default=397, show_default=True, type=click.IntRange(min=1))
+@click.option("--replace", is_flag=True, help="Replace an existing certificate of that name.")
+@_ca_key_option
+def issue_server_command(
+    state_dir: Path,
+    name: str,
+    dns_names: tuple[str, ...],
+    ip_addresses: tuple[str, ...],
+    days: int,
+    replace: bool,
+    ca_key: Path | None,
+) -> None:
+    """Issue a TLS server certificate (serverAuth) for a registry or adapter endpoint the
+    gateway calls; the gateway trusts it with tls_ca = the state's ca.crt."""
+    with _operator_errors():
+        cert_path, key_path = issue_server(
+            state_dir,
+            name,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            now=datetime.now(UTC),
+            validity_days=days,
+            replace=replace,
+            ca_key=ca_key,
         )
         serial = load_certificate(cert_path).serial_number
     click.echo(f"certificate: {cert_path}")
@@ -150,7 +234,10 @@ def issue_client_command(state_dir: Path, name: str, days: int, replace: bool) -
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Certificate file to revoke.",
 )
-def revoke_command(state_dir: Path, serial: str | None, cert_path: Path | None) -> None:
+@_ca_key_option
+def revoke_command(
+    state_dir: Path, serial: str | None, cert_path: Path | None, ca_key: Path | None
+) -> None:
     """Add a certificate to the state's CRL (gateways pick it up without restart)."""
     directory = StateDirectory(state_dir)
     with _operator_errors():
@@ -164,7 +251,7 @@ def revoke_command(state_dir: Path, serial: str | None, cert_path: Path | None) 
         else:
             raise click.UsageError("give exactly one of --serial or --cert")
         known = _known_certificates(directory)
-        revoke(state_dir, number, now=datetime.now(UTC))
+        revoke(state_dir, number, now=datetime.now(UTC), ca_key=ca_key)
     click.echo(f"revoked serial {_serial_hex(number)}")
     if number in known:
         click.echo(f"certificate: {known[number]}")
@@ -178,10 +265,11 @@ def revoke_command(state_dir: Path, serial: str | None, cert_path: Path | None) 
     required=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
 )
-def refresh_crl_command(state_dir: Path) -> None:
+@_ca_key_option
+def refresh_crl_command(state_dir: Path, ca_key: Path | None) -> None:
     """Re-sign the CRL with a new nextUpdate (run at least weekly)."""
     with _operator_errors():
-        refresh_crl(state_dir, now=datetime.now(UTC))
+        refresh_crl(state_dir, now=datetime.now(UTC), ca_key=ca_key)
     click.echo(f"refreshed {StateDirectory(state_dir).crl}")
 
 
@@ -197,13 +285,14 @@ def _show_time(moment: datetime) -> str:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="A state directory made by an earlier release.",
 )
-def upgrade_command(state_dir: Path) -> None:
+@_ca_key_option
+def upgrade_command(state_dir: Path, ca_key: Path | None) -> None:
     """Give an older state directory the keys it lacks (the witness key that cosigns
     partners' logs apart from the audit key that signs this state's; the post-quantum
     ML-DSA-44 audit, witness and signing keys) and sign its trust bundle again in the
     current format; hand the new bundle to partners and have them pin its digest."""
     with _operator_errors():
-        directory, written = upgrade_state(state_dir, now=datetime.now(UTC))
+        directory, written = upgrade_state(state_dir, now=datetime.now(UTC), ca_key=ca_key)
         bundle = load_trust_bundle(directory.bundle)
     for key in written:
         click.echo(f"new key: {key}")

@@ -180,14 +180,55 @@ class StateAuthority:
         return cls(state=state, ca_cert=cert, ca_key=key)
 
     @classmethod
-    def load(cls, state_dir: Path) -> StateAuthority:
-        """The authority stored in a state directory (``ca.crt`` and ``ca.key``)."""
+    def load(cls, state_dir: Path, *, ca_key: Path | None = None) -> StateAuthority:
+        """The authority of a state directory: its ``ca.crt``, and the CA key from
+        ``ca_key`` or else the directory's ``ca.key``.
+
+        A directory made with an offline CA holds no ``ca.key``; without ``ca_key`` it is
+        a :class:`ValueError` saying so, and a key that does not match ``ca.crt`` is one
+        too (it belongs to another state's CA, or to an older one).
+        """
         directory = StateDirectory(Path(state_dir))
         cert = load_certificate(directory.ca_cert)
-        key = load_private_key(directory.ca_key)
+        key_path = directory.ca_key if ca_key is None else Path(ca_key)
+        if ca_key is None and not key_path.exists():
+            raise ValueError(
+                f"{directory.root} holds no ca.key (its CA is kept offline): bring the CA "
+                "key online and name it with --ca-key FILE"
+            )
+        key = load_private_key(key_path)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{directory.ca_key}: a state CA key must be ECDSA P-256")
+            raise ValueError(f"{key_path}: a state CA key must be ECDSA P-256")
+        if key.public_key() != cert.public_key():
+            raise ValueError(f"{key_path}: not the key of the CA certificate {directory.ca_cert}")
         return cls(state=state_of_ca(cert), ca_cert=cert, ca_key=key)
+
+    def issue_server_certificate(
+        self,
+        name: str,
+        *,
+        dns_names: Iterable[str],
+        ip_addresses: Iterable[str | IpAddress],
+        now: datetime,
+        validity_days: int = LEAF_VALIDITY_DAYS,
+    ) -> IssuedCertificate:
+        """A TLS server certificate for an endpoint the gateway calls (a registry or
+        adapter): server EKU only and no ``urn:pouch`` identity, so it can neither call
+        the gateway nor speak as it. At least one DNS name or IP address: a client checks
+        the name it dialled against them."""
+        dns = list(dns_names)
+        ips = list(ip_addresses)
+        if not dns and not ips:
+            raise ValueError("a server certificate needs at least one DNS name or IP address")
+        return self.issue_certificate(
+            common_name=f"Pouch server {validate_client_name(name)}",
+            dns_names=dns,
+            ip_addresses=ips,
+            server_auth=True,
+            client_auth=False,
+            now=now,
+            validity_days=validity_days,
+        )
 
     def _subject(self, common_name: str) -> x509.Name:
         return x509.Name(

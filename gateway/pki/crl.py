@@ -206,12 +206,13 @@ def _load_verified_crl(
     return crl
 
 
-def revoke(state_dir: Path, serial: int, *, now: datetime) -> None:
-    """Add ``serial`` to the state's CRL and re-sign it; revoking twice changes nothing."""
+def revoke(state_dir: Path, serial: int, *, now: datetime, ca_key: Path | None = None) -> None:
+    """Add ``serial`` to the state's CRL and re-sign it; revoking twice changes nothing.
+    ``ca_key`` names the CA key when it is kept outside the state directory."""
     if serial <= 0:
         raise ValueError(f"invalid certificate serial {serial}: must be positive")
     directory = StateDirectory(Path(state_dir))
-    authority = StateAuthority.load(directory.root)
+    authority = StateAuthority.load(directory.root, ca_key=ca_key)
     crl = _load_verified_crl(directory, authority)
     if crl.get_revoked_certificate_by_serial_number(serial) is not None:
         return
@@ -222,11 +223,15 @@ def revoke(state_dir: Path, serial: int, *, now: datetime) -> None:
 
 
 def refresh_crl(
-    state_dir: Path, *, now: datetime, next_update_days: int = NEXT_UPDATE_DAYS
+    state_dir: Path,
+    *,
+    now: datetime,
+    next_update_days: int = NEXT_UPDATE_DAYS,
+    ca_key: Path | None = None,
 ) -> None:
     """Re-sign the state's CRL with the same entries and a new ``nextUpdate``."""
     directory = StateDirectory(Path(state_dir))
-    authority = StateAuthority.load(directory.root)
+    authority = StateAuthority.load(directory.root, ca_key=ca_key)
     crl = _load_verified_crl(directory, authority)
     entries = [(entry.serial_number, entry.revocation_date_utc) for entry in crl]
     new = build_crl(

@@ -19,6 +19,11 @@ Layout::
     crl.pem                       the CA's CRL
     bundle.json                   the signed trust bundle handed to partners
     clients/<name>.crt|.key       local callers' client certificates
+    servers/<name>.crt|.key       TLS servers the gateway calls (a registry, an adapter)
+
+``ca.key`` is absent from a directory made with an offline CA (``pouch pki init
+--offline-ca``): the gateway reads only ``ca.crt`` and ``crl.pem``; the commands that
+sign (issue, revoke, refresh the CRL, upgrade) are given the key where it is kept.
 """
 
 from __future__ import annotations
@@ -126,6 +131,16 @@ class StateDirectory:
 
     def client_key(self, name: str) -> Path:
         return self.clients / f"{validate_client_name(name)}.key"
+
+    @property
+    def servers(self) -> Path:
+        return self.root / "servers"
+
+    def server_cert(self, name: str) -> Path:
+        return self.servers / f"{validate_client_name(name)}.crt"
+
+    def server_key(self, name: str) -> Path:
+        return self.servers / f"{validate_client_name(name)}.key"
 
     @property
     def state(self) -> str:

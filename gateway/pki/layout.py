@@ -9,8 +9,12 @@ Guarantees:
 * Every private key is written mode 0600 and every file atomically (see
   :mod:`gateway.pki.keys`); the directory it creates is mode 0700.
 * The bundle it writes passes :func:`gateway.pki.bundle.load_trust_bundle`.
-* :func:`issue_client` does not silently replace a client's certificate; replacing
-  one needs ``replace=True`` (the old certificate stays valid until revoked).
+* :func:`issue_client` and :func:`issue_server` do not silently replace a certificate;
+  replacing one needs ``replace=True`` (the old certificate stays valid until revoked).
+* With ``ca_key_out``, :func:`init_state` writes the CA key there (``ca.key``, its
+  directory mode 0700) and never into the state directory: the gateway runs on the CA
+  certificate and the CRL alone, and what signs takes ``ca_key`` (see
+  :meth:`StateAuthority.load`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from gateway.pki.keys import (
     write_public_file,
 )
 
-__all__ = ["StateDirectory", "init_state", "issue_client", "upgrade_state"]
+__all__ = ["StateDirectory", "init_state", "issue_client", "issue_server", "upgrade_state"]
 
 
 def _write_issued(
@@ -61,12 +65,14 @@ def init_state(
     peer_endpoint: str,
     crl_location: str | None,
     now: datetime,
+    ca_key_out: Path | None = None,
 ) -> StateDirectory:
     """Create a state's CA, its gateway, signing, audit and witness keys (each signing
     key with its post-quantum twin), an empty CRL and its bundle.
 
     ``crl_location`` None means the CRL travels with the bundle
-    (:data:`gateway.pki.bundle.CRL_OUT_OF_BAND`).
+    (:data:`gateway.pki.bundle.CRL_OUT_OF_BAND`). ``ca_key_out`` names a directory
+    outside the state directory for the CA key (an offline CA).
     """
     # Validate every input before the first write, so a typo leaves no debris.
     validate_state_code(state)
@@ -76,7 +82,8 @@ def init_state(
     if crl_location is not None and not crl_location.strip():
         raise ValueError("crl_location must not be empty")
     directory = StateDirectory(Path(out))
-    for existing in (directory.ca_cert, directory.ca_key):
+    ca_key = directory.ca_key if ca_key_out is None else offline_ca_key(directory, ca_key_out)
+    for existing in (directory.ca_cert, directory.ca_key, ca_key):
         if existing.exists():
             raise FileExistsError(
                 f"{existing} already exists: refusing to overwrite a state CA "
@@ -84,9 +91,10 @@ def init_state(
             )
     directory.root.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.clients.mkdir(mode=0o700, exist_ok=True)
+    ca_key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     authority = StateAuthority.create(state, now=now)
-    write_private_key(directory.ca_key, authority.ca_key, overwrite=False)
+    write_private_key(ca_key, authority.ca_key, overwrite=False)
     write_public_file(directory.ca_cert, certificate_pem(authority.ca_cert), overwrite=False)
 
     gateway = authority.issue_gateway_certificate(dns_names=dns, ip_addresses=ips, now=now)
@@ -110,6 +118,28 @@ def init_state(
     return directory
 
 
+def offline_ca_key(directory: StateDirectory, key_dir: Path) -> Path:
+    """Where an offline CA's key goes: ``ca.key`` in ``key_dir``, which must lie outside
+    the state directory (a key beside what the gateway reads is not offline)."""
+    key_dir = Path(key_dir)
+    inside = key_dir.resolve().is_relative_to(directory.root.resolve())
+    if inside:
+        raise ValueError(
+            f"{key_dir} is inside the state directory {directory.root}: an offline CA key "
+            "goes elsewhere (removable media, an air-gapped machine)"
+        )
+    return key_dir / "ca.key"
+
+
+def _refuse_existing(paths: Iterable[Path], what: str) -> None:
+    for existing in paths:
+        if existing.exists():
+            raise FileExistsError(
+                f"{existing} already exists: {what} was issued before "
+                "(replace it explicitly, and revoke the old certificate)"
+            )
+
+
 def issue_client(
     state_dir: Path,
     name: str,
@@ -117,21 +147,48 @@ def issue_client(
     now: datetime,
     validity_days: int = LEAF_VALIDITY_DAYS,
     replace: bool = False,
+    ca_key: Path | None = None,
 ) -> tuple[Path, Path]:
     """Issue a local caller's client certificate; returns ``(cert_path, key_path)``."""
     validate_client_name(name)
     directory = StateDirectory(Path(state_dir))
-    authority = StateAuthority.load(directory.root)
+    authority = StateAuthority.load(directory.root, ca_key=ca_key)
     cert_path, key_path = directory.client_cert(name), directory.client_key(name)
     if not replace:
-        for existing in (cert_path, key_path):
-            if existing.exists():
-                raise FileExistsError(
-                    f"{existing} already exists: client {name!r} was issued before "
-                    "(replace it explicitly, and revoke the old certificate)"
-                )
+        _refuse_existing((cert_path, key_path), f"client {name!r}")
     directory.clients.mkdir(mode=0o700, exist_ok=True)
     issued = authority.issue_client_certificate(name, now=now, validity_days=validity_days)
+    _write_issued(cert_path, key_path, issued, overwrite=replace)
+    return cert_path, key_path
+
+
+def issue_server(
+    state_dir: Path,
+    name: str,
+    *,
+    dns_names: Iterable[str],
+    ip_addresses: Iterable[str | IpAddress],
+    now: datetime,
+    validity_days: int = LEAF_VALIDITY_DAYS,
+    replace: bool = False,
+    ca_key: Path | None = None,
+) -> tuple[Path, Path]:
+    """Issue a TLS server certificate for an endpoint the gateway calls (a registry
+    behind ``[registry] kind = "grpc"``); returns ``(cert_path, key_path)`` under
+    ``servers/``. The gateway trusts it through ``tls_ca = <state dir>/ca.crt`` and checks
+    the target's host against its DNS names and IP addresses."""
+    validate_client_name(name)
+    dns = [validate_dns_name(d) for d in dns_names]
+    ips = [parse_ip_address(a) for a in ip_addresses]
+    directory = StateDirectory(Path(state_dir))
+    authority = StateAuthority.load(directory.root, ca_key=ca_key)
+    cert_path, key_path = directory.server_cert(name), directory.server_key(name)
+    if not replace:
+        _refuse_existing((cert_path, key_path), f"server {name!r}")
+    issued = authority.issue_server_certificate(
+        name, dns_names=dns, ip_addresses=ips, now=now, validity_days=validity_days
+    )
+    directory.servers.mkdir(mode=0o700, exist_ok=True)
     _write_issued(cert_path, key_path, issued, overwrite=replace)
     return cert_path, key_path
 
@@ -188,7 +245,9 @@ def _sign_directory_bundle(
     )
 
 
-def upgrade_state(state_dir: Path | str, *, now: datetime) -> tuple[StateDirectory, list[Path]]:
+def upgrade_state(
+    state_dir: Path | str, *, now: datetime, ca_key: Path | None = None
+) -> tuple[StateDirectory, list[Path]]:
     """Bring a state directory made by an earlier release to the current format: issue
     the keys it lacks (the witness key, the post-quantum audit, witness and signing
     keys) and sign its trust bundle again with the same endpoint and CRL location;
@@ -200,7 +259,7 @@ def upgrade_state(state_dir: Path | str, *, now: datetime) -> tuple[StateDirecto
     run completes.
     """
     directory = StateDirectory(Path(state_dir))
-    authority = StateAuthority.load(directory.root)
+    authority = StateAuthority.load(directory.root, ca_key=ca_key)
     peer_endpoint, crl_location = _bundle_settings(directory)
     missing = [
         (cert_path, key_path, issue)
