@@ -28,12 +28,14 @@ from pathlib import Path
 from gateway.cli.db import init_database
 from gateway.config import load_settings
 from gateway.connect import ClientIdentity
-from gateway.pki.authority import StateAuthority
 from gateway.pki.bundle import load_trust_bundle
 from gateway.pki.directory import StateDirectory
 from gateway.pki.idp import DevelopmentIdp, create_development_idp, mint_token
-from gateway.pki.keys import certificate_pem, write_private_key, write_public_file
-from gateway.pki.layout import init_state, issue_client
+from gateway.pki.keys import (
+    write_public_file,
+    write_secret_file,
+)
+from gateway.pki.layout import init_state, issue_client, issue_server
 from gateway.pki.sealing import generate_sealing_key
 from pouch_devtools.demo.agreements import write_hash_key, write_signed_agreement
 
@@ -252,21 +254,20 @@ def prepare_sites(
 
 
 def _issue_registry_certificates(site: Site, now: datetime) -> None:
-    """The registry's server certificate, and the gateway adapter's client certificate."""
-    authority = StateAuthority.load(site.pki.root)
-    server = authority.issue_certificate(
-        common_name=f"reference registry {site.state}",
+    """The registry's server certificate (``pouch pki issue-server``), copied where the
+    registry reads it, and the gateway adapter's client certificate."""
+    cert, key = issue_server(
+        site.pki.root,
+        "registry",
         dns_names=["localhost"],
         ip_addresses=["127.0.0.1"],
-        server_auth=True,
-        client_auth=False,
         now=now,
         validity_days=90,
+        replace=True,
     )
-    assert server.private_key is not None
     site.registry_dir.mkdir(parents=True, exist_ok=True)
-    write_public_file(site.registry_dir / "server.crt", certificate_pem(server.certificate))
-    write_private_key(site.registry_dir / "server.key", server.private_key)
+    write_public_file(site.registry_dir / "server.crt", cert.read_bytes())
+    write_secret_file(site.registry_dir / "server.key", key.read_bytes(), overwrite=True)
     issue_client(site.pki.root, "registry-adapter", now=now)
 
 
