@@ -303,10 +303,19 @@ def upgrade_command(state_dir: Path, ca_key: Path | None) -> None:
 
 @pki.command(name="show-bundle")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def show_bundle_command(path: Path) -> None:
+@click.option(
+    "--digest",
+    "digest_only",
+    is_flag=True,
+    help="Print only the digest (to pin it as bundle_digest once checked with the partner).",
+)
+def show_bundle_command(path: Path, digest_only: bool) -> None:
     """Verify a trust bundle and print what it says."""
     with _operator_errors():
         bundle = load_trust_bundle(path)
+    if digest_only:
+        click.echo(bundle.digest)
+        return
     expired = bundle.expires_at <= datetime.now(UTC)
     click.echo(f"state: {bundle.state}")
     click.echo(f"endpoint: {bundle.peer_endpoint}")

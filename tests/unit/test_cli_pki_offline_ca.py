@@ -178,3 +178,11 @@ def test_server_certificate_name_cannot_escape_servers_dir(tmp_path: Path, name:
         *("--dns", "r.example"),
     )
     assert not directory.servers.exists()
+
+
+def test_show_bundle_digest_alone_is_the_digest_it_shows_in_full(tmp_path: Path) -> None:
+    directory, _ = _init_offline(tmp_path)
+    full = _ok("show-bundle", str(directory.bundle)).output
+    digest = _ok("show-bundle", "--digest", str(directory.bundle)).output.strip()
+    assert f"digest: {digest}" in full
+    assert digest.startswith("sha256:") and len(digest) == 71
