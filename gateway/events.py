@@ -92,6 +92,7 @@ class Event(StrEnum):
     KEY_LOADED = "key_loaded"
     CERTIFICATE_LOADED = "certificate_loaded"
     CRL_RELOADED = "crl_reloaded"
+    RELOADED = "reloaded"  # a reload of the running gateway: what changed, what was refused
     CHECKPOINT_SIGNED = "checkpoint_signed"
     CHECKPOINT_COSIGNED = "checkpoint_cosigned"
     CHECKPOINT_REFUSED = "checkpoint_refused"
@@ -124,9 +125,12 @@ def emit(
     seconds: float | None = None,
     message_ids: Iterable[str] | None = None,
     request_id: str | None = None,
+    changed: Iterable[str] | None = None,
+    refused: Iterable[str] | None = None,
 ) -> None:
     """Write one event line (INFO; dead letters and failing dependencies WARNING,
     retries DEBUG). ``by`` is ``own`` or ``partner``: whose act an agreement event is.
+    ``changed`` and ``refused`` name what a reload took in and what it kept out.
     ``request_id`` is that of the call a later stage continues (kept with the message);
     by default, the call under way's."""
     level = (
@@ -159,6 +163,9 @@ def emit(
         listed = sorted({m for m in message_ids if _IDENTIFIER.fullmatch(m)})
         fields["message_ids"] = listed[:MAX_LISTED_IDS]
         fields["message_ids_total"] = len(listed)
+    for name, listed_names in (("changed", changed), ("refused", refused)):
+        if listed_names is not None:
+            fields[name] = sorted({_identifier(n) or "" for n in listed_names} - {""})
     present = {k: v for k, v in fields.items() if v is not None}
     _log.log(level, event.value, extra={"pouch_event": present})
 

@@ -10,6 +10,13 @@ any other, checks the notice names an agreement it holds with the same text, and
 records it too. Termination also purges the payloads stored under the agreement on
 each side; the rows, digests and receipts stay as evidence.
 
+Resumption lifts a suspension, and only the suspending party may lift its own: the
+operator's gateway checks that this state declared the suspension in force, lifts it,
+then sends the signed resumption; the partner lifts the suspension only if the sender
+declared it (a resumption naming the receiver's own suspension is refused with
+``SUSPENDED_BY_PARTNER``, one for an agreement not suspended by the sender changes
+nothing). A termination is never lifted.
+
 Every notice carries the sender's hashing-key fingerprint for the agreement
 (:mod:`gateway.agreements.hash_key`). The receiver records the notice whatever it
 says (a suspension must never be lost), then compares: another fingerprint holds the
@@ -42,7 +49,9 @@ PAYLOAD_TYPE = agreement_pb2.AgreementNotice.DESCRIPTOR.full_name
 _ACTIONS: dict[int, str] = {
     agreement_pb2.AGREEMENT_NOTICE_ACTION_SUSPEND: "suspended",
     agreement_pb2.AGREEMENT_NOTICE_ACTION_TERMINATE: "terminated",
+    agreement_pb2.AGREEMENT_NOTICE_ACTION_RESUME: "resumed",
 }
+_RESUME = agreement_pb2.AGREEMENT_NOTICE_ACTION_RESUME
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,9 @@ class AgreementNotices:
         principal: str,
     ) -> int:
         status = _ACTIONS[action]
+        if action == _RESUME:
+            self._resume(loaded, by_state, reason, message_id, principal=principal)
+            return 0
         self._audit.record(
             EventKind.AGREEMENT_TERMINATED
             if status == "terminated"
@@ -132,12 +144,65 @@ class AgreementNotices:
         )
         return purged + self._purge(loaded.id) if terminated else 0
 
+    def _resume(
+        self,
+        loaded: LoadedAgreement[PolicySection],
+        by_state: str,
+        reason: str,
+        message_id: str | None,
+        *,
+        principal: str,
+    ) -> None:
+        partner = loaded.agreement.partner_of(self._state)
+        record = self._lifecycle.status_of(loaded.id, loaded.version)
+        if record is not None and record.changed_by_state != by_state:
+            raise AgreementRejected(
+                f"agreement {loaded.id!r} version {loaded.version} was {record.status} by "
+                f"{record.changed_by_state}: only that party lifts it",
+                reason="SUSPENDED_BY_PARTNER" if record.status == "suspended" else "TERMINATED",
+            )
+        if record is not None and record.status != "suspended":
+            raise AgreementRejected(
+                f"agreement {loaded.id!r} version {loaded.version} is terminated",
+                reason="TERMINATED",
+            )
+        if record is None and by_state == self._state:
+            raise AgreementRejected(
+                f"agreement {loaded.id!r} version {loaded.version} is not suspended",
+                reason="NOT_SUSPENDED",
+            )
+        self._audit.record(
+            EventKind.AGREEMENT_RESUMED,
+            Decision.RECORDED,
+            message_id=message_id,
+            agreement_id=loaded.id,
+            agreement_version=loaded.version,
+            exchange_type="agreement_notice",
+            peer_state=partner,
+            principal=principal,
+            reason_code=reason,
+        )
+        self._lifecycle.lift_suspension(loaded.id, loaded.version, by_state=by_state)
+        emit(
+            Event.AGREEMENT_RESUMED,
+            message_id=message_id,
+            agreement_id=loaded.id,
+            agreement_version=loaded.version,
+            partner=partner,
+            exchange_type="agreement_notice",
+            reason=reason,
+            by="own" if by_state == self._state else "partner",
+        )
+
     def declare(
         self, agreement_id: str, action: int, reason_code: str, *, principal: str
     ) -> NoticeOutcome:
-        """Suspend or terminate here at once, and queue the signed notice to the partner."""
+        """Suspend, terminate or resume here at once, and queue the signed notice to the
+        partner."""
         if action not in _ACTIONS:
-            raise ValidationRejected([FieldViolation("action", "must be suspend or terminate")])
+            raise ValidationRejected(
+                [FieldViolation("action", "must be suspend, terminate or resume")]
+            )
         loaded = self._ours(agreement_id)
         partner = loaded.agreement.partner_of(self._state)
         now = self._clock()
@@ -194,7 +259,11 @@ class AgreementNotices:
         header = verified.header
         if notice.action not in _ACTIONS or not notice.reason_code:
             raise ValidationRejected(
-                [FieldViolation("payload.action", "must be suspend or terminate, with a reason")]
+                [
+                    FieldViolation(
+                        "payload.action", "must be suspend, terminate or resume, with a reason"
+                    )
+                ]
             )
         loaded = self._ours(notice.agreement_id)
         if peer_state not in loaded.agreement.parties:

@@ -240,6 +240,35 @@ class _Entry(Generic[ExchangesT]):
     message_signature_gaps: frozenset[InactiveReason]
 
 
+@dataclass(frozen=True)
+class AgreementChanges:
+    """What a reload changed, by agreement id: new, gone, or another text under one id."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.replaced)
+
+
+def _changes(
+    before: Mapping[str, _Entry[Any]], after: Mapping[str, _Entry[Any]]
+) -> AgreementChanges:
+    return AgreementChanges(
+        added=tuple(sorted(after.keys() - before.keys())),
+        removed=tuple(sorted(before.keys() - after.keys())),
+        replaced=tuple(
+            sorted(
+                i
+                for i in after.keys() & before.keys()
+                if after[i].file.digest != before[i].file.digest
+                or after[i].signatures != before[i].signatures
+            )
+        ),
+    )
+
+
 class AgreementRegistry(Generic[ExchangesT]):
     """The agreements in one directory (``*.yaml``, ``*.yml``), checked against bundles."""
 
@@ -274,50 +303,63 @@ class AgreementRegistry(Generic[ExchangesT]):
     def _today(self) -> date:
         return as_utc(self._clock()).date()
 
-    def reload(self, *, bundles: Iterable[TrustBundle] | None = None) -> None:
+    def reload(
+        self, *, bundles: Iterable[TrustBundle] | None = None, all_or_nothing: bool = False
+    ) -> AgreementChanges:
         """Re-read the directory (and optionally replace the known bundles).
 
         Valid files replace the previous set at once; invalid files, and every
         file sharing an agreement id with another, are dropped and reported
-        together in one :class:`AgreementFileError` after the swap.
+        together in one :class:`AgreementFileError` after the swap. With
+        ``all_or_nothing`` (a reload of a running gateway), any such issue keeps the
+        previous set (and bundles) in force whole and nothing is swapped.
         """
         with self._reload_lock:
-            if bundles is not None:
-                self._bundles = tuple(bundles)
-            issues: list[AgreementIssue] = []
-            files: dict[str, list[AgreementFile[ExchangesT]]] = {}
-            paths = sorted(
-                p
-                for p in self._directory.iterdir()
-                if p.suffix in AGREEMENT_SUFFIXES and not p.name.startswith(".") and p.is_file()
-            )
-            for path in paths:
-                try:
-                    loaded = load_agreement(path, exchanges_validator=self._validate_exchanges)
-                except AgreementFileError as e:
-                    issues += e.issues
-                    continue
-                files.setdefault(loaded.agreement.id, []).append(loaded)
-            entries: dict[str, _Entry[ExchangesT]] = {}
-            for agreement_id, same_id in files.items():
-                if len(same_id) > 1:
-                    sources = ", ".join(f.source for f in same_id)
-                    issues += [
-                        AgreementIssue(
-                            f.source, f.line_of("id"), "id", f"{agreement_id} is in {sources}"
-                        )
-                        for f in same_id
-                    ]
-                    continue
-                (only,) = same_id
-                entries[agreement_id] = _Entry(
-                    only,
-                    check_signatures(only, self._bundles),
-                    check_message_signatures(only, self._bundles, self._own_algorithms),
-                )
-            self._entries = entries
+            previous = self._entries
+            candidate_bundles = self._bundles if bundles is None else tuple(bundles)
+            issues, entries = self._read(candidate_bundles)
+            if not (issues and all_or_nothing):
+                self._bundles = candidate_bundles
+                self._entries = entries
         if issues:
             raise AgreementFileError(issues)
+        return _changes(previous, entries)
+
+    def _read(
+        self, bundles: tuple[TrustBundle, ...]
+    ) -> tuple[list[AgreementIssue], dict[str, _Entry[ExchangesT]]]:
+        issues: list[AgreementIssue] = []
+        files: dict[str, list[AgreementFile[ExchangesT]]] = {}
+        paths = sorted(
+            p
+            for p in self._directory.iterdir()
+            if p.suffix in AGREEMENT_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        )
+        for path in paths:
+            try:
+                loaded = load_agreement(path, exchanges_validator=self._validate_exchanges)
+            except AgreementFileError as e:
+                issues += e.issues
+                continue
+            files.setdefault(loaded.agreement.id, []).append(loaded)
+        entries: dict[str, _Entry[ExchangesT]] = {}
+        for agreement_id, same_id in files.items():
+            if len(same_id) > 1:
+                sources = ", ".join(f.source for f in same_id)
+                issues += [
+                    AgreementIssue(
+                        f.source, f.line_of("id"), "id", f"{agreement_id} is in {sources}"
+                    )
+                    for f in same_id
+                ]
+                continue
+            (only,) = same_id
+            entries[agreement_id] = _Entry(
+                only,
+                check_signatures(only, bundles),
+                check_message_signatures(only, bundles, self._own_algorithms),
+            )
+        return issues, entries
 
     def _entry(self, agreement_id: str) -> _Entry[ExchangesT] | None:
         return self._entries.get(agreement_id)

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     CASE_TRANSITION = "case_transition"
     AGREEMENT_LOADED = "agreement_loaded"
     AGREEMENT_SUSPENDED = "agreement_suspended"
+    AGREEMENT_RESUMED = "agreement_resumed"  # the party that suspended it lifted it
     AGREEMENT_TERMINATED = "agreement_terminated"
     KEY_CHANGED = "key_changed"
     ADMIN_ACTION = "admin_action"

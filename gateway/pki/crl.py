@@ -378,6 +378,27 @@ class CrlWatcher:
                 "refusal" if self._freshness is Freshness.STALE else "grace",
             )
 
+    def reload_now(self) -> bool:
+        """Read the file now (a reload of the gateway); True if another list is in force.
+        A file that does not verify, or older than the list in force (by CRL number),
+        raises :class:`ValueError` naming the file and the rule, and changes nothing."""
+        with self._lock:
+            version = _file_version(self._path)
+            self._seen = version
+            try:
+                candidate = RevocationList.load(self._path, self._issuer)
+            except OSError as e:
+                raise ValueError(f"{self._path}: cannot read: {e.strerror}") from e
+            if candidate.crl_number < self._current.crl_number:
+                raise ValueError(
+                    f"{self._path}: CRL number {candidate.crl_number} is older than "
+                    f"{self._current.crl_number} in force"
+                )
+            changed = candidate.crl_number != self._current.crl_number
+            if changed:
+                self._install(candidate)
+            return changed
+
     def _reload(self, version: _FileVersion) -> None:
         # Remember the version even on failure, so a bad file is reported once.
         self._seen = version
@@ -394,6 +415,9 @@ class CrlWatcher:
                 self._current.crl_number,
             )
             return
+        self._install(candidate)
+
+    def _install(self, candidate: RevocationList) -> None:
         self._current = candidate
         emit(
             Event.CRL_RELOADED,

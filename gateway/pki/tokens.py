@@ -241,6 +241,17 @@ class JwksWatcher:
                 self._reload()
             return self._keys
 
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def reload_now(self) -> None:
+        """Read the file now (a reload of the gateway): :class:`InvalidJwks` keeps the
+        keys in force, as a bad change noticed by a call does."""
+        with self._lock:
+            self._seen = self._fingerprint()
+            self._keys = JwksKeys.from_file(self._path, algorithms=self._algorithms)
+
     def _reload(self) -> None:
         try:
             self._keys = JwksKeys.from_file(self._path, algorithms=self._algorithms)

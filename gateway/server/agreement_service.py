@@ -1,10 +1,12 @@
-"""``AgreementService`` on the local API: what agreements this gateway holds, and
-suspending or terminating one (see :mod:`gateway.agreements.notices`)."""
+"""``AgreementService`` on the local API: what agreements this gateway holds;
+suspending, terminating or resuming one (see :mod:`gateway.agreements.notices`); and
+reloading the gateway's files (see :mod:`gateway.server.reload`)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -17,6 +19,7 @@ from gateway.envelope.names import EXCHANGE_TYPES
 from gateway.errors import FieldViolation, NotFound, ValidationRejected
 from gateway.policy.rules import PolicySection
 from gateway.server.caller import current_principal
+from gateway.server.reload import ReloadReport, ReloadResult
 from gateway.store.lifecycle import AgreementLifecycleStore
 from pouch.v1 import agreement_pb2, agreement_pb2_grpc, common_pb2
 
@@ -43,10 +46,13 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
         registry: AgreementRegistry[PolicySection],
         lifecycle: AgreementLifecycleStore,
         notices: AgreementNotices,
+        reload: Callable[[str], Awaitable[ReloadReport]],
     ) -> None:
+        """``reload`` is the gateway's reload, told who asked for it."""
         self._registry = registry
         self._lifecycle = lifecycle
         self._notices = notices
+        self._reload = reload
 
     def _summary(self, loaded: LoadedAgreement[PolicySection]) -> agreement_pb2.AgreementSummary:
         record = self._lifecycle.status_of(loaded.id, loaded.version)
@@ -138,3 +144,45 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
         return agreement_pb2.TerminateAgreementResponse(
             summary=summary, purged_payloads=outcome.purged_payloads
         )
+
+    async def ResumeAgreement(
+        self,
+        request: agreement_pb2.ResumeAgreementRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> agreement_pb2.ResumeAgreementResponse:
+        outcome = await asyncio.to_thread(
+            self._notices.declare,
+            request.agreement_id,
+            agreement_pb2.AGREEMENT_NOTICE_ACTION_RESUME,
+            _reason_code(request.reason),
+            principal=current_principal().subject,
+        )
+        summary = await asyncio.to_thread(self._summary, outcome.agreement)
+        return agreement_pb2.ResumeAgreementResponse(summary=summary)
+
+    async def Reload(
+        self,
+        request: agreement_pb2.ReloadRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> agreement_pb2.ReloadResponse:
+        report = await self._reload(current_principal().subject)
+        return agreement_pb2.ReloadResponse(
+            items=[
+                agreement_pb2.ReloadItem(
+                    kind=o.kind,
+                    file=o.file,
+                    result=_RESULTS[o.result],
+                    reason_code=o.reason,
+                    rule=o.rule,
+                    changed=list(o.changed),
+                )
+                for o in report.outcomes
+            ]
+        )
+
+
+_RESULTS = {
+    ReloadResult.RELOADED: agreement_pb2.RELOAD_RESULT_RELOADED,
+    ReloadResult.UNCHANGED: agreement_pb2.RELOAD_RESULT_UNCHANGED,
+    ReloadResult.REFUSED: agreement_pb2.RELOAD_RESULT_REFUSED,
+}

@@ -19,16 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import grpc.aio
+from cryptography import x509
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.agreements.registry import LoadedAgreement
+from gateway.audit.entry import Decision, EventKind
+from gateway.audit.start_evidence import record_start
 from gateway.config import Settings
 from gateway.delivery.partners import Partner
 from gateway.metrics import (
@@ -48,7 +51,9 @@ from gateway.pki.keys import (
     load_certificate,
     seconds_to_expiry,
 )
+from gateway.pki.tls_identity import TlsIdentity
 from gateway.pki.tokens import JwksWatcher, TokenVerifier
+from gateway.policy.rules import PolicySection
 from gateway.server import exclusive_ports as ports
 from gateway.server.agreement_service import AgreementService
 from gateway.server.audit_service import AuditService
@@ -65,6 +70,7 @@ from gateway.server.peer_api import (
     PeerRefusalEvidence,
     register_peer_service,
 )
+from gateway.server.reload import GatewayReload, ReloadReport, ReloadSources, ServingCertificate
 from gateway.server.representation_service import RepresentationService
 from gateway.server.startup_checks import StartupError, database_engine, migrate_existing
 from gateway.server.witness_http import WitnessEndpoint, WitnessListener
@@ -150,8 +156,15 @@ class Gateway:
         self.pki = StateDirectory(settings.pki.dir)
         try:
             self.ca_certificate = load_certificate(self.pki.ca_cert)
-            self.tls_certificate = load_certificate(self.pki.gateway_cert)
-            self._tls_key_pem = self.pki.gateway_key.read_bytes()
+            tls_certificate = load_certificate(self.pki.gateway_cert)
+            # Served through dynamic credentials: a reload replaces it for new handshakes.
+            self._serving = ServingCertificate(
+                TlsIdentity(
+                    tls_certificate,
+                    certificate_pem(tls_certificate),
+                    self.pki.gateway_key.read_bytes(),
+                )
+            )
         except (OSError, ValueError) as e:
             raise StartupError(f"pki.dir {settings.pki.dir}: cannot load the state PKI: {e}") from e
         if self.pki.state != self.state:
@@ -206,6 +219,8 @@ class Gateway:
         self._local_services: tuple[str, ...] = ()
         self._expiry_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._jwks: JwksWatcher | None = None
+        self._reload: GatewayReload | None = None
         self.local_port = 0
         self.peer_port = 0
         self.witness_port = 0
@@ -218,8 +233,9 @@ class Gateway:
             clock=self.clock,
         )
         tokens = self.settings.tokens
+        self._jwks = JwksWatcher(tokens.jwks_file)
         verifier = TokenVerifier(
-            JwksWatcher(tokens.jwks_file),
+            self._jwks,
             issuer=tokens.issuer,
             audience=tokens.audience,
             algorithms=frozenset(tokens.algorithms),
@@ -257,7 +273,7 @@ class Gateway:
                 server,
             )
             agreement_pb2_grpc.add_AgreementServiceServicer_to_server(
-                AgreementService(x.registry, x.lifecycle, x.notices), server
+                AgreementService(x.registry, x.lifecycle, x.notices, self.reload), server
             )
             identity_pb2_grpc.add_IdentityServiceServicer_to_server(
                 IdentityService(x.identity_requester), server
@@ -282,11 +298,7 @@ class Gateway:
                 agreement_pb2.DESCRIPTOR.services_by_name["AgreementService"].full_name,
             ]
         self._local_services = enable_reflection(server, services)
-        credentials = grpc.ssl_server_credentials(
-            [(self._tls_key_pem, certificate_pem(self.tls_certificate))],
-            root_certificates=certificate_pem(self.ca_certificate),
-            require_client_auth=True,
-        )
+        credentials = self._serving.credentials(certificate_pem(self.ca_certificate))
         self.local_port = ports.add_exclusive_port(server, self.settings, "local", credentials)
         return server
 
@@ -322,13 +334,54 @@ class Gateway:
         register_peer_service(server, PeerEndpoint(self.state, self.clock), exchanges)
         # With no partner yet, TLS trusts only our own CA and the guard refuses all.
         roots = b"".join(certificate_pem(a.ca_certificate) for a in anchors.values())
-        credentials = grpc.ssl_server_credentials(
-            [(self._tls_key_pem, certificate_pem(self.tls_certificate))],
-            root_certificates=roots or certificate_pem(self.ca_certificate),
-            require_client_auth=True,
-        )
+        credentials = self._serving.credentials(roots or certificate_pem(self.ca_certificate))
         self.peer_port = ports.add_exclusive_port(server, self.settings, "peer", credentials)
         return server
+
+    @property
+    def tls_certificate(self) -> x509.Certificate:
+        """The TLS certificate new handshakes are served."""
+        return self._serving.identity.certificate
+
+    async def reload(self, principal: str) -> ReloadReport:
+        """Re-read agreements, CRLs, the JWKS and the TLS identity (:mod:`reload
+        <gateway.server.reload>`); what was refused stays as it was."""
+        if self._reload is None:
+            self._reload = self._reloader()
+        report = await asyncio.to_thread(self._reload.run, principal=principal)
+        self.refresh_expiry_metrics()
+        return report
+
+    def _reloader(self) -> GatewayReload:
+        if self._jwks is None:
+            raise RuntimeError("the gateway reloads once it has started")
+        x = self.exchanges
+
+        def evidence(
+            agreements: Sequence[LoadedAgreement[PolicySection]], certificates: dict[str, bytes]
+        ) -> None:
+            assert x is not None
+            record_start(x.audit, x.audit_log, agreements, certificates)
+
+        def refusal(principal: str, reason: str) -> None:
+            assert x is not None
+            x.audit.record(
+                EventKind.ADMIN_ACTION, Decision.REFUSED, principal=principal, reason_code=reason
+            )
+
+        sources = ReloadSources(
+            state=self.state,
+            ca_certificate=self.ca_certificate,
+            tls_paths=(self.pki.gateway_cert, self.pki.gateway_key),
+            serving=self._serving,
+            jwks=self._jwks,
+            crls=self.crl_watchers,
+            registry=x.registry if x is not None else None,
+            evidence=evidence if x is not None else None,
+            refusal_evidence=refusal if x is not None else None,
+            clock=self.clock,
+        )
+        return GatewayReload(sources, metrics_registry=self.metrics.registry)
 
     def _channel_options(self) -> list[tuple[str, Any]]:
         limit = self.settings.gateway.max_message_bytes
@@ -422,6 +475,7 @@ class Gateway:
         except ports.PortTaken as e:
             raise StartupError(str(e)) from e
         self.refresh_expiry_metrics()
+        self._reload = self._reloader()
         self._expiry_task = asyncio.create_task(self._refresh_expiry_forever())
         if self.exchanges is not None:
             await asyncio.to_thread(self.exchanges.record_start, self._certificates_in_use())

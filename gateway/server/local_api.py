@@ -70,6 +70,8 @@ METHOD_SCOPES: Mapping[str, frozenset[Scope]] = {
     "/pouch.v1.AgreementService/GetAgreement": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
     "/pouch.v1.AgreementService/SuspendAgreement": frozenset({Scope.ADMIN}),
     "/pouch.v1.AgreementService/TerminateAgreement": frozenset({Scope.ADMIN}),
+    "/pouch.v1.AgreementService/ResumeAgreement": frozenset({Scope.ADMIN}),
+    "/pouch.v1.AgreementService/Reload": frozenset({Scope.ADMIN}),
 }
 
 # Reachable with the client certificate alone.

@@ -3,7 +3,9 @@
 Guarantees:
 
 * An agreement version with no record here is as its signed document says. A record
-  only ever makes it less usable: ``suspended``, then ``terminated``, which is final.
+  only ever makes it less usable: ``suspended``, then ``terminated``, which is final;
+  the one way back is :meth:`AgreementLifecycleStore.lift_suspension`, by the state that
+  suspended it (the audit log keeps both acts).
 * :meth:`AgreementLifecycleStore.record` is one atomic statement and idempotent: the
   same notice delivered twice, or by two replicas at once, changes the row once. A
   termination overrides a suspension; a suspension arriving after a termination (late,
@@ -22,7 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Insert, and_, bindparam, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Insert,
+    and_,
+    bindparam,
+    delete,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
@@ -111,6 +122,18 @@ class AgreementLifecycleStore:
         with write_transaction(self._engine) as conn:
             changed = conn.execute(self._upsert(row).returning(agreement_lifecycle.c.status))
             return changed.first() is not None
+
+    def lift_suspension(self, agreement_id: str, version: int, *, by_state: str) -> bool:
+        """Remove the version's suspension if ``by_state`` declared it; True if one was
+        lifted. A termination, or a suspension by the other party, stays."""
+        statement = delete(agreement_lifecycle).where(
+            agreement_lifecycle.c.agreement_id == agreement_id,
+            agreement_lifecycle.c.agreement_version == version,
+            agreement_lifecycle.c.status == LifecycleStatus.SUSPENDED.value,
+            agreement_lifecycle.c.changed_by_state == by_state,
+        )
+        with write_transaction(self._engine) as conn:
+            return conn.execute(statement).rowcount > 0
 
     def status_of(self, agreement_id: str, version: int) -> LifecycleRecord | None:
         """The record for this version, or ``None`` if it was never suspended or terminated."""

@@ -26,17 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pouch.v1 import common_pb2 as pouch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pouch/v1/agreement.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\"\xac\x02\n\x10\x41greementSummary\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.pouch.v1.AgreementRef\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07parties\x18\x03 \x03(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.pouch.v1.AgreementStatus\x12\x17\n\x0finactive_reason\x18\x05 \x01(\t\x12.\n\nvalid_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0e\x65xchange_types\x18\x08 \x03(\x0e\x32\x16.pouch.v1.ExchangeType\".\n\x15ListAgreementsRequest\x12\x15\n\rpartner_state\x18\x01 \x01(\t\"H\n\x16ListAgreementsResponse\x12.\n\nagreements\x18\x01 \x03(\x0b\x32\x1a.pouch.v1.AgreementSummary\"+\n\x13GetAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\"[\n\x14GetAgreementResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.pouch.v1.AgreementSummary\x12\x16\n\x0e\x63\x61nonical_json\x18\x02 \x01(\x0c\"?\n\x17SuspendAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"G\n\x18SuspendAgreementResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.pouch.v1.AgreementSummary\"A\n\x19TerminateAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"b\n\x1aTerminateAgreementResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.pouch.v1.AgreementSummary\x12\x17\n\x0fpurged_payloads\x18\x02 \x01(\x04\"\xa6\x01\n\x0f\x41greementNotice\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x19\n\x11\x61greement_version\x18\x02 \x01(\r\x12/\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1f.pouch.v1.AgreementNoticeAction\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x1c\n\x14hash_key_fingerprint\x18\x05 \x01(\t*\xb0\x01\n\x0f\x41greementStatus\x12 \n\x1c\x41GREEMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41GREEMENT_STATUS_ACTIVE\x10\x01\x12\x1e\n\x1a\x41GREEMENT_STATUS_SUSPENDED\x10\x02\x12\x1f\n\x1b\x41GREEMENT_STATUS_TERMINATED\x10\x03\x12\x1d\n\x19\x41GREEMENT_STATUS_INACTIVE\x10\x04*\x8c\x01\n\x15\x41greementNoticeAction\x12\'\n#AGREEMENT_NOTICE_ACTION_UNSPECIFIED\x10\x00\x12#\n\x1f\x41GREEMENT_NOTICE_ACTION_SUSPEND\x10\x01\x12%\n!AGREEMENT_NOTICE_ACTION_TERMINATE\x10\x02\x32\xf2\x02\n\x10\x41greementService\x12S\n\x0eListAgreements\x12\x1f.pouch.v1.ListAgreementsRequest\x1a .pouch.v1.ListAgreementsResponse\x12M\n\x0cGetAgreement\x12\x1d.pouch.v1.GetAgreementRequest\x1a\x1e.pouch.v1.GetAgreementResponse\x12Y\n\x10SuspendAgreement\x12!.pouch.v1.SuspendAgreementRequest\x1a\".pouch.v1.SuspendAgreementResponse\x12_\n\x12TerminateAgreement\x12#.pouch.v1.TerminateAgreementRequest\x1a$.pouch.v1.TerminateAgreementResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18pouch/v1/agreement.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\"\xac\x02\n\x10\x41greementSummary\x12#\n\x03ref\x18\x01 \x01(\x0b\x32\x16.pouch.v1.AgreementRef\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0f\n\x07parties\x18\x03 \x03(\t\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x19.pouch.v1.AgreementStatus\x12\x17\n\x0finactive_reason\x18\x05 \x01(\t\x12.\n\nvalid_from\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0e\x65xchange_types\x18\x08 \x03(\x0e\x32\x16.pouch.v1.ExchangeType\".\n\x15ListAgreementsRequest\x12\x15\n\rpartner_state\x18\x01 \x01(\t\"H\n\x16ListAgreementsResponse\x12.\n\nagreements\x18\x01 \x03(\x0b\x32\x1a.pouch.v1.AgreementSummary\"+\n\x13GetAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\"[\n\x14GetAgreementResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.pouch.v1.AgreementSummary\x12\x16\n\x0e\x63\x61nonical_json\x18\x02 \x01(\x0c\"?\n\x17SuspendAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"G\n\x18SuspendAgreementResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.pouch.v1.AgreementSummary\"A\n\x19TerminateAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"b\n\x1aTerminateAgreementResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.pouch.v1.AgreementSummary\x12\x17\n\x0fpurged_payloads\x18\x02 \x01(\x04\">\n\x16ResumeAgreementRequest\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"F\n\x17ResumeAgreementResponse\x12+\n\x07summary\x18\x01 \x01(\x0b\x32\x1a.pouch.v1.AgreementSummary\"\x0f\n\rReloadRequest\"5\n\x0eReloadResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.pouch.v1.ReloadItem\"\x84\x01\n\nReloadItem\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12&\n\x06result\x18\x03 \x01(\x0e\x32\x16.pouch.v1.ReloadResult\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0c\n\x04rule\x18\x05 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x06 \x03(\t\"\xa6\x01\n\x0f\x41greementNotice\x12\x14\n\x0c\x61greement_id\x18\x01 \x01(\t\x12\x19\n\x11\x61greement_version\x18\x02 \x01(\r\x12/\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1f.pouch.v1.AgreementNoticeAction\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x1c\n\x14hash_key_fingerprint\x18\x05 \x01(\t*\xb0\x01\n\x0f\x41greementStatus\x12 \n\x1c\x41GREEMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41GREEMENT_STATUS_ACTIVE\x10\x01\x12\x1e\n\x1a\x41GREEMENT_STATUS_SUSPENDED\x10\x02\x12\x1f\n\x1b\x41GREEMENT_STATUS_TERMINATED\x10\x03\x12\x1d\n\x19\x41GREEMENT_STATUS_INACTIVE\x10\x04*\x81\x01\n\x0cReloadResult\x12\x1d\n\x19RELOAD_RESULT_UNSPECIFIED\x10\x00\x12\x1a\n\x16RELOAD_RESULT_RELOADED\x10\x01\x12\x1b\n\x17RELOAD_RESULT_UNCHANGED\x10\x02\x12\x19\n\x15RELOAD_RESULT_REFUSED\x10\x03*\xb0\x01\n\x15\x41greementNoticeAction\x12\'\n#AGREEMENT_NOTICE_ACTION_UNSPECIFIED\x10\x00\x12#\n\x1f\x41GREEMENT_NOTICE_ACTION_SUSPEND\x10\x01\x12%\n!AGREEMENT_NOTICE_ACTION_TERMINATE\x10\x02\x12\"\n\x1e\x41GREEMENT_NOTICE_ACTION_RESUME\x10\x03\x32\x87\x04\n\x10\x41greementService\x12S\n\x0eListAgreements\x12\x1f.pouch.v1.ListAgreementsRequest\x1a .pouch.v1.ListAgreementsResponse\x12M\n\x0cGetAgreement\x12\x1d.pouch.v1.GetAgreementRequest\x1a\x1e.pouch.v1.GetAgreementResponse\x12Y\n\x10SuspendAgreement\x12!.pouch.v1.SuspendAgreementRequest\x1a\".pouch.v1.SuspendAgreementResponse\x12_\n\x12TerminateAgreement\x12#.pouch.v1.TerminateAgreementRequest\x1a$.pouch.v1.TerminateAgreementResponse\x12V\n\x0fResumeAgreement\x12 .pouch.v1.ResumeAgreementRequest\x1a!.pouch.v1.ResumeAgreementResponse\x12;\n\x06Reload\x12\x17.pouch.v1.ReloadRequest\x1a\x18.pouch.v1.ReloadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pouch.v1.agreement_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGREEMENTSTATUS']._serialized_start=1132
-  _globals['_AGREEMENTSTATUS']._serialized_end=1308
-  _globals['_AGREEMENTNOTICEACTION']._serialized_start=1311
-  _globals['_AGREEMENTNOTICEACTION']._serialized_end=1451
+  _globals['_AGREEMENTSTATUS']._serialized_start=1475
+  _globals['_AGREEMENTSTATUS']._serialized_end=1651
+  _globals['_RELOADRESULT']._serialized_start=1654
+  _globals['_RELOADRESULT']._serialized_end=1783
+  _globals['_AGREEMENTNOTICEACTION']._serialized_start=1786
+  _globals['_AGREEMENTNOTICEACTION']._serialized_end=1962
   _globals['_AGREEMENTSUMMARY']._serialized_start=95
   _globals['_AGREEMENTSUMMARY']._serialized_end=395
   _globals['_LISTAGREEMENTSREQUEST']._serialized_start=397
@@ -55,8 +57,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TERMINATEAGREEMENTREQUEST']._serialized_end=860
   _globals['_TERMINATEAGREEMENTRESPONSE']._serialized_start=862
   _globals['_TERMINATEAGREEMENTRESPONSE']._serialized_end=960
-  _globals['_AGREEMENTNOTICE']._serialized_start=963
-  _globals['_AGREEMENTNOTICE']._serialized_end=1129
-  _globals['_AGREEMENTSERVICE']._serialized_start=1454
-  _globals['_AGREEMENTSERVICE']._serialized_end=1824
+  _globals['_RESUMEAGREEMENTREQUEST']._serialized_start=962
+  _globals['_RESUMEAGREEMENTREQUEST']._serialized_end=1024
+  _globals['_RESUMEAGREEMENTRESPONSE']._serialized_start=1026
+  _globals['_RESUMEAGREEMENTRESPONSE']._serialized_end=1096
+  _globals['_RELOADREQUEST']._serialized_start=1098
+  _globals['_RELOADREQUEST']._serialized_end=1113
+  _globals['_RELOADRESPONSE']._serialized_start=1115
+  _globals['_RELOADRESPONSE']._serialized_end=1168
+  _globals['_RELOADITEM']._serialized_start=1171
+  _globals['_RELOADITEM']._serialized_end=1303
+  _globals['_AGREEMENTNOTICE']._serialized_start=1306
+  _globals['_AGREEMENTNOTICE']._serialized_end=1472
+  _globals['_AGREEMENTSERVICE']._serialized_start=1965
+  _globals['_AGREEMENTSERVICE']._serialized_end=2484
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,31 @@ AGREEMENT_STATUS_INACTIVE: AgreementStatus.ValueType  # 4
 """Loaded but not in force: missing or bad signature, or outside its validity window."""
 Global___AgreementStatus: _TypeAlias = AgreementStatus  # noqa: Y015
 
+class _ReloadResult:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReloadResultEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReloadResult.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RELOAD_RESULT_UNSPECIFIED: _ReloadResult.ValueType  # 0
+    RELOAD_RESULT_RELOADED: _ReloadResult.ValueType  # 1
+    """A new file is in force."""
+    RELOAD_RESULT_UNCHANGED: _ReloadResult.ValueType  # 2
+    """The file is the one already in force."""
+    RELOAD_RESULT_REFUSED: _ReloadResult.ValueType  # 3
+    """The file breaks a rule; the one in force before stays."""
+
+class ReloadResult(_ReloadResult, metaclass=_ReloadResultEnumTypeWrapper): ...
+
+RELOAD_RESULT_UNSPECIFIED: ReloadResult.ValueType  # 0
+RELOAD_RESULT_RELOADED: ReloadResult.ValueType  # 1
+"""A new file is in force."""
+RELOAD_RESULT_UNCHANGED: ReloadResult.ValueType  # 2
+"""The file is the one already in force."""
+RELOAD_RESULT_REFUSED: ReloadResult.ValueType  # 3
+"""The file breaks a rule; the one in force before stays."""
+Global___ReloadResult: _TypeAlias = ReloadResult  # noqa: Y015
+
 class _AgreementNoticeAction:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -53,12 +78,16 @@ class _AgreementNoticeActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     AGREEMENT_NOTICE_ACTION_UNSPECIFIED: _AgreementNoticeAction.ValueType  # 0
     AGREEMENT_NOTICE_ACTION_SUSPEND: _AgreementNoticeAction.ValueType  # 1
     AGREEMENT_NOTICE_ACTION_TERMINATE: _AgreementNoticeAction.ValueType  # 2
+    AGREEMENT_NOTICE_ACTION_RESUME: _AgreementNoticeAction.ValueType  # 3
+    """Lifts the sender's own suspension; never the receiver's."""
 
 class AgreementNoticeAction(_AgreementNoticeAction, metaclass=_AgreementNoticeActionEnumTypeWrapper): ...
 
 AGREEMENT_NOTICE_ACTION_UNSPECIFIED: AgreementNoticeAction.ValueType  # 0
 AGREEMENT_NOTICE_ACTION_SUSPEND: AgreementNoticeAction.ValueType  # 1
 AGREEMENT_NOTICE_ACTION_TERMINATE: AgreementNoticeAction.ValueType  # 2
+AGREEMENT_NOTICE_ACTION_RESUME: AgreementNoticeAction.ValueType  # 3
+"""Lifts the sender's own suspension; never the receiver's."""
 Global___AgreementNoticeAction: _TypeAlias = AgreementNoticeAction  # noqa: Y015
 
 @_typing.final
@@ -277,6 +306,131 @@ class TerminateAgreementResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TerminateAgreementResponse: _TypeAlias = TerminateAgreementResponse  # noqa: Y015
+
+@_typing.final
+class ResumeAgreementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGREEMENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    agreement_id: _builtins.str
+    reason: _builtins.str
+    """A stable reason code, e.g. "BREACH_RESOLVED"; never personal data."""
+    def __init__(
+        self,
+        *,
+        agreement_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_id", b"agreement_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeAgreementRequest: _TypeAlias = ResumeAgreementRequest  # noqa: Y015
+
+@_typing.final
+class ResumeAgreementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def summary(self) -> Global___AgreementSummary: ...
+    def __init__(
+        self,
+        *,
+        summary: Global___AgreementSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeAgreementResponse: _TypeAlias = ResumeAgreementResponse  # noqa: Y015
+
+@_typing.final
+class ReloadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadRequest: _TypeAlias = ReloadRequest  # noqa: Y015
+
+@_typing.final
+class ReloadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReloadItem]:
+        """One item per kind and file looked at: what came into force, what stayed, what was
+        refused.
+        """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___ReloadItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadResponse: _TypeAlias = ReloadResponse  # noqa: Y015
+
+@_typing.final
+class ReloadItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """agreements, crl, jwks or tls_certificate."""
+    file: _builtins.str
+    """The file, when one file is concerned."""
+    result: Global___ReloadResult.ValueType
+    reason_code: _builtins.str
+    """Why a file was refused: AGREEMENT_FILE_INVALID, CRL_INVALID, JWKS_INVALID,
+    TLS_IDENTITY_INVALID.
+    """
+    rule: _builtins.str
+    """The rule the file breaks (line and key for an agreement file)."""
+    @_builtins.property
+    def changed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Agreement ids that came into force, changed or left."""
+
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        file: _builtins.str = ...,
+        result: Global___ReloadResult.ValueType = ...,
+        reason_code: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        changed: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changed", b"changed", "file", b"file", "kind", b"kind", "reason_code", b"reason_code", "result", b"result", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadItem: _TypeAlias = ReloadItem  # noqa: Y015
 
 @_typing.final
 class AgreementNotice(_message.Message):

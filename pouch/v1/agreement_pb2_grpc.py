@@ -55,6 +55,16 @@ class AgreementServiceStub:
                 request_serializer=pouch_dot_v1_dot_agreement__pb2.TerminateAgreementRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_agreement__pb2.TerminateAgreementResponse.FromString,
                 _registered_method=True)
+        self.ResumeAgreement = channel.unary_unary(
+                '/pouch.v1.AgreementService/ResumeAgreement',
+                request_serializer=pouch_dot_v1_dot_agreement__pb2.ResumeAgreementRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_agreement__pb2.ResumeAgreementResponse.FromString,
+                _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/pouch.v1.AgreementService/Reload',
+                request_serializer=pouch_dot_v1_dot_agreement__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_agreement__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class AgreementServiceServicer:
@@ -88,6 +98,24 @@ class AgreementServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResumeAgreement(self, request, context):
+        """Lifts this state's own suspension at once on this gateway and sends a signed
+        resumption to the partner; a suspension the partner declared is refused
+        (SUSPENDED_BY_PARTNER). Scope admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Reload(self, request, context):
+        """Re-reads agreements, CRLs, the JWKS and the gateway's TLS certificate, as SIGHUP
+        does. A file that breaks a rule is refused and what was in force stays in force.
+        Scope admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgreementServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +138,16 @@ def add_AgreementServiceServicer_to_server(servicer, server):
                     servicer.TerminateAgreement,
                     request_deserializer=pouch_dot_v1_dot_agreement__pb2.TerminateAgreementRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_agreement__pb2.TerminateAgreementResponse.SerializeToString,
+            ),
+            'ResumeAgreement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeAgreement,
+                    request_deserializer=pouch_dot_v1_dot_agreement__pb2.ResumeAgreementRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_agreement__pb2.ResumeAgreementResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=pouch_dot_v1_dot_agreement__pb2.ReloadRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_agreement__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +259,60 @@ class AgreementService:
             '/pouch.v1.AgreementService/TerminateAgreement',
             pouch_dot_v1_dot_agreement__pb2.TerminateAgreementRequest.SerializeToString,
             pouch_dot_v1_dot_agreement__pb2.TerminateAgreementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeAgreement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.AgreementService/ResumeAgreement',
+            pouch_dot_v1_dot_agreement__pb2.ResumeAgreementRequest.SerializeToString,
+            pouch_dot_v1_dot_agreement__pb2.ResumeAgreementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.AgreementService/Reload',
+            pouch_dot_v1_dot_agreement__pb2.ReloadRequest.SerializeToString,
+            pouch_dot_v1_dot_agreement__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,16 @@ class AgreementServiceStub:
     """Terminates at once on this gateway, purges stored payloads under the agreement
     (the audit evidence stays) and sends a signed termination to the partner.
     """
+    ResumeAgreement: _grpc.UnaryUnaryMultiCallable[_agreement_pb2.ResumeAgreementRequest, _agreement_pb2.ResumeAgreementResponse]
+    """Lifts this state's own suspension at once on this gateway and sends a signed
+    resumption to the partner; a suspension the partner declared is refused
+    (SUSPENDED_BY_PARTNER). Scope admin.
+    """
+    Reload: _grpc.UnaryUnaryMultiCallable[_agreement_pb2.ReloadRequest, _agreement_pb2.ReloadResponse]
+    """Re-reads agreements, CRLs, the JWKS and the gateway's TLS certificate, as SIGHUP
+    does. A file that breaks a rule is refused and what was in force stays in force.
+    Scope admin.
+    """
 
 @_typing.type_check_only
 class AgreementServiceAsyncStub(AgreementServiceStub):
@@ -54,6 +64,16 @@ class AgreementServiceAsyncStub(AgreementServiceStub):
     TerminateAgreement: _aio.UnaryUnaryMultiCallable[_agreement_pb2.TerminateAgreementRequest, _agreement_pb2.TerminateAgreementResponse]  # type: ignore[assignment]
     """Terminates at once on this gateway, purges stored payloads under the agreement
     (the audit evidence stays) and sends a signed termination to the partner.
+    """
+    ResumeAgreement: _aio.UnaryUnaryMultiCallable[_agreement_pb2.ResumeAgreementRequest, _agreement_pb2.ResumeAgreementResponse]  # type: ignore[assignment]
+    """Lifts this state's own suspension at once on this gateway and sends a signed
+    resumption to the partner; a suspension the partner declared is refused
+    (SUSPENDED_BY_PARTNER). Scope admin.
+    """
+    Reload: _aio.UnaryUnaryMultiCallable[_agreement_pb2.ReloadRequest, _agreement_pb2.ReloadResponse]  # type: ignore[assignment]
+    """Re-reads agreements, CRLs, the JWKS and the gateway's TLS certificate, as SIGHUP
+    does. A file that breaks a rule is refused and what was in force stays in force.
+    Scope admin.
     """
 
 class AgreementServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -89,6 +109,28 @@ class AgreementServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_agreement_pb2.TerminateAgreementResponse, _abc.Awaitable[_agreement_pb2.TerminateAgreementResponse]]:
         """Terminates at once on this gateway, purges stored payloads under the agreement
         (the audit evidence stays) and sends a signed termination to the partner.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeAgreement(
+        self,
+        request: _agreement_pb2.ResumeAgreementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agreement_pb2.ResumeAgreementResponse, _abc.Awaitable[_agreement_pb2.ResumeAgreementResponse]]:
+        """Lifts this state's own suspension at once on this gateway and sends a signed
+        resumption to the partner; a suspension the partner declared is refused
+        (SUSPENDED_BY_PARTNER). Scope admin.
+        """
+
+    @_abc_1.abstractmethod
+    def Reload(
+        self,
+        request: _agreement_pb2.ReloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agreement_pb2.ReloadResponse, _abc.Awaitable[_agreement_pb2.ReloadResponse]]:
+        """Re-reads agreements, CRLs, the JWKS and the gateway's TLS certificate, as SIGHUP
+        does. A file that breaks a rule is refused and what was in force stays in force.
+        Scope admin.
         """
 
 def add_AgreementServiceServicer_to_server(servicer: AgreementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
