@@ -13,6 +13,7 @@ from gateway.cli.demo import demo
 from gateway.cli.keys import keys
 from gateway.cli.pki import pki
 from gateway.cli.serve import serve
+from gateway.cli.services import add_client_commands
 from gateway.cli.token import token
 
 
@@ -32,6 +33,7 @@ cli.add_command(token)
 cli.add_command(db)
 cli.add_command(serve)
 cli.add_command(demo)
+add_client_commands(cli, agreement=agreement, audit=audit)
 
 
 def main() -> None:

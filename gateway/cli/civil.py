@@ -1,0 +1,199 @@
+"""``pouch civil submit|status|list``: a registry's civil-record updates, through its own
+gateway's ``CivilRecordService`` (scope ``civil:submit``).
+
+``submit`` reads the update as the registry holds it, a ``CivilRecordUpdate`` in the
+protobuf JSON form (``--file``, ``-`` for standard input), and takes the envelope's
+fields (recipient, agreement, purpose, legal basis) as options. It returns once the
+update is durable in the gateway's outbox; ``status`` follows it to the partner's
+registry. Nothing here prints the update's content: only ids, states and reason codes.
+
+Usage::
+
+    pouch civil submit --file birth.json --to BE --agreement at-be-civil \\
+        --purpose civil_status_update --reference GRZ-2026-000042
+    pouch civil status MESSAGE_ID
+    pouch civil list --state dead_lettered
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import click
+from rich.console import RenderableType
+
+from gateway.cli.client import (
+    GatewayClient,
+    enum_choice,
+    enum_label,
+    fields_table,
+    gateway_options,
+    next_page,
+    read_message,
+    table,
+    when,
+)
+from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2
+
+_STATE = "DELIVERY_STATE_"
+_EVENT = "CIVIL_EVENT_TYPE_"
+
+
+def _state(value: common_pb2.DeliveryState.ValueType) -> str:
+    return enum_label(common_pb2.DeliveryState.Name(value), _STATE)
+
+
+def _event(value: civil_pb2.CivilEventType.ValueType) -> str:
+    return enum_label(civil_pb2.CivilEventType.Name(value), _EVENT)
+
+
+@click.group(name="civil")
+def civil() -> None:
+    """Civil-record updates: submit one, follow its delivery, list them."""
+
+
+@civil.command(name="submit")
+@gateway_options
+@click.option(
+    "--file",
+    "update_file",
+    required=True,
+    metavar="FILE",
+    help="The update, a CivilRecordUpdate in protobuf JSON ('-' reads standard input).",
+)
+@click.option("--to", "recipient", required=True, help="The partner state, e.g. BE.")
+@click.option("--agreement", "agreement_id", required=True, help="The agreement's id.")
+@click.option("--purpose", required=True, help="The declared purpose, as the agreement names it.")
+@click.option(
+    "--reference",
+    default=None,
+    help="Your idempotency key: the same key returns the same message id. "
+    "Default: a new one, printed, to give again on a retry.",
+)
+@click.option("--legal-basis", default=None, help="The provision relied on, for special data.")
+@click.option("--consent", is_flag=True, help="The person's explicit consent is recorded.")
+def submit(
+    client: GatewayClient,
+    update_file: str,
+    recipient: str,
+    agreement_id: str,
+    purpose: str,
+    reference: str | None,
+    legal_basis: str | None,
+    consent: bool,
+) -> None:
+    """Submit one civil-record update; returns once it is durable in the outbox."""
+    request = civil_pb2.SubmitUpdateRequest(
+        client_reference=reference or f"cli-{uuid.uuid4()}",
+        recipient_state=recipient,
+        agreement_id=agreement_id,
+        purpose=purpose,
+        update=read_message(update_file, civil_pb2.CivilRecordUpdate, "--file"),
+    )
+    if legal_basis is not None or consent:
+        request.legal_basis.CopyFrom(
+            common_pb2.LegalBasis(reference=legal_basis or "", consent_recorded=consent)
+        )
+    answer = client.unary(
+        lambda ch: civil_pb2_grpc.CivilRecordServiceStub(ch).SubmitUpdate, request
+    )
+    client.emit(
+        answer,
+        lambda: fields_table(
+            "submitted",
+            [
+                ("message id", answer.message_id),
+                ("reference", request.client_reference),
+                ("state", _state(answer.state)),
+            ],
+        ),
+    )
+
+
+@civil.command(name="status")
+@gateway_options
+@click.argument("message_id")
+def status(client: GatewayClient, message_id: str) -> None:
+    """Where the update MESSAGE_ID stands: queued, delivered, applied, rejected..."""
+    answer = client.unary(
+        lambda ch: civil_pb2_grpc.CivilRecordServiceStub(ch).GetUpdateStatus,
+        civil_pb2.GetUpdateStatusRequest(message_id=message_id),
+    )
+    found = answer.status
+    client.emit(
+        answer,
+        lambda: fields_table(
+            f"update {found.message_id}",
+            [
+                ("reference", found.client_reference),
+                ("to", found.recipient_state),
+                ("event", _event(found.event_type)),
+                ("state", _state(found.state)),
+                ("reason", found.reason_code or "-"),
+                ("attempts", str(found.attempts)),
+                ("submitted", when(found.submitted_at)),
+                ("updated", when(found.updated_at)),
+            ],
+        ),
+    )
+
+
+@civil.command(name="list")
+@gateway_options
+@click.option(
+    "--state",
+    type=enum_choice(common_pb2.DeliveryState.keys(), _STATE),
+    default=None,
+    help="Only updates in this delivery state.",
+)
+@click.option("--to", "recipient", default="", help="Only updates to this partner state.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--page-token", default="", help="Where the previous listing stopped.")
+def list_updates(
+    client: GatewayClient, state: str | None, recipient: str, limit: int, page_token: str
+) -> None:
+    """List submitted updates, newest first, with their delivery state."""
+    request = civil_pb2.ListUpdatesRequest(
+        state=common_pb2.DeliveryState.Value(_STATE + state.upper())
+        if state
+        else common_pb2.DELIVERY_STATE_UNSPECIFIED,
+        recipient_state=recipient,
+        page_size=limit,
+        page_token=page_token,
+    )
+    answer = client.unary(lambda ch: civil_pb2_grpc.CivilRecordServiceStub(ch).ListUpdates, request)
+
+    def render() -> list[RenderableType]:
+        drawn: list[RenderableType] = [
+            table(
+                f"{len(answer.updates)} updates",
+                [
+                    "message id",
+                    "reference",
+                    "to",
+                    "event",
+                    "state",
+                    "reason",
+                    "attempts",
+                    "updated",
+                ],
+                [
+                    (
+                        u.message_id,
+                        u.client_reference,
+                        u.recipient_state,
+                        _event(u.event_type),
+                        _state(u.state),
+                        u.reason_code or "-",
+                        str(u.attempts),
+                        when(u.updated_at),
+                    )
+                    for u in answer.updates
+                ],
+            )
+        ]
+        if answer.next_page_token:
+            drawn.append(next_page(answer.next_page_token))
+        return drawn
+
+    client.emit(answer, render)
