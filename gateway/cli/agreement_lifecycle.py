@@ -1,8 +1,10 @@
-"""``pouch agreement suspend|terminate``: an operator's declaration, through the local API.
+"""``pouch agreement suspend|terminate|resume``: an operator's declaration, through the
+local API.
 
 The command calls the operator's own gateway (``AgreementService``) over mutual TLS
-with an admin token; the gateway records the declaration, stops traffic under the
-agreement at once, and sends the signed notice to the partner's gateway.
+with an admin token; the gateway records the declaration, stops (or, for a resumption
+of this state's own suspension, restarts) traffic under the agreement at once, and
+sends the signed notice to the partner's gateway.
 """
 
 from __future__ import annotations
@@ -48,11 +50,18 @@ async def _call(
     agreement_id: str,
     reason: str,
     *,
-    terminate: bool,
+    action: str,
 ) -> agreement_pb2.AgreementSummary:
     async with secure_channel(target, identity) as channel:
         stub = agreement_pb2_grpc.AgreementServiceStub(channel)
-        if terminate:
+        if action == "resume":
+            resumed = await stub.ResumeAgreement(
+                agreement_pb2.ResumeAgreementRequest(agreement_id=agreement_id, reason=reason),
+                metadata=bearer(token),
+                timeout=30,
+            )
+            return resumed.summary
+        if action == "terminate":
             answer = await stub.TerminateAgreement(
                 agreement_pb2.TerminateAgreementRequest(agreement_id=agreement_id, reason=reason),
                 metadata=bearer(token),
@@ -77,33 +86,37 @@ def _declare(
     reason: str,
     agreement_id: str,
     *,
-    terminate: bool,
+    action: str,
 ) -> None:
     identity = ClientIdentity.from_files(trusted_ca=ca, certificate=cert, private_key=key)
     token = token_file.read_text(encoding="ascii").strip()
     try:
-        summary = asyncio.run(
-            _call(target, identity, token, agreement_id, reason, terminate=terminate)
-        )
+        summary = asyncio.run(_call(target, identity, token, agreement_id, reason, action=action))
     except grpc.aio.AioRpcError as e:
         raise click.ClickException(f"{e.code().name}: {e.details()}") from None
     status = agreement_pb2.AgreementStatus.Name(summary.status).removeprefix("AGREEMENT_STATUS_")
-    click.echo(
-        f"{summary.ref.id} version {summary.ref.version}: {status} ({summary.inactive_reason})"
-    )
+    why = f" ({summary.inactive_reason})" if summary.inactive_reason else ""
+    click.echo(f"{summary.ref.id} version {summary.ref.version}: {status}{why}")
 
 
 @click.command(name="suspend")
 def _suspend(**kwargs: str | Path) -> None:
     """Suspend an agreement at once on both gateways."""
-    _declare(**kwargs, terminate=False)  # type: ignore[arg-type]
+    _declare(**kwargs, action="suspend")  # type: ignore[arg-type]
 
 
 @click.command(name="terminate")
 def _terminate(**kwargs: str | Path) -> None:
     """Terminate an agreement: stop traffic and purge stored payloads on both gateways."""
-    _declare(**kwargs, terminate=True)  # type: ignore[arg-type]
+    _declare(**kwargs, action="terminate")  # type: ignore[arg-type]
+
+
+@click.command(name="resume")
+def _resume(**kwargs: str | Path) -> None:
+    """Lift this state's own suspension of an agreement, at once on both gateways."""
+    _declare(**kwargs, action="resume")  # type: ignore[arg-type]
 
 
 suspend = _connection_options(_suspend)
 terminate = _connection_options(_terminate)
+resume = _connection_options(_resume)

@@ -1,0 +1,154 @@
+"""A party lifts its own suspension of an agreement, and only its own.
+
+AT and BE run in this process over real TLS with spool registries. For each side, the
+test suspends an agreement of its own from that side, shows calls refused on both
+gateways, shows the other party cannot lift it, resumes it with ``pouch agreement
+resume`` (a real subprocess), and shows both gateways carry calls again at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import grpc
+import pytest
+
+from pouch.v1 import agreement_pb2, common_pb2
+from pouch_devtools.demo.deployment import Site, prepare_sites
+from tests.integration.conftest import assert_safe_message, error_reason
+from tests.integration.exchange_fixtures import (
+    FAST_DELIVERY,
+    LocalCaller,
+    RunningGateways,
+    death_update,
+    running_gateways,
+    submission,
+    write_agreement,
+)
+
+SUSPENDED_BY = {"AT": "at-be-lifted-by-at", "BE": "at-be-lifted-by-be"}
+NEVER_SUSPENDED = "at-be-never-suspended"
+OTHER = {"AT": "BE", "BE": "AT"}
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateways]:
+    """AT and BE, shared by the module's tests: each test suspends and resumes its own
+    agreement id, never another's."""
+    root = tmp_path_factory.mktemp("resume")
+    now = datetime.now(UTC)
+    sites = prepare_sites(
+        root, ["AT", "BE"], now=now, agreements=[("AT", "BE")], delivery=FAST_DELIVERY
+    )
+    at, be = sites["AT"], sites["BE"]
+    for agreement_id in (*SUSPENDED_BY.values(), NEVER_SUSPENDED):
+        write_agreement(agreement_id, at, be, today=now.date(), holders=[at, be], signers=[at, be])
+    with running_gateways(sites, ["AT", "BE"], spool_root=root / "spool") as running:
+        yield running
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+def resume_from_cli(
+    site: Site, agreement_id: str, token_file: Path
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "gateway", "agreement", "resume", agreement_id,
+        "--gateway", site.local_target,
+        "--ca", str(site.pki.ca_cert),
+        "--cert", str(site.pki.client_cert("operator")),
+        "--key", str(site.pki.client_key("operator")),
+        "--token-file", str(token_file),
+        "--reason", "BREACH_RESOLVED",
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def submit_to_partner(caller: LocalCaller, state: str, agreement_id: str) -> str:
+    return caller.submit(
+        submission(death_update(today()), agreement_id=agreement_id, recipient_state=OTHER[state])
+    )
+
+
+def refused_reason(caller: LocalCaller, state: str, agreement_id: str) -> str:
+    with pytest.raises(grpc.RpcError) as refused:
+        submit_to_partner(caller, state, agreement_id)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert_safe_message(refused.value)
+    return error_reason(refused.value)
+
+
+@pytest.mark.parametrize("suspender", ["AT", "BE"])
+def test_a_party_lifts_its_own_suspension_and_the_partner_resumes_at_once(
+    exchange: RunningGateways, suspender: str, tmp_path: Path
+) -> None:
+    agreement_id = SUSPENDED_BY[suspender]
+    partner = OTHER[suspender]
+    own_site, partner_site = exchange.sites[suspender], exchange.sites[partner]
+    with (
+        LocalCaller(own_site, ["admin", "civil:submit"]) as own,
+        LocalCaller(partner_site, ["admin", "civil:submit"]) as other,
+    ):
+        # In force on both sides first: the refusals below are the suspension's.
+        for caller, state in ((own, suspender), (other, partner)):
+            message_id = submit_to_partner(caller, state, agreement_id)
+            assert caller.wait_until_final(message_id).state == common_pb2.DELIVERY_STATE_APPLIED
+
+        own.agreements.SuspendAgreement(
+            agreement_pb2.SuspendAgreementRequest(agreement_id=agreement_id, reason="DATA_BREACH"),
+            metadata=own.metadata,
+            timeout=10,
+        )
+        seen = other.wait_for_status(agreement_id, agreement_pb2.AGREEMENT_STATUS_SUSPENDED)
+        assert seen.inactive_reason == f"suspended by {suspender}: DATA_BREACH"
+        assert refused_reason(own, suspender, agreement_id) == "SUSPENDED"
+        assert refused_reason(other, partner, agreement_id) == "SUSPENDED"
+
+        # The partner cannot lift a suspension it did not declare.
+        with pytest.raises(grpc.RpcError) as refused:
+            other.agreements.ResumeAgreement(
+                agreement_pb2.ResumeAgreementRequest(agreement_id=agreement_id, reason="NO_REASON"),
+                metadata=other.metadata,
+                timeout=10,
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_reason(refused.value) == "SUSPENDED_BY_PARTNER"
+        assert other.summary(agreement_id).status == agreement_pb2.AGREEMENT_STATUS_SUSPENDED
+        assert own.summary(agreement_id).status == agreement_pb2.AGREEMENT_STATUS_SUSPENDED
+
+        token_file = tmp_path / "admin.token"
+        token_file.write_text(own_site.token(["admin"], now=time.time()))
+        result = resume_from_cli(own_site, agreement_id, token_file)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().endswith(f"{agreement_id} version 1: ACTIVE"), result.stdout
+
+        assert own.summary(agreement_id).status == agreement_pb2.AGREEMENT_STATUS_ACTIVE
+        seen = other.wait_for_status(agreement_id, agreement_pb2.AGREEMENT_STATUS_ACTIVE)
+        assert seen.status == agreement_pb2.AGREEMENT_STATUS_ACTIVE
+        for caller, state in ((own, suspender), (other, partner)):
+            message_id = submit_to_partner(caller, state, agreement_id)
+            assert caller.wait_until_final(message_id).state == common_pb2.DELIVERY_STATE_APPLIED
+
+
+def test_resuming_an_agreement_that_is_not_suspended_is_refused(
+    exchange: RunningGateways,
+) -> None:
+    with LocalCaller(exchange.sites["AT"], ["admin"]) as admin:
+        assert admin.summary(NEVER_SUSPENDED).status == agreement_pb2.AGREEMENT_STATUS_ACTIVE
+        with pytest.raises(grpc.RpcError) as refused:
+            admin.agreements.ResumeAgreement(
+                agreement_pb2.ResumeAgreementRequest(
+                    agreement_id=NEVER_SUSPENDED, reason="BREACH_RESOLVED"
+                ),
+                metadata=admin.metadata,
+                timeout=10,
+            )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(refused.value) == "NOT_SUSPENDED"
