@@ -59,6 +59,7 @@ from gateway.server.agreement_service import AgreementService
 from gateway.server.audit_service import AuditService
 from gateway.server.civil_service import CivilRecordService
 from gateway.server.conformance import GatewayHealth, enable_reflection
+from gateway.server.doctor.run import diagnose_running
 from gateway.server.exchange_wiring import BackgroundLoops, ExchangeComponents, build_exchanges
 from gateway.server.guard import ListenerGuard
 from gateway.server.identity_service import IdentityService
@@ -250,7 +251,7 @@ class Gateway:
         )
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayInfoService(self.describe, self._dead_letters), server
+            GatewayInfoService(self.describe, self._dead_letters, self._diagnostics), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         services = [
@@ -432,6 +433,19 @@ class Gateway:
             for role, path in roles.items()
             if path.exists() or role != "signing_pq"  # hybrid signing is optional
         }
+
+    async def _diagnostics(self) -> gateway_pb2.RunDiagnosticsResponse:
+        """The doctor's checks with this gateway's own clock, CRLs, agreements and
+        partner channels (whose traffic gives each partner's last contact)."""
+        x = self.exchanges
+        diagnosis = await diagnose_running(
+            self.settings,
+            clock=self.clock,
+            crls=self.crl_watchers(),
+            agreements=x.registry if x is not None else None,
+            channels=x.channels if x is not None else None,
+        )
+        return diagnosis.to_wire()
 
     def crl_watchers(self) -> list[CrlWatcher]:
         partners = [p.crl for p in self.partners.values() if p.crl is not None]

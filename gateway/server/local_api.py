@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -37,6 +37,7 @@ from pouch.v1 import gateway_pb2, gateway_pb2_grpc
 METHOD_SCOPES: Mapping[str, frozenset[Scope]] = {
     "/pouch.v1.GatewayService/GetGatewayInfo": frozenset({Scope.ADMIN}),
     "/pouch.v1.GatewayService/ListDeadLetters": frozenset({Scope.ADMIN}),
+    "/pouch.v1.GatewayService/RunDiagnostics": frozenset({Scope.ADMIN}),
     "/pouch.v1.CivilRecordService/SubmitUpdate": frozenset({Scope.CIVIL_SUBMIT}),
     "/pouch.v1.CivilRecordService/SubmitUpdates": frozenset({Scope.CIVIL_SUBMIT}),
     "/pouch.v1.CivilRecordService/GetUpdateStatus": frozenset({Scope.CIVIL_SUBMIT}),
@@ -143,10 +144,22 @@ class GatewayInfoService(gateway_pb2_grpc.GatewayServiceServicer):
         self,
         describe: Callable[[], gateway_pb2.GetGatewayInfoResponse],
         dead_letters: DeadLetters | None = None,
+        diagnostics: Callable[[], Awaitable[gateway_pb2.RunDiagnosticsResponse]] | None = None,
     ) -> None:
-        """``dead_letters`` is None on a gateway without exchanges: it has none."""
+        """``dead_letters`` is None on a gateway without exchanges: it has none.
+        ``diagnostics`` runs the doctor's checks (:mod:`gateway.server.doctor`)."""
         self._describe = describe
         self._dead_letters = dead_letters
+        self._diagnostics = diagnostics
+
+    async def RunDiagnostics(
+        self,
+        request: gateway_pb2.RunDiagnosticsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.RunDiagnosticsResponse:
+        if self._diagnostics is None:
+            raise PermissionRejected("this gateway runs no diagnostics", reason="METHOD_CLOSED")
+        return await self._diagnostics()
 
     async def ListDeadLetters(
         self,

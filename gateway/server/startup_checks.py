@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -62,7 +63,14 @@ from gateway.store.opening import open_database, require_pouch_database
 
 
 class StartupError(RuntimeError):
-    """The gateway cannot start safely; the message says which setting is at fault."""
+    """The gateway cannot start safely; the message says which setting is at fault.
+
+    ``key`` is that setting (``pki.dir``, ``partners[BE].bundle_digest``…) when known,
+    so that ``pouch doctor`` can attach the remedy for that setting."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,7 @@ class StartupReport:
 
 
 def _fail(key: str, path: Path | str, rule: str) -> StartupError:
-    return StartupError(f"{key}: {path}: {rule}")
+    return StartupError(f"{key}: {path}: {rule}", key=key)
 
 
 def init_hint(settings: Settings) -> str:
@@ -86,17 +94,17 @@ def check_startup(
 ) -> StartupReport:
     """Run every check; :class:`StartupError` names the first failure."""
     now = clock()
-    pki = _check_pki(settings, now)
-    _check_jwks(settings)
-    partners = [_check_partner(entry) for entry in settings.partners]
+    pki = check_pki(settings, now)
+    check_jwks(settings)
+    partners = [check_partner(entry) for entry in settings.partners]
     warnings: tuple[str, ...] = ()
     if settings.agreements is not None:
-        _check_sealing_keys(settings)
-        _check_registry_tls(settings)
-        own_bundle = _load_bundle("pki.dir", pki.bundle)
-        # _check_pki checked the ML-DSA-44 signing key against its certificate.
+        check_sealing_keys(settings)
+        check_registry_tls(settings)
+        own_bundle = load_bundle("pki.dir", pki.bundle)
+        # check_pki checked the ML-DSA-44 signing key against its certificate.
         signs = HYBRID_SIGNING if pki.signing_pq_cert.exists() else CLASSICAL_SIGNING
-        warnings = _check_agreements(settings, [own_bundle, *partners], signs, clock)
+        warnings = check_agreements(settings, [own_bundle, *partners], signs, clock)
     try:
         configured_witnesses(settings.audit.witnesses)
     except ValueError as e:
@@ -154,9 +162,9 @@ def _unparsed(error: ValueError) -> str:
     return "not a database URL: use sqlite:///PATH or postgresql://USER@HOST/DATABASE"
 
 
-def _check_pki(settings: Settings, now: datetime) -> StateDirectory:
+def check_pki(settings: Settings, now: datetime) -> StateDirectory:
     pki = StateDirectory(settings.pki.dir)
-    ca = _certificate("pki.dir", pki.ca_cert, now)
+    ca = certificate_in_period("pki.dir", pki.ca_cert, now)
     state = state_of_ca(ca)
     if state != settings.gateway.state:
         raise _fail(
@@ -184,8 +192,10 @@ def _check_pki(settings: Settings, now: datetime) -> StateDirectory:
     if pki.signing_pq_cert.exists():  # hybrid envelope signatures are optional
         pairs.append((pki.signing_pq_cert, pki.signing_pq_key))
     for certificate, key in pairs:
-        _check_key_pair("pki.dir", _certificate("pki.dir", certificate, now), certificate, key)
-        _check_issued("pki.dir", certificate, ca, pki.ca_cert)
+        check_key_pair(
+            "pki.dir", certificate_in_period("pki.dir", certificate, now), certificate, key
+        )
+        check_issued("pki.dir", certificate, ca, pki.ca_cert)
     for audit_path, witness_path in (
         (pki.audit_cert, pki.witness_cert),
         (pki.audit_pq_cert, pki.witness_pq_cert),
@@ -197,11 +207,11 @@ def _check_pki(settings: Settings, now: datetime) -> StateDirectory:
                 "the witness key is the audit key: the key that cosigns partners' checkpoints "
                 "must not be the one that signs this state's log",
             )
-    _check_crl("pki.dir", pki.crl, ca)
+    check_crl("pki.dir", pki.crl, ca)
     return pki
 
 
-def _certificate(key: str, path: Path, now: datetime) -> x509.Certificate:
+def certificate_in_period(key: str, path: Path, now: datetime) -> x509.Certificate:
     try:
         certificate = load_certificate(path)
     except OSError as e:
@@ -217,7 +227,7 @@ def _certificate(key: str, path: Path, now: datetime) -> x509.Certificate:
     return certificate
 
 
-def _check_key_pair(key: str, certificate: x509.Certificate, cert_path: Path, path: Path) -> None:
+def check_key_pair(key: str, certificate: x509.Certificate, cert_path: Path, path: Path) -> None:
     try:
         private = load_private_key(path)
     except OSError as e:
@@ -230,14 +240,14 @@ def _check_key_pair(key: str, certificate: x509.Certificate, cert_path: Path, pa
         raise _fail(key, path, f"the private key does not match the certificate {cert_path}")
 
 
-def _check_issued(key: str, path: Path, ca: x509.Certificate, ca_path: Path) -> None:
+def check_issued(key: str, path: Path, ca: x509.Certificate, ca_path: Path) -> None:
     try:
         load_certificate(path).verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as e:
         raise _fail(key, path, f"the certificate is not issued by the state CA {ca_path}") from e
 
 
-def _check_crl(key: str, path: Path, issuer: x509.Certificate) -> None:
+def check_crl(key: str, path: Path, issuer: x509.Certificate) -> None:
     try:
         CrlWatcher(path, issuer)
     except OSError as e:
@@ -246,7 +256,7 @@ def _check_crl(key: str, path: Path, issuer: x509.Certificate) -> None:
         raise _fail(key, path, "not a CRL signed by the CA it must come from") from e
 
 
-def _check_jwks(settings: Settings) -> None:
+def check_jwks(settings: Settings) -> None:
     tokens = settings.tokens
     try:
         JwksKeys.from_file(tokens.jwks_file, algorithms=frozenset(tokens.algorithms))
@@ -260,7 +270,7 @@ def _check_jwks(settings: Settings) -> None:
         ) from e
 
 
-def _load_bundle(key: str, path: Path) -> TrustBundle:
+def load_bundle(key: str, path: Path) -> TrustBundle:
     try:
         return load_trust_bundle(path)
     except OSError as e:
@@ -269,9 +279,9 @@ def _load_bundle(key: str, path: Path) -> TrustBundle:
         raise _fail(key, path, f"trust bundle refused: {e}") from e
 
 
-def _check_partner(entry: PartnerSection) -> TrustBundle:
+def check_partner(entry: PartnerSection) -> TrustBundle:
     key = f"partners[{entry.state}]"
-    bundle = _load_bundle(f"{key}.bundle", entry.bundle)
+    bundle = load_bundle(f"{key}.bundle", entry.bundle)
     if bundle.state != entry.state:
         raise _fail(f"{key}.bundle", entry.bundle, f"the bundle is for {bundle.state}")
     if entry.bundle_digest is None and not entry.insecure_unpinned:
@@ -288,11 +298,11 @@ def _check_partner(entry: PartnerSection) -> TrustBundle:
             f"the bundle's digest is {bundle.digest}, not the pinned {entry.bundle_digest}",
         )
     if entry.crl is not None:
-        _check_crl(f"{key}.crl", entry.crl, bundle.ca_certificate)
+        check_crl(f"{key}.crl", entry.crl, bundle.ca_certificate)
     return bundle
 
 
-def _check_sealing_keys(settings: Settings) -> None:
+def check_sealing_keys(settings: Settings) -> None:
     storage = settings.storage
     if storage is None:  # load_settings refuses this; a hand-built Settings may not
         raise StartupError("storage.sealing_key_file: required with [agreements]")
@@ -300,14 +310,14 @@ def _check_sealing_keys(settings: Settings) -> None:
         ("storage.previous_sealing_key_files", p) for p in storage.previous_sealing_key_files
     ]
     for key, path in named:
-        _require_private(key, path)
+        require_private(key, path)
         try:
             load_sealing_keys(path)
         except ValueError as e:
             raise _fail(key, path, "must hold 32 random bytes as hex, and nothing else") from e
 
 
-def _require_private(key: str, path: Path) -> None:
+def require_private(key: str, path: Path) -> None:
     try:
         mode = path.stat().st_mode
     except OSError as e:
@@ -323,7 +333,7 @@ def _require_private(key: str, path: Path) -> None:
         )
 
 
-def _check_registry_tls(settings: Settings) -> None:
+def check_registry_tls(settings: Settings) -> None:
     registry = settings.registry
     ca: Path | None = getattr(registry, "tls_ca", None)
     cert: Path | None = getattr(registry, "tls_cert", None)
@@ -342,13 +352,38 @@ def _check_registry_tls(settings: Settings) -> None:
             raise _fail("registry.tls_cert", cert, _unreadable(e)) from e
         except ValueError as e:
             raise _fail("registry.tls_cert", cert, "not a PEM file holding one certificate") from e
-        _check_key_pair("registry.tls_key", certificate, cert, private)
+        check_key_pair("registry.tls_key", certificate, cert, private)
 
 
 _HYBRID_GAPS = (InactiveReason.NO_ML_DSA_SIGNING_KEY, InactiveReason.BUNDLE_WITHOUT_ML_DSA)
 
 
-def _check_agreements(
+def load_agreements(
+    settings: Settings,
+    bundles: list[TrustBundle],
+    signs: tuple[str, ...],
+    clock: Callable[[], datetime],
+) -> AgreementRegistry[Any]:
+    """The agreements as a gateway with these bundles and signing keys would hold them."""
+    agreements = settings.agreements
+    assert agreements is not None
+    try:
+        return AgreementRegistry(
+            agreements.dir,
+            own_state=settings.gateway.state,
+            bundles=bundles,
+            clock=clock,
+            exchanges_validator=EXCHANGES_VALIDATOR,
+            own_signature_algorithms=signs,
+        )
+    except AgreementFileError as e:
+        # Each issue already names the file, the line and the rule.
+        raise StartupError(f"agreements: cannot load: {e}", key="agreements.dir") from e
+    except (OSError, ValueError) as e:
+        raise _fail("agreements.dir", agreements.dir, "cannot be read as agreement files") from e
+
+
+def check_agreements(
     settings: Settings,
     bundles: list[TrustBundle],
     signs: tuple[str, ...],
@@ -357,20 +392,7 @@ def _check_agreements(
     agreements = settings.agreements
     assert agreements is not None
     own = settings.gateway.state
-    try:
-        registry = AgreementRegistry(
-            agreements.dir,
-            own_state=own,
-            bundles=bundles,
-            clock=clock,
-            exchanges_validator=EXCHANGES_VALIDATOR,
-            own_signature_algorithms=signs,
-        )
-    except AgreementFileError as e:
-        # Each issue already names the file, the line and the rule.
-        raise StartupError(f"agreements: cannot load: {e}") from e
-    except (OSError, ValueError) as e:
-        raise _fail("agreements.dir", agreements.dir, "cannot be read as agreement files") from e
+    registry = load_agreements(settings, bundles, signs, clock)
     warnings = []
     for loaded in registry.list():
         if own not in loaded.agreement.parties:
