@@ -10,6 +10,7 @@ from gateway.cli.agreement_lifecycle import resume, suspend, terminate
 from gateway.cli.audit import audit
 from gateway.cli.db import db
 from gateway.cli.demo import demo
+from gateway.cli.doctor import doctor
 from gateway.cli.keys import keys
 from gateway.cli.pki import pki
 from gateway.cli.serve import serve
@@ -34,6 +35,7 @@ cli.add_command(token)
 cli.add_command(db)
 cli.add_command(serve)
 cli.add_command(demo)
+cli.add_command(doctor)
 add_client_commands(cli, agreement=agreement, audit=audit)
 
 
