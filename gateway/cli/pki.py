@@ -145,6 +145,11 @@ def init_command(
             f"CA key: {ca_key_out / 'ca.key'} (offline: keep it off the gateway; give it "
             "with --ca-key to issue, revoke and refresh the CRL)"
         )
+    else:
+        click.echo(
+            f"CA key: {directory.ca_key} (the gateway does not need it: move it offline, "
+            "or make the PKI with --offline-ca)"
+        )
     click.echo(f"CA fingerprint: {certificate_fingerprint(bundle.ca_certificate)}")
     _echo_keys(bundle)
     click.echo(f"trust bundle: {directory.bundle}")

@@ -186,3 +186,24 @@ def test_show_bundle_digest_alone_is_the_digest_it_shows_in_full(tmp_path: Path)
     digest = _ok("show-bundle", "--digest", str(directory.bundle)).output.strip()
     assert f"digest: {digest}" in full
     assert digest.startswith("sha256:") and len(digest) == 71
+
+
+def test_upgrade_of_an_offline_ca_directory_needs_the_key_named(tmp_path: Path) -> None:
+    directory, ca_key = _init_offline(tmp_path)
+    directory.witness_key.unlink()
+    directory.witness_cert.unlink()
+    assert "--ca-key" in _refused("upgrade", "--state-dir", str(directory.root)).output
+    assert not directory.witness_key.exists()
+    result = _ok("upgrade", "--state-dir", str(directory.root), "--ca-key", str(ca_key))
+    assert f"new key: {directory.witness_key}" in result.output
+    assert not directory.ca_key.exists()
+
+
+def test_init_without_offline_ca_says_the_key_is_to_be_moved_offline(tmp_path: Path) -> None:
+    root = tmp_path / "at"
+    result = _ok(
+        *("init", "--state", "AT", "--out", str(root), "--peer-endpoint", "gw.example:7444")
+    )
+    assert f"CA key: {root / 'ca.key'} (the gateway does not need it: move it offline" in (
+        result.output
+    )
