@@ -5,7 +5,10 @@ a partner holding another key makes tokens that never link, and nothing in a sin
 exchange shows it. So each side derives :func:`hash_key_fingerprint`, an HMAC-SHA256
 keyed with the hashing key over a fixed label and the agreement's digest, and shows it
 to the other. It is one-way (it says nothing of the key) and bound to one text of one
-agreement (the same key under another text gives another fingerprint).
+agreement (the same key under another text gives another fingerprint). Before any
+agreement text exists, :func:`hash_key_id` names a key the same one-way, for the two
+operators to compare once it is handed over; :func:`generate_hash_key` makes one
+(``pouch keys hash-key``).
 
 :class:`HashKeyStanding` keeps, per agreement text (id and digest), whether the partner
 showed the same fingerprint (confirmed) or another (mismatched). A mismatch holds for
