@@ -204,7 +204,23 @@ class AgreementGate:
         """:meth:`in_force` but for the lifecycle, which the caller must then read with
         :meth:`confirm_within` in the write unit that records the exchange (before its
         other writes). Between the two nothing may be stored or sent."""
-        loaded = self.registry.active_for(agreement_id, partner_state)
+        return self._in_force(self.registry.active_for(agreement_id, partner_state))
+
+    def receiving(self, verified: VerifiedEnvelope, partner_state: str) -> AgreementInForce:
+        """:meth:`prepare` for a partner's message: the version its envelope names (in
+        force, or superseded by a later version while the message was in flight, see
+        :meth:`~gateway.agreements.registry.AgreementRegistry.named_for`), held to the
+        envelope by :meth:`AgreementInForce.require_envelope`."""
+        header = verified.header
+        agreement = self._named(header.agreement_id, header.agreement_version, partner_state)
+        agreement.require_envelope(verified)
+        return agreement
+
+    def _named(self, agreement_id: str, version: int, partner_state: str) -> AgreementInForce:
+        return self._in_force(self.registry.named_for(agreement_id, version, partner_state))
+
+    def _in_force(self, loaded: LoadedAgreement[PolicySection]) -> AgreementInForce:
+        partner_state = loaded.agreement.partner_of(self._own_state)
         return AgreementInForce(
             loaded=loaded,
             own_state=self._own_state,
@@ -228,7 +244,7 @@ class AgreementGate:
         fingerprint is recorded, so the agreement leaves force here, and refused with
         ``HASH_KEY_MISMATCH``."""
         agreement_id, version, digest = named
-        agreement = self.prepare(agreement_id, partner_state)
+        agreement = self._named(agreement_id, version, partner_state)
         agreement.require_digest(version, digest)
         self.registry.hash_keys.compare(
             agreement.id,

@@ -85,8 +85,15 @@ class AgreementNotices:
         self._clock = context.clock
         self._deadline = context.delivery_deadline
 
-    def _ours(self, agreement_id: str) -> LoadedAgreement[PolicySection]:
-        loaded = self._registry.get(agreement_id)
+    def _ours(
+        self, agreement_id: str, version: int | None = None
+    ) -> LoadedAgreement[PolicySection]:
+        """The version in force (or that ``version``, named by a partner's notice)."""
+        loaded = (
+            self._registry.get(agreement_id)
+            if version is None
+            else self._registry.version(agreement_id, version)
+        )
         if self._state not in loaded.agreement.parties:
             raise NotFound(f"no agreement {agreement_id!r} binds this state")
         return loaded
@@ -265,7 +272,7 @@ class AgreementNotices:
                     )
                 ]
             )
-        loaded = self._ours(notice.agreement_id)
+        loaded = self._ours(notice.agreement_id, notice.agreement_version)
         if peer_state not in loaded.agreement.parties:
             raise AgreementRejected(
                 "the sender is not a party to this agreement", reason="NOT_A_PARTY"

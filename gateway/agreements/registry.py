@@ -23,11 +23,20 @@ this order) is :attr:`LoadedAgreement.inactive_reason`:
 Signatures are checked when files are (re)loaded; the validity window is checked
 on every lookup, so an agreement stops at midnight UTC without a reload.
 
+Versions. The directory may hold several versions of one agreement id (each its own
+file; one version twice is an error). The newest version in force governs: a version
+loaded ahead of its ``valid_from`` takes over at midnight UTC of that day, without a
+gap and without a reload. A partner's message names its version and digest:
+:meth:`AgreementRegistry.named_for` accepts the version in force, an earlier one still
+within its own window, and one superseded by the version in force (its window over),
+so messages in flight at the switch stay valid; any other version is refused.
+
 :meth:`AgreementRegistry.active_for` is the only way exchange layers obtain an
 agreement: it raises :class:`~gateway.errors.AgreementRejected` unless the
 agreement is known, in force, and binds this gateway's state to the partner.
 A file that fails to load on :meth:`AgreementRegistry.reload` is dropped, never
-kept in its previous form, so a broken edit cannot keep an old text in force.
+kept in its previous form, so a broken edit cannot keep an old text in force; a reload
+of a running gateway (``all_or_nothing``) instead keeps the whole previous set.
 """
 
 from __future__ import annotations
@@ -252,19 +261,21 @@ class AgreementChanges:
         return bool(self.added or self.removed or self.replaced)
 
 
+_Versions = tuple[_Entry[ExchangesT], ...]
+"""The loaded versions of one agreement id, by ascending version."""
+
+
 def _changes(
-    before: Mapping[str, _Entry[Any]], after: Mapping[str, _Entry[Any]]
+    before: Mapping[str, _Versions[Any]], after: Mapping[str, _Versions[Any]]
 ) -> AgreementChanges:
+    def texts(versions: _Versions[Any]) -> list[tuple[str, tuple[SignatureVerdict, ...]]]:
+        return [(e.file.digest, e.signatures) for e in versions]
+
     return AgreementChanges(
         added=tuple(sorted(after.keys() - before.keys())),
         removed=tuple(sorted(before.keys() - after.keys())),
         replaced=tuple(
-            sorted(
-                i
-                for i in after.keys() & before.keys()
-                if after[i].file.digest != before[i].file.digest
-                or after[i].signatures != before[i].signatures
-            )
+            sorted(i for i in after.keys() & before.keys() if texts(after[i]) != texts(before[i]))
         ),
     )
 
@@ -297,7 +308,7 @@ class AgreementRegistry(Generic[ExchangesT]):
         self._clock = clock
         self._validate_exchanges = exchanges_validator
         self._reload_lock = threading.Lock()
-        self._entries: Mapping[str, _Entry[ExchangesT]] = {}
+        self._entries: Mapping[str, _Versions[ExchangesT]] = {}
         self.reload()
 
     def _today(self) -> date:
@@ -327,7 +338,7 @@ class AgreementRegistry(Generic[ExchangesT]):
 
     def _read(
         self, bundles: tuple[TrustBundle, ...]
-    ) -> tuple[list[AgreementIssue], dict[str, _Entry[ExchangesT]]]:
+    ) -> tuple[list[AgreementIssue], dict[str, _Versions[ExchangesT]]]:
         issues: list[AgreementIssue] = []
         files: dict[str, list[AgreementFile[ExchangesT]]] = {}
         paths = sorted(
@@ -342,27 +353,50 @@ class AgreementRegistry(Generic[ExchangesT]):
                 issues += e.issues
                 continue
             files.setdefault(loaded.agreement.id, []).append(loaded)
-        entries: dict[str, _Entry[ExchangesT]] = {}
+        entries: dict[str, _Versions[ExchangesT]] = {}
         for agreement_id, same_id in files.items():
-            if len(same_id) > 1:
+            versions = [f.agreement.version for f in same_id]
+            if len(set(versions)) < len(versions):
                 sources = ", ".join(f.source for f in same_id)
                 issues += [
                     AgreementIssue(
-                        f.source, f.line_of("id"), "id", f"{agreement_id} is in {sources}"
+                        f.source,
+                        f.line_of("version"),
+                        "version",
+                        f"{agreement_id} version {f.agreement.version} is in {sources}",
                     )
                     for f in same_id
                 ]
                 continue
-            (only,) = same_id
-            entries[agreement_id] = _Entry(
-                only,
-                check_signatures(only, bundles),
-                check_message_signatures(only, bundles, self._own_algorithms),
+            entries[agreement_id] = tuple(
+                _Entry(
+                    f,
+                    check_signatures(f, bundles),
+                    check_message_signatures(f, bundles, self._own_algorithms),
+                )
+                for f in sorted(same_id, key=lambda f: f.agreement.version)
             )
         return issues, entries
 
     def _entry(self, agreement_id: str) -> _Entry[ExchangesT] | None:
-        return self._entries.get(agreement_id)
+        """The version that governs ``agreement_id`` today (see :meth:`active_for`)."""
+        versions = self._entries.get(agreement_id)
+        if not versions:
+            return None
+        return self._current(versions, self._today())[0]
+
+    def _current(
+        self, versions: _Versions[ExchangesT], today: date
+    ) -> tuple[_Entry[ExchangesT], LoadedAgreement[ExchangesT]]:
+        # The newest version in force; else the newest already begun; else the first.
+        assessed = [(e, self._assess(e, today)) for e in versions]
+        for entry, loaded in reversed(assessed):
+            if loaded.inactive_reason is None:
+                return entry, loaded
+        for entry, loaded in reversed(assessed):
+            if loaded.agreement.valid_from <= today:
+                return entry, loaded
+        return assessed[0]
 
     def get(self, agreement_id: str) -> LoadedAgreement[ExchangesT]:
         """The agreement and its standing today, in force or not."""
@@ -389,10 +423,47 @@ class AgreementRegistry(Generic[ExchangesT]):
         return entry is not None and entry.file.agreement.hybrid_signatures
 
     def list(self) -> tuple[LoadedAgreement[ExchangesT], ...]:
-        """Every loaded agreement with its standing today, by id."""
+        """Every loaded agreement version with its standing today, by id and version."""
         today = self._today()
         entries = self._entries
-        return tuple(self._assess(e, today) for _, e in sorted(entries.items()))
+        return tuple(
+            self._assess(e, today) for _, versions in sorted(entries.items()) for e in versions
+        )
+
+    def version(self, agreement_id: str, version: int) -> LoadedAgreement[ExchangesT]:
+        """That version of the agreement and its standing today, in force or not."""
+        for entry in self._entries.get(agreement_id, ()):
+            if entry.file.agreement.version == version:
+                return self._assess(entry, self._today())
+        raise NotFound(
+            f"unknown agreement {agreement_id!r} version {version}", reason="UNKNOWN_AGREEMENT"
+        )
+
+    def named_for(
+        self, agreement_id: str, version: int, partner_state: str
+    ) -> LoadedAgreement[ExchangesT]:
+        """The version a partner's message names, if it may be received: in force, or
+        superseded (its window over, a later version in force), so messages made under
+        it before the later version took over stay valid while in flight. Another
+        version than those loaded is ``AGREEMENT_DIGEST_MISMATCH``."""
+        current = self.active_for(agreement_id, partner_state)
+        if current.version == version:
+            return current
+        for entry in self._entries.get(agreement_id, ()):
+            if entry.file.agreement.version != version:
+                continue
+            loaded = self._assess(entry, self._today())
+            superseded = version < current.version and set(loaded.inactive_reasons) <= {
+                InactiveReason.EXPIRED
+            }
+            if superseded and loaded.agreement.parties == current.agreement.parties:
+                return loaded
+            break
+        raise AgreementRejected(
+            f"agreement {agreement_id!r}: the partner names version {version}, this gateway "
+            f"holds version {current.version} in force",
+            reason="AGREEMENT_DIGEST_MISMATCH",
+        )
 
     def ids_with(self, partner_state: str) -> frozenset[str]:
         """Ids of the agreements loaded here that ``partner_state`` is a party to."""
@@ -401,13 +472,16 @@ class AgreementRegistry(Generic[ExchangesT]):
         )
 
     def active_for(self, agreement_id: str, partner_state: str) -> LoadedAgreement[ExchangesT]:
-        """The agreement, if it is in force between this state and ``partner_state``."""
-        entry = self._entry(agreement_id)
-        if entry is None:
+        """The agreement, if it is in force between this state and ``partner_state``:
+        of its loaded versions, the newest in force today (so a new version takes over
+        on its ``valid_from`` without a reload); if none is, the reason of the newest
+        already begun (else of the first)."""
+        versions = self._entries.get(agreement_id)
+        if not versions:
             raise AgreementRejected(
                 f"unknown agreement {agreement_id!r}", reason="UNKNOWN_AGREEMENT"
             )
-        loaded = self._assess(entry, self._today())
+        _, loaded = self._current(versions, self._today())
         parties = loaded.agreement.parties
         if (
             partner_state == self._own_state

@@ -175,8 +175,24 @@ class AgreementConfirmation:
                 reason="HASH_KEY_NOT_STATED",
             )
         self._gate.require_same_hash_key(
-            partner_state, (named.id, named.version, named.digest), fingerprint
+            partner_state,
+            (named.id, named.version, named.digest),
+            self._as_named_version(named, fingerprint),
         )
+
+    def _as_named_version(self, named: common_pb2.AgreementRef, stated: str) -> str:
+        """A batch may carry messages under two versions of one agreement (the earlier
+        still in flight when the later took over) with one fingerprint for the id. The
+        hashing key is the agreement's, whatever the version: a fingerprint equal to ours
+        for another loaded version proves the same key, so it stands for ours of the
+        named one. Anything else is compared as stated."""
+        versions = [a for a in self._gate.registry.list() if a.id == named.id]
+        own = {a.digest: self._gate.fingerprint_of(a) for a in versions}
+        named_own = own.get(named.digest)
+        if named_own is None or stated == named_own:
+            return stated
+        others = {fingerprint for digest, fingerprint in own.items() if digest != named.digest}
+        return named_own if stated in others else stated
 
     def _found(self, mismatch: Mismatch) -> None:
         """Listener of the standing: tell the partner a mismatch it may not know of."""

@@ -46,8 +46,7 @@ class CivilInbound:
         """The unit that stores the update; it commits ``received`` (the receiver's
         evidence, told whether the update was new) with it. A refusal is raised before."""
         header = verified.header
-        agreement = self._gate.prepare(header.agreement_id, peer_state)
-        agreement.require_envelope(verified)
+        agreement = self._gate.receiving(verified, peer_state)
         tree = decode_payload(verified.payload)
         today = self._clock().date()
         minimised = evaluate(

@@ -210,8 +210,7 @@ class IdentityResponder:
                 [FieldViolation("payload_type", f"a query carries {CLAIM_PAYLOAD_TYPE}")],
                 reason="EXCHANGE_NOT_SUPPORTED",
             )
-        agreement = self._gate.prepare(header.agreement_id, peer_state)
-        agreement.require_envelope(verified)
+        agreement = self._gate.receiving(verified, peer_state)
         tree = decode_payload(verified.payload)
         claim = tree.get("claim")
         stated = claim.get("document_type", "") if isinstance(claim, Mapping) else ""

@@ -97,8 +97,7 @@ class CaseInbound:
         was new) in the same transaction as the case's change.
         """
         header = verified.header
-        agreement = self._gate.prepare(header.agreement_id, peer_state)
-        agreement.require_envelope(verified)
+        agreement = self._gate.receiving(verified, peer_state)
         decoded = decode_case_payload(verified.payload)
         message = decoded.message
         now = self._clock()

@@ -302,7 +302,7 @@ def test_broken_file_on_reload_is_dropped_not_kept(states: States, tmp_path: Pat
     assert caught.value.reason == "UNKNOWN_AGREEMENT"
 
 
-def test_two_files_with_one_id_are_both_refused(states: States, tmp_path: Path) -> None:
+def test_two_files_with_one_id_and_version_are_both_refused(states: States, tmp_path: Path) -> None:
     _signed(states, tmp_path)
     write_agreement(tmp_path, agreement_text(bundles=states.pins()), name="copy.yml")
     write_agreement(
@@ -311,7 +311,7 @@ def test_two_files_with_one_id_are_both_refused(states: States, tmp_path: Path) 
     with pytest.raises(AgreementFileError) as caught:
         registry(tmp_path, states.bundles())
     assert len(caught.value.issues) == 2
-    assert all(issue.path == "id" for issue in caught.value.issues)
+    assert all(issue.path == "version" for issue in caught.value.issues)
 
 
 def test_list_reports_every_agreement_with_its_standing(states: States, tmp_path: Path) -> None:
