@@ -275,7 +275,11 @@ def watch(client: GatewayClient, case_id: str) -> None:
 @gateway_options
 @click.argument("case_id")
 @click.argument("target", type=enum_choice(rep.CaseState.keys(), _STATE))
-@click.option("--reason", default="", help="Why: for a decline, a failure or a cancellation.")
+@click.option(
+    "--reason",
+    default="",
+    help="Why, as a reason code (A-Z, 0-9, '_'): for a decline, a failure or a cancellation.",
+)
 def transition(client: GatewayClient, case_id: str, target: str, reason: str) -> None:
     """Move the case CASE_ID to TARGET (acknowledged, accepted, in_progress, ...)."""
     request = rep.TransitionCaseRequest(
