@@ -8,7 +8,9 @@ line starts a gateway the test keeps hold of (to stop it at the end); the comman
 after it run against the running gateways. The only liberty taken is the ports: the
 example's fixed ports are swapped for free ones, in the commands and in the copied
 configurations, so that the test can run beside others. Nothing else is done for the
-operator: no hand-written client, no openssl, no file the README does not make.
+operator: no hand-written client, no openssl, no file the README does not make. What
+the test checks besides the commands' exit codes (each state's health, the update in
+BE's spool, AT's listing showing it applied) it reads without changing anything.
 
 If the README's steps stop working (a renamed option, a missing step, a configuration
 that no longer starts), this test fails on the command that broke, with its output.
@@ -16,15 +18,17 @@ that no longer starts), this test fails on the command that broke, with its outp
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -40,6 +44,7 @@ EXAMPLE_PORTS = ("7443", "7444", "9464", "8443", "8444", "9465")
 _SERVE = re.compile(r"pouch serve --config (?P<config>\S+) &")
 _FENCE = re.compile(r"(?P<indent>\s*)```(?P<info>\S*)\s*")
 READY_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 def operator_blocks(text: str) -> list[str]:
@@ -100,6 +105,8 @@ def test_the_readme_marks_the_operator_steps_from_pki_to_running_gateways() -> N
     ):
         assert command in steps.before, command
     assert steps.serve == ("AT/gateway.toml", "BE/gateway.toml")
+    for command in ("pouch doctor --config AT/gateway.toml", "pouch civil submit"):
+        assert command in steps.after, command
     assert "openssl" not in steps.before + steps.after
 
 
@@ -124,6 +131,16 @@ def _bash(script: str, cwd: Path, env: dict[str, str], step: str) -> str:
         f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     )
     return result.stdout
+
+
+def _wait_for(condition: Callable[[], T], timeout_s: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            assert value, "the walkthrough's exchange did not complete"
+            return value
+        time.sleep(0.5)
 
 
 @dataclass
@@ -202,8 +219,16 @@ def test_an_operator_following_the_readme_brings_up_two_states(
 
     assert _serving(example, "AT", ports["7443"]) == health_pb2.HealthCheckResponse.SERVING
     assert _serving(example, "BE", ports["8443"]) == health_pb2.HealthCheckResponse.SERVING
-    if steps.after.strip():
-        _bash(steps.after, example, env, "steps run against the running gateways")
+    output = _bash(steps.after, example, env, "steps run against the running gateways")
+    assert output.count(", 0 FAIL") == 2, output  # pouch doctor, for each state
+
+    # The birth AT submitted reaches BE's registry, and BE's decision comes back to AT.
+    handed_over = _wait_for(lambda: sorted((example / "BE" / "data" / "inbound").glob("*/*.jsonl")))
+    (record,) = (json.loads(line) for line in handed_over[0].read_text().splitlines())
+    assert (record["sender_state"], record["agreement_id"]) == ("AT", "at-be-civil")
+    exports = "\n".join(line for line in steps.after.splitlines() if line.startswith("export "))
+    listing = f"{exports}\npouch civil list --to BE --json"
+    _wait_for(lambda: "APPLIED" in _bash(listing, example, env, "listing"))
 
     for gateway in gateways:
         gateway.process.terminate()
