@@ -143,7 +143,7 @@ def checkpoint(client: GatewayClient, tree_size: int, out: Path | None) -> None:
         try:
             out.write_text(answer.signed_checkpoint, encoding="utf-8")
         except OSError as e:
-            raise click.ClickException(f"cannot write {out}: {e}") from e
+            raise click.BadParameter(f"cannot write {out}: {e}", param_hint="--out") from e
     note = answer.signed_checkpoint
     body, _, signatures = note.partition("\n\n")
     lines = body.splitlines()
@@ -259,7 +259,7 @@ def export(
             size = client.run(receive)
         partial.replace(out)
     except OSError as e:
-        raise click.ClickException(f"cannot write {out}: {e}") from e
+        raise click.BadParameter(f"cannot write {out}: {e}", param_hint="--out") from e
     finally:
         with contextlib.suppress(OSError):
             partial.unlink()

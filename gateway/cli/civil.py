@@ -152,7 +152,7 @@ def status(client: GatewayClient, message_id: str) -> None:
 def list_updates(
     client: GatewayClient, state: str | None, recipient: str, limit: int, page_token: str
 ) -> None:
-    """List submitted updates, newest first, with their delivery state."""
+    """List submitted updates with their delivery state."""
     request = civil_pb2.ListUpdatesRequest(
         state=common_pb2.DeliveryState.Value(_STATE + state.upper())
         if state
