@@ -18,6 +18,7 @@ from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.envelope.names import EXCHANGE_TYPES
 from gateway.errors import FieldViolation, NotFound, ValidationRejected
 from gateway.policy.rules import PolicySection
+from gateway.server.agreement_state import standing_of
 from gateway.server.caller import current_principal
 from gateway.server.reload import ReloadReport, ReloadResult
 from gateway.store.lifecycle import AgreementLifecycleStore
@@ -56,18 +57,9 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
 
     def _summary(self, loaded: LoadedAgreement[PolicySection]) -> agreement_pb2.AgreementSummary:
         record = self._lifecycle.status_of(loaded.id, loaded.version)
-        status = agreement_pb2.AGREEMENT_STATUS_ACTIVE
-        reason = ""
-        if record is not None:
-            status = (
-                agreement_pb2.AGREEMENT_STATUS_TERMINATED
-                if record.status == "terminated"
-                else agreement_pb2.AGREEMENT_STATUS_SUSPENDED
-            )
-            reason = f"{record.status} by {record.changed_by_state}: {record.reason_code}"
-        elif loaded.inactive_reason is not None:
-            status = agreement_pb2.AGREEMENT_STATUS_INACTIVE
-            reason = loaded.inactive_reason.value
+        standing = standing_of(loaded, record, self._registry.get(loaded.id).version)
+        status = _STATES[standing.state]
+        reason = standing.detail
         agreement = loaded.agreement
         return agreement_pb2.AgreementSummary(
             ref=common_pb2.AgreementRef(id=loaded.id, version=loaded.version, digest=loaded.digest),
@@ -181,6 +173,12 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
         )
 
 
+_STATES = {
+    "active": agreement_pb2.AGREEMENT_STATUS_ACTIVE,
+    "suspended": agreement_pb2.AGREEMENT_STATUS_SUSPENDED,
+    "terminated": agreement_pb2.AGREEMENT_STATUS_TERMINATED,
+    "inactive": agreement_pb2.AGREEMENT_STATUS_INACTIVE,
+}
 _RESULTS = {
     ReloadResult.RELOADED: agreement_pb2.RELOAD_RESULT_RELOADED,
     ReloadResult.UNCHANGED: agreement_pb2.RELOAD_RESULT_UNCHANGED,

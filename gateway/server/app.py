@@ -56,6 +56,7 @@ from gateway.pki.tokens import JwksWatcher, TokenVerifier
 from gateway.policy.rules import PolicySection
 from gateway.server import exclusive_ports as ports
 from gateway.server.agreement_service import AgreementService
+from gateway.server.agreement_state import AgreementStateCollector, standings
 from gateway.server.audit_service import AuditService
 from gateway.server.civil_service import CivilRecordService
 from gateway.server.conformance import GatewayHealth, enable_reflection
@@ -209,6 +210,10 @@ class Gateway:
                 )
             )
             self.metrics.registry.register(GroupCommitCollector(self.exchanges.group_commit.stats))
+            x = self.exchanges
+            self.metrics.registry.register(
+                AgreementStateCollector(lambda: standings(x.registry, x.lifecycle))
+            )
             self.metrics.registry.register(
                 StorageFaultCollector(self.exchanges.group_commit.faults.counts)
             )

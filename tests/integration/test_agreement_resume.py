@@ -110,6 +110,8 @@ def test_a_party_lifts_its_own_suspension_and_the_partner_resumes_at_once(
         assert seen.inactive_reason == f"suspended by {suspender}: DATA_BREACH"
         assert refused_reason(own, suspender, agreement_id) == "SUSPENDED"
         assert refused_reason(other, partner, agreement_id) == "SUSPENDED"
+        for state in (suspender, partner):
+            assert agreement_state(exchange, state, agreement_id) == ("suspended", "SUSPENDED")
 
         # The partner cannot lift a suspension it did not declare.
         with pytest.raises(grpc.RpcError) as refused:
@@ -135,6 +137,21 @@ def test_a_party_lifts_its_own_suspension_and_the_partner_resumes_at_once(
         for caller, state in ((own, suspender), (other, partner)):
             message_id = submit_to_partner(caller, state, agreement_id)
             assert caller.wait_until_final(message_id).state == common_pb2.DELIVERY_STATE_APPLIED
+            assert agreement_state(exchange, state, agreement_id) == ("active", "")
+
+
+def agreement_state(exchange: RunningGateways, state: str, agreement_id: str) -> tuple[str, str]:
+    """The (state, reason) labels of the gateway's ``pouch_agreement_state`` series."""
+    registry = exchange.gateway(state).metrics.registry
+    found = [
+        (sample.labels["state"], sample.labels["reason"])
+        for family in registry.collect()
+        if family.name == "pouch_agreement_state"
+        for sample in family.samples
+        if sample.labels["agreement"] == agreement_id and sample.value == 1
+    ]
+    assert len(found) == 1, found
+    return found[0]
 
 
 def test_resuming_an_agreement_that_is_not_suspended_is_refused(

@@ -194,3 +194,10 @@ def test_version_2_loaded_by_reload_takes_over_at_its_start_without_a_refused_ca
         for caller in (at, be):
             held = versions(caller)
             assert held[2].status == agreement_pb2.AGREEMENT_STATUS_ACTIVE
+            assert held[1].status == agreement_pb2.AGREEMENT_STATUS_INACTIVE
+            assert held[1].inactive_reason == "SUPERSEDED"
+        metric = gateways["AT"].metrics.registry.get_sample_value(
+            "pouch_agreement_state",
+            {"agreement": CIVIL, "version": "2", "state": "active", "reason": ""},
+        )
+        assert metric == 1
