@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -18,12 +19,16 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pouch.v1 import agreement_pb2, common_pb2
+from gateway.agreements.loader import load_agreement
+from gateway.agreements.model import EXCHANGES_VALIDATOR
+from gateway.envelope import EnvelopeHeader, EnvelopeSigner, utc_millis
+from pouch.v1 import agreement_pb2, common_pb2, envelope_pb2
 from pouch_devtools.demo.deployment import Site, prepare_sites
 from tests.integration.conftest import assert_safe_message, error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,
     LocalCaller,
+    PeerCaller,
     RunningGateways,
     death_update,
     running_gateways,
@@ -33,6 +38,7 @@ from tests.integration.exchange_fixtures import (
 
 SUSPENDED_BY = {"AT": "at-be-lifted-by-at", "BE": "at-be-lifted-by-be"}
 NEVER_SUSPENDED = "at-be-never-suspended"
+FORGED = "at-be-forged-resumption"
 OTHER = {"AT": "BE", "BE": "AT"}
 
 
@@ -46,7 +52,7 @@ def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGatewa
         root, ["AT", "BE"], now=now, agreements=[("AT", "BE")], delivery=FAST_DELIVERY
     )
     at, be = sites["AT"], sites["BE"]
-    for agreement_id in (*SUSPENDED_BY.values(), NEVER_SUSPENDED):
+    for agreement_id in (*SUSPENDED_BY.values(), NEVER_SUSPENDED, FORGED):
         write_agreement(agreement_id, at, be, today=now.date(), holders=[at, be], signers=[at, be])
     with running_gateways(sites, ["AT", "BE"], spool_root=root / "spool") as running:
         yield running
@@ -169,3 +175,48 @@ def test_resuming_an_agreement_that_is_not_suspended_is_refused(
             )
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error_reason(refused.value) == "NOT_SUSPENDED"
+
+
+def resumption_signed_by(site: Site, to: Site, agreement_id: str) -> envelope_pb2.Envelope:
+    """A resumption notice as ``site``'s gateway would send it, really signed by it."""
+    loaded = load_agreement(
+        to.agreements_dir / f"{agreement_id}.yaml", exchanges_validator=EXCHANGES_VALIDATOR
+    )
+    header = EnvelopeHeader(
+        message_id=str(uuid.uuid4()),
+        agreement_id=agreement_id,
+        agreement_version=loaded.agreement.version,
+        agreement_digest=loaded.digest,
+        exchange_type=common_pb2.EXCHANGE_TYPE_AGREEMENT_NOTICE,
+        purpose="agreement_notice",
+        sender_state=site.state,
+        recipient_state=to.state,
+        created_at=utc_millis(datetime.now(UTC)),
+        payload_type=agreement_pb2.AgreementNotice.DESCRIPTOR.full_name,
+    )
+    notice = agreement_pb2.AgreementNotice(
+        agreement_id=agreement_id,
+        agreement_version=loaded.agreement.version,
+        action=agreement_pb2.AGREEMENT_NOTICE_ACTION_RESUME,
+        reason_code="BREACH_RESOLVED",
+    )
+    return EnvelopeSigner.from_state_directory(site.pki).sign(header, notice.SerializeToString())
+
+
+def test_a_partner_resumption_of_our_own_suspension_is_refused(
+    exchange: RunningGateways,
+) -> None:
+    at, be = exchange.sites["AT"], exchange.sites["BE"]
+    with LocalCaller(at, ["admin"]) as at_admin, LocalCaller(be, ["admin"]) as be_admin:
+        at_admin.agreements.SuspendAgreement(
+            agreement_pb2.SuspendAgreementRequest(agreement_id=FORGED, reason="DATA_BREACH"),
+            metadata=at_admin.metadata,
+            timeout=10,
+        )
+        be_admin.wait_for_status(FORGED, agreement_pb2.AGREEMENT_STATUS_SUSPENDED)
+        with PeerCaller(be, at) as as_be, pytest.raises(grpc.RpcError) as refused:
+            as_be.deliver(resumption_signed_by(be, at, FORGED))
+        assert error_reason(refused.value) == "SUSPENDED_BY_PARTNER"
+        assert_safe_message(refused.value)
+        assert at_admin.summary(FORGED).status == agreement_pb2.AGREEMENT_STATUS_SUSPENDED
+        assert agreement_state(exchange, "AT", FORGED) == ("suspended", "SUSPENDED")
