@@ -5,34 +5,45 @@ gateway's ``CivilRecordService`` (scope ``civil:submit``).
 protobuf JSON form (``--file``, ``-`` for standard input), and takes the envelope's
 fields (recipient, agreement, purpose, legal basis) as options. It returns once the
 update is durable in the gateway's outbox; ``status`` follows it to the partner's
-registry. Nothing here prints the update's content: only ids, states and reason codes.
+registry. ``submit-batch`` streams many (one ``SubmitUpdateRequest`` a line) and says of
+each whether it was taken. Nothing here prints an update's content: only ids, states
+and reason codes.
 
 Usage::
 
     pouch civil submit --file birth.json --to BE --agreement at-be-civil \\
         --purpose civil_status_update --reference GRZ-2026-000042
+    pouch civil submit-batch updates.jsonl --agreement at-be-civil --purpose civil_status_update
     pouch civil status MESSAGE_ID
     pouch civil list --state dead_lettered
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import click
-from rich.console import RenderableType
+import grpc.aio
+from google.protobuf import json_format
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from gateway.cli.client import (
+    EXIT_REFUSED,
     GatewayClient,
     enum_choice,
     enum_label,
     fields_table,
     gateway_options,
     next_page,
+    read_lines,
     read_message,
+    stdout_console,
     table,
     when,
 )
+from gateway.protojson import message_to_dict, parse_dict
 from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2
 
 _STATE = "DELIVERY_STATE_"
@@ -108,6 +119,88 @@ def submit(
             ],
         ),
     )
+
+
+@civil.command(name="submit-batch")
+@gateway_options
+@click.argument("requests_file", metavar="FILE")
+@click.option("--to", "recipient", default="", help="For lines that name no recipient state.")
+@click.option("--agreement", "agreement_id", default="", help="For lines that name none.")
+@click.option("--purpose", default="", help="For lines that declare none.")
+def submit_batch(
+    client: GatewayClient, requests_file: str, recipient: str, agreement_id: str, purpose: str
+) -> None:
+    """Submit many updates in one stream: FILE holds one SubmitUpdateRequest in protobuf
+    JSON a line ('-' reads standard input). Exits 1 if any was refused."""
+    requests = [
+        _batch_line(number, line, recipient, agreement_id, purpose)
+        for number, line in enumerate(read_lines(requests_file, "FILE"), start=1)
+        if line.strip()
+    ]
+    if not requests:
+        raise click.BadParameter(f"{requests_file} holds no request", param_hint="FILE")
+    progress = Progress(
+        TextColumn("submitting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=client.as_json,
+    )
+
+    async def stream(channel: grpc.aio.Channel) -> list[civil_pb2.SubmitUpdatesResponse]:
+        task = progress.add_task("", total=len(requests))
+        calls = civil_pb2_grpc.CivilRecordServiceStub(channel).SubmitUpdates(
+            (civil_pb2.SubmitUpdatesRequest(update=r) for r in requests),
+            metadata=client.metadata,
+            timeout=client.timeout_s + len(requests),
+        )
+        answers = []
+        async for answer in calls:
+            answers.append(answer)
+            progress.advance(task)
+        return answers
+
+    with progress:
+        answers = client.run(stream)
+    refused = [a for a in answers if a.error_reason]
+    if client.as_json:
+        click.echo(json.dumps({"results": [message_to_dict(a) for a in answers]}, indent=2))
+    else:
+        stdout_console().print(
+            table(
+                f"{len(answers) - len(refused)} of {len(requests)} taken",
+                ["reference", "message id", "state", "refused (reason)"],
+                [
+                    (
+                        a.client_reference,
+                        a.message_id or "-",
+                        _state(a.state) if not a.error_reason else "-",
+                        f"{a.error_reason}: {a.error_message}" if a.error_reason else "-",
+                    )
+                    for a in answers
+                ],
+            )
+        )
+    if refused:
+        click.echo(f"pouch: {len(refused)} of {len(requests)} updates refused", err=True)
+        raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+def _batch_line(
+    number: int, line: str, recipient: str, agreement_id: str, purpose: str
+) -> civil_pb2.SubmitUpdateRequest:
+    try:
+        request = parse_dict(json.loads(line), civil_pb2.SubmitUpdateRequest)
+    except (json.JSONDecodeError, json_format.ParseError) as e:
+        raise click.BadParameter(
+            f"line {number} is not a SubmitUpdateRequest: {e}", param_hint="FILE"
+        ) from e
+    request.recipient_state = request.recipient_state or recipient
+    request.agreement_id = request.agreement_id or agreement_id
+    request.purpose = request.purpose or purpose
+    request.client_reference = request.client_reference or f"cli-{uuid.uuid4()}"
+    return request
 
 
 @civil.command(name="status")

@@ -354,13 +354,19 @@ def read_message(path: str, message_class: type[Req], hint: str) -> Req:
 
 def read_json_file(path: str, hint: str) -> Any:
     """The JSON tree in ``path`` (``-`` reads standard input)."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise click.BadParameter(f"cannot read {path}: {e}", param_hint=hint) from e
+    text = "\n".join(read_lines(path, hint))
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise click.BadParameter(
             f"{path} is not JSON: line {e.lineno} column {e.colno}: {e.msg}", param_hint=hint
         ) from e
+
+
+def read_lines(path: str, hint: str) -> list[str]:
+    """The lines of the text file ``path`` (``-`` reads standard input)."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}", param_hint=hint) from e
+    return text.splitlines()

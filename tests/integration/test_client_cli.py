@@ -219,6 +219,28 @@ def test_civil_submit_status_and_list_then_a_purpose_not_agreed_and_a_bad_field_
     assert error["violations"] == [{"field": "update.event_date.month", "rule": "must be 1 to 12"}]
 
 
+def test_civil_submit_batch_streams_many_and_says_which_were_refused(live: Live) -> None:
+    good: dict[str, Any] = {"client_reference": f"batch-{uuid.uuid4().hex[:8]}"}
+    good |= {"recipient_state": "BE", "update": message_to_dict(death_update(date.today()))}
+    tree = message_to_dict(death_update(date.today()))
+    tree["event_date"]["month"] = 13
+    bad = {"client_reference": f"batch-{uuid.uuid4().hex[:8]}", "update": tree}
+    lines = live.file("updates.jsonl", f"{json.dumps(good)}\n\n{json.dumps(bad)}\n")
+
+    done = live.pouch(
+        "AT", "civil", "submit-batch", str(lines), "--to", "BE", "--agreement", AT_BE,
+        "--purpose", CIVIL_PURPOSE, "--json",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "pouch: 1 of 2 updates refused" in done.stderr
+    taken, refused_one = json.loads(done.stdout)["results"]
+    assert taken["client_reference"] == good["client_reference"]
+    assert taken["message_id"] and taken["state"] == "DELIVERY_STATE_QUEUED"
+    assert refused_one["client_reference"] == bad["client_reference"]
+    assert refused_one["error_reason"] == "VALIDATION"
+    assert "update.event_date.month: must be 1 to 12" in refused_one["error_message"]
+
+
 # -- identity ------------------------------------------------------------------------
 
 

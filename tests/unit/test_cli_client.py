@@ -31,6 +31,7 @@ CONNECTION_ENV = {
 }
 CLIENT_COMMANDS = [
     "civil submit",
+    "civil submit-batch",
     "civil status",
     "civil list",
     "identity confirm",
