@@ -24,3 +24,10 @@ def test_the_architecture_the_readme_points_to_is_in_the_repository() -> None:
     architecture = ROOT / "docs" / "architecture.md"
     assert architecture.is_file()
     assert [link for link in _links(architecture) if "://" in link] == []
+
+
+def test_every_document_the_readme_links_exists() -> None:
+    missing = [
+        link for link in _links(ROOT / "README.md") if not (ROOT / link.split("#", 1)[0]).exists()
+    ]
+    assert missing == []
