@@ -35,9 +35,8 @@ from gateway.store.migrate import current_revision, head_revision, known_revisio
 from gateway.store.opening import open_database
 
 _CERTIFICATE_REMEDY = (
-    "issue a new certificate for this role from the state CA (pouch pki rotate, or "
-    "pouch pki init for a new deployment); a partner pins the new bundle if the role is "
-    "in it"
+    "issue a new certificate for this role from the state CA and reload the gateway "
+    "(SIGHUP); a role named in the trust bundle needs a new bundle, pinned by partners"
 )
 
 
@@ -195,8 +194,9 @@ def check_state_pki(settings: Settings, now: datetime) -> list[Finding]:
                 fail(
                     "registry TLS files",
                     str(e),
-                    "issue the adapter's client certificate from the state CA "
-                    "(pouch pki issue-client registry-adapter) and name it in [registry]",
+                    "issue the adapter's client certificate from the state CA (pouch pki "
+                    f"issue-client --state-dir {settings.pki.dir} --name registry-adapter) "
+                    "and name it in [registry]",
                 )
             )
     return findings

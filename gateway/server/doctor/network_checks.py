@@ -132,7 +132,9 @@ async def _check_listener(ctx: DoctorContext, name: str, address: str) -> Findin
             "reload the gateway (SIGHUP) so that it serves its current certificate, or find "
             "which process holds the port",
         )
-    return ok(check, f"{address}: mutual TLS ({version}, {cipher}) with this gateway's certificate")
+    return ok(
+        check, f"{address}: serves this gateway's current certificate over {version} ({cipher})"
+    )
 
 
 def _reason(error: BaseException) -> str:
