@@ -1,12 +1,15 @@
 """``pouch status``: one running gateway at a glance, as it describes itself (scope
 ``admin``).
 
-Three questions on one connection: ``GatewayService.GetGatewayInfo`` (state, version,
+Four questions on one connection: ``GatewayService.GetGatewayInfo`` (state, version,
 schema, its TLS certificate's end, each partner's endpoint, pinned bundle and CA end),
 ``AgreementService.ListAgreements`` (each agreement's status and the reason it is not in
-force) and ``GatewayService.ListDeadLetters`` (the messages given up on, both ways: the
-backlog an operator must look at). Dates are the ones the gateway reports; ``--json``
-prints the three answers under ``gateway``, ``agreements`` and ``dead_letters``.
+force), ``GatewayService.ListDeadLetters`` (the messages given up on, both ways: the
+backlog an operator must look at) and ``GatewayService.RunDiagnostics`` (each partner's
+last contact and reachability, the certificates' and CRLs' dates, and how many of the
+``pouch doctor`` checks warn or fail; a gateway without that call is shown without
+them). Dates are the ones the gateway reports; ``--json`` prints the answers under
+``gateway``, ``agreements``, ``dead_letters`` and ``diagnostics``.
 
 Usage::
 
@@ -21,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import click
+import grpc
 import grpc.aio
 from rich.console import RenderableType
 from rich.text import Text
@@ -39,6 +43,11 @@ from pouch.v1 import agreement_pb2, agreement_pb2_grpc, gateway_pb2, gateway_pb2
 
 # The most the gateway lists in one answer; more are counted as "at least".
 _DEAD_LETTER_PAGE = 500
+_DATED = ("certificate ", "crl ")
+_REACHED = {
+    gateway_pb2.REACHABILITY_REACHABLE: "reachable",
+    gateway_pb2.REACHABILITY_UNREACHABLE: "UNREACHABLE",
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class GatewayStatus:
     info: gateway_pb2.GetGatewayInfoResponse
     agreements: agreement_pb2.ListAgreementsResponse
     dead_letters: gateway_pb2.ListDeadLettersResponse
+    diagnostics: gateway_pb2.RunDiagnosticsResponse | None
 
 
 async def _ask(client: GatewayClient, channel: grpc.aio.Channel) -> GatewayStatus:
@@ -65,7 +75,47 @@ async def _ask(client: GatewayClient, channel: grpc.aio.Channel) -> GatewayStatu
         metadata=md,
         timeout=timeout,
     )
-    return GatewayStatus(info, listing, dead)
+    try:
+        diagnostics: gateway_pb2.RunDiagnosticsResponse | None = await gateway.RunDiagnostics(
+            gateway_pb2.RunDiagnosticsRequest(), metadata=md, timeout=timeout
+        )
+    except grpc.aio.AioRpcError as e:
+        if e.code() is not grpc.StatusCode.UNIMPLEMENTED:  # a gateway of an older release
+            raise
+        diagnostics = None
+    return GatewayStatus(info, listing, dead, diagnostics)
+
+
+def _health(found: GatewayStatus) -> dict[str, tuple[str, str]]:
+    """Each partner's reachability and last contact, as the gateway saw real traffic."""
+    if found.diagnostics is None:
+        return {}
+    return {
+        p.state: (
+            _REACHED.get(p.reachability, "not yet called"),
+            when(p.last_contact) if p.HasField("last_contact") else "never",
+        )
+        for p in found.diagnostics.partners
+    }
+
+
+def _dates(diagnostics: gateway_pb2.RunDiagnosticsResponse) -> list[RenderableType]:
+    """The certificates' and CRLs' dates, and a count of the other checks by status."""
+    dated = [f for f in diagnostics.findings if f.check.startswith(_DATED)]
+    counted = Counter(_status(f) for f in diagnostics.findings)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counted.items()))
+    return [
+        table(
+            "certificates and CRLs",
+            ["check", "status", "dates"],
+            [(f.check, _status(f), f.detail) for f in dated],
+        ),
+        Text(f"diagnostics: {summary} (pouch doctor --target explains each)"),
+    ]
+
+
+def _status(finding: gateway_pb2.DiagnosticFinding) -> str:
+    return gateway_pb2.DiagnosticStatus.Name(finding.status).removeprefix("DIAGNOSTIC_STATUS_")
 
 
 def _backlog(dead: gateway_pb2.ListDeadLettersResponse) -> RenderableType:
@@ -84,7 +134,9 @@ def _backlog(dead: gateway_pb2.ListDeadLettersResponse) -> RenderableType:
 
 def _render(found: GatewayStatus) -> list[RenderableType]:
     info = found.info
-    return [
+    health = _health(found)
+    unknown = ("-", "-")
+    drawn: list[RenderableType] = [
         fields_table(
             f"gateway {info.state}",
             [
@@ -96,27 +148,40 @@ def _render(found: GatewayStatus) -> list[RenderableType]:
         ),
         table(
             f"{len(info.partners)} partners",
-            ["partner", "peer endpoint", "pinned bundle", "CA until"],
+            ["partner", "peer endpoint", "reached", "last contact", "pinned bundle", "CA until"],
             [
-                (p.state, p.peer_endpoint, p.bundle_digest, when(p.ca_not_after))
+                (
+                    p.state,
+                    p.peer_endpoint,
+                    *health.get(p.state, unknown),
+                    p.bundle_digest,
+                    when(p.ca_not_after),
+                )
                 for p in info.partners
             ],
         ),
         agreements_table(found.agreements),
         _backlog(found.dead_letters),
     ]
+    if found.diagnostics is not None:
+        drawn += _dates(found.diagnostics)
+    return drawn
 
 
 @click.command(name="status")
 @gateway_options
 def status(client: GatewayClient) -> None:
-    """The gateway, its partners, its agreements' state and its dead-letter backlog."""
+    """The gateway, its partners and their last contact, its agreements' state, its
+    dead-letter backlog, and its certificates' and CRLs' dates."""
     found = client.run(lambda channel: _ask(client, channel))
     if client.as_json:
         tree = {
             "gateway": message_to_dict(found.info),
             "agreements": message_to_dict(found.agreements),
             "dead_letters": message_to_dict(found.dead_letters),
+            "diagnostics": (
+                None if found.diagnostics is None else message_to_dict(found.diagnostics)
+            ),
         }
         click.echo(json.dumps(tree, indent=2, ensure_ascii=False))
         return

@@ -430,12 +430,18 @@ def test_status_shows_gateway_partners_agreements_and_backlog_then_an_auditor_is
     line = next(line for line in shown.stdout.splitlines() if AT_BE in line)
     assert "ACTIVE" in line
     assert "dead letters" in shown.stdout
+    partner = next(line for line in shown.stdout.splitlines() if line.startswith("│ BE "))
+    assert re.search(r"│ (reachable|UNREACHABLE|not yet called) +│", partner), partner
+    assert re.search(r"│ crl BE +│ OK +│ fresh: issued .* next update", shown.stdout)
+    assert re.search(r"│ certificate gateway_tls +│ OK +│ valid .* to ", shown.stdout)
 
     tree = live.pouch_json("AT", "status")
     assert tree["gateway"]["state"] == "AT"
     assert [p["state"] for p in tree["gateway"]["partners"]] == ["BE"]
     assert [a["ref"]["id"] for a in tree["agreements"]["agreements"]] == [AT_BE]
     assert "dead_letters" in tree
+    assert [p["state"] for p in tree["diagnostics"]["partners"]] == ["BE"]
+    assert any(f["check"] == "crl own" for f in tree["diagnostics"]["findings"])
 
     auditor = live.pouch("AT", "status", scopes=["audit:read"])
     refused(auditor, "PERMISSION_DENIED", "SCOPE_MISSING")
