@@ -14,7 +14,6 @@ only when it runs, so a gateway installed without the development tools has none
 from __future__ import annotations
 
 import asyncio
-import json
 import shlex
 import sys
 import tempfile
@@ -92,22 +91,24 @@ def _how_to_call(sites: dict[str, Site], running: Sequence[int], console: Consol
             soft_wrap=True,
         )
     site = sites[REQUESTER]
-    ca, key = json.dumps(str(site.pki.ca_cert)), json.dumps(str(site.pki.client_key("operator")))
-    cert = json.dumps(str(site.pki.client_cert("operator")))
-    call = (
-        "import sys, grpc; from pouch.v1 import gateway_pb2 as g, gateway_pb2_grpc as s; "
-        f'c = grpc.ssl_channel_credentials(open({ca}, "rb").read(), '
-        f'open({key}, "rb").read(), open({cert}, "rb").read()); '
-        f'ch = grpc.secure_channel("{site.local_target}", c); '
-        "print(s.GatewayServiceStub(ch).GetGatewayInfo(g.GetGatewayInfoRequest(), "
-        'metadata=[("authorization", "Bearer " + sys.argv[1])]))'
-    )
-    quoted = f"'{call}'" if "'" not in call else shlex.quote(call)
+    token_file = site.root / "operator.token"
+    connection = {
+        "POUCH_TARGET": site.local_target,
+        "POUCH_CA": str(site.pki.ca_cert),
+        "POUCH_CERT": str(site.pki.client_cert("operator")),
+        "POUCH_KEY": str(site.pki.client_key("operator")),
+        "POUCH_TOKEN_FILE": str(token_file),
+    }
+    exports = " ".join(f"{name}={shlex.quote(value)}" for name, value in connection.items())
     console.print(
-        f"\nFor example, {site.state}'s gateway information (no grpcurl needed):\n"
-        f"  TOKEN=$({shlex.join(_mint_command(site))})\n"
-        f'  {shlex.quote(sys.executable)} -c {quoted} "$TOKEN"',
+        f"\nFor example, {site.state}'s gateway, partners, agreements and backlog "
+        "(docs/cli.md lists every command):\n"
+        f"  {shlex.join(_mint_command(site))} > {shlex.quote(str(token_file))}\n"
+        f"  export {exports}\n"
+        f"  {_pouch()} status\n"
+        f"  {_pouch()} agreement list",
         soft_wrap=True,
+        markup=False,
     )
 
 
