@@ -34,6 +34,7 @@ from gateway.server.app import Gateway
 from gateway.server.doctor.findings import Diagnosis, Finding, Status
 from gateway.server.doctor.run import diagnose_files
 from gateway.store.migrate import head_revision
+from pouch.v1 import common_pb2
 from pouch_devtools.demo.deployment import (
     RegistryProcess,
     Site,
@@ -42,6 +43,7 @@ from pouch_devtools.demo.deployment import (
     prepare_sites,
 )
 from tests.integration.conftest import GatewayThread
+from tests.integration.exchange_fixtures import LocalCaller, death_update, submission
 
 AGREEMENT = agreement_id_for("AT", "BE")
 
@@ -344,3 +346,22 @@ def test_mismatched_hash_key_is_a_failure_with_the_partner(tmp_path: Path) -> No
         f"<agreements.hash_keys_dir>/{AGREEMENT}.key on both gateways, mode 0600; then "
         "reload both"
     )
+
+
+def test_a_delivery_and_its_acknowledgement_are_contact_in_both_gauges(running: Running) -> None:
+    submitted = datetime.now(UTC)
+    with LocalCaller(running.at, ["civil:submit"]) as caller:
+        update = submission(
+            death_update(submitted.date()), agreement_id=AGREEMENT, recipient_state="BE"
+        )
+        status = caller.wait_until_final(caller.submit(update))
+    # The reference registry decides (it knows no such person: rejected); either way its
+    # decision came back to AT.
+    assert status.state in (common_pb2.DELIVERY_STATE_APPLIED, common_pb2.DELIVERY_STATE_REJECTED)
+    # AT delivered to BE; BE sent AT the registry's decision: each contacted the other.
+    for state, partner in (("AT", "BE"), ("BE", "AT")):
+        metrics = running.gateways[state].metrics.registry
+        labels = {"partner": partner}
+        assert metrics.get_sample_value("pouch_partner_reachable", labels) == 1
+        last = metrics.get_sample_value("pouch_partner_last_contact_seconds", labels)
+        assert last is not None and last >= submitted.timestamp()
