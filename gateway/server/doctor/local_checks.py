@@ -213,7 +213,10 @@ def _pki_remedy(message: str) -> str:
 # -- expiry ------------------------------------------------------------------------
 
 
-def _validity(check: str, certificate: x509.Certificate, now: datetime, remedy: str) -> Finding:
+def certificate_validity(
+    check: str, certificate: x509.Certificate, now: datetime, remedy: str
+) -> Finding:
+    """FAIL outside its validity period, WARN within 30 days of its end, with the dates."""
     start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
     window = f"valid {day(start)} to {day(end)}"
     if end <= now:
@@ -252,7 +255,7 @@ def check_expiry(settings: Settings, now: datetime) -> list[Finding]:
             if role == "state_ca"
             else _CERTIFICATE_REMEDY
         )
-        findings.append(_validity(f"certificate {role}", certificate, now, remedy))
+        findings.append(certificate_validity(f"certificate {role}", certificate, now, remedy))
     for partner in settings.partners:
         try:
             bundle = load_trust_bundle(partner.bundle)
@@ -263,10 +266,12 @@ def check_expiry(settings: Settings, now: datetime) -> list[Finding]:
             f"of band and pin it in partners[{partner.state}]"
         )
         findings.append(
-            _validity(f"certificate {partner.state} CA", bundle.ca_certificate, now, remedy)
+            certificate_validity(
+                f"certificate {partner.state} CA", bundle.ca_certificate, now, remedy
+            )
         )
         findings.append(
-            _validity(
+            certificate_validity(
                 f"certificate {partner.state} signing", bundle.signing_certificate, now, remedy
             )
         )

@@ -40,6 +40,7 @@ from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem, load_certificate
 from gateway.server.doctor.context import SKEW_WARNING_S, DoctorContext
 from gateway.server.doctor.findings import Finding, fail, ok, warn
+from gateway.server.doctor.local_checks import certificate_validity
 from pouch.v1 import peer_pb2
 
 _NOT_RUNNING_REMEDY = "start the gateway (pouch serve --config FILE) and run the doctor again"
@@ -193,7 +194,7 @@ async def _check_partner(ctx: DoctorContext, entry: PartnerSection) -> list[Find
             )
         )
     rows.append(_skew(ctx, state, sent, received, answer.server_time.ToDatetime()))
-    rows.append(await _tls(ctx, state, endpoint, certificate_pem(bundle.ca_certificate)))
+    rows += await _tls(ctx, state, endpoint, certificate_pem(bundle.ca_certificate))
     return rows
 
 
@@ -243,11 +244,13 @@ def _skew(
     return ok(check, detail)
 
 
-async def _tls(ctx: DoctorContext, state: str, endpoint: str, ca_pem: bytes) -> Finding:
+async def _tls(ctx: DoctorContext, state: str, endpoint: str, ca_pem: bytes) -> list[Finding]:
+    """The handshake's version, cipher and (where readable) group; and the dates of the
+    TLS certificate the partner serves, which its bundle does not carry."""
     pki = StateDirectory(ctx.settings.pki.dir)
     check = f"tls {state}"
     try:
-        version, cipher, group, _ = await asyncio.to_thread(
+        version, cipher, group, served = await asyncio.to_thread(
             _handshake,
             endpoint,
             cadata=ca_pem.decode("ascii"),
@@ -257,11 +260,19 @@ async def _tls(ctx: DoctorContext, state: str, endpoint: str, ca_pem: bytes) -> 
             server_name=_split(endpoint)[0],
         )
     except (OSError, ssl.SSLError, ValueError) as e:
-        return warn(
-            check,
-            f"a TLS handshake from Python's ssl failed ({_reason(e)}), though gRPC's succeeded",
-            "",
-        )
+        return [
+            warn(
+                check,
+                f"a TLS handshake from Python's ssl failed ({_reason(e)}), though gRPC's succeeded",
+                "",
+            )
+        ]
+    expiry = certificate_validity(
+        f"certificate {state} gateway_tls",
+        x509.load_der_x509_certificate(served),
+        ctx.clock(),
+        f"ask {state} to renew its gateway's TLS certificate",
+    )
     if group is not None:
         said = (
             f"group {group} (as Python's OpenSSL negotiates it; gRPC offers X25519MLKEM768 first)"
@@ -271,9 +282,12 @@ async def _tls(ctx: DoctorContext, state: str, endpoint: str, ca_pem: bytes) -> 
             f"the key-exchange group cannot be read here ({ssl.OPENSSL_VERSION}); "
             f"{state}'s gateway counts it in pouch_peer_key_exchange_total"
         )
-    if version not in ("TLSv1.3",):
-        return warn(check, f"{version}, {cipher}; {said}", f"ask {state} to enable TLS 1.3")
-    return ok(check, f"{version}, {cipher}; {said}")
+    if version != "TLSv1.3":
+        return [
+            warn(check, f"{version}, {cipher}; {said}", f"ask {state} to enable TLS 1.3"),
+            expiry,
+        ]
+    return [ok(check, f"{version}, {cipher}; {said}"), expiry]
 
 
 # -- the registry ------------------------------------------------------------------
