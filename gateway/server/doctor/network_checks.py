@@ -40,7 +40,7 @@ from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem, load_certificate
 from gateway.server.doctor.context import SKEW_WARNING_S, DoctorContext
 from gateway.server.doctor.findings import Finding, fail, ok, warn
-from gateway.server.doctor.local_checks import certificate_validity
+from gateway.server.doctor.pki_checks import certificate_validity
 from pouch.v1 import peer_pb2
 
 _NOT_RUNNING_REMEDY = "start the gateway (pouch serve --config FILE) and run the doctor again"

@@ -26,15 +26,14 @@ from gateway.pki.directory import StateDirectory
 from gateway.server.doctor.agreement_checks import check_agreements
 from gateway.server.doctor.context import DoctorContext, utc_now
 from gateway.server.doctor.findings import Diagnosis, Finding
-from gateway.server.doctor.local_checks import (
+from gateway.server.doctor.local_checks import check_files, check_schema
+from gateway.server.doctor.network_checks import check_listeners, check_partners, check_registry
+from gateway.server.doctor.pki_checks import (
     check_crls,
     check_expiry,
-    check_files,
     check_partner_bundles,
-    check_schema,
     check_state_pki,
 )
-from gateway.server.doctor.network_checks import check_listeners, check_partners, check_registry
 from gateway.server.startup_checks import StartupError, check_partner
 
 
