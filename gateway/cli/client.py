@@ -44,7 +44,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
@@ -59,6 +59,7 @@ from rich.text import Text
 
 from gateway.connect import ClientIdentity, bearer, secure_channel
 from gateway.errors import status_details
+from gateway.pki.caller_files import CallerFileRefused, check_caller_files
 from gateway.protojson import message_to_dict, parse_dict
 
 EXIT_REFUSED = 1
@@ -259,7 +260,10 @@ def gateway_options(command: Callable[..., None]) -> Callable[..., None]:
 
 def _identity(ca: Path, cert: Path, key: Path) -> ClientIdentity:
     try:
+        check_caller_files(ca=ca, certificate=cert, key=key, now=datetime.now(UTC))
         return ClientIdentity.from_files(trusted_ca=ca, certificate=cert, private_key=key)
+    except CallerFileRefused as e:
+        raise click.UsageError(str(e)) from e
     except OSError as e:
         raise click.UsageError(f"cannot read {e.filename}: {e.strerror}") from e
 
