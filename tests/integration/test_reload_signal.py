@@ -192,3 +192,23 @@ def test_sighup_reloads_a_running_pouch_serve_while_updates_stream_and_each_is_a
     log = gateways["AT"].log_path.read_text()
     assert "reload refused agreements" in log and "what was in force stays in force" in log
     assert "Traceback" not in log
+
+
+def test_sighup_reloads_a_gateway_without_agreements_and_it_keeps_serving(
+    tmp_path: Path,
+) -> None:
+    sites = prepare_sites(tmp_path, ["AT", "BE"], now=datetime.now(UTC))
+    at = sites["AT"]
+    process = GatewayProcess(at)
+    process.start()
+    try:
+        line = send_sighup_and_wait(process, 0)
+        assert line.endswith("reloaded: nothing; refused: nothing"), line
+        new_serial = replace_tls_certificate(at)
+        line = send_sighup_and_wait(process, 1)
+        assert line.endswith("reloaded: tls_certificate; refused: nothing"), line
+        assert served_certificate_serial(at, at.local_target) == new_serial
+        assert process.process is not None and process.process.poll() is None
+    finally:
+        assert process.terminate() == 0
+    assert "Traceback" not in process.log_path.read_text()
