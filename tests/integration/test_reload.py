@@ -134,6 +134,17 @@ def test_reload_takes_new_agreement_crl_jwks_and_tls_certificate_while_a_stream_
         assert results(items["jwks"]) == {"RELOAD_RESULT_RELOADED"}
         assert results(items["tls_certificate"]) == {"RELOAD_RESULT_RELOADED"}
         assert not any(i.reason_code for kind in items.values() for i in kind)
+        # The evidence of what came into force, as at start, and the reload counted.
+        gateway = exchange.gateway("AT")
+        assert gateway.exchanges is not None
+        audit = gateway.exchanges.audit_log
+        assert audit.entries(event_kind="agreement_loaded", agreement_id=SECOND)
+        tls_changes = audit.entries(event_kind="key_changed", limit=1000)
+        assert [e.purpose for e in tls_changes].count("gateway_tls") == 2  # start, reload
+        reloads = gateway.metrics.registry.get_sample_value(
+            "pouch_reloads_total", {"kind": "tls_certificate", "result": "reloaded"}
+        )
+        assert reloads == 1
 
         stream.join(timeout=60)
         assert stream.error is None, stream.error
@@ -214,6 +225,19 @@ def test_broken_files_on_reload_are_refused_and_the_old_ones_stay_in_force(
             "jwks": {(str(at.idp.jwks_path), "JWKS_INVALID")},
             "tls_certificate": {(str(at.pki.gateway_key), "TLS_IDENTITY_INVALID")},
         }
+        gateway = exchange.gateway("AT")
+        assert gateway.exchanges is not None
+        refusals = gateway.exchanges.audit_log.entries(event_kind="admin_action", limit=1000)
+        assert {e.reason_code for e in refusals} >= {
+            "AGREEMENT_FILE_INVALID",
+            "CRL_INVALID",
+            "JWKS_INVALID",
+            "TLS_IDENTITY_INVALID",
+        }
+        refused_count = gateway.metrics.registry.get_sample_value(
+            "pouch_reloads_total", {"kind": "jwks", "result": "refused"}
+        )
+        assert refused_count == 1
         logged = [r.getMessage() for r in caplog.records if r.name == "gateway.server.reload"]
         assert len(logged) == 4
         assert any(str(broken_agreement) in line and "stays in force" in line for line in logged)
