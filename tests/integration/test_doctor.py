@@ -366,3 +366,18 @@ def test_a_delivery_and_its_acknowledgement_are_contact_in_both_gauges(running: 
         assert metrics.get_sample_value("pouch_partner_reachable", labels) == 1
         last = metrics.get_sample_value("pouch_partner_last_contact_seconds", labels)
         assert last is not None and last >= submitted.timestamp()
+
+
+def test_private_key_readable_by_others_is_a_failure_naming_chmod(
+    running: Running, tmp_path: Path
+) -> None:
+    settings = running.settings()
+    assert row(diagnose(settings), "files").status is Status.OK
+    pki = tmp_path / "pki"
+    shutil.copytree(running.at.pki.root, pki)
+    (pki / "signing.key").chmod(0o644)
+    settings = settings.model_copy(update={"pki": settings.pki.model_copy(update={"dir": pki})})
+    finding = row(diagnose(settings), "file pki.dir")
+    assert finding.status is Status.FAIL
+    assert "mode 0644 lets group or others at a secret key" in finding.detail
+    assert finding.remedy == f"chmod 600 {pki / 'signing.key'} (and chown it to the gateway's user)"

@@ -106,7 +106,7 @@ def check_files(settings: Settings) -> list[Finding]:
     if ca_key.exists():
         findings.append(
             warn(
-                "file pki.dir",
+                "state CA key",
                 f"{ca_key}: the state CA's private key lies in the gateway's directory",
                 "keep the CA key offline (pouch pki init --offline-ca); the gateway needs "
                 "only ca.crt and crl.pem, and the commands that sign take the key's path",
