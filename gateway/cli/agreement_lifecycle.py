@@ -1,5 +1,5 @@
 """``pouch agreement suspend|terminate|resume``: an operator's declaration, through the
-local API.
+local API; and ``pouch agreement reload``, which asks the gateway to re-read its files.
 
 The command calls the operator's own gateway (``AgreementService``) over mutual TLS
 with an admin token; the gateway records the declaration, stops (or, for a resumption
@@ -22,7 +22,7 @@ from pouch.v1 import agreement_pb2, agreement_pb2_grpc
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-def _connection_options(command: click.Command) -> click.Command:
+def _connection_options(command: click.Command, *, declaration: bool = True) -> click.Command:
     options = [
         click.option("--gateway", "target", required=True, help="Local API, HOST:PORT."),
         click.option("--ca", "ca", required=True, type=_FILE, help="The state's ca.crt."),
@@ -35,9 +35,12 @@ def _connection_options(command: click.Command) -> click.Command:
             type=_FILE,
             help="File holding an access token with the admin scope.",
         ),
-        click.option("--reason", required=True, help="Reason code, e.g. DATA_BREACH."),
-        click.argument("agreement_id"),
     ]
+    if declaration:
+        options += [
+            click.option("--reason", required=True, help="Reason code, e.g. DATA_BREACH."),
+            click.argument("agreement_id"),
+        ]
     for option in options:
         command = option(command)
     return command
@@ -120,3 +123,41 @@ def _resume(**kwargs: str | Path) -> None:
 suspend = _connection_options(_suspend)
 terminate = _connection_options(_terminate)
 resume = _connection_options(_resume)
+
+
+async def _reload(
+    target: str, identity: ClientIdentity, token: str
+) -> agreement_pb2.ReloadResponse:
+    async with secure_channel(target, identity) as channel:
+        stub = agreement_pb2_grpc.AgreementServiceStub(channel)
+        answer: agreement_pb2.ReloadResponse = await stub.Reload(
+            agreement_pb2.ReloadRequest(), metadata=bearer(token), timeout=60
+        )
+        return answer
+
+
+@click.command(name="reload")
+def _reload_command(target: str, ca: Path, cert: Path, key: Path, token_file: Path) -> None:
+    """Re-read agreements, CRLs, the JWKS and the TLS certificate of a running gateway,
+    as SIGHUP does; exits 1 if a file was refused (the one in force stays)."""
+    identity = ClientIdentity.from_files(trusted_ca=ca, certificate=cert, private_key=key)
+    token = token_file.read_text(encoding="ascii").strip()
+    try:
+        answer = asyncio.run(_reload(target, identity, token))
+    except grpc.aio.AioRpcError as e:
+        raise click.ClickException(f"{e.code().name}: {e.details()}") from None
+    refused = False
+    for item in answer.items:
+        result = agreement_pb2.ReloadResult.Name(item.result).removeprefix("RELOAD_RESULT_")
+        refused = refused or item.result == agreement_pb2.RELOAD_RESULT_REFUSED
+        line = f"{item.kind} {item.file or '-'}: {result.lower()}"
+        if item.changed:
+            line += f" ({', '.join(item.changed)})"
+        if item.reason_code:
+            line += f": {item.reason_code}: {item.rule}"
+        click.echo(line)
+    if refused:
+        raise click.exceptions.Exit(1)
+
+
+reload = _connection_options(_reload_command, declaration=False)

@@ -6,7 +6,7 @@ import click
 
 from gateway import __version__
 from gateway.cli.agreement import agreement
-from gateway.cli.agreement_lifecycle import resume, suspend, terminate
+from gateway.cli.agreement_lifecycle import reload, resume, suspend, terminate
 from gateway.cli.audit import audit
 from gateway.cli.db import db
 from gateway.cli.demo import demo
@@ -29,6 +29,7 @@ cli.add_command(keys)
 agreement.add_command(suspend)
 agreement.add_command(terminate)
 agreement.add_command(resume)
+agreement.add_command(reload)
 cli.add_command(agreement)
 cli.add_command(audit)
 cli.add_command(token)

@@ -9,6 +9,8 @@ own deployment, since it changes files on disk.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import pytest
 
 from gateway.connect import bearer
 from pouch.v1 import agreement_pb2, civil_pb2, common_pb2, gateway_pb2, gateway_pb2_grpc
-from pouch_devtools.demo.deployment import prepare_sites
+from pouch_devtools.demo.deployment import Site, prepare_sites
 from tests.integration.conftest import channel_to, error_reason
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,
@@ -274,3 +276,37 @@ def test_reload_is_refused_without_the_admin_scope(exchange: RunningGateways) ->
     with LocalCaller(at, ["civil:submit"]) as clerk, pytest.raises(grpc.RpcError) as refused:
         clerk.agreements.Reload(agreement_pb2.ReloadRequest(), metadata=clerk.metadata, timeout=10)
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def reload_from_cli(site: Site, token_file: Path) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, "-m", "gateway", "agreement", "reload",
+        "--gateway", site.local_target,
+        "--ca", str(site.pki.ca_cert),
+        "--cert", str(site.pki.client_cert("operator")),
+        "--key", str(site.pki.client_key("operator")),
+        "--token-file", str(token_file),
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_pouch_agreement_reload_says_what_came_into_force_and_fails_on_a_refusal(
+    exchange: RunningGateways, tmp_path: Path
+) -> None:
+    at, be = exchange.sites["AT"], exchange.sites["BE"]
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(at.token(["admin"], now=time.time()))
+    add_agreement(SECOND, at, be)
+    result = reload_from_cli(at, token_file)
+    assert result.returncode == 0, result.stderr
+    assert f"agreements -: reloaded ({SECOND})" in result.stdout.splitlines()
+    assert f"jwks {at.idp.jwks_path}: unchanged" in result.stdout.splitlines()
+
+    at.idp.jwks_path.write_text("{not a JWKS")
+    result = reload_from_cli(at, token_file)
+    assert result.returncode == 1
+    refused = [line for line in result.stdout.splitlines() if line.startswith("jwks ")]
+    assert refused == [
+        f"jwks {at.idp.jwks_path}: refused: JWKS_INVALID: {at.idp.jwks_path} is not valid JSON"
+    ]
+    assert "Traceback" not in result.stderr
