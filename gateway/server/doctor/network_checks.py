@@ -90,6 +90,8 @@ def _handshake(
 async def check_listeners(ctx: DoctorContext) -> list[Finding]:
     settings = ctx.settings
     listeners = [("local API", settings.local_api.listen), ("peer API", settings.peer_api.listen)]
+    if settings.witness_http is not None:
+        listeners.append(("witness HTTP", settings.witness_http.listen))
     return list(
         await asyncio.gather(*(_check_listener(ctx, name, addr) for name, addr in listeners))
     )
