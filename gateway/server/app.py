@@ -386,6 +386,11 @@ class Gateway:
             evidence=evidence if x is not None else None,
             refusal_evidence=refusal if x is not None else None,
             clock=self.clock,
+            restart_only=(
+                *(("partner_bundle", entry.bundle) for entry in self.settings.partners),
+                ("signing_key", self.pki.signing_cert),
+                ("signing_key", self.pki.signing_key),
+            ),
         )
         return GatewayReload(sources, metrics_registry=self.metrics.registry)
 

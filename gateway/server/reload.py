@@ -12,6 +12,11 @@ jwks               ``[tokens] jwks_file``                                     JW
 tls_certificate    ``gateway.crt`` and ``gateway.key`` of the state directory  TLS_IDENTITY_INVALID
 =================  =========================================================  ==========
 
+Files read at start only (partner trust bundles, whose digests the configuration and
+the agreements pin, and the message-signing key and certificate, which partners know
+from this state's bundle) are looked at too: one changed since start is reported
+refused with ``RESTART_REQUIRED``, kinds ``partner_bundle`` and ``signing_key``.
+
 A file that breaks a rule is refused: one warning line names the file and the rule,
 the reload's answer lists it with its reason code, and what was in force before stays
 in force for that kind (one bad agreement file keeps the whole previous set; each CRL
@@ -150,6 +155,9 @@ class ReloadSources:
     evidence: Callable[[Sequence[LoadedAgreement[PolicySection]], dict[str, bytes]], None] | None
     refusal_evidence: Callable[[str, str], None] | None
     clock: Callable[[], datetime]
+    restart_only: tuple[tuple[str, Path], ...] = ()
+    """Files (by kind) a reload does not take in: one changed since start is reported
+    refused with ``RESTART_REQUIRED``, so nobody believes it in force."""
 
 
 def _digest(*paths: Path) -> str | None:
@@ -181,6 +189,7 @@ class GatewayReload:
             str(sources.jwks.path): _digest(sources.jwks.path),
             **{str(w.path): _digest(w.path) for w in sources.crls()},
         }
+        self._at_start = {str(path): _digest(path) for _, path in sources.restart_only}
 
     def run(self, *, principal: str) -> ReloadReport:
         """Blocking. Every kind re-read, one event line, metrics and audit entries."""
@@ -190,6 +199,7 @@ class GatewayReload:
                 *(self._crl(watcher) for watcher in self._s.crls()),
                 self._jwks(),
                 self._tls(),
+                *(self._restart_only(kind, path) for kind, path in self._s.restart_only),
             ]
         report = ReloadReport(tuple(outcomes))
         for outcome in report.outcomes:
@@ -266,6 +276,17 @@ class GatewayReload:
         self._seen[str(path)] = digest
         result = ReloadResult.RELOADED if changed else ReloadResult.UNCHANGED
         return ReloadOutcome(kind, str(path), result)
+
+    def _restart_only(self, kind: str, path: Path) -> ReloadOutcome:
+        if _digest(path) == self._at_start[str(path)]:
+            return ReloadOutcome(kind, str(path), ReloadResult.UNCHANGED)
+        return ReloadOutcome(
+            kind,
+            str(path),
+            ReloadResult.REFUSED,
+            "RESTART_REQUIRED",
+            "changed since start; it is read at start only, the one read then stays in force",
+        )
 
     def _tls(self) -> ReloadOutcome:
         cert_path, key_path = self._s.tls_paths

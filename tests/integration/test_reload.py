@@ -310,3 +310,35 @@ def test_pouch_agreement_reload_says_what_came_into_force_and_fails_on_a_refusal
         f"jwks {at.idp.jwks_path}: refused: JWKS_INVALID: {at.idp.jwks_path} is not valid JSON"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_a_changed_partner_bundle_or_signing_key_is_reported_as_needing_a_restart(
+    exchange: RunningGateways,
+) -> None:
+    at = exchange.sites["AT"]
+    bundle = at.root / "partners" / "BE" / "bundle.json"
+    with LocalCaller(at, ["admin", "civil:submit"]) as admin:
+        items = reload(admin)
+        assert results(items["partner_bundle"]) == {"RELOAD_RESULT_UNCHANGED"}
+        assert results(items["signing_key"]) == {"RELOAD_RESULT_UNCHANGED"}
+
+        bundle.write_bytes(bundle.read_bytes() + b"\n")
+        at.pki.signing_cert.write_bytes(at.pki.signing_cert.read_bytes() + b"\n")
+        items = reload(admin)
+        refused = {
+            (i.kind, i.file, i.reason_code)
+            for found in items.values()
+            for i in found
+            if i.result == agreement_pb2.RELOAD_RESULT_REFUSED
+        }
+        assert refused == {
+            ("partner_bundle", str(bundle), "RESTART_REQUIRED"),
+            ("signing_key", str(at.pki.signing_cert), "RESTART_REQUIRED"),
+        }
+        # What was read at start stays in force: the agreement still carries calls.
+        message_id = admin.submit(
+            submission(
+                death_update(datetime.now(UTC).date()), agreement_id=CIVIL, recipient_state="BE"
+            )
+        )
+        assert inbox_eventually(exchange, message_id)
