@@ -400,13 +400,15 @@ class ReloadItem(_message.Message):
     RULE_FIELD_NUMBER: _builtins.int
     CHANGED_FIELD_NUMBER: _builtins.int
     kind: _builtins.str
-    """agreements, crl, jwks or tls_certificate."""
+    """agreements, crl, jwks or tls_certificate; partner_bundle or signing_key for
+    files read at start only (refused with RESTART_REQUIRED once changed).
+    """
     file: _builtins.str
     """The file, when one file is concerned."""
     result: Global___ReloadResult.ValueType
     reason_code: _builtins.str
     """Why a file was refused: AGREEMENT_FILE_INVALID, CRL_INVALID, JWKS_INVALID,
-    TLS_IDENTITY_INVALID.
+    TLS_IDENTITY_INVALID, RESTART_REQUIRED.
     """
     rule: _builtins.str
     """The rule the file breaks (line and key for an agreement file)."""
