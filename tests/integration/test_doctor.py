@@ -29,9 +29,10 @@ from prometheus_client import generate_latest
 from gateway.config import Settings, load_settings
 from gateway.pki.authority import StateAuthority
 from gateway.pki.crl import build_crl, crl_pem
-from gateway.pki.keys import certificate_pem, write_private_key
+from gateway.pki.keys import certificate_pem, load_certificate, write_private_key
 from gateway.server.app import Gateway
 from gateway.server.doctor.findings import Diagnosis, Finding, Status
+from gateway.server.doctor.pki_checks import check_expiry
 from gateway.server.doctor.run import diagnose_files
 from gateway.store.migrate import head_revision
 from pouch.v1 import common_pb2
@@ -381,3 +382,19 @@ def test_private_key_readable_by_others_is_a_failure_naming_chmod(
     assert finding.status is Status.FAIL
     assert "mode 0644 lets group or others at a secret key" in finding.detail
     assert finding.remedy == f"chmod 600 {pki / 'signing.key'} (and chown it to the gateway's user)"
+
+
+def test_certificate_within_30_days_of_its_end_is_a_warning_with_the_date(
+    running: Running,
+) -> None:
+    settings = running.settings()
+    now = datetime.now(UTC)
+    assert row(Diagnosis(tuple(check_expiry(settings, now))), "certificate signing").status is (
+        Status.OK
+    )
+    end = load_certificate(running.at.pki.signing_cert).not_valid_after_utc
+    later = end - timedelta(days=10, hours=1)
+    finding = row(Diagnosis(tuple(check_expiry(settings, later))), "certificate signing")
+    assert finding.status is Status.WARN
+    assert finding.detail == f"expires in 10 days, on {end.strftime('%Y-%m-%d %H:%M UTC')}"
+    assert finding.remedy.startswith("issue a new certificate for this role from the state CA")
