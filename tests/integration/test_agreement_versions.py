@@ -17,24 +17,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.settings import SpoolAdapterSettings
-from gateway.agreements.loader import sign_agreement
+from gateway.agreements.loader import load_agreement, sign_agreement
 from gateway.agreements.model import EXCHANGES_VALIDATOR
 from gateway.config import load_settings
 from gateway.connect import bearer
+from gateway.envelope import EnvelopeSigner
+from gateway.policy.transforms import MASK
 from gateway.server.app import Gateway
-from pouch.v1 import agreement_pb2, common_pb2
+from pouch.v1 import agreement_pb2, common_pb2, envelope_pb2
 from pouch_devtools.demo.agreements import civil_agreement_text
 from pouch_devtools.demo.deployment import Site, prepare_sites
 from tests.integration.conftest import GatewayThread
 from tests.integration.exchange_fixtures import (
     FAST_DELIVERY,
     LocalCaller,
+    PeerCaller,
+    civil_header,
     death_update,
+    inbox_entry,
     outbox_message,
+    signed_envelope,
     submission,
 )
 
@@ -119,6 +126,26 @@ def versions(caller: LocalCaller) -> dict[int, agreement_pb2.AgreementSummary]:
     return {a.ref.version: a for a in listing.agreements if a.ref.id == CIVIL}
 
 
+def death_tree(day: date) -> dict[str, Any]:
+    """A death as AT's gateway sends it under the demo agreement (already minimised)."""
+    return {
+        "event_type": "CIVIL_EVENT_TYPE_DEATH",
+        "event_date": {"year": day.year, "month": day.month, "day": day.day},
+        "event_place": {"country_code": "AT", "locality": "Graz"},
+        "act_reference": MASK,
+        "parties": [
+            {
+                "role": "PARTY_ROLE_SUBJECT",
+                "person": {
+                    "name": {"given_names": ["Jan"], "family_names": ["Wouters"]},
+                    "date_of_birth": {"year": 1950, "month": 6, "day": 2},
+                    "nationalities": ["BE"],
+                },
+            }
+        ],
+    }
+
+
 @pytest.fixture
 def clock() -> ShiftedClock:
     return ShiftedClock()
@@ -152,6 +179,7 @@ def test_version_2_loaded_by_reload_takes_over_at_its_start_without_a_refused_ca
 
         # Updates submitted all the while the clock passes midnight.
         sent: list[tuple[str, date]] = []
+        straddling: list[str] = []
         errors: list[BaseException] = []
         stop = threading.Event()
 
@@ -162,7 +190,12 @@ def test_version_2_loaded_by_reload_takes_over_at_its_start_without_a_refused_ca
                     request = submission(
                         death_update(day), agreement_id=CIVIL, recipient_state="BE"
                     )
-                    sent.append((at.submit(request), day))
+                    message_id = at.submit(request)
+                    # A call begun before midnight may be taken after it: either version.
+                    if clock.today() == day:
+                        sent.append((message_id, day))
+                    else:
+                        straddling.append(message_id)
                 except BaseException as e:  # reported below
                     errors.append(e)
                     return
@@ -187,9 +220,30 @@ def test_version_2_loaded_by_reload_takes_over_at_its_start_without_a_refused_ca
             assert message.agreement_version == (2 if day >= switch_day else 1)
             by_version[message.agreement_version] += 1
         assert by_version[1] > 0 and by_version[2] > 0, by_version
-        for message_id, _ in sent:
+        for message_id in [m for m, _ in sent] + straddling:
             final = at.wait_until_final(message_id)
             assert final.state == common_pb2.DELIVERY_STATE_APPLIED, (message_id, final)
+
+        # A message made under version 1 reaching BE after the switch (in flight, or
+        # from a gateway that has not switched yet) is received: BE still holds it.
+        v1_digest = load_agreement(
+            sites["BE"].agreements_dir / f"{CIVIL}.yaml", exchanges_validator=EXCHANGES_VALIDATOR
+        ).digest
+        header = civil_header(
+            sender="AT",
+            recipient="BE",
+            agreement_id=CIVIL,
+            agreement_digest=v1_digest,
+            created_at=clock(),
+        )
+        late = signed_envelope(
+            EnvelopeSigner.from_state_directory(sites["AT"].pki), header, death_tree(clock.today())
+        )
+        with PeerCaller(sites["AT"], sites["BE"]) as as_at:
+            receipt = as_at.deliver(late)
+        assert receipt.outcome == envelope_pb2.RECEIPT_OUTCOME_ACCEPTED
+        stored = inbox_entry(gateways["BE"], late.message_id)
+        assert stored is not None
 
         for caller in (at, be):
             held = versions(caller)
