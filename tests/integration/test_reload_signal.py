@@ -137,6 +137,7 @@ def test_sighup_reloads_a_running_pouch_serve_while_updates_stream_and_each_is_a
     message_ids = asyncio.run(submission.run())
     reloading.join(timeout=60)
     assert reloading.error is None, reloading.error
+    print(f"reload after {reloading.acknowledged_at_reload} of {COUNT} acknowledged")
     assert 0 < reloading.acknowledged_at_reload < COUNT, "the reload did not fall mid-stream"
     assert submission.resumptions == 0, "the stream broke"
     assert reloading.line.endswith(
