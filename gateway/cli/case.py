@@ -6,7 +6,9 @@
 ``AssistedPerson`` in protobuf JSON), the rest from options. ``transition``, ``note``,
 ``claim`` and ``acknowledge-costs`` are the steps of the shared state machine; each is
 signed by this gateway and sent to the partner's. ``watch`` streams a case's events
-until interrupted (Ctrl-C), one line each, or one JSON object a line with ``--json``.
+until interrupted (Ctrl-C), one line each, or one JSON object a line with ``--json``;
+a connection lost once watching (a gateway restarting) is taken up again with backoff,
+starting from the case as it then stands.
 
 Usage::
 
@@ -19,6 +21,7 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import uuid
@@ -49,6 +52,9 @@ from pouch.v1 import representation_pb2_grpc
 
 _STATE = "CASE_STATE_"
 _KIND = "ASSISTANCE_KIND_"
+# A lost watch is taken up again after this pause, doubled each time up to the maximum.
+_REWATCH_FIRST_S = 0.5
+_REWATCH_MAX_S = 10.0
 _ATTACHMENT = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -247,21 +253,42 @@ def watch(client: GatewayClient, case_id: str) -> None:
     """Stream the events of the case CASE_ID as they happen, until interrupted."""
     console = stdout_console()
 
-    async def follow(channel: grpc.aio.Channel) -> None:
-        # No deadline: a watch lasts as long as the person wants it to.
-        events = _stub(channel).WatchCase(
-            rep.WatchCaseRequest(case_id=case_id), metadata=client.metadata
-        )
-        async for event in events:
-            if client.as_json:
-                click.echo(json.dumps(message_to_dict(event), ensure_ascii=False), nl=True)
-                continue
-            console.print(
-                Text(
-                    f"{when(event.occurred_at)}  {event.event_kind:<20} "
-                    f"state {_state(event.case.state)}"
-                )
+    def show(event: rep.WatchCaseResponse) -> None:
+        if client.as_json:
+            click.echo(json.dumps(message_to_dict(event), ensure_ascii=False))
+            return
+        console.print(
+            Text(
+                f"{when(event.occurred_at)}  {event.event_kind:<20} "
+                f"state {_state(event.case.state)}"
             )
+        )
+
+    async def follow(channel: grpc.aio.Channel) -> None:
+        watched = False
+        pause_s = _REWATCH_FIRST_S
+        while True:
+            # No deadline: a watch lasts as long as the person wants it to.
+            events = _stub(channel).WatchCase(
+                rep.WatchCaseRequest(case_id=case_id), metadata=client.metadata
+            )
+            try:
+                async for event in events:
+                    watched, pause_s = True, _REWATCH_FIRST_S
+                    show(event)
+                return  # the gateway ended the stream
+            except grpc.aio.AioRpcError as e:
+                # Once watching, a lost connection (a gateway restarting) is waited out:
+                # the case as it then stands comes first again ("current").
+                if not (watched and client.unreached(e)):
+                    raise
+                click.echo(
+                    f"pouch: lost the gateway at {client.target} ({e.details()}); "
+                    f"watching again in {pause_s:g} s",
+                    err=True,
+                )
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, _REWATCH_MAX_S)
 
     if not client.as_json:
         click.echo(f"watching case {case_id} at {client.target} (Ctrl-C to stop)", err=True)

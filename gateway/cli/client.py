@@ -114,6 +114,12 @@ class GatewayClient:
 
         return self.run(call)
 
+    @staticmethod
+    def unreached(error: grpc.aio.AioRpcError) -> bool:
+        """Whether the call never reached a gateway (or lost it): every answer of a
+        gateway carries a reason code, a connection that failed none."""
+        return error.code() is grpc.StatusCode.UNAVAILABLE and not status_details(error).reason
+
     def fail(self, error: grpc.aio.AioRpcError) -> NoReturn:
         """Say why the call failed, in words, and exit non-zero."""
         code = error.code()
@@ -123,7 +129,6 @@ class GatewayClient:
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.DEADLINE_EXCEEDED,
         ):
-            # Every answer of a gateway carries a reason code: none means it never answered.
             why = "no answer in time" if code is grpc.StatusCode.DEADLINE_EXCEEDED else message
             click.echo(f"pouch: cannot reach the gateway at {self.target}: {why}", err=True)
             if self.as_json:

@@ -8,25 +8,29 @@ environment (``POUCH_TARGET``, ``POUCH_CA``, ``POUCH_CERT``, ``POUCH_KEY``,
 
 Each service's test runs its commands in table and ``--json`` form, then one refusal,
 and asserts the gRPC status, the reason code and the exit code (1 refused, 3 not
-reached). The deployment is shared by the module: every test works on the messages,
+reached). A watch is also taken through a TCP relay whose connections the test cuts. The deployment is shared by the module: every test works on the messages,
 cases and listings it made itself, by their ids.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import pytest
@@ -353,6 +357,111 @@ def test_a_case_opened_watched_and_worked_from_the_command_line_then_an_illegal_
     assert "note_added" in kinds, kinds
     assert events[-1]["case"]["case_id"] == case_id
     assert "Traceback" not in err
+
+
+class Relay:
+    """A TCP relay on loopback to ``port``, whose connections a test can cut (a gateway
+    restarting, a network dropping)."""
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.target = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            far = socket.create_connection(("127.0.0.1", self._port))
+            with self._lock:
+                self._open += [near, far]
+            for source, sink in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every connection through the relay; new ones are still taken."""
+        with self._lock:
+            cut, self._open = self._open, []
+        for connection in cut:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+
+    def close(self) -> None:
+        self._listener.close()
+        self.cut()
+
+
+def lines_of(stream: IO[str]) -> queue.Queue[str]:
+    """The lines ``stream`` gives, as they come."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def next_line_with(lines: queue.Queue[str], text: str) -> str:
+    deadline = time.monotonic() + SETTLE_S
+    while (line := lines.get(timeout=max(0.1, deadline - time.monotonic()))) and text not in line:
+        pass
+    return line
+
+
+def test_a_watch_that_loses_its_gateway_watches_again_and_sees_what_happened(
+    live: Live,
+) -> None:
+    at, be = live.sites["AT"], live.sites["BE"]
+    with Consulate(at) as requester:
+        case_id = requester.request("BE", AT_BE).case_id
+    relay = Relay(at.local_port)
+    env = live.environment("AT", ["representation:request"]) | {"POUCH_TARGET": relay.target}
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "case", "watch", case_id, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        out, err = lines_of(watcher.stdout), lines_of(watcher.stderr)
+        assert json.loads(next_line_with(out, '"current"'))["case"]["case_id"] == case_id
+        relay.cut()
+        lost = next_line_with(err, "watching again")
+        assert f"lost the gateway at {relay.target}" in lost
+        again = json.loads(next_line_with(out, '"current"'))  # the case as it now stands
+        assert again["case"]["case_id"] == case_id
+        with Consulate(be) as representing:
+            representing.wait_for(case_id, lambda case: True)
+            representing.stub.AddNote(
+                representation_pb2.AddNoteRequest(case_id=case_id, text="Called the hotel"),
+                metadata=representing.metadata,
+                timeout=10,
+            )
+        noted = json.loads(next_line_with(out, '"note_added"'))
+        assert [n["text"] for n in noted["case"]["notes"]] == ["Called the hotel"]
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        watcher.wait(timeout=COMMAND_TIMEOUT_S)
+        relay.close()
+    assert watcher.returncode == 0
 
 
 # -- agreements ----------------------------------------------------------------------
