@@ -8,8 +8,9 @@ environment (``POUCH_TARGET``, ``POUCH_CA``, ``POUCH_CERT``, ``POUCH_KEY``,
 
 Each service's test runs its commands in table and ``--json`` form, then one refusal,
 and asserts the gRPC status, the reason code and the exit code (1 refused, 3 not
-reached). A watch is also taken through a TCP relay whose connections the test cuts. The deployment is shared by the module: every test works on the messages,
-cases and listings it made itself, by their ids.
+reached). A watch is also taken through a TCP relay whose connections the test cuts.
+The deployment is shared by the module: every test works on the messages, cases and
+listings it made itself, by their ids.
 """
 
 from __future__ import annotations
