@@ -31,7 +31,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Connection
@@ -166,8 +166,12 @@ class AgreementGate:
         *,
         own_state: str,
         hash_keys_dir: Path,
+        clock_tolerance: timedelta = timedelta(0),
     ) -> None:
+        """``clock_tolerance`` is how far ahead a partner's clock may run (the envelope
+        clock window): a version it switched to that far ahead of ours is received."""
         self.registry = registry
+        self._clock_tolerance = clock_tolerance
         self.lifecycle = lifecycle
         self._quota = quota
         self._own_state = own_state
@@ -217,7 +221,11 @@ class AgreementGate:
         return agreement
 
     def _named(self, agreement_id: str, version: int, partner_state: str) -> AgreementInForce:
-        return self._in_force(self.registry.named_for(agreement_id, version, partner_state))
+        return self._in_force(
+            self.registry.named_for(
+                agreement_id, version, partner_state, clock_tolerance=self._clock_tolerance
+            )
+        )
 
     def _in_force(self, loaded: LoadedAgreement[PolicySection]) -> AgreementInForce:
         partner_state = loaded.agreement.partner_of(self._own_state)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Generic
@@ -440,24 +440,35 @@ class AgreementRegistry(Generic[ExchangesT]):
         )
 
     def named_for(
-        self, agreement_id: str, version: int, partner_state: str
+        self,
+        agreement_id: str,
+        version: int,
+        partner_state: str,
+        *,
+        clock_tolerance: timedelta = timedelta(0),
     ) -> LoadedAgreement[ExchangesT]:
         """The version a partner's message names, if it may be received: in force, or
         superseded (its window over, a later version in force), so messages made under
-        it before the later version took over stay valid while in flight. Another
-        version than those loaded is ``AGREEMENT_DIGEST_MISMATCH``."""
+        it before the later version took over stay valid while in flight; or a later
+        version that is in force ``clock_tolerance`` from now (a partner whose clock runs
+        that much ahead switched first). Another version than those loaded is
+        ``AGREEMENT_DIGEST_MISMATCH``."""
         current = self.active_for(agreement_id, partner_state)
         if current.version == version:
             return current
         for entry in self._entries.get(agreement_id, ()):
             if entry.file.agreement.version != version:
                 continue
+            if entry.file.agreement.parties != current.agreement.parties:
+                break
             loaded = self._assess(entry, self._today())
-            superseded = version < current.version and set(loaded.inactive_reasons) <= {
+            if version < current.version and set(loaded.inactive_reasons) <= {
                 InactiveReason.EXPIRED
-            }
-            if superseded and loaded.agreement.parties == current.agreement.parties:
+            }:
                 return loaded
+            ahead = self._assess(entry, as_utc(self._clock() + clock_tolerance).date())
+            if version > current.version and ahead.inactive_reason is None:
+                return ahead
             break
         raise AgreementRejected(
             f"agreement {agreement_id!r}: the partner names version {version}, this gateway "

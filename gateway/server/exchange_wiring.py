@@ -15,7 +15,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -187,6 +187,7 @@ def build_exchanges(
         QuotaLedger(engine, clock=clock),
         own_state=state,
         hash_keys_dir=settings.agreements.hash_keys_dir,
+        clock_tolerance=timedelta(seconds=delivery.clock_window_seconds),
     )
     sealer = PayloadSealer(
         load_sealing_keys(storage.sealing_key_file, storage.previous_sealing_key_files)

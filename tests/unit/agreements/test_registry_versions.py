@@ -143,3 +143,17 @@ def test_a_broken_new_version_on_an_all_or_nothing_reload_keeps_the_old_set(
         agreements.reload(all_or_nothing=True)
     assert [a.version for a in agreements.list()] == [1]
     assert agreements.active_for("at-be-test", "BE").version == 1
+
+
+def test_a_version_a_partner_switched_to_within_the_clock_tolerance_is_received(
+    parties: tuple[StateDirectory, ...], tmp_path: Path
+) -> None:
+    # One second before midnight here; the partner's clock runs five seconds ahead.
+    agreements, _ = _two_versions(parties, tmp_path, v1_until=date(2027, 12, 31))
+    tolerance = timedelta(seconds=5)
+    named = agreements.named_for("at-be-test", 2, "BE", clock_tolerance=tolerance)
+    assert named.version == 2 and named.inactive_reason is None
+    assert agreements.active_for("at-be-test", "BE").version == 1
+    with pytest.raises(AgreementRejected) as caught:
+        agreements.named_for("at-be-test", 2, "BE", clock_tolerance=timedelta(0))
+    assert caught.value.reason == "AGREEMENT_DIGEST_MISMATCH"
