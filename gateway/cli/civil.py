@@ -20,8 +20,12 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 import uuid
+from contextlib import AbstractContextManager
 
 import click
 import grpc.aio
@@ -47,6 +51,16 @@ from gateway.protojson import message_to_dict, parse_dict
 from pouch.v1 import civil_pb2, civil_pb2_grpc, common_pb2
 
 _STATE = "DELIVERY_STATE_"
+_FINAL = frozenset(
+    {
+        common_pb2.DELIVERY_STATE_APPLIED,
+        common_pb2.DELIVERY_STATE_REJECTED,
+        common_pb2.DELIVERY_STATE_DEAD_LETTERED,
+    }
+)
+# civil status --wait asks again after this pause, doubled each time up to the maximum.
+_POLL_FIRST_S = 0.2
+_POLL_MAX_S = 2.0
 _EVENT = "CIVIL_EVENT_TYPE_"
 
 
@@ -206,12 +220,39 @@ def _batch_line(
 @civil.command(name="status")
 @gateway_options
 @click.argument("message_id")
-def status(client: GatewayClient, message_id: str) -> None:
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="Ask again until the update is applied, rejected or dead-lettered, for at most "
+    "this long; then print where it stands.",
+)
+def status(client: GatewayClient, message_id: str, wait_s: float) -> None:
     """Where the update MESSAGE_ID stands: queued, delivered, applied, rejected..."""
-    answer = client.unary(
-        lambda ch: civil_pb2_grpc.CivilRecordServiceStub(ch).GetUpdateStatus,
-        civil_pb2.GetUpdateStatusRequest(message_id=message_id),
+    request = civil_pb2.GetUpdateStatusRequest(message_id=message_id)
+
+    async def follow(channel: grpc.aio.Channel) -> civil_pb2.GetUpdateStatusResponse:
+        stub = civil_pb2_grpc.CivilRecordServiceStub(channel)
+        deadline = time.monotonic() + wait_s
+        pause_s = _POLL_FIRST_S
+        while True:
+            answer = await stub.GetUpdateStatus(
+                request, metadata=client.metadata, timeout=client.timeout_s
+            )
+            if answer.status.state in _FINAL or time.monotonic() + pause_s > deadline:
+                return answer
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, _POLL_MAX_S)
+
+    waiting: AbstractContextManager[object] = (
+        Console(stderr=True).status(f"waiting for {message_id}")
+        if wait_s and not client.as_json
+        else contextlib.nullcontext()
     )
+    with waiting:
+        answer = client.run(follow)
     found = answer.status
     client.emit(
         answer,
