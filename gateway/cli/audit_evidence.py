@@ -166,6 +166,20 @@ def checkpoint(client: GatewayClient, tree_size: int, out: Path | None) -> None:
     )
 
 
+def checkpoint_size(path: Path) -> int:
+    """The tree size a kept checkpoint note states (its second line)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise click.BadParameter(f"cannot read {path}: {e}", param_hint="--since-checkpoint") from e
+    if len(lines) < 2 or not lines[1].isdigit():
+        raise click.BadParameter(
+            f"{path} is not a checkpoint: its second line is no tree size",
+            param_hint="--since-checkpoint",
+        )
+    return int(lines[1])
+
+
 @click.command(name="proof")
 @gateway_options
 @click.option("--index", type=click.IntRange(min=0), default=None, help="Inclusion: entry index.")
@@ -216,6 +230,15 @@ def _hashes(title: str, hashes: Iterable[bytes]) -> RenderableType:
     help="The size of the checkpoint you saw at your last audit: the bundle carries the "
     "proof the log only grew from it.",
 )
+@click.option(
+    "--since-checkpoint",
+    "since_checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="CHECKPOINT_FILE",
+    help="The checkpoint you kept at your last audit (checkpoint --out, verify "
+    "--save-checkpoint): its size, as --since-size.",
+)
 def export(
     client: GatewayClient,
     out: Path,
@@ -223,8 +246,13 @@ def export(
     until: datetime | None,
     agreement_id: str,
     since_size: int,
+    since_checkpoint: Path | None,
 ) -> None:
     """Export a self-contained audit bundle to --out, for `pouch audit verify`."""
+    if since_checkpoint is not None:
+        if since_size:
+            raise click.UsageError("give --since-size or --since-checkpoint, not both")
+        since_size = checkpoint_size(since_checkpoint)
     request = audit_pb2.ExportBundleRequest(agreement_id=agreement_id, since_tree_size=since_size)
     if since is not None:
         request.since.FromDatetime(since)

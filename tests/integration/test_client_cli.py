@@ -512,12 +512,15 @@ def test_audit_entries_checkpoint_proof_and_an_export_that_verifies_then_a_missi
     assert size == 1 or proof["hashes"]
 
     bundle = live.root / "at.bundle"
-    exported = live.pouch("AT", "audit", "export", "--out", str(bundle), scopes=auditor)
+    exported = live.pouch(
+        "AT", "audit", "export", "--out", str(bundle), "--since-checkpoint", str(kept),
+        scopes=auditor,
+    )  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     assert row(exported.stdout, "bytes") == str(bundle.stat().st_size)
     verified = run_pouch(
         ["audit", "verify", str(bundle), "--bundle", str(live.sites["AT"].pki.bundle),
-         "--bundle", str(live.sites["BE"].pki.bundle)],
+         "--bundle", str(live.sites["BE"].pki.bundle), "--since", str(kept)],
         dict(os.environ),
     )  # fmt: skip
     assert verified.returncode == 0, verified.stdout
