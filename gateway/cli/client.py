@@ -6,22 +6,23 @@ other caller does: mutual TLS with a client certificate of the state's internal 
 a bearer token. The options are read from the command line or, so that a script sets
 them once, from the environment:
 
-=================  ==================  ================================================
-option             environment         what
-=================  ==================  ================================================
-``--target``       ``POUCH_TARGET``    the local API, HOST:PORT (``--gateway`` too)
-``--ca``           ``POUCH_CA``        the state CA certificate the gateway chains to
-``--cert``         ``POUCH_CERT``      the caller's client certificate
-``--key``          ``POUCH_KEY``       its private key
-``--token-file``   ``POUCH_TOKEN_FILE`` a file holding the access token
-(none)             ``POUCH_TOKEN``     the token itself, when no file is given
-``--timeout``      ``POUCH_TIMEOUT``   seconds a call may take (default 30)
-=================  ==================  ================================================
+================  ====================  =============================================
+option            environment           what
+================  ====================  =============================================
+``--target``      ``POUCH_TARGET``      the local API, HOST:PORT (``--gateway`` too)
+``--ca``          ``POUCH_CA``          the state CA certificate the gateway chains to
+``--cert``        ``POUCH_CERT``        the caller's client certificate
+``--key``         ``POUCH_KEY``         its private key
+``--token-file``  ``POUCH_TOKEN_FILE``  a file holding the access token
+(none)            ``POUCH_TOKEN``       the token itself, when no file is given
+``--timeout``     ``POUCH_TIMEOUT``     seconds a call may take (default 30)
+================  ====================  =============================================
 
 The token is never an option's value: a command line is visible to every user of the
 machine. Exit codes: 0 done, 1 the gateway refused the call (its status, reason code
 and field violations are printed), 2 a usage error, 3 the gateway was not reached or
-did not answer in time. No traceback reaches the person at the terminal.
+did not answer in time. The files are checked before a connection is tried
+(:mod:`gateway.pki.caller_files`). No traceback reaches the person at the terminal.
 
 Usage, in a command::
 
@@ -46,7 +47,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 import grpc
@@ -69,7 +70,6 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 # Without a terminal (a script, a pipe) rich would cut tables at 80 columns.
 _PIPE_WIDTH = 200
 
-P = ParamSpec("P")
 T = TypeVar("T")
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
