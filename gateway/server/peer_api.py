@@ -129,6 +129,7 @@ class PeerEndpoint:
             gateway_state=self._state,
             caller_state=authenticated_peer().state,
             server_time=server_time,
+            key_exchange_group=negotiated_group(context.auth_context()),
         )
 
 

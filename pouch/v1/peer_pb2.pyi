@@ -49,11 +49,16 @@ class PingResponse(_message.Message):
     GATEWAY_STATE_FIELD_NUMBER: _builtins.int
     CALLER_STATE_FIELD_NUMBER: _builtins.int
     SERVER_TIME_FIELD_NUMBER: _builtins.int
+    KEY_EXCHANGE_GROUP_FIELD_NUMBER: _builtins.int
     nonce: _builtins.str
     gateway_state: _builtins.str
     """The state this gateway speaks for."""
     caller_state: _builtins.str
     """The state the gateway recognised the caller as."""
+    key_exchange_group: _builtins.str
+    """The TLS key-exchange group this gateway's listener saw the caller's connection
+    negotiate (e.g. X25519MLKEM768), or "unknown": what the caller's own gRPC cannot read.
+    """
     @_builtins.property
     def server_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -63,10 +68,11 @@ class PingResponse(_message.Message):
         gateway_state: _builtins.str = ...,
         caller_state: _builtins.str = ...,
         server_time: _timestamp_pb2.Timestamp | None = ...,
+        key_exchange_group: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["server_time", b"server_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_state", b"caller_state", "gateway_state", b"gateway_state", "nonce", b"nonce", "server_time", b"server_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_state", b"caller_state", "gateway_state", b"gateway_state", "key_exchange_group", b"key_exchange_group", "nonce", b"nonce", "server_time", b"server_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -136,6 +136,8 @@ def test_json_answer_has_one_object_per_check_for_monitoring(running: Running) -
     assert checks["listener peer API"]["status"] == "OK"
     assert checks["registry (grpc)"]["status"] == "OK"
     assert "TLSv1.3" in checks["tls BE"]["detail"]
+    assert checks["key exchange BE"]["status"] == "OK"
+    assert checks["key exchange BE"]["detail"].startswith("X25519MLKEM768: post-quantum hybrid")
     assert checks["certificate BE gateway_tls"]["detail"].startswith("valid ")
     assert answer["partners"] == []  # last contact is the running gateway's to tell
 

@@ -58,7 +58,7 @@ def be_serving(sites: dict[str, Site], spool: Path, *, require_hybrid: bool) -> 
         yield gateway
 
 
-def ping_over_grpc(sites: dict[str, Site], be: Gateway) -> str:
+def ping_over_grpc(sites: dict[str, Site], be: Gateway) -> peer_pb2.PingResponse:
     at = sites["AT"].pki
     with channel_to(
         f"127.0.0.1:{be.peer_port}",
@@ -66,10 +66,9 @@ def ping_over_grpc(sites: dict[str, Site], be: Gateway) -> str:
         chain=at.gateway_cert.read_bytes(),
         key=at.gateway_key.read_bytes(),
     ) as channel:
-        answer = peer_pb2_grpc.PeerServiceStub(channel).Ping(
+        return peer_pb2_grpc.PeerServiceStub(channel).Ping(
             peer_pb2.PingRequest(nonce="n-1"), timeout=TIMEOUT
         )
-    return answer.caller_state
 
 
 def ping_over_classical_tls(sites: dict[str, Site], be: Gateway) -> UnaryAnswer:
@@ -116,7 +115,10 @@ def test_partner_gateway_connection_negotiates_post_quantum_hybrid_key_exchange(
 ) -> None:
     with be_serving(sites, tmp_path, require_hybrid=True) as be:
         before = counted_group(be, HYBRID)
-        assert ping_over_grpc(sites, be) == "AT"
+        answer = ping_over_grpc(sites, be)
+        assert answer.caller_state == "AT"
+        # BE tells the caller what its connection negotiated: the caller's gRPC cannot.
+        assert answer.key_exchange_group == HYBRID
         assert counted_group(be, HYBRID) == before + 1
 
 
@@ -140,7 +142,7 @@ def test_classical_key_exchange_is_refused_where_hybrid_is_required(
     sites: dict[str, Site], tmp_path: Path
 ) -> None:
     with be_serving(sites, tmp_path, require_hybrid=True) as be:
-        assert ping_over_grpc(sites, be) == "AT"  # the same certificate, over a hybrid exchange
+        assert ping_over_grpc(sites, be).caller_state == "AT"  # the same certificate, hybrid
         before = counted_group(be, CLASSICAL)
         answer = ping_over_classical_tls(sites, be)
         assert answer.status == grpc.StatusCode.PERMISSION_DENIED.value[0]
@@ -156,7 +158,7 @@ def test_classical_key_exchange_refusal_is_audited_logged_and_counted_once(
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.server.guard")
     with be_serving(sites, tmp_path, require_hybrid=True) as be:
-        assert ping_over_grpc(sites, be) == "AT"
+        assert ping_over_grpc(sites, be).caller_state == "AT"
         entries, refusals = len(refusal_entries(be)), counted_refusals(be)
         assert ping_over_classical_tls(sites, be).status != grpc.StatusCode.OK.value[0]
         after = refusal_entries(be)

@@ -41,6 +41,7 @@ from gateway.pki.keys import certificate_pem, load_certificate
 from gateway.server.doctor.context import SKEW_WARNING_S, DoctorContext
 from gateway.server.doctor.findings import Finding, fail, ok, warn
 from gateway.server.doctor.pki_checks import certificate_validity
+from gateway.trust.key_exchange import HYBRID_KEY_EXCHANGE_GROUPS
 from pouch.v1 import peer_pb2
 
 _NOT_RUNNING_REMEDY = "start the gateway (pouch serve --config FILE) and run the doctor again"
@@ -196,8 +197,31 @@ async def _check_partner(ctx: DoctorContext, entry: PartnerSection) -> list[Find
             )
         )
     rows.append(_skew(ctx, state, sent, received, answer.server_time.ToDatetime()))
+    rows.append(_key_exchange(state, answer.key_exchange_group))
     rows += await _tls(ctx, state, endpoint, certificate_pem(bundle.ca_certificate))
     return rows
+
+
+def _key_exchange(state: str, group: str) -> Finding:
+    """The key-exchange group of our gRPC connection to ``state``, as its listener saw it
+    (our own gRPC cannot read it) and said in its Ping answer."""
+    check = f"key exchange {state}"
+    if not group:
+        return warn(
+            check,
+            f"{state}'s gateway does not say which group our connection negotiated (a release "
+            "before it reported it)",
+            f"ask {state}'s operators for pouch_peer_key_exchange_total on their side",
+        )
+    if group in HYBRID_KEY_EXCHANGE_GROUPS:
+        return ok(check, f"{group}: post-quantum hybrid, as {state}'s listener saw it")
+    return warn(
+        check,
+        f"{group}: a classical group, as {state}'s listener saw it; recorded traffic could be "
+        "read by a later quantum computer",
+        f"run this gateway on grpcio 1.83 or later (it offers X25519MLKEM768 first) and ask "
+        f"{state} to do the same; a partner with require_hybrid_key_exchange refuses it",
+    )
 
 
 def _unreached(
@@ -280,10 +304,7 @@ async def _tls(ctx: DoctorContext, state: str, endpoint: str, ca_pem: bytes) -> 
             f"group {group} (as Python's OpenSSL negotiates it; gRPC offers X25519MLKEM768 first)"
         )
     else:
-        said = (
-            f"the key-exchange group cannot be read here ({ssl.OPENSSL_VERSION}); "
-            f"{state}'s gateway counts it in pouch_peer_key_exchange_total"
-        )
+        said = f"the key-exchange group of gRPC's own connection is in the key exchange {state} row"
     if version != "TLSv1.3":
         return [
             warn(check, f"{version}, {cipher}; {said}", f"ask {state} to enable TLS 1.3"),
