@@ -77,5 +77,6 @@ def test_suspend_without_admin_token_is_refused_with_a_clear_message(tmp_path: P
     with GatewayThread(Gateway(load_settings(at.config_path))):
         result = suspend_from_cli(at, "at-be-civil", token_file)
     assert result.returncode == 1
-    assert "PERMISSION_DENIED: the token lacks the scope 'admin'" in result.stderr
+    assert "refused the call: PERMISSION_DENIED" in result.stderr
+    assert "the token lacks the scope 'admin'" in result.stderr
     assert "Traceback" not in result.stderr
