@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import click
@@ -45,6 +47,10 @@ CLIENT_COMMANDS = [
     "case acknowledge-costs",
     "agreement list",
     "agreement show",
+    "agreement suspend",
+    "agreement terminate",
+    "agreement resume",
+    "agreement reload",
     "audit entries",
     "audit checkpoint",
     "audit proof",
@@ -57,8 +63,21 @@ def command(path: str) -> click.Command:
     found: click.Command = cli
     for name in path.split():
         assert isinstance(found, click.Group)
-        found = found.commands[name]
+        sub = found.get_command(click.Context(found), name)
+        assert sub is not None, f"no command {path!r}"
+        found = sub
     return found
+
+
+def test_a_client_command_loads_neither_the_server_nor_the_audit_verifier() -> None:
+    code = (
+        "import sys; from gateway.cli.main import cli; "
+        "cli.get_command(None, 'civil'); "
+        "print(sorted(m for m in ('gateway.server.app', 'gateway.audit.verify') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def options_of(found: click.Command) -> Iterator[click.Option]:
