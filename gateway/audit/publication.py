@@ -54,6 +54,7 @@ from gateway.audit.witness_protocol import AddCheckpoint, parse_size_body
 from gateway.delivery.partners import PartnerChannels
 from gateway.errors import PartnerRefused, PouchError, StorageUnavailable, from_call
 from gateway.pki.bundle import TrustBundle
+from gateway.pki.bundle_chain import PartnerBundles
 from pouch.v1 import peer_pb2
 
 log = logging.getLogger(__name__)
@@ -312,7 +313,11 @@ class CheckpointWitness:
     ) -> None:
         self._store = store
         self._signers = tuple(signers)
-        self._partners = dict(partners)
+        # Live when it is the channels' PartnerBundles: a partner's announced bundle (a
+        # new log key) counts at once.
+        self._partners: Mapping[str, TrustBundle] = (
+            partners if isinstance(partners, PartnerBundles) else dict(partners)
+        )
         self._audit = audit
         self._clock = clock
 

@@ -78,6 +78,7 @@ from gateway.errors import (
     unexpected_summary,
 )
 from gateway.events import Event, emit
+from gateway.pki.bundle_chain import verifying_bundles
 from gateway.store.outbox import Outbox, OutboxMessage
 from pouch.v1 import envelope_pb2, peer_pb2
 
@@ -335,14 +336,16 @@ class Dispatcher:
     def _checked(self, outgoing: _Outgoing, receipt: envelope_pb2.Receipt) -> Answer:
         """``receipt`` if it is the partner's signed receipt for what was sent, else why not."""
         message = outgoing.message
+        now = self._clock()
         try:
             verify_receipt(
                 receipt,
                 receiver_bundle=self._bundles[message.recipient_state],
                 expected_message_id=message.message_id,
                 expected_request_digest=outgoing.digest,
-                now=self._clock(),
+                now=now,
                 hybrid=self._hybrid_signatures(message.agreement_id),
+                in_overlap=verifying_bundles(self._bundles, message.recipient_state, now)[1:],
             )
         except PouchError as e:
             return _BadReceipt(e.reason)

@@ -43,6 +43,7 @@ from gateway.envelope.payload import decode_payload
 from gateway.errors import AuthenticationRejected, NotFound, PouchError, StorageUnavailable
 from gateway.events import Event, emit
 from gateway.pki.bundle import TrustBundle
+from gateway.pki.bundle_chain import PartnerBundles, verifying_bundles
 from gateway.protojson import parse_dict
 from gateway.store.group_commit import WriteUnit
 from gateway.store.inbox import Inbox, InboxEntry
@@ -208,7 +209,10 @@ class OutcomeRecorder:
         self._audit = context.audit
         self._group = context.group
         self._outbox = outbox
-        self._bundles = dict(bundles)
+        # Live when it is the channels' PartnerBundles: an announced bundle counts at once.
+        self._bundles: Mapping[str, TrustBundle] = (
+            bundles if isinstance(bundles, PartnerBundles) else dict(bundles)
+        )
         self._clock = context.clock
         self._hybrid_signatures = context.gate.registry.hybrid_signatures
 
@@ -224,12 +228,14 @@ class OutcomeRecorder:
         # The decision binds the digest of the attempt the partner stored first; after a
         # lost receipt our recorded delivery receipt may bind a later attempt of the same
         # message (same id and payload, fresh signature), so the id is what must match.
+        now = self._clock()
         verify_receipt(
             receipt,
             receiver_bundle=self._bundles[peer_state],
             expected_message_id=receipt.message_id,
             expected_request_digest=receipt.request_digest,
-            now=self._clock(),
+            now=now,
+            in_overlap=verifying_bundles(self._bundles, peer_state, now)[1:],
         )
 
     def faults(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -18,11 +20,17 @@ from gateway.connect import RECONNECT_OPTIONS, ClientIdentity
 from gateway.delivery.partner_contact import PartnerContacts
 from gateway.errors import SEND_SINGLY
 from gateway.pki.bundle import TrustBundle
+from gateway.pki.bundle_chain import PartnerBundles
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.keys import certificate_pem
 from pouch.v1 import peer_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+#: How long a partner's replaced bundle still verifies after it announced a new one.
+DEFAULT_BUNDLE_OVERLAP = timedelta(days=7)
+#: Where, in the state directory, the bundles partners announced are kept.
+PARTNER_BUNDLES_DIR = "partner-bundles"
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,9 @@ class Partner:
 
 class PartnerChannels:
     """Opens and caches one mutual-TLS channel per partner state; every call on them is
-    recorded in ``contacts`` (:mod:`gateway.delivery.partner_contact`)."""
+    recorded in ``contacts`` (:mod:`gateway.delivery.partner_contact`). Holds the
+    partners' bundles in force (:attr:`bundles`); those partners announced are kept in
+    ``bundle_store`` across restarts."""
 
     def __init__(
         self,
@@ -47,8 +57,15 @@ class PartnerChannels:
         certificate_chain: bytes,
         private_key: bytes,
         contacts: PartnerContacts | None = None,
+        bundle_overlap: timedelta = DEFAULT_BUNDLE_OVERLAP,
+        bundle_store: Path | None = None,
     ) -> None:
         self._partners = dict(partners)
+        self._bundles = PartnerBundles(
+            {state: p.bundle for state, p in self._partners.items()},
+            overlap=bundle_overlap,
+            store=bundle_store,
+        )
         self.contacts = contacts if contacts is not None else PartnerContacts()
         self._chain = certificate_chain
         self._key = private_key
@@ -62,6 +79,7 @@ class PartnerChannels:
             partner = self._partners.get(state)
             if partner is None:
                 raise KeyError(f"no peer endpoint configured for {state}")
+            # An announced bundle has the pinned bundle's CA, so this trust never changes.
             identity = ClientIdentity(
                 trusted_ca=certificate_pem(partner.bundle.ca_certificate),
                 certificate_chain=self._chain,
@@ -82,9 +100,11 @@ class PartnerChannels:
         return tuple(sorted(self._partners))
 
     @property
-    def bundles(self) -> dict[str, TrustBundle]:
-        """Each partner's pinned trust bundle, by state."""
-        return {state: p.bundle for state, p in self._partners.items()}
+    def bundles(self) -> PartnerBundles:
+        """Each partner's trust bundle in force, by state: the pinned one, or the last
+        the partner announced (:mod:`gateway.delivery.bundle_announcement`). Live: a
+        component holding it sees an announced bundle at once."""
+        return self._bundles
 
     def takes_batches(self, state: str) -> bool:
         """Whether ``state``'s gateway is sent batch calls (until it shows it has none)."""

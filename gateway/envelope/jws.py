@@ -47,6 +47,7 @@ import binascii
 import functools
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Self
@@ -289,6 +290,23 @@ def verify_detached(
             public.verify(der, signed, _ES256)
     except InvalidSignature as e:
         raise SignatureRefused("JWS signature does not verify") from e
+
+
+def signer_among(token: str, bundles: Sequence[TrustBundle]) -> TrustBundle:
+    """The bundle among ``bundles`` (at least one) whose signing certificate ``token``'s
+    ``kid`` names; the first when none does, so that its check refuses the token."""
+    if len(token) > max(_MAX_CHARS.values()):
+        return bundles[0]
+    protected = token.partition(".")[0]
+    try:
+        header = json.loads(_b64url_decode(protected))
+    except (binascii.Error, ValueError, RecursionError):
+        return bundles[0]
+    kid = header.get("kid") if isinstance(header, dict) else None
+    for bundle in bundles:
+        if _kid(bundle.signing_certificate) == kid:
+            return bundle
+    return bundles[0]
 
 
 def _check_header(protected: str, kid: str, typ: str, alg: str) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -55,6 +55,7 @@ from gateway.envelope.jws import (
     RECEIPT_TYP,
     SignatureRefused,
     StateSigningKey,
+    signer_among,
     verify_detached,
     verify_post_quantum,
 )
@@ -214,12 +215,15 @@ def verify_receipt(
     expected_request_digest: str,
     now: datetime | None = None,
     hybrid: bool = False,
+    in_overlap: Sequence[TrustBundle] = (),
 ) -> VerifiedReceipt:
     """Check ``receipt`` is ``receiver_bundle``'s state's answer to this very request.
 
     ``now`` (aware; default the system clock) is when the receiver's signing
     certificates must be valid. ``hybrid`` (the request's agreement asks for hybrid
-    message signatures) requires the ML-DSA-44 signature as well.
+    message signatures) requires the ML-DSA-44 signature as well. ``in_overlap`` are
+    the receiver's bundles replaced by ``receiver_bundle`` and still in their overlap
+    window: a receipt whose ``kid`` names one of their signing keys is checked with it.
     """
     violations = _receipt_violations(
         receipt_id=receipt.receipt_id,
@@ -248,11 +252,12 @@ def verify_receipt(
         reason_code=receipt.reason_code,
     )
     moment = now if now is not None else datetime.now(UTC)
+    signer = signer_among(receipt.signature, (receiver_bundle, *in_overlap))
     try:
         verify_detached(
             receipt.signature,
             signing_input=canonical,
-            certificate=receiver_bundle.signing_certificate,
+            certificate=signer.signing_certificate,
             typ=RECEIPT_TYP,
             now=moment,
         )
@@ -266,7 +271,7 @@ def verify_receipt(
             verify_post_quantum(
                 receipt.pq_signature,
                 signing_input=canonical,
-                bundle=receiver_bundle,
+                bundle=signer,
                 typ=RECEIPT_TYP,
                 now=moment,
             )

@@ -16,7 +16,8 @@ wins:
 5. ``CLOCK_WINDOW`` (:class:`StaleEnvelope`): created more than ``window_s``
    before or after the verifier's clock;
 6. ``ENVELOPE_SIGNATURE`` (AuthenticationRejected): the detached JWS must be ES256
-   under the sender's bundle signing certificate (``kid`` is its fingerprint), the
+   under the sender's bundle signing certificate (``kid`` is its fingerprint; after a
+   rotation, the replaced bundle's within its overlap window), the
    certificate valid now, and the signature valid over the signing input
    recomputed from the protobuf fields. Any field changed after signing
    (payload, purpose, states, agreement, time, type, id) fails here;
@@ -65,11 +66,13 @@ from gateway.envelope.jws import (
     ENVELOPE_TYP,
     PQ_ALGORITHM,
     SignatureRefused,
+    signer_among,
     verify_detached,
     verify_post_quantum,
 )
 from gateway.errors import AuthenticationRejected, FieldViolation, Rejected, ValidationRejected
 from gateway.pki.bundle import TrustBundle
+from gateway.pki.bundle_chain import PartnerBundles, verifying_bundles
 from gateway.pki.keys import as_utc
 from pouch.v1 import envelope_pb2
 
@@ -121,9 +124,12 @@ class VerifiedEnvelope:
 class EnvelopeVerifier:
     """Verifies envelopes addressed to ``own_state`` from partners in ``bundles``.
 
-    ``bundles`` maps a state code to that state's trust bundle; it is copied, so a
-    rotated bundle takes effect through a new verifier. ``clock`` returns an aware
-    datetime. The verifier holds no mutable state and is safe to share across threads.
+    ``bundles`` maps a state code to that state's trust bundle; a
+    :class:`~gateway.pki.bundle_chain.PartnerBundles` is held live, so a partner's
+    announced bundle takes effect at once and the one it replaced verifies for the
+    overlap window (the signature's ``kid`` picks which); any other mapping is copied.
+    ``clock`` returns an aware datetime. The verifier holds no mutable state of its own
+    and is safe to share across threads.
     """
 
     def __init__(
@@ -145,7 +151,11 @@ class EnvelopeVerifier:
         if max_payload_bytes <= 0:
             raise ValueError("max_payload_bytes must be positive")
         self._own_state = own_state
-        self._bundles: Mapping[str, TrustBundle] = MappingProxyType(dict(bundles))
+        # A PartnerBundles is live (a partner's announced bundle is taken at once); any
+        # other mapping is copied.
+        self._bundles: Mapping[str, TrustBundle] = (
+            bundles if isinstance(bundles, PartnerBundles) else MappingProxyType(dict(bundles))
+        )
         self._window_s = window_s
         self._max_payload_bytes = max_payload_bytes
         self._clock = clock
@@ -176,8 +186,7 @@ class EnvelopeVerifier:
                 f"but the authenticated peer is {peer_state}",
                 reason=SENDER_MISMATCH,
             )
-        bundle = self._bundles.get(header.sender_state)
-        if bundle is None:
+        if header.sender_state not in self._bundles:
             raise AuthenticationRejected(
                 f"no trust bundle for sender {header.sender_state}", reason=UNKNOWN_SENDER
             )
@@ -190,6 +199,9 @@ class EnvelopeVerifier:
                 f"the accepted window is ±{self._window_s:g}s"
             )
         canonical = signing_input(header, envelope.payload)
+        bundle = signer_among(
+            envelope.signature, verifying_bundles(self._bundles, header.sender_state, now)
+        )
         try:
             verify_detached(
                 envelope.signature,

@@ -1,0 +1,167 @@
+"""A partner's announced bundle: taken only from the pinned CA and only if newer; the
+replaced bundle verifies for the overlap window and is refused after it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.pki import StateAuthority, load_trust_bundle, sign_bundle
+from gateway.pki.bundle import TrustBundle
+from gateway.pki.bundle_chain import (
+    BUNDLE_INVALID,
+    BUNDLE_NOT_NEWER,
+    BUNDLE_OTHER_CA,
+    BUNDLE_OTHER_STATE,
+    BUNDLE_UNKNOWN_PARTNER,
+    PartnerBundles,
+    SuccessionRefused,
+    check_successor,
+    verifying_bundles,
+)
+
+NOW = datetime(2025, 1, 15, 12, 0, tzinfo=UTC)
+OVERLAP = timedelta(days=7)
+
+
+def _bundle(authority: StateAuthority, issued_at: datetime) -> bytes:
+    """A bundle version of ``authority``'s state with fresh signing and audit keys."""
+    return sign_bundle(
+        authority,
+        signing_certificate=authority.issue_signing_certificate(now=NOW).certificate,
+        audit_certificate=authority.issue_audit_certificate(now=NOW).certificate,
+        witness_certificate=authority.issue_audit_certificate(now=NOW, witness=True).certificate,
+        audit_pq_certificate=authority.issue_audit_certificate(
+            now=NOW, post_quantum=True
+        ).certificate,
+        witness_pq_certificate=authority.issue_audit_certificate(
+            now=NOW, witness=True, post_quantum=True
+        ).certificate,
+        signing_pq_certificate=None,
+        peer_endpoint=f"gw.{authority.state.lower()}.example:8443",
+        crl_location="out-of-band",
+        issued_at=issued_at,
+    )
+
+
+@pytest.fixture(scope="module")
+def be() -> StateAuthority:
+    return StateAuthority.create("BE", now=NOW)
+
+
+@pytest.fixture(scope="module")
+def pinned(be: StateAuthority) -> TrustBundle:
+    return load_trust_bundle(_bundle(be, NOW))
+
+
+def test_a_newer_bundle_from_the_pinned_ca_is_taken(
+    be: StateAuthority, pinned: TrustBundle
+) -> None:
+    announced = _bundle(be, NOW + timedelta(days=1))
+    taken = check_successor(pinned, announced)
+    assert taken.ca_certificate == pinned.ca_certificate
+    assert taken.signing_certificate != pinned.signing_certificate
+
+
+def test_an_announced_bundle_from_another_ca_of_the_same_state_is_refused(
+    pinned: TrustBundle,
+) -> None:
+    impostor = StateAuthority.create("BE", now=NOW)
+    with pytest.raises(SuccessionRefused) as refused:
+        check_successor(pinned, _bundle(impostor, NOW + timedelta(days=1)))
+    assert refused.value.reason == BUNDLE_OTHER_CA
+
+
+def test_an_announced_bundle_of_another_state_is_refused(pinned: TrustBundle) -> None:
+    other = StateAuthority.create("FR", now=NOW)
+    with pytest.raises(SuccessionRefused) as refused:
+        check_successor(pinned, _bundle(other, NOW + timedelta(days=1)))
+    assert refused.value.reason == BUNDLE_OTHER_STATE
+
+
+@pytest.mark.parametrize("age", [timedelta(0), timedelta(days=1)])
+def test_an_older_or_same_age_bundle_replayed_is_refused(
+    be: StateAuthority, pinned: TrustBundle, age: timedelta
+) -> None:
+    with pytest.raises(SuccessionRefused) as refused:
+        check_successor(pinned, _bundle(be, NOW - age))
+    assert refused.value.reason == BUNDLE_NOT_NEWER
+
+
+def test_an_announced_bundle_with_a_broken_signature_is_refused(
+    be: StateAuthority, pinned: TrustBundle
+) -> None:
+    forged = _bundle(be, NOW + timedelta(days=1)).replace(b"gw.be.example", b"gw.xx.example")
+    with pytest.raises(SuccessionRefused) as refused:
+        check_successor(pinned, forged)
+    assert refused.value.reason == BUNDLE_INVALID
+
+
+def test_the_replaced_bundle_verifies_in_the_overlap_and_is_refused_after_it(
+    be: StateAuthority, pinned: TrustBundle
+) -> None:
+    bundles = PartnerBundles({"BE": pinned}, overlap=OVERLAP)
+    assert verifying_bundles(bundles, "BE", NOW) == (pinned,)
+    switched = NOW + timedelta(days=1)
+    taken = bundles.take("BE", _bundle(be, switched), switched)
+    assert bundles["BE"] == taken
+    assert bundles.pinned("BE") == pinned
+    assert verifying_bundles(bundles, "BE", switched + OVERLAP - timedelta(seconds=1)) == (
+        taken,
+        pinned,
+    )
+    assert verifying_bundles(bundles, "BE", switched + OVERLAP) == (taken,)
+    assert bundles.held("BE") == (taken, pinned)
+
+
+def test_a_refused_announcement_leaves_the_bundle_in_force(
+    be: StateAuthority, pinned: TrustBundle
+) -> None:
+    bundles = PartnerBundles({"BE": pinned}, overlap=OVERLAP)
+    newer = bundles.take("BE", _bundle(be, NOW + timedelta(days=2)), NOW)
+    with pytest.raises(SuccessionRefused):
+        bundles.take("BE", _bundle(be, NOW + timedelta(days=1)), NOW)
+    assert bundles["BE"] == newer
+    assert bundles.held("BE") == (newer, pinned)
+
+
+def test_a_bundle_announced_for_a_state_not_pinned_is_refused(be: StateAuthority) -> None:
+    bundles = PartnerBundles({}, overlap=OVERLAP)
+    with pytest.raises(SuccessionRefused) as refused:
+        bundles.take("BE", _bundle(be, NOW), NOW)
+    assert refused.value.reason == BUNDLE_UNKNOWN_PARTNER
+    assert "BE" not in bundles
+
+
+def test_a_plain_mapping_verifies_with_its_one_bundle(pinned: TrustBundle) -> None:
+    assert verifying_bundles({"BE": pinned}, "BE", NOW) == (pinned,)
+
+
+def test_a_taken_bundle_is_kept_across_a_restart(
+    be: StateAuthority, pinned: TrustBundle, tmp_path: Path
+) -> None:
+    bundles = PartnerBundles({"BE": pinned}, overlap=OVERLAP, store=tmp_path)
+    switched = NOW + timedelta(days=1)
+    taken = bundles.take("BE", _bundle(be, switched), switched)
+
+    restarted = PartnerBundles({"BE": pinned}, overlap=OVERLAP, store=tmp_path)
+
+    assert restarted["BE"] == taken
+    assert restarted.verifying("BE", switched) == (taken, pinned)
+    assert restarted.verifying("BE", switched + OVERLAP) == (taken,)
+
+
+def test_a_bundle_of_another_ca_put_in_the_store_stops_the_start(
+    pinned: TrustBundle, tmp_path: Path
+) -> None:
+    assert PartnerBundles({"BE": pinned}, overlap=OVERLAP, store=tmp_path)["BE"] == pinned
+    impostor = StateAuthority.create("BE", now=NOW)
+    (tmp_path / "BE").mkdir()
+    (tmp_path / "BE" / "20250116T120000Z-planted.json").write_bytes(
+        _bundle(impostor, NOW + timedelta(days=1))
+    )
+    with pytest.raises(SuccessionRefused) as refused:
+        PartnerBundles({"BE": pinned}, overlap=OVERLAP, store=tmp_path)
+    assert refused.value.reason == BUNDLE_OTHER_CA
