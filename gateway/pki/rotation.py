@@ -1,0 +1,168 @@
+"""Rotating one of a state's keys without dropping traffic, in two steps.
+
+1. :func:`prepare_rotation` (``pouch pki rotate``, with the CA key) issues the next key
+   and certificate beside the current ones (``signing.next.key/.crt``,
+   ``audit.next.key/.crt``, ``gateway.next.key/.crt``) and, for a key partners know from
+   the bundle (signing, audit), signs the next bundle version with it
+   (``bundle.next.json``, issued now, the same CA, endpoint and CRL location). Nothing
+   the gateway reads changes: the current key keeps signing.
+2. Once every partner has taken the next bundle (``PeerService.AnnounceBundle``; a
+   partner verifies the old and the new signing key during its overlap window),
+   :func:`complete_rotation` moves the current key and certificate aside to ``retired/``
+   (named by the certificate's serial number, kept to check old evidence against), puts
+   the next ones in their place and makes ``bundle.next.json`` the state's
+   ``bundle.json``. A reload then signs with the new key.
+
+The TLS certificate is not in the bundle: partners trust it through the unchanged CA,
+so its rotation needs no announcement, only step 2 and a reload (which serves it to new
+connections).
+
+A rotation already prepared is refused (:class:`FileExistsError`) until completed, so
+a second run cannot replace a bundle partners may already hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+
+from cryptography import x509
+
+from gateway.pki.authority import IssuedCertificate, StateAuthority
+from gateway.pki.bundle import load_trust_bundle, sign_bundle
+from gateway.pki.directory import StateDirectory
+from gateway.pki.keys import (
+    as_utc,
+    certificate_pem,
+    load_certificate,
+    write_private_key,
+    write_public_file,
+)
+
+NEXT_BUNDLE = "bundle.next.json"
+RETIRED = "retired"
+
+
+class RotatedKey(StrEnum):
+    SIGNING = "signing"
+    AUDIT = "audit"
+    TLS = "tls"
+
+
+@dataclass(frozen=True)
+class RotationFiles:
+    """Where a key's current and next files lie, and whether partners must be told."""
+
+    current_cert: Path
+    current_key: Path
+    next_cert: Path
+    next_key: Path
+    next_bundle: Path | None
+
+
+def rotation_files(directory: StateDirectory, what: RotatedKey) -> RotationFiles:
+    cert, key = {
+        RotatedKey.SIGNING: (directory.signing_cert, directory.signing_key),
+        RotatedKey.AUDIT: (directory.audit_cert, directory.audit_key),
+        RotatedKey.TLS: (directory.gateway_cert, directory.gateway_key),
+    }[what]
+    announced = what is not RotatedKey.TLS
+    return RotationFiles(
+        current_cert=cert,
+        current_key=key,
+        next_cert=cert.with_suffix(".next.crt"),
+        next_key=key.with_suffix(".next.key"),
+        next_bundle=directory.root / NEXT_BUNDLE if announced else None,
+    )
+
+
+def _next_certificate(
+    authority: StateAuthority, what: RotatedKey, current: x509.Certificate, now: datetime
+) -> IssuedCertificate:
+    if what is RotatedKey.SIGNING:
+        return authority.issue_signing_certificate(now=now)
+    if what is RotatedKey.AUDIT:
+        return authority.issue_audit_certificate(now=now)
+    try:
+        san = current.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound as e:
+        raise ValueError("the current gateway certificate names no host") from e
+    return authority.issue_gateway_certificate(
+        dns_names=san.get_values_for_type(x509.DNSName),
+        ip_addresses=[
+            a
+            for a in san.get_values_for_type(x509.IPAddress)
+            if isinstance(a, IPv4Address | IPv6Address)
+        ],
+        now=now,
+    )
+
+
+def prepare_rotation(
+    state_dir: Path, what: RotatedKey, *, now: datetime, ca_key: Path | None = None
+) -> RotationFiles:
+    """Step 1: the next key, its certificate and (signing, audit) the next bundle."""
+    directory = StateDirectory(Path(state_dir))
+    files = rotation_files(directory, what)
+    pending = [files.next_cert, files.next_key, directory.root / NEXT_BUNDLE]
+    for path in pending:
+        if path.exists():
+            raise FileExistsError(
+                f"{path} exists: a rotation is prepared and not completed "
+                "(pouch pki rotate --complete)"
+            )
+    authority = StateAuthority.load(directory.root, ca_key=ca_key)
+    issued = _next_certificate(authority, what, load_certificate(files.current_cert), now)
+    if issued.private_key is None:
+        raise ValueError("issued certificate has no private key to store")
+    write_private_key(files.next_key, issued.private_key, overwrite=False)
+    write_public_file(files.next_cert, certificate_pem(issued.certificate), overwrite=False)
+    if files.next_bundle is not None:
+        current = load_trust_bundle(directory.bundle)
+        certificates = {
+            "signing_certificate": current.signing_certificate,
+            "audit_certificate": current.audit_certificate,
+            f"{what.value}_certificate": issued.certificate,
+        }
+        bundle = sign_bundle(
+            authority,
+            **certificates,
+            witness_certificate=current.witness_certificate,
+            audit_pq_certificate=current.audit_pq_certificate,
+            witness_pq_certificate=current.witness_pq_certificate,
+            signing_pq_certificate=current.signing_pq_certificate,
+            peer_endpoint=current.peer_endpoint,
+            crl_location=current.crl_location,
+            # Later than the bundle in force, which partners require of a successor.
+            issued_at=max(
+                as_utc(now).replace(microsecond=0), current.issued_at + timedelta(seconds=1)
+            ),
+        )
+        write_public_file(files.next_bundle, bundle, overwrite=False)
+    return files
+
+
+def complete_rotation(state_dir: Path, what: RotatedKey) -> Path:
+    """Step 2: retire the current key (returns where it went) and put the next in force."""
+    directory = StateDirectory(Path(state_dir))
+    files = rotation_files(directory, what)
+    for path in (files.next_cert, files.next_key, files.next_bundle):
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"{path} is missing: no rotation of {what} is prepared")
+    retired = directory.root / RETIRED
+    retired.mkdir(mode=0o700, exist_ok=True)
+    serial = f"{load_certificate(files.current_cert).serial_number:x}"
+    kept_cert = retired / f"{files.current_cert.stem}-{serial}.crt"
+    kept_key = retired / f"{files.current_key.stem}-{serial}.key"
+    # Renames in an order that never leaves a certificate beside a key not its own.
+    files.current_cert.replace(kept_cert)
+    files.current_key.replace(kept_key)
+    files.next_key.replace(files.current_key)
+    files.next_cert.replace(files.current_cert)
+    if files.next_bundle is not None:
+        directory.bundle.replace(retired / f"bundle-{serial}.json")
+        files.next_bundle.replace(directory.bundle)
+    return kept_cert
