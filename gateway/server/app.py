@@ -333,6 +333,7 @@ class Gateway:
                 self.exchanges.outcomes,
                 self.exchanges.witness,
                 self.exchanges.identity_responder,
+                self.exchanges.announcements,
             )
             if self.exchanges is not None
             else None

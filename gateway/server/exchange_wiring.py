@@ -38,13 +38,14 @@ from gateway.audit.start_evidence import record_start
 from gateway.config import Settings
 from gateway.delivery.agreement_confirmation import AgreementConfirmation
 from gateway.delivery.backoff import delivery_backoff
+from gateway.delivery.bundle_announcement import BundleAnnouncements
 from gateway.delivery.case_handover import CaseEventHandover, CaseEventSink
 from gateway.delivery.context import ExchangeContext
 from gateway.delivery.dispatcher import Dispatcher
 from gateway.delivery.handover import Acknowledger, OutcomeRecorder, RegistryHandover
 from gateway.delivery.inbound_retry import InboundFailures, RetryPolicy
 from gateway.delivery.partner_contact import PartnerContacts
-from gateway.delivery.partners import Partner, PartnerChannels
+from gateway.delivery.partners import PARTNER_BUNDLES_DIR, Partner, PartnerChannels
 from gateway.delivery.polling import pause
 from gateway.delivery.receipts import AgreementReceipts
 from gateway.delivery.receiver import InboundReceiver, InboundRoutes
@@ -112,6 +113,7 @@ class ExchangeComponents:
     publisher: CheckpointPublisher
     witness: CheckpointWitness
     inbound_wake: asyncio.Event
+    announcements: BundleAnnouncements
 
     @property
     def gate(self) -> AgreementGate:
@@ -224,6 +226,7 @@ def build_exchanges(
         certificate_chain=pki.gateway_cert.read_bytes(),
         private_key=pki.gateway_key.read_bytes(),
         contacts=PartnerContacts(metrics, clock=clock),
+        bundle_store=pki.root / PARTNER_BUNDLES_DIR,
     )
     confirmation = AgreementConfirmation(
         gate=gate, channels=channels, call_timeout_s=delivery.call_timeout_seconds
@@ -326,6 +329,7 @@ def build_exchanges(
             clock=clock,
         ),
         inbound_wake=inbound_wake,
+        announcements=BundleAnnouncements(channels.bundles, context.audit, clock=clock),
     )
 
 

@@ -21,6 +21,7 @@ from gateway.audit.publication import CheckpointWitness
 from gateway.audit.recorder import AuditRecorder
 from gateway.delivery.agreement_confirmation import AgreementConfirmation
 from gateway.delivery.batches import answer_each, refused, require_batch
+from gateway.delivery.bundle_announcement import BundleAnnouncements
 from gateway.delivery.handover import OutcomeRecorder
 from gateway.delivery.receiver import InboundReceiver
 from gateway.errors import (
@@ -135,7 +136,8 @@ class PeerEndpoint:
 
 class PeerExchanges:
     """``Deliver``, ``Acknowledge``, their batch forms, ``Query``, ``ConfirmAgreement``,
-    ``CosignCheckpoint`` and ``GetCosignedCheckpoint``: the exchange half."""
+    ``CosignCheckpoint``, ``GetCosignedCheckpoint`` and ``AnnounceBundle``: the exchange
+    half."""
 
     def __init__(
         self,
@@ -143,11 +145,13 @@ class PeerExchanges:
         outcomes: OutcomeRecorder,
         witness: CheckpointWitness,
         identity: IdentityResponder,
+        announcements: BundleAnnouncements,
     ) -> None:
         self._receiver = receiver
         self._outcomes = outcomes
         self._witness = witness
         self._identity = identity
+        self._announcements = announcements
 
     async def Deliver(
         self, request: peer_pb2.DeliverRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -276,6 +280,15 @@ class PeerExchanges:
         confirmation.attach()
         return await asyncio.to_thread(confirmation.answer, peer.state, request)
 
+    async def AnnounceBundle(
+        self,
+        request: peer_pb2.AnnounceBundleRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> peer_pb2.AnnounceBundleResponse:
+        peer = authenticated_peer()
+        digest = await asyncio.to_thread(self._announcements.receive, peer.state, request.bundle)
+        return peer_pb2.AnnounceBundleResponse(bundle_digest=digest)
+
     def _confirmation(self) -> AgreementConfirmation:
         confirmation = self._receiver.confirmation
         if confirmation is None:  # every gateway with exchanges is built with one
@@ -297,5 +310,6 @@ def register_peer_service(
             "CosignCheckpoint": exchanges.CosignCheckpoint,
             "GetCosignedCheckpoint": exchanges.GetCosignedCheckpoint,
             "ConfirmAgreement": exchanges.ConfirmAgreement,
+            "AnnounceBundle": exchanges.AnnounceBundle,
         }
     register_methods(server, peer_pb2.DESCRIPTOR.services_by_name["PeerService"], methods)

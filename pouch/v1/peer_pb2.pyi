@@ -575,3 +575,43 @@ class ConfirmAgreementResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConfirmAgreementResponse: _TypeAlias = ConfirmAgreementResponse  # noqa: Y015
+
+@_typing.final
+class AnnounceBundleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_FIELD_NUMBER: _builtins.int
+    bundle: _builtins.bytes
+    """The bundle file (pouch.trust-bundle/v3), as its state CA signed it."""
+    def __init__(
+        self,
+        *,
+        bundle: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle", b"bundle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnnounceBundleRequest: _TypeAlias = AnnounceBundleRequest  # noqa: Y015
+
+@_typing.final
+class AnnounceBundleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUNDLE_DIGEST_FIELD_NUMBER: _builtins.int
+    bundle_digest: _builtins.str
+    """The digest (sha256:<hex>) of the caller's bundle now in force at the callee."""
+    def __init__(
+        self,
+        *,
+        bundle_digest: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bundle_digest", b"bundle_digest"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnnounceBundleResponse: _TypeAlias = AnnounceBundleResponse  # noqa: Y015

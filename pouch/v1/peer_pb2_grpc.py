@@ -81,6 +81,11 @@ class PeerServiceStub:
                 request_serializer=pouch_dot_v1_dot_peer__pb2.ConfirmAgreementRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_peer__pb2.ConfirmAgreementResponse.FromString,
                 _registered_method=True)
+        self.AnnounceBundle = channel.unary_unary(
+                '/pouch.v1.PeerService/AnnounceBundle',
+                request_serializer=pouch_dot_v1_dot_peer__pb2.AnnounceBundleRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_peer__pb2.AnnounceBundleResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -160,6 +165,17 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AnnounceBundle(self, request, context):
+        """Announces the caller's new trust bundle version (a rotated signing, TLS or audit
+        key). Taken only if signed by the CA pinned for the caller, for the caller's state,
+        and issued after the bundle in force; refused otherwise with BUNDLE_OTHER_CA,
+        BUNDLE_OTHER_STATE, BUNDLE_INVALID or BUNDLE_NOT_NEWER. The replaced bundle's keys
+        still verify for the callee's overlap window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +223,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.ConfirmAgreement,
                     request_deserializer=pouch_dot_v1_dot_peer__pb2.ConfirmAgreementRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_peer__pb2.ConfirmAgreementResponse.SerializeToString,
+            ),
+            'AnnounceBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.AnnounceBundle,
+                    request_deserializer=pouch_dot_v1_dot_peer__pb2.AnnounceBundleRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_peer__pb2.AnnounceBundleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -454,6 +475,33 @@ class PeerService:
             '/pouch.v1.PeerService/ConfirmAgreement',
             pouch_dot_v1_dot_peer__pb2.ConfirmAgreementRequest.SerializeToString,
             pouch_dot_v1_dot_peer__pb2.ConfirmAgreementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AnnounceBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.PeerService/AnnounceBundle',
+            pouch_dot_v1_dot_peer__pb2.AnnounceBundleRequest.SerializeToString,
+            pouch_dot_v1_dot_peer__pb2.AnnounceBundleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,13 @@ class PeerServiceStub:
     with its own; a mismatch is refused with HASH_KEY_MISMATCH and puts the agreement
     out of force on both sides.
     """
+    AnnounceBundle: _grpc.UnaryUnaryMultiCallable[_peer_pb2.AnnounceBundleRequest, _peer_pb2.AnnounceBundleResponse]
+    """Announces the caller's new trust bundle version (a rotated signing, TLS or audit
+    key). Taken only if signed by the CA pinned for the caller, for the caller's state,
+    and issued after the bundle in force; refused otherwise with BUNDLE_OTHER_CA,
+    BUNDLE_OTHER_STATE, BUNDLE_INVALID or BUNDLE_NOT_NEWER. The replaced bundle's keys
+    still verify for the callee's overlap window.
+    """
 
 @_typing.type_check_only
 class PeerServiceAsyncStub(PeerServiceStub):
@@ -108,6 +115,13 @@ class PeerServiceAsyncStub(PeerServiceStub):
     fingerprint bound to the agreement's digest, never the key. The callee compares it
     with its own; a mismatch is refused with HASH_KEY_MISMATCH and puts the agreement
     out of force on both sides.
+    """
+    AnnounceBundle: _aio.UnaryUnaryMultiCallable[_peer_pb2.AnnounceBundleRequest, _peer_pb2.AnnounceBundleResponse]  # type: ignore[assignment]
+    """Announces the caller's new trust bundle version (a rotated signing, TLS or audit
+    key). Taken only if signed by the CA pinned for the caller, for the caller's state,
+    and issued after the bundle in force; refused otherwise with BUNDLE_OTHER_CA,
+    BUNDLE_OTHER_STATE, BUNDLE_INVALID or BUNDLE_NOT_NEWER. The replaced bundle's keys
+    still verify for the callee's overlap window.
     """
 
 class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -200,6 +214,19 @@ class PeerServiceServicer(metaclass=_abc_1.ABCMeta):
         fingerprint bound to the agreement's digest, never the key. The callee compares it
         with its own; a mismatch is refused with HASH_KEY_MISMATCH and puts the agreement
         out of force on both sides.
+        """
+
+    @_abc_1.abstractmethod
+    def AnnounceBundle(
+        self,
+        request: _peer_pb2.AnnounceBundleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_peer_pb2.AnnounceBundleResponse, _abc.Awaitable[_peer_pb2.AnnounceBundleResponse]]:
+        """Announces the caller's new trust bundle version (a rotated signing, TLS or audit
+        key). Taken only if signed by the CA pinned for the caller, for the caller's state,
+        and issued after the bundle in force; refused otherwise with BUNDLE_OTHER_CA,
+        BUNDLE_OTHER_STATE, BUNDLE_INVALID or BUNDLE_NOT_NEWER. The replaced bundle's keys
+        still verify for the callee's overlap window.
         """
 
 def add_PeerServiceServicer_to_server(servicer: PeerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
