@@ -223,6 +223,9 @@ class DeliverySection(_Section):
     # A queued envelope younger than this goes as it was signed when queued; an older
     # one is signed afresh, so that it stays well inside the partner's clock window.
     resign_after_seconds: float = Field(default=60.0, gt=0, le=86400)
+    # After a partner announces a new trust bundle, how long the keys of the one it
+    # replaces still verify (messages and receipts signed just before the switch).
+    partner_bundle_overlap_seconds: float = Field(default=7 * 86400.0, ge=0, le=90 * 86400)
 
     @model_validator(mode="after")
     def _resigned_inside_the_window(self) -> DeliverySection:

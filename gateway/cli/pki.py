@@ -2,8 +2,9 @@
 bundles.
 
 With ``init --offline-ca`` the CA key is written outside the state directory; every
-command that signs (issue-client, issue-server, revoke, refresh-crl, upgrade) then takes
-it with ``--ca-key FILE``.
+command that signs (issue-client, issue-server, revoke, refresh-crl, upgrade, rotate)
+then takes it with ``--ca-key FILE``. ``pki announce`` (:mod:`gateway.cli.pki_announce`)
+sends a rotated key's next bundle to partners.
 
 This is the clock's edge: commands read ``datetime.now(UTC)`` once and pass it
 down. Every failure is a :class:`click.ClickException` with a message that names
@@ -22,11 +23,18 @@ import click
 
 from gateway.audit.cosignature import partner_cosigners
 from gateway.audit.log_signing import partner_log_keys
+from gateway.cli.pki_announce import announce_command
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import refresh_crl, revoke
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_fingerprint, load_certificate
 from gateway.pki.layout import init_state, issue_client, issue_server, upgrade_state
+from gateway.pki.rotation import (
+    RotatedKey,
+    complete_rotation,
+    prepare_rotation,
+    rotation_files,
+)
 
 _SERIAL = re.compile(r"0[xX][0-9a-fA-F]+|[0-9]+")
 
@@ -88,6 +96,9 @@ def _known_certificates(directory: StateDirectory) -> dict[int, Path]:
 @click.group(name="pki")
 def pki() -> None:
     """The state PKI: root CA, certificates, revocation and the trust bundle."""
+
+
+pki.add_command(announce_command)
 
 
 @pki.command(name="init")
@@ -351,3 +362,47 @@ def _echo_keys(bundle: TrustBundle) -> None:
         click.echo(f"log key ({key.algorithm}, vkey): {key.vkey}")
     for key in partner_cosigners(bundle):
         click.echo(f"witness key ({key.algorithm}, vkey): {key.vkey}")
+
+
+@pki.command(name="rotate")
+@click.option(
+    "--state-dir",
+    "state_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The state directory whose key is rotated.",
+)
+@click.option(
+    "--what",
+    required=True,
+    type=click.Choice([k.value for k in RotatedKey]),
+    help="The key: the gateway's TLS certificate, the message-signing key, the audit key.",
+)
+@click.option(
+    "--complete",
+    is_flag=True,
+    help="Put the prepared key in force and move the current one to retired/ "
+    "(after every partner took the next bundle: pouch pki announce).",
+)
+@_ca_key_option
+def rotate_command(state_dir: Path, what: str, complete: bool, ca_key: Path | None) -> None:
+    """Rotate a key in two steps (docs/operations.md, Key rotation): first issue the
+    next key beside the current one and, for the signing and audit keys, the next trust
+    bundle (bundle.next.json) to announce to partners; then, with --complete, put it in
+    force."""
+    key = RotatedKey(what)
+    with _operator_errors():
+        if complete:
+            kept = complete_rotation(state_dir, key)
+            click.echo(f"in force: {rotation_files(StateDirectory(state_dir), key).current_cert}")
+            click.echo(f"retired: {kept}")
+            return
+        files = prepare_rotation(state_dir, key, now=datetime.now(UTC), ca_key=ca_key)
+    click.echo(f"next certificate: {files.next_cert}")
+    click.echo(f"next key: {files.next_key}")
+    if files.next_bundle is None:
+        click.echo("partners trust it through the state CA: no announcement needed")
+        return
+    bundle = load_trust_bundle(files.next_bundle)
+    click.echo(f"next trust bundle: {files.next_bundle} ({bundle.digest})")
+    click.echo("announce it: pouch pki announce --config FILE")

@@ -32,10 +32,11 @@ from pathlib import Path
 from cryptography import x509
 
 from gateway.pki.authority import IssuedCertificate, StateAuthority
-from gateway.pki.bundle import load_trust_bundle, sign_bundle
+from gateway.pki.bundle import BundleError, TrustBundle, load_trust_bundle, sign_bundle
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import (
     as_utc,
+    certificate_der,
     certificate_pem,
     load_certificate,
     write_private_key,
@@ -107,7 +108,8 @@ def prepare_rotation(
     """Step 1: the next key, its certificate and (signing, audit) the next bundle."""
     directory = StateDirectory(Path(state_dir))
     files = rotation_files(directory, what)
-    pending = [files.next_cert, files.next_key, directory.root / NEXT_BUNDLE]
+    # One bundle version at a time: a signing and an audit rotation follow each other.
+    pending = [files.next_cert, files.next_key, *([files.next_bundle] if files.next_bundle else [])]
     for path in pending:
         if path.exists():
             raise FileExistsError(
@@ -166,3 +168,20 @@ def complete_rotation(state_dir: Path, what: RotatedKey) -> Path:
         directory.bundle.replace(retired / f"bundle-{serial}.json")
         files.next_bundle.replace(directory.bundle)
     return kept_cert
+
+
+def retired_bundles(directory: StateDirectory) -> tuple[TrustBundle, ...]:
+    """The state's earlier bundle versions (``retired/bundle-*.json``), each signed by the
+    CA of its current bundle: the agreements signed before a rotation pin one of them,
+    and keep verifying with the signing key it names."""
+    current = load_trust_bundle(directory.bundle)
+    kept = []
+    for path in sorted((directory.root / RETIRED).glob("bundle-*.json")):
+        try:
+            bundle = load_trust_bundle(path)
+        except BundleError as e:
+            raise BundleError(f"{path}: {e}") from e
+        if certificate_der(bundle.ca_certificate) != certificate_der(current.ca_certificate):
+            raise BundleError(f"{path}: signed by another CA than {directory.bundle}")
+        kept.append(bundle)
+    return tuple(kept)

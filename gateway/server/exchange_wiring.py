@@ -62,6 +62,7 @@ from gateway.exchanges.representation_inbound import CaseInbound
 from gateway.metrics import GatewayMetrics
 from gateway.pki.bundle import TrustBundle
 from gateway.pki.directory import StateDirectory
+from gateway.pki.rotation import retired_bundles
 from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.policy.rules import PolicySection
 from gateway.server.representation_service import CaseSignal
@@ -168,7 +169,8 @@ def build_exchanges(
     storage = settings.storage
     if storage is None:  # load_settings refuses this; a hand-built Settings may not
         raise ValueError("storage.sealing_key_file is required with [agreements]")
-    bundles = [own_bundle, *(p.bundle for p in partners.values())]
+    # Our earlier bundle versions too: agreements signed before a key rotation pin them.
+    bundles = [own_bundle, *retired_bundles(pki), *(p.bundle for p in partners.values())]
     signer = EnvelopeSigner.from_state_directory(pki)
     registry: AgreementRegistry[PolicySection] = AgreementRegistry(
         settings.agreements.dir,
@@ -227,6 +229,7 @@ def build_exchanges(
         private_key=pki.gateway_key.read_bytes(),
         contacts=PartnerContacts(metrics, clock=clock),
         bundle_store=pki.root / PARTNER_BUNDLES_DIR,
+        bundle_overlap=timedelta(seconds=delivery.partner_bundle_overlap_seconds),
     )
     confirmation = AgreementConfirmation(
         gate=gate, channels=channels, call_timeout_s=delivery.call_timeout_seconds

@@ -54,6 +54,7 @@ from gateway.pki.bundle import CLASSICAL_SIGNING, HYBRID_SIGNING, TrustBundle, l
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory, state_of_ca
 from gateway.pki.keys import load_certificate, load_certificates_pem, load_private_key
+from gateway.pki.rotation import retired_bundles
 from gateway.pki.sealing import PayloadSealer, load_sealing_keys
 from gateway.pki.tokens import JwksKeys
 from gateway.server.exclusive_ports import PortTaken, require_free
@@ -104,7 +105,11 @@ def check_startup(
         own_bundle = load_bundle("pki.dir", pki.bundle)
         # check_pki checked the ML-DSA-44 signing key against its certificate.
         signs = HYBRID_SIGNING if pki.signing_pq_cert.exists() else CLASSICAL_SIGNING
-        warnings = check_agreements(settings, [own_bundle, *partners], signs, clock)
+        try:
+            retired = retired_bundles(pki)
+        except (OSError, ValueError) as e:
+            raise StartupError(f"pki.dir: a retired bundle is refused: {e}") from e
+        warnings = check_agreements(settings, [own_bundle, *retired, *partners], signs, clock)
     try:
         configured_witnesses(settings.audit.witnesses)
     except ValueError as e:
