@@ -176,6 +176,11 @@ class StateSigningKey:
     certificate: x509.Certificate = field(repr=False)
     post_quantum: PostQuantumSigningKey | None = field(default=None, repr=False)
     kid: str = field(init=False)
+    # Keys that took over from this one (a rotation taken in by a reload), the last in
+    # force: everything holding this signer signs with it from then on.
+    _successors: list[StateSigningKey] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         validate_state_code(self.state)
@@ -215,14 +220,28 @@ class StateSigningKey:
         )
 
     @property
+    def in_force(self) -> StateSigningKey:
+        """The key that signs: this one, or the last that took over from it."""
+        successors = self._successors
+        return successors[-1] if successors else self
+
+    def take_over(self, successor: StateSigningKey) -> None:
+        """Sign with ``successor`` from now on (a rotated key, once partners hold the
+        bundle naming it); one reference swap, so a signature in progress uses one key."""
+        if successor.state != self.state:
+            raise ValueError(f"a signing key of {successor.state} cannot sign for {self.state}")
+        self._successors.append(successor.in_force)
+
+    @property
     def signature_algorithms(self) -> tuple[str, ...]:
         """What this state can sign with: ES256, and ML-DSA-44 with a post-quantum key."""
-        return CLASSICAL_SIGNING if self.post_quantum is None else HYBRID_SIGNING
+        return CLASSICAL_SIGNING if self.in_force.post_quantum is None else HYBRID_SIGNING
 
     def sign_detached(self, typ: str, signing_input: bytes) -> str:
         """``<protected>..<signature>`` over ``signing_input``."""
-        protected = _protected_segment(self.kid, typ)
-        key = self.private_key
+        signer = self.in_force
+        protected = _protected_segment(signer.kid, typ)
+        key = signer.private_key
         assert isinstance(key, ec.EllipticCurvePrivateKey)  # checked at construction
         der = key.sign(protected.encode("ascii") + b"." + signing_input, _ES256)
         r, s = decode_dss_signature(der)
@@ -232,12 +251,13 @@ class StateSigningKey:
     def sign_pq_detached(self, typ: str, signing_input: bytes) -> str:
         """The ML-DSA-44 token over ``signing_input``; :class:`ValueError` for a state
         without an ML-DSA-44 signing key (a hybrid agreement is not in force there)."""
-        if self.post_quantum is None:
+        post_quantum = self.in_force.post_quantum
+        if post_quantum is None:
             raise ValueError(
                 f"{self.state} holds no ML-DSA-44 signing key (signing-pq.key): "
                 "it cannot sign hybrid"
             )
-        return self.post_quantum.sign_detached(typ, signing_input)
+        return post_quantum.sign_detached(typ, signing_input)
 
 
 def verify_detached(

@@ -72,7 +72,13 @@ from gateway.server.peer_api import (
     PeerRefusalEvidence,
     register_peer_service,
 )
-from gateway.server.reload import GatewayReload, ReloadReport, ReloadSources, ServingCertificate
+from gateway.server.reload import (
+    GatewayReload,
+    ReloadReport,
+    ReloadSources,
+    ServingCertificate,
+    SigningKeySource,
+)
 from gateway.server.representation_service import RepresentationService
 from gateway.server.startup_checks import StartupError, database_engine, migrate_existing
 from gateway.server.witness_http import WitnessEndpoint, WitnessListener
@@ -387,10 +393,13 @@ class Gateway:
             evidence=evidence if x is not None else None,
             refusal_evidence=refusal if x is not None else None,
             clock=self.clock,
-            restart_only=(
-                *(("partner_bundle", entry.bundle) for entry in self.settings.partners),
-                ("signing_key", self.pki.signing_cert),
-                ("signing_key", self.pki.signing_key),
+            restart_only=tuple(
+                ("partner_bundle", entry.bundle) for entry in self.settings.partners
+            ),
+            signing=(
+                SigningKeySource(self.pki, (x.context.signer, x.receipts.signer))
+                if x is not None
+                else None
             ),
         )
         return GatewayReload(sources, metrics_registry=self.metrics.registry)

@@ -115,6 +115,7 @@ class ExchangeComponents:
     witness: CheckpointWitness
     inbound_wake: asyncio.Event
     announcements: BundleAnnouncements
+    receipts: AgreementReceipts
 
     @property
     def gate(self) -> AgreementGate:
@@ -333,6 +334,7 @@ def build_exchanges(
         ),
         inbound_wake=inbound_wake,
         announcements=BundleAnnouncements(channels.bundles, context.audit, clock=clock),
+        receipts=receipts,
     )
 
 

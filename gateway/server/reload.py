@@ -13,9 +13,13 @@ tls_certificate    ``gateway.crt`` and ``gateway.key`` of the state directory  T
 =================  =========================================================  ==========
 
 Files read at start only (partner trust bundles, whose digests the configuration and
-the agreements pin, and the message-signing key and certificate, which partners know
-from this state's bundle) are looked at too: one changed since start is reported
-refused with ``RESTART_REQUIRED``, kinds ``partner_bundle`` and ``signing_key``.
+the agreements pin; a partner's new bundle comes by ``PeerService.AnnounceBundle``) are
+looked at too: one changed since start is reported refused with ``RESTART_REQUIRED``,
+kind ``partner_bundle``. A new message-signing key and certificate (kind
+``signing_key``, after ``pouch pki rotate --complete``) are taken in only when the
+state's own ``bundle.json``, the one announced to partners, names that certificate
+(``SIGNING_KEY_NOT_ANNOUNCED`` otherwise, ``SIGNING_KEY_INVALID`` for a broken pair);
+every signer then signs with the new key.
 
 A file that breaks a rule is refused: one warning line names the file and the rule,
 the reload's answer lists it with its reason code, and what was in force before stays
@@ -52,8 +56,11 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway.agreements.loader import AgreementFileError
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
+from gateway.envelope.jws import StateSigningKey
 from gateway.events import Event, emit
+from gateway.pki.bundle import load_trust_bundle
 from gateway.pki.crl import CrlWatcher
+from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_der
 from gateway.pki.tls_identity import TlsIdentity, TlsIdentityRefused, load_tls_identity
 from gateway.pki.tokens import InvalidJwks, JwksWatcher
@@ -158,6 +165,18 @@ class ReloadSources:
     restart_only: tuple[tuple[str, Path], ...] = ()
     """Files (by kind) a reload does not take in: one changed since start is reported
     refused with ``RESTART_REQUIRED``, so nobody believes it in force."""
+    signing: SigningKeySource | None = None
+    """The message-signing key and the signers it is handed to (kind ``signing_key``)."""
+
+
+@dataclass(frozen=True)
+class SigningKeySource:
+    """A rotated message-signing key is taken in only when the state's own
+    ``bundle.json`` (the bundle partners were announced, signed by our CA) names its
+    certificate; every signer in ``signers`` then signs with it."""
+
+    directory: StateDirectory
+    signers: tuple[StateSigningKey, ...]
 
 
 def _digest(*paths: Path) -> str | None:
@@ -190,6 +209,9 @@ class GatewayReload:
             **{str(w.path): _digest(w.path) for w in sources.crls()},
         }
         self._at_start = {str(path): _digest(path) for _, path in sources.restart_only}
+        if sources.signing is not None:
+            pki = sources.signing.directory
+            self._seen["signing_key"] = _digest(pki.signing_cert, pki.signing_key)
 
     def run(self, *, principal: str) -> ReloadReport:
         """Blocking. Every kind re-read, one event line, metrics and audit entries."""
@@ -200,6 +222,7 @@ class GatewayReload:
                 self._jwks(),
                 self._tls(),
                 *(self._restart_only(kind, path) for kind, path in self._s.restart_only),
+                *([] if self._s.signing is None else [self._signing(self._s.signing)]),
             ]
         report = ReloadReport(tuple(outcomes))
         for outcome in report.outcomes:
@@ -287,6 +310,45 @@ class GatewayReload:
             "RESTART_REQUIRED",
             "changed since start; it is read at start only, the one read then stays in force",
         )
+
+    def _signing(self, source: SigningKeySource) -> ReloadOutcome:
+        pki = source.directory
+        digest = _digest(pki.signing_cert, pki.signing_key)
+        if digest == self._seen.get("signing_key"):
+            return ReloadOutcome("signing_key", str(pki.signing_cert), ReloadResult.UNCHANGED)
+        try:
+            key = StateSigningKey.from_state_directory(pki)
+            bundle = load_trust_bundle(pki.bundle)
+        except (OSError, ValueError) as e:
+            return ReloadOutcome(
+                "signing_key",
+                str(pki.signing_cert),
+                ReloadResult.REFUSED,
+                "SIGNING_KEY_INVALID",
+                str(e),
+            )
+        if (
+            bundle.state != self._s.state
+            or certificate_der(bundle.ca_certificate) != certificate_der(self._s.ca_certificate)
+            or certificate_der(bundle.signing_certificate) != certificate_der(key.certificate)
+        ):
+            return ReloadOutcome(
+                "signing_key",
+                str(pki.signing_cert),
+                ReloadResult.REFUSED,
+                "SIGNING_KEY_NOT_ANNOUNCED",
+                f"{pki.bundle} (the bundle partners hold) does not name this signing "
+                "certificate: announce the next bundle and complete the rotation first",
+            )
+        self._seen["signing_key"] = digest
+        in_force = [s.in_force.certificate for s in source.signers]
+        if all(certificate_der(c) == certificate_der(key.certificate) for c in in_force):
+            return ReloadOutcome("signing_key", str(pki.signing_cert), ReloadResult.UNCHANGED)
+        for signer in source.signers:
+            signer.take_over(key)
+        if self._s.evidence is not None:
+            self._s.evidence([], {"signing": certificate_der(key.certificate)})
+        return ReloadOutcome("signing_key", str(pki.signing_cert), ReloadResult.RELOADED)
 
     def _tls(self) -> ReloadOutcome:
         cert_path, key_path = self._s.tls_paths

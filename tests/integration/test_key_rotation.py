@@ -1,8 +1,8 @@
 """Rotating BE's signing key and TLS certificate while AT streams updates to BE.
 
 BE prepares both rotations (``pouch pki rotate``), announces its next bundle to AT
-(``pouch pki announce``'s :func:`announce_bundle`), completes them and is restarted to
-sign with the new key, all while AT's clerk streams. Nothing is lost or refused; AT
+(``pouch pki announce``'s :func:`announce_bundle`), completes them and reloads, all
+while AT's clerk streams. Nothing is lost or refused; AT
 holds receipts signed with BE's old key and with its new one, and both verify. Once the
 overlap has passed on AT's (injected) clock, the old key is refused: a receipt or an
 envelope it signed.
@@ -39,12 +39,13 @@ from tests.integration.exchange_fixtures import (
     LocalCaller,
     PeerCaller,
     agreement_digest,
+    be_alone,
     civil_header,
     outbox_message,
     signed_envelope,
 )
-from tests.integration.test_peer_envelope_attacks import CIVIL
-from tests.integration.test_reload import SlowStream
+from tests.integration.test_peer_envelope_attacks import CIVIL, from_at
+from tests.integration.test_reload import SlowStream, reload, results
 from tests.unit.envelope import protected_header
 
 OVERLAP_S = 120.0
@@ -118,10 +119,11 @@ def test_rotating_bes_signing_key_and_tls_certificate_while_at_streams_loses_not
     old_kid = certificate_fingerprint(load_certificate(be.pki.signing_cert))
     old_signer = EnvelopeSigner.from_state_directory(be.pki)
     old_receipts = ReceiptSigner.from_state_directory(be.pki)
-    with _gateway(at, at_clock) as at_gateway, LocalCaller(at, ["civil:submit"]) as clerk:
-        be_thread = _gateway(be)
-        be_thread.__enter__()
-        try:
+    with (
+        _gateway(at, at_clock) as at_gateway,
+        LocalCaller(at, ["civil:submit"]) as clerk,
+    ):
+        with _gateway(be):
             stream = SlowStream(clerk, STREAMED)
             stream.start()
             time.sleep(0.4)  # under way, some delivered under BE's old key
@@ -135,10 +137,12 @@ def test_rotating_bes_signing_key_and_tls_certificate_while_at_streams_loses_not
             complete_rotation(be.pki.root, RotatedKey.TLS)
             new_kid = certificate_fingerprint(load_certificate(be.pki.signing_cert))
 
-            # BE signs with the new key from its restart; AT retries what it missed.
-            be_thread.__exit__(None, None, None)
-            be_thread = _gateway(be)
-            be_thread.__enter__()
+            # A reload of BE takes in both: new signatures with the new key, new
+            # handshakes with the new certificate, no call dropped.
+            with LocalCaller(be, ["admin"]) as be_admin:
+                items = reload(be_admin)
+            assert results(items["signing_key"]) == {"RELOAD_RESULT_RELOADED"}
+            assert results(items["tls_certificate"]) == {"RELOAD_RESULT_RELOADED"}
 
             stream.join(timeout=90)
             assert stream.error is None, stream.error
@@ -147,8 +151,6 @@ def test_rotating_bes_signing_key_and_tls_certificate_while_at_streams_loses_not
             for message_id in message_ids:
                 status = clerk.wait_until_final(message_id, within_s=60)
                 assert status.state == common_pb2.DELIVERY_STATE_APPLIED, status
-        finally:
-            be_thread.__exit__(None, None, None)
 
         # AT holds receipts of both keys, and both verify there.
         assert at_gateway.exchanges is not None
@@ -191,3 +193,28 @@ def test_rotating_bes_signing_key_and_tls_certificate_while_at_streams_loses_not
             with pytest.raises(grpc.RpcError) as envelope_refused:
                 as_be.deliver(signed_envelope(old_signer, header, {}))
             assert error_reason(envelope_refused.value) == "ENVELOPE_SIGNATURE"
+
+
+def test_a_signing_key_not_named_by_the_announced_bundle_is_refused_on_reload(
+    tmp_path: Path,
+) -> None:
+    with be_alone(tmp_path, ["AT", "BE"]) as running:
+        at, be = running.sites["AT"], running.sites["BE"]
+        old_kid = certificate_fingerprint(load_certificate(be.pki.signing_cert))
+        files = prepare_rotation(be.pki.root, RotatedKey.SIGNING, now=datetime.now(UTC))
+        assert files.next_bundle is not None
+        # The next key put in place by hand, the bundle partners hold left as it was.
+        files.next_cert.replace(be.pki.signing_cert)
+        files.next_key.replace(be.pki.signing_key)
+        new_kid = certificate_fingerprint(load_certificate(be.pki.signing_cert))
+        with LocalCaller(be, ["admin"]) as be_admin, PeerCaller(at, be) as as_at:
+            items = reload(be_admin)
+            [refused] = items["signing_key"]
+            assert refused.reason_code == "SIGNING_KEY_NOT_ANNOUNCED"
+            assert _receipt_kid(as_at.deliver(from_at(running))) == old_kid
+
+            # Once bundle.json names it (what partners were announced), it is taken.
+            files.next_bundle.replace(be.pki.bundle)
+            items = reload(be_admin)
+            assert results(items["signing_key"]) == {"RELOAD_RESULT_RELOADED"}
+            assert _receipt_kid(as_at.deliver(from_at(running))) == new_kid

@@ -312,7 +312,7 @@ def test_pouch_agreement_reload_says_what_came_into_force_and_fails_on_a_refusal
     assert "Traceback" not in result.stderr
 
 
-def test_a_changed_partner_bundle_or_signing_key_is_reported_as_needing_a_restart(
+def test_a_changed_partner_bundle_is_reported_as_needing_a_restart(
     exchange: RunningGateways,
 ) -> None:
     at = exchange.sites["AT"]
@@ -323,6 +323,7 @@ def test_a_changed_partner_bundle_or_signing_key_is_reported_as_needing_a_restar
         assert results(items["signing_key"]) == {"RELOAD_RESULT_UNCHANGED"}
 
         bundle.write_bytes(bundle.read_bytes() + b"\n")
+        # The same signing certificate written again is no new key.
         at.pki.signing_cert.write_bytes(at.pki.signing_cert.read_bytes() + b"\n")
         items = reload(admin)
         refused = {
@@ -331,10 +332,8 @@ def test_a_changed_partner_bundle_or_signing_key_is_reported_as_needing_a_restar
             for i in found
             if i.result == agreement_pb2.RELOAD_RESULT_REFUSED
         }
-        assert refused == {
-            ("partner_bundle", str(bundle), "RESTART_REQUIRED"),
-            ("signing_key", str(at.pki.signing_cert), "RESTART_REQUIRED"),
-        }
+        assert refused == {("partner_bundle", str(bundle), "RESTART_REQUIRED")}
+        assert results(items["signing_key"]) == {"RELOAD_RESULT_UNCHANGED"}
         # What was read at start stays in force: the agreement still carries calls.
         message_id = admin.submit(
             submission(
