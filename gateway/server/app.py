@@ -42,7 +42,7 @@ from gateway.metrics import (
     MetricsEndpoint,
     StorageFaultCollector,
 )
-from gateway.pki.bundle import load_trust_bundle
+from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import CrlOwner, CrlWatcher
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import (
@@ -427,7 +427,7 @@ class Gateway:
                 gateway_pb2.PartnerInfo(
                     state=p.state,
                     peer_endpoint=p.endpoint,
-                    bundle_digest=p.bundle.digest,
+                    bundle_digest=self._partner_bundle(p).digest,
                     ca_not_after=_timestamp(p.bundle.ca_certificate.not_valid_after_utc),
                 )
                 for p in sorted(self.partners.values(), key=lambda p: p.state)
@@ -485,8 +485,14 @@ class Gateway:
         for p in self.partners.values():
             gauge.labels("partner_ca", p.state).set(seconds_to_expiry(p.bundle.ca_certificate, now))
             gauge.labels("partner_signing", p.state).set(
-                seconds_to_expiry(p.bundle.signing_certificate, now)
+                seconds_to_expiry(self._partner_bundle(p).signing_certificate, now)
             )
+
+    def _partner_bundle(self, partner: Partner) -> TrustBundle:
+        """The partner's bundle in force: the last it announced, else the pinned one."""
+        if self.exchanges is None:
+            return partner.bundle
+        return self.exchanges.channels.bundles.get(partner.state, partner.bundle)
 
     # -- lifecycle --------------------------------------------------------
 

@@ -105,6 +105,9 @@ def test_an_announced_bundle_puts_the_partners_new_signing_key_in_force_beside_t
         # Announced again (an answer lost on the way): the same bundle, still in force.
         assert _announce(as_at, next_bundle) == digest
     assert len(_audited(be, kind="key_changed")) == 1
+    # pouch status shows the bundle in force.
+    [at_info] = [p for p in be.describe().partners if p.state == "AT"]
+    assert at_info.bundle_digest == digest
     assert (be_only.sites["BE"].pki.root / "partner-bundles" / "AT").is_dir()
 
 
