@@ -136,6 +136,8 @@ class PartnerBundles(Mapping[str, TrustBundle]):
                 try:
                     self._take(state, data, taken_at.replace(tzinfo=UTC))
                 except SuccessionRefused as e:
+                    if e.reason == BUNDLE_NOT_NEWER:
+                        continue  # the configuration pins this bundle, or a later one, now
                     raise SuccessionRefused(f"{path}: {e}", reason=e.reason) from e
 
     def __getitem__(self, state: str) -> TrustBundle:

@@ -165,3 +165,16 @@ def test_a_bundle_of_another_ca_put_in_the_store_stops_the_start(
     with pytest.raises(SuccessionRefused) as refused:
         PartnerBundles({"BE": pinned}, overlap=OVERLAP, store=tmp_path)
     assert refused.value.reason == BUNDLE_OTHER_CA
+
+
+def test_a_kept_bundle_the_configuration_now_pins_does_not_stop_the_start(
+    be: StateAuthority, pinned: TrustBundle, tmp_path: Path
+) -> None:
+    bundles = PartnerBundles({"BE": pinned}, overlap=OVERLAP, store=tmp_path)
+    switched = NOW + timedelta(days=1)
+    taken = bundles.take("BE", _bundle(be, switched), switched)
+
+    repinned = PartnerBundles({"BE": taken}, overlap=OVERLAP, store=tmp_path)
+
+    assert repinned["BE"] == taken
+    assert repinned.held("BE") == (taken,)
