@@ -2,8 +2,8 @@
 bundles.
 
 With ``init --offline-ca`` the CA key is written outside the state directory; every
-command that signs (issue-client, issue-server, revoke, refresh-crl, upgrade, rotate)
-then takes it with ``--ca-key FILE``. ``pki announce`` (:mod:`gateway.cli.pki_announce`)
+command that signs (issue-client, issue-server, revoke, refresh-crl, upgrade, rotate,
+renew-ca) then takes it with ``--ca-key FILE``. ``pki announce`` (:mod:`gateway.cli.pki_announce`)
 sends a rotated key's next bundle to partners.
 
 This is the clock's edge: commands read ``datetime.now(UTC)`` once and pass it
@@ -25,6 +25,7 @@ from gateway.audit.cosignature import partner_cosigners
 from gateway.audit.log_signing import partner_log_keys
 from gateway.cli.pki_announce import announce_command
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
+from gateway.pki.ca_renewal import complete_ca_renewal, prepare_ca_renewal
 from gateway.pki.crl import refresh_crl, revoke
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_fingerprint, load_certificate
@@ -405,4 +406,57 @@ def rotate_command(state_dir: Path, what: str, complete: bool, ca_key: Path | No
         return
     bundle = load_trust_bundle(files.next_bundle)
     click.echo(f"next trust bundle: {files.next_bundle} ({bundle.digest})")
+    click.echo("announce it: pouch pki announce --config FILE")
+
+
+@pki.command(name="renew-ca")
+@click.option(
+    "--state-dir",
+    "state_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="The state directory whose CA is renewed.",
+)
+@click.option(
+    "--ca-key",
+    "ca_key",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The current (old) CA key, kept offline; required unless --complete.",
+)
+@click.option(
+    "--ca-key-out",
+    "ca_key_out",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory outside the state directory for the new CA key (ca.key, 0600).",
+)
+@click.option(
+    "--complete",
+    is_flag=True,
+    help="Put the renewed CA and certificates in force (after every partner took the "
+    "next bundle: pouch pki announce).",
+)
+def renew_ca_command(
+    state_dir: Path, ca_key: Path | None, ca_key_out: Path | None, complete: bool
+) -> None:
+    """Renew the state CA by cross-signing (docs/operations.md, Renewing the state CA):
+    first a new CA certified by the old one, every certificate re-issued under it in
+    renewal/ and the next trust bundle (bundle.next.json) to announce; then, with
+    --complete, put them in force."""
+    with _operator_errors():
+        if complete:
+            retired = complete_ca_renewal(state_dir)
+            click.echo(f"in force: {StateDirectory(state_dir).ca_cert}")
+            click.echo(f"retired: {retired}")
+            return
+        if ca_key is None or ca_key_out is None:
+            raise click.UsageError("renewing the CA needs --ca-key and --ca-key-out")
+        renewal = prepare_ca_renewal(
+            state_dir, ca_key=ca_key, ca_key_out=ca_key_out, now=datetime.now(UTC)
+        )
+        bundle = load_trust_bundle(renewal.next_bundle)
+    click.echo(f"new CA key: {renewal.ca_key} (keep it offline)")
+    click.echo(f"renewed certificates: {renewal.renewal}")
+    click.echo(f"next trust bundle: {renewal.next_bundle} ({bundle.digest})")
     click.echo("announce it: pouch pki announce --config FILE")

@@ -9,7 +9,8 @@ File format (``pouch.trust-bundle/v3``)::
               "audit_certificate": "<PEM>", "audit_pq_certificate": "<PEM>",
               "witness_certificate": "<PEM>", "witness_pq_certificate": "<PEM>",
               "peer_endpoint": "host:port",
-              "crl_location": "...", "issued_at": "2025-01-31T12:00:00Z"},
+              "crl_location": "...", "issued_at": "2025-01-31T12:00:00Z",
+              "ca_cross_certificate": "<PEM>"},
      "signature": "<base64url, unpadded, DER ECDSA P-256/SHA-256 signature by the CA
                    over the RFC 8785 canonical JSON of body>"}
 
@@ -33,6 +34,11 @@ naming the check):
 * ``signature_algorithms`` names the algorithms the state signs messages with:
   ``ES256`` alone, or ``ES256 ML-DSA-44``, in which case (and only then) the bundle
   carries ``signing_pq_certificate`` and hybrid envelope signatures can be asked of it;
+* ``ca_cross_certificate`` (optional, only in a bundle issued under a renewed CA) is the
+  new CA's certificate issued by the state's previous CA: the same subject and public key
+  as ``ca_certificate``, and a CA. The bundle cannot check its issuer; a partner does,
+  against the CA it pinned (:mod:`gateway.pki.bundle_chain`), and only then takes the
+  new CA;
 * a ``pouch.trust-bundle/v1`` bundle (one audit key signed the log and cosigned
   partners') and a ``v2`` one (no post-quantum keys) are refused by name: their state
   issues a current bundle to be pinned instead (``pouch pki upgrade``).
@@ -95,7 +101,7 @@ _BODY_FIELDS = frozenset(
         "issued_at",
     }
 )
-_OPTIONAL_FIELDS = frozenset({"signing_pq_certificate"})
+_OPTIONAL_FIELDS = frozenset({"signing_pq_certificate", "ca_cross_certificate"})
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
@@ -132,6 +138,7 @@ class TrustBundle:
     peer_endpoint: str
     crl_location: str
     issued_at: datetime
+    ca_cross_certificate: x509.Certificate | None = None
 
     @property
     def signature_algorithms(self) -> tuple[str, ...]:
@@ -156,6 +163,8 @@ class TrustBundle:
         }
         if self.signing_pq_certificate is not None:
             body["signing_pq_certificate"] = _pem(self.signing_pq_certificate)
+        if self.ca_cross_certificate is not None:
+            body["ca_cross_certificate"] = _pem(self.ca_cross_certificate)
         return body
 
     def canonical_body(self) -> bytes:
@@ -253,6 +262,8 @@ def _check_bundle(bundle: TrustBundle) -> None:
         raise BundleError(f"CA certificate: {e}") from e
     if ca_state != bundle.state:
         raise BundleError(f"CA certificate is for state {ca_state}, bundle claims {bundle.state}")
+    if bundle.ca_cross_certificate is not None:
+        _check_cross_certificate(bundle.ca_cross_certificate, ca)
     _check_issued(
         "signing",
         bundle.signing_certificate,
@@ -314,6 +325,19 @@ def _check_bundle(bundle: TrustBundle) -> None:
         )
 
 
+def _check_cross_certificate(cross: x509.Certificate, ca: x509.Certificate) -> None:
+    if cross.subject != ca.subject or cross.public_key() != ca.public_key():
+        raise BundleError(
+            "ca_cross_certificate must certify the bundle's CA: its subject and public key"
+        )
+    try:
+        is_ca = cross.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise BundleError("ca_cross_certificate's BasicConstraints do not make it a CA")
+
+
 def _raw_public_key(certificate: x509.Certificate) -> bytes:
     key = certificate.public_key()
     if isinstance(key, mldsa.MLDSA44PublicKey):
@@ -346,6 +370,7 @@ def sign_bundle(
     peer_endpoint: str,
     crl_location: str,
     issued_at: datetime,
+    ca_cross_certificate: x509.Certificate | None = None,
 ) -> bytes:
     """The bundle file for ``authority``'s state, signed by its CA key."""
     bundle = TrustBundle(
@@ -360,6 +385,7 @@ def sign_bundle(
         peer_endpoint=peer_endpoint,
         crl_location=crl_location,
         issued_at=as_utc(issued_at).replace(microsecond=0),
+        ca_cross_certificate=ca_cross_certificate,
     )
     _check_bundle(bundle)
     canonical = bundle.canonical_body()
@@ -445,6 +471,11 @@ def load_trust_bundle(source: Path | bytes) -> TrustBundle:
         peer_endpoint=body["peer_endpoint"],
         crl_location=body["crl_location"],
         issued_at=issued_at,
+        ca_cross_certificate=(
+            _single_certificate(body, "ca_cross_certificate")
+            if "ca_cross_certificate" in body
+            else None
+        ),
     )
     if body["signature_algorithms"] != " ".join(bundle.signature_algorithms):
         raise BundleError(

@@ -171,17 +171,23 @@ def complete_rotation(state_dir: Path, what: RotatedKey) -> Path:
 
 
 def retired_bundles(directory: StateDirectory) -> tuple[TrustBundle, ...]:
-    """The state's earlier bundle versions (``retired/bundle-*.json``), each signed by the
-    CA of its current bundle: the agreements signed before a rotation pin one of them,
+    """The state's earlier bundle versions (``retired/bundle-*.json``, and those of a
+    renewed CA under ``retired/ca-*/``), each signed by the CA of its current bundle or
+    by a CA retired beside it: the agreements signed before a rotation pin one of them,
     and keep verifying with the signing key it names."""
     current = load_trust_bundle(directory.bundle)
+    retired = directory.root / RETIRED
+    cas = {certificate_der(current.ca_certificate)} | {
+        certificate_der(load_certificate(path)) for path in sorted(retired.glob("ca-*/ca.crt"))
+    }
     kept = []
-    for path in sorted((directory.root / RETIRED).glob("bundle-*.json")):
+    paths = [*retired.glob("bundle-*.json"), *retired.glob("ca-*/bundle*.json")]
+    for path in sorted(paths):
         try:
             bundle = load_trust_bundle(path)
         except BundleError as e:
             raise BundleError(f"{path}: {e}") from e
-        if certificate_der(bundle.ca_certificate) != certificate_der(current.ca_certificate):
+        if certificate_der(bundle.ca_certificate) not in cas:
             raise BundleError(f"{path}: signed by another CA than {directory.bundle}")
         kept.append(bundle)
     return tuple(kept)
