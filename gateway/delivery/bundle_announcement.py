@@ -3,8 +3,9 @@
 A partner that rotated a key sends the new version of its bundle, signed by its state
 CA, over the peer API. The caller is already the TLS-authenticated partner (its
 certificate chains to the CA pinned for it); the bundle is then taken only as
-:func:`~gateway.pki.bundle_chain.check_successor` allows (same state, same CA
-certificate as the pinned bundle, issued later), and every component holding the
+:func:`~gateway.pki.bundle_chain.check_successor` allows (same state, the CA
+certificate in force or a renewed CA it cross-signed, issued later), and every component
+holding the
 partner's bundles (envelope and receipt verification, cosignature checks, the channels)
 sees it at once through the live :class:`~gateway.pki.bundle_chain.PartnerBundles`.
 

@@ -2,14 +2,19 @@
 announced after it.
 
 A state rotates its signing, TLS or audit keys by issuing a new bundle version under the
-same CA. The partner takes it without a restart when, and only when:
+same CA, and renews its CA by cross-signing (:mod:`gateway.pki.ca_renewal`). The partner
+takes a bundle without a restart when, and only when:
 
 * it is a valid ``pouch.trust-bundle/v3`` bundle (:func:`load_trust_bundle`);
 * it is for the same state (``BUNDLE_OTHER_STATE``);
 * its CA certificate is byte for byte the CA certificate of the bundle in force, and so
-  of the bundle pinned by digest in the configuration and the agreements
-  (``BUNDLE_OTHER_CA``): the pin is thereby a pin of the CA, extended along a chain of
-  bundles each signed by it;
+  of the bundle pinned by digest in the configuration and the agreements: the pin is
+  thereby a pin of the CA, extended along a chain of bundles each signed by it; or
+* its CA is a new one and the bundle carries a ``ca_cross_certificate`` issued by the CA
+  in force (its signature verifies with that CA's key and names it as issuer), for the
+  new CA's subject and exactly its public key, a CA, valid at the moment it is taken.
+  The chain then goes on from the new CA: later bundles under it are taken as usual.
+  Anything else is ``BUNDLE_OTHER_CA``;
 * its ``issued_at`` is later than that of the bundle in force (``BUNDLE_NOT_NEWER``), so
   an older version replayed cannot bring back a retired key.
 
@@ -37,6 +42,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
 from gateway.pki.bundle import BundleError, TrustBundle, load_trust_bundle
 from gateway.pki.keys import as_utc, certificate_der, write_public_file
 
@@ -57,8 +65,28 @@ class SuccessionRefused(BundleError):
         self.reason = reason
 
 
-def check_successor(in_force: TrustBundle, announced: bytes) -> TrustBundle:
-    """The announced bundle, fully verified, if it may succeed ``in_force``."""
+def _cross_signed(in_force: TrustBundle, bundle: TrustBundle, now: datetime) -> bool:
+    """Whether the CA in force certified ``bundle``'s new CA through its cross
+    certificate: issued by it, for the new CA's subject and key, a CA, valid at ``now``."""
+    cross = bundle.ca_cross_certificate
+    if cross is None:
+        return False
+    try:
+        cross.verify_directly_issued_by(in_force.ca_certificate)
+        is_ca = cross.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return False
+    moment = as_utc(now)
+    return (
+        is_ca
+        and cross.subject == bundle.ca_certificate.subject
+        and cross.public_key() == bundle.ca_certificate.public_key()
+        and cross.not_valid_before_utc <= moment <= cross.not_valid_after_utc
+    )
+
+
+def check_successor(in_force: TrustBundle, announced: bytes, now: datetime) -> TrustBundle:
+    """The announced bundle, fully verified, if it may succeed ``in_force`` at ``now``."""
     try:
         bundle = load_trust_bundle(announced)
     except BundleError as e:
@@ -68,9 +96,12 @@ def check_successor(in_force: TrustBundle, announced: bytes) -> TrustBundle:
             f"announced bundle is for {bundle.state}, not {in_force.state}",
             reason=BUNDLE_OTHER_STATE,
         )
-    if certificate_der(bundle.ca_certificate) != certificate_der(in_force.ca_certificate):
+    if certificate_der(bundle.ca_certificate) != certificate_der(
+        in_force.ca_certificate
+    ) and not _cross_signed(in_force, bundle, now):
         raise SuccessionRefused(
-            f"announced bundle of {bundle.state} is signed by another CA than the pinned one",
+            f"announced bundle of {bundle.state} is signed by another CA than the pinned "
+            "one, and no cross certificate of that CA links it to the pinned one",
             reason=BUNDLE_OTHER_CA,
         )
     if bundle.issued_at <= in_force.issued_at:
@@ -166,7 +197,7 @@ class PartnerBundles(Mapping[str, TrustBundle]):
         chain = self._chains.get(state)
         if chain is None:
             raise SuccessionRefused(f"no pinned bundle for {state}", reason=BUNDLE_UNKNOWN_PARTNER)
-        bundle = check_successor(chain.current, announced)
+        bundle = check_successor(chain.current, announced, now)
         until = as_utc(now) + self._overlap
         if keep and self._store is not None:
             name = f"{as_utc(now):{_FILE_TIME}}-{bundle.digest.removeprefix('sha256:')}.json"

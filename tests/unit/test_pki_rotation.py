@@ -38,7 +38,7 @@ def test_the_next_bundle_succeeds_the_current_one_with_only_the_rotated_key_new(
     files = prepare_rotation(directory.root, what, now=NOW)
     assert files.next_bundle is not None
 
-    following = check_successor(current, files.next_bundle.read_bytes())
+    following = check_successor(current, files.next_bundle.read_bytes(), NOW)
 
     rotated = f"{what.value}_certificate"
     assert getattr(following, rotated) == load_certificate(files.next_cert)
