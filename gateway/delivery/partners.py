@@ -1,16 +1,19 @@
 """Channels to partner gateways' peer APIs, one per partner, opened lazily.
 
-Each channel trusts only that partner's CA (from its pinned trust bundle) and
-presents this gateway's own TLS certificate, so the partner recognises us by our
-CA exactly as we recognise it by its own.
+Each channel trusts only that partner's CAs (from its bundles in force: the pinned CA,
+or a CA it renewed by cross-signing once that bundle is taken, with the replaced CA
+during the overlap) and presents this gateway's own TLS certificate, so the partner
+recognises us by our CA exactly as we recognise it by its own. When the CAs trusted for
+a partner change, the next call opens a new channel; calls in flight finish on the old
+one, closed with the others.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -59,8 +62,12 @@ class PartnerChannels:
         contacts: PartnerContacts | None = None,
         bundle_overlap: timedelta = DEFAULT_BUNDLE_OVERLAP,
         bundle_store: Path | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._partners = dict(partners)
+        self._clock = clock
+        self._roots: dict[str, bytes] = {}
+        self._replaced: list[grpc.aio.Channel] = []
         self._bundles = PartnerBundles(
             {state: p.bundle for state, p in self._partners.items()},
             overlap=bundle_overlap,
@@ -74,25 +81,32 @@ class PartnerChannels:
         self._no_batches: set[str] = set()  # partners whose release has no batch methods
 
     def peer(self, state: str) -> peer_pb2_grpc.PeerServiceAsyncStub:
+        partner = self._partners.get(state)
+        if partner is None:
+            raise KeyError(f"no peer endpoint configured for {state}")
+        roots = b"".join(
+            certificate_pem(ca) for ca in self._bundles.trusted_cas(state, self._clock())
+        )
         stub = self._stubs.get(state)
-        if stub is None:
-            partner = self._partners.get(state)
-            if partner is None:
-                raise KeyError(f"no peer endpoint configured for {state}")
-            # An announced bundle has the pinned bundle's CA, so this trust never changes.
-            identity = ClientIdentity(
-                trusted_ca=certificate_pem(partner.bundle.ca_certificate),
-                certificate_chain=self._chain,
-                private_key=self._key,
-            )
-            channel = grpc.aio.secure_channel(
-                partner.endpoint,
-                identity.credentials(),
-                options=RECONNECT_OPTIONS,
-                interceptors=[self.contacts.interceptor(state)],
-            )
-            self._channels[state] = channel
-            stub = self._stubs[state] = peer_pb2_grpc.PeerServiceStub(channel)
+        if stub is not None and self._roots.get(state) == roots:
+            return stub
+        if state in self._channels:
+            log.info("partner %s: its trusted CAs changed, a new channel trusts them", state)
+            self._replaced.append(self._channels.pop(state))
+        identity = ClientIdentity(
+            trusted_ca=roots,
+            certificate_chain=self._chain,
+            private_key=self._key,
+        )
+        channel = grpc.aio.secure_channel(
+            partner.endpoint,
+            identity.credentials(),
+            options=RECONNECT_OPTIONS,
+            interceptors=[self.contacts.interceptor(state)],
+        )
+        self._channels[state] = channel
+        self._roots[state] = roots
+        stub = self._stubs[state] = peer_pb2_grpc.PeerServiceStub(channel)
         return stub
 
     @property
@@ -120,7 +134,8 @@ class PartnerChannels:
         return code in SEND_SINGLY
 
     async def close(self) -> None:
-        for channel in self._channels.values():
+        for channel in (*self._replaced, *self._channels.values()):
             await channel.close(grace=None)
+        self._replaced.clear()
         self._channels.clear()
         self._stubs.clear()

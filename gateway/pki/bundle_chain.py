@@ -218,6 +218,15 @@ class PartnerBundles(Mapping[str, TrustBundle]):
             *(p.bundle for p in chain.predecessors if moment < p.overlap_until),
         )
 
+    def trusted_cas(self, state: str, now: datetime) -> tuple[x509.Certificate, ...]:
+        """The CAs whose certificates speak as ``state`` at ``now`` (TLS, CRLs): those of
+        the bundles that verify, so a renewed CA from the moment its bundle is taken and
+        the one it replaced until the overlap ends; each once, the one in force first."""
+        seen: dict[bytes, x509.Certificate] = {}
+        for bundle in self.verifying(state, now):
+            seen.setdefault(certificate_der(bundle.ca_certificate), bundle.ca_certificate)
+        return tuple(seen.values())
+
     def held(self, state: str) -> tuple[TrustBundle, ...]:
         """Every bundle ever in force for ``state``, newest first, retired ones included:
         the keys stored evidence may have been signed with."""

@@ -172,10 +172,10 @@ def prepare_ca_renewal(
         if certificate.not_valid_after_utc <= as_utc(now):
             raise ValueError(f"{path} has expired: issue it anew before renewing the CA")
         reissued[path] = reissue(new, certificate, now)
-    revoked = [
-        (entry.serial_number, entry.revocation_date_utc)
-        for entry in x509.load_pem_x509_crl(directory.crl.read_bytes())
-    ]
+    crl = x509.load_pem_x509_crl(directory.crl.read_bytes())
+    revoked = [(entry.serial_number, entry.revocation_date_utc) for entry in crl]
+    # The numbering goes on, so a partner holding the old CA's list takes the new one.
+    crl_number = crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
     bundle = sign_bundle(
         new,
         signing_certificate=reissued[directory.signing_cert],
@@ -198,7 +198,9 @@ def prepare_ca_renewal(
     renewal.mkdir(mode=0o700)
     write_public_file(renewal / "ca.crt", certificate_pem(new.ca_cert), overwrite=False)
     write_public_file(renewal / CROSS_CERTIFICATE, certificate_pem(cross), overwrite=False)
-    write_public_file(renewal / "crl.pem", crl_pem(build_crl(new, revoked, now=now)))
+    write_public_file(
+        renewal / "crl.pem", crl_pem(build_crl(new, revoked, now=now, crl_number=crl_number))
+    )
     for path, certificate in reissued.items():
         target = renewal / path.relative_to(directory.root)
         target.parent.mkdir(mode=0o700, exist_ok=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -287,17 +287,21 @@ class CrlWatcher:
         *,
         grace: timedelta = DEFAULT_GRACE,
         clock: Callable[[], datetime] = _utc_now,
+        issuers: Callable[[], Sequence[x509.Certificate]] | None = None,
     ) -> None:
+        """``issuers``, when given, names the CAs a CRL may be signed by, asked at each
+        read (a partner's CA renewed by cross-signing, and the one it replaced during
+        the overlap); otherwise ``issuer`` alone."""
         if grace < timedelta(0):
             raise ValueError("the CRL grace must not be negative")
         self._path = Path(path)
-        self._issuer = issuer
+        self._issuers = issuers if issuers is not None else lambda: (issuer,)
         self._owner = owner
         self._grace = grace
         self._clock = clock
         self._lock = threading.Lock()
         version = _file_version(self._path)
-        self._current = RevocationList.load(self._path, issuer)
+        self._current = self._load()
         self._seen = version
         # Assumed fresh until assessed, so that starting on a stale CRL is reported.
         self._freshness = Freshness.FRESH
@@ -386,7 +390,7 @@ class CrlWatcher:
             version = _file_version(self._path)
             self._seen = version
             try:
-                candidate = RevocationList.load(self._path, self._issuer)
+                candidate = self._load()
             except OSError as e:
                 raise ValueError(f"{self._path}: cannot read: {e.strerror}") from e
             if candidate.crl_number < self._current.crl_number:
@@ -399,11 +403,21 @@ class CrlWatcher:
                 self._install(candidate)
             return changed
 
+    def _load(self) -> RevocationList:
+        """The file's list, verified against the first CA that signed it."""
+        refusal: ValueError | None = None
+        for issuer in self._issuers():
+            try:
+                return RevocationList.load(self._path, issuer)
+            except ValueError as e:
+                refusal = refusal or e
+        raise refusal or ValueError(f"{self._path}: no CA to verify it against")
+
     def _reload(self, version: _FileVersion) -> None:
         # Remember the version even on failure, so a bad file is reported once.
         self._seen = version
         try:
-            candidate = RevocationList.load(self._path, self._issuer)
+            candidate = self._load()
         except (OSError, ValueError) as e:
             _log.warning("keeping the previous CRL: %s", e)
             return

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc.aio
@@ -33,7 +34,7 @@ from gateway.agreements.registry import LoadedAgreement
 from gateway.audit.entry import Decision, EventKind
 from gateway.audit.start_evidence import record_start
 from gateway.config import Settings
-from gateway.delivery.partners import Partner
+from gateway.delivery.partners import PARTNER_BUNDLES_DIR, Partner
 from gateway.metrics import (
     BacklogCollector,
     CrlCollector,
@@ -43,6 +44,7 @@ from gateway.metrics import (
     StorageFaultCollector,
 )
 from gateway.pki.bundle import TrustBundle, load_trust_bundle
+from gateway.pki.bundle_chain import PartnerBundles
 from gateway.pki.crl import CrlOwner, CrlWatcher
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import (
@@ -114,8 +116,19 @@ WRITE_SERVICES = (
 """The health service names that go NOT_SERVING while a storage fault refuses writes."""
 
 
-def _load_partners(settings: Settings, clock: Callable[[], datetime]) -> dict[str, Partner]:
+def _load_partners(
+    settings: Settings,
+    clock: Callable[[], datetime],
+    live: Callable[[], PartnerBundles | None],
+) -> dict[str, Partner]:
+    """The configured partners; a partner's CRL verifies against its CAs trusted now:
+    those of the bundles in force (``live``, once the exchanges run), else of the
+    pinned bundle and those announced before a restart (kept in the state directory)."""
     partners: dict[str, Partner] = {}
+    overlap = timedelta(seconds=settings.delivery.partner_bundle_overlap_seconds)
+    store = (
+        Path(settings.pki.dir) / PARTNER_BUNDLES_DIR if settings.agreements is not None else None
+    )
     grace = timedelta(seconds=settings.pki.crl_grace_seconds)
     for entry in settings.partners:
         try:
@@ -132,8 +145,20 @@ def _load_partners(settings: Settings, clock: Callable[[], datetime]) -> dict[st
                 f"pinned {entry.bundle_digest}"
             )
         owner = CrlOwner("partner", entry.state)
+        try:
+            restored = PartnerBundles({entry.state: bundle}, overlap=overlap, store=store)
+        except ValueError as e:
+            raise StartupError(f"partner {entry.state}: announced bundle refused: {e}") from e
+
+        def issuers(
+            state: str = entry.state, restored: PartnerBundles = restored
+        ) -> tuple[x509.Certificate, ...]:
+            return (live() or restored).trusted_cas(state, clock())
+
         crl = (
-            CrlWatcher(entry.crl, bundle.ca_certificate, owner, grace=grace, clock=clock)
+            CrlWatcher(
+                entry.crl, bundle.ca_certificate, owner, grace=grace, clock=clock, issuers=issuers
+            )
             if entry.crl
             else None
         )
@@ -179,7 +204,12 @@ class Gateway:
             raise StartupError(
                 f"pki.dir holds the PKI of {self.pki.state}, but gateway.state is {self.state}"
             )
-        self.partners = _load_partners(settings, clock)
+        self.exchanges: ExchangeComponents | None = None
+        self.partners = _load_partners(
+            settings,
+            clock,
+            lambda: self.exchanges.channels.bundles if self.exchanges is not None else None,
+        )
         self.own_crl = CrlWatcher(
             self.pki.crl,
             self.ca_certificate,
@@ -190,7 +220,6 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.metrics.registry.register(CrlCollector(self.crl_watchers))
         self.engine = database_engine(settings)
-        self.exchanges: ExchangeComponents | None = None
         self._loops: BackgroundLoops | None = None
         if settings.agreements is not None:
             try:
@@ -316,7 +345,9 @@ class Gateway:
 
     def _peer_server(self) -> grpc.aio.Server:
         anchors = {
-            p.state: TrustAnchor(p.state, p.bundle.ca_certificate, p.crl)
+            p.state: TrustAnchor(
+                p.state, p.bundle.ca_certificate, p.crl, self._partner_cas(p.state)
+            )
             for p in self.partners.values()
         }
         identifier = CertificateIdentifier(anchors, clock=self.clock)
@@ -345,9 +376,16 @@ class Gateway:
             else None
         )
         register_peer_service(server, PeerEndpoint(self.state, self.clock), exchanges)
-        # With no partner yet, TLS trusts only our own CA and the guard refuses all.
-        roots = b"".join(certificate_pem(a.ca_certificate) for a in anchors.values())
-        credentials = self._serving.credentials(roots or certificate_pem(self.ca_certificate))
+        own = certificate_pem(self.ca_certificate)
+
+        def roots() -> bytes:
+            # With no partner yet, TLS trusts only our own CA and the guard refuses all.
+            trusted = b"".join(
+                certificate_pem(ca) for a in anchors.values() for ca in a.certificate_authorities()
+            )
+            return trusted or own
+
+        credentials = self._serving.credentials(roots)
         self.peer_port = ports.add_exclusive_port(server, self.settings, "peer", credentials)
         return server
 
@@ -487,6 +525,14 @@ class Gateway:
             gauge.labels("partner_signing", p.state).set(
                 seconds_to_expiry(self._partner_bundle(p).signing_certificate, now)
             )
+
+    def _partner_cas(self, state: str) -> Callable[[], tuple[x509.Certificate, ...]] | None:
+        """The partner's CAs trusted now, from the bundles in force (a CA renewed by
+        cross-signing once its bundle is taken); None without exchanges: the pinned CA."""
+        if self.exchanges is None:
+            return None
+        bundles = self.exchanges.channels.bundles
+        return lambda: bundles.trusted_cas(state, self.clock())
 
     def _partner_bundle(self, partner: Partner) -> TrustBundle:
         """The partner's bundle in force: the last it announced, else the pinned one."""

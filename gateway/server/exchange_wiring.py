@@ -231,6 +231,7 @@ def build_exchanges(
         contacts=PartnerContacts(metrics, clock=clock),
         bundle_store=pki.root / PARTNER_BUNDLES_DIR,
         bundle_overlap=timedelta(seconds=delivery.partner_bundle_overlap_seconds),
+        clock=clock,
     )
     confirmation = AgreementConfirmation(
         gate=gate, channels=channels, call_timeout_s=delivery.call_timeout_seconds

@@ -119,28 +119,34 @@ class ServingCertificate:
             self._identity = identity
             self._generation += 1
 
-    def credentials(self, root_certificates: bytes) -> grpc.ServerCredentials:
+    def credentials(self, root_certificates: bytes | Callable[[], bytes]) -> grpc.ServerCredentials:
         """Server credentials requiring a client certificate from ``root_certificates``,
-        presenting the identity in force at each new handshake."""
-        served = [self._generation]
+        presenting the identity in force at each new handshake. Given as a function, the
+        roots are asked for at each handshake too: a partner's renewed CA, once its
+        bundle is taken, is trusted from the next handshake on."""
+        roots = root_certificates if callable(root_certificates) else lambda: root_certificates
+        served = [(self._generation, roots())]
 
-        def configuration(identity: TlsIdentity) -> grpc.ServerCertificateConfiguration:
+        def configuration(
+            identity: TlsIdentity, trusted: bytes
+        ) -> grpc.ServerCertificateConfiguration:
             return grpc.ssl_server_certificate_configuration(
                 [(identity.key_pem, identity.certificate_pem)],
-                root_certificates=root_certificates,
+                root_certificates=trusted,
             )
 
         def fetch() -> grpc.ServerCertificateConfiguration | None:
             # Called by gRPC before every handshake: None keeps what it serves.
+            trusted = roots()
             with self._lock:
-                if served[0] == self._generation:
+                if served[0] == (self._generation, trusted):
                     return None
-                served[0] = self._generation
+                served[0] = (self._generation, trusted)
                 identity = self._identity
-            return configuration(identity)
+            return configuration(identity, trusted)
 
         return grpc.dynamic_ssl_server_credentials(
-            configuration(self._identity),
+            configuration(self._identity, served[0][1]),
             fetch,  # type: ignore[arg-type]  # gRPC documents None as "keep the current one"
             require_client_authentication=True,
         )

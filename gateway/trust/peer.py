@@ -14,6 +14,12 @@ certificate, so every certificate of that CA is then refused with ``CRL_STALE``
 (:class:`~gateway.pki.crl.CrlStale`, UNAVAILABLE: the caller is not at fault and the
 same call succeeds once a fresh CRL is on disk, read without a restart).
 
+A partner that renewed its CA by cross-signing has two CAs for a while: an anchor's
+``trusted_now`` names the CAs in force at each call (the bundle in force and those in
+their overlap window, :meth:`~gateway.pki.bundle_chain.PartnerBundles.trusted_cas`), so
+a taken bundle's new CA is trusted at once and the replaced one only until its overlap
+ends; a certificate remembered as issued by a CA no longer trusted is refused.
+
 The same checks, against the gateway's own CA, identify local callers.
 
 What depends on the certificate alone (its issuing anchor, found by verifying the
@@ -43,11 +49,19 @@ _CLIENT_URI = re.compile(r"^urn:pouch:state:(?P<state>[A-Z]{2}):client:(?P<name>
 
 @dataclass(frozen=True)
 class TrustAnchor:
-    """One state's CA as pinned from its trust bundle, with its revocation list."""
+    """One state's CA as pinned from its trust bundle, with its revocation list;
+    ``trusted_now``, when given, replaces the pinned CA by the CAs it names at each call."""
 
     state: str
     ca_certificate: x509.Certificate
     crl: CrlWatcher | None
+    trusted_now: Callable[[], tuple[x509.Certificate, ...]] | None = None
+
+    def certificate_authorities(self) -> tuple[x509.Certificate, ...]:
+        """The CAs whose certificates speak as :attr:`state` now."""
+        if self.trusted_now is None:
+            return (self.ca_certificate,)
+        return self.trusted_now()
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,7 @@ class _Issued:
 
     certificate: x509.Certificate
     anchor: TrustAnchor
+    issuer_der: bytes
     san_uris: tuple[str, ...]
     der: bytes
     fingerprint: str
@@ -130,23 +145,34 @@ class CertificateIdentifier:
 
     def _issue(self, pem: bytes | None) -> _Issued:
         certificate = parse_certificate(pem)
+        anchor, issuer = self._anchor_for(certificate)
         return _Issued(
             certificate=certificate,
-            anchor=self._anchor_for(certificate),
+            anchor=anchor,
+            issuer_der=certificate_der(issuer),
             san_uris=tuple(_san_uris(certificate)),
             der=certificate_der(certificate),
             fingerprint=certificate_fingerprint(certificate),
         )
 
-    def _anchor_for(self, certificate: x509.Certificate) -> TrustAnchor:
+    def _anchor_for(self, certificate: x509.Certificate) -> tuple[TrustAnchor, x509.Certificate]:
         for anchor in self._anchors.values():
-            if _issued_by(certificate, anchor.ca_certificate):
-                return anchor
+            for ca in anchor.certificate_authorities():
+                if _issued_by(certificate, ca):
+                    return anchor, ca
         raise PeerRejected(
             "certificate was not issued by any trusted state CA", reason="UNKNOWN_ISSUER"
         )
 
-    def _check_current(self, certificate: x509.Certificate, anchor: TrustAnchor) -> None:
+    def _check_current(self, issued: _Issued) -> None:
+        certificate, anchor = issued.certificate, issued.anchor
+        if anchor.trusted_now is not None and issued.issuer_der not in {
+            certificate_der(ca) for ca in anchor.certificate_authorities()
+        }:
+            # Remembered from before: its CA was replaced and its overlap is over.
+            raise PeerRejected(
+                "certificate was not issued by any trusted state CA", reason="UNKNOWN_ISSUER"
+            )
         now = self._clock()
         if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
             raise PeerRejected("certificate is outside its validity period", reason="EXPIRED")
@@ -164,7 +190,7 @@ class CertificateIdentifier:
                 "state's gateway in its SAN",
                 reason="SAN_MISMATCH",
             )
-        self._check_current(certificate, anchor)
+        self._check_current(issued)
         return AuthenticatedPeer(
             state=anchor.state,
             certificate_fingerprint=issued.fingerprint,
@@ -174,7 +200,7 @@ class CertificateIdentifier:
     def identify_client(self, pem: bytes | None) -> AuthenticatedClient:
         """The local caller behind ``pem``, or :class:`PeerRejected`."""
         issued = self._issued_for(pem)
-        certificate, anchor = issued.certificate, issued.anchor
+        anchor = issued.anchor
         names = [
             m["name"]
             for u in issued.san_uris
@@ -185,7 +211,7 @@ class CertificateIdentifier:
                 "certificate is not a local caller certificate of this state",
                 reason="NOT_A_CLIENT_CERTIFICATE",
             )
-        self._check_current(certificate, anchor)
+        self._check_current(issued)
         return AuthenticatedClient(
             state=anchor.state,
             name=names[0],

@@ -261,3 +261,18 @@ def test_a_cross_signed_bundle_kept_in_the_store_is_taken_again_at_start(
     restarted = PartnerBundles({"BE": pinned}, overlap=OVERLAP, store=tmp_path)
 
     assert restarted["BE"].ca_certificate == renewed.ca_cert
+
+
+def test_a_renewed_ca_is_trusted_at_once_and_the_replaced_one_only_through_the_overlap(
+    be: StateAuthority, pinned: TrustBundle
+) -> None:
+    renewed = StateAuthority.create("BE", now=NOW)
+    bundles = PartnerBundles({"BE": pinned}, overlap=OVERLAP)
+    assert bundles.trusted_cas("BE", NOW) == (be.ca_cert,)
+
+    bundles.take(
+        "BE", _bundle(renewed, NOW + timedelta(days=1), cross_certificate(be, renewed, NOW)), NOW
+    )
+
+    assert bundles.trusted_cas("BE", NOW) == (renewed.ca_cert, be.ca_cert)
+    assert bundles.trusted_cas("BE", NOW + OVERLAP) == (renewed.ca_cert,)
