@@ -11,6 +11,7 @@ every partner took the bundle.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -19,7 +20,9 @@ from gateway.config import ConfigError, load_settings
 from gateway.connect import ClientIdentity
 from gateway.delivery.announcing import AnnouncementTarget, announce_bundle
 from gateway.delivery.backoff import delivery_backoff
+from gateway.delivery.partners import PARTNER_BUNDLES_DIR
 from gateway.pki.bundle import BundleError, load_trust_bundle
+from gateway.pki.bundle_chain import PartnerBundles
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_pem
 from gateway.pki.rotation import NEXT_BUNDLE
@@ -56,12 +59,19 @@ def announce_command(config_path: Path, bundle_path: Path | None, deadline_secon
         bundle = path.read_bytes()
         digest = load_trust_bundle(bundle).digest
         targets = {}
+        overlap = timedelta(seconds=settings.delivery.partner_bundle_overlap_seconds)
         for entry in settings.partners:
             partner = load_trust_bundle(entry.bundle)
+            # A partner that renewed its CA is trusted through the bundles it announced.
+            kept = PartnerBundles(
+                {entry.state: partner}, overlap=overlap, store=directory.root / PARTNER_BUNDLES_DIR
+            )
             targets[entry.state] = AnnouncementTarget(
                 state=entry.state,
                 endpoint=entry.endpoint or partner.peer_endpoint,
-                trusted_ca=certificate_pem(partner.ca_certificate),
+                trusted_ca=b"".join(
+                    certificate_pem(ca) for ca in kept.trusted_cas(entry.state, datetime.now(UTC))
+                ),
             )
         own = ClientIdentity(
             trusted_ca=b"",

@@ -466,7 +466,9 @@ class Gateway:
                     state=p.state,
                     peer_endpoint=p.endpoint,
                     bundle_digest=self._partner_bundle(p).digest,
-                    ca_not_after=_timestamp(p.bundle.ca_certificate.not_valid_after_utc),
+                    ca_not_after=_timestamp(
+                        self._partner_bundle(p).ca_certificate.not_valid_after_utc
+                    ),
                 )
                 for p in sorted(self.partners.values(), key=lambda p: p.state)
             ],
@@ -521,7 +523,9 @@ class Gateway:
             signing = load_certificate(self.pki.signing_cert)
             gauge.labels("signing", self.state).set(seconds_to_expiry(signing, now))
         for p in self.partners.values():
-            gauge.labels("partner_ca", p.state).set(seconds_to_expiry(p.bundle.ca_certificate, now))
+            gauge.labels("partner_ca", p.state).set(
+                seconds_to_expiry(self._partner_bundle(p).ca_certificate, now)
+            )
             gauge.labels("partner_signing", p.state).set(
                 seconds_to_expiry(self._partner_bundle(p).signing_certificate, now)
             )
