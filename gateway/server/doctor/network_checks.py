@@ -198,7 +198,8 @@ async def _check_partner(ctx: DoctorContext, entry: PartnerSection) -> list[Find
         )
     rows.append(_skew(ctx, state, sent, received, answer.server_time.ToDatetime()))
     rows.append(_key_exchange(state, answer.key_exchange_group))
-    rows += await _tls(ctx, state, endpoint, certificate_pem(bundle.ca_certificate))
+    trusted = ctx.channels.bundles.trusted_cas(state, ctx.clock())
+    rows += await _tls(ctx, state, endpoint, b"".join(certificate_pem(ca) for ca in trusted))
     return rows
 
 

@@ -8,13 +8,16 @@ bundle's pin, and each CRL's freshness with the grace it is honoured for.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from cryptography import x509
 
 from gateway.config import Settings
+from gateway.delivery.partners import PARTNER_BUNDLES_DIR
 from gateway.pki.bundle import load_trust_bundle
+from gateway.pki.bundle_chain import PartnerBundles
 from gateway.pki.crl import CrlOwner, CrlWatcher, Freshness
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import load_certificate
@@ -234,13 +237,27 @@ def _crl_watchers(settings: Settings, grace: timedelta, now: datetime) -> list[C
         )
     except (OSError, ValueError):
         pass  # the state PKI check says why
+    overlap = timedelta(seconds=settings.delivery.partner_bundle_overlap_seconds)
     for partner in settings.partners:
         if partner.crl is None:
             continue
         try:
-            issuer = load_trust_bundle(partner.bundle).ca_certificate
+            pinned = load_trust_bundle(partner.bundle)
+            # A CA the partner renewed by cross-signing signs its CRL once announced.
+            trusted = PartnerBundles(
+                {partner.state: pinned}, overlap=overlap, store=pki.root / PARTNER_BUNDLES_DIR
+            ).trusted_cas(partner.state, now)
             owner = CrlOwner("partner", partner.state)
-            found.append(CrlWatcher(partner.crl, issuer, owner, grace=grace, clock=lambda: now))
+            found.append(
+                CrlWatcher(
+                    partner.crl,
+                    pinned.ca_certificate,
+                    owner,
+                    grace=grace,
+                    clock=lambda: now,
+                    issuers=functools.partial(tuple, trusted),
+                )
+            )
         except (OSError, ValueError):
             continue  # the bundle check (it verifies the partner's CRL too) says why
     return found

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.agreements.registry import AgreementRegistry
 from gateway.config import Settings
-from gateway.delivery.partners import Partner, PartnerChannels
+from gateway.delivery.partners import PARTNER_BUNDLES_DIR, Partner, PartnerChannels
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory
 from gateway.server.doctor.agreement_checks import check_agreements
@@ -86,7 +86,18 @@ def partner_channels(settings: Settings) -> PartnerChannels | None:
             continue  # not the pinned bundle: the partner is not called (its row says so)
         endpoint = entry.endpoint or bundle.peer_endpoint
         partners[entry.state] = Partner(state=entry.state, bundle=bundle, endpoint=endpoint)
-    return PartnerChannels(partners, certificate_chain=chain, private_key=key)
+    overlap = timedelta(seconds=settings.delivery.partner_bundle_overlap_seconds)
+    try:
+        # The bundles partners announced, kept by the gateway: a renewed CA is theirs.
+        return PartnerChannels(
+            partners,
+            certificate_chain=chain,
+            private_key=key,
+            bundle_store=pki.root / PARTNER_BUNDLES_DIR,
+            bundle_overlap=overlap,
+        )
+    except ValueError:
+        return PartnerChannels(partners, certificate_chain=chain, private_key=key)
 
 
 async def diagnose_files(
