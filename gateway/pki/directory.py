@@ -20,6 +20,11 @@ Layout::
     bundle.json                   the signed trust bundle handed to partners
     clients/<name>.crt|.key       local callers' client certificates
     servers/<name>.crt|.key       TLS servers the gateway calls (a registry, an adapter)
+    bundle.next.json              the next bundle version, prepared and not yet in force
+    renewal/                      a CA renewal prepared (pouch pki renew-ca): the new
+                                  CA, its cross certificate, the re-issued certificates
+    retired/                      replaced keys, certificates and bundles (ca-<serial>/
+                                  for a renewed CA's)
 
 ``ca.key`` is absent from a directory made with an offline CA (``pouch pki init
 --offline-ca``): the gateway reads only ``ca.crt`` and ``crl.pem``; the commands that
