@@ -220,9 +220,10 @@ def complete_ca_renewal(state_dir: Path) -> Path:
             raise FileNotFoundError(f"{path} is missing: no CA renewal is prepared")
     serial = f"{load_certificate(directory.ca_cert).serial_number:x}"
     retired = directory.root / RETIRED / f"ca-{serial}"
-    retired.mkdir(mode=0o700, parents=True)
+    retired.mkdir(mode=0o700, parents=True, exist_ok=True)
     renewed = sorted(p for p in renewal.rglob("*") if p.is_file() and p.name != CROSS_CERTIFICATE)
-    # The CA certificate last: until it changes, the certificates in force chain to it.
+    # ca.crt last: a completion cut short leaves it under renewal/ and the old serial in
+    # force, so running it again moves what is left into the same retired/ folder.
     renewed.sort(key=lambda p: p.name == "ca.crt")
     for source in renewed:
         relative = source.relative_to(renewal)
@@ -230,9 +231,7 @@ def complete_ca_renewal(state_dir: Path) -> Path:
         (retired / relative).parent.mkdir(mode=0o700, exist_ok=True)
         current.replace(retired / relative)
         source.replace(current)
-    (renewal / CROSS_CERTIFICATE).replace(
-        directory.root / RETIRED / f"ca-{serial}" / CROSS_CERTIFICATE
-    )
+    (renewal / CROSS_CERTIFICATE).replace(retired / CROSS_CERTIFICATE)
     directory.bundle.replace(retired / "bundle.json")
     next_bundle.replace(directory.bundle)
     for folder in sorted((p for p in renewal.rglob("*") if p.is_dir()), reverse=True):
