@@ -390,17 +390,22 @@ def rotate_command(state_dir: Path, what: str, complete: bool, ca_key: Path | No
     """Rotate a key in two steps (docs/operations.md, Key rotation): first issue the
     next key beside the current one and, for the signing and audit keys, the next trust
     bundle (bundle.next.json) to announce to partners; then, with --complete, put it in
-    force."""
+    force. The signing key is rotated with its ML-DSA-44 twin where the state has one."""
     key = RotatedKey(what)
     with _operator_errors():
         if complete:
+            in_force = rotation_files(StateDirectory(state_dir), key)
             kept = complete_rotation(state_dir, key)
-            click.echo(f"in force: {rotation_files(StateDirectory(state_dir), key).current_cert}")
+            click.echo(f"in force: {in_force.current_cert}")
+            if in_force.post_quantum is not None:
+                click.echo(f"in force: {in_force.post_quantum.current_cert}")
             click.echo(f"retired: {kept}")
             return
         files = prepare_rotation(state_dir, key, now=datetime.now(UTC), ca_key=ca_key)
-    click.echo(f"next certificate: {files.next_cert}")
-    click.echo(f"next key: {files.next_key}")
+    for rotated in (files, files.post_quantum):
+        if rotated is not None:
+            click.echo(f"next certificate: {rotated.next_cert}")
+            click.echo(f"next key: {rotated.next_key}")
     if files.next_bundle is None:
         click.echo("partners trust it through the state CA: no announcement needed")
         return

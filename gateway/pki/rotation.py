@@ -4,11 +4,14 @@
    and certificate beside the current ones (``signing.next.key/.crt``,
    ``audit.next.key/.crt``, ``gateway.next.key/.crt``) and, for a key partners know from
    the bundle (signing, audit), signs the next bundle version with it
-   (``bundle.next.json``, issued now, the same CA, endpoint and CRL location). Nothing
-   the gateway reads changes: the current key keeps signing.
+   (``bundle.next.json``, issued now, the same CA, endpoint and CRL location). A state
+   holding an ML-DSA-44 message-signing key (``signing-pq.key/.crt``) rotates it with the
+   ES256 one (``signing-pq.next.key/.crt``), and the next bundle names both: a hybrid
+   signature's two halves are always made by keys of one bundle. Nothing the gateway
+   reads changes: the current keys keep signing.
 2. Once every partner has taken the next bundle (``PeerService.AnnounceBundle``; a
    partner verifies the old and the new signing key during its overlap window),
-   :func:`complete_rotation` moves the current key and certificate aside to ``retired/``
+   :func:`complete_rotation` moves the current key(s) and certificate(s) aside to ``retired/``
    (named by the certificate's serial number, kept to check old evidence against), puts
    the next ones in their place and makes ``bundle.next.json`` the state's
    ``bundle.json``. A reload then signs with the new key.
@@ -23,7 +26,7 @@ a second run cannot replace a bundle partners may already hold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
@@ -62,6 +65,18 @@ class RotationFiles:
     next_cert: Path
     next_key: Path
     next_bundle: Path | None
+    # The ML-DSA-44 signing key rotated with the ES256 one, where the state holds it.
+    post_quantum: RotationFiles | None = None
+
+
+def _next_files(cert: Path, key: Path, next_bundle: Path | None) -> RotationFiles:
+    return RotationFiles(
+        current_cert=cert,
+        current_key=key,
+        next_cert=cert.with_suffix(".next.crt"),
+        next_key=key.with_suffix(".next.key"),
+        next_bundle=next_bundle,
+    )
 
 
 def rotation_files(directory: StateDirectory, what: RotatedKey) -> RotationFiles:
@@ -71,13 +86,15 @@ def rotation_files(directory: StateDirectory, what: RotatedKey) -> RotationFiles
         RotatedKey.TLS: (directory.gateway_cert, directory.gateway_key),
     }[what]
     announced = what is not RotatedKey.TLS
-    return RotationFiles(
-        current_cert=cert,
-        current_key=key,
-        next_cert=cert.with_suffix(".next.crt"),
-        next_key=key.with_suffix(".next.key"),
-        next_bundle=directory.root / NEXT_BUNDLE if announced else None,
-    )
+    files = _next_files(cert, key, directory.root / NEXT_BUNDLE if announced else None)
+    pq_cert, pq_key = directory.signing_pq_cert, directory.signing_pq_key
+    if what is RotatedKey.SIGNING and (pq_cert.exists() or pq_key.exists()):
+        return replace(files, post_quantum=_next_files(pq_cert, pq_key, None))
+    return files
+
+
+def _key_files(files: RotationFiles) -> tuple[RotationFiles, ...]:
+    return (files,) if files.post_quantum is None else (files, files.post_quantum)
 
 
 def _next_certificate(
@@ -109,8 +126,8 @@ def prepare_rotation(
     directory = StateDirectory(Path(state_dir))
     files = rotation_files(directory, what)
     # One bundle version at a time: a signing and an audit rotation follow each other.
-    pending = [files.next_cert, files.next_key, *([files.next_bundle] if files.next_bundle else [])]
-    for path in pending:
+    pending = [p for f in _key_files(files) for p in (f.next_cert, f.next_key)]
+    for path in [*pending, *([files.next_bundle] if files.next_bundle else [])]:
         if path.exists():
             raise FileExistsError(
                 f"{path} exists: a rotation is prepared and not completed "
@@ -122,6 +139,16 @@ def prepare_rotation(
         raise ValueError("issued certificate has no private key to store")
     write_private_key(files.next_key, issued.private_key, overwrite=False)
     write_public_file(files.next_cert, certificate_pem(issued.certificate), overwrite=False)
+    next_pq: x509.Certificate | None = None
+    if files.post_quantum is not None:
+        issued_pq = authority.issue_signing_certificate(now=now, post_quantum=True)
+        if issued_pq.private_key is None:
+            raise ValueError("issued certificate has no private key to store")
+        write_private_key(files.post_quantum.next_key, issued_pq.private_key, overwrite=False)
+        write_public_file(
+            files.post_quantum.next_cert, certificate_pem(issued_pq.certificate), overwrite=False
+        )
+        next_pq = issued_pq.certificate
     if files.next_bundle is not None:
         current = load_trust_bundle(directory.bundle)
         certificates = {
@@ -135,7 +162,7 @@ def prepare_rotation(
             witness_certificate=current.witness_certificate,
             audit_pq_certificate=current.audit_pq_certificate,
             witness_pq_certificate=current.witness_pq_certificate,
-            signing_pq_certificate=current.signing_pq_certificate,
+            signing_pq_certificate=next_pq or current.signing_pq_certificate,
             peer_endpoint=current.peer_endpoint,
             crl_location=current.crl_location,
             # Later than the bundle in force, which partners require of a successor.
@@ -148,14 +175,41 @@ def prepare_rotation(
 
 
 def complete_rotation(state_dir: Path, what: RotatedKey) -> Path:
-    """Step 2: retire the current key (returns where it went) and put the next in force."""
+    """Step 2: retire the current key(s) (returns where the ES256 or audit or TLS
+    certificate went) and put the next in force."""
     directory = StateDirectory(Path(state_dir))
-    files = rotation_files(directory, what)
-    for path in (files.next_cert, files.next_key, files.next_bundle):
+    files = _prepared(directory, rotation_files(directory, what))
+    pending = [p for f in _key_files(files) for p in (f.next_cert, f.next_key)]
+    for path in [*pending, files.next_bundle]:
         if path is not None and not path.exists():
             raise FileNotFoundError(f"{path} is missing: no rotation of {what} is prepared")
     retired = directory.root / RETIRED
     retired.mkdir(mode=0o700, exist_ok=True)
+    serial = f"{load_certificate(files.current_cert).serial_number:x}"
+    kept = [_retire(f, retired) for f in _key_files(files)]
+    if files.next_bundle is not None:
+        directory.bundle.replace(retired / f"bundle-{serial}.json")
+        files.next_bundle.replace(directory.bundle)
+    return kept[0]
+
+
+def _prepared(directory: StateDirectory, files: RotationFiles) -> RotationFiles:
+    """``files`` without the ML-DSA-44 key when the rotation was prepared without it (by
+    a release that rotated the ES256 key alone): no next ML-DSA-44 files, and the next
+    bundle names the ML-DSA-44 certificate in force, so it stays."""
+    pq = files.post_quantum
+    if pq is None or files.next_bundle is None or not files.next_bundle.exists():
+        return files
+    if pq.next_cert.exists() or pq.next_key.exists() or not pq.current_cert.exists():
+        return files
+    named = load_trust_bundle(files.next_bundle).signing_pq_certificate
+    current = load_certificate(pq.current_cert)
+    if named is None or certificate_der(named) != certificate_der(current):
+        return files
+    return replace(files, post_quantum=None)
+
+
+def _retire(files: RotationFiles, retired: Path) -> Path:
     serial = f"{load_certificate(files.current_cert).serial_number:x}"
     kept_cert = retired / f"{files.current_cert.stem}-{serial}.crt"
     kept_key = retired / f"{files.current_key.stem}-{serial}.key"
@@ -164,9 +218,6 @@ def complete_rotation(state_dir: Path, what: RotatedKey) -> Path:
     files.current_key.replace(kept_key)
     files.next_key.replace(files.current_key)
     files.next_cert.replace(files.current_cert)
-    if files.next_bundle is not None:
-        directory.bundle.replace(retired / f"bundle-{serial}.json")
-        files.next_bundle.replace(directory.bundle)
     return kept_cert
 
 

@@ -17,9 +17,10 @@ the agreements pin; a partner's new bundle comes by ``PeerService.AnnounceBundle
 looked at too: one changed since start is reported refused with ``RESTART_REQUIRED``,
 kind ``partner_bundle``. A new message-signing key and certificate (kind
 ``signing_key``, after ``pouch pki rotate --complete``) are taken in only when the
-state's own ``bundle.json``, the one announced to partners, names that certificate
-(``SIGNING_KEY_NOT_ANNOUNCED`` otherwise, ``SIGNING_KEY_INVALID`` for a broken pair);
-every signer then signs with the new key.
+state's own ``bundle.json``, the one announced to partners, names that certificate and
+the ML-DSA-44 one beside it, where the state holds one (``SIGNING_KEY_NOT_ANNOUNCED``
+otherwise, ``SIGNING_KEY_INVALID`` for a broken pair); every signer then signs with the
+new keys.
 
 A file that breaks a rule is refused: one warning line names the file and the rule,
 the reload's answer lists it with its reason code, and what was in force before stays
@@ -58,7 +59,7 @@ from gateway.agreements.loader import AgreementFileError
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.envelope.jws import StateSigningKey
 from gateway.events import Event, emit
-from gateway.pki.bundle import load_trust_bundle
+from gateway.pki.bundle import TrustBundle, load_trust_bundle
 from gateway.pki.crl import CrlWatcher
 from gateway.pki.directory import StateDirectory
 from gateway.pki.keys import certificate_der
@@ -195,6 +196,27 @@ def _digest(*paths: Path) -> str | None:
     return sha.hexdigest()
 
 
+def _names_post_quantum(bundle: TrustBundle, key: StateSigningKey) -> bool:
+    """Whether ``bundle`` names ``key``'s ML-DSA-44 certificate, or neither has one: the
+    two halves of a hybrid signature are taken in together or not at all."""
+    named, held = bundle.signing_pq_certificate, key.post_quantum
+    if named is None or held is None:
+        return named is None and held is None
+    return certificate_der(named) == certificate_der(held.certificate)
+
+
+def _same_keys(a: StateSigningKey, b: StateSigningKey) -> bool:
+    pq_a, pq_b = a.post_quantum, b.post_quantum
+    return certificate_der(a.certificate) == certificate_der(b.certificate) and (
+        (pq_a is None and pq_b is None)
+        or (
+            pq_a is not None
+            and pq_b is not None
+            and certificate_der(pq_a.certificate) == certificate_der(pq_b.certificate)
+        )
+    )
+
+
 class GatewayReload:
     """Runs one reload at a time over :class:`ReloadSources`."""
 
@@ -319,7 +341,8 @@ class GatewayReload:
 
     def _signing(self, source: SigningKeySource) -> ReloadOutcome:
         pki = source.directory
-        digest = _digest(pki.signing_cert, pki.signing_key)
+        pq_files = [p for p in (pki.signing_pq_cert, pki.signing_pq_key) if p.exists()]
+        digest = _digest(pki.signing_cert, pki.signing_key, *pq_files)
         if digest == self._seen.get("signing_key"):
             return ReloadOutcome("signing_key", str(pki.signing_cert), ReloadResult.UNCHANGED)
         try:
@@ -337,6 +360,7 @@ class GatewayReload:
             bundle.state != self._s.state
             or certificate_der(bundle.ca_certificate) != certificate_der(self._s.ca_certificate)
             or certificate_der(bundle.signing_certificate) != certificate_der(key.certificate)
+            or not _names_post_quantum(bundle, key)
         ):
             return ReloadOutcome(
                 "signing_key",
@@ -344,16 +368,19 @@ class GatewayReload:
                 ReloadResult.REFUSED,
                 "SIGNING_KEY_NOT_ANNOUNCED",
                 f"{pki.bundle} (the bundle partners hold) does not name this signing "
-                "certificate: announce the next bundle and complete the rotation first",
+                "certificate (ES256, and ML-DSA-44 where held): announce the next bundle "
+                "and complete the rotation first",
             )
         self._seen["signing_key"] = digest
-        in_force = [s.in_force.certificate for s in source.signers]
-        if all(certificate_der(c) == certificate_der(key.certificate) for c in in_force):
+        if all(_same_keys(s.in_force, key) for s in source.signers):
             return ReloadOutcome("signing_key", str(pki.signing_cert), ReloadResult.UNCHANGED)
         for signer in source.signers:
             signer.take_over(key)
         if self._s.evidence is not None:
-            self._s.evidence([], {"signing": certificate_der(key.certificate)})
+            taken = {"signing": certificate_der(key.certificate)}
+            if key.post_quantum is not None:
+                taken["signing_pq"] = certificate_der(key.post_quantum.certificate)
+            self._s.evidence([], taken)
         return ReloadOutcome("signing_key", str(pki.signing_cert), ReloadResult.RELOADED)
 
     def _tls(self) -> ReloadOutcome:

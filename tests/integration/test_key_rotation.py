@@ -5,7 +5,8 @@ BE prepares both rotations (``pouch pki rotate``), announces its next bundle to 
 while AT's clerk streams. Nothing is lost or refused; AT
 holds receipts signed with BE's old key and with its new one, and both verify. Once the
 overlap has passed on AT's (injected) clock, the old key is refused: a receipt or an
-envelope it signed.
+envelope it signed. Under an agreement with hybrid message signatures, BE's ML-DSA-44
+signing key is rotated with its ES256 key, and AT verifies BE's receipts of both.
 """
 
 from __future__ import annotations
@@ -41,14 +42,18 @@ from tests.integration.exchange_fixtures import (
     agreement_digest,
     be_alone,
     civil_header,
+    death_update,
     outbox_message,
     signed_envelope,
+    submission,
+    write_agreement,
 )
 from tests.integration.test_peer_envelope_attacks import CIVIL, from_at
 from tests.integration.test_reload import SlowStream, reload, results
 from tests.unit.envelope import protected_header
 
 OVERLAP_S = 120.0
+HYBRID = "at-be-hybrid"
 STREAMED = 60
 
 
@@ -213,8 +218,78 @@ def test_a_signing_key_not_named_by_the_announced_bundle_is_refused_on_reload(
             assert refused.reason_code == "SIGNING_KEY_NOT_ANNOUNCED"
             assert _receipt_kid(as_at.deliver(from_at(running))) == old_kid
 
-            # Once bundle.json names it (what partners were announced), it is taken.
+            # bundle.json names it now (what partners were announced), and the next
+            # ML-DSA-44 key beside it, which is not in place yet: the two go together.
             files.next_bundle.replace(be.pki.bundle)
+            [refused] = reload(be_admin)["signing_key"]
+            assert refused.reason_code == "SIGNING_KEY_NOT_ANNOUNCED"
+            assert _receipt_kid(as_at.deliver(from_at(running))) == old_kid
+
+            # Both keys the bundle names in place: taken.
+            assert files.post_quantum is not None
+            files.post_quantum.next_cert.replace(be.pki.signing_pq_cert)
+            files.post_quantum.next_key.replace(be.pki.signing_pq_key)
             items = reload(be_admin)
             assert results(items["signing_key"]) == {"RELOAD_RESULT_RELOADED"}
             assert _receipt_kid(as_at.deliver(from_at(running))) == new_kid
+
+
+def _hybrid_receipt(at_gateway: Gateway, clerk: LocalCaller) -> envelope_pb2.Receipt:
+    """BE's signed decision on a death AT's clerk submits under the hybrid agreement."""
+    message_id = clerk.submit(
+        submission(
+            death_update(datetime.now(UTC).date()), agreement_id=HYBRID, recipient_state="BE"
+        )
+    )
+    status = clerk.wait_until_final(message_id, within_s=30)
+    assert status.state == common_pb2.DELIVERY_STATE_APPLIED, status
+    row = outbox_message(at_gateway, message_id)
+    assert row is not None and row.receipt is not None
+    return envelope_pb2.Receipt.FromString(row.receipt)
+
+
+def test_a_hybrid_agreements_receipts_verify_before_and_after_a_signing_rotation(
+    sites: dict[str, Site],
+) -> None:
+    at, be = sites["AT"], sites["BE"]
+    write_agreement(
+        HYBRID,
+        at,
+        be,
+        today=datetime.now(UTC).date(),
+        holders=[at, be],
+        signers=[at, be],
+        message_signatures="hybrid",
+    )
+    at_clock = ShiftedClock()
+    old_pq_kid = certificate_fingerprint(load_certificate(be.pki.signing_pq_cert))
+    with (
+        _gateway(at, at_clock) as at_gateway,
+        _gateway(be),
+        LocalCaller(at, ["civil:submit"]) as clerk,
+    ):
+        before = _hybrid_receipt(at_gateway, clerk)
+
+        signing = prepare_rotation(be.pki.root, RotatedKey.SIGNING, now=datetime.now(UTC))
+        assert signing.next_bundle is not None
+        _announce(be, at, signing.next_bundle.read_bytes())
+        complete_rotation(be.pki.root, RotatedKey.SIGNING)
+        new_pq_kid = certificate_fingerprint(load_certificate(be.pki.signing_pq_cert))
+        with LocalCaller(be, ["admin"]) as be_admin:
+            assert results(reload(be_admin)["signing_key"]) == {"RELOAD_RESULT_RELOADED"}
+
+        after = _hybrid_receipt(at_gateway, clerk)
+        assert at_gateway.exchanges is not None
+        assert [protected_header(r.pq_signature)["kid"] for r in (before, after)] == [
+            old_pq_kid,
+            new_pq_kid,
+        ]
+        for receipt in (before, after):
+            at_gateway.exchanges.outcomes.verify("BE", receipt)
+
+        # After the overlap the replaced keys' receipt is refused, the new one's is not.
+        at_clock.offset = timedelta(seconds=OVERLAP_S + 1)
+        at_gateway.exchanges.outcomes.verify("BE", after)
+        with pytest.raises(AuthenticationRejected) as refused:
+            at_gateway.exchanges.outcomes.verify("BE", before)
+        assert refused.value.reason == "RECEIPT_SIGNATURE"

@@ -10,6 +10,8 @@ import pytest
 from cryptography import x509
 
 from gateway.pki import init_state, load_certificate, load_trust_bundle
+from gateway.pki.authority import StateAuthority
+from gateway.pki.bundle import sign_bundle
 from gateway.pki.bundle_chain import check_successor
 from gateway.pki.directory import StateDirectory
 from gateway.pki.rotation import RotatedKey, complete_rotation, prepare_rotation
@@ -95,3 +97,81 @@ def test_completing_without_a_prepared_rotation_is_refused(tmp_path: Path) -> No
     directory = _state(tmp_path)
     with pytest.raises(FileNotFoundError):
         complete_rotation(directory.root, RotatedKey.SIGNING)
+
+
+def test_a_signing_rotation_renews_the_ml_dsa_key_too_and_the_next_bundle_names_both(
+    tmp_path: Path,
+) -> None:
+    directory = _state(tmp_path)
+    current = load_trust_bundle(directory.bundle)
+    old_pq = load_certificate(directory.signing_pq_cert)
+    files = prepare_rotation(directory.root, RotatedKey.SIGNING, now=NOW)
+    assert files.next_bundle is not None and files.post_quantum is not None
+    assert files.post_quantum.next_key.exists()
+
+    following = check_successor(current, files.next_bundle.read_bytes(), NOW)
+
+    assert following.signing_certificate == load_certificate(files.next_cert)
+    assert following.signing_pq_certificate == load_certificate(files.post_quantum.next_cert)
+    assert following.signing_pq_certificate != old_pq
+    assert following.audit_pq_certificate == current.audit_pq_certificate
+
+    complete_rotation(directory.root, RotatedKey.SIGNING)
+
+    assert load_certificate(directory.signing_pq_cert) == following.signing_pq_certificate
+    kept = directory.root / "retired" / f"signing-pq-{old_pq.serial_number:x}.crt"
+    assert load_certificate(kept) == old_pq and kept.with_suffix(".key").exists()
+    assert not files.post_quantum.next_cert.exists()
+    assert not files.post_quantum.next_key.exists()
+
+
+def test_an_audit_rotation_leaves_the_ml_dsa_signing_key_alone(tmp_path: Path) -> None:
+    directory = _state(tmp_path)
+    files = prepare_rotation(directory.root, RotatedKey.AUDIT, now=NOW)
+    assert files.post_quantum is None and files.next_bundle is not None
+    following = load_trust_bundle(files.next_bundle)
+    assert following.signing_pq_certificate == load_certificate(directory.signing_pq_cert)
+
+
+def test_a_rotation_prepared_for_the_es256_key_alone_completes_keeping_the_ml_dsa_key(
+    tmp_path: Path,
+) -> None:
+    directory = _state(tmp_path)
+    pq = load_certificate(directory.signing_pq_cert)
+    files = prepare_rotation(directory.root, RotatedKey.SIGNING, now=NOW)
+    assert files.post_quantum is not None and files.next_bundle is not None
+    # As an earlier release prepared it: no next ML-DSA-44 key, the bundle naming the
+    # one in force.
+    files.post_quantum.next_cert.unlink()
+    files.post_quantum.next_key.unlink()
+    current = load_trust_bundle(directory.bundle)
+    authority = StateAuthority.load(directory.root)
+    files.next_bundle.write_bytes(
+        sign_bundle(
+            authority,
+            signing_certificate=load_certificate(files.next_cert),
+            audit_certificate=current.audit_certificate,
+            witness_certificate=current.witness_certificate,
+            audit_pq_certificate=current.audit_pq_certificate,
+            witness_pq_certificate=current.witness_pq_certificate,
+            signing_pq_certificate=current.signing_pq_certificate,
+            peer_endpoint=current.peer_endpoint,
+            crl_location=current.crl_location,
+            issued_at=NOW,
+        )
+    )
+
+    complete_rotation(directory.root, RotatedKey.SIGNING)
+
+    assert load_certificate(directory.signing_pq_cert) == pq
+    assert load_trust_bundle(directory.bundle).signing_pq_certificate == pq
+
+
+def test_a_signing_rotation_missing_its_next_ml_dsa_key_is_not_completed(tmp_path: Path) -> None:
+    directory = _state(tmp_path)
+    files = prepare_rotation(directory.root, RotatedKey.SIGNING, now=NOW)
+    assert files.post_quantum is not None
+    files.post_quantum.next_key.unlink()
+    with pytest.raises(FileNotFoundError):
+        complete_rotation(directory.root, RotatedKey.SIGNING)
+    assert files.next_cert.exists()
