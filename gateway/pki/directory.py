@@ -119,6 +119,22 @@ class StateDirectory:
     def signing_pq_key(self) -> Path:
         return self.root / "signing-pq.key"
 
+    def key_pairs(self) -> dict[str, tuple[Path, Path]]:
+        """The certificate and private key of each role the gateway acts in, by role name
+        (as audit entries name them); the ML-DSA-44 signing key only where the state has
+        its certificate, since hybrid message signatures are optional."""
+        pairs = {
+            "gateway_tls": (self.gateway_cert, self.gateway_key),
+            "signing": (self.signing_cert, self.signing_key),
+            "audit": (self.audit_cert, self.audit_key),
+            "witness": (self.witness_cert, self.witness_key),
+            "audit_pq": (self.audit_pq_cert, self.audit_pq_key),
+            "witness_pq": (self.witness_pq_cert, self.witness_pq_key),
+        }
+        if self.signing_pq_cert.exists():
+            pairs["signing_pq"] = (self.signing_pq_cert, self.signing_pq_key)
+        return pairs
+
     @property
     def crl(self) -> Path:
         return self.root / "crl.pem"

@@ -478,21 +478,9 @@ class Gateway:
 
     def _certificates_in_use(self) -> dict[str, bytes]:
         """DER of each certificate this gateway acts with, by role."""
-        roles = {
-            "gateway_tls": self.pki.gateway_cert,
-            "signing": self.pki.signing_cert,
-            "audit": self.pki.audit_cert,
-            "witness": self.pki.witness_cert,
-            "signing_pq": self.pki.signing_pq_cert,
-            "audit_pq": self.pki.audit_pq_cert,
-            "witness_pq": self.pki.witness_pq_cert,
-            "state_ca": self.pki.ca_cert,
-        }
-        return {
-            role: certificate_der(load_certificate(path))
-            for role, path in roles.items()
-            if path.exists() or role != "signing_pq"  # hybrid signing is optional
-        }
+        roles = {role: cert for role, (cert, _) in self.pki.key_pairs().items()}
+        roles["state_ca"] = self.pki.ca_cert
+        return {role: certificate_der(load_certificate(path)) for role, path in roles.items()}
 
     async def _diagnostics(self) -> gateway_pb2.RunDiagnosticsResponse:
         """The doctor's checks with this gateway's own clock, CRLs, agreements and

@@ -186,17 +186,7 @@ def check_pki(settings: Settings, now: datetime) -> StateDirectory:
                 f"pouch pki upgrade --state-dir {pki.root} and have partners pin the new "
                 "bundle",
             )
-    pairs = [
-        (pki.gateway_cert, pki.gateway_key),
-        (pki.signing_cert, pki.signing_key),
-        (pki.audit_cert, pki.audit_key),
-        (pki.witness_cert, pki.witness_key),
-        (pki.audit_pq_cert, pki.audit_pq_key),
-        (pki.witness_pq_cert, pki.witness_pq_key),
-    ]
-    if pki.signing_pq_cert.exists():  # hybrid envelope signatures are optional
-        pairs.append((pki.signing_pq_cert, pki.signing_pq_key))
-    for certificate, key in pairs:
+    for certificate, key in pki.key_pairs().values():
         check_key_pair(
             "pki.dir", certificate_in_period("pki.dir", certificate, now), certificate, key
         )

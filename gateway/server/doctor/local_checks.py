@@ -37,17 +37,7 @@ def _named_files(settings: Settings) -> Iterator[tuple[str, Path, bool]]:
     yield "pki.dir", pki.ca_cert, False
     yield "pki.dir", pki.crl, False
     yield "pki.dir", pki.bundle, False
-    roles = [
-        (pki.gateway_cert, pki.gateway_key),
-        (pki.signing_cert, pki.signing_key),
-        (pki.audit_cert, pki.audit_key),
-        (pki.witness_cert, pki.witness_key),
-        (pki.audit_pq_cert, pki.audit_pq_key),
-        (pki.witness_pq_cert, pki.witness_pq_key),
-    ]
-    if pki.signing_pq_cert.exists() or pki.signing_pq_key.exists():
-        roles.append((pki.signing_pq_cert, pki.signing_pq_key))
-    for certificate, key in roles:
+    for certificate, key in pki.key_pairs().values():
         yield "pki.dir", certificate, False
         yield "pki.dir", key, True
     yield "tokens.jwks_file", settings.tokens.jwks_file, False

@@ -47,7 +47,7 @@ def check_state_pki(settings: Settings, now: datetime) -> list[Finding]:
     findings = []
     try:
         pki = check_pki(settings, now)
-        pairs = 7 if pki.signing_pq_cert.exists() else 6
+        pairs = len(pki.key_pairs())
         findings.append(
             ok(
                 "state PKI",
@@ -125,20 +125,10 @@ def certificate_validity(
 def check_expiry(settings: Settings, now: datetime) -> list[Finding]:
     """Every certificate this gateway acts with or trusts, with its dates."""
     pki = StateDirectory(settings.pki.dir)
-    roles = {
-        "state_ca": pki.ca_cert,
-        "gateway_tls": pki.gateway_cert,
-        "signing": pki.signing_cert,
-        "signing_pq": pki.signing_pq_cert,
-        "audit": pki.audit_cert,
-        "audit_pq": pki.audit_pq_cert,
-        "witness": pki.witness_cert,
-        "witness_pq": pki.witness_pq_cert,
-    }
+    roles = {"state_ca": pki.ca_cert}
+    roles |= {role: cert for role, (cert, _) in pki.key_pairs().items()}
     findings = []
     for role, path in roles.items():
-        if role == "signing_pq" and not path.exists():
-            continue
         try:
             certificate = load_certificate(path)
         except (OSError, ValueError):
