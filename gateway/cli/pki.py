@@ -191,10 +191,14 @@ def issue_client_command(
             replace=replace,
             ca_key=ca_key,
         )
-        serial = load_certificate(cert_path).serial_number
+    _echo_issued(cert_path, key_path)
+
+
+def _echo_issued(cert_path: Path, key_path: Path) -> None:
+    """Where an issued certificate and its key were written, and its serial (to revoke)."""
     click.echo(f"certificate: {cert_path}")
     click.echo(f"key: {key_path}")
-    click.echo(f"serial: {_serial_hex(serial)}")
+    click.echo(f"serial: {_serial_hex(load_certificate(cert_path).serial_number)}")
 
 
 @pki.command(name="issue-server")
@@ -231,10 +235,7 @@ def issue_server_command(
             replace=replace,
             ca_key=ca_key,
         )
-        serial = load_certificate(cert_path).serial_number
-    click.echo(f"certificate: {cert_path}")
-    click.echo(f"key: {key_path}")
-    click.echo(f"serial: {_serial_hex(serial)}")
+    _echo_issued(cert_path, key_path)
 
 
 @pki.command(name="revoke")

@@ -13,7 +13,7 @@ from typing import Any
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.agreements.notices import AgreementNotices
+from gateway.agreements.notices import AgreementNotices, NoticeOutcome
 from gateway.agreements.registry import AgreementRegistry, LoadedAgreement
 from gateway.envelope.names import EXCHANGE_TYPES
 from gateway.errors import FieldViolation, NotFound, ValidationRejected
@@ -105,19 +105,27 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
         summary = await asyncio.to_thread(self._summary, loaded)
         return agreement_pb2.GetAgreementResponse(summary=summary, canonical_json=loaded.canonical)
 
+    async def _declare(
+        self, agreement_id: str, action: int, reason: str
+    ) -> tuple[NoticeOutcome, agreement_pb2.AgreementSummary]:
+        """This state's signed notice (suspend, terminate or resume), as the caller."""
+        outcome = await asyncio.to_thread(
+            self._notices.declare,
+            agreement_id,
+            action,
+            _reason_code(reason),
+            principal=current_principal().subject,
+        )
+        return outcome, await asyncio.to_thread(self._summary, outcome.agreement)
+
     async def SuspendAgreement(
         self,
         request: agreement_pb2.SuspendAgreementRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> agreement_pb2.SuspendAgreementResponse:
-        outcome = await asyncio.to_thread(
-            self._notices.declare,
-            request.agreement_id,
-            agreement_pb2.AGREEMENT_NOTICE_ACTION_SUSPEND,
-            _reason_code(request.reason),
-            principal=current_principal().subject,
+        _, summary = await self._declare(
+            request.agreement_id, agreement_pb2.AGREEMENT_NOTICE_ACTION_SUSPEND, request.reason
         )
-        summary = await asyncio.to_thread(self._summary, outcome.agreement)
         return agreement_pb2.SuspendAgreementResponse(summary=summary)
 
     async def TerminateAgreement(
@@ -125,14 +133,9 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
         request: agreement_pb2.TerminateAgreementRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> agreement_pb2.TerminateAgreementResponse:
-        outcome = await asyncio.to_thread(
-            self._notices.declare,
-            request.agreement_id,
-            agreement_pb2.AGREEMENT_NOTICE_ACTION_TERMINATE,
-            _reason_code(request.reason),
-            principal=current_principal().subject,
+        outcome, summary = await self._declare(
+            request.agreement_id, agreement_pb2.AGREEMENT_NOTICE_ACTION_TERMINATE, request.reason
         )
-        summary = await asyncio.to_thread(self._summary, outcome.agreement)
         return agreement_pb2.TerminateAgreementResponse(
             summary=summary, purged_payloads=outcome.purged_payloads
         )
@@ -142,14 +145,9 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
         request: agreement_pb2.ResumeAgreementRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> agreement_pb2.ResumeAgreementResponse:
-        outcome = await asyncio.to_thread(
-            self._notices.declare,
-            request.agreement_id,
-            agreement_pb2.AGREEMENT_NOTICE_ACTION_RESUME,
-            _reason_code(request.reason),
-            principal=current_principal().subject,
+        _, summary = await self._declare(
+            request.agreement_id, agreement_pb2.AGREEMENT_NOTICE_ACTION_RESUME, request.reason
         )
-        summary = await asyncio.to_thread(self._summary, outcome.agreement)
         return agreement_pb2.ResumeAgreementResponse(summary=summary)
 
     async def Reload(
