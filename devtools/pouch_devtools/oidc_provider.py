@@ -46,7 +46,7 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -157,8 +157,11 @@ class IdentityProvider:
         accounts: Sequence[Account],
         access_token_ttl_s: int = 600,
         port: int = 0,
+        signing_jwk: Mapping[str, str] | None = None,
     ) -> None:
-        """``port`` 0 lets the provider take a free port; its issuer names the one taken."""
+        """``port`` 0 lets the provider take a free port; its issuer names the one taken.
+        ``signing_jwk`` (a private P-256 JWK) keeps tokens valid across a restart; by
+        default the provider makes a new ES256 key each time it starts."""
         if not clients or not accounts:
             raise ValueError("an identity provider needs at least one client and one account")
         self._directory = directory
@@ -170,7 +173,7 @@ class IdentityProvider:
                 "key": str(tls.key),
                 "client_ca": str(tls.client_ca),
             },
-            "signing_key": None,
+            "signing_key": dict(signing_jwk) if signing_jwk is not None else None,
             "clients": [_client_json(c) for c in clients],
             "accounts": [_account_json(a) for a in accounts],
             "resource": resource,
@@ -204,6 +207,8 @@ class IdentityProvider:
         self.stop()
 
     def start(self) -> None:
+        if self._process is not None:
+            raise IdentityProviderError("the identity provider is already running")
         require_node_modules()
         node = shutil.which("node")
         if node is None:

@@ -61,6 +61,7 @@ STATE = "LU"
 RESOURCE = "pouch:LU"
 CLIENT_ID = "console"
 CLIENT_SECRET = "console-secret-for-tests"
+POST_CLIENT_ID = "console-secret-in-body"
 REDIRECT_URI = "https://127.0.0.1:1/auth/callback"
 SIGNED_OUT_URI = "https://127.0.0.1:1/signed-out"
 CLERK = Account(
@@ -86,14 +87,21 @@ class Pki:
     console_key: Path
     other_cert: Path
     other_key: Path
+    stranger_cert: Path
+    stranger_key: Path
 
     def tls(self, *, client: str | None) -> ssl.SSLContext:
-        """Trusting LU's CA; presenting ``console``'s or ``other``'s certificate, or none."""
+        """Trusting LU's CA; presenting ``console``'s, ``other``'s or ``stranger``'s (FR's
+        CA) certificate, or none."""
         context = ssl.create_default_context(cafile=str(self.ca))
-        if client == "console":
-            context.load_cert_chain(str(self.console_cert), str(self.console_key))
-        elif client == "other":
-            context.load_cert_chain(str(self.other_cert), str(self.other_key))
+        identities = {
+            "console": (self.console_cert, self.console_key),
+            "other": (self.other_cert, self.other_key),
+            "stranger": (self.stranger_cert, self.stranger_key),
+        }
+        if client is not None:
+            cert, key = identities[client]
+            context.load_cert_chain(str(cert), str(key))
         return context
 
 
@@ -104,11 +112,19 @@ class Running:
     discovery: dict[str, Any]
     jwks_file: Path
 
-    def relying_party(self, *, client: str | None = "console") -> OAuth2Client:
+    def relying_party(
+        self,
+        *,
+        client: str | None = "console",
+        client_id: str = CLIENT_ID,
+        secret: str = CLIENT_SECRET,
+        auth_method: str = "client_secret_basic",
+    ) -> OAuth2Client:
+        """The console as a relying party, presenting ``client``'s certificate."""
         return OAuth2Client(
-            client_id=CLIENT_ID,
-            client_secret=CLIENT_SECRET,
-            token_endpoint_auth_method="client_secret_basic",
+            client_id=client_id,
+            client_secret=secret,
+            token_endpoint_auth_method=auth_method,
             scope=REQUESTED,
             redirect_uri=REDIRECT_URI,
             code_challenge_method="S256",
@@ -163,7 +179,25 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     )
     console_cert, console_key = issue_client(directory.root, "console", now=now)
     other_cert, other_key = issue_client(directory.root, "other-console", now=now)
-    pki = Pki(directory.ca_cert, console_cert, console_key, other_cert, other_key)
+    stranger = init_state(
+        "FR",
+        root / "stranger",
+        dns_names=["localhost"],
+        ip_addresses=["127.0.0.1"],
+        peer_endpoint="127.0.0.1:1",
+        crl_location=None,
+        now=now,
+    )
+    stranger_cert, stranger_key = issue_client(stranger.root, "console", now=now)
+    pki = Pki(
+        directory.ca_cert,
+        console_cert,
+        console_key,
+        other_cert,
+        other_key,
+        stranger_cert,
+        stranger_key,
+    )
     provider = IdentityProvider(
         root / "idp",
         tls=ProviderTls(cert=server_cert, key=server_key, client_ca=directory.ca_cert),
@@ -174,7 +208,13 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
                 CLIENT_SECRET,
                 redirect_uris=(REDIRECT_URI,),
                 post_logout_redirect_uris=(SIGNED_OUT_URI,),
-            )
+            ),
+            Client(
+                POST_CLIENT_ID,
+                CLIENT_SECRET,
+                redirect_uris=(REDIRECT_URI,),
+                token_endpoint_auth_method="client_secret_post",
+            ),
         ],
         accounts=[CLERK, AUDITOR],
         access_token_ttl_s=300,
@@ -373,6 +413,29 @@ def test_login_form_is_labelled_and_declares_its_language(running: Running) -> N
     assert {f["autocomplete"] for f in page.inputs} == {"username", "current-password"}
 
 
+def test_wrong_client_secret_is_refused(running: Running) -> None:
+    endpoint = running.discovery["token_endpoint"]
+    with running.relying_party() as rp:
+        back, verifier = _sign_in(running, rp, CLERK)
+    with running.relying_party(secret="not-the-secret") as impostor, pytest.raises(OAuthError) as e:
+        impostor.fetch_token(endpoint, authorization_response=back, code_verifier=verifier)
+    assert e.value.error == "invalid_client"
+    with running.relying_party() as rp:
+        assert rp.fetch_token(endpoint, authorization_response=back, code_verifier=verifier)
+
+
+def test_client_sending_its_secret_in_the_body_gets_a_bound_token(running: Running) -> None:
+    with running.relying_party(client_id=POST_CLIENT_ID, auth_method="client_secret_post") as rp:
+        back, verifier = _sign_in(running, rp, CLERK)
+        token = rp.fetch_token(
+            running.discovery["token_endpoint"], authorization_response=back, code_verifier=verifier
+        )
+    verified = running.verifier().verify(
+        token["access_token"], client_cert_der=_console_cert_der(running)
+    )
+    assert verified.client_id == POST_CLIENT_ID
+
+
 def test_token_request_with_wrong_pkce_verifier_is_refused(running: Running) -> None:
     with running.relying_party() as rp:
         back, verifier = _sign_in(running, rp, CLERK)
@@ -408,6 +471,33 @@ def test_token_request_without_client_certificate_is_refused(running: Running) -
     with running.relying_party() as rp:
         token = rp.fetch_token(endpoint, authorization_response=back, code_verifier=verifier)
     assert token["access_token"]
+
+
+def test_certificate_of_a_ca_not_trusted_binds_no_token(running: Running) -> None:
+    with running.relying_party() as rp:
+        back, verifier = _sign_in(running, rp, CLERK)
+    endpoint = running.discovery["token_endpoint"]
+    with running.relying_party(client="stranger") as stranger, pytest.raises(OAuthError) as refused:
+        stranger.fetch_token(endpoint, authorization_response=back, code_verifier=verifier)
+    assert refused.value.error == "invalid_grant"
+    with running.relying_party() as rp:
+        token = rp.fetch_token(endpoint, authorization_response=back, code_verifier=verifier)
+    assert token["access_token"]
+
+
+def test_authorization_for_another_gateway_is_refused(running: Running) -> None:
+    endpoint = running.discovery["authorization_endpoint"]
+    with running.relying_party() as rp, running.browser() as browser:
+        ours, _ = rp.create_authorization_url(
+            endpoint, code_verifier=generate_token(48), resource=RESOURCE
+        )
+        assert _follow(browser, ours, until=REDIRECT_URI).status_code == 200
+        theirs, _ = rp.create_authorization_url(
+            endpoint, code_verifier=generate_token(48), resource="pouch:BE"
+        )
+        answer = _follow(browser, theirs, until=REDIRECT_URI)
+    query = parse_qs(urlsplit(answer.headers["location"]).query)
+    assert query["error"] == ["invalid_target"]
 
 
 def test_token_presented_with_another_certificate_fails_binding(running: Running) -> None:
