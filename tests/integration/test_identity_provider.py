@@ -564,3 +564,56 @@ def test_sign_out_returns_to_the_registered_uri_and_ends_the_session(running: Ru
         )
         login_again = _page(_follow(browser, again, until=REDIRECT_URI).text)
     assert "password" in login_again.forms[0]["fields"]
+
+
+def test_officer_signs_in_from_a_browser_on_accessible_pages(running: Running) -> None:
+    """Chromium follows what httpx does not check: the pages' CSP on the redirects after
+    the form, cookies across the redirects, and axe-core's reading of each page."""
+    # Imported here: the browser tests' launcher, and Playwright only when it runs.
+    from playwright.sync_api import Route, sync_playwright
+
+    from tests.browser.conftest import CHROMIUM_ARGS, chromium_path, run_axe
+
+    path = chromium_path()
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        reason = f"no chromium at {path}: .ci/run installs Debian's chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    verifier = generate_token(48)
+    with running.relying_party() as rp:
+        url, _ = rp.create_authorization_url(
+            running.discovery["authorization_endpoint"], code_verifier=verifier
+        )
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(path), headless=True, args=CHROMIUM_ARGS
+            )
+            try:
+                context = browser.new_context(ignore_https_errors=True)
+
+                def console_callback(route: Route) -> None:
+                    route.fulfill(status=200, content_type="text/html", body="<p>back</p>")
+
+                context.route(f"{REDIRECT_URI}**", console_callback)
+                page = context.new_page()
+                page.goto(url)
+                assert run_axe(page) == []
+                page.get_by_label("Username").fill(CLERK.username)
+                page.get_by_label("Password").fill("wrong password")
+                page.get_by_role("button", name="Sign in").click()
+                assert page.get_by_role("alert").is_visible()
+                assert run_axe(page) == []
+                page.get_by_label("Password").fill(CLERK.password)
+                page.get_by_role("button", name="Sign in").click()
+                page.wait_for_url(f"{REDIRECT_URI}**", timeout=10_000)
+                back = page.url
+            finally:
+                browser.close()
+        token = rp.fetch_token(
+            running.discovery["token_endpoint"], authorization_response=back, code_verifier=verifier
+        )
+    verified = running.verifier().verify(
+        token["access_token"], client_cert_der=_console_cert_der(running)
+    )
+    assert verified.subject == CLERK.username
