@@ -157,16 +157,18 @@ class IdentityProvider:
         accounts: Sequence[Account],
         access_token_ttl_s: int = 600,
         port: int = 0,
+        issuer: str | None = None,
         signing_jwk: Mapping[str, str] | None = None,
     ) -> None:
-        """``port`` 0 lets the provider take a free port; its issuer names the one taken.
-        ``signing_jwk`` (a private P-256 JWK) keeps tokens valid across a restart; by
+        """``port`` 0 lets the provider take a free port; ``issuer`` defaults to
+        ``https://127.0.0.1:<the port it listens on>``. ``signing_jwk``, a private P-256
+        JWK (its ``kid`` kept), keeps tokens and a JWKS file valid across restarts; by
         default the provider makes a new ES256 key each time it starts."""
         if not clients or not accounts:
             raise ValueError("an identity provider needs at least one client and one account")
         self._directory = directory
         self._config: dict[str, Any] = {
-            "issuer": None,
+            "issuer": issuer,
             "port": port,
             "tls": {
                 "cert": str(tls.cert),

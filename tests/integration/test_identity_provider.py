@@ -35,11 +35,14 @@ import pytest
 # Authlib ships no type information; whether pyproject's mypy section ignores it or not.
 from authlib.common.security import generate_token  # type: ignore[import-untyped, unused-ignore]
 from authlib.deprecate import AuthlibDeprecationWarning  # type: ignore[import-untyped, unused-ignore]
+from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from gateway.errors import AuthenticationRejected
 from gateway.pki.keys import certificate_der, load_certificate
 from gateway.pki.layout import init_state, issue_client, issue_server
 from gateway.pki.tokens import JwksKeys, TokenVerifier
+from pouch_devtools.demo.deployment import free_port
 from pouch_devtools.oidc_provider import (
     INSTALL_COMMAND,
     Account,
@@ -89,6 +92,8 @@ class Pki:
     other_key: Path
     stranger_cert: Path
     stranger_key: Path
+    server_cert: Path
+    server_key: Path
 
     def tls(self, *, client: str | None) -> ssl.SSLContext:
         """Trusting LU's CA; presenting ``console``'s, ``other``'s or ``stranger``'s (FR's
@@ -197,6 +202,8 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         other_key,
         stranger_cert,
         stranger_key,
+        server_cert,
+        server_key,
     )
     provider = IdentityProvider(
         root / "idp",
@@ -305,6 +312,33 @@ def _console_cert_der(running: Running, which: str = "console") -> bytes:
 def test_node_modules_are_installed() -> None:
     """A red line of its own under CI, besides every test's fixture error."""
     _require_node_modules()
+
+
+def test_provider_keeps_the_configured_signing_key_port_and_issuer(
+    running: Running, tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = {**ECAlgorithm.to_jwk(key, as_dict=True), "kid": "lu-idp-2026"}
+    port = free_port()
+    issuer = f"https://127.0.0.1:{port}"
+    pki = running.pki
+    with IdentityProvider(
+        tmp_path / "idp",
+        tls=ProviderTls(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca),
+        resource=RESOURCE,
+        clients=[Client(CLIENT_ID, CLIENT_SECRET, redirect_uris=(REDIRECT_URI,))],
+        accounts=[CLERK],
+        port=port,
+        issuer=issuer,
+        signing_jwk=jwk,
+    ) as provider:
+        assert provider.issuer == issuer
+        assert provider.discovery(ca=pki.ca)["issuer"] == issuer
+        written = JwksKeys.from_file(provider.write_jwks(tmp_path / "jwks.json", ca=pki.ca))
+    assert written.kids == {"lu-idp-2026"}
+    published = written.get("lu-idp-2026")
+    assert published is not None
+    assert published.key.public_numbers() == key.public_key().public_numbers()
 
 
 def test_discovery_names_the_endpoints_and_only_s256(running: Running) -> None:
@@ -598,11 +632,11 @@ def test_officer_signs_in_from_a_browser_on_accessible_pages(running: Running) -
                 context.route(f"{REDIRECT_URI}**", console_callback)
                 page = context.new_page()
                 page.goto(url)
-                assert run_axe(page) == []
                 page.get_by_label("Username").fill(CLERK.username)
                 page.get_by_label("Password").fill("wrong password")
                 page.get_by_role("button", name="Sign in").click()
                 assert page.get_by_role("alert").is_visible()
+                # The sign-in page with its error: the first page's form and its alert.
                 assert run_axe(page) == []
                 page.get_by_label("Password").fill(CLERK.password)
                 page.get_by_role("button", name="Sign in").click()
