@@ -17,19 +17,22 @@
  *                                             such as the ML-DSA-44 one, are skipped)
  *       data-log-origin="<origin line>"       e.g. pouch.gateway/FR/audit
  *       data-text-checking="..."              shown while checking
- *       data-text-verified="..."              may hold {size}, {root} and {index}: the
- *                                             tree size, the root hash's first 16
- *                                             base64 characters, the entry's index
- *       data-text-failed="..."                followed by one reason:
+ *       data-text-verified="..."              with placeholders for the tree size, the
+ *                                             root hash's first 16 base64 characters
+ *                                             and the entry's index: {size} {root}
+ *                                             {index}, or %(size)s %(root)s %(index)s
+ *       data-text-failed="..."                with {reason} or %(reason)s where the
+ *                                             reason goes (else it follows, after a space)
  *       data-text-reason-signature="..."      no valid signature by a pinned key
  *       data-text-reason-inclusion="..."      the proof does not reproduce the root
  *       data-text-reason-origin="..."         the checkpoint is of another log
  *       data-text-reason-leaf="..."           the leaf is not a canonical v1 entry
+ *       data-text-reason-size="..."           tree_size is not the checkpoint's size
+ *       data-text-reason-malformed="..."      the checkpoint note or the JSON is malformed
  *       data-text-reason-network="..."        the proof could not be fetched or read
- *       data-text-reason-size="..."           the tree size is not the checkpoint's
- *       data-text-reason-checkpoint="..."     the checkpoint note is malformed
- *       data-text-reason-key="..."            the pinned keys are unusable
- *       data-text-reason-unsupported="...">   the browser lacks Web Crypto Ed25519
+ *       data-text-reason-unsupported="..."    no Web Crypto Ed25519 (or no secure context)
+ *       data-text-reason-key="...">           optional: the pinned keys are unusable (a
+ *                                             fault of the page; else "malformed" is shown)
  *     <p id="evidence-result" role="status" aria-live="polite"></p>
  *   </section>
  *
@@ -38,33 +41,35 @@
  *    "hashes": ["<base64 32-byte hash>", ...], "checkpoint": "<signed checkpoint note>"}
  *
  *   Checked in this order: the note's syntax, its origin is data-log-origin, a pinned
- *   Ed25519 key signed it (every line of a pinned key verifies), its tree size is
- *   tree_size, the leaf is a canonical v1 entry, the proof puts the leaf at index
- *   under the note's root. The section gets data-state="checking", then "verified"
- *   or "failed"; failed writes data-text-failed, a space, the reason's text (or the
- *   failed text alone if that reason attribute is missing).
+ *   Ed25519 key signed it (every line of a pinned key verifies; lines of other keys,
+ *   such as the log's ML-DSA-44 cosignature, are ignored), its tree size is tree_size,
+ *   the leaf is a canonical v1 entry, the proof puts the leaf at index under the note's
+ *   root. The section's data-state is "checking", then "verified" or "failed".
  *
  * Consistency of two checkpoints, optional, checked on submit:
  *
  *   <form id="consistency-check" data-consistency-url="URL"
  *       data-log-vkeys='[...]' data-log-origin="..."   optional: default to those of
  *                                                      #evidence-check
- *       data-text-checking, data-text-verified (may hold {first}, {second}, {root}:
- *       the sizes and the second root's first 16 base64 characters), data-text-failed,
- *       data-text-reason-{signature,origin,size,checkpoint,key,network,unsupported}
- *       data-text-reason-consistency="..."   the proof does not verify
- *       data-text-reason-request="...">      the two sizes are not 0 <= first <= second
+ *       data-text-checking, data-text-failed and data-text-reason-* as above (signature,
+ *       origin, size, malformed, network, unsupported, key), and
+ *       data-text-verified="..."             placeholders {first} {second} {root} (or
+ *                                            %(first)s ...): the two sizes and the
+ *                                            second root's first 16 base64 characters
+ *       data-text-reason-consistency="..."   the proof does not join the two roots
+ *       data-text-reason-request="...">      optional: the sizes are not 0 <= first <=
+ *                                            second (else "malformed" is shown)
  *     <input type="number" name="first"> <input type="number" name="second">
  *     <button type="submit">...</button>
  *   </form>
- *   <p id="consistency-result" role="status" aria-live="polite"></p>
+ *   <p id="consistency-result" role="status" aria-live="polite"></p>   (anywhere)
  *
- *   GET URL?first=A&second=B answers
+ *   GET URL?first=A&second=B (credentials same-origin) answers
  *   {"first_size": int, "second_size": int, "first_checkpoint": "<note>",
  *    "second_checkpoint": "<note>", "hashes": ["<base64 32-byte hash>", ...]}
  *   Both notes are opened as above; their sizes must be first_size = A and
  *   second_size = B; the proof must show the first tree a prefix of the second.
- *   The form gets data-state "checking", "verified" or "failed".
+ *   The form's data-state is "checking", then "verified" or "failed".
  */
 
 import {
@@ -82,15 +87,28 @@ const ROOT_PREFIX = 16;
 
 class FetchFailed extends Error {}
 
+// Both the server's gettext style, %(name)s, and {name} are filled.
+const PLACEHOLDER = /%\((\w+)\)s|\{(\w+)\}/g;
+
 function fill(template, values) {
-  return template.replace(/\{(\w+)\}/g, (whole, name) =>
-    Object.hasOwn(values, name) ? String(values[name]) : whole);
+  return template.replace(PLACEHOLDER, (whole, gettextName, braceName) => {
+    const name = gettextName ?? braceName;
+    return Object.hasOwn(values, name) ? String(values[name]) : whole;
+  });
+}
+
+function hasPlaceholder(template, name) {
+  return [...template.matchAll(PLACEHOLDER)].some((m) => (m[1] ?? m[2]) === name);
 }
 
 function reasonOf(error) {
+  if (!globalThis.crypto?.subtle) {
+    // Web Crypto exists in secure contexts only (HTTPS, or the loopback address).
+    return "unsupported";
+  }
   if (error instanceof EvidenceError) {
-    // A note that is not even a signed note is a malformed checkpoint to the reader.
-    return error.check === "note" ? "checkpoint" : error.check;
+    // To the reader a note that is not a signed note is a malformed checkpoint.
+    return ["note", "checkpoint"].includes(error.check) ? "malformed" : error.check;
   }
   if (error instanceof FetchFailed) {
     return "network";
@@ -106,6 +124,19 @@ function show(holder, output, state, text) {
   output.textContent = text;
 }
 
+// Reasons that are the page's own fault may go untranslated: then "malformed" is shown.
+const FALLBACK_REASON = { key: "malformed", request: "malformed" };
+
+function reasonText(holder, reason) {
+  for (const name of [reason, FALLBACK_REASON[reason]]) {
+    const text = name && holder.dataset[`textReason${name[0].toUpperCase()}${name.slice(1)}`];
+    if (text !== undefined) {
+      return text;
+    }
+  }
+  return "";
+}
+
 function showFailure(holder, output, error) {
   const reason = reasonOf(error);
   if (reason === null) {
@@ -113,9 +144,11 @@ function showFailure(holder, output, error) {
     console.error("evidence check:", error);
   }
   const failed = holder.dataset.textFailed ?? "";
-  const key = reason === null ? null : `textReason${reason[0].toUpperCase()}${reason.slice(1)}`;
-  const why = key === null ? undefined : holder.dataset[key];
-  show(holder, output, "failed", why === undefined ? failed : `${failed} ${why}`);
+  const why = reason === null ? "" : reasonText(holder, reason);
+  const text = hasPlaceholder(failed, "reason")
+    ? fill(failed, { reason: why })
+    : [failed, why].filter(Boolean).join(" ");
+  show(holder, output, "failed", text);
 }
 
 function trustedKeys(holder) {
@@ -172,10 +205,10 @@ function requireSize(value, expected, what) {
   }
 }
 
-function proofOf(hashes, check) {
+function proofOf(hashes) {
   const proof = decodeProof(hashes);
   if (proof === null) {
-    throw new EvidenceError(check, "the proof is not a list of base64 SHA-256 hashes");
+    throw new EvidenceError("malformed", "the proof is not a list of base64 SHA-256 hashes");
   }
   return proof;
 }
@@ -191,7 +224,7 @@ async function checkEntry(section) {
   }
   checkEntryLeaf(leaf);
   const { index } = evidence;
-  await checkInclusion(leaf, index, checkpoint.size, proofOf(evidence.hashes, "inclusion"),
+  await checkInclusion(leaf, index, checkpoint.size, proofOf(evidence.hashes),
     checkpoint.rootHash);
   return { index, size: checkpoint.size, root: encodeBase64(checkpoint.rootHash) };
 }
@@ -236,7 +269,7 @@ async function checkTwoCheckpoints(form) {
   requireSize(evidence.second_size, newer.size, "the second size");
   requireSize(first, older.size, "the first size asked for");
   requireSize(second, newer.size, "the second size asked for");
-  await checkConsistency(older.size, newer.size, proofOf(evidence.hashes, "consistency"),
+  await checkConsistency(older.size, newer.size, proofOf(evidence.hashes),
     older.rootHash, newer.rootHash);
   return { first, second, root: encodeBase64(newer.rootHash) };
 }

@@ -32,11 +32,17 @@ import pytest
 from playwright.sync_api import Page, Route
 
 from gateway.audit import merkle
-from gateway.audit.checkpoint import Checkpoint, audit_key_name, audit_origin, open_checkpoint
+from gateway.audit.checkpoint import (
+    Checkpoint,
+    MalformedCheckpoint,
+    audit_key_name,
+    audit_origin,
+    open_checkpoint,
+)
 from gateway.audit.entry import AuditEvent, Decision, EventKind
 from gateway.audit.log import AuditLog
 from gateway.audit.log_signing import CheckpointSigner
-from gateway.audit.note import Note, NoteSignature, parse_note
+from gateway.audit.note import MalformedNote, Note, NoteSignature, parse_note
 from gateway.pki.note_keys import Ed25519Signer, MLDSA44Signer
 from gateway.store.engine import create_engine
 from gateway.store.migrate import upgrade_to_head
@@ -61,6 +67,7 @@ CONSISTENCY_PATH = "/audit/consistency"
 SETTLED = '[data-state="verified"], [data-state="failed"]'
 
 FAILED = "Evidence check failed:"
+FORM_FAILED = "Consistency check failed:"
 REASONS = {
     "signature": "the checkpoint is not signed by the log's pinned key.",
     "inclusion": "the entry is not in the tree the checkpoint names.",
@@ -68,12 +75,32 @@ REASONS = {
     "leaf": "the entry is not a canonical audit entry.",
     "network": "the evidence could not be fetched.",
     "size": "the tree size is not the checkpoint's.",
-    "checkpoint": "the checkpoint is malformed.",
+    "malformed": "the evidence is malformed.",
     "key": "the pinned log key is unusable.",
     "unsupported": "this browser cannot check Ed25519 signatures.",
     "consistency": "the later checkpoint does not extend the earlier one.",
     "request": "give two tree sizes, the first not above the second.",
 }
+ENTRY_REASONS = (
+    "signature", "inclusion", "origin", "leaf", "network", "size", "malformed", "key",
+    "unsupported",
+)  # fmt: skip
+FORM_REASONS = (
+    "signature", "origin", "size", "malformed", "network", "unsupported", "consistency",
+    "request",
+)  # fmt: skip
+# The entry's words use the console's gettext placeholders, the form's the braces: the
+# page may use either.
+ENTRY_TEXTS = {
+    "checking": "Checking the evidence…",
+    "verified": "Entry %(index)s is in the log at tree size %(size)s, root %(root)s",
+    "failed": f"{FAILED} %(reason)s",
+} | {f"reason-{r}": REASONS[r] for r in ENTRY_REASONS}
+FORM_TEXTS = {
+    "checking": "Checking consistency…",
+    "verified": "Tree {first} is a prefix of tree {second}, root {root}",
+    "failed": FORM_FAILED,
+} | {f"reason-{r}": REASONS[r] for r in FORM_REASONS}
 
 
 @dataclass(frozen=True)
@@ -142,31 +169,14 @@ def signed_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedLog]:
         engine.dispose()
 
 
-def _text_attributes(prefix: str, reasons: list[str]) -> str:
-    texts = {"checking": "Checking the evidence…", "failed": FAILED} | {
-        f"reason-{r}": REASONS[r] for r in reasons
-    }
-    return " ".join(f'data-text-{k}="{html.escape(v)}"' for k, v in texts.items()) + (
-        f' data-text-verified="{html.escape(prefix)}"'
-    )
+def _text_attributes(texts: dict[str, str]) -> str:
+    return " ".join(f'data-text-{name}="{html.escape(text)}"' for name, text in texts.items())
 
 
 def evidence_page(vkeys: list[str]) -> str:
     """The page as the console renders it: keys and words in attributes, no inline script."""
-    entry_reasons = [
-        "signature", "inclusion", "origin", "leaf", "network", "size", "checkpoint", "key",
-        "unsupported",
-    ]  # fmt: skip
-    form_reasons = [
-        "signature", "origin", "size", "checkpoint", "key", "network", "unsupported",
-        "consistency", "request",
-    ]  # fmt: skip
-    entry_text = _text_attributes(
-        "Entry {index} is in the log at tree size {size}, root {root}", entry_reasons
-    )
-    form_text = _text_attributes(
-        "Tree {first} is a prefix of tree {second}, root {root}", form_reasons
-    )
+    entry_text = _text_attributes(ENTRY_TEXTS)
+    form_text = _text_attributes(FORM_TEXTS)
     return f"""<!doctype html>
 <html lang="en">
 <head><meta charset="utf-8"><title>Audit entry {ENTRY}</title>
@@ -376,7 +386,7 @@ TAMPERED_PROOFS: dict[str, tuple[Change, str]] = {
     "checkpoint_of_another_origin_by_the_log_key": (_foreign_checkpoint, "origin"),
     "checkpoint_not_a_signed_note": (
         lambda p, _: p | {"checkpoint": p["checkpoint"].replace("\n\n", "\n")},
-        "checkpoint",
+        "malformed",
     ),
 }
 
@@ -521,7 +531,7 @@ def test_two_checkpoints_of_the_log_are_consistent_and_a_tampered_proof_is_refus
     )
     assert check_consistency(page, FIRST_SIZE, SECOND_SIZE) == (
         "failed",
-        f"{FAILED} {REASONS['consistency']}",
+        f"{FORM_FAILED} {REASONS['consistency']}",
     )
 
 
@@ -539,11 +549,11 @@ def test_consistency_answer_for_other_sizes_than_asked_is_refused(
     )
     assert check_consistency(page, SECOND_SIZE, SECOND_SIZE) == (
         "failed",
-        f"{FAILED} {REASONS['size']}",
+        f"{FORM_FAILED} {REASONS['size']}",
     )
     assert check_consistency(page, SECOND_SIZE, FIRST_SIZE) == (
         "failed",
-        f"{FAILED} {REASONS['request']}",
+        f"{FORM_FAILED} {REASONS['request']}",
     )
 
 
@@ -741,6 +751,113 @@ def test_published_rfc6962_and_signed_note_vectors_verify_in_the_browser(
         "consistency": [True] * len(consistency),
     }
     assert checkpoint == {"size": sumdb["size"], "root": sumdb["root_hash"]}
+
+
+_JS_NOTE_LINES = """async ({ note, vkeys }) => {
+    const m = await import("/static/evidence.js");
+    const parsed = m.parseNote(note);
+    let verified;
+    try {
+        verified = (await m.verifyNoteSignature(parsed, vkeys)).map((s) => s.keyName);
+    } catch (error) {
+        verified = error.check;
+    }
+    return {
+        text: parsed.text,
+        lines: parsed.signatures.map((s) => [s.keyName, s.keyId.toString(16).padStart(8, "0")]),
+        verified,
+    };
+}"""
+
+
+def test_published_signed_notes_read_and_verify_in_the_browser(page: Page, site: Site) -> None:
+    golang = load_vector("c2sp/go_sumdb_note")
+    peter, enoch = golang["verifier_keys"]["PeterNeumann"], golang["verifier_keys"]["EnochRoot"]
+    spec = load_vector("c2sp/signed_note")
+    page.goto(site.url("/blank"))
+
+    both = page.evaluate(_JS_NOTE_LINES, {"note": golang["note"], "vkeys": [peter, enoch]})
+    one = page.evaluate(_JS_NOTE_LINES, {"note": golang["note"], "vkeys": [enoch]})
+    # The specification's example: its key is unpublished, so a known key's line is absent.
+    unknown = page.evaluate(_JS_NOTE_LINES, {"note": spec["note"], "vkeys": [peter]})
+
+    assert both["text"] == golang["text"]
+    assert both["verified"] == ["PeterNeumann", "EnochRoot"]
+    assert one["verified"] == ["EnochRoot"]
+    assert unknown["text"] == spec["text"]
+    assert unknown["lines"] == [[s["key_name"], s["key_id"]] for s in spec["signatures"]]
+    assert unknown["verified"] == "signature"
+
+
+_JS_NOTE_SYNTAX = """async (notes) => {
+    const m = await import("/static/evidence.js");
+    return notes.map((note) => {
+        try {
+            m.parseCheckpoint(m.parseNote(note).text);
+            return "ok";
+        } catch (error) {
+            return error.check;
+        }
+    });
+}"""
+
+
+def _python_syntax_verdict(note: str) -> str:
+    try:
+        parsed = parse_note(note)
+    except MalformedNote:
+        return "note"
+    try:
+        Checkpoint.parse(parsed.text)
+    except MalformedCheckpoint:
+        return "checkpoint"
+    return "ok"
+
+
+def _checkpoint_variants(note: str) -> list[str]:
+    """The log's note and malformed neighbours of it, the note's syntax and the body's."""
+    body, _, lines = note.partition("\n\n")
+    origin, size, root = body.split("\n")
+    line = lines.splitlines(keepends=True)[0]
+
+    def checkpoint(*body_lines: str) -> str:
+        return "".join(f"{b}\n" for b in body_lines) + "\n" + lines
+
+    return [
+        note,
+        body + "\n",
+        note[:-1],
+        note.replace("\u2014 ", "- "),
+        note.replace(KEY_NAME, "pouch fr audit"),
+        note.replace(KEY_NAME, "pouch+fr+audit"),
+        note.replace("\n", "\r\n"),
+        "\x01" + note,
+        body + "\n\n— pouch-fr-audit AAAAAA==\n",
+        body + "\n\n— pouch-fr-audit " + "A" * 88 + "AB==\n",
+        body + "\n\n" + line * 101,
+        note + "Unexpected line.\n",
+        checkpoint(origin, size, root, "extension"),
+        checkpoint(origin, size, root, ""),
+        checkpoint(origin, "0" + size, root),
+        checkpoint(origin, str(2**64), root),
+        checkpoint(origin, size, root[:-2] + "Z="),
+        checkpoint(origin, size),
+        checkpoint("", size, root),
+    ]
+
+
+def test_checkpoint_note_syntax_is_read_in_the_browser_as_the_gateway_reads_it(
+    page: Page, site: Site, signed_log: SignedLog
+) -> None:
+    variants = _checkpoint_variants(signed_log.checkpoints[SECOND_SIZE])
+    page.goto(site.url("/blank"))
+
+    verdicts = page.evaluate(_JS_NOTE_SYNTAX, variants)
+
+    assert verdicts == [_python_syntax_verdict(v) for v in variants]
+    assert verdicts[:1] + verdicts[12:13] == ["ok", "ok"]
+    assert verdicts.count("note") >= 10
+    assert verdicts.count("checkpoint") >= 5
 
 
 def test_vkeys_parse_to_the_key_ids_the_gateway_computes(
