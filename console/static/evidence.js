@@ -313,7 +313,10 @@ function validEntryTime(text) {
     return false;
   }
   const [year, month, day, hour, minute, second] = match.slice(1).map(Number);
-  const moment = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
+  const moment = new Date(0);
+  // setUTCFullYear, unlike Date.UTC, does not read years 0 to 99 as 1900 to 1999.
+  moment.setUTCFullYear(year, month - 1, day);
+  moment.setUTCHours(hour, minute, second);
   return year >= 1 && moment.getUTCFullYear() === year && moment.getUTCMonth() === month - 1
     && moment.getUTCDate() === day && moment.getUTCHours() === hour
     && moment.getUTCMinutes() === minute && moment.getUTCSeconds() === second;

@@ -663,25 +663,18 @@ def _consistency_cases(
     return honest + tampered
 
 
-def test_leaf_and_node_hashes_in_the_browser_equal_the_logs_for_trees_of_1_to_17(
-    page: Page, site: Site
-) -> None:
-    leaves = _tree_leaves()
-    page.goto(site.url("/blank"))
-
-    for size in (1, 2, 3, 7, 8, 9, 16, MAX_LEAVES):
-        levels = page.evaluate(_JS_TREE, {"leaves": [_b64(d) for d in leaves[:size]]})
-        expected = merkle.subtree_levels([merkle.leaf_hash(d) for d in leaves[:size]])
-        assert levels == [[_b64(h) for h in row] for row in expected], size
-
-
-def test_every_proof_up_to_17_leaves_gets_the_python_verdict_in_the_browser(
+def test_the_browser_hashes_and_judges_every_proof_up_to_17_leaves_as_the_log_does(
     page: Page, site: Site
 ) -> None:
     leaves = _tree_leaves()
     inclusion = _inclusion_cases(leaves)
     consistency = _consistency_cases(leaves)
     page.goto(site.url("/blank"))
+
+    for size in (1, 2, 3, 7, 8, 9, 16, MAX_LEAVES):
+        levels = page.evaluate(_JS_TREE, {"leaves": [_b64(d) for d in leaves[:size]]})
+        expected = merkle.subtree_levels([merkle.leaf_hash(d) for d in leaves[:size]])
+        assert levels == [[_b64(h) for h in row] for row in expected], size
 
     verdicts = page.evaluate(
         _JS_VERDICTS,
@@ -770,7 +763,9 @@ _JS_NOTE_LINES = """async ({ note, vkeys }) => {
 }"""
 
 
-def test_published_signed_notes_read_and_verify_in_the_browser(page: Page, site: Site) -> None:
+def test_published_signed_notes_and_the_logs_vkeys_read_in_the_browser_as_in_the_gateway(
+    page: Page, site: Site, signed_log: SignedLog
+) -> None:
     golang = load_vector("c2sp/go_sumdb_note")
     peter, enoch = golang["verifier_keys"]["PeterNeumann"], golang["verifier_keys"]["EnochRoot"]
     spec = load_vector("c2sp/signed_note")
@@ -780,6 +775,15 @@ def test_published_signed_notes_read_and_verify_in_the_browser(page: Page, site:
     one = page.evaluate(_JS_NOTE_LINES, {"note": golang["note"], "vkeys": [enoch]})
     # The specification's example: its key is unpublished, so a known key's line is absent.
     unknown = page.evaluate(_JS_NOTE_LINES, {"note": spec["note"], "vkeys": [peter]})
+    parsed = page.evaluate(
+        """async (vkeys) => {
+            const m = await import("/static/evidence.js");
+            const keys = [];
+            for (const vkey of vkeys) keys.push(await m.parseVkey(vkey));
+            return keys.map((k) => [k.keyName, k.signatureType, k.keyId]);
+        }""",
+        signed_log.vkeys,
+    )
 
     assert both["text"] == golang["text"]
     assert both["verified"] == ["PeterNeumann", "EnochRoot"]
@@ -787,6 +791,10 @@ def test_published_signed_notes_read_and_verify_in_the_browser(page: Page, site:
     assert unknown["text"] == spec["text"]
     assert unknown["lines"] == [[s["key_name"], s["key_id"]] for s in spec["signatures"]]
     assert unknown["verified"] == "signature"
+    assert parsed == [
+        [k.key_name, k.signature_type, k.key_id]
+        for k in (v.vkey for v in signed_log.signer.verifiers())
+    ]
 
 
 _JS_NOTE_SYNTAX = """async (notes) => {
@@ -858,27 +866,6 @@ def test_checkpoint_note_syntax_is_read_in_the_browser_as_the_gateway_reads_it(
     assert verdicts[:1] + verdicts[12:13] == ["ok", "ok"]
     assert verdicts.count("note") >= 10
     assert verdicts.count("checkpoint") >= 5
-
-
-def test_vkeys_parse_to_the_key_ids_the_gateway_computes(
-    page: Page, site: Site, signed_log: SignedLog
-) -> None:
-    page.goto(site.url("/blank"))
-
-    parsed = page.evaluate(
-        """async (vkeys) => {
-            const m = await import("/static/evidence.js");
-            const keys = [];
-            for (const vkey of vkeys) keys.push(await m.parseVkey(vkey));
-            return keys.map((k) => [k.keyName, k.signatureType, k.keyId]);
-        }""",
-        signed_log.vkeys,
-    )
-
-    assert parsed == [
-        [k.key_name, k.signature_type, k.key_id]
-        for k in (v.vkey for v in signed_log.signer.verifiers())
-    ]
 
 
 _JS_LEAF_CHECKS = """async (leaves) => {
