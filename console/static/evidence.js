@@ -298,13 +298,21 @@ export async function verifyNoteSignature(note, vkeys) {
  * Checked in the order of gateway/audit/verify.py: syntax, origin, signature.
  */
 export async function openCheckpoint(noteText, { origin, vkeys }) {
-  const note = parseNote(noteText);
-  const checkpoint = parseCheckpoint(note.text);
+  const checkpoint = parseSignedCheckpoint(noteText);
   if (checkpoint.origin !== origin) {
     fail("origin", `checkpoint of origin ${checkpoint.origin} where ${origin} was expected`);
   }
-  await verifyNoteSignature(note, vkeys);
+  await verifyNoteSignature(checkpoint, vkeys);
   return checkpoint;
+}
+
+/**
+ * A signed checkpoint note read but not trusted: {text, signatures, origin, size,
+ * rootHash, extensions}. Only openCheckpoint's answer may be acted on.
+ */
+export function parseSignedCheckpoint(noteText) {
+  const note = parseNote(noteText);
+  return { ...note, ...parseCheckpoint(note.text) };
 }
 
 function validEntryTime(text) {

@@ -801,7 +801,7 @@ _JS_NOTE_SYNTAX = """async (notes) => {
     const m = await import("/static/evidence.js");
     return notes.map((note) => {
         try {
-            m.parseCheckpoint(m.parseNote(note).text);
+            m.parseSignedCheckpoint(note);
             return "ok";
         } catch (error) {
             return error.check;
