@@ -84,6 +84,7 @@ class Event(StrEnum):
     REFUSED = "refused"  # a request or message refused (reason)
     RETRY_SCHEDULED = "retry_scheduled"  # a failed attempt, tried again later (DEBUG)
     DEAD_LETTERED = "dead_lettered"  # given up on (reason)
+    DEAD_LETTER_RESENT = "dead_letter_resent"  # an operator put it back in the outbox
     AGREEMENT_LOADED = "agreement_loaded"
     AGREEMENT_INACTIVE = "agreement_inactive"
     AGREEMENT_SUSPENDED = "agreement_suspended"

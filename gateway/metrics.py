@@ -87,6 +87,12 @@ class GatewayMetrics:
             ["partner", "result"],
             registry=self.registry,
         )
+        self.dead_letters_resent = Counter(
+            "pouch_dead_letters_resent",
+            "Dead letters an operator put back in the outbox (ResendDeadLetter), by partner state.",
+            ["partner"],
+            registry=self.registry,
+        )
         self.hash_key_mismatch = Gauge(
             "pouch_hash_key_mismatch",
             "1 for an agreement held out of force because the partner showed another "

@@ -2,7 +2,9 @@
 ``admin``).
 
 Four questions on one connection: ``GatewayService.GetGatewayInfo`` (state, version,
-schema, its TLS certificate's end, each partner's endpoint, pinned bundle and CA end),
+schema, its TLS certificate's end, each partner's endpoint, pinned bundle and CA end,
+what waits in the outbox and the inbox per stage and partner with the oldest message's
+time, and the refusals of the last 24 hours by reason code),
 ``AgreementService.ListAgreements`` (each agreement's status and the reason it is not in
 force), ``GatewayService.ListDeadLetters`` (the messages given up on, both ways: the
 backlog an operator must look at) and ``GatewayService.RunDiagnostics`` (each partner's
@@ -132,6 +134,29 @@ def _backlog(dead: gateway_pb2.ListDeadLettersResponse) -> RenderableType:
     )
 
 
+def _waiting(info: gateway_pb2.GetGatewayInfoResponse) -> RenderableType:
+    if not info.backlogs:
+        return Text("backlog: nothing waits")
+    return table(
+        "backlog",
+        ["store", "stage", "partner", "messages", "oldest since"],
+        [
+            (b.store, b.stage, b.partner_state, str(b.messages), when(b.oldest))
+            for b in info.backlogs
+        ],
+    )
+
+
+def _refusals(info: gateway_pb2.GetGatewayInfoResponse) -> RenderableType:
+    if not info.recent_refusals:
+        return Text("refusals in the last 24 hours: none")
+    return table(
+        "refusals in the last 24 hours",
+        ["reason", "refusals", "last"],
+        [(r.reason_code or "-", str(r.count), when(r.last_at)) for r in info.recent_refusals],
+    )
+
+
 def _render(found: GatewayStatus) -> list[RenderableType]:
     info = found.info
     health = _health(found)
@@ -161,7 +186,9 @@ def _render(found: GatewayStatus) -> list[RenderableType]:
             ],
         ),
         agreements_table(found.agreements),
+        _waiting(info),
         _backlog(found.dead_letters),
+        _refusals(info),
     ]
     if found.diagnostics is not None:
         drawn += _dates(found.diagnostics)
@@ -171,8 +198,9 @@ def _render(found: GatewayStatus) -> list[RenderableType]:
 @click.command(name="status")
 @gateway_options
 def status(client: GatewayClient) -> None:
-    """The gateway, its partners and their last contact, its agreements' state, its
-    dead-letter backlog, and its certificates' and CRLs' dates."""
+    """The gateway, its partners and their last contact, its agreements' state, what
+    waits in its outbox and inbox, its dead letters, the refusals of the last 24 hours by
+    reason, and its certificates' and CRLs' dates."""
     found = client.run(lambda channel: _ask(client, channel))
     if client.as_json:
         tree = {

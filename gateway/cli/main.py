@@ -21,6 +21,7 @@ _COMMANDS = {
     "case": "gateway.cli.case:case",
     "civil": "gateway.cli.civil:civil",
     "db": "gateway.cli.db:db",
+    "dead-letter": "gateway.cli.dead_letter:dead_letter",
     "demo": "gateway.cli.demo:demo",
     "doctor": "gateway.cli.doctor:doctor",
     "identity": "gateway.cli.identity:identity",

@@ -32,9 +32,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.agreements.registry import LoadedAgreement
 from gateway.audit.entry import Decision, EventKind
+from gateway.audit.refusal_counts import recent_refusals
 from gateway.audit.start_evidence import record_start
 from gateway.config import Settings
 from gateway.delivery.partners import PARTNER_BUNDLES_DIR, Partner
+from gateway.delivery.resend import DeadLetterResend
 from gateway.metrics import (
     BacklogCollector,
     CrlCollector,
@@ -66,7 +68,7 @@ from gateway.server.doctor.run import diagnose_running
 from gateway.server.exchange_wiring import BackgroundLoops, ExchangeComponents, build_exchanges
 from gateway.server.guard import ListenerGuard
 from gateway.server.identity_service import IdentityService
-from gateway.server.local_api import GatewayInfoService, LocalAuthenticator
+from gateway.server.local_api import GatewayInfoService, LocalAuthenticator, OperatorViews
 from gateway.server.peer_api import (
     PeerAuthenticator,
     PeerEndpoint,
@@ -291,7 +293,7 @@ class Gateway:
         )
         server = grpc.aio.server(interceptors=[guard], options=self._channel_options())
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayInfoService(self.describe, self._dead_letters, self._diagnostics), server
+            GatewayInfoService(self.describe, self._operator_views(), self._diagnostics), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         services = [
@@ -456,6 +458,21 @@ class Gateway:
     def _dead_letters(self, partner_state: str | None, limit: int) -> list[DeadLetter]:
         return dead_letters(
             self.engine, own_state=self.state, partner_state=partner_state, limit=limit
+        )
+
+    def _operator_views(self) -> OperatorViews | None:
+        """What ``GatewayService`` reads and redoes for operators; ``None`` without
+        exchanges (no outbox, inbox or dead letters)."""
+        x = self.exchanges
+        if x is None:
+            return None
+        resend = DeadLetterResend(x.context, self.engine, wake=x.dispatcher.wake.set)
+        return OperatorViews(
+            dead_letters=self._dead_letters,
+            backlogs={"outbox": x.outbox.backlog, "inbox": x.inbox.backlog},
+            refusals_since=lambda since: recent_refusals(self.engine, since=since),
+            clock=self.clock,
+            resend=resend.resend,
         )
 
     def describe(self) -> gateway_pb2.GetGatewayInfoResponse:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import grpc
@@ -20,15 +22,19 @@ import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import __version__
+from gateway.audit.refusal_counts import RefusalCount
 from gateway.errors import (
     AuthenticationRejected,
     FieldViolation,
+    NotFound,
     PermissionRejected,
     ValidationRejected,
 )
 from gateway.pki.tokens import TokenVerifier
 from gateway.server.caller import current_principal, set_principal
+from gateway.store.backlog import StageBacklog
 from gateway.store.dead_letters import DeadLetter
+from gateway.store.tables import MESSAGE_ID_LENGTH
 from gateway.trust.peer import CertificateIdentifier
 from gateway.trust.principal import Principal, Scope
 from pouch.v1 import gateway_pb2, gateway_pb2_grpc
@@ -38,6 +44,7 @@ METHOD_SCOPES: Mapping[str, frozenset[Scope]] = {
     "/pouch.v1.GatewayService/GetGatewayInfo": frozenset({Scope.ADMIN}),
     "/pouch.v1.GatewayService/ListDeadLetters": frozenset({Scope.ADMIN}),
     "/pouch.v1.GatewayService/RunDiagnostics": frozenset({Scope.ADMIN}),
+    "/pouch.v1.GatewayService/ResendDeadLetter": frozenset({Scope.ADMIN}),
     "/pouch.v1.CivilRecordService/SubmitUpdate": frozenset({Scope.CIVIL_SUBMIT}),
     "/pouch.v1.CivilRecordService/SubmitUpdates": frozenset({Scope.CIVIL_SUBMIT}),
     "/pouch.v1.CivilRecordService/GetUpdateStatus": frozenset({Scope.CIVIL_SUBMIT}),
@@ -62,13 +69,19 @@ METHOD_SCOPES: Mapping[str, frozenset[Scope]] = {
         {Scope.REPRESENTATION_ACT, Scope.REPRESENTATION_REQUEST}
     ),
     "/pouch.v1.AuditService/ListEntries": frozenset({Scope.AUDIT_READ}),
+    "/pouch.v1.AuditService/GetEntry": frozenset({Scope.AUDIT_READ}),
     "/pouch.v1.AuditService/GetCheckpoint": frozenset({Scope.AUDIT_READ}),
     "/pouch.v1.AuditService/GetInclusionProof": frozenset({Scope.AUDIT_READ}),
     "/pouch.v1.AuditService/GetConsistencyProof": frozenset({Scope.AUDIT_READ}),
     "/pouch.v1.AuditService/ExportBundle": frozenset({Scope.AUDIT_READ}),
     "/pouch.v1.AuditService/PublishCheckpoint": frozenset({Scope.ADMIN}),
-    "/pouch.v1.AgreementService/ListAgreements": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
-    "/pouch.v1.AgreementService/GetAgreement": frozenset({Scope.ADMIN, Scope.AUDIT_READ}),
+    # Officers who open requests choose the agreement and its purpose.
+    "/pouch.v1.AgreementService/ListAgreements": frozenset(
+        {Scope.ADMIN, Scope.AUDIT_READ, Scope.REPRESENTATION_REQUEST}
+    ),
+    "/pouch.v1.AgreementService/GetAgreement": frozenset(
+        {Scope.ADMIN, Scope.AUDIT_READ, Scope.REPRESENTATION_REQUEST}
+    ),
     "/pouch.v1.AgreementService/SuspendAgreement": frozenset({Scope.ADMIN}),
     "/pouch.v1.AgreementService/TerminateAgreement": frozenset({Scope.ADMIN}),
     "/pouch.v1.AgreementService/ResumeAgreement": frozenset({Scope.ADMIN}),
@@ -135,22 +148,57 @@ class LocalAuthenticator:
 DeadLetters = Callable[[str | None, int], list[DeadLetter]]
 """The dead letters (with the partner given, or all), at most that many."""
 MAX_DEAD_LETTERS = 500
+RECENT_REFUSALS = timedelta(hours=24)
+"""How far back ``GetGatewayInfo`` counts refusals."""
+
+
+@dataclass(frozen=True)
+class OperatorViews:
+    """What a gateway with exchanges tells and does for its operators, each blocking
+    reader called off the event loop: the dead letters, the backlog of each store
+    (``"outbox"``, ``"inbox"``: the metrics' readers), the refusals audited since a
+    moment, the clock, and the resend of a dead letter by the principal acting."""
+
+    dead_letters: DeadLetters
+    backlogs: Mapping[str, Callable[[], list[StageBacklog]]]
+    refusals_since: Callable[[datetime], list[RefusalCount]]
+    clock: Callable[[], datetime]
+    resend: Callable[[str, str], Awaitable[str]]
 
 
 class GatewayInfoService(gateway_pb2_grpc.GatewayServiceServicer):
-    """What operators ask a gateway about itself."""
+    """What operators ask a gateway about itself, and the one thing they may redo."""
 
     def __init__(
         self,
         describe: Callable[[], gateway_pb2.GetGatewayInfoResponse],
-        dead_letters: DeadLetters | None = None,
+        views: OperatorViews | None = None,
         diagnostics: Callable[[], Awaitable[gateway_pb2.RunDiagnosticsResponse]] | None = None,
     ) -> None:
-        """``dead_letters`` is None on a gateway without exchanges: it has none.
-        ``diagnostics`` runs the doctor's checks (:mod:`gateway.server.doctor`)."""
+        """``views`` is None on a gateway without exchanges: it has no dead letters,
+        backlog or refusals. ``diagnostics`` runs the doctor's checks
+        (:mod:`gateway.server.doctor`)."""
         self._describe = describe
-        self._dead_letters = dead_letters
+        self._views = views
         self._diagnostics = diagnostics
+
+    async def ResendDeadLetter(
+        self,
+        request: gateway_pb2.ResendDeadLetterRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> gateway_pb2.ResendDeadLetterResponse:
+        if not _MESSAGE_ID.fullmatch(request.message_id):
+            raise ValidationRejected(
+                [
+                    FieldViolation(
+                        "message_id", f"required: printable ASCII, at most {MESSAGE_ID_LENGTH}"
+                    )
+                ]
+            )
+        if self._views is None:
+            raise NotFound("this gateway holds no messages")
+        status = await self._views.resend(current_principal().acting, request.message_id)
+        return gateway_pb2.ResendDeadLetterResponse(message_id=request.message_id, status=status)
 
     async def RunDiagnostics(
         self,
@@ -172,10 +220,10 @@ class GatewayInfoService(gateway_pb2_grpc.GatewayServiceServicer):
             raise ValidationRejected(
                 [FieldViolation("partner_state", "must be an ISO 3166-1 alpha-2 code")]
             )
-        if self._dead_letters is None:
+        if self._views is None:
             return gateway_pb2.ListDeadLettersResponse()
         found = await asyncio.to_thread(
-            self._dead_letters, request.partner_state or None, request.page_size or 100
+            self._views.dead_letters, request.partner_state or None, request.page_size or 100
         )
         return gateway_pb2.ListDeadLettersResponse(dead_letters=[_dead_letter(d) for d in found])
 
@@ -190,10 +238,46 @@ class GatewayInfoService(gateway_pb2_grpc.GatewayServiceServicer):
         info.version = __version__
         info.caller_subject = principal.subject
         info.caller_scopes.extend(sorted(str(s) for s in principal.scopes))
+        if self._views is not None:
+            backlogs, refusals = await asyncio.to_thread(_operator_figures, self._views)
+            info.backlogs.extend(backlogs)
+            info.recent_refusals.extend(refusals)
         return info
 
 
 _STATE = re.compile(r"[A-Z]{2}")
+_MESSAGE_ID = re.compile(rf"[\x21-\x7e]{{1,{MESSAGE_ID_LENGTH}}}")
+
+
+def _operator_figures(
+    views: OperatorViews,
+) -> tuple[list[gateway_pb2.Backlog], list[gateway_pb2.RefusalCount]]:
+    """Each store's backlog (by store, partner, stage) and the refusals of the last
+    :data:`RECENT_REFUSALS`, most frequent first."""
+    backlogs = [
+        gateway_pb2.Backlog(
+            store=store,
+            stage=row.stage,
+            partner_state=row.partner,
+            messages=row.count,
+            oldest=_timestamp(row.oldest),
+        )
+        for store, read in views.backlogs.items()
+        for row in sorted(read(), key=lambda row: (row.partner, row.stage))
+    ]
+    refusals = [
+        gateway_pb2.RefusalCount(
+            reason_code=found.reason_code, count=found.count, last_at=_timestamp(found.last_at)
+        )
+        for found in views.refusals_since(views.clock() - RECENT_REFUSALS)
+    ]
+    return backlogs, refusals
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
 
 
 def _dead_letter(letter: DeadLetter) -> gateway_pb2.DeadLetter:

@@ -25,37 +25,45 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pouch/v1/gateway.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x17\n\x15GetGatewayInfoRequest\"|\n\x0bPartnerInfo\x12\r\n\x05state\x18\x01 \x01(\t\x12\x15\n\rpeer_endpoint\x18\x02 \x01(\t\x12\x15\n\rbundle_digest\x18\x03 \x01(\t\x12\x30\n\x0c\x63\x61_not_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe8\x01\n\x16GetGatewayInfoResponse\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x08partners\x18\x03 \x03(\x0b\x32\x15.pouch.v1.PartnerInfo\x12\x17\n\x0fschema_revision\x18\x04 \x01(\t\x12=\n\x19tls_certificate_not_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63\x61ller_subject\x18\x06 \x01(\t\x12\x15\n\rcaller_scopes\x18\x07 \x03(\t\"B\n\x16ListDeadLettersRequest\x12\x15\n\rpartner_state\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\"\xed\x01\n\nDeadLetter\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x15\n\rpartner_state\x18\x04 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x05 \x01(\t\x12\x15\n\rexchange_type\x18\x06 \x01(\t\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12-\n\tstored_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63\x61se_id\x18\n \x01(\t\"E\n\x17ListDeadLettersResponse\x12*\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x14.pouch.v1.DeadLetter\"\x17\n\x15RunDiagnosticsRequest\"n\n\x11\x44iagnosticFinding\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.pouch.v1.DiagnosticStatus\x12\r\n\x05\x63heck\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0e\n\x06remedy\x18\x04 \x01(\t\"~\n\rPartnerHealth\x12\r\n\x05state\x18\x01 \x01(\t\x12\x30\n\x0clast_contact\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0creachability\x18\x03 \x01(\x0e\x32\x16.pouch.v1.Reachability\"r\n\x16RunDiagnosticsResponse\x12-\n\x08\x66indings\x18\x01 \x03(\x0b\x32\x1b.pouch.v1.DiagnosticFinding\x12)\n\x08partners\x18\x02 \x03(\x0b\x32\x17.pouch.v1.PartnerHealth*\x87\x01\n\x10\x44iagnosticStatus\x12!\n\x1d\x44IAGNOSTIC_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44IAGNOSTIC_STATUS_OK\x10\x01\x12\x1a\n\x16\x44IAGNOSTIC_STATUS_WARN\x10\x02\x12\x1a\n\x16\x44IAGNOSTIC_STATUS_FAIL\x10\x03*f\n\x0cReachability\x12\x1c\n\x18REACHABILITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16REACHABILITY_REACHABLE\x10\x01\x12\x1c\n\x18REACHABILITY_UNREACHABLE\x10\x02\x32\x92\x02\n\x0eGatewayService\x12S\n\x0eGetGatewayInfo\x12\x1f.pouch.v1.GetGatewayInfoRequest\x1a .pouch.v1.GetGatewayInfoResponse\x12V\n\x0fListDeadLetters\x12 .pouch.v1.ListDeadLettersRequest\x1a!.pouch.v1.ListDeadLettersResponse\x12S\n\x0eRunDiagnostics\x12\x1f.pouch.v1.RunDiagnosticsRequest\x1a .pouch.v1.RunDiagnosticsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16pouch/v1/gateway.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x17\n\x15GetGatewayInfoRequest\"|\n\x0bPartnerInfo\x12\r\n\x05state\x18\x01 \x01(\t\x12\x15\n\rpeer_endpoint\x18\x02 \x01(\t\x12\x15\n\rbundle_digest\x18\x03 \x01(\t\x12\x30\n\x0c\x63\x61_not_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbe\x02\n\x16GetGatewayInfoResponse\x12\r\n\x05state\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\'\n\x08partners\x18\x03 \x03(\x0b\x32\x15.pouch.v1.PartnerInfo\x12\x17\n\x0fschema_revision\x18\x04 \x01(\t\x12=\n\x19tls_certificate_not_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63\x61ller_subject\x18\x06 \x01(\t\x12\x15\n\rcaller_scopes\x18\x07 \x03(\t\x12#\n\x08\x62\x61\x63klogs\x18\x08 \x03(\x0b\x32\x11.pouch.v1.Backlog\x12/\n\x0frecent_refusals\x18\t \x03(\x0b\x32\x16.pouch.v1.RefusalCount\"|\n\x07\x42\x61\x63klog\x12\r\n\x05store\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x15\n\rpartner_state\x18\x03 \x01(\t\x12\x10\n\x08messages\x18\x04 \x01(\r\x12*\n\x06oldest\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"_\n\x0cRefusalCount\x12\x13\n\x0breason_code\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12+\n\x07last_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x16ListDeadLettersRequest\x12\x15\n\rpartner_state\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\"\xed\x01\n\nDeadLetter\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x15\n\rpartner_state\x18\x04 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x05 \x01(\t\x12\x15\n\rexchange_type\x18\x06 \x01(\t\x12\x13\n\x0breason_code\x18\x07 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x08 \x01(\r\x12-\n\tstored_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63\x61se_id\x18\n \x01(\t\"E\n\x17ListDeadLettersResponse\x12*\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x14.pouch.v1.DeadLetter\"-\n\x17ResendDeadLetterRequest\x12\x12\n\nmessage_id\x18\x01 \x01(\t\">\n\x18ResendDeadLetterResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x17\n\x15RunDiagnosticsRequest\"n\n\x11\x44iagnosticFinding\x12*\n\x06status\x18\x01 \x01(\x0e\x32\x1a.pouch.v1.DiagnosticStatus\x12\r\n\x05\x63heck\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x0e\n\x06remedy\x18\x04 \x01(\t\"~\n\rPartnerHealth\x12\r\n\x05state\x18\x01 \x01(\t\x12\x30\n\x0clast_contact\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0creachability\x18\x03 \x01(\x0e\x32\x16.pouch.v1.Reachability\"r\n\x16RunDiagnosticsResponse\x12-\n\x08\x66indings\x18\x01 \x03(\x0b\x32\x1b.pouch.v1.DiagnosticFinding\x12)\n\x08partners\x18\x02 \x03(\x0b\x32\x17.pouch.v1.PartnerHealth*\x87\x01\n\x10\x44iagnosticStatus\x12!\n\x1d\x44IAGNOSTIC_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44IAGNOSTIC_STATUS_OK\x10\x01\x12\x1a\n\x16\x44IAGNOSTIC_STATUS_WARN\x10\x02\x12\x1a\n\x16\x44IAGNOSTIC_STATUS_FAIL\x10\x03*f\n\x0cReachability\x12\x1c\n\x18REACHABILITY_UNSPECIFIED\x10\x00\x12\x1a\n\x16REACHABILITY_REACHABLE\x10\x01\x12\x1c\n\x18REACHABILITY_UNREACHABLE\x10\x02\x32\xed\x02\n\x0eGatewayService\x12S\n\x0eGetGatewayInfo\x12\x1f.pouch.v1.GetGatewayInfoRequest\x1a .pouch.v1.GetGatewayInfoResponse\x12V\n\x0fListDeadLetters\x12 .pouch.v1.ListDeadLettersRequest\x1a!.pouch.v1.ListDeadLettersResponse\x12S\n\x0eRunDiagnostics\x12\x1f.pouch.v1.RunDiagnosticsRequest\x1a .pouch.v1.RunDiagnosticsResponse\x12Y\n\x10ResendDeadLetter\x12!.pouch.v1.ResendDeadLetterRequest\x1a\".pouch.v1.ResendDeadLetterResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pouch.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DIAGNOSTICSTATUS']._serialized_start=1216
-  _globals['_DIAGNOSTICSTATUS']._serialized_end=1351
-  _globals['_REACHABILITY']._serialized_start=1353
-  _globals['_REACHABILITY']._serialized_end=1455
+  _globals['_DIAGNOSTICSTATUS']._serialized_start=1636
+  _globals['_DIAGNOSTICSTATUS']._serialized_end=1771
+  _globals['_REACHABILITY']._serialized_start=1773
+  _globals['_REACHABILITY']._serialized_end=1875
   _globals['_GETGATEWAYINFOREQUEST']._serialized_start=69
   _globals['_GETGATEWAYINFOREQUEST']._serialized_end=92
   _globals['_PARTNERINFO']._serialized_start=94
   _globals['_PARTNERINFO']._serialized_end=218
   _globals['_GETGATEWAYINFORESPONSE']._serialized_start=221
-  _globals['_GETGATEWAYINFORESPONSE']._serialized_end=453
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=455
-  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=521
-  _globals['_DEADLETTER']._serialized_start=524
-  _globals['_DEADLETTER']._serialized_end=761
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=763
-  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=832
-  _globals['_RUNDIAGNOSTICSREQUEST']._serialized_start=834
-  _globals['_RUNDIAGNOSTICSREQUEST']._serialized_end=857
-  _globals['_DIAGNOSTICFINDING']._serialized_start=859
-  _globals['_DIAGNOSTICFINDING']._serialized_end=969
-  _globals['_PARTNERHEALTH']._serialized_start=971
-  _globals['_PARTNERHEALTH']._serialized_end=1097
-  _globals['_RUNDIAGNOSTICSRESPONSE']._serialized_start=1099
-  _globals['_RUNDIAGNOSTICSRESPONSE']._serialized_end=1213
-  _globals['_GATEWAYSERVICE']._serialized_start=1458
-  _globals['_GATEWAYSERVICE']._serialized_end=1732
+  _globals['_GETGATEWAYINFORESPONSE']._serialized_end=539
+  _globals['_BACKLOG']._serialized_start=541
+  _globals['_BACKLOG']._serialized_end=665
+  _globals['_REFUSALCOUNT']._serialized_start=667
+  _globals['_REFUSALCOUNT']._serialized_end=762
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=764
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=830
+  _globals['_DEADLETTER']._serialized_start=833
+  _globals['_DEADLETTER']._serialized_end=1070
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=1072
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=1141
+  _globals['_RESENDDEADLETTERREQUEST']._serialized_start=1143
+  _globals['_RESENDDEADLETTERREQUEST']._serialized_end=1188
+  _globals['_RESENDDEADLETTERRESPONSE']._serialized_start=1190
+  _globals['_RESENDDEADLETTERRESPONSE']._serialized_end=1252
+  _globals['_RUNDIAGNOSTICSREQUEST']._serialized_start=1254
+  _globals['_RUNDIAGNOSTICSREQUEST']._serialized_end=1277
+  _globals['_DIAGNOSTICFINDING']._serialized_start=1279
+  _globals['_DIAGNOSTICFINDING']._serialized_end=1389
+  _globals['_PARTNERHEALTH']._serialized_start=1391
+  _globals['_PARTNERHEALTH']._serialized_end=1517
+  _globals['_RUNDIAGNOSTICSRESPONSE']._serialized_start=1519
+  _globals['_RUNDIAGNOSTICSRESPONSE']._serialized_end=1633
+  _globals['_GATEWAYSERVICE']._serialized_start=1878
+  _globals['_GATEWAYSERVICE']._serialized_end=2243
 # @@protoc_insertion_point(module_scope)

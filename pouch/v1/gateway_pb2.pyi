@@ -128,6 +128,8 @@ class GetGatewayInfoResponse(_message.Message):
     TLS_CERTIFICATE_NOT_AFTER_FIELD_NUMBER: _builtins.int
     CALLER_SUBJECT_FIELD_NUMBER: _builtins.int
     CALLER_SCOPES_FIELD_NUMBER: _builtins.int
+    BACKLOGS_FIELD_NUMBER: _builtins.int
+    RECENT_REFUSALS_FIELD_NUMBER: _builtins.int
     state: _builtins.str
     version: _builtins.str
     schema_revision: _builtins.str
@@ -139,6 +141,19 @@ class GetGatewayInfoResponse(_message.Message):
     def tls_certificate_not_after(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def caller_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def backlogs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Backlog]:
+        """What waits in the outbox and the inbox, per store, stage and partner state: the
+        figures of the pouch_outbox_backlog_* and pouch_inbox_backlog_* gauges; only stages
+        that hold a message.
+        """
+
+    @_builtins.property
+    def recent_refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___RefusalCount]:
+        """Refusals the audit log recorded in the last 24 hours, by reason code, most
+        frequent first.
+        """
+
     def __init__(
         self,
         *,
@@ -149,14 +164,82 @@ class GetGatewayInfoResponse(_message.Message):
         tls_certificate_not_after: _timestamp_pb2.Timestamp | None = ...,
         caller_subject: _builtins.str = ...,
         caller_scopes: _abc.Iterable[_builtins.str] | None = ...,
+        backlogs: _abc.Iterable[Global___Backlog] | None = ...,
+        recent_refusals: _abc.Iterable[Global___RefusalCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["tls_certificate_not_after", b"tls_certificate_not_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller_scopes", b"caller_scopes", "caller_subject", b"caller_subject", "partners", b"partners", "schema_revision", b"schema_revision", "state", b"state", "tls_certificate_not_after", b"tls_certificate_not_after", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backlogs", b"backlogs", "caller_scopes", b"caller_scopes", "caller_subject", b"caller_subject", "partners", b"partners", "recent_refusals", b"recent_refusals", "schema_revision", b"schema_revision", "state", b"state", "tls_certificate_not_after", b"tls_certificate_not_after", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetGatewayInfoResponse: _TypeAlias = GetGatewayInfoResponse  # noqa: Y015
+
+@_typing.final
+class Backlog(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    PARTNER_STATE_FIELD_NUMBER: _builtins.int
+    MESSAGES_FIELD_NUMBER: _builtins.int
+    OLDEST_FIELD_NUMBER: _builtins.int
+    store: _builtins.str
+    """"outbox" or "inbox"."""
+    stage: _builtins.str
+    """An outbox message's status (pending, in_flight, dead) or an inbox message's stage
+    (handover, registry_answer, acknowledgement, handover_dead, acknowledgement_dead).
+    """
+    partner_state: _builtins.str
+    messages: _builtins.int
+    @_builtins.property
+    def oldest(self) -> _timestamp_pb2.Timestamp:
+        """When the oldest of them entered the store (submitted or received)."""
+
+    def __init__(
+        self,
+        *,
+        store: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        partner_state: _builtins.str = ...,
+        messages: _builtins.int = ...,
+        oldest: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest", b"oldest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["messages", b"messages", "oldest", b"oldest", "partner_state", b"partner_state", "stage", b"stage", "store", b"store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Backlog: _TypeAlias = Backlog  # noqa: Y015
+
+@_typing.final
+class RefusalCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    LAST_AT_FIELD_NUMBER: _builtins.int
+    reason_code: _builtins.str
+    count: _builtins.int
+    @_builtins.property
+    def last_at(self) -> _timestamp_pb2.Timestamp:
+        """The latest of them."""
+
+    def __init__(
+        self,
+        *,
+        reason_code: _builtins.str = ...,
+        count: _builtins.int = ...,
+        last_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_at", b"last_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "last_at", b"last_at", "reason_code", b"reason_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefusalCount: _TypeAlias = RefusalCount  # noqa: Y015
 
 @_typing.final
 class ListDeadLettersRequest(_message.Message):
@@ -254,6 +337,48 @@ class ListDeadLettersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class ResendDeadLetterRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendDeadLetterRequest: _TypeAlias = ResendDeadLetterRequest  # noqa: Y015
+
+@_typing.final
+class ResendDeadLetterResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    status: _builtins.str
+    """Where the message stands now: "pending" (due at once, with a fresh deadline)."""
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResendDeadLetterResponse: _TypeAlias = ResendDeadLetterResponse  # noqa: Y015
 
 @_typing.final
 class RunDiagnosticsRequest(_message.Message):

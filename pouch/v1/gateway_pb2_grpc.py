@@ -50,6 +50,11 @@ class GatewayServiceStub:
                 request_serializer=pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsResponse.FromString,
                 _registered_method=True)
+        self.ResendDeadLetter = channel.unary_unary(
+                '/pouch.v1.GatewayService/ResendDeadLetter',
+                request_serializer=pouch_dot_v1_dot_gateway__pb2.ResendDeadLetterRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_gateway__pb2.ResendDeadLetterResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -83,6 +88,18 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResendDeadLetter(self, request, context):
+        """Puts one of our dead letters back in the outbox for delivery: an outbound message
+        given up at the delivery stage whose envelope is still held, under an agreement in
+        force. It keeps its message id, so the partner's inbox takes it at most once.
+        Refusals: NOT_FOUND (no such message), FAILED_PRECONDITION with NOT_DEAD_LETTER,
+        NOT_RESENDABLE (a partner's message, or another stage), ALREADY_DELIVERED (the
+        partner signed for it), PAYLOAD_PURGED, or the agreement's reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +117,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.RunDiagnostics,
                     request_deserializer=pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsResponse.SerializeToString,
+            ),
+            'ResendDeadLetter': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResendDeadLetter,
+                    request_deserializer=pouch_dot_v1_dot_gateway__pb2.ResendDeadLetterRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_gateway__pb2.ResendDeadLetterResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +206,33 @@ class GatewayService:
             '/pouch.v1.GatewayService/RunDiagnostics',
             pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsRequest.SerializeToString,
             pouch_dot_v1_dot_gateway__pb2.RunDiagnosticsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResendDeadLetter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.GatewayService/ResendDeadLetter',
+            pouch_dot_v1_dot_gateway__pb2.ResendDeadLetterRequest.SerializeToString,
+            pouch_dot_v1_dot_gateway__pb2.ResendDeadLetterResponse.FromString,
             options,
             channel_credentials,
             insecure,

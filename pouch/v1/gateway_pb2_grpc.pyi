@@ -47,6 +47,14 @@ class GatewayServiceStub:
     its own clock, revocation lists, agreement standing and partner channels; and what
     real traffic showed of each partner.
     """
+    ResendDeadLetter: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ResendDeadLetterRequest, _gateway_pb2.ResendDeadLetterResponse]
+    """Puts one of our dead letters back in the outbox for delivery: an outbound message
+    given up at the delivery stage whose envelope is still held, under an agreement in
+    force. It keeps its message id, so the partner's inbox takes it at most once.
+    Refusals: NOT_FOUND (no such message), FAILED_PRECONDITION with NOT_DEAD_LETTER,
+    NOT_RESENDABLE (a partner's message, or another stage), ALREADY_DELIVERED (the
+    partner signed for it), PAYLOAD_PURGED, or the agreement's reason.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -66,6 +74,14 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     partner's view, database, listeners, partners, registry), run by this gateway with
     its own clock, revocation lists, agreement standing and partner channels; and what
     real traffic showed of each partner.
+    """
+    ResendDeadLetter: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ResendDeadLetterRequest, _gateway_pb2.ResendDeadLetterResponse]  # type: ignore[assignment]
+    """Puts one of our dead letters back in the outbox for delivery: an outbound message
+    given up at the delivery stage whose envelope is still held, under an agreement in
+    force. It keeps its message id, so the partner's inbox takes it at most once.
+    Refusals: NOT_FOUND (no such message), FAILED_PRECONDITION with NOT_DEAD_LETTER,
+    NOT_RESENDABLE (a partner's message, or another stage), ALREADY_DELIVERED (the
+    partner signed for it), PAYLOAD_PURGED, or the agreement's reason.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -101,6 +117,20 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         partner's view, database, listeners, partners, registry), run by this gateway with
         its own clock, revocation lists, agreement standing and partner channels; and what
         real traffic showed of each partner.
+        """
+
+    @_abc_1.abstractmethod
+    def ResendDeadLetter(
+        self,
+        request: _gateway_pb2.ResendDeadLetterRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ResendDeadLetterResponse, _abc.Awaitable[_gateway_pb2.ResendDeadLetterResponse]]:
+        """Puts one of our dead letters back in the outbox for delivery: an outbound message
+        given up at the delivery stage whose envelope is still held, under an agreement in
+        force. It keeps its message id, so the partner's inbox takes it at most once.
+        Refusals: NOT_FOUND (no such message), FAILED_PRECONDITION with NOT_DEAD_LETTER,
+        NOT_RESENDABLE (a partner's message, or another stage), ALREADY_DELIVERED (the
+        partner signed for it), PAYLOAD_PURGED, or the agreement's reason.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
