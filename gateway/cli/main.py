@@ -23,6 +23,7 @@ _COMMANDS = {
     "db": "gateway.cli.db:db",
     "dead-letter": "gateway.cli.dead_letter:dead_letter",
     "demo": "gateway.cli.demo:demo",
+    "console": "gateway.cli.console:console",
     "doctor": "gateway.cli.doctor:doctor",
     "identity": "gateway.cli.identity:identity",
     "keys": "gateway.cli.keys:keys",

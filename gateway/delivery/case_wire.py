@@ -8,7 +8,7 @@ from datetime import datetime
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.store.cases import CaseView, CostClaimRecord, NoteRecord
+from gateway.store.cases import CaseEvent, CaseView, CostClaimRecord, NoteRecord
 from gateway.store.tables import CaseStatus
 from pouch.v1 import representation_pb2
 
@@ -77,3 +77,14 @@ def case_message(view: CaseView) -> representation_pb2.RepresentationCase:
         # Masked or generalised values are still of the field's type; a hashed name is text.
         ParseDict(person, case.person, ignore_unknown_fields=False)
     return case
+
+
+def case_event_message(event: CaseEvent) -> representation_pb2.CaseEvent:
+    """One recorded step of a case: what happened, the state after, who caused it."""
+    return representation_pb2.CaseEvent(
+        event_kind=event.event_kind,
+        state=STATE_NUMBERS[event.state],
+        actor_state=event.actor_state or "",
+        message_id=event.message_id or "",
+        occurred_at=timestamp(event.occurred_at),
+    )

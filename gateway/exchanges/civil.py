@@ -150,7 +150,7 @@ class CivilRecordSender:
             envelope=envelope.SerializeToString(),
             deadline_at=now + self._deadline,
             client_reference=submission.client_reference,
-            principal=principal.subject,
+            principal=principal.acting,
             kind=minimised.kind,
             envelope_digest=digest,
             request_id=REQUEST_ID.get(),
@@ -167,7 +167,7 @@ class CivilRecordSender:
                     self._audit.submitted(
                         message_id=header.message_id,
                         agreement=agreement,
-                        principal=principal.subject,
+                        principal=principal.acting,
                         payload=payload,
                         minimised=minimised,
                         conn=conn,

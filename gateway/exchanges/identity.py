@@ -202,7 +202,7 @@ class IdentityRequester:
             agreement_id=agreement.id,
             purpose=minimised.purpose,
             kind=minimised.kind,
-            principal=principal.subject,
+            principal=principal.acting,
             case_id=query.case_id,
         )
 
@@ -217,7 +217,7 @@ class IdentityRequester:
                 self._audit.submitted(
                     message_id=header.message_id,
                     agreement=agreement,
-                    principal=principal.subject,
+                    principal=principal.acting,
                     payload=payload,
                     minimised=minimised,
                     conn=conn,

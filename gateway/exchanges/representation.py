@@ -206,7 +206,7 @@ class RepresentationDesk:
             flags=valid.legal_basis,
             now=now,
             client_reference=valid.client_reference,
-            principal=principal.subject,
+            principal=principal.acting,
         )
         message = CaseMessage(
             case.case_id,
@@ -398,7 +398,7 @@ class RepresentationDesk:
             exchange_type=EXCHANGE,
             purpose=case.purpose,
             peer_state=self._partner(case),
-            principal=principal.subject,
+            principal=principal.acting,
             reason_code=f"CASE_{event_kind_for(message).upper()}",
             conn=conn,
         )

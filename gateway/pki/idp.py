@@ -184,3 +184,21 @@ def _jwk_thumbprint(public_jwk: dict[str, str]) -> str:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def private_signing_jwk(idp: DevelopmentIdp) -> dict[str, str]:
+    """The identity provider's private key as a JWK with its ``kid``, for an OpenID
+    Connect provider that signs the officers' tokens with the same key (tests, demo).
+
+    The JWK holds the private scalar ``d``: it is written only where the key file is,
+    never logged.
+    """
+    private_key = serialization.load_pem_private_key(idp.key_path.read_bytes(), password=None)
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{idp.key_path} does not hold a P-256 key")
+    d = private_key.private_numbers().private_value.to_bytes(32, "big")
+    return {
+        **_public_jwk(private_key.public_key()),
+        "d": _b64url(d),
+        "kid": idp.kid,
+    }

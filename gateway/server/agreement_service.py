@@ -114,7 +114,7 @@ class AgreementService(agreement_pb2_grpc.AgreementServiceServicer):
             agreement_id,
             action,
             _reason_code(reason),
-            principal=current_principal().subject,
+            principal=current_principal().acting,
         )
         return outcome, await asyncio.to_thread(self._summary, outcome.agreement)
 

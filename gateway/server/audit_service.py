@@ -130,6 +130,18 @@ class AuditService(audit_pb2_grpc.AuditServiceServicer):
             ),
         )
 
+    async def GetEntry(
+        self, request: audit_pb2.GetEntryRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> audit_pb2.GetEntryResponse:
+        def lookup() -> audit_pb2.GetEntryResponse:
+            self._require_visible(request.index)
+            record = self._log.entry(request.index)
+            if record is None:
+                raise NotFound("no audit entry with that index")
+            return audit_pb2.GetEntryResponse(entry=_entry(record))
+
+        return await asyncio.to_thread(lookup)
+
     async def GetCheckpoint(
         self, request: audit_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> audit_pb2.GetCheckpointResponse:

@@ -21,6 +21,7 @@ import grpc.aio
 
 from gateway.delivery.case_wire import (
     STATES,
+    case_event_message,
     case_message,
     claim_message,
     note_message,
@@ -36,6 +37,8 @@ from gateway.store.cases import MAX_PAGE, CaseStore, CaseView
 from pouch.v1 import representation_pb2, representation_pb2_grpc
 
 WATCH_POLL_S = 1.0
+# A case's events GetCase returns, oldest first; a case has tens, not hundreds.
+MAX_HISTORY = 500
 
 
 class CaseSignal:
@@ -148,9 +151,11 @@ class RepresentationService(representation_pb2_grpc.RepresentationServiceService
         request: representation_pb2.GetCaseRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> representation_pb2.GetCaseResponse:
-        return representation_pb2.GetCaseResponse(
-            case=case_message(await self._view(request.case_id))
-        )
+        view = await self._view(request.case_id)
+        case = case_message(view)
+        events = await asyncio.to_thread(self._cases.events_after, request.case_id, 0, MAX_HISTORY)
+        case.history.extend(case_event_message(event) for event in events)
+        return representation_pb2.GetCaseResponse(case=case)
 
     async def ListCases(
         self,

@@ -49,6 +49,15 @@ class Principal:
         if not self.cert_thumbprint:
             raise ValueError("a principal is always bound to a client certificate")
 
+    @property
+    def acting(self) -> str:
+        """Who acted, as the audit log names it: the token's subject, and the client it
+        acted through when that is another (an officer signed in at the console):
+        ``be-consul(client:pouch-console)``, one token as an audit field must be."""
+        if self.client_id and self.client_id != self.subject:
+            return f"{self.subject}(client:{self.client_id})"
+        return self.subject
+
     @classmethod
     def from_token(cls, state: str, verified: VerifiedToken) -> Principal:
         return cls(

@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pouch.v1 import common_pb2 as pouch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14pouch/v1/audit.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\"\x83\x03\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nevent_kind\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12)\n\tagreement\x18\x05 \x01(\x0b\x32\x16.pouch.v1.AgreementRef\x12-\n\rexchange_type\x18\x06 \x01(\x0e\x32\x16.pouch.v1.ExchangeType\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x12\n\npeer_state\x18\x08 \x01(\t\x12\x11\n\tprincipal\x18\t \x01(\t\x12\x16\n\x0epayload_digest\x18\n \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x0b \x01(\t\x12\x13\n\x0breason_code\x18\x0c \x01(\t\x12\x15\n\rremoved_paths\x18\r \x03(\t\x12\x19\n\x11transformed_paths\x18\x0e \x03(\t\x12\x11\n\tcanonical\x18\x0f \x01(\x0c\"\x92\x02\n\x12ListEntriesRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61greement_id\x18\x03 \x01(\t\x12-\n\rexchange_type\x18\x04 \x01(\x0e\x32\x16.pouch.v1.ExchangeType\x12\x12\n\npeer_state\x18\x05 \x01(\t\x12\x12\n\nevent_kind\x18\x06 \x01(\t\x12\x12\n\nmessage_id\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\r\x12\x12\n\npage_token\x18\t \x01(\t\"U\n\x13ListEntriesResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.pouch.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"E\n\x15GetCheckpointResponse\x12\x19\n\x11signed_checkpoint\x18\x01 \x01(\t\x12\x11\n\tpublished\x18\x02 \x01(\x08\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"+\n\x19GetInclusionProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\x9a\x01\n\x13\x45xportBundleRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61greement_id\x18\x03 \x01(\t\x12\x17\n\x0fsince_tree_size\x18\x04 \x01(\x04\"%\n\x14\x45xportBundleResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"\x1a\n\x18PublishCheckpointRequest\"A\n\x19PublishCheckpointResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\tpublished\x18\x02 \x01(\x08\x32\x9d\x04\n\x0c\x41uditService\x12J\n\x0bListEntries\x12\x1c.pouch.v1.ListEntriesRequest\x1a\x1d.pouch.v1.ListEntriesResponse\x12P\n\rGetCheckpoint\x12\x1e.pouch.v1.GetCheckpointRequest\x1a\x1f.pouch.v1.GetCheckpointResponse\x12\\\n\x11GetInclusionProof\x12\".pouch.v1.GetInclusionProofRequest\x1a#.pouch.v1.GetInclusionProofResponse\x12\x62\n\x13GetConsistencyProof\x12$.pouch.v1.GetConsistencyProofRequest\x1a%.pouch.v1.GetConsistencyProofResponse\x12O\n\x0c\x45xportBundle\x12\x1d.pouch.v1.ExportBundleRequest\x1a\x1e.pouch.v1.ExportBundleResponse0\x01\x12\\\n\x11PublishCheckpoint\x12\".pouch.v1.PublishCheckpointRequest\x1a#.pouch.v1.PublishCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14pouch/v1/audit.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\"\x83\x03\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nevent_kind\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12)\n\tagreement\x18\x05 \x01(\x0b\x32\x16.pouch.v1.AgreementRef\x12-\n\rexchange_type\x18\x06 \x01(\x0e\x32\x16.pouch.v1.ExchangeType\x12\x0f\n\x07purpose\x18\x07 \x01(\t\x12\x12\n\npeer_state\x18\x08 \x01(\t\x12\x11\n\tprincipal\x18\t \x01(\t\x12\x16\n\x0epayload_digest\x18\n \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x0b \x01(\t\x12\x13\n\x0breason_code\x18\x0c \x01(\t\x12\x15\n\rremoved_paths\x18\r \x03(\t\x12\x19\n\x11transformed_paths\x18\x0e \x03(\t\x12\x11\n\tcanonical\x18\x0f \x01(\x0c\"\x92\x02\n\x12ListEntriesRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61greement_id\x18\x03 \x01(\t\x12-\n\rexchange_type\x18\x04 \x01(\x0e\x32\x16.pouch.v1.ExchangeType\x12\x12\n\npeer_state\x18\x05 \x01(\t\x12\x12\n\nevent_kind\x18\x06 \x01(\t\x12\x12\n\nmessage_id\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\r\x12\x12\n\npage_token\x18\t \x01(\t\"U\n\x13ListEntriesResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.pouch.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x0fGetEntryRequest\x12\r\n\x05index\x18\x01 \x01(\x04\"7\n\x10GetEntryResponse\x12#\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x14.pouch.v1.AuditEntry\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"E\n\x15GetCheckpointResponse\x12\x19\n\x11signed_checkpoint\x18\x01 \x01(\t\x12\x11\n\tpublished\x18\x02 \x01(\x08\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"+\n\x19GetInclusionProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"\x9a\x01\n\x13\x45xportBundleRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x61greement_id\x18\x03 \x01(\t\x12\x17\n\x0fsince_tree_size\x18\x04 \x01(\x04\"%\n\x14\x45xportBundleResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\"\x1a\n\x18PublishCheckpointRequest\"A\n\x19PublishCheckpointResponse\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x11\n\tpublished\x18\x02 \x01(\x08\x32\xe0\x04\n\x0c\x41uditService\x12J\n\x0bListEntries\x12\x1c.pouch.v1.ListEntriesRequest\x1a\x1d.pouch.v1.ListEntriesResponse\x12\x41\n\x08GetEntry\x12\x19.pouch.v1.GetEntryRequest\x1a\x1a.pouch.v1.GetEntryResponse\x12P\n\rGetCheckpoint\x12\x1e.pouch.v1.GetCheckpointRequest\x1a\x1f.pouch.v1.GetCheckpointResponse\x12\\\n\x11GetInclusionProof\x12\".pouch.v1.GetInclusionProofRequest\x1a#.pouch.v1.GetInclusionProofResponse\x12\x62\n\x13GetConsistencyProof\x12$.pouch.v1.GetConsistencyProofRequest\x1a%.pouch.v1.GetConsistencyProofResponse\x12O\n\x0c\x45xportBundle\x12\x1d.pouch.v1.ExportBundleRequest\x1a\x1e.pouch.v1.ExportBundleResponse0\x01\x12\\\n\x11PublishCheckpoint\x12\".pouch.v1.PublishCheckpointRequest\x1a#.pouch.v1.PublishCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,26 +39,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTENTRIESREQUEST']._serialized_end=755
   _globals['_LISTENTRIESRESPONSE']._serialized_start=757
   _globals['_LISTENTRIESRESPONSE']._serialized_end=842
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=844
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=885
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=887
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=956
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=958
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1018
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1020
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1063
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1065
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1134
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1136
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1181
-  _globals['_EXPORTBUNDLEREQUEST']._serialized_start=1184
-  _globals['_EXPORTBUNDLEREQUEST']._serialized_end=1338
-  _globals['_EXPORTBUNDLERESPONSE']._serialized_start=1340
-  _globals['_EXPORTBUNDLERESPONSE']._serialized_end=1377
-  _globals['_PUBLISHCHECKPOINTREQUEST']._serialized_start=1379
-  _globals['_PUBLISHCHECKPOINTREQUEST']._serialized_end=1405
-  _globals['_PUBLISHCHECKPOINTRESPONSE']._serialized_start=1407
-  _globals['_PUBLISHCHECKPOINTRESPONSE']._serialized_end=1472
-  _globals['_AUDITSERVICE']._serialized_start=1475
-  _globals['_AUDITSERVICE']._serialized_end=2016
+  _globals['_GETENTRYREQUEST']._serialized_start=844
+  _globals['_GETENTRYREQUEST']._serialized_end=876
+  _globals['_GETENTRYRESPONSE']._serialized_start=878
+  _globals['_GETENTRYRESPONSE']._serialized_end=933
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=935
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=976
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=978
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1047
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1049
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1109
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1111
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1154
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1156
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1225
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1227
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1272
+  _globals['_EXPORTBUNDLEREQUEST']._serialized_start=1275
+  _globals['_EXPORTBUNDLEREQUEST']._serialized_end=1429
+  _globals['_EXPORTBUNDLERESPONSE']._serialized_start=1431
+  _globals['_EXPORTBUNDLERESPONSE']._serialized_end=1468
+  _globals['_PUBLISHCHECKPOINTREQUEST']._serialized_start=1470
+  _globals['_PUBLISHCHECKPOINTREQUEST']._serialized_end=1496
+  _globals['_PUBLISHCHECKPOINTRESPONSE']._serialized_start=1498
+  _globals['_PUBLISHCHECKPOINTRESPONSE']._serialized_end=1563
+  _globals['_AUDITSERVICE']._serialized_start=1566
+  _globals['_AUDITSERVICE']._serialized_end=2174
 # @@protoc_insertion_point(module_scope)

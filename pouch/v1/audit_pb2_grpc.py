@@ -40,6 +40,11 @@ class AuditServiceStub:
                 request_serializer=pouch_dot_v1_dot_audit__pb2.ListEntriesRequest.SerializeToString,
                 response_deserializer=pouch_dot_v1_dot_audit__pb2.ListEntriesResponse.FromString,
                 _registered_method=True)
+        self.GetEntry = channel.unary_unary(
+                '/pouch.v1.AuditService/GetEntry',
+                request_serializer=pouch_dot_v1_dot_audit__pb2.GetEntryRequest.SerializeToString,
+                response_deserializer=pouch_dot_v1_dot_audit__pb2.GetEntryResponse.FromString,
+                _registered_method=True)
         self.GetCheckpoint = channel.unary_unary(
                 '/pouch.v1.AuditService/GetCheckpoint',
                 request_serializer=pouch_dot_v1_dot_audit__pb2.GetCheckpointRequest.SerializeToString,
@@ -73,6 +78,14 @@ class AuditServiceServicer:
 
     def ListEntries(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntry(self, request, context):
+        """One entry by its index; NOT_FOUND when it does not exist or a partner state's
+        auditor may not see it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -117,6 +130,11 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.ListEntries,
                     request_deserializer=pouch_dot_v1_dot_audit__pb2.ListEntriesRequest.FromString,
                     response_serializer=pouch_dot_v1_dot_audit__pb2.ListEntriesResponse.SerializeToString,
+            ),
+            'GetEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEntry,
+                    request_deserializer=pouch_dot_v1_dot_audit__pb2.GetEntryRequest.FromString,
+                    response_serializer=pouch_dot_v1_dot_audit__pb2.GetEntryResponse.SerializeToString,
             ),
             'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckpoint,
@@ -172,6 +190,33 @@ class AuditService:
             '/pouch.v1.AuditService/ListEntries',
             pouch_dot_v1_dot_audit__pb2.ListEntriesRequest.SerializeToString,
             pouch_dot_v1_dot_audit__pb2.ListEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pouch.v1.AuditService/GetEntry',
+            pouch_dot_v1_dot_audit__pb2.GetEntryRequest.SerializeToString,
+            pouch_dot_v1_dot_audit__pb2.GetEntryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,6 +34,10 @@ class AuditServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     ListEntries: _grpc.UnaryUnaryMultiCallable[_audit_pb2.ListEntriesRequest, _audit_pb2.ListEntriesResponse]
+    GetEntry: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetEntryRequest, _audit_pb2.GetEntryResponse]
+    """One entry by its index; NOT_FOUND when it does not exist or a partner state's
+    auditor may not see it.
+    """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]
@@ -50,6 +54,10 @@ class AuditServiceAsyncStub(AuditServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListEntries: _aio.UnaryUnaryMultiCallable[_audit_pb2.ListEntriesRequest, _audit_pb2.ListEntriesResponse]  # type: ignore[assignment]
+    GetEntry: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetEntryRequest, _audit_pb2.GetEntryResponse]  # type: ignore[assignment]
+    """One entry by its index; NOT_FOUND when it does not exist or a partner state's
+    auditor may not see it.
+    """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.GetCheckpointResponse]  # type: ignore[assignment]
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
@@ -69,6 +77,16 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.ListEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.ListEntriesResponse, _abc.Awaitable[_audit_pb2.ListEntriesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetEntry(
+        self,
+        request: _audit_pb2.GetEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetEntryResponse, _abc.Awaitable[_audit_pb2.GetEntryResponse]]:
+        """One entry by its index; NOT_FOUND when it does not exist or a partner state's
+        auditor may not see it.
+        """
 
     @_abc_1.abstractmethod
     def GetCheckpoint(

@@ -26,17 +26,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from pouch.v1 import common_pb2 as pouch_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpouch/v1/representation.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\"\xbb\x01\n\x0e\x41ssistedPerson\x12\"\n\x04name\x18\x01 \x01(\x0b\x32\x14.pouch.v1.PersonName\x12*\n\rdate_of_birth\x18\x02 \x01(\x0b\x32\x13.pouch.v1.CivilDate\x12\x13\n\x0bnationality\x18\x03 \x01(\t\x12!\n\x08location\x18\x04 \x01(\x0b\x32\x0f.pouch.v1.Place\x12\x0f\n\x07\x63ontact\x18\x05 \x01(\t\x12\x10\n\x08is_minor\x18\x06 \x01(\x08\"D\n\nAttachment\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\x9a\x01\n\x08\x43\x61seNote\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61uthor_state\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12)\n\x0b\x61ttachments\x18\x04 \x03(\x0b\x32\x14.pouch.v1.Attachment\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\tCostClaim\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x63knowledged\x18\x05 \x01(\x08\"\x91\x04\n\x12RepresentationCase\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x18\n\x10requesting_state\x18\x02 \x01(\t\x12\x1a\n\x12representing_state\x18\x03 \x01(\t\x12\x17\n\x0fmission_country\x18\x04 \x01(\t\x12&\n\x04kind\x18\x05 \x01(\x0e\x32\x18.pouch.v1.AssistanceKind\x12\"\n\x05state\x18\x06 \x01(\x0e\x32\x13.pouch.v1.CaseState\x12\x14\n\x0c\x61greement_id\x18\x07 \x01(\t\x12\x0f\n\x07purpose\x18\x08 \x01(\t\x12(\n\x06person\x18\t \x01(\x0b\x32\x18.pouch.v1.AssistedPerson\x12!\n\x05notes\x18\n \x03(\x0b\x32\x12.pouch.v1.CaseNote\x12(\n\x0b\x63ost_claims\x18\x0b \x03(\x0b\x32\x13.pouch.v1.CostClaim\x12\x1e\n\x16identity_confirmations\x18\x0c \x03(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_deadline\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9e\x02\n\x18RequestAssistanceRequest\x12\x18\n\x10\x63lient_reference\x18\x01 \x01(\t\x12\x1a\n\x12representing_state\x18\x02 \x01(\t\x12\x17\n\x0fmission_country\x18\x03 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12&\n\x04kind\x18\x06 \x01(\x0e\x32\x18.pouch.v1.AssistanceKind\x12(\n\x06person\x18\x07 \x01(\x0b\x32\x18.pouch.v1.AssistedPerson\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12)\n\x0blegal_basis\x18\t \x01(\x0b\x32\x14.pouch.v1.LegalBasis\"G\n\x19RequestAssistanceResponse\x12*\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\"c\n\x15TransitionCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12)\n\x0ctarget_state\x18\x02 \x01(\x0e\x32\x13.pouch.v1.CaseState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\x16TransitionCaseResponse\x12*\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\"Z\n\x0e\x41\x64\x64NoteRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x0b\x61ttachments\x18\x03 \x03(\x0b\x32\x14.pouch.v1.Attachment\"3\n\x0f\x41\x64\x64NoteResponse\x12 \n\x04note\x18\x01 \x01(\x0b\x32\x12.pouch.v1.CaseNote\"a\n\x11\x43laimCostsRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"8\n\x12\x43laimCostsResponse\x12\"\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x13.pouch.v1.CostClaim\"<\n\x17\x41\x63knowledgeCostsRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08\x63laim_id\x18\x02 \x01(\t\">\n\x18\x41\x63knowledgeCostsResponse\x12\"\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x13.pouch.v1.CostClaim\"!\n\x0eGetCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"=\n\x0fGetCaseResponse\x12*\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\"\xba\x01\n\x10ListCasesRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.pouch.v1.CaseState\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.pouch.v1.AssistanceKind\x12\x33\n\x0f\x64\x65\x61\x64line_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"Y\n\x11ListCasesResponse\x12+\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x1c.pouch.v1.RepresentationCase\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x10WatchCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"\x84\x01\n\x11WatchCaseResponse\x12\x12\n\nevent_kind\x18\x01 \x01(\t\x12*\n\x04\x63\x61se\x18\x02 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xb5\x03\n\x0e\x41ssistanceKind\x12\x1f\n\x1b\x41SSISTANCE_KIND_UNSPECIFIED\x10\x00\x12-\n)ASSISTANCE_KIND_EMERGENCY_TRAVEL_DOCUMENT\x10\x01\x12#\n\x1f\x41SSISTANCE_KIND_DETENTION_VISIT\x10\x02\x12*\n&ASSISTANCE_KIND_DEATH_AND_REPATRIATION\x10\x03\x12%\n!ASSISTANCE_KIND_MEDICAL_EMERGENCY\x10\x04\x12\x1e\n\x1a\x41SSISTANCE_KIND_EVACUATION\x10\x05\x12\"\n\x1e\x41SSISTANCE_KIND_LOST_DOCUMENTS\x10\x06\x12#\n\x1f\x41SSISTANCE_KIND_EMERGENCY_FUNDS\x10\x07\x12#\n\x1f\x41SSISTANCE_KIND_VICTIM_OF_CRIME\x10\x08\x12)\n%ASSISTANCE_KIND_VICTIM_OF_TRAFFICKING\x10\t\x12\"\n\x1e\x41SSISTANCE_KIND_FAMILY_LIAISON\x10\n*\xf7\x01\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41SE_STATE_SUBMITTED\x10\x01\x12\x1b\n\x17\x43\x41SE_STATE_ACKNOWLEDGED\x10\x02\x12\x17\n\x13\x43\x41SE_STATE_ACCEPTED\x10\x03\x12\x17\n\x13\x43\x41SE_STATE_DECLINED\x10\x04\x12\x1a\n\x16\x43\x41SE_STATE_IN_PROGRESS\x10\x05\x12\x18\n\x14\x43\x41SE_STATE_COMPLETED\x10\x06\x12\x15\n\x11\x43\x41SE_STATE_FAILED\x10\x07\x12\x18\n\x14\x43\x41SE_STATE_CANCELLED\x10\x08\x32\xfc\x04\n\x15RepresentationService\x12\\\n\x11RequestAssistance\x12\".pouch.v1.RequestAssistanceRequest\x1a#.pouch.v1.RequestAssistanceResponse\x12S\n\x0eTransitionCase\x12\x1f.pouch.v1.TransitionCaseRequest\x1a .pouch.v1.TransitionCaseResponse\x12>\n\x07\x41\x64\x64Note\x12\x18.pouch.v1.AddNoteRequest\x1a\x19.pouch.v1.AddNoteResponse\x12G\n\nClaimCosts\x12\x1b.pouch.v1.ClaimCostsRequest\x1a\x1c.pouch.v1.ClaimCostsResponse\x12Y\n\x10\x41\x63knowledgeCosts\x12!.pouch.v1.AcknowledgeCostsRequest\x1a\".pouch.v1.AcknowledgeCostsResponse\x12>\n\x07GetCase\x12\x18.pouch.v1.GetCaseRequest\x1a\x19.pouch.v1.GetCaseResponse\x12\x44\n\tListCases\x12\x1a.pouch.v1.ListCasesRequest\x1a\x1b.pouch.v1.ListCasesResponse\x12\x46\n\tWatchCase\x12\x1a.pouch.v1.WatchCaseRequest\x1a\x1b.pouch.v1.WatchCaseResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dpouch/v1/representation.proto\x12\x08pouch.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15pouch/v1/common.proto\"\xbb\x01\n\x0e\x41ssistedPerson\x12\"\n\x04name\x18\x01 \x01(\x0b\x32\x14.pouch.v1.PersonName\x12*\n\rdate_of_birth\x18\x02 \x01(\x0b\x32\x13.pouch.v1.CivilDate\x12\x13\n\x0bnationality\x18\x03 \x01(\t\x12!\n\x08location\x18\x04 \x01(\x0b\x32\x0f.pouch.v1.Place\x12\x0f\n\x07\x63ontact\x18\x05 \x01(\t\x12\x10\n\x08is_minor\x18\x06 \x01(\x08\"D\n\nAttachment\x12\x11\n\tfile_name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\x9a\x01\n\x08\x43\x61seNote\x12\x0f\n\x07note_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61uthor_state\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12)\n\x0b\x61ttachments\x18\x04 \x03(\x0b\x32\x14.pouch.v1.Attachment\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\tCostClaim\x12\x10\n\x08\x63laim_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0c\x61\x63knowledged\x18\x05 \x01(\x08\"\xb7\x04\n\x12RepresentationCase\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x18\n\x10requesting_state\x18\x02 \x01(\t\x12\x1a\n\x12representing_state\x18\x03 \x01(\t\x12\x17\n\x0fmission_country\x18\x04 \x01(\t\x12&\n\x04kind\x18\x05 \x01(\x0e\x32\x18.pouch.v1.AssistanceKind\x12\"\n\x05state\x18\x06 \x01(\x0e\x32\x13.pouch.v1.CaseState\x12\x14\n\x0c\x61greement_id\x18\x07 \x01(\t\x12\x0f\n\x07purpose\x18\x08 \x01(\t\x12(\n\x06person\x18\t \x01(\x0b\x32\x18.pouch.v1.AssistedPerson\x12!\n\x05notes\x18\n \x03(\x0b\x32\x12.pouch.v1.CaseNote\x12(\n\x0b\x63ost_claims\x18\x0b \x03(\x0b\x32\x13.pouch.v1.CostClaim\x12\x1e\n\x16identity_confirmations\x18\x0c \x03(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rnext_deadline\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x07history\x18\x10 \x03(\x0b\x32\x13.pouch.v1.CaseEvent\"\x9d\x01\n\tCaseEvent\x12\x12\n\nevent_kind\x18\x01 \x01(\t\x12\"\n\x05state\x18\x02 \x01(\x0e\x32\x13.pouch.v1.CaseState\x12\x13\n\x0b\x61\x63tor_state\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9e\x02\n\x18RequestAssistanceRequest\x12\x18\n\x10\x63lient_reference\x18\x01 \x01(\t\x12\x1a\n\x12representing_state\x18\x02 \x01(\t\x12\x17\n\x0fmission_country\x18\x03 \x01(\t\x12\x14\n\x0c\x61greement_id\x18\x04 \x01(\t\x12\x0f\n\x07purpose\x18\x05 \x01(\t\x12&\n\x04kind\x18\x06 \x01(\x0e\x32\x18.pouch.v1.AssistanceKind\x12(\n\x06person\x18\x07 \x01(\x0b\x32\x18.pouch.v1.AssistedPerson\x12\x0f\n\x07summary\x18\x08 \x01(\t\x12)\n\x0blegal_basis\x18\t \x01(\x0b\x32\x14.pouch.v1.LegalBasis\"G\n\x19RequestAssistanceResponse\x12*\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\"c\n\x15TransitionCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12)\n\x0ctarget_state\x18\x02 \x01(\x0e\x32\x13.pouch.v1.CaseState\x12\x0e\n\x06reason\x18\x03 \x01(\t\"D\n\x16TransitionCaseResponse\x12*\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\"Z\n\x0e\x41\x64\x64NoteRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12)\n\x0b\x61ttachments\x18\x03 \x03(\x0b\x32\x14.pouch.v1.Attachment\"3\n\x0f\x41\x64\x64NoteResponse\x12 \n\x04note\x18\x01 \x01(\x0b\x32\x12.pouch.v1.CaseNote\"a\n\x11\x43laimCostsRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_minor\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"8\n\x12\x43laimCostsResponse\x12\"\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x13.pouch.v1.CostClaim\"<\n\x17\x41\x63knowledgeCostsRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x10\n\x08\x63laim_id\x18\x02 \x01(\t\">\n\x18\x41\x63knowledgeCostsResponse\x12\"\n\x05\x63laim\x18\x01 \x01(\x0b\x32\x13.pouch.v1.CostClaim\"!\n\x0eGetCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"=\n\x0fGetCaseResponse\x12*\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\"\xba\x01\n\x10ListCasesRequest\x12\"\n\x05state\x18\x01 \x01(\x0e\x32\x13.pouch.v1.CaseState\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.pouch.v1.AssistanceKind\x12\x33\n\x0f\x64\x65\x61\x64line_before\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"Y\n\x11ListCasesResponse\x12+\n\x05\x63\x61ses\x18\x01 \x03(\x0b\x32\x1c.pouch.v1.RepresentationCase\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x10WatchCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"\x84\x01\n\x11WatchCaseResponse\x12\x12\n\nevent_kind\x18\x01 \x01(\t\x12*\n\x04\x63\x61se\x18\x02 \x01(\x0b\x32\x1c.pouch.v1.RepresentationCase\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xb5\x03\n\x0e\x41ssistanceKind\x12\x1f\n\x1b\x41SSISTANCE_KIND_UNSPECIFIED\x10\x00\x12-\n)ASSISTANCE_KIND_EMERGENCY_TRAVEL_DOCUMENT\x10\x01\x12#\n\x1f\x41SSISTANCE_KIND_DETENTION_VISIT\x10\x02\x12*\n&ASSISTANCE_KIND_DEATH_AND_REPATRIATION\x10\x03\x12%\n!ASSISTANCE_KIND_MEDICAL_EMERGENCY\x10\x04\x12\x1e\n\x1a\x41SSISTANCE_KIND_EVACUATION\x10\x05\x12\"\n\x1e\x41SSISTANCE_KIND_LOST_DOCUMENTS\x10\x06\x12#\n\x1f\x41SSISTANCE_KIND_EMERGENCY_FUNDS\x10\x07\x12#\n\x1f\x41SSISTANCE_KIND_VICTIM_OF_CRIME\x10\x08\x12)\n%ASSISTANCE_KIND_VICTIM_OF_TRAFFICKING\x10\t\x12\"\n\x1e\x41SSISTANCE_KIND_FAMILY_LIAISON\x10\n*\xf7\x01\n\tCaseState\x12\x1a\n\x16\x43\x41SE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43\x41SE_STATE_SUBMITTED\x10\x01\x12\x1b\n\x17\x43\x41SE_STATE_ACKNOWLEDGED\x10\x02\x12\x17\n\x13\x43\x41SE_STATE_ACCEPTED\x10\x03\x12\x17\n\x13\x43\x41SE_STATE_DECLINED\x10\x04\x12\x1a\n\x16\x43\x41SE_STATE_IN_PROGRESS\x10\x05\x12\x18\n\x14\x43\x41SE_STATE_COMPLETED\x10\x06\x12\x15\n\x11\x43\x41SE_STATE_FAILED\x10\x07\x12\x18\n\x14\x43\x41SE_STATE_CANCELLED\x10\x08\x32\xfc\x04\n\x15RepresentationService\x12\\\n\x11RequestAssistance\x12\".pouch.v1.RequestAssistanceRequest\x1a#.pouch.v1.RequestAssistanceResponse\x12S\n\x0eTransitionCase\x12\x1f.pouch.v1.TransitionCaseRequest\x1a .pouch.v1.TransitionCaseResponse\x12>\n\x07\x41\x64\x64Note\x12\x18.pouch.v1.AddNoteRequest\x1a\x19.pouch.v1.AddNoteResponse\x12G\n\nClaimCosts\x12\x1b.pouch.v1.ClaimCostsRequest\x1a\x1c.pouch.v1.ClaimCostsResponse\x12Y\n\x10\x41\x63knowledgeCosts\x12!.pouch.v1.AcknowledgeCostsRequest\x1a\".pouch.v1.AcknowledgeCostsResponse\x12>\n\x07GetCase\x12\x18.pouch.v1.GetCaseRequest\x1a\x19.pouch.v1.GetCaseResponse\x12\x44\n\tListCases\x12\x1a.pouch.v1.ListCasesRequest\x1a\x1b.pouch.v1.ListCasesResponse\x12\x46\n\tWatchCase\x12\x1a.pouch.v1.WatchCaseRequest\x1a\x1b.pouch.v1.WatchCaseResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pouch.v1.representation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ASSISTANCEKIND']._serialized_start=2674
-  _globals['_ASSISTANCEKIND']._serialized_end=3111
-  _globals['_CASESTATE']._serialized_start=3114
-  _globals['_CASESTATE']._serialized_end=3361
+  _globals['_ASSISTANCEKIND']._serialized_start=2872
+  _globals['_ASSISTANCEKIND']._serialized_end=3309
+  _globals['_CASESTATE']._serialized_start=3312
+  _globals['_CASESTATE']._serialized_end=3559
   _globals['_ASSISTEDPERSON']._serialized_start=100
   _globals['_ASSISTEDPERSON']._serialized_end=287
   _globals['_ATTACHMENT']._serialized_start=289
@@ -46,39 +46,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COSTCLAIM']._serialized_start=516
   _globals['_COSTCLAIM']._serialized_end=628
   _globals['_REPRESENTATIONCASE']._serialized_start=631
-  _globals['_REPRESENTATIONCASE']._serialized_end=1160
-  _globals['_REQUESTASSISTANCEREQUEST']._serialized_start=1163
-  _globals['_REQUESTASSISTANCEREQUEST']._serialized_end=1449
-  _globals['_REQUESTASSISTANCERESPONSE']._serialized_start=1451
-  _globals['_REQUESTASSISTANCERESPONSE']._serialized_end=1522
-  _globals['_TRANSITIONCASEREQUEST']._serialized_start=1524
-  _globals['_TRANSITIONCASEREQUEST']._serialized_end=1623
-  _globals['_TRANSITIONCASERESPONSE']._serialized_start=1625
-  _globals['_TRANSITIONCASERESPONSE']._serialized_end=1693
-  _globals['_ADDNOTEREQUEST']._serialized_start=1695
-  _globals['_ADDNOTEREQUEST']._serialized_end=1785
-  _globals['_ADDNOTERESPONSE']._serialized_start=1787
-  _globals['_ADDNOTERESPONSE']._serialized_end=1838
-  _globals['_CLAIMCOSTSREQUEST']._serialized_start=1840
-  _globals['_CLAIMCOSTSREQUEST']._serialized_end=1937
-  _globals['_CLAIMCOSTSRESPONSE']._serialized_start=1939
-  _globals['_CLAIMCOSTSRESPONSE']._serialized_end=1995
-  _globals['_ACKNOWLEDGECOSTSREQUEST']._serialized_start=1997
-  _globals['_ACKNOWLEDGECOSTSREQUEST']._serialized_end=2057
-  _globals['_ACKNOWLEDGECOSTSRESPONSE']._serialized_start=2059
-  _globals['_ACKNOWLEDGECOSTSRESPONSE']._serialized_end=2121
-  _globals['_GETCASEREQUEST']._serialized_start=2123
-  _globals['_GETCASEREQUEST']._serialized_end=2156
-  _globals['_GETCASERESPONSE']._serialized_start=2158
-  _globals['_GETCASERESPONSE']._serialized_end=2219
-  _globals['_LISTCASESREQUEST']._serialized_start=2222
-  _globals['_LISTCASESREQUEST']._serialized_end=2408
-  _globals['_LISTCASESRESPONSE']._serialized_start=2410
-  _globals['_LISTCASESRESPONSE']._serialized_end=2499
-  _globals['_WATCHCASEREQUEST']._serialized_start=2501
-  _globals['_WATCHCASEREQUEST']._serialized_end=2536
-  _globals['_WATCHCASERESPONSE']._serialized_start=2539
-  _globals['_WATCHCASERESPONSE']._serialized_end=2671
-  _globals['_REPRESENTATIONSERVICE']._serialized_start=3364
-  _globals['_REPRESENTATIONSERVICE']._serialized_end=4000
+  _globals['_REPRESENTATIONCASE']._serialized_end=1198
+  _globals['_CASEEVENT']._serialized_start=1201
+  _globals['_CASEEVENT']._serialized_end=1358
+  _globals['_REQUESTASSISTANCEREQUEST']._serialized_start=1361
+  _globals['_REQUESTASSISTANCEREQUEST']._serialized_end=1647
+  _globals['_REQUESTASSISTANCERESPONSE']._serialized_start=1649
+  _globals['_REQUESTASSISTANCERESPONSE']._serialized_end=1720
+  _globals['_TRANSITIONCASEREQUEST']._serialized_start=1722
+  _globals['_TRANSITIONCASEREQUEST']._serialized_end=1821
+  _globals['_TRANSITIONCASERESPONSE']._serialized_start=1823
+  _globals['_TRANSITIONCASERESPONSE']._serialized_end=1891
+  _globals['_ADDNOTEREQUEST']._serialized_start=1893
+  _globals['_ADDNOTEREQUEST']._serialized_end=1983
+  _globals['_ADDNOTERESPONSE']._serialized_start=1985
+  _globals['_ADDNOTERESPONSE']._serialized_end=2036
+  _globals['_CLAIMCOSTSREQUEST']._serialized_start=2038
+  _globals['_CLAIMCOSTSREQUEST']._serialized_end=2135
+  _globals['_CLAIMCOSTSRESPONSE']._serialized_start=2137
+  _globals['_CLAIMCOSTSRESPONSE']._serialized_end=2193
+  _globals['_ACKNOWLEDGECOSTSREQUEST']._serialized_start=2195
+  _globals['_ACKNOWLEDGECOSTSREQUEST']._serialized_end=2255
+  _globals['_ACKNOWLEDGECOSTSRESPONSE']._serialized_start=2257
+  _globals['_ACKNOWLEDGECOSTSRESPONSE']._serialized_end=2319
+  _globals['_GETCASEREQUEST']._serialized_start=2321
+  _globals['_GETCASEREQUEST']._serialized_end=2354
+  _globals['_GETCASERESPONSE']._serialized_start=2356
+  _globals['_GETCASERESPONSE']._serialized_end=2417
+  _globals['_LISTCASESREQUEST']._serialized_start=2420
+  _globals['_LISTCASESREQUEST']._serialized_end=2606
+  _globals['_LISTCASESRESPONSE']._serialized_start=2608
+  _globals['_LISTCASESRESPONSE']._serialized_end=2697
+  _globals['_WATCHCASEREQUEST']._serialized_start=2699
+  _globals['_WATCHCASEREQUEST']._serialized_end=2734
+  _globals['_WATCHCASERESPONSE']._serialized_start=2737
+  _globals['_WATCHCASERESPONSE']._serialized_end=2869
+  _globals['_REPRESENTATIONSERVICE']._serialized_start=3562
+  _globals['_REPRESENTATIONSERVICE']._serialized_end=4198
 # @@protoc_insertion_point(module_scope)

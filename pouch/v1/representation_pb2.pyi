@@ -233,6 +233,7 @@ class RepresentationCase(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     NEXT_DEADLINE_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     requesting_state: _builtins.str
     representing_state: _builtins.str
@@ -260,6 +261,12 @@ class RepresentationCase(_message.Message):
     def next_deadline(self) -> _timestamp_pb2.Timestamp:
         """When the current step must be answered by, under the agreement."""
 
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseEvent]:
+        """The case's events, oldest first: each signed transition, note and claim, and
+        each deadline missed. Filled by GetCase only.
+        """
+
     def __init__(
         self,
         *,
@@ -278,14 +285,53 @@ class RepresentationCase(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         next_deadline: _timestamp_pb2.Timestamp | None = ...,
+        history: _abc.Iterable[Global___CaseEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "next_deadline", b"next_deadline", "person", b"person", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_id", b"agreement_id", "case_id", b"case_id", "cost_claims", b"cost_claims", "created_at", b"created_at", "identity_confirmations", b"identity_confirmations", "kind", b"kind", "mission_country", b"mission_country", "next_deadline", b"next_deadline", "notes", b"notes", "person", b"person", "purpose", b"purpose", "representing_state", b"representing_state", "requesting_state", b"requesting_state", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement_id", b"agreement_id", "case_id", b"case_id", "cost_claims", b"cost_claims", "created_at", b"created_at", "history", b"history", "identity_confirmations", b"identity_confirmations", "kind", b"kind", "mission_country", b"mission_country", "next_deadline", b"next_deadline", "notes", b"notes", "person", b"person", "purpose", b"purpose", "representing_state", b"representing_state", "requesting_state", b"requesting_state", "state", b"state", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RepresentationCase: _TypeAlias = RepresentationCase  # noqa: Y015
+
+@_typing.final
+class CaseEvent(_message.Message):
+    """One step in a case's life, as this gateway recorded it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ACTOR_STATE_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    event_kind: _builtins.str
+    """created, acknowledged, accepted, note_added, costs_claimed, deadline_missed, ..."""
+    state: Global___CaseState.ValueType
+    """The case's state after the event."""
+    actor_state: _builtins.str
+    """The state whose officer or gateway caused it; empty for this gateway's own clock."""
+    message_id: _builtins.str
+    """The signed message that carried it between the gateways, where one did."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event_kind: _builtins.str = ...,
+        state: Global___CaseState.ValueType = ...,
+        actor_state: _builtins.str = ...,
+        message_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor_state", b"actor_state", "event_kind", b"event_kind", "message_id", b"message_id", "occurred_at", b"occurred_at", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseEvent: _TypeAlias = CaseEvent  # noqa: Y015
 
 @_typing.final
 class RequestAssistanceRequest(_message.Message):

@@ -97,6 +97,8 @@ class Site:
     peer_port: int
     metrics_port: int
     registry_port: int
+    # Where the state's OpenID Connect provider runs, when it runs one (the console).
+    issuer_url: str | None = None
 
     @property
     def registry_db(self) -> Path:
@@ -124,6 +126,8 @@ class Site:
 
     @property
     def issuer(self) -> str:
+        if self.issuer_url is not None:
+            return self.issuer_url
         return f"https://idp.{self.state.lower()}.pouch.test"
 
     @property
@@ -182,6 +186,7 @@ def prepare_sites(
     daily_quota: int = 100_000,
     database_urls: Mapping[str, str] | None = None,
     checkpoint_interval_s: float | None = None,
+    identity_providers: bool = False,
 ) -> dict[str, Site]:
     """Create PKI, identity providers and configuration for ``states``, all partnered.
 
@@ -191,6 +196,9 @@ def prepare_sites(
     ``delivery`` overrides keys of the ``[delivery]`` section (tests shorten backoff);
     ``database_urls`` puts a state's gateway on another database than its SQLite file
     (one that exists: its schema is created here, as for the default file).
+    ``identity_providers`` gives each state the issuer of an OpenID Connect provider
+    on a port of its own (:mod:`pouch_devtools.console_site` starts it), signing with
+    the development key the scripts' tokens are minted with.
     """
     sites: dict[str, Site] = {}
     for state in states:
@@ -215,6 +223,7 @@ def prepare_sites(
             peer_port=peer_port,
             metrics_port=free_port(),
             registry_port=free_port(),
+            issuer_url=f"https://127.0.0.1:{free_port()}" if identity_providers else None,
         )
     for first, second in agreements:
         a, b = sites[first], sites[second]

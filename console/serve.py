@@ -1,0 +1,71 @@
+"""Start the console: check the configuration, then serve HTTPS until stopped.
+
+``serve`` refuses with one line (:class:`ConsoleStartError`) a configuration that
+breaks a rule, a trust bundle that cannot be read, or a port already taken; uvicorn
+serves the application with the console's certificate and stops on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from console.config import ConsoleConfigError, load_console_settings
+from gateway.pki.bundle import BundleError
+
+_log = logging.getLogger("console")
+
+
+class ConsoleStartError(Exception):
+    """Why the console did not start: one line naming the file, key or port."""
+
+
+def serve(config_path: Path, *, check_only: bool = False) -> None:
+    from console.web import build_app
+
+    try:
+        settings = load_console_settings(config_path)
+    except ConsoleConfigError as e:
+        raise ConsoleStartError(str(e)) from None
+    try:
+        app = build_app(settings)
+    except (BundleError, ValueError, OSError) as e:
+        raise ConsoleStartError(
+            f"{config_path}: gateway.trust_bundle: {settings.gateway.trust_bundle}: {e}"
+        ) from None
+    if check_only:
+        print(f"{config_path}: the console's configuration is sound")
+        return
+    host, _, port_text = settings.console.listen.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.bind((host, int(port_text)))
+    except OSError as e:
+        listener.close()
+        taken = e.errno == errno.EADDRINUSE
+        raise ConsoleStartError(
+            f"{config_path}: console.listen: {settings.console.listen} "
+            + ("is already in use" if taken else f"cannot be bound: {e.strerror}")
+        ) from None
+    listener.listen(128)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=str(settings.console.tls_certificate),
+        ssl_keyfile=str(settings.console.tls_key),
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    print(f"console of {settings.console.state} at {settings.console.public_url}", flush=True)
+    server.run(sockets=[listener])
