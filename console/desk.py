@@ -11,7 +11,6 @@ request bodies and never reach a log line or a page title.
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from console.gateway_calls import GatewayRefusal
-from console.web import console_of, form_route, officer_of, render
+from console.web import console_of, event, form_route, officer_of, render
 from gateway.exchanges.case_machine import (
     COSTS_CLAIMABLE,
     CaseRole,
@@ -34,7 +33,6 @@ from gateway.exchanges.case_machine import (
 from pouch.v1 import agreement_pb2, common_pb2
 from pouch.v1 import representation_pb2 as rep
 
-_log = logging.getLogger("console.desk")
 CASE_SCOPES = ("representation:request", "representation:act")
 SOON = timedelta(hours=24)
 _STATE_PREFIX = "CASE_STATE_"
@@ -491,7 +489,7 @@ async def open_case(request: Request) -> Response:
     answer = await console.gateway.call(
         console.gateway.representation().RequestAssistance, request_message, officer.access_token
     )
-    _log.info("case opened", extra={"event": "console_case_opened", "case_id": answer.case.case_id})
+    event("console_case_opened", case_id=answer.case.case_id)
     return RedirectResponse(f"/cases/{answer.case.case_id}", status_code=303)
 
 

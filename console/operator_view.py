@@ -8,7 +8,6 @@ and the dead letters, each with a re-send button the gateway decides on.
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,10 +16,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from console.web import console_of, form_route, officer_of, render
+from console.web import console_of, event, form_route, officer_of, render
 from pouch.v1 import agreement_pb2, gateway_pb2
 
-_log = logging.getLogger("console.operator")
 ADMIN = "admin"
 
 
@@ -141,7 +139,7 @@ async def resend(request: Request) -> Response:
         gateway_pb2.ResendDeadLetterRequest(message_id=message_id),
         officer.access_token,
     )
-    _log.info("dead letter re-sent", extra={"event": "console_resend", "message_id": message_id})
+    event("console_dead_letter_resent", message_id=message_id)
     return RedirectResponse("/operator?resent=1#dead-letters", status_code=303)
 
 

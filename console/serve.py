@@ -10,22 +10,26 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import sys
 from pathlib import Path
 
 import uvicorn
 
 from console.config import ConsoleConfigError, load_console_settings
+from gateway.events import configure_logging
 from gateway.pki.bundle import BundleError
-
-_log = logging.getLogger("console")
 
 
 class ConsoleStartError(Exception):
     """Why the console did not start: one line naming the file, key or port."""
 
 
-def serve(config_path: Path, *, check_only: bool = False) -> None:
+def serve(
+    config_path: Path,
+    *,
+    check_only: bool = False,
+    log_format: str = "text",
+    log_level: str = "INFO",
+) -> None:
     from console.web import build_app
 
     try:
@@ -55,7 +59,11 @@ def serve(config_path: Path, *, check_only: bool = False) -> None:
             + ("is already in use" if taken else f"cannot be bound: {e.strerror}")
         ) from None
     listener.listen(128)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
+    configure_logging(log_format=log_format, level=log_level)
+    # httpx names every URL it fetches; uvicorn's access lines repeat what console_request
+    # events say, with the query string, which the console never logs.
+    for noisy in ("httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = uvicorn.Config(
         app,
         ssl_certfile=str(settings.console.tls_certificate),

@@ -42,6 +42,15 @@ from console.sessions import (
 )
 
 _log = logging.getLogger("console")
+
+
+def event(name: str, *, level: int = logging.INFO, **fields: object) -> None:
+    """One structured log line (``pouch serve``'s formats): ids and codes, never a value
+    an officer typed, a person's data or a query string."""
+    present = {k: v for k, v in fields.items() if v is not None}
+    _log.log(level, name, extra={"pouch_event": {"event": name, **present}})
+
+
 _HERE = Path(__file__).parent
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -186,7 +195,7 @@ async def login(request: Request) -> Response:
             **extra,
         )
     except (OAuthError, OSError, ValueError) as e:
-        _log.warning("sign-in could not start: %s", type(e).__name__)
+        event("console_sign_in_unavailable", level=logging.WARNING, error=type(e).__name__)
         return render(request, "error.html", status_code=502, refusal=None, problem="idp")
     response.headers.append(
         "set-cookie",
@@ -205,7 +214,7 @@ async def callback(request: Request) -> Response:
         token = await console.oauth.authorize_access_token(request)
         officer = officer_from(token)
     except (OAuthError, SignInFailed) as e:
-        _log.warning("sign-in refused: %s", e.__class__.__name__)
+        event("console_sign_in_refused", level=logging.WARNING, error=type(e).__name__)
         return render(request, "error.html", status_code=401, refusal=None, problem="sign-in")
     finally:
         console.sessions.drop(entry.id)
@@ -216,7 +225,7 @@ async def callback(request: Request) -> Response:
         session.language, session.time_zone = old.language, old.time_zone
         console.sessions.drop(old.id)
     request.scope["pouch_session"] = session
-    _log.info("officer signed in", extra={"event": "console_sign_in", "officer": officer.subject})
+    event("console_sign_in", officer=officer.subject)
     idle = console.settings.console.session_idle_minutes * 60
     # A page, not a redirect: after the provider's cross-site redirect, a Strict cookie
     # is sent only on a navigation this site starts.
@@ -237,10 +246,7 @@ async def sign_out(request: Request) -> Response:
     if session is not None:
         if session.officer is not None:
             id_token = session.officer.id_token
-            _log.info(
-                "officer signed out",
-                extra={"event": "console_sign_out", "officer": session.officer.subject},
-            )
+            event("console_sign_out", officer=session.officer.subject)
         console.sessions.drop(session.id)
     target = "/signed-out"
     try:
@@ -342,15 +348,12 @@ class _Sessions:
             await self.app(scope, receive, send_with_headers)
         finally:
             route = scope.get("route")
-            _log.info(
-                "request",
-                extra={
-                    "event": "console_request",
-                    "method": scope.get("method"),
-                    "route": getattr(route, "path", "(static or unknown)"),
-                    "status": status,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
-                },
+            event(
+                "console_request",
+                method=scope.get("method"),
+                route=getattr(route, "path", "(static or unknown)"),
+                status=status,
+                seconds=round(time.monotonic() - started, 3),
             )
 
 
@@ -363,7 +366,7 @@ def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Resp
         return RedirectResponse("/sign-in", status_code=303)
 
     async def csrf_refused(request: Request, exc: Exception) -> Response:
-        _log.warning("form refused", extra={"event": "console_csrf_refused"})
+        event("console_form_refused", level=logging.WARNING, reason="CSRF_TOKEN")
         return render(request, "error.html", status_code=403, refusal=None, problem="csrf")
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
@@ -380,13 +383,11 @@ def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Resp
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         route = request.scope.get("route")
-        _log.error(
-            "request failed",
-            extra={
-                "event": "console_error",
-                "route": getattr(route, "path", "?"),
-                "error": type(exc).__name__,
-            },
+        event(
+            "console_error",
+            level=logging.ERROR,
+            route=getattr(route, "path", "?"),
+            error=type(exc).__name__,
         )
         return render(request, "error.html", status_code=500, refusal=None, problem="500")
 
@@ -434,6 +435,7 @@ def form_route(path: str, endpoint: Callable[[Request], Awaitable[Response]]) ->
         return await endpoint(request)
 
     checked.__name__ = endpoint.__name__
+    checked.pouch_form_checked = True  # type: ignore[attr-defined]
     return Route(path, checked, methods=["POST"])
 
 

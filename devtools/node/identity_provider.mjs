@@ -380,6 +380,11 @@ async function main() {
     });
   };
   process.on('SIGTERM', () => process.exit(0));
+  // stdout carries the ready line alone: whoever started the provider may stop reading
+  // it (`pouch demo --keep` exits), so the library's own notices go to stderr.
+  console.log = console.error;
+  console.info = console.error;
+  process.stdout.on('error', () => {});
   process.stdout.write(`ready ${issuer}\n`);
 }
 

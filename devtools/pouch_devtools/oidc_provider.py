@@ -193,6 +193,11 @@ class IdentityProvider:
         return self._issuer
 
     @property
+    def pid(self) -> int | None:
+        """The provider process's id while it runs (``pouch demo --keep`` prints it)."""
+        return None if self._process is None else self._process.pid
+
+    @property
     def resource(self) -> str:
         return str(self._config["resource"])
 

@@ -20,7 +20,16 @@ import click
     help="The console's TOML file.",
 )
 @click.option("--check", is_flag=True, help="Check the configuration and exit.")
-def console(config_path: Path, check: bool) -> None:
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    default="INFO",
+    show_default=True,
+)
+def console(config_path: Path, check: bool, log_format: str, log_level: str) -> None:
     """Serve the web console named by --config over HTTPS."""
     try:
         from console.serve import ConsoleStartError, serve
@@ -29,6 +38,6 @@ def console(config_path: Path, check: bool) -> None:
             f"the console needs the console extra: pip install 'pouch-gateway[console]' ({e.name})"
         ) from None
     try:
-        serve(config_path, check_only=check)
+        serve(config_path, check_only=check, log_format=log_format, log_level=log_level)
     except ConsoleStartError as e:
         raise click.ClickException(str(e)) from None

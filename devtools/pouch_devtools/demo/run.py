@@ -14,6 +14,7 @@ only when it runs, so a gateway installed without the development tools has none
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import shlex
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from pouch_devtools.console_site import ConsoleProcess, identity_provider, prepare_console
 from pouch_devtools.demo import report
 from pouch_devtools.demo.audit_scenario import run_audit_scenario
 from pouch_devtools.demo.civil_scenario import run_civil_scenario
@@ -31,6 +33,7 @@ from pouch_devtools.demo.deployment import GatewayProcess, RegistryProcess, Site
 from pouch_devtools.demo.identity_scenario import run_identity_scenario, seed_identity_documents
 from pouch_devtools.demo.representation_scenario import run_representation_scenario
 from pouch_devtools.demo.scenario import Step, run_scenario
+from pouch_devtools.oidc_provider import INSTALL_COMMAND, node_modules_present
 
 # AT asks BE (civil records, identities); LU, with no mission in Cabo Verde, asks BE's.
 REQUESTER, RESPONDER, REPRESENTED = "AT", "BE", "LU"
@@ -112,6 +115,51 @@ def _how_to_call(sites: dict[str, Site], running: Sequence[int], console: Consol
     )
 
 
+def start_consoles(sites: dict[str, Site], console: Console) -> list[int]:
+    """Each state's identity provider and ``pouch console``, left running; their pids.
+
+    Without the provider's Node.js packages the consoles are not started, and the
+    command that installs them is printed instead."""
+    if importlib.util.find_spec("authlib") is None:
+        console.print(
+            "\nThe consoles need the console extra: pip install -e '.[console]' -e ./devtools",
+            markup=False,
+        )
+        return []
+    if not node_modules_present():
+        console.print(
+            f"\nThe consoles need their identity provider's packages: run `{INSTALL_COMMAND}` "
+            "and `pouch demo --keep` again.",
+            markup=False,
+        )
+        return []
+    pids: list[int] = []
+    now = datetime.now(UTC)
+    for site in sites.values():
+        partners = [s for s in sites if s != site.state]
+        state_console = prepare_console(site, partners, now=now)
+        provider = identity_provider(state_console)
+        provider.start()
+        process = ConsoleProcess(state_console)
+        process.start()
+        pids += [p for p in (provider.pid, process.process and process.process.pid) if p]
+        console.print(
+            f"\n[bold]{site.state} console[/]: {state_console.url} (its certificate is issued "
+            f"by {site.state}'s CA, {site.pki.ca_cert}; identity provider {site.issuer})",
+            soft_wrap=True,
+        )
+        for officer in state_console.officers:
+            role = ", ".join(officer.scopes)
+            if officer.partner_state:
+                role += f", restricted to the partnership with {officer.partner_state}"
+            console.print(
+                f"  sign in as {officer.username} / {officer.password}  ({role})",
+                soft_wrap=True,
+                markup=False,
+            )
+    return pids
+
+
 def run_demo(workdir: Path | None, keep: bool) -> None:
     """What ``pouch demo`` runs: the states in ``workdir`` (a new temporary directory
     without it), every step, and the report; :class:`click.ClickException` when a step
@@ -123,7 +171,14 @@ def run_demo(workdir: Path | None, keep: bool) -> None:
         raise click.ClickException(f"{root} is not empty; give an empty --workdir")
     console.print(f"[bold]Pouch demo[/] in {root}")
     sites = prepare_sites(
-        root, STATES, now=datetime.now(UTC), agreements=AGREEMENTS, checkpoint_interval_s=0.5
+        root,
+        STATES,
+        now=datetime.now(UTC),
+        agreements=AGREEMENTS,
+        checkpoint_interval_s=0.5,
+        # Kept running, each state gets its web console and the identity provider its
+        # officers sign in at; the provider's issuer is in the gateways' configuration.
+        identity_providers=keep,
     )
     seed_identity_documents(sites[RESPONDER])
     pairs = " and ".join(f"{first}–{second}" for first, second in AGREEMENTS)
@@ -151,7 +206,9 @@ def run_demo(workdir: Path | None, keep: bool) -> None:
         failed = [s for s in steps if not s.as_expected]
         if keep:
             running = [p.process for p in processes] + [r.process for r in registries]
-            _how_to_call(sites, [p.pid for p in running if p is not None], console)
+            pids = [p.pid for p in running if p is not None]
+            pids += start_consoles(sites, console)
+            _how_to_call(sites, pids, console)
         if failed:
             raise click.ClickException(f"{len(failed)} step(s) did not behave as expected")
         console.print(f"[green]all {len(steps)} steps behaved as expected[/]")
