@@ -11,6 +11,7 @@ request bodies and never reach a log line or a page title.
 from __future__ import annotations
 
 import json
+import mimetypes
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from console.gateway_calls import GatewayRefusal
-from console.web import console_of, event, form_route, officer_of, render
+from console.web import console_of, event, form_route, officer_of, render, session_of
 from gateway.exchanges.case_machine import (
     COSTS_CLAIMABLE,
     CaseRole,
@@ -257,6 +258,7 @@ async def case_events(request: Request) -> Response:
     officer = officer_of(request, *CASE_SCOPES)
     console = console_of(request)
     case_id = request.path_params["case_id"]
+    session = session_of(request)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
@@ -265,6 +267,8 @@ async def case_events(request: Request) -> Response:
                 rep.WatchCaseRequest(case_id=case_id),
                 officer.access_token,
             ):
+                if session is None or not console.sessions.alive(session.id):
+                    return  # signed out or idle: the page says live updates stopped
                 if answer.event_kind == "current":
                     continue
                 yield {
@@ -343,7 +347,11 @@ async def attachment(request: Request) -> Response:
                 item.content,
                 media_type="application/octet-stream",
                 headers={
-                    "content-disposition": f'attachment; filename="attachment-{index + 1}"',
+                    # The name the officer gave may name the person: it is not repeated.
+                    "content-disposition": (
+                        f'attachment; filename="attachment-{index + 1}'
+                        f'{mimetypes.guess_extension(item.media_type) or ".bin"}"'
+                    ),
                     "x-content-type-options": "nosniff",
                 },
             )

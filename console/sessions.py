@@ -105,6 +105,13 @@ class SessionStore:
             session.last_seen = now
             return session
 
+    def alive(self, session_id: str) -> bool:
+        """Whether the session still stands, without counting this as its use."""
+        now = self._clock()
+        with self._lock:
+            session = self._sessions.get(session_id)
+            return session is not None and not self._expired(session, now)
+
     def drop(self, session_id: str) -> None:
         with self._lock:
             self._sessions.pop(session_id, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ CSP = (
     "base-uri 'none'"
 )
 CSRF_FIELD = "csrftoken"
+_LOCAL_PATH = re.compile(r"/(?:[A-Za-z0-9_\-]+(?:/[A-Za-z0-9_\-.]+)*)?")
 # Forms carry at most a note's attachments; the handler checks each one's own limit.
 MAX_FORM_FILES = 5
 
@@ -282,11 +284,8 @@ async def preferences(request: Request) -> Response:
         if isinstance(zone, str) and zone in i18n.TIME_ZONES:
             session.time_zone = zone
     back = form.get("back")
-    target = (
-        back
-        if isinstance(back, str) and back.startswith("/") and not back.startswith("//")
-        else "/"
-    )
+    # Only a path of this console: "//host" and "/\\host" would leave it.
+    target = back if isinstance(back, str) and _LOCAL_PATH.fullmatch(back) else "/"
     return RedirectResponse(target, status_code=303)
 
 

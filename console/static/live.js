@@ -12,6 +12,10 @@ if (live && status && "EventSource" in window) {
     live.innerHTML = await answer.text();
     status.textContent = status.dataset.textUpdated.replace("{event}", kind);
   });
+  // A 401 (the session ended) or a stream the console closed: say so, once.
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) status.textContent = status.dataset.textLost;
+  };
   source.addEventListener("refused", () => {
     status.textContent = status.dataset.textLost;
     source.close();

@@ -248,6 +248,42 @@ def test_the_auditor_checks_an_entry_in_the_browser_and_sees_tampering(
             expect(page.locator("#evidence-result")).to_contain_text(words)
             page.unroute("**/proof.json")
 
+        # Consistency between the checkpoint seen now and one after the log grew.
+        page.goto(f"{lu.url}/audit/checkpoints")
+        first_size = int(page.locator("#latest-checkpoint").get_attribute("data-size") or "0")
+        with officer(browser, lu, "lu-consul") as consul:
+            open_request(consul, lu, "Consistency", "Grows the log")
+            consul.get_by_label("Reason").select_option("REQUEST_WITHDRAWN")
+            consul.get_by_role("button", name="Cancel the request").click()
+            case_state(consul).to_have_attribute("data-state", "cancelled")
+        second_size = first_size
+
+        def grown() -> bool:
+            nonlocal second_size
+            page.goto(f"{lu.url}/audit/checkpoints")
+            second_size = int(page.locator("#latest-checkpoint").get_attribute("data-size") or "0")
+            return second_size > first_size
+
+        until(grown, what="a published checkpoint of the grown log")
+        form = page.locator("#consistency-check")
+
+        def check_consistency() -> None:
+            page.get_by_label("Older tree size").fill(str(first_size))
+            page.get_by_label("Newer tree size").fill(str(second_size))
+            page.get_by_role("button", name="Check consistency").click()
+
+        check_consistency()
+        expect(form).to_have_attribute("data-state", "verified", timeout=LIVE_TIMEOUT_MS)
+        expect(page.locator("#consistency-result")).to_contain_text(f"{second_size} entries")
+
+        def flip_consistency(body: dict[str, Any]) -> None:
+            body["hashes"] = [("A" if h[0] != "A" else "B") + h[1:] for h in body["hashes"]]
+
+        page.route("**/consistency.json*", tamper(flip_consistency))
+        check_consistency()
+        expect(form).to_have_attribute("data-state", "failed", timeout=LIVE_TIMEOUT_MS)
+        expect(page.locator("#consistency-result")).to_contain_text("FAILED")
+
 
 def test_forms_without_their_token_are_refused_and_cookies_and_headers_are_strict(
     deployment: Deployment, browser: Browser

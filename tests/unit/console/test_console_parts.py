@@ -7,14 +7,17 @@ session ends, how a language is chosen, and that no POST route escapes the form 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from babel.messages.pofile import read_po
 from starlette.routing import Route
+from starlette.testclient import TestClient
 
 from console import i18n
 from console.config import ConsoleConfigError, load_console_settings
@@ -215,7 +218,9 @@ def test_every_message_of_the_pages_has_a_french_translation(tmp_path: Path) -> 
                 assert isinstance(translated, str) and placeholder in translated, message
 
 
-def test_no_post_route_escapes_the_form_token(tmp_path: Path) -> None:
+@pytest.fixture
+def console_app(tmp_path: Path) -> Any:
+    """The whole console for a state BE whose PKI is real; no gateway or provider runs."""
     now = datetime.now(UTC)
     state = init_state(
         "BE",
@@ -242,11 +247,44 @@ def test_no_post_route_escapes_the_form_token(tmp_path: Path) -> None:
     }.items():
         text = text.replace(f'"{name}"', f'"{real}"')
     path.write_text(text, encoding="utf-8")
-    app = build_app(load_console_settings(path))
-    routes = app.app.router.routes  # type: ignore[attr-defined]
+    return build_app(load_console_settings(path))
+
+
+def test_no_post_route_escapes_the_form_token(console_app: Any) -> None:
+    routes = console_app.app.router.routes
     posts = [r for r in routes if isinstance(r, Route) and "POST" in (r.methods or ())]
     assert len(posts) >= 8
     assert [r.path for r in posts if not getattr(r.endpoint, "pouch_form_checked", False)] == []
+
+
+def test_a_form_needs_its_sessions_token_and_sends_back_only_to_a_local_path(
+    console_app: Any,
+) -> None:
+    with TestClient(console_app, base_url="https://testserver") as client:
+        page = client.get("/sign-in")
+        assert page.status_code == 200
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        token = re.search(r'name="csrftoken" value="([^"]+)"', page.text)
+        assert token is not None
+        sent = {"csrftoken": token.group(1), "language": "fr"}
+        for back, target in (
+            ("/cases", "/cases"),
+            ("//evil.example/x", "/"),
+            ("/\\evil.example", "/"),
+            ("https://evil.example", "/"),
+        ):
+            answer = client.post(
+                "/preferences", data={**sent, "back": back}, follow_redirects=False
+            )
+            assert (answer.status_code, answer.headers["location"]) == (303, target)
+        assert "Langue" in client.get("/sign-in").text  # the choice was kept
+        assert client.post("/preferences", data={"language": "en"}).status_code == 403
+        wrong = {"csrftoken": token.group(1)[::-1], "language": "en"}
+        assert client.post("/preferences", data=wrong).status_code == 403
+    with TestClient(console_app, base_url="https://testserver") as stranger:
+        # Another visitor's token is not this visitor's.
+        stranger.get("/sign-in")
+        assert stranger.post("/preferences", data=sent).status_code == 403
 
 
 def test_pouch_console_refuses_a_bad_file_with_one_line(tmp_path: Path) -> None:
