@@ -98,3 +98,45 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "pouch.service" not in result.stderr, result.stderr
+
+
+CONSOLE_UNIT = ROOT / "deploy" / "pouch-console.service"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("User", "pouch"),
+        ("NoNewPrivileges", "yes"),
+        ("ProtectSystem", "strict"),
+        ("PrivateTmp", "yes"),
+        ("ProtectHome", "yes"),
+        ("CapabilityBoundingSet", ""),
+        ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+        ("SystemCallFilter", "@system-service"),
+        ("UMask", "0077"),
+    ],
+)
+def test_the_console_unit_is_hardened_and_writes_nothing(key: str, value: str) -> None:
+    console = directives(CONSOLE_UNIT.read_text(encoding="utf-8"))
+    assert value in console.get(f"Service.{key}", []), f"{key}={value} missing from {CONSOLE_UNIT}"
+    (start,) = console["Service.ExecStart"]
+    assert start.startswith(f"{INSTALLED_POUCH} console --config /etc/pouch/console.toml")
+    assert "Service.ReadWritePaths" not in console and "Service.StateDirectory" not in console
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_systemd_accepts_the_console_unit(tmp_path: Path) -> None:
+    pouch = Path(sys.executable).parent / "pouch"
+    unit = tmp_path / "pouch-console.service"
+    text = CONSOLE_UNIT.read_text(encoding="utf-8").replace(INSTALLED_POUCH, str(pouch))
+    unit.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pouch-console.service" not in result.stderr, result.stderr
