@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import signal
+import ssl
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 
@@ -75,3 +81,41 @@ def test_pouch_demo_refuses_a_non_empty_workdir(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "is not empty" in result.stderr
+
+
+def test_pouch_demo_keep_leaves_each_states_console_and_provider_running(
+    tmp_path: Path,
+) -> None:
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--keep", "--workdir", str(workdir)],
+        env={**os.environ, "COLUMNS": "320"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    out = result.stdout
+    pids = [int(p) for p in re.search(r"stop them with: kill ([0-9 ]+)", out).group(1).split()]  # type: ignore[union-attr]
+    try:
+        assert result.returncode == 0, out + result.stderr
+        consoles = re.findall(
+            r"(AT|BE|LU) console: (https://127\.0\.0\.1:\d+) .*?identity provider (https://\S+)\)",
+            out,
+        )
+        assert sorted(state for state, _, _ in consoles) == ["AT", "BE", "LU"]
+        for state, url, issuer in consoles:
+            context = ssl.create_default_context(cafile=str(workdir / state / "pki" / "ca.crt"))
+            with urllib.request.urlopen(f"{url}/sign-in", context=context, timeout=10) as page:  # noqa: S310
+                assert page.status == 200
+                assert page.headers["content-security-policy"].startswith("default-src 'none'")
+            discovery = f"{issuer}/.well-known/openid-configuration"
+            with urllib.request.urlopen(discovery, context=context, timeout=10) as answer:  # noqa: S310
+                assert json.load(answer)["code_challenge_methods_supported"] == ["S256"]
+            # Each officer is printed with a password of their own.
+            for role in ("consul", "auditor", "operator"):
+                assert re.search(rf"sign in as {state.lower()}-{role} / \S+", out)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
