@@ -11,16 +11,14 @@ routes), closed when it ends, so tests share no state and run in any order.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-CHROMIUM_ENV = "POUCH_CHROMIUM"
-DEFAULT_CHROMIUM = Path("/usr/bin/chromium")
+from tests.needs import require_chromium
+
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -33,21 +31,10 @@ CHROMIUM_ARGS = [
 SERIOUS_IMPACTS = ("serious", "critical")
 
 
-def chromium_path() -> Path:
-    """The chromium to launch: ``POUCH_CHROMIUM`` if set, else Debian's."""
-    configured = os.environ.get(CHROMIUM_ENV)
-    return Path(configured) if configured else DEFAULT_CHROMIUM
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Debian's chromium, headless; one per test module (tests each open a context)."""
-    path = chromium_path()
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        reason = f"no chromium at {path}: .ci/run installs Debian's chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    path = require_chromium()
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(path), headless=True, args=CHROMIUM_ARGS

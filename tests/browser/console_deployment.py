@@ -11,13 +11,11 @@ the one LU's checkpoints also wait for: published means cosigned by every partne
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Page, expect
 
 from pouch_devtools.console_site import (
@@ -33,8 +31,8 @@ from pouch_devtools.demo.deployment import (
     agreement_id_for,
     prepare_sites,
 )
-from pouch_devtools.oidc_provider import INSTALL_COMMAND, node_modules_present
 from tests.integration.exchange_fixtures import FAST_DELIVERY
+from tests.needs import require_node_modules
 
 LU_BE = agreement_id_for("LU", "BE")
 LU_FR = agreement_id_for("LU", "FR")
@@ -48,15 +46,6 @@ class Deployment:
 
     def log_files(self) -> list[Path]:
         return sorted(p for p in self.root.rglob("*.log") if p.is_file())
-
-
-def require_node_modules() -> None:
-    if node_modules_present():
-        return
-    reason = f"the identity provider's Node.js packages are missing: run `{INSTALL_COMMAND}`"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @contextlib.contextmanager

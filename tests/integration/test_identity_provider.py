@@ -16,7 +16,6 @@ Without ``npm ci --prefix devtools/node`` the tests are skipped, and fail under
 
 from __future__ import annotations
 
-import os
 import ssl
 import time
 import warnings
@@ -44,13 +43,12 @@ from gateway.pki.layout import init_state, issue_client, issue_server
 from gateway.pki.tokens import JwksKeys, TokenVerifier
 from pouch_devtools.demo.deployment import free_port
 from pouch_devtools.oidc_provider import (
-    INSTALL_COMMAND,
     Account,
     Client,
     IdentityProvider,
     ProviderTls,
-    node_modules_present,
 )
+from tests.needs import require_chromium, require_node_modules
 
 with warnings.catch_warnings():
     # Authlib 1.9 warns that it runs on httpx rather than httpx2; httpx is what we have.
@@ -150,20 +148,11 @@ class Running:
         )
 
 
-def _require_node_modules() -> None:
-    if node_modules_present():
-        return
-    reason = f"the identity provider's Node.js packages are missing: run `{INSTALL_COMMAND}`"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """LU's PKI and its provider, shared by the module (the process is read-only to the
     tests: each signs in with its own browser and redeems its own code)."""
-    _require_node_modules()
+    require_node_modules()
     root = tmp_path_factory.mktemp("identity-provider")
     now = datetime.now(UTC)
     directory = init_state(
@@ -311,7 +300,7 @@ def _console_cert_der(running: Running, which: str = "console") -> bytes:
 
 def test_node_modules_are_installed() -> None:
     """A red line of its own under CI, besides every test's fixture error."""
-    _require_node_modules()
+    require_node_modules()
 
 
 def test_provider_keeps_the_configured_signing_key_port_and_issuer(
@@ -606,14 +595,9 @@ def test_officer_signs_in_from_a_browser_on_accessible_pages(running: Running) -
     # Imported here: the browser tests' launcher, and Playwright only when it runs.
     from playwright.sync_api import Route, sync_playwright
 
-    from tests.browser.conftest import CHROMIUM_ARGS, chromium_path, run_axe
+    from tests.browser.conftest import CHROMIUM_ARGS, run_axe
 
-    path = chromium_path()
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        reason = f"no chromium at {path}: .ci/run installs Debian's chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    path = require_chromium()
     verifier = generate_token(48)
     with running.relying_party() as rp:
         url, _ = rp.create_authorization_url(
