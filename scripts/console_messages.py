@@ -47,7 +47,7 @@ def extract(into: Path) -> Catalog:
             "-o",
             str(into),
             ".",
-        ],  # fmt: skip
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,
