@@ -12,6 +12,7 @@ provider, and an HTTPS server for the officers' browsers::
     tls_key = "pki/servers/console.key"
     session_idle_minutes = 15
     time_zone = "Europe/Brussels"                      # until an officer picks another
+    metrics_listen = "127.0.0.1:9465"                  # optional: Prometheus metrics
 
     [gateway]
     target = "127.0.0.1:7001"                          # the local API
@@ -96,6 +97,8 @@ class ConsoleSection(_Section):
     tls_key: Path
     session_idle_minutes: int = Field(default=15, ge=1, le=480)
     time_zone: Annotated[str, AfterValidator(_zone)] = "UTC"
+    # Prometheus metrics (console.metrics) over plain HTTP, when set: keep it internal.
+    metrics_listen: Annotated[str, AfterValidator(_listen)] | None = None
     # Largest attachment an officer may upload; the gateway's message limit bounds it too.
     max_attachment_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024)
 

@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 
 import uvicorn
+from prometheus_client import start_http_server
 
 from console.config import ConsoleConfigError, load_console_settings
 from gateway.events import configure_logging
@@ -75,5 +76,18 @@ def serve(
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
+    if settings.console.metrics_listen is not None:
+        metrics_host, _, metrics_port = settings.console.metrics_listen.rpartition(":")
+        try:
+            start_http_server(
+                int(metrics_port),
+                addr=metrics_host.strip("[]"),
+                registry=app.console.metrics.registry,
+            )
+        except OSError as e:
+            raise ConsoleStartError(
+                f"{config_path}: console.metrics_listen: {settings.console.metrics_listen} "
+                f"cannot be bound: {e.strerror}"
+            ) from None
     print(f"console of {settings.console.state} at {settings.console.public_url}", flush=True)
     server.run(sockets=[listener])

@@ -32,6 +32,7 @@ from console import i18n
 from console.auth import OAuthError, SignInFailed, make_oauth, officer_from
 from console.config import ConsoleSettings
 from console.gateway_calls import GatewayConnection, GatewayRefusal
+from console.metrics import ConsoleMetrics
 from console.sessions import (
     LOGIN_COOKIE,
     LOGIN_LIFETIME_S,
@@ -75,6 +76,7 @@ class Console:
     environments: dict[str, Environment] = field(default_factory=dict)
     log_keys: tuple[str, ...] = ()
     log_origin: str = ""
+    metrics: ConsoleMetrics = field(default_factory=ConsoleMetrics)
 
 
 class NotSignedIn(Exception):
@@ -198,6 +200,7 @@ async def login(request: Request) -> Response:
         )
     except (OAuthError, OSError, ValueError) as e:
         event("console_sign_in_unavailable", level=logging.WARNING, error=type(e).__name__)
+        console.metrics.sign_ins.labels("provider_unreachable").inc()
         return render(request, "error.html", status_code=502, refusal=None, problem="idp")
     response.headers.append(
         "set-cookie",
@@ -210,6 +213,7 @@ async def callback(request: Request) -> Response:
     console = console_of(request)
     entry = console.sessions.get(request.cookies.get(LOGIN_COOKIE))
     if entry is None or not entry.login:
+        console.metrics.sign_ins.labels("expired").inc()
         return render(request, "error.html", status_code=400, refusal=None, problem="login-expired")
     request.scope["session"] = entry.login
     try:
@@ -217,6 +221,7 @@ async def callback(request: Request) -> Response:
         officer = officer_from(token)
     except (OAuthError, SignInFailed) as e:
         event("console_sign_in_refused", level=logging.WARNING, error=type(e).__name__)
+        console.metrics.sign_ins.labels("refused").inc()
         return render(request, "error.html", status_code=401, refusal=None, problem="sign-in")
     finally:
         console.sessions.drop(entry.id)
@@ -228,6 +233,7 @@ async def callback(request: Request) -> Response:
         console.sessions.drop(old.id)
     request.scope["pouch_session"] = session
     event("console_sign_in", officer=officer.subject)
+    console.metrics.sign_ins.labels("signed_in").inc()
     idle = console.settings.console.session_idle_minutes * 60
     # A page, not a redirect: after the provider's cross-site redirect, a Strict cookie
     # is sent only on a navigation this site starts.
@@ -303,8 +309,9 @@ async def home(request: Request) -> Response:
 # --- the application ------------------------------------------------------------------
 
 
-class _Sessions:
-    """Finds the officer's session from its cookie; adds the security headers."""
+class ConsoleApp:
+    """The application as served: finds the officer's session from its cookie, adds the
+    security headers, logs and counts each request."""
 
     def __init__(self, app: ASGIApp, console: Console) -> None:
         self.app = app
@@ -346,14 +353,15 @@ class _Sessions:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
-            route = scope.get("route")
+            route = getattr(scope.get("route"), "path", "(static or unknown)")
             event(
                 "console_request",
                 method=scope.get("method"),
-                route=getattr(route, "path", "(static or unknown)"),
+                route=route,
                 status=status,
                 seconds=round(time.monotonic() - started, 3),
             )
+            self.console.metrics.requests.labels(route, scope.get("method", "?"), status).inc()
 
 
 def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
@@ -366,6 +374,7 @@ def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Resp
 
     async def csrf_refused(request: Request, exc: Exception) -> Response:
         event("console_form_refused", level=logging.WARNING, reason="CSRF_TOKEN")
+        console_of(request).metrics.forms_refused.inc()
         return render(request, "error.html", status_code=403, refusal=None, problem="csrf")
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
@@ -373,6 +382,7 @@ def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Resp
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayRefusal)
+        console_of(request).metrics.gateway_refusals.labels(exc.status, exc.reason or "-").inc()
         status = 502 if exc.unreached else _HTTP_STATUS.get(exc.status, 400)
         return render(request, "error.html", status_code=status, refusal=exc, problem=None)
 
@@ -438,7 +448,7 @@ def form_route(path: str, endpoint: Callable[[Request], Awaitable[Response]]) ->
     return Route(path, checked, methods=["POST"])
 
 
-def build_app(settings: ConsoleSettings, routes: Sequence[BaseRoute] | None = None) -> ASGIApp:
+def build_app(settings: ConsoleSettings, routes: Sequence[BaseRoute] | None = None) -> ConsoleApp:
     """The whole console for ``settings``; ``routes`` adds pages (tests, demo)."""
     from console import audit_view, desk, operator_view, trust
 
@@ -474,4 +484,5 @@ def build_app(settings: ConsoleSettings, routes: Sequence[BaseRoute] | None = No
 
     app = Starlette(routes=all_routes, exception_handlers=_error_handlers(), lifespan=lifespan)
     app.state.console = console
-    return _Sessions(app, console)
+    console.metrics.count_sessions(lambda: len(console.sessions))
+    return ConsoleApp(app, console)

@@ -128,6 +128,7 @@ def prepare_console(site: Site, partners: Sequence[str], *, now: datetime) -> Co
                 f'tls_certificate = "{pki / "servers" / "console.crt"}"',
                 f'tls_key = "{pki / "servers" / "console.key"}"',
                 "session_idle_minutes = 15",
+                f'metrics_listen = "127.0.0.1:{free_port()}"',
                 'time_zone = "Europe/Brussels"',
                 "",
                 "[gateway]",

@@ -266,6 +266,11 @@ def test_a_form_needs_its_sessions_token_and_sends_back_only_to_a_local_path(
         assert client.post("/preferences", data={"language": "en"}).status_code == 403
         wrong = {"csrftoken": token.group(1)[::-1], "language": "en"}
         assert client.post("/preferences", data=wrong).status_code == 403
+    registry = console_app.console.metrics.registry
+    assert registry.get_sample_value("pouch_console_forms_refused_total") == 2
+    refused = {"route": "/preferences", "method": "POST", "status": "403"}
+    assert registry.get_sample_value("pouch_console_requests_total", refused) == 2
+    assert registry.get_sample_value("pouch_console_sessions") == 1
     with TestClient(console_app, base_url="https://testserver") as stranger:
         # Another visitor's token is not this visitor's.
         stranger.get("/sign-in")
