@@ -10,6 +10,7 @@ request bodies and never reach a log line or a page title.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import uuid
@@ -36,6 +37,8 @@ from pouch.v1 import representation_pb2 as rep
 
 CASE_SCOPES = ("representation:request", "representation:act")
 SOON = timedelta(hours=24)
+# How often a quiet live stream looks whether its session still stands.
+SESSION_CHECK_S = 15.0
 _STATE_PREFIX = "CASE_STATE_"
 _KIND_PREFIX = "ASSISTANCE_KIND_"
 KINDS = tuple(
@@ -261,14 +264,26 @@ async def case_events(request: Request) -> Response:
     session = session_of(request)
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        try:
-            async for answer in console.gateway.stream(
+        answers = aiter(
+            console.gateway.stream(
                 console.gateway.representation().WatchCase,
                 rep.WatchCaseRequest(case_id=case_id),
                 officer.access_token,
-            ):
+            )
+        )
+        pending: asyncio.Future[Any] = asyncio.ensure_future(anext(answers))
+        try:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=SESSION_CHECK_S)
                 if session is None or not console.sessions.alive(session.id):
                     return  # signed out or idle: the page says live updates stopped
+                if not done:
+                    continue
+                try:
+                    answer = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = asyncio.ensure_future(anext(answers))
                 if answer.event_kind == "current":
                     continue
                 yield {
@@ -279,6 +294,8 @@ async def case_events(request: Request) -> Response:
                 }
         except GatewayRefusal as refusal:
             yield {"event": "refused", "data": json.dumps({"reason": refusal.reason})}
+        finally:
+            pending.cancel()
 
     return EventSourceResponse(events(), ping=15)
 
