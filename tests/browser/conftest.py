@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.browser.evidence_site import SignedLog, Site, build_signed_log, serving
 from tests.needs import require_chromium
 
 CHROMIUM_ARGS = [
@@ -79,3 +80,19 @@ def run_axe(page: Page) -> list[dict[str, Any]]:
         page.evaluate(f"() => {{ {axe_script()}\n}}")
     violations: list[dict[str, Any]] = page.evaluate(_AXE_RUN)
     return [v for v in violations if v["impact"] in SERIOUS_IMPACTS]
+
+
+@pytest.fixture(scope="module")
+def signed_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SignedLog]:
+    """The evidence tests' log, built once per module and never written again."""
+    signed, engine = build_signed_log(tmp_path_factory.mktemp("browser-log"))
+    try:
+        yield signed
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def site(signed_log: SignedLog) -> Iterator[Site]:
+    with serving(signed_log) as served:
+        yield served
