@@ -7,6 +7,7 @@ session ends, how a language is chosen, and that no POST route escapes the form 
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -288,3 +289,36 @@ def test_pouch_console_refuses_a_bad_file_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "console.listen" in lines[0] and "Traceback" not in done.stderr
+
+
+# The console is a client of the gateway: it reads the contract, the trust bundle and a
+# few pure rules, never the server, its storage or its delivery.
+CONSOLE_MAY_NOT_IMPORT = (
+    "gateway.server",
+    "gateway.store",
+    "gateway.delivery",
+    "gateway.cli",
+    "gateway.policy",
+    "gateway.agreements",
+)
+
+
+def test_the_console_reaches_the_gateway_only_through_its_api() -> None:
+    found = []
+    for path in sorted((ROOT / "console").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                if name.startswith(CONSOLE_MAY_NOT_IMPORT) or (
+                    name.startswith("gateway.exchanges")
+                    and name != "gateway.exchanges.case_machine"
+                ):
+                    found.append(f"{path.relative_to(ROOT)}: {name}")
+    assert found == []
