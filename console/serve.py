@@ -16,6 +16,7 @@ import uvicorn
 from prometheus_client import start_http_server
 
 from console.config import ConsoleConfigError, load_console_settings
+from console.preflight import preflight
 from gateway.events import configure_logging
 from gateway.pki.bundle import BundleError
 
@@ -44,6 +45,11 @@ def serve(
             f"{config_path}: gateway.trust_bundle: {settings.gateway.trust_bundle}: {e}"
         ) from None
     if check_only:
+        findings = preflight(settings)
+        for finding in findings:
+            print(finding.line())
+        if not all(f.ok for f in findings):
+            raise ConsoleStartError(f"{config_path}: the console cannot serve as configured")
         print(f"{config_path}: the console's configuration is sound")
         return
     host, _, port_text = settings.console.listen.rpartition(":")

@@ -17,6 +17,9 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +30,7 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, Page, Route, expect
 
 from pouch_devtools.console_site import ConsoleSite
+from pouch_devtools.demo.deployment import free_port
 from tests.browser.conftest import run_axe
 from tests.browser.console_deployment import LU_BE, LU_FR, Deployment, running_deployment, sign_in
 
@@ -391,3 +395,28 @@ def test_every_page_type_passes_axe(
         page.screenshot(path=str(screenshots / "operator.png"), full_page=True)
         found["operator"] = run_axe(page)
     assert {name: v for name, v in found.items() if v} == {}
+
+
+def test_pouch_console_check_reaches_the_gateway_and_the_provider_or_says_which_not(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    lu = deployment.consoles["LU"]
+
+    def check(config: Path) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "gateway", "console", "--config", str(config), "--check"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+    sound = check(lu.config_path)
+    assert sound.returncode == 0, sound.stdout + sound.stderr
+    assert sound.stdout.count("OK ") == 2 and "SERVING" in sound.stdout
+    closed = tmp_path / "console.toml"
+    text = lu.config_path.read_text(encoding="utf-8")
+    target = deployment.sites["LU"].local_target
+    closed.write_text(text.replace(target, f"127.0.0.1:{free_port()}"), encoding="utf-8")
+    for name in ("oidc-client-secret",):
+        shutil.copy(lu.config_path.parent / name, tmp_path / name)
+    refused = check(closed)
+    assert refused.returncode == 1
+    assert "FAIL gateway" in refused.stdout and "UNAVAILABLE" in refused.stdout
+    assert "OK   identity provider" in refused.stdout
+    assert "Traceback" not in refused.stdout + refused.stderr
