@@ -188,6 +188,8 @@ def identity_provider(console: ConsoleSite) -> IdentityProvider:
         ],
         port=port,
         signing_jwk=private_signing_jwk(site.idp),
+        # A working day: the console's idle timeout ends an officer's session sooner.
+        access_token_ttl_s=8 * 3600,
     )
 
 
