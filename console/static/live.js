@@ -10,7 +10,9 @@ if (live && status && "EventSource" in window) {
     const answer = await fetch(live.dataset.panelUrl, { credentials: "same-origin" });
     if (!answer.ok) return;
     live.innerHTML = await answer.text();
-    status.textContent = status.dataset.textUpdated.replace("{event}", kind);
+    let labels = {};
+    try { labels = JSON.parse(status.dataset.eventLabels || "{}"); } catch { labels = {}; }
+    status.textContent = status.dataset.textUpdated.replace("{event}", labels[kind] || kind);
   });
   // A 401 (the session ended) or a stream the console closed: say so, once.
   source.onerror = () => {

@@ -171,6 +171,7 @@ def test_a_lost_documents_request_is_worked_by_both_consulates_live(
         acknowledge = lu_page.get_by_role("button", name="Acknowledge the costs")
         expect(acknowledge).to_be_visible(timeout=LIVE_TIMEOUT_MS)
         expect(lu_page.locator("#costs")).to_contain_text("45.50 EUR")
+        expect(lu_page.locator("#live-status")).to_have_text("The case was updated: costs claimed.")
         lu_page.screenshot(path=str(screenshots / "case.png"), full_page=True)
         acknowledge.click()
         expect(lu_page.locator("#costs")).to_contain_text("yes")
