@@ -54,7 +54,7 @@ class Decision(StrEnum):
 
 
 def _optional(pattern: re.Pattern[str], value: str | None, name: str) -> None:
-    if value is not None and not pattern.match(value):
+    if value is not None and not pattern.fullmatch(value):
         raise ValueError(f"audit entry field {name} breaks its rule")
 
 
@@ -92,7 +92,7 @@ class AuditEvent:
         ):
             _optional(_TOKEN, getattr(self, name), name)
         for path in (*self.removed_paths, *self.transformed_paths):
-            if not _PATH.match(path):
+            if not _PATH.fullmatch(path):
                 raise ValueError("audit entry paths must be field paths, never values")
 
     def as_document(self) -> dict[str, Any]:

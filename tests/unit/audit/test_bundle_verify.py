@@ -591,6 +591,10 @@ def test_entry_breaking_the_v1_encoding_is_named(deployment: Deployment) -> None
     versioned = json.dumps({**document_, "agreement_version": True}).encode()
     assert entry_problem(versioned) is not None
     assert entry_problem(valid.replace(b'"registry-fr"', b'"J Dupont"')) is not None
+    # A rule's "$" would let a trailing newline through; the browser's check refuses it too.
+    assert entry_problem(valid.replace(b'"DE"', b'"DE\\n"')) is not None
+    with pytest.raises(ValueError, match="peer_state"):
+        make_event(1, peer_state="DE\n")
 
     # Appended raw, such an entry is in the tree, but is still not a v1 entry.
     deployment.log._append_rows(
