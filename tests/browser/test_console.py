@@ -207,7 +207,7 @@ def test_a_lost_documents_request_is_worked_by_both_consulates_live(
 
 
 def test_the_auditor_checks_an_entry_in_the_browser_and_sees_tampering(
-    deployment: Deployment, browser: Browser, screenshots: Path
+    deployment: Deployment, browser: Browser, screenshots: Path, tmp_path: Path
 ) -> None:
     lu = deployment.consoles["LU"]
     with officer(browser, lu, "lu-auditor") as page:
@@ -288,6 +288,20 @@ def test_the_auditor_checks_an_entry_in_the_browser_and_sees_tampering(
         check_consistency()
         expect(form).to_have_attribute("data-state", "failed", timeout=LIVE_TIMEOUT_MS)
         expect(page.locator("#consistency-result")).to_contain_text("FAILED")
+
+        # The exported bundle verifies offline against the states' trust bundles.
+        page.goto(f"{lu.url}/audit")
+        with page.expect_download() as download:
+            page.get_by_role("link", name="Export a bundle for pouch audit verify").click()
+        exported = tmp_path / "lu-audit-bundle.json"
+        download.value.save_as(exported)
+    sites = deployment.sites
+    verify = [sys.executable, "-m", "gateway", "audit", "verify", str(exported)]
+    for state in ("LU", "BE", "FR"):
+        verify += ["--bundle", str(sites[state].pki.bundle)]
+    verified = subprocess.run(verify, capture_output=True, text=True, timeout=120, check=False)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "VERIFIED" in verified.stdout
 
 
 def test_forms_without_their_token_are_refused_and_cookies_and_headers_are_strict(
