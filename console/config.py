@@ -34,6 +34,8 @@ file, the key and the rule (:mod:`gateway.config_file` words them as for the gat
 from __future__ import annotations
 
 import re
+import stat
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -42,6 +44,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from gateway.bounded_text import TextRefused
 from gateway.config_file import describe_validation, read_document
+from gateway.pki.caller_files import CallerFileRefused, check_caller_files
 
 _STATE = re.compile(r"^[A-Z]{2}$")
 _LISTEN = re.compile(r"^(?P<host>[^\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
@@ -183,3 +186,42 @@ def load_console_settings(path: Path) -> ConsoleSettings:
     if not settings.client_secret:
         raise ConsoleConfigError(f"{path}: oidc.client_secret_file: the file is empty")
     return settings
+
+
+def check_console_files(settings: ConsoleSettings, *, now: datetime) -> None:
+    """The PEM files make the two TLS identities they are for, and the secrets are
+    private; one :class:`ConsoleConfigError` naming the key and the rule otherwise.
+
+    gRPC and the TLS library would say only that a handshake failed, or nothing until
+    an officer's first page; this names the file first.
+    """
+    source = settings.source
+    secrets = (
+        ("console.tls_key", settings.console.tls_key),
+        ("gateway.key", settings.gateway.key),
+        ("oidc.client_secret_file", settings.oidc.client_secret_file),
+    )
+    for name, path in secrets:
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise ConsoleConfigError(
+                f"{source}: {name}: {path} has mode {stat.S_IMODE(mode):04o}; "
+                "it must be readable by its owner only (chmod 600)"
+            )
+    pairs = (
+        ("gateway.certificate", "gateway.key", settings.gateway.certificate, settings.gateway.key),
+        (
+            "console.tls_certificate",
+            "console.tls_key",
+            settings.console.tls_certificate,
+            settings.console.tls_key,
+        ),
+    )
+    for certificate_key, key_key, certificate, private_key in pairs:
+        try:
+            check_caller_files(
+                ca=settings.gateway.ca, certificate=certificate, key=private_key, now=now
+            )
+        except CallerFileRefused as e:
+            names = {settings.gateway.ca: "gateway.ca", certificate: certificate_key}
+            raise ConsoleConfigError(f"{source}: {names.get(e.path, key_key)}: {e}") from None

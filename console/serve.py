@@ -10,12 +10,13 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
 from prometheus_client import start_http_server
 
-from console.config import ConsoleConfigError, load_console_settings
+from console.config import ConsoleConfigError, check_console_files, load_console_settings
 from console.preflight import preflight
 from gateway.events import configure_logging
 from gateway.pki.bundle import BundleError
@@ -36,6 +37,10 @@ def serve(
 
     try:
         settings = load_console_settings(config_path)
+    except ConsoleConfigError as e:
+        raise ConsoleStartError(str(e)) from None
+    try:
+        check_console_files(settings, now=datetime.now(UTC))
     except ConsoleConfigError as e:
         raise ConsoleStartError(str(e)) from None
     try:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from console import i18n
-from console.config import ConsoleConfigError, load_console_settings
+from console.config import ConsoleConfigError, check_console_files, load_console_settings
 from console.sessions import MAX_ANONYMOUS, Officer, SessionStore, cookie_header
 from console.web import build_app
 from gateway.pki.layout import init_state, issue_client, issue_server
@@ -205,8 +205,8 @@ def test_every_message_of_the_pages_has_a_french_translation() -> None:
 
 
 @pytest.fixture
-def console_app(tmp_path: Path) -> Any:
-    """The whole console for a state BE whose PKI is real; no gateway or provider runs."""
+def real_config(tmp_path: Path) -> Path:
+    """A console of state BE whose PKI is real; no gateway or provider runs."""
     now = datetime.now(UTC)
     state = init_state(
         "BE",
@@ -222,6 +222,7 @@ def console_app(tmp_path: Path) -> Any:
         state.root, "console", dns_names=["localhost"], ip_addresses=["127.0.0.1"], now=now
     )
     path = write_config(tmp_path)
+    (tmp_path / "secret").chmod(0o600)
     text = path.read_text()
     for name, real in {
         "server.crt": cert,
@@ -233,7 +234,28 @@ def console_app(tmp_path: Path) -> Any:
     }.items():
         text = text.replace(f'"{name}"', f'"{real}"')
     path.write_text(text, encoding="utf-8")
-    return build_app(load_console_settings(path))
+    return path
+
+
+@pytest.fixture
+def console_app(real_config: Path) -> Any:
+    return build_app(load_console_settings(real_config))
+
+
+def test_key_files_must_be_private_and_match_their_certificates(real_config: Path) -> None:
+    settings = load_console_settings(real_config)
+    now = datetime.now(UTC)
+    check_console_files(settings, now=now)
+    settings.gateway.key.chmod(0o644)
+    with pytest.raises(ConsoleConfigError, match=r"gateway\.key: .* mode 0644; .*chmod 600"):
+        check_console_files(settings, now=now)
+    settings.gateway.key.chmod(0o600)
+    swapped = real_config.read_text().replace(
+        str(settings.console.tls_key), str(settings.gateway.key)
+    )
+    real_config.write_text(swapped, encoding="utf-8")
+    with pytest.raises(ConsoleConfigError, match=r"console\.tls_key: "):
+        check_console_files(load_console_settings(real_config), now=now)
 
 
 def test_no_post_route_escapes_the_form_token(console_app: Any) -> None:
