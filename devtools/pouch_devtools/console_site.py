@@ -40,51 +40,42 @@ READY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
-class Officer:
-    username: str
-    password: str = field(repr=False)
-    name: str
-    scopes: tuple[str, ...]
-    partner_state: str | None = None
-
-
-@dataclass(frozen=True)
 class ConsoleSite:
     site: Site
     port: int
     config_path: Path
-    officers: tuple[Officer, ...]
+    officers: tuple[Account, ...]
     client_secret: str = field(repr=False)
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
-    def officer(self, username: str) -> Officer:
+    def officer(self, username: str) -> Account:
         for officer in self.officers:
             if officer.username == username:
                 return officer
         raise KeyError(username)
 
 
-def _officers(state: str, partners: Sequence[str]) -> tuple[Officer, ...]:
+def _officers(state: str, partners: Sequence[str]) -> tuple[Account, ...]:
     s = state.lower()
 
     def password() -> str:
         return secrets.token_urlsafe(12)
 
     officers = [
-        Officer(
+        Account(
             f"{s}-consul",
             password(),
             f"Consular officer {state}",
             ("representation:request", "representation:act"),
         ),
-        Officer(f"{s}-auditor", password(), f"Auditor {state}", ("audit:read",)),
-        Officer(f"{s}-operator", password(), f"Operator {state}", ("admin",)),
+        Account(f"{s}-auditor", password(), f"Auditor {state}", ("audit:read",)),
+        Account(f"{s}-operator", password(), f"Operator {state}", ("admin",)),
     ]
     officers += [
-        Officer(
+        Account(
             f"{p.lower()}-auditor-at-{s}",
             password(),
             f"Auditor of {p} at {state}",
@@ -180,12 +171,7 @@ def identity_provider(console: ConsoleSite) -> IdentityProvider:
                 post_logout_redirect_uris=(f"{console.url}/signed-out",),
             )
         ],
-        accounts=[
-            Account(
-                o.username, o.password, name=o.name, scopes=o.scopes, partner_state=o.partner_state
-            )
-            for o in console.officers
-        ],
+        accounts=console.officers,
         port=port,
         signing_jwk=private_signing_jwk(site.idp),
         # A working day: the console's idle timeout ends an officer's session sooner.
