@@ -25,15 +25,12 @@ from starlette.routing import Route
 
 from console.gateway_calls import GatewayRefusal
 from console.web import console_of, officer_of, render
+from console.wire import EXCHANGE_TYPES
 from gateway.audit.entry import Decision, EventKind
-from pouch.v1 import audit_pb2, common_pb2
+from pouch.v1 import audit_pb2
 
 AUDIT_SCOPE = "audit:read"
 PAGE = 50
-_EXCHANGE_PREFIX = "EXCHANGE_TYPE_"
-EXCHANGE_TYPES = tuple(
-    name.removeprefix(_EXCHANGE_PREFIX).lower() for name, n in common_pb2.ExchangeType.items() if n
-)
 EVENT_KINDS = tuple(kind.value for kind in EventKind)
 DECISIONS = tuple(decision.value for decision in Decision)
 
@@ -49,12 +46,6 @@ def _day(value: str, *, end: bool) -> Timestamp | None:
     return stamp
 
 
-def _exchange_name(value: int) -> str:
-    if not value:
-        return ""
-    return common_pb2.ExchangeType.Name(value).removeprefix(_EXCHANGE_PREFIX).lower()  # type: ignore[arg-type]
-
-
 def entry_row(entry: audit_pb2.AuditEntry) -> dict[str, Any]:
     return {
         "index": entry.index,
@@ -63,7 +54,7 @@ def entry_row(entry: audit_pb2.AuditEntry) -> dict[str, Any]:
         "message_id": entry.message_id,
         "agreement": entry.agreement.id,
         "agreement_version": entry.agreement.version,
-        "exchange_type": _exchange_name(entry.exchange_type),
+        "exchange_type": EXCHANGE_TYPES.code(entry.exchange_type),
         "purpose": entry.purpose,
         "partner": entry.peer_state,
         "principal": entry.principal,
@@ -102,10 +93,7 @@ async def entries(request: Request) -> Response:
         listing.until.CopyFrom(until)
     if filters["event"] in EVENT_KINDS:
         listing.event_kind = filters["event"]
-    if filters["exchange"] in EXCHANGE_TYPES:
-        listing.exchange_type = common_pb2.ExchangeType.Value(
-            _EXCHANGE_PREFIX + filters["exchange"].upper()
-        )
+    listing.exchange_type = EXCHANGE_TYPES.value(filters["exchange"])
     if filters["agreement"]:
         listing.agreement_id = filters["agreement"]
     if filters["partner"]:
@@ -128,7 +116,7 @@ async def entries(request: Request) -> Response:
         rows=rows,
         filters=filters,
         event_kinds=EVENT_KINDS,
-        exchange_types=EXCHANGE_TYPES,
+        exchange_types=EXCHANGE_TYPES.all,
         decisions=DECISIONS,
         next_query=next_query,
     )

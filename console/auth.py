@@ -12,7 +12,6 @@ gateway decides every call on the same token.
 
 from __future__ import annotations
 
-import logging
 import ssl
 import time
 import warnings
@@ -28,8 +27,6 @@ with warnings.catch_warnings():
 
 from console.config import ConsoleSettings
 from console.sessions import Officer
-
-_log = logging.getLogger("console.auth")
 
 
 class SignInFailed(Exception):

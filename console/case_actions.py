@@ -17,14 +17,12 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from console.desk import CASE_SCOPES, KINDS, fetch_case
+from console.desk import CASE_SCOPES, fetch_case
 from console.gateway_calls import GatewayRefusal
 from console.web import console_of, event, form_route, officer_of, render
+from console.wire import CASE_STATES, KINDS
 from pouch.v1 import agreement_pb2, common_pb2
 from pouch.v1 import representation_pb2 as rep
-
-_STATE_PREFIX = "CASE_STATE_"
-_KIND_PREFIX = "ASSISTANCE_KIND_"
 
 
 async def transition(request: Request) -> Response:
@@ -34,14 +32,12 @@ async def transition(request: Request) -> Response:
     form = await request.form()
     target = str(form.get("target", ""))
     reason = str(form.get("reason", ""))
-    try:
-        target_state = rep.CaseState.Value(_STATE_PREFIX + target.upper())
-    except ValueError:
-        target_state = rep.CASE_STATE_UNSPECIFIED
     # The gateway decides every move, also one this page did not offer.
     await console.gateway.call(
         console.gateway.representation().TransitionCase,
-        rep.TransitionCaseRequest(case_id=case_id, target_state=target_state, reason=reason),
+        rep.TransitionCaseRequest(
+            case_id=case_id, target_state=CASE_STATES.value(target), reason=reason
+        ),
         officer.access_token,
     )
     return RedirectResponse(f"/cases/{case_id}", status_code=303)
@@ -184,7 +180,7 @@ async def _representation_agreements(request: Request) -> list[dict[str, Any]]:
 
 async def new_case_form(request: Request) -> Response:
     agreements = await _representation_agreements(request)
-    return render(request, "new_case.html", agreements=agreements, kinds=KINDS)
+    return render(request, "new_case.html", agreements=agreements, kinds=KINDS.all)
 
 
 async def open_case(request: Request) -> Response:
@@ -220,17 +216,13 @@ async def open_case(request: Request) -> Response:
         person.date_of_birth.CopyFrom(
             common_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
         )
-    try:
-        kind_value = rep.AssistanceKind.Value(_KIND_PREFIX + kind.upper())
-    except ValueError:
-        kind_value = rep.ASSISTANCE_KIND_UNSPECIFIED
     request_message = rep.RequestAssistanceRequest(
         client_reference=f"console-{uuid.uuid4()}",
         representing_state=partner,
         mission_country=str(form.get("mission_country", "")).upper(),
         agreement_id=agreement_id,
         purpose=str(form.get("purpose", "")),
-        kind=kind_value,
+        kind=KINDS.value(kind),
         person=person,
         summary=str(form.get("summary", "")),
     )

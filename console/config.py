@@ -38,10 +38,10 @@ import stat
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from console.i18n import is_time_zone
 from gateway.bounded_text import TextRefused
 from gateway.config_file import describe_validation, read_document
 from gateway.pki.caller_files import CallerFileRefused, check_caller_files
@@ -81,10 +81,8 @@ def _https(value: str) -> str:
 
 
 def _zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("must name an IANA time zone, e.g. Europe/Brussels") from None
+    if not is_time_zone(value):
+        raise ValueError("must name an IANA time zone, e.g. Europe/Brussels")
     return value
 
 

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from console.gateway_calls import GatewayRefusal
 from console.web import console_of, officer_of, render, session_of
+from console.wire import CASE_STATES, KINDS
 from gateway.exchanges.case_machine import (
     COSTS_CLAIMABLE,
     CaseRole,
@@ -36,12 +37,6 @@ CASE_SCOPES = ("representation:request", "representation:act")
 SOON = timedelta(hours=24)
 # How often a quiet live stream looks whether its session still stands.
 SESSION_CHECK_S = 15.0
-_STATE_PREFIX = "CASE_STATE_"
-_KIND_PREFIX = "ASSISTANCE_KIND_"
-KINDS = tuple(
-    name.removeprefix(_KIND_PREFIX).lower() for name, n in rep.AssistanceKind.items() if n
-)
-STATES = tuple(name.removeprefix(_STATE_PREFIX).lower() for name, n in rep.CaseState.items() if n)
 # The scope each role's moves need at the gateway.
 ROLE_SCOPE = {
     CaseRole.REQUESTING: "representation:request",
@@ -49,14 +44,6 @@ ROLE_SCOPE = {
 }
 # Moves whose reason the machine's other party reads.
 NEEDS_REASON = frozenset({CaseStatus.DECLINED, CaseStatus.FAILED, CaseStatus.CANCELLED})
-
-
-def state_name(value: int) -> str:
-    return rep.CaseState.Name(value).removeprefix(_STATE_PREFIX).lower()  # type: ignore[arg-type]
-
-
-def kind_name(value: int) -> str:
-    return rep.AssistanceKind.Name(value).removeprefix(_KIND_PREFIX).lower()  # type: ignore[arg-type]
 
 
 def _deadline(case: rep.RepresentationCase) -> datetime | None:
@@ -88,10 +75,8 @@ async def desk(request: Request) -> Response:
     wanted_partner = query.get("partner", "").upper()
     wanted_due = query.get("due", "")
     listing = rep.ListCasesRequest(page_size=200)
-    if wanted_state in STATES:
-        listing.state = rep.CaseState.Value(_STATE_PREFIX + wanted_state.upper())
-    if wanted_kind in KINDS:
-        listing.kind = rep.AssistanceKind.Value(_KIND_PREFIX + wanted_kind.upper())
+    listing.state = CASE_STATES.value(wanted_state)
+    listing.kind = KINDS.value(wanted_kind)
     answer = await console.gateway.call(
         console.gateway.representation().ListCases, listing, officer.access_token
     )
@@ -114,8 +99,8 @@ async def desk(request: Request) -> Response:
                 "case_id": case.case_id,
                 "role": role.value,
                 "partner": partner,
-                "kind": kind_name(case.kind),
-                "state": state_name(case.state),
+                "kind": KINDS.code(case.kind),
+                "state": CASE_STATES.code(case.state),
                 "deadline": deadline,
                 "urgency": urgency,
                 "updated_at": case.updated_at.ToDatetime(tzinfo=UTC),
@@ -128,8 +113,8 @@ async def desk(request: Request) -> Response:
         request,
         "desk.html",
         rows=rows,
-        kinds=KINDS,
-        states=STATES,
+        kinds=KINDS.all,
+        states=CASE_STATES.all,
         partners=partners,
         filters={
             "state": wanted_state,
@@ -142,7 +127,7 @@ async def desk(request: Request) -> Response:
 
 def _actions(case: rep.RepresentationCase, me: str, scopes: frozenset[str]) -> dict[str, Any]:
     role = role_in(case, me)
-    current = CaseStatus(state_name(case.state))
+    current = CaseStatus(CASE_STATES.code(case.state))
     own_scope = ROLE_SCOPE[role] in scopes
     moves = sorted(allowed_targets(current, role), key=lambda s: list(CaseStatus).index(s))
     return {
@@ -179,8 +164,8 @@ def _case_context(request: Request, case: rep.RepresentationCase) -> dict[str, A
     person = case.person
     return {
         "case": case,
-        "case_state": state_name(case.state),
-        "kind": kind_name(case.kind),
+        "case_state": CASE_STATES.code(case.state),
+        "kind": KINDS.code(case.kind),
         "deadline": deadline,
         "urgency": _urgency(deadline, datetime.now(UTC)),
         "actions": _actions(case, me, officer.scopes),
@@ -203,7 +188,7 @@ def _case_context(request: Request, case: rep.RepresentationCase) -> dict[str, A
         "history": [
             {
                 "event_kind": e.event_kind,
-                "state": state_name(e.state),
+                "state": CASE_STATES.code(e.state),
                 "actor_state": e.actor_state,
                 "message_id": e.message_id,
                 "at": e.occurred_at.ToDatetime(tzinfo=UTC),
@@ -286,7 +271,10 @@ async def case_events(request: Request) -> Response:
                 yield {
                     "event": "case",
                     "data": json.dumps(
-                        {"event_kind": answer.event_kind, "state": state_name(answer.case.state)}
+                        {
+                            "event_kind": answer.event_kind,
+                            "state": CASE_STATES.code(answer.case.state),
+                        }
                     ),
                 }
         except GatewayRefusal as refusal:

@@ -12,7 +12,7 @@ import functools
 import io
 from datetime import UTC, datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from babel import Locale, negotiate_locale
 from babel.dates import format_datetime
@@ -24,7 +24,6 @@ from markupsafe import Markup, escape
 LANGUAGES = ("en", "fr")
 DEFAULT_LANGUAGE = "en"
 LANGUAGE_NAMES = {"en": "English", "fr": "Français"}
-TIME_ZONES = tuple(sorted(z for z in available_timezones() if "/" in z or z == "UTC"))
 _LOCALE_DIR = Path(__file__).parent / "locale"
 DOMAIN = "console"
 
@@ -41,6 +40,15 @@ def translations(language: str) -> Translations:
     write_mo(buffer, catalog)
     buffer.seek(0)
     return Translations(buffer, domain=DOMAIN)
+
+
+def is_time_zone(name: str) -> bool:
+    """Whether ``name`` is an IANA time zone this machine knows (``Europe/Brussels``)."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def choose_language(chosen: str | None, accept_language: str | None) -> str:

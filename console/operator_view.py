@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from console.web import console_of, event, form_route, officer_of, render
+from console.wire import AGREEMENT_STATUSES, DIAGNOSTIC_STATUSES
 from pouch.v1 import agreement_pb2, gateway_pb2
 
 ADMIN = "admin"
@@ -26,10 +27,6 @@ def _at(stamp: Timestamp, present: bool = True) -> datetime | None:
     if not present or (stamp.seconds == 0 and stamp.nanos == 0):
         return None
     return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _status_name(value: int) -> str:
-    return agreement_pb2.AgreementStatus.Name(value).removeprefix("AGREEMENT_STATUS_").lower()  # type: ignore[arg-type]
 
 
 async def operator_page(request: Request) -> Response:
@@ -65,9 +62,7 @@ async def operator_page(request: Request) -> Response:
     findings = [
         {
             "check": f.check,
-            "status": gateway_pb2.DiagnosticStatus.Name(f.status)
-            .removeprefix("DIAGNOSTIC_STATUS_")
-            .lower(),
+            "status": DIAGNOSTIC_STATUSES.code(f.status),
             "detail": f.detail,
             "remedy": f.remedy,
         }
@@ -87,7 +82,7 @@ async def operator_page(request: Request) -> Response:
                 "id": a.ref.id,
                 "version": a.ref.version,
                 "title": a.title,
-                "status": _status_name(a.status),
+                "status": AGREEMENT_STATUSES.code(a.status),
                 "reason": a.inactive_reason,
                 "valid_from": _at(a.valid_from, a.HasField("valid_from")),
                 "valid_until": _at(a.valid_until, a.HasField("valid_until")),

@@ -14,15 +14,15 @@ Each finding is one line naming what was checked and, on failure, what to do.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from dataclasses import dataclass
 
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from console.auth import provider_tls
 from console.config import ConsoleSettings
-from gateway.connect import ClientIdentity, secure_channel
+from console.gateway_calls import GatewayConnection
 
 TIMEOUT_S = 10.0
 
@@ -38,23 +38,22 @@ class Finding:
 
 
 async def _gateway(settings: ConsoleSettings) -> Finding:
-    section = settings.gateway
-    identity = ClientIdentity.from_files(
-        trusted_ca=section.ca, certificate=section.certificate, private_key=section.key
-    )
-    check = f"gateway {section.target}"
-    async with secure_channel(section.target, identity) as channel:
-        try:
-            answer = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S
-            )
-        except grpc.aio.AioRpcError as e:
-            return Finding(
-                False,
-                check,
-                f"{e.code().name}: check gateway.target, gateway.ca and that the gateway "
-                "takes gateway.certificate (issued by the state's CA, not revoked)",
-            )
+    """Over the same connection the console's pages use."""
+    connection = GatewayConnection(settings.gateway)
+    check = f"gateway {settings.gateway.target}"
+    try:
+        answer = await health_pb2_grpc.HealthStub(connection.channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError as e:
+        return Finding(
+            False,
+            check,
+            f"{e.code().name}: check gateway.target, gateway.ca and that the gateway "
+            "takes gateway.certificate (issued by the state's CA, not revoked)",
+        )
+    finally:
+        await connection.close()
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
     return Finding(answer.status == health_pb2.HealthCheckResponse.SERVING, check, status)
 
@@ -62,11 +61,9 @@ async def _gateway(settings: ConsoleSettings) -> Finding:
 async def _provider(settings: ConsoleSettings) -> Finding:
     issuer = settings.oidc.issuer
     check = f"identity provider {issuer}"
-    context = ssl.create_default_context(
-        cafile=str(settings.oidc.ca) if settings.oidc.ca is not None else None
-    )
     try:
-        async with httpx.AsyncClient(verify=context, timeout=TIMEOUT_S) as client:
+        # The TLS the sign-in uses: the provider's CA, the console's certificate.
+        async with httpx.AsyncClient(verify=provider_tls(settings), timeout=TIMEOUT_S) as client:
             answer = await client.get(f"{issuer}/.well-known/openid-configuration")
         answer.raise_for_status()
         document = answer.json()

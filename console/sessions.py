@@ -51,7 +51,6 @@ class Officer:
 @dataclass
 class Session:
     id: str
-    created_at: float
     last_seen: float
     officer: Officer | None = None
     language: str | None = None
@@ -63,17 +62,16 @@ class Session:
 
 
 class SessionStore:
-    """Sessions by id, dropped after ``idle_s`` without use or at ``hard_expiry``."""
+    """Sessions by id, dropped after ``idle_s`` without use, or when the officer's
+    access token expires."""
 
     def __init__(
         self,
         *,
         idle_s: float,
-        lifetime_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._idle_s = idle_s
-        self._lifetime_s = lifetime_s
         self._clock = clock
         self._sessions: MutableMapping[str, Session] = {}
         self._lock = threading.Lock()
@@ -86,7 +84,7 @@ class SessionStore:
             if len(pool) >= (MAX_ANONYMOUS if anonymous else MAX_SESSIONS):
                 oldest = min(pool, key=lambda s: s.last_seen)
                 del self._sessions[oldest.id]
-            session = Session(id=secrets.token_urlsafe(32), created_at=now, last_seen=now)
+            session = Session(id=secrets.token_urlsafe(32), last_seen=now)
             self._sessions[session.id] = session
             return session
 
@@ -121,8 +119,6 @@ class SessionStore:
 
     def _expired(self, session: Session, now: float) -> bool:
         if now - session.last_seen > self._idle_s:
-            return True
-        if self._lifetime_s is not None and now - session.created_at > self._lifetime_s:
             return True
         return session.officer is not None and now >= session.officer.token_expires_at
 

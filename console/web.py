@@ -15,7 +15,7 @@ import hmac
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,11 +82,7 @@ class NotSignedIn(Exception):
 
 
 class NotAllowed(Exception):
-    """The officer's scopes do not allow this page or action."""
-
-    def __init__(self, scope: str) -> None:
-        super().__init__(scope)
-        self.scope = scope
+    """The officer's scopes do not allow this page or action (the first scope named)."""
 
 
 def console_of(request: Request) -> Console:
@@ -122,10 +118,6 @@ def zone_of(request: Request) -> str:
     if session is not None and session.time_zone:
         return session.time_zone
     return console_of(request).settings.console.time_zone
-
-
-def gettext(request: Request) -> Callable[[str], str]:
-    return i18n.translations(language_of(request)).gettext
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -178,7 +170,7 @@ async def preferences(request: Request) -> Response:
         if isinstance(language, str) and language in i18n.LANGUAGES:
             session.language = language
         zone = form.get("time_zone")
-        if isinstance(zone, str) and zone in i18n.TIME_ZONES:
+        if isinstance(zone, str) and i18n.is_time_zone(zone):
             session.time_zone = zone
     back = form.get("back")
     # Only a path of this console: "//host" and "/\\host" would leave it.
@@ -339,8 +331,8 @@ def form_route(path: str, endpoint: Callable[[Request], Awaitable[Response]]) ->
     return Route(path, checked, methods=["POST"])
 
 
-def build_app(settings: ConsoleSettings, routes: Sequence[BaseRoute] | None = None) -> ConsoleApp:
-    """The whole console for ``settings``; ``routes`` adds pages (tests, demo)."""
+def build_app(settings: ConsoleSettings) -> ConsoleApp:
+    """The whole console for ``settings``."""
     from console import audit_view, case_actions, desk, operator_view, sign_in, trust
 
     log_origin, log_keys = trust.log_keys(settings.gateway.trust_bundle)
@@ -362,7 +354,6 @@ def build_app(settings: ConsoleSettings, routes: Sequence[BaseRoute] | None = No
         *desk.routes,
         *audit_view.routes,
         *operator_view.routes,
-        *(routes or ()),
         Mount("/static", app=StaticFiles(directory=_HERE / "static"), name="static"),
     ]
 
