@@ -17,6 +17,7 @@ import time
 import warnings
 from typing import Any
 
+import httpx
 from authlib.deprecate import AuthlibDeprecationWarning
 
 with warnings.catch_warnings():
@@ -31,6 +32,11 @@ from console.sessions import Officer
 
 class SignInFailed(Exception):
     """The provider's answer could not make a session; the message names the step."""
+
+
+PROVIDER_UNREACHABLE: tuple[type[Exception], ...] = (httpx.HTTPError, OSError)
+"""What Authlib's calls to the provider raise when it does not answer (httpx's errors
+are not ``OSError``s)."""
 
 
 def provider_tls(settings: ConsoleSettings) -> ssl.SSLContext:
@@ -96,4 +102,11 @@ def officer_from(token: dict[str, Any], *, now: float | None = None) -> Officer:
     )
 
 
-__all__ = ["OAuthError", "SignInFailed", "make_oauth", "officer_from", "provider_tls"]
+__all__ = [
+    "PROVIDER_UNREACHABLE",
+    "OAuthError",
+    "SignInFailed",
+    "make_oauth",
+    "officer_from",
+    "provider_tls",
+]

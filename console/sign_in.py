@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from console.auth import OAuthError, SignInFailed, officer_from
+from console.auth import PROVIDER_UNREACHABLE, OAuthError, SignInFailed, officer_from
 from console.sessions import LOGIN_COOKIE, LOGIN_LIFETIME_S, SESSION_COOKIE, cookie_header
 from console.web import console_of, event, form_route, language_of, render, session_of
 
@@ -44,10 +44,9 @@ async def login(request: Request) -> Response:
             ui_locales=language,
             **extra,
         )
-    except (OAuthError, OSError, ValueError) as e:
-        event("console_sign_in_unavailable", level=logging.WARNING, error=type(e).__name__)
-        console.metrics.sign_ins.labels("provider_unreachable").inc()
-        return render(request, "error.html", status_code=502, refusal=None, problem="idp")
+    except (OAuthError, ValueError, *PROVIDER_UNREACHABLE) as e:
+        console.sessions.drop(entry.id)
+        return _provider_unreachable(request, e)
     response.headers.append(
         "set-cookie",
         cookie_header(LOGIN_COOKIE, entry.id, same_site="Lax", max_age=int(LOGIN_LIFETIME_S)),
@@ -59,12 +58,16 @@ async def callback(request: Request) -> Response:
     console = console_of(request)
     entry = console.sessions.get(request.cookies.get(LOGIN_COOKIE))
     if entry is None or not entry.login:
+        event("console_sign_in_refused", level=logging.WARNING, reason="LOGIN_EXPIRED")
         console.metrics.sign_ins.labels("expired").inc()
         return render(request, "error.html", status_code=400, refusal=None, problem="login-expired")
     request.scope["session"] = entry.login
     try:
         token = await console.oauth.authorize_access_token(request)
         officer = officer_from(token)
+    except PROVIDER_UNREACHABLE as e:
+        console.sessions.drop(entry.id)
+        return _provider_unreachable(request, e)
     except (OAuthError, SignInFailed) as e:
         event("console_sign_in_refused", level=logging.WARNING, error=type(e).__name__)
         console.metrics.sign_ins.labels("refused").inc()
@@ -106,7 +109,9 @@ async def sign_out(request: Request) -> Response:
     try:
         metadata = await console.oauth.load_server_metadata()
         end_session = metadata.get("end_session_endpoint")
-    except (OAuthError, OSError, ValueError):
+    except (OAuthError, ValueError, *PROVIDER_UNREACHABLE) as e:
+        # Signed out here all the same; the provider's own session outlives it.
+        event("console_sign_out_local_only", level=logging.WARNING, error=type(e).__name__)
         end_session = None
     if isinstance(end_session, str) and id_token:
         result = await console.oauth.create_logout_url(
@@ -119,6 +124,12 @@ async def sign_out(request: Request) -> Response:
         "set-cookie", cookie_header(SESSION_COOKIE, "", same_site="Strict", max_age=0)
     )
     return response
+
+
+def _provider_unreachable(request: Request, error: Exception) -> Response:
+    event("console_sign_in_unavailable", level=logging.WARNING, error=type(error).__name__)
+    console_of(request).metrics.sign_ins.labels("provider_unreachable").inc()
+    return render(request, "error.html", status_code=502, refusal=None, problem="idp")
 
 
 async def signed_out(request: Request) -> Response:

@@ -265,6 +265,13 @@ def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Resp
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayRefusal)
+        event(
+            "console_refused",
+            level=logging.WARNING,
+            route=getattr(request.scope.get("route"), "path", "?"),
+            status=exc.status,
+            reason=exc.reason or None,
+        )
         console_of(request).metrics.gateway_refusals.labels(exc.status, exc.reason or "-").inc()
         status = 502 if exc.unreached else _HTTP_STATUS.get(exc.status, 400)
         return render(request, "error.html", status_code=status, refusal=exc, problem=None)

@@ -11,6 +11,7 @@ import ast
 import re
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from starlette.testclient import TestClient
 
 from console import i18n
 from console.config import ConsoleConfigError, check_console_files, load_console_settings
-from console.sessions import MAX_ANONYMOUS, Officer, SessionStore, cookie_header
+from console.sessions import MAX_ANONYMOUS, SESSION_COOKIE, Officer, SessionStore, cookie_header
 from console.web import build_app
 from gateway.pki.layout import init_state, issue_client, issue_server
+from pouch_devtools.demo.deployment import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -204,8 +206,7 @@ def test_every_message_of_the_pages_has_a_french_translation() -> None:
                 assert isinstance(translated, str) and placeholder in translated, message
 
 
-@pytest.fixture
-def real_config(tmp_path: Path) -> Path:
+def real_config_at(tmp_path: Path, **changes: str) -> Path:
     """A console of state BE whose PKI is real; no gateway or provider runs."""
     now = datetime.now(UTC)
     state = init_state(
@@ -221,7 +222,7 @@ def real_config(tmp_path: Path) -> Path:
     cert, key = issue_server(
         state.root, "console", dns_names=["localhost"], ip_addresses=["127.0.0.1"], now=now
     )
-    path = write_config(tmp_path)
+    path = write_config(tmp_path, **changes)
     (tmp_path / "secret").chmod(0o600)
     text = path.read_text()
     for name, real in {
@@ -235,6 +236,11 @@ def real_config(tmp_path: Path) -> Path:
         text = text.replace(f'"{name}"', f'"{real}"')
     path.write_text(text, encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def real_config(tmp_path: Path) -> Path:
+    return real_config_at(tmp_path)
 
 
 @pytest.fixture
@@ -344,3 +350,71 @@ def test_the_console_reaches_the_gateway_only_through_its_api() -> None:
                 ):
                     found.append(f"{path.relative_to(ROOT)}: {name}")
     assert found == []
+
+
+def console_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The structured events the console logged (``console.web.event``)."""
+    return [r.__dict__["pouch_event"] for r in caplog.records if "pouch_event" in r.__dict__]
+
+
+def signed_in(app: Any, client: TestClient, scopes: frozenset[str]) -> None:
+    """An officer's session put straight into the console's store (no provider runs)."""
+    session = app.console.sessions.new()
+    session.officer = Officer("be-consul", "B. Consul", scopes, "token", time.time() + 600)
+    client.cookies.set(SESSION_COOKIE, session.id)
+
+
+@pytest.fixture
+def unreachable_app(tmp_path: Path) -> Any:
+    """A console whose gateway and identity provider listen nowhere."""
+    closed = free_port()
+    path = real_config_at(
+        tmp_path, target=f'"127.0.0.1:{closed}"', issuer=f'"https://127.0.0.1:{closed}"'
+    )
+    return build_app(load_console_settings(path))
+
+
+def test_an_unreachable_identity_provider_is_a_page_counted_and_logged(
+    unreachable_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = unreachable_app.console.metrics.registry
+    with TestClient(unreachable_app, base_url="https://testserver") as client:
+        answer = client.get("/auth/login", follow_redirects=False)
+        assert answer.status_code == 502
+        assert "The identity provider could not be reached." in answer.text
+        expired = client.get("/auth/callback?code=x&state=y")
+        assert expired.status_code == 400
+        # Signing out does not wait on the provider: the session ends here all the same.
+        signed_in(unreachable_app, client, frozenset({"admin"}))
+        token = re.search(r'name="csrftoken" value="([^"]+)"', client.get("/signed-out").text)
+        assert token is not None
+        out = client.post("/sign-out", data={"csrftoken": token.group(1)}, follow_redirects=False)
+        assert (out.status_code, out.headers["location"]) == (303, "/signed-out")
+        assert client.get("/cases", follow_redirects=False).headers["location"] == "/sign-in"
+    outcomes = {"provider_unreachable": 1.0, "expired": 1.0}
+    for outcome, count in outcomes.items():
+        assert (
+            registry.get_sample_value("pouch_console_sign_ins_total", {"outcome": outcome}) == count
+        )
+    events = [getattr(r, "pouch_event", {}).get("event") for r in caplog.records]
+    assert {"console_sign_in_unavailable", "console_sign_in_refused"} <= set(events)
+    assert "console_sign_out_local_only" in events
+
+
+def test_an_unreachable_gateway_is_a_page_counted_and_logged(
+    unreachable_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(unreachable_app, base_url="https://testserver") as client:
+        signed_in(unreachable_app, client, frozenset({"representation:act"}))
+        answer = client.get("/cases")
+    assert answer.status_code == 502
+    assert "The gateway could not be reached" in answer.text
+    registry = unreachable_app.console.metrics.registry
+    labels = {"status": "UNAVAILABLE", "reason": "-"}
+    assert registry.get_sample_value("pouch_console_gateway_refusals_total", labels) == 1
+    (refused,) = [e for e in console_events(caplog) if e.get("event") == "console_refused"]
+    assert refused == {
+        "event": "console_refused",
+        "route": "/cases",
+        "status": "UNAVAILABLE",
+    }
