@@ -27,7 +27,6 @@ from typing import Any
 
 import grpc.aio
 from cryptography import x509
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.agreements.registry import LoadedAgreement
@@ -35,6 +34,7 @@ from gateway.audit.entry import Decision, EventKind
 from gateway.audit.refusal_counts import recent_refusals
 from gateway.audit.start_evidence import record_start
 from gateway.config import Settings
+from gateway.delivery.case_wire import timestamp
 from gateway.delivery.partners import PARTNER_BUNDLES_DIR, Partner
 from gateway.delivery.resend import DeadLetterResend
 from gateway.metrics import (
@@ -171,12 +171,6 @@ def _load_partners(
             crl=crl,
         )
     return partners
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 class Gateway:
@@ -483,14 +477,14 @@ class Gateway:
                     state=p.state,
                     peer_endpoint=p.endpoint,
                     bundle_digest=self._partner_bundle(p).digest,
-                    ca_not_after=_timestamp(
+                    ca_not_after=timestamp(
                         self._partner_bundle(p).ca_certificate.not_valid_after_utc
                     ),
                 )
                 for p in sorted(self.partners.values(), key=lambda p: p.state)
             ],
             schema_revision=current_revision(self.engine) or "",
-            tls_certificate_not_after=_timestamp(self.tls_certificate.not_valid_after_utc),
+            tls_certificate_not_after=timestamp(self.tls_certificate.not_valid_after_utc),
         )
 
     def _certificates_in_use(self) -> dict[str, bytes]:

@@ -19,10 +19,10 @@ from typing import Any
 
 import grpc
 import grpc.aio
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import __version__
 from gateway.audit.refusal_counts import RefusalCount
+from gateway.delivery.case_wire import timestamp
 from gateway.errors import (
     AuthenticationRejected,
     FieldViolation,
@@ -260,29 +260,21 @@ def _operator_figures(
             stage=row.stage,
             partner_state=row.partner,
             messages=row.count,
-            oldest=_timestamp(row.oldest),
+            oldest=timestamp(row.oldest),
         )
         for store, read in views.backlogs.items()
         for row in sorted(read(), key=lambda row: (row.partner, row.stage))
     ]
     refusals = [
         gateway_pb2.RefusalCount(
-            reason_code=found.reason_code, count=found.count, last_at=_timestamp(found.last_at)
+            reason_code=found.reason_code, count=found.count, last_at=timestamp(found.last_at)
         )
         for found in views.refusals_since(views.clock() - RECENT_REFUSALS)
     ]
     return backlogs, refusals
 
 
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _dead_letter(letter: DeadLetter) -> gateway_pb2.DeadLetter:
-    stored = Timestamp()
-    stored.FromDatetime(letter.stored_at)
     return gateway_pb2.DeadLetter(
         message_id=letter.message_id,
         direction=letter.direction,
@@ -292,6 +284,6 @@ def _dead_letter(letter: DeadLetter) -> gateway_pb2.DeadLetter:
         exchange_type=letter.exchange_type,
         reason_code=letter.reason_code,
         attempts=letter.attempts,
-        stored_at=stored,
+        stored_at=timestamp(letter.stored_at),
         case_id=letter.case_id or "",
     )

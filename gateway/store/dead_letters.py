@@ -190,17 +190,18 @@ class HeldDeadLetter:
     purpose: str
     kind: str | None
     reason_code: str
-    request_id: str | None
 
 
-_UNDELIVERED_DEAD = and_(
-    outbox.c.status == OutboxStatus.DEAD.value,
-    outbox.c.envelope.is_not(None),
+_UNTAKEN = and_(
     outbox.c.receipt.is_(None),
     outbox.c.outcome.is_(None),
     outbox.c.delivered_at.is_(None),
 )
-"""Dead, its envelope held, and no sign the partner ever took it."""
+"""No sign the partner ever took the message: no receipt, outcome or delivery time."""
+_UNDELIVERED_DEAD = and_(
+    outbox.c.status == OutboxStatus.DEAD.value, outbox.c.envelope.is_not(None), _UNTAKEN
+)
+"""Dead, its envelope held, and never taken."""
 
 
 def held_for_resend_within(conn: Connection, message_id: str) -> HeldDeadLetter:
@@ -215,14 +216,9 @@ def held_for_resend_within(conn: Connection, message_id: str) -> HeldDeadLetter:
             outbox.c.purpose,
             outbox.c.kind,
             outbox.c.last_error_reason,
-            outbox.c.request_id,
             outbox.c.status,
             outbox.c.envelope.is_not(None).label("held"),
-            and_(
-                outbox.c.receipt.is_(None),
-                outbox.c.outcome.is_(None),
-                outbox.c.delivered_at.is_(None),
-            ).label("untaken"),
+            _UNTAKEN.label("untaken"),
         ).where(outbox.c.message_id == message_id)
     ).one_or_none()
     if row is None:
@@ -247,7 +243,6 @@ def held_for_resend_within(conn: Connection, message_id: str) -> HeldDeadLetter:
         purpose=row.purpose,
         kind=row.kind,
         reason_code=row.last_error_reason or "",
-        request_id=row.request_id,
     )
 
 
