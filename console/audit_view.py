@@ -13,6 +13,7 @@ URL asks for, and an entry outside it is "not found".
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time
@@ -26,7 +27,10 @@ from starlette.routing import Route
 from console.gateway_calls import GatewayRefusal
 from console.web import console_of, officer_of, render
 from console.wire import EXCHANGE_TYPES
+from gateway.audit.checkpoint import Checkpoint, MalformedCheckpoint
 from gateway.audit.entry import Decision, EventKind
+from gateway.audit.note import MalformedNote, Note, parse_note
+from gateway.pki.note_keys import SIGNATURE_SIZE
 from pouch.v1 import audit_pb2
 
 AUDIT_SCOPE = "audit:read"
@@ -146,16 +150,18 @@ async def entry_page(request: Request) -> Response:
     )
 
 
-def tree_size_of(note: str) -> int:
-    """The size line of a checkpoint note (its second line)."""
-    lines = note.split("\n")
-    if len(lines) < 3 or not lines[1].isdigit():
+def opened(note: str) -> tuple[Checkpoint, Note]:
+    """The checkpoint and signature lines of the gateway's note, read as the gateway
+    writes them; its signatures are the browser's to check."""
+    try:
+        parsed = parse_note(note)
+        return Checkpoint.parse(parsed.text), parsed
+    except (MalformedNote, MalformedCheckpoint):
         raise GatewayRefusal(
             status="FAILED_PRECONDITION",
             reason="CHECKPOINT_MALFORMED",
-            message="the gateway's checkpoint has no tree size line",
-        )
-    return int(lines[1])
+            message="the gateway's checkpoint is not a signed checkpoint note",
+        ) from None
 
 
 async def _checkpoint(request: Request, size: int = 0) -> tuple[str, bool]:
@@ -179,7 +185,7 @@ async def proof_json(request: Request) -> Response:
     console = console_of(request)
     entry = await _entry(request)
     note, _published = await _checkpoint(request)
-    size = tree_size_of(note)
+    size = opened(note)[0].size
     if entry.index >= size:
         return JSONResponse(
             {"error": "ENTRY_NOT_YET_CHECKPOINTED", "index": entry.index, "tree_size": size},
@@ -209,12 +215,14 @@ async def consistency_json(request: Request) -> Response:
         second = int(request.query_params.get("second", ""))
     except ValueError:
         return JSONResponse({"error": "SIZES_INVALID"}, status_code=400)
-    first_note, _ = await _checkpoint(request, first)
-    second_note, _ = await _checkpoint(request, second)
-    proof = await console.gateway.call(
-        console.gateway.audit().GetConsistencyProof,
-        audit_pb2.GetConsistencyProofRequest(first_size=first, second_size=second),
-        officer.access_token,
+    (first_note, _), (second_note, _), proof = await asyncio.gather(
+        _checkpoint(request, first),
+        _checkpoint(request, second),
+        console.gateway.call(
+            console.gateway.audit().GetConsistencyProof,
+            audit_pb2.GetConsistencyProofRequest(first_size=first, second_size=second),
+            officer.access_token,
+        ),
     )
     return JSONResponse(
         {
@@ -227,34 +235,34 @@ async def consistency_json(request: Request) -> Response:
     )
 
 
-def signature_lines(note: str) -> list[dict[str, str]]:
-    """Who signed a note: each signature line's name, key id and type, as written."""
-    _, _, signatures = note.partition("\n\n")
-    found = []
-    for line in signatures.splitlines():
-        if not line.startswith("— "):
-            continue
-        name, _, material = line[2:].partition(" ")
-        try:
-            raw = base64.b64decode(material, validate=True)
-        except ValueError:
-            continue
-        kind = {64 + 4: "Ed25519", 64 + 12: "Ed25519 cosignature"}.get(len(raw), "ML-DSA-44")
-        found.append({"name": name, "key_id": raw[:4].hex(), "kind": kind})
-    return found
+# What a signature line is, by the length of its signature: a note signature, an
+# Ed25519 cosignature (timestamp and signature), or an ML-DSA-44 one.
+_SIGNATURE_KINDS = {SIGNATURE_SIZE: "Ed25519", 8 + SIGNATURE_SIZE: "Ed25519 cosignature"}
+
+
+def signature_lines(note: Note) -> list[dict[str, str]]:
+    """Who signed a note: each signature line's name, key id and kind, as written."""
+    return [
+        {
+            "name": line.key_name,
+            "key_id": f"{line.key_id:08x}",
+            "kind": _SIGNATURE_KINDS.get(len(line.signature), "ML-DSA-44"),
+        }
+        for line in note.signatures
+    ]
 
 
 async def checkpoints(request: Request) -> Response:
     officer_of(request, AUDIT_SCOPE)
     note, published = await _checkpoint(request)
-    size = tree_size_of(note)
+    checkpoint, parsed = opened(note)
     return render(
         request,
         "checkpoints.html",
         note=note,
         published=published,
-        tree_size=size,
-        signatures=signature_lines(note),
+        tree_size=checkpoint.size,
+        signatures=signature_lines(parsed),
         log_vkeys=list(console_of(request).log_keys),
         log_origin=console_of(request).log_origin,
     )

@@ -6,6 +6,7 @@ comes back refused, in words. Form values travel in request bodies only.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mimetypes
 import uuid
@@ -150,17 +151,24 @@ async def _representation_agreements(request: Request) -> list[dict[str, Any]]:
         agreement_pb2.ListAgreementsRequest(),
         officer.access_token,
     )
-    found = []
-    for summary in answer.agreements:
-        if summary.status != agreement_pb2.AGREEMENT_STATUS_ACTIVE:
-            continue
-        if common_pb2.EXCHANGE_TYPE_REPRESENTATION not in summary.exchange_types:
-            continue
-        detail = await console.gateway.call(
-            console.gateway.agreements().GetAgreement,
-            agreement_pb2.GetAgreementRequest(agreement_id=summary.ref.id),
-            officer.access_token,
+    held = [
+        summary
+        for summary in answer.agreements
+        if summary.status == agreement_pb2.AGREEMENT_STATUS_ACTIVE
+        and common_pb2.EXCHANGE_TYPE_REPRESENTATION in summary.exchange_types
+    ]
+    details = await asyncio.gather(
+        *(
+            console.gateway.call(
+                console.gateway.agreements().GetAgreement,
+                agreement_pb2.GetAgreementRequest(agreement_id=summary.ref.id),
+                officer.access_token,
+            )
+            for summary in held
         )
+    )
+    found = []
+    for summary, detail in zip(held, details, strict=True):
         document = json.loads(detail.canonical_json or b"{}")
         directions = document.get("exchanges", {}).get("representation", {})
         for partner in summary.parties:

@@ -8,6 +8,7 @@ and the dead letters, each with a re-send button the gateway decides on.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,17 +35,18 @@ async def operator_page(request: Request) -> Response:
     console = console_of(request)
     gateway = console.gateway
     token = officer.access_token
-    info = await gateway.call(
-        gateway.gateway().GetGatewayInfo, gateway_pb2.GetGatewayInfoRequest(), token
-    )
-    diagnostics = await gateway.call(
-        gateway.gateway().RunDiagnostics, gateway_pb2.RunDiagnosticsRequest(), token
-    )
-    agreements = await gateway.call(
-        gateway.agreements().ListAgreements, agreement_pb2.ListAgreementsRequest(), token
-    )
-    dead = await gateway.call(
-        gateway.gateway().ListDeadLetters, gateway_pb2.ListDeadLettersRequest(page_size=100), token
+    # Four independent questions, asked at once: the doctor's alone waits on partners.
+    info, diagnostics, agreements, dead = await asyncio.gather(
+        gateway.call(gateway.gateway().GetGatewayInfo, gateway_pb2.GetGatewayInfoRequest(), token),
+        gateway.call(gateway.gateway().RunDiagnostics, gateway_pb2.RunDiagnosticsRequest(), token),
+        gateway.call(
+            gateway.agreements().ListAgreements, agreement_pb2.ListAgreementsRequest(), token
+        ),
+        gateway.call(
+            gateway.gateway().ListDeadLetters,
+            gateway_pb2.ListDeadLettersRequest(page_size=100),
+            token,
+        ),
     )
     contact = {
         p.state: _at(p.last_contact, p.HasField("last_contact")) for p in diagnostics.partners
