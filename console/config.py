@@ -43,12 +43,11 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from console.i18n import is_time_zone
 from gateway.bounded_text import TextRefused
+from gateway.config import ListenAddress, StateCode
 from gateway.config_file import describe_validation, read_document
 from gateway.pki.caller_files import CallerFileRefused, check_caller_files
 
-_STATE = re.compile(r"^[A-Z]{2}$")
-_LISTEN = re.compile(r"^(?P<host>[^\s:]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
-_HTTPS_URL = re.compile(r"^https://[^\s/?#]+(/[^\s?#]*)?$")
+_HTTPS_URL = re.compile(r"https://[^\s/?#]+(/[^\s?#]*)?")
 GATEWAY_SCOPES = (
     "representation:request",
     "representation:act",
@@ -61,21 +60,8 @@ class ConsoleConfigError(ValueError):
     """The configuration broke a rule: the message is the one line to print."""
 
 
-def _state(value: str) -> str:
-    if not _STATE.match(value):
-        raise ValueError("must be an ISO 3166-1 alpha-2 code: two uppercase letters")
-    return value
-
-
-def _listen(value: str) -> str:
-    match = _LISTEN.match(value)
-    if match is None or not 0 < int(match["port"]) < 65536:
-        raise ValueError("must be HOST:PORT with a port from 1 to 65535")
-    return value
-
-
 def _https(value: str) -> str:
-    if not _HTTPS_URL.match(value):
+    if not _HTTPS_URL.fullmatch(value):
         raise ValueError("must be an https:// URL without query or fragment")
     return value.rstrip("/")
 
@@ -91,21 +77,21 @@ class _Section(BaseModel):
 
 
 class ConsoleSection(_Section):
-    state: Annotated[str, AfterValidator(_state)]
-    listen: Annotated[str, AfterValidator(_listen)]
+    state: StateCode
+    listen: ListenAddress
     public_url: Annotated[str, AfterValidator(_https)]
     tls_certificate: Path
     tls_key: Path
     session_idle_minutes: int = Field(default=15, ge=1, le=480)
     time_zone: Annotated[str, AfterValidator(_zone)] = "UTC"
     # Prometheus metrics (console.metrics) over plain HTTP, when set: keep it internal.
-    metrics_listen: Annotated[str, AfterValidator(_listen)] | None = None
+    metrics_listen: ListenAddress | None = None
     # Largest attachment an officer may upload; the gateway's message limit bounds it too.
     max_attachment_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=16 * 1024 * 1024)
 
 
 class GatewaySection(_Section):
-    target: Annotated[str, AfterValidator(_listen)]
+    target: ListenAddress
     ca: Path
     certificate: Path
     key: Path

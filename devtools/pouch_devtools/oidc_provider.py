@@ -56,6 +56,7 @@ import httpx
 
 from gateway.pki.keys import write_public_file, write_secret_file
 from gateway.pki.tokens import JwksKeys
+from gateway.trust.principal import Scope
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 SCRIPT = NODE_DIR / "identity_provider.mjs"
@@ -63,14 +64,8 @@ INSTALL_COMMAND = "npm ci --prefix devtools/node"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 5.0
 STDERR_TAIL_BYTES = 4000
-GATEWAY_SCOPES = (
-    "civil:submit",
-    "identity:query",
-    "representation:request",
-    "representation:act",
-    "audit:read",
-    "admin",
-)
+GATEWAY_SCOPES = tuple(scope.value for scope in Scope)
+"""The scopes an account may be granted: the gateway's own."""
 _REQUIRED_PACKAGES = ("oidc-provider", "axe-core")
 
 
