@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from console.gateway_calls import GatewayRefusal
-from console.web import console_of, officer_of, render, session_of
+from console.web import console_of, officer_of, refusal_seen, render, session_of
 from console.wire import CASE_STATES, KINDS
 from gateway.exchanges.case_machine import (
     COSTS_CLAIMABLE,
@@ -278,6 +278,7 @@ async def case_events(request: Request) -> Response:
                     ),
                 }
         except GatewayRefusal as refusal:
+            refusal_seen(request, refusal)
             yield {"event": "refused", "data": json.dumps({"reason": refusal.reason})}
         finally:
             pending.cancel()

@@ -247,6 +247,18 @@ class ConsoleApp:
             self.console.metrics.requests.labels(route, scope.get("method", "?"), status).inc()
 
 
+def refusal_seen(request: Request, refusal: GatewayRefusal) -> None:
+    """A refusal an officer is shown, on a page or a live stream: one event, counted."""
+    event(
+        "console_refused",
+        level=logging.WARNING,
+        route=getattr(request.scope.get("route"), "path", "?"),
+        status=refusal.status,
+        reason=refusal.reason or None,
+    )
+    console_of(request).metrics.gateway_refusals.labels(refusal.status, refusal.reason or "-").inc()
+
+
 def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
     async def not_signed_in(request: Request, exc: Exception) -> Response:
         if request.method == "GET" and request.headers.get("accept", "").startswith(
@@ -265,14 +277,7 @@ def _error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Resp
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayRefusal)
-        event(
-            "console_refused",
-            level=logging.WARNING,
-            route=getattr(request.scope.get("route"), "path", "?"),
-            status=exc.status,
-            reason=exc.reason or None,
-        )
-        console_of(request).metrics.gateway_refusals.labels(exc.status, exc.reason or "-").inc()
+        refusal_seen(request, exc)
         status = 502 if exc.unreached else _HTTP_STATUS.get(exc.status, 400)
         return render(request, "error.html", status_code=status, refusal=exc, problem=None)
 

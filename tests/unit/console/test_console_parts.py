@@ -418,3 +418,18 @@ def test_an_unreachable_gateway_is_a_page_counted_and_logged(
         "route": "/cases",
         "status": "UNAVAILABLE",
     }
+
+
+def test_a_live_stream_the_gateway_cannot_serve_says_so_counted_and_logged(
+    unreachable_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with TestClient(unreachable_app, base_url="https://testserver") as client:
+        signed_in(unreachable_app, client, frozenset({"representation:act"}))
+        with client.stream("GET", "/cases/c-1/events") as answer:
+            body = "".join(answer.iter_text())
+    assert "event: refused" in body
+    registry = unreachable_app.console.metrics.registry
+    labels = {"status": "UNAVAILABLE", "reason": "-"}
+    assert registry.get_sample_value("pouch_console_gateway_refusals_total", labels) == 1
+    routes = [e.get("route") for e in console_events(caplog) if e.get("event") == "console_refused"]
+    assert routes == ["/cases/{case_id}/events"]
