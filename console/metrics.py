@@ -32,7 +32,8 @@ class ConsoleMetrics:
         )
         self.gateway_refusals = Counter(
             "pouch_console_gateway_refusals",
-            "Calls the gateway refused or did not answer, by gRPC status and reason code.",
+            "Refusals shown to officers, by gRPC status and reason code: the gateway's, "
+            "a call it did not answer (UNAVAILABLE), and the console's own of a form.",
             ["status", "reason"],
             registry=self.registry,
         )
